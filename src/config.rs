@@ -1,0 +1,1 @@
+//! Broker configuration: the TOML file model, its built-in defaults and validation.

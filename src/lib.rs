@@ -1,0 +1,9 @@
+//! ringmq: an MQTT 3.1 / 3.1.1 / 5.0 broker built thread-per-core on io_uring.
+//!
+//! Each CPU core runs one shard (see the `shards` crate) that owns its listener, its connections,
+//! its sessions and its part of the topic index. This crate holds the broker: the codec
+//! ([`protocol`]), the config ([`config`]), the topic index ([`router`]) and the per-shard broker.
+
+pub mod config;
+pub mod protocol;
+pub mod router;

@@ -1,0 +1,122 @@
+//! MQTT 5.0 properties (§2.2.2), one struct per packet kind so that a property can only be set on a
+//! packet where the spec allows it. Absent properties are `None` / empty and cost no allocation.
+//! In 3.1 and 3.1.1 every property struct is empty on decode and ignored on encode.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+/// User Property (0x26) pairs: may repeat, order is kept (MQTT-3.3.2-18).
+pub type UserProperties = Vec<(ByteString, ByteString)>;
+
+/// CONNECT properties (§3.1.2.11).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectProperties {
+    pub session_expiry_interval_secs: Option<u32>,
+    /// Never 0 (protocol error).
+    pub receive_maximum: Option<u16>,
+    /// Never 0 (protocol error).
+    pub maximum_packet_size: Option<u32>,
+    pub topic_alias_maximum: Option<u16>,
+    pub request_response_information: Option<bool>,
+    pub request_problem_information: Option<bool>,
+    pub user_properties: UserProperties,
+    pub authentication_method: Option<ByteString>,
+    /// Only with an authentication method (protocol error otherwise).
+    pub authentication_data: Option<Bytes>,
+}
+
+/// Will properties (§3.1.3.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WillProperties {
+    pub will_delay_interval_secs: Option<u32>,
+    pub payload_format_indicator: Option<bool>,
+    pub message_expiry_interval_secs: Option<u32>,
+    pub content_type: Option<ByteString>,
+    pub response_topic: Option<ByteString>,
+    pub correlation_data: Option<Bytes>,
+    pub user_properties: UserProperties,
+}
+
+/// CONNACK properties (§3.2.2.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnAckProperties {
+    pub session_expiry_interval_secs: Option<u32>,
+    pub receive_maximum: Option<u16>,
+    /// 0 or 1 on the wire.
+    pub maximum_qos: Option<u8>,
+    pub retain_available: Option<bool>,
+    pub maximum_packet_size: Option<u32>,
+    pub assigned_client_identifier: Option<ByteString>,
+    pub topic_alias_maximum: Option<u16>,
+    pub reason_string: Option<ByteString>,
+    pub user_properties: UserProperties,
+    pub wildcard_subscription_available: Option<bool>,
+    pub subscription_identifiers_available: Option<bool>,
+    pub shared_subscription_available: Option<bool>,
+    pub server_keep_alive_secs: Option<u16>,
+    pub response_information: Option<ByteString>,
+    pub server_reference: Option<ByteString>,
+    pub authentication_method: Option<ByteString>,
+    pub authentication_data: Option<Bytes>,
+}
+
+/// PUBLISH properties (§3.3.2.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishProperties {
+    pub payload_format_indicator: Option<bool>,
+    pub message_expiry_interval_secs: Option<u32>,
+    /// Never 0 (MQTT-3.3.2-8).
+    pub topic_alias: Option<u16>,
+    pub response_topic: Option<ByteString>,
+    pub correlation_data: Option<Bytes>,
+    pub user_properties: UserProperties,
+    /// Server to client only; may repeat; each in 1..=268,435,455.
+    pub subscription_identifiers: Vec<u32>,
+    pub content_type: Option<ByteString>,
+}
+
+impl PublishProperties {
+    /// True when no property is set (the common case, and always so before 5.0).
+    pub fn is_empty(&self) -> bool {
+        *self == PublishProperties::default()
+    }
+}
+
+/// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK (§3.4.2.2 and siblings).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckProperties {
+    pub reason_string: Option<ByteString>,
+    pub user_properties: UserProperties,
+}
+
+/// SUBSCRIBE properties (§3.8.2.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeProperties {
+    /// Never 0 (protocol error); at most 268,435,455.
+    pub subscription_identifier: Option<u32>,
+    pub user_properties: UserProperties,
+}
+
+/// UNSUBSCRIBE properties (§3.10.2.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnsubscribeProperties {
+    pub user_properties: UserProperties,
+}
+
+/// DISCONNECT properties (§3.14.2.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DisconnectProperties {
+    pub session_expiry_interval_secs: Option<u32>,
+    pub reason_string: Option<ByteString>,
+    pub user_properties: UserProperties,
+    pub server_reference: Option<ByteString>,
+}
+
+/// AUTH properties (§3.15.2.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthProperties {
+    pub authentication_method: Option<ByteString>,
+    pub authentication_data: Option<Bytes>,
+    pub reason_string: Option<ByteString>,
+    pub user_properties: UserProperties,
+}

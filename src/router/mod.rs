@@ -1,0 +1,1 @@
+//! The topic index: subscription tries, replicated interest, retained store.
