@@ -1,0 +1,80 @@
+//! Waking a parked shard from another thread.
+//!
+//! A doorbell is a Unix socket pair: any thread writes one byte to the sending end; the shard
+//! reads the receiving end through its own io_uring reactor, so a parked executor wakes like it
+//! does for any socket. An eventfd would be the classic choice, but the executor offers no public
+//! way to await a raw eventfd, and polling a timer instead would cost latency (or CPU) on every
+//! idle shard. The socket costs one `write(2)` per wake-up, and senders only ring a doorbell that
+//! is *armed*: its owner sets `armed` just before it parks and clears it when it wakes, so a busy
+//! shard receives no wake-up syscalls at all.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+
+pub(crate) struct Doorbell {
+    armed: AtomicBool,
+    bell: StdUnixStream,
+}
+
+impl Doorbell {
+    /// A doorbell and the receiving end for its owning shard.
+    pub(crate) fn new() -> std::io::Result<(Doorbell, OwnedFd)> {
+        let (bell, receiver) = StdUnixStream::pair()?;
+        // A full socket buffer means the owner has wake-ups pending already: never block on it.
+        bell.set_nonblocking(true)?;
+        receiver.set_nonblocking(true)?;
+        Ok((Doorbell { armed: AtomicBool::new(false), bell }, receiver.into()))
+    }
+
+    /// Wakes the owner whether or not it is parked (control messages: rare).
+    pub(crate) fn ring(&self) {
+        // WouldBlock means unread wake-ups are pending, which is all a ring needs to achieve.
+        let _ = (&self.bell).write(&[1]);
+    }
+
+    /// Called by a sender after publishing data: wakes the owner only if it is parked.
+    pub(crate) fn ring_if_armed(&self) {
+        // Pairs with the fence in `arm`: either the owner sees our data when it re-checks after
+        // arming, or we see `armed` here. Without it both could miss (store-load reordering).
+        fence(Ordering::SeqCst);
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
+            self.ring();
+        }
+    }
+
+    /// The owner is about to park: it must re-check for data after this, then wait.
+    pub(crate) fn arm(&self) {
+        self.armed.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    pub(crate) fn disarm(&self) {
+        self.armed.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The owner's end of a doorbell, readable through the executor.
+pub(crate) struct BellReceiver {
+    stream: glommio::net::UnixStream,
+}
+
+impl BellReceiver {
+    /// Takes the receiving end over into the current shard's executor. Must run on the shard.
+    pub(crate) fn adopt(fd: OwnedFd) -> BellReceiver {
+        // SAFETY: `fd` is a nonblocking Unix stream socket we own and hand over whole.
+        let stream = unsafe { glommio::net::UnixStream::from_raw_fd(fd.into_raw_fd()) };
+        BellReceiver { stream }
+    }
+
+    /// Waits for at least one ring and consumes every ring pending.
+    pub(crate) async fn wait(&mut self) {
+        let mut buf = [0u8; 64];
+        let read = futures_lite::AsyncReadExt::read(&mut self.stream, &mut buf).await;
+        if !matches!(read, Ok(n) if n > 0) {
+            // Cannot happen while the runtime (which holds the sending end) lives; do not spin.
+            crate::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+}

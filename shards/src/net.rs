@@ -1,0 +1,319 @@
+//! Listeners and connections. Listener sockets are built here with socket2 (SO_REUSEPORT, our own
+//! backlog) on the thread that calls `start`, then handed to their shard, where the executor takes
+//! them over. `TcpStream` wraps the executor's stream so that one task can wait in `read` while
+//! another writes (`split`).
+
+use crate::config::{ListenerSpec, PortPerShard};
+use crate::error::StartError;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpListener as ExecutorListener;
+use glommio::net::TcpStream as ExecutorStream;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+thread_local! {
+    static LIVE_CONNECTIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Connections (accepted `TcpStream`s, whole or split) alive on the current shard.
+pub fn live_connections() -> usize {
+    LIVE_CONNECTIONS.with(Cell::get)
+}
+
+/// A listening socket bound before the shards start.
+pub(crate) struct BoundSocket {
+    pub(crate) spec_index: usize,
+    pub(crate) per_shard: bool,
+    pub(crate) socket: Socket,
+}
+
+/// Every listener socket of every shard, and the addresses they resolved to.
+pub(crate) struct Bound {
+    /// `sockets[shard]`: for each spec in order, the shared-port socket then the per-shard one.
+    pub(crate) sockets: Vec<Vec<BoundSocket>>,
+    /// `shared[listener]`.
+    pub(crate) shared: Vec<SocketAddr>,
+    /// `per_shard[listener][shard]`.
+    pub(crate) per_shard: Vec<Vec<Option<SocketAddr>>>,
+}
+
+/// Binds everything or nothing: on error the sockets bound so far are dropped (closed).
+pub(crate) fn bind_all(specs: &[ListenerSpec], shards: usize) -> Result<Bound, StartError> {
+    let mut bound = Bound {
+        sockets: (0..shards).map(|_| Vec::new()).collect(),
+        shared: Vec::new(),
+        per_shard: Vec::new(),
+    };
+    for (spec_index, spec) in specs.iter().enumerate() {
+        let mut addr = spec.addr;
+        let mut addrs = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            // The first bind resolves port 0; the others join that port's reuseport group.
+            let socket = listen(addr, spec.backlog, true)?;
+            addr = local_addr(&socket, addr)?;
+            bound.sockets[shard].push(BoundSocket { spec_index, per_shard: false, socket });
+            let own = match spec.port_per_shard {
+                PortPerShard::Off => None,
+                PortPerShard::Base(base) => {
+                    let port = port_of(base, shard, spec.addr)?;
+                    Some(listen(SocketAddr::new(spec.addr.ip(), port), spec.backlog, false)?)
+                }
+                PortPerShard::Ephemeral => {
+                    Some(listen(SocketAddr::new(spec.addr.ip(), 0), spec.backlog, false)?)
+                }
+            };
+            match own {
+                Some(socket) => {
+                    addrs.push(Some(local_addr(&socket, spec.addr)?));
+                    bound.sockets[shard].push(BoundSocket { spec_index, per_shard: true, socket });
+                }
+                None => addrs.push(None),
+            }
+        }
+        bound.shared.push(addr);
+        bound.per_shard.push(addrs);
+    }
+    Ok(bound)
+}
+
+fn port_of(base: u16, shard: usize, addr: SocketAddr) -> Result<u16, StartError> {
+    u16::try_from(usize::from(base) + shard).map_err(|_| StartError::Bind {
+        addr,
+        source: io::Error::new(io::ErrorKind::InvalidInput, "base port + shard index > 65535"),
+    })
+}
+
+fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<Socket, StartError> {
+    let fail = |source| StartError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    // Per-shard ports are not shared, and an OS-chosen port must not join someone's group.
+    socket.set_reuse_port(reuse_port).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog).map_err(fail)?;
+    Ok(socket)
+}
+
+fn local_addr(socket: &Socket, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    let fail = |source| StartError::Bind { addr, source };
+    let local = socket.local_addr().map_err(fail)?;
+    local.as_socket().ok_or_else(|| fail(io::Error::other("not an IP socket")))
+}
+
+/// One listening socket of this shard.
+pub struct Listener {
+    inner: ExecutorListener,
+    spec_index: usize,
+    per_shard: bool,
+}
+
+impl Listener {
+    /// Takes a bound socket over into the current shard's executor. Must run on the shard.
+    pub(crate) fn adopt(bound: BoundSocket) -> Listener {
+        let fd = bound.socket.into_raw_fd();
+        // SAFETY: `fd` is a listening TCP socket we own and hand over whole.
+        let inner = unsafe { ExecutorListener::from_raw_fd(fd) };
+        Listener { inner, spec_index: bound.spec_index, per_shard: bound.per_shard }
+    }
+
+    /// Which `RuntimeConfig::listeners` entry this socket serves.
+    pub fn spec_index(&self) -> usize {
+        self.spec_index
+    }
+
+    /// True for the shard's own port (`PortPerShard`), false for the shared port.
+    pub fn is_per_shard(&self) -> bool {
+        self.per_shard
+    }
+
+    /// Waits for the next connection. An error concerns that one connection (for example the peer
+    /// left before we asked its address); keep accepting.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let stream = self.inner.accept().await.map_err(io::Error::from)?;
+        let peer = stream.peer_addr().map_err(io::Error::from)?;
+        Ok((TcpStream::new(stream), peer))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr().map_err(io::Error::from)
+    }
+}
+
+/// The stream shared by a connection's halves; counted in `live_connections` while it lives.
+struct Connection {
+    stream: RefCell<ExecutorStream>,
+}
+
+impl Connection {
+    /// Polls with the stream borrowed for this poll only, never across an await.
+    fn poll<T>(&self, f: impl FnOnce(Pin<&mut ExecutorStream>) -> Poll<T>) -> Poll<T> {
+        let mut stream = self.stream.borrow_mut();
+        f(Pin::new(&mut *stream))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        LIVE_CONNECTIONS.with(|live| live.set(live.get().saturating_sub(1)));
+    }
+}
+
+/// A TCP connection owned by one shard.
+pub struct TcpStream {
+    connection: Rc<Connection>,
+}
+
+impl TcpStream {
+    fn new(stream: ExecutorStream) -> TcpStream {
+        LIVE_CONNECTIONS.with(|live| live.set(live.get() + 1));
+        TcpStream { connection: Rc::new(Connection { stream: RefCell::new(stream) }) }
+    }
+
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.connection.stream.borrow().set_nodelay(nodelay).map_err(io::Error::from)
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.connection.stream.borrow().peer_addr().map_err(io::Error::from)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.connection.stream.borrow().local_addr().map_err(io::Error::from)
+    }
+
+    /// Reads what is available, at least one byte; `Ok(0)` at end of stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read(&self.connection, buf).await
+    }
+
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write(&self.connection, buf).await
+    }
+
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        write_all(&self.connection, buf).await
+    }
+
+    /// Shuts the sending side down (FIN); the fd closes when the stream is dropped.
+    pub async fn close(&mut self) -> io::Result<()> {
+        shutdown(&self.connection, Shutdown::Write)
+    }
+
+    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        shutdown(&self.connection, how)
+    }
+
+    /// Two halves usable from two tasks at once: one may wait in `read` while the other writes.
+    /// The socket closes when both halves are dropped.
+    pub fn split(self) -> (ReadHalf, WriteHalf) {
+        let read = ReadHalf { connection: Rc::clone(&self.connection) };
+        (read, WriteHalf { connection: self.connection })
+    }
+}
+
+/// The receiving half of a split `TcpStream`.
+pub struct ReadHalf {
+    connection: Rc<Connection>,
+}
+
+impl ReadHalf {
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read(&self.connection, buf).await
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.connection.stream.borrow().peer_addr().map_err(io::Error::from)
+    }
+}
+
+/// The sending half of a split `TcpStream`.
+pub struct WriteHalf {
+    connection: Rc<Connection>,
+}
+
+impl WriteHalf {
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write(&self.connection, buf).await
+    }
+
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        write_all(&self.connection, buf).await
+    }
+
+    /// Shuts the sending side down (FIN); the reading half keeps working.
+    pub async fn close(&mut self) -> io::Result<()> {
+        shutdown(&self.connection, Shutdown::Write)
+    }
+
+    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        shutdown(&self.connection, how)
+    }
+}
+
+async fn read(connection: &Connection, buf: &mut [u8]) -> io::Result<usize> {
+    poll_fn(|cx| connection.poll(|stream| stream.poll_read(cx, buf))).await
+}
+
+async fn write(connection: &Connection, buf: &[u8]) -> io::Result<usize> {
+    poll_fn(|cx| connection.poll(|stream| stream.poll_write(cx, buf))).await
+}
+
+async fn write_all(connection: &Connection, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let written = write(connection, buf).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = buf.get(written..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+fn shutdown(connection: &Connection, how: Shutdown) -> io::Result<()> {
+    let stream = connection.stream.borrow();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*stream);
+    // SAFETY: `fd` is the open socket `stream` owns; ManuallyDrop keeps this borrow from closing it.
+    let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+    socket.shutdown(how)
+}
+
+macro_rules! async_io {
+    ($($half:ty),*) => {$(
+        impl AsyncRead for $half {
+            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8])
+                -> Poll<io::Result<usize>> {
+                self.connection.poll(|stream| stream.poll_read(cx, buf))
+            }
+        }
+    )*};
+}
+
+macro_rules! async_write {
+    ($($half:ty),*) => {$(
+        impl AsyncWrite for $half {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8])
+                -> Poll<io::Result<usize>> {
+                self.connection.poll(|stream| stream.poll_write(cx, buf))
+            }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.connection.poll(|stream| stream.poll_flush(cx))
+            }
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.connection.poll(|stream| stream.poll_close(cx))
+            }
+        }
+    )*};
+}
+
+async_io!(TcpStream, ReadHalf);
+async_write!(TcpStream, WriteHalf);
