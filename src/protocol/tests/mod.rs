@@ -1,0 +1,1 @@
+//! Codec tests: spec vectors, malformed input, streams, round-trips.
