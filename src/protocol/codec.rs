@@ -9,8 +9,12 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::connect::{connack_len, connect_len, decode_connack, decode_connect, put_connack, put_connect};
-use super::control::{auth_len, decode_auth, decode_disconnect, disconnect_len, put_auth, put_disconnect};
+use super::connect::{
+    connack_len, connect_len, decode_connack, decode_connect, put_connack, put_connect,
+};
+use super::control::{
+    auth_len, decode_auth, decode_disconnect, disconnect_len, put_auth, put_disconnect,
+};
 use super::error::{DecodeError, EncodeError};
 use super::packet::Packet;
 use super::publish::{
@@ -33,7 +37,10 @@ pub fn frame_len(buf: &[u8], packet_bytes_max: usize) -> Result<Option<usize>, D
 }
 
 /// [`frame_len`], with the length of the fixed header first.
-fn frame_header(buf: &[u8], packet_bytes_max: usize) -> Result<Option<(usize, usize)>, DecodeError> {
+fn frame_header(
+    buf: &[u8],
+    packet_bytes_max: usize,
+) -> Result<Option<(usize, usize)>, DecodeError> {
     let Some((&first, length_bytes)) = buf.split_first() else {
         return Ok(None);
     };
@@ -44,7 +51,10 @@ fn frame_header(buf: &[u8], packet_bytes_max: usize) -> Result<Option<(usize, us
         Some((remaining, len)) => {
             let size = 1 + len + remaining as usize;
             if size > packet_bytes_max {
-                return Err(DecodeError::PacketTooLarge { size, max: packet_bytes_max });
+                return Err(DecodeError::PacketTooLarge {
+                    size,
+                    max: packet_bytes_max,
+                });
             }
             Ok(Some((1 + len, size)))
         }
@@ -58,7 +68,10 @@ fn frame_header(buf: &[u8], packet_bytes_max: usize) -> Result<Option<(usize, us
             lower_bound += 1 << (7 * length_bytes.len());
             let size = 1 + length_bytes.len() + 1 + lower_bound;
             if size > packet_bytes_max {
-                return Err(DecodeError::PacketTooLarge { size, max: packet_bytes_max });
+                return Err(DecodeError::PacketTooLarge {
+                    size,
+                    max: packet_bytes_max,
+                });
             }
             Ok(None)
         }
@@ -131,7 +144,11 @@ fn check_flags(packet_type: u8, flags: u8, version: Version) -> Result<(), Decod
         }
         _ => flags == 0,
     };
-    if valid { Ok(()) } else { Err(DecodeError::InvalidHeaderFlags { packet_type, flags }) }
+    if valid {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidHeaderFlags { packet_type, flags })
+    }
 }
 
 /// Appends `packet` in `version`'s wire format (CONNECT in its own `version` field) and returns the
@@ -150,19 +167,26 @@ pub fn encode(
         Packet::ConnAck(connack) => (t::CONNACK << 4, connack_len(connack, version)?),
         Packet::PubAck(response) => (t::PUBACK << 4, pub_response_len(response, version)?),
         Packet::PubRec(response) => (t::PUBREC << 4, pub_response_len(response, version)?),
-        Packet::PubRel(response) => (t::PUBREL << 4 | 0b0010, pub_response_len(response, version)?),
+        Packet::PubRel(response) => (
+            t::PUBREL << 4 | 0b0010,
+            pub_response_len(response, version)?,
+        ),
         Packet::PubComp(response) => (t::PUBCOMP << 4, pub_response_len(response, version)?),
-        Packet::Subscribe(subscribe) => {
-            (t::SUBSCRIBE << 4 | 0b0010, subscribe_len(subscribe, version)?)
-        }
+        Packet::Subscribe(subscribe) => (
+            t::SUBSCRIBE << 4 | 0b0010,
+            subscribe_len(subscribe, version)?,
+        ),
         Packet::SubAck(suback) => (t::SUBACK << 4, suback_len(suback, version)?),
-        Packet::Unsubscribe(unsubscribe) => {
-            (t::UNSUBSCRIBE << 4 | 0b0010, unsubscribe_len(unsubscribe, version)?)
-        }
+        Packet::Unsubscribe(unsubscribe) => (
+            t::UNSUBSCRIBE << 4 | 0b0010,
+            unsubscribe_len(unsubscribe, version)?,
+        ),
         Packet::UnsubAck(unsuback) => (t::UNSUBACK << 4, unsuback_len(unsuback, version)?),
         Packet::PingReq => (t::PINGREQ << 4, 0),
         Packet::PingResp => (t::PINGRESP << 4, 0),
-        Packet::Disconnect(disconnect) => (t::DISCONNECT << 4, disconnect_len(disconnect, version)?),
+        Packet::Disconnect(disconnect) => {
+            (t::DISCONNECT << 4, disconnect_len(disconnect, version)?)
+        }
         Packet::Auth(auth) => (t::AUTH << 4, auth_len(auth, version)?),
     };
     write_frame(first, body_len, buf, packet_bytes_max, |buf| match packet {
@@ -190,9 +214,13 @@ pub fn encode_publish(
     packet_bytes_max: usize,
 ) -> Result<usize, EncodeError> {
     let body_len = publish_len(publish, version)?;
-    write_frame(publish_first_byte(publish), body_len, buf, packet_bytes_max, |buf| {
-        put_publish(publish, version, buf)
-    })
+    write_frame(
+        publish_first_byte(publish),
+        body_len,
+        buf,
+        packet_bytes_max,
+        |buf| put_publish(publish, version, buf),
+    )
 }
 
 /// Checks the frame size, then writes the fixed header and the body. On any failure `buf` is left
@@ -209,7 +237,10 @@ fn write_frame(
     }
     let size = 1 + var_int_len(body_len) + body_len;
     if size > packet_bytes_max {
-        return Err(EncodeError::PacketTooLarge { size, max: packet_bytes_max });
+        return Err(EncodeError::PacketTooLarge {
+            size,
+            max: packet_bytes_max,
+        });
     }
     let start = buf.len();
     buf.reserve(size);
@@ -220,6 +251,10 @@ fn write_frame(
         return Err(error);
     }
     // The size pass and the write pass must agree; a mismatch is our bug, not the peer's.
-    assert_eq!(buf.len() - start, size, "encoded size differs from the computed size");
+    assert_eq!(
+        buf.len() - start,
+        size,
+        "encoded size differs from the computed size"
+    );
     Ok(size)
 }

@@ -47,7 +47,8 @@ pub fn decode_connect(reader: &mut Reader) -> Result<Connect, DecodeError> {
         return Err(DecodeError::ConnectReservedFlag);
     }
     let will_flag = flags & FLAG_WILL != 0;
-    let will_qos = QoS::from_u8((flags >> FLAG_WILL_QOS_SHIFT) & 0b11).ok_or(DecodeError::InvalidQoS)?;
+    let will_qos =
+        QoS::from_u8((flags >> FLAG_WILL_QOS_SHIFT) & 0b11).ok_or(DecodeError::InvalidQoS)?;
     let will_retain = flags & FLAG_WILL_RETAIN != 0;
     if !will_flag && (will_qos != QoS::AtMostOnce || will_retain) {
         return Err(DecodeError::WillFlagsWithoutWill);
@@ -78,12 +79,26 @@ pub fn decode_connect(reader: &mut Reader) -> Result<Connect, DecodeError> {
         let topic = reader.string()?;
         validate_topic_name(&topic).map_err(DecodeError::InvalidTopicName)?;
         let payload = reader.binary()?;
-        Some(Will { topic, payload, qos: will_qos, retain: will_retain, properties })
+        Some(Will {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
     } else {
         None
     };
-    let username = if has_username { Some(reader.string()?) } else { None };
-    let password = if has_password { Some(reader.binary()?) } else { None };
+    let username = if has_username {
+        Some(reader.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(reader.binary()?)
+    } else {
+        None
+    };
     reader.finish()?;
     Ok(Connect {
         version,
@@ -206,14 +221,26 @@ pub fn decode_connack(reader: &mut Reader, version: Version) -> Result<ConnAck, 
         (return_code_to_reason(code)?, Default::default())
     };
     reader.finish()?;
-    Ok(ConnAck { session_present: flags & 1 != 0, reason, properties })
+    Ok(ConnAck {
+        session_present: flags & 1 != 0,
+        reason,
+        properties,
+    })
 }
 
 pub fn connack_len(connack: &ConnAck, version: Version) -> Result<usize, EncodeError> {
-    Ok(2 + if version.is_v5() { connack.properties.wire_len()? } else { 0 })
+    Ok(2 + if version.is_v5() {
+        connack.properties.wire_len()?
+    } else {
+        0
+    })
 }
 
-pub fn put_connack(connack: &ConnAck, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+pub fn put_connack(
+    connack: &ConnAck,
+    version: Version,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     buf.put_u8(u8::from(connack.session_present));
     if version.is_v5() {
         buf.put_u8(connack.reason.0);

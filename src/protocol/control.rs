@@ -64,7 +64,8 @@ pub fn decode_disconnect(reader: &mut Reader, version: Version) -> Result<Discon
         reader.finish()?;
         return Ok(Disconnect::default());
     }
-    let (reason, properties) = decode_tail::<DisconnectProperties>(reader, packet_type::DISCONNECT)?;
+    let (reason, properties) =
+        decode_tail::<DisconnectProperties>(reader, packet_type::DISCONNECT)?;
     Ok(Disconnect { reason, properties })
 }
 

@@ -116,8 +116,13 @@ pub fn read(reader: &mut Reader) -> Result<(u8, Value), DecodeError> {
             0 => return Err(DecodeError::SubscriptionIdentifierZero),
             value => Value::VarInt(value),
         },
-        CONTENT_TYPE | RESPONSE_TOPIC | ASSIGNED_CLIENT_IDENTIFIER | AUTHENTICATION_METHOD
-        | RESPONSE_INFORMATION | SERVER_REFERENCE | REASON_STRING => Value::String(reader.string()?),
+        CONTENT_TYPE
+        | RESPONSE_TOPIC
+        | ASSIGNED_CLIENT_IDENTIFIER
+        | AUTHENTICATION_METHOD
+        | RESPONSE_INFORMATION
+        | SERVER_REFERENCE
+        | REASON_STRING => Value::String(reader.string()?),
         CORRELATION_DATA | AUTHENTICATION_DATA => Value::Binary(reader.binary()?),
         USER_PROPERTY => Value::Pair(reader.string()?, reader.string()?),
         _ => return Err(DecodeError::UnknownProperty(id)),
@@ -135,7 +140,9 @@ pub fn read_all(
     if len == 0 {
         return Ok(());
     }
-    let bytes = reader.take(len).map_err(|_| DecodeError::PropertyLengthOverrun)?;
+    let bytes = reader
+        .take(len)
+        .map_err(|_| DecodeError::PropertyLengthOverrun)?;
     let mut properties = Reader::new(bytes);
     while !properties.is_empty() {
         let (id, value) = read(&mut properties).map_err(|error| match error {
@@ -258,10 +265,7 @@ pub fn binary(id: u8, value: &Option<Bytes>) -> Option<Out<'_>> {
     value.as_ref().map(|value| Out::Bytes(id, value))
 }
 
-pub fn user_properties(
-    pairs: &[(ByteString, ByteString)],
-    out: &mut dyn FnMut(Out<'_>),
-) {
+pub fn user_properties(pairs: &[(ByteString, ByteString)], out: &mut dyn FnMut(Out<'_>)) {
     for (key, value) in pairs {
         out(Out::Pair(key, value));
     }

@@ -69,14 +69,24 @@ impl Decode for ConnectProperties {
 impl Properties for ConnectProperties {
     fn each(&self, out: &mut dyn FnMut(Out<'_>)) {
         let all = [
-            self.session_expiry_interval_secs.map(|v| Out::U32(p::SESSION_EXPIRY_INTERVAL, v)),
+            self.session_expiry_interval_secs
+                .map(|v| Out::U32(p::SESSION_EXPIRY_INTERVAL, v)),
             p::string(p::AUTHENTICATION_METHOD, &self.authentication_method),
             p::binary(p::AUTHENTICATION_DATA, &self.authentication_data),
-            p::flag(p::REQUEST_PROBLEM_INFORMATION, self.request_problem_information),
-            p::flag(p::REQUEST_RESPONSE_INFORMATION, self.request_response_information),
-            self.receive_maximum.map(|v| Out::U16(p::RECEIVE_MAXIMUM, v)),
-            self.topic_alias_maximum.map(|v| Out::U16(p::TOPIC_ALIAS_MAXIMUM, v)),
-            self.maximum_packet_size.map(|v| Out::U32(p::MAXIMUM_PACKET_SIZE, v)),
+            p::flag(
+                p::REQUEST_PROBLEM_INFORMATION,
+                self.request_problem_information,
+            ),
+            p::flag(
+                p::REQUEST_RESPONSE_INFORMATION,
+                self.request_response_information,
+            ),
+            self.receive_maximum
+                .map(|v| Out::U16(p::RECEIVE_MAXIMUM, v)),
+            self.topic_alias_maximum
+                .map(|v| Out::U16(p::TOPIC_ALIAS_MAXIMUM, v)),
+            self.maximum_packet_size
+                .map(|v| Out::U32(p::MAXIMUM_PACKET_SIZE, v)),
         ];
         all.into_iter().flatten().for_each(&mut *out);
         p::user_properties(&self.user_properties, out);
@@ -97,9 +107,7 @@ impl Decode for WillProperties {
             }
             (p::CONTENT_TYPE, Value::String(v)) => set_once(&mut self.content_type, id, v)?,
             (p::RESPONSE_TOPIC, Value::String(v)) => set_once(&mut self.response_topic, id, v)?,
-            (p::CORRELATION_DATA, Value::Binary(v)) => {
-                set_once(&mut self.correlation_data, id, v)?
-            }
+            (p::CORRELATION_DATA, Value::Binary(v)) => set_once(&mut self.correlation_data, id, v)?,
             (p::USER_PROPERTY, Value::Pair(k, v)) => self.user_properties.push((k, v)),
             _ => return Ok(false),
         }
@@ -111,11 +119,13 @@ impl Properties for WillProperties {
     fn each(&self, out: &mut dyn FnMut(Out<'_>)) {
         let all = [
             p::flag(p::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator),
-            self.message_expiry_interval_secs.map(|v| Out::U32(p::MESSAGE_EXPIRY_INTERVAL, v)),
+            self.message_expiry_interval_secs
+                .map(|v| Out::U32(p::MESSAGE_EXPIRY_INTERVAL, v)),
             p::string(p::CONTENT_TYPE, &self.content_type),
             p::string(p::RESPONSE_TOPIC, &self.response_topic),
             p::binary(p::CORRELATION_DATA, &self.correlation_data),
-            self.will_delay_interval_secs.map(|v| Out::U32(p::WILL_DELAY_INTERVAL, v)),
+            self.will_delay_interval_secs
+                .map(|v| Out::U32(p::WILL_DELAY_INTERVAL, v)),
         ];
         all.into_iter().flatten().for_each(&mut *out);
         p::user_properties(&self.user_properties, out);
@@ -134,15 +144,11 @@ impl Decode for ConnAckProperties {
             (p::RETAIN_AVAILABLE, Value::Byte(v)) => {
                 set_once(&mut s.retain_available, id, flag(v))?
             }
-            (p::MAXIMUM_PACKET_SIZE, Value::U32(v)) => {
-                set_once(&mut s.maximum_packet_size, id, v)?
-            }
+            (p::MAXIMUM_PACKET_SIZE, Value::U32(v)) => set_once(&mut s.maximum_packet_size, id, v)?,
             (p::ASSIGNED_CLIENT_IDENTIFIER, Value::String(v)) => {
                 set_once(&mut s.assigned_client_identifier, id, v)?
             }
-            (p::TOPIC_ALIAS_MAXIMUM, Value::U16(v)) => {
-                set_once(&mut s.topic_alias_maximum, id, v)?
-            }
+            (p::TOPIC_ALIAS_MAXIMUM, Value::U16(v)) => set_once(&mut s.topic_alias_maximum, id, v)?,
             (p::REASON_STRING, Value::String(v)) => set_once(&mut s.reason_string, id, v)?,
             (p::USER_PROPERTY, Value::Pair(k, v)) => s.user_properties.push((k, v)),
             (p::WILDCARD_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => {
@@ -177,22 +183,35 @@ impl Properties for ConnAckProperties {
     fn each(&self, out: &mut dyn FnMut(Out<'_>)) {
         let s = self;
         let all = [
-            s.session_expiry_interval_secs.map(|v| Out::U32(p::SESSION_EXPIRY_INTERVAL, v)),
+            s.session_expiry_interval_secs
+                .map(|v| Out::U32(p::SESSION_EXPIRY_INTERVAL, v)),
             p::string(p::ASSIGNED_CLIENT_IDENTIFIER, &s.assigned_client_identifier),
-            s.server_keep_alive_secs.map(|v| Out::U16(p::SERVER_KEEP_ALIVE, v)),
+            s.server_keep_alive_secs
+                .map(|v| Out::U16(p::SERVER_KEEP_ALIVE, v)),
             p::string(p::AUTHENTICATION_METHOD, &s.authentication_method),
             p::binary(p::AUTHENTICATION_DATA, &s.authentication_data),
             p::string(p::RESPONSE_INFORMATION, &s.response_information),
             p::string(p::SERVER_REFERENCE, &s.server_reference),
             p::string(p::REASON_STRING, &s.reason_string),
             s.receive_maximum.map(|v| Out::U16(p::RECEIVE_MAXIMUM, v)),
-            s.topic_alias_maximum.map(|v| Out::U16(p::TOPIC_ALIAS_MAXIMUM, v)),
+            s.topic_alias_maximum
+                .map(|v| Out::U16(p::TOPIC_ALIAS_MAXIMUM, v)),
             s.maximum_qos.map(|v| Out::Byte(p::MAXIMUM_QOS, v)),
             p::flag(p::RETAIN_AVAILABLE, s.retain_available),
-            s.maximum_packet_size.map(|v| Out::U32(p::MAXIMUM_PACKET_SIZE, v)),
-            p::flag(p::WILDCARD_SUBSCRIPTION_AVAILABLE, s.wildcard_subscription_available),
-            p::flag(p::SUBSCRIPTION_IDENTIFIER_AVAILABLE, s.subscription_identifiers_available),
-            p::flag(p::SHARED_SUBSCRIPTION_AVAILABLE, s.shared_subscription_available),
+            s.maximum_packet_size
+                .map(|v| Out::U32(p::MAXIMUM_PACKET_SIZE, v)),
+            p::flag(
+                p::WILDCARD_SUBSCRIPTION_AVAILABLE,
+                s.wildcard_subscription_available,
+            ),
+            p::flag(
+                p::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+                s.subscription_identifiers_available,
+            ),
+            p::flag(
+                p::SHARED_SUBSCRIPTION_AVAILABLE,
+                s.shared_subscription_available,
+            ),
         ];
         all.into_iter().flatten().for_each(&mut *out);
         p::user_properties(&s.user_properties, out);
@@ -210,9 +229,7 @@ impl Decode for PublishProperties {
             }
             (p::TOPIC_ALIAS, Value::U16(v)) => set_once(&mut self.topic_alias, id, v)?,
             (p::RESPONSE_TOPIC, Value::String(v)) => set_once(&mut self.response_topic, id, v)?,
-            (p::CORRELATION_DATA, Value::Binary(v)) => {
-                set_once(&mut self.correlation_data, id, v)?
-            }
+            (p::CORRELATION_DATA, Value::Binary(v)) => set_once(&mut self.correlation_data, id, v)?,
             (p::USER_PROPERTY, Value::Pair(k, v)) => self.user_properties.push((k, v)),
             (p::SUBSCRIPTION_IDENTIFIER, Value::VarInt(v)) => self.subscription_identifiers.push(v),
             (p::CONTENT_TYPE, Value::String(v)) => set_once(&mut self.content_type, id, v)?,
@@ -226,7 +243,8 @@ impl Properties for PublishProperties {
     fn each(&self, out: &mut dyn FnMut(Out<'_>)) {
         let all = [
             p::flag(p::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator),
-            self.message_expiry_interval_secs.map(|v| Out::U32(p::MESSAGE_EXPIRY_INTERVAL, v)),
+            self.message_expiry_interval_secs
+                .map(|v| Out::U32(p::MESSAGE_EXPIRY_INTERVAL, v)),
             p::string(p::CONTENT_TYPE, &self.content_type),
             p::string(p::RESPONSE_TOPIC, &self.response_topic),
             p::binary(p::CORRELATION_DATA, &self.correlation_data),
@@ -257,7 +275,12 @@ fn set_reason_and_user(
 
 impl Decode for AckProperties {
     fn set(&mut self, id: u8, value: Value) -> Result<bool, DecodeError> {
-        set_reason_and_user(&mut self.reason_string, &mut self.user_properties, id, value)
+        set_reason_and_user(
+            &mut self.reason_string,
+            &mut self.user_properties,
+            id,
+            value,
+        )
     }
 }
 
@@ -314,9 +337,7 @@ impl Decode for DisconnectProperties {
             (p::SESSION_EXPIRY_INTERVAL, Value::U32(v)) => {
                 set_once(&mut self.session_expiry_interval_secs, id, v)?
             }
-            (p::SERVER_REFERENCE, Value::String(v)) => {
-                set_once(&mut self.server_reference, id, v)?
-            }
+            (p::SERVER_REFERENCE, Value::String(v)) => set_once(&mut self.server_reference, id, v)?,
             (id, value) => {
                 return set_reason_and_user(
                     &mut self.reason_string,
@@ -333,7 +354,8 @@ impl Decode for DisconnectProperties {
 impl Properties for DisconnectProperties {
     fn each(&self, out: &mut dyn FnMut(Out<'_>)) {
         let all = [
-            self.session_expiry_interval_secs.map(|v| Out::U32(p::SESSION_EXPIRY_INTERVAL, v)),
+            self.session_expiry_interval_secs
+                .map(|v| Out::U32(p::SESSION_EXPIRY_INTERVAL, v)),
             p::string(p::SERVER_REFERENCE, &self.server_reference),
             p::string(p::REASON_STRING, &self.reason_string),
         ];

@@ -51,7 +51,11 @@ impl Publish {
 }
 
 /// Reads a PUBLISH body; `flags` is the low nibble of the fixed header.
-pub fn decode_publish(reader: &mut Reader, flags: u8, version: Version) -> Result<Publish, DecodeError> {
+pub fn decode_publish(
+    reader: &mut Reader,
+    flags: u8,
+    version: Version,
+) -> Result<Publish, DecodeError> {
     let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
     let topic = checked_string(reader.binary()?)?;
     let packet_id = if qos == QoS::AtMostOnce {
@@ -102,7 +106,11 @@ pub fn publish_len(publish: &PublishRef<'_>, version: Version) -> Result<usize, 
         len += 2;
     }
     if version.is_v5() {
-        len += if publish.properties.is_empty() { 1 } else { publish.properties.wire_len()? };
+        len += if publish.properties.is_empty() {
+            1
+        } else {
+            publish.properties.wire_len()?
+        };
     }
     Ok(len)
 }
@@ -136,7 +144,11 @@ pub fn decode_pub_response(
     let packet_id = reader.packet_id()?;
     let (reason, properties) = decode_reason_and_properties(reader, packet_type, version)?;
     reader.finish()?;
-    Ok(PubResponse { packet_id, reason, properties })
+    Ok(PubResponse {
+        packet_id,
+        reason,
+        properties,
+    })
 }
 
 /// The optional 5.0 reason code and properties after a packet identifier: absent means Success and
@@ -162,7 +174,11 @@ pub fn pub_response_len(response: &PubResponse, version: Version) -> Result<usiz
     }
     let properties = &response.properties;
     if properties.reason_string.is_none() && properties.user_properties.is_empty() {
-        return Ok(if response.reason == ReasonCode::SUCCESS { 2 } else { 3 });
+        return Ok(if response.reason == ReasonCode::SUCCESS {
+            2
+        } else {
+            3
+        });
     }
     Ok(3 + properties.wire_len()?)
 }

@@ -24,7 +24,11 @@ const OPTION_RETAIN_AS_PUBLISHED: u8 = 0b0000_1000;
 const OPTION_RETAIN_HANDLING_SHIFT: u8 = 4;
 
 fn decode_options(byte: u8, version: Version) -> Result<SubscriptionOptions, DecodeError> {
-    let reserved = if version.is_v5() { 0b1100_0000 } else { 0b1111_1100 };
+    let reserved = if version.is_v5() {
+        0b1100_0000
+    } else {
+        0b1111_1100
+    };
     if byte & reserved != 0 {
         return Err(DecodeError::SubscriptionOptionsReserved);
     }
@@ -73,7 +77,11 @@ pub fn decode_subscribe(reader: &mut Reader, version: Version) -> Result<Subscri
     if filters.is_empty() {
         return Err(DecodeError::NoTopicFilters);
     }
-    Ok(Subscribe { packet_id, properties, filters })
+    Ok(Subscribe {
+        packet_id,
+        properties,
+        filters,
+    })
 }
 
 pub fn subscribe_len(subscribe: &Subscribe, version: Version) -> Result<usize, EncodeError> {
@@ -106,7 +114,10 @@ pub fn put_subscribe(
     Ok(())
 }
 
-pub fn decode_unsubscribe(reader: &mut Reader, version: Version) -> Result<Unsubscribe, DecodeError> {
+pub fn decode_unsubscribe(
+    reader: &mut Reader,
+    version: Version,
+) -> Result<Unsubscribe, DecodeError> {
     let packet_id = reader.packet_id()?;
     let properties = if version.is_v5() {
         property_sets::decode(reader, packet_type::UNSUBSCRIBE)?
@@ -120,7 +131,11 @@ pub fn decode_unsubscribe(reader: &mut Reader, version: Version) -> Result<Unsub
     if filters.is_empty() {
         return Err(DecodeError::NoTopicFilters);
     }
-    Ok(Unsubscribe { packet_id, properties, filters })
+    Ok(Unsubscribe {
+        packet_id,
+        properties,
+        filters,
+    })
 }
 
 pub fn unsubscribe_len(unsubscribe: &Unsubscribe, version: Version) -> Result<usize, EncodeError> {
@@ -171,17 +186,32 @@ pub fn decode_suback(reader: &mut Reader, version: Version) -> Result<SubAck, De
     let reasons = if version.is_v5() {
         codes.iter().map(|&code| ReasonCode(code)).collect()
     } else {
-        codes.iter().map(|&code| suback_code_v3(code)).collect::<Result<_, _>>()?
+        codes
+            .iter()
+            .map(|&code| suback_code_v3(code))
+            .collect::<Result<_, _>>()?
     };
-    Ok(SubAck { packet_id, properties, reasons })
+    Ok(SubAck {
+        packet_id,
+        properties,
+        reasons,
+    })
 }
 
 pub fn suback_len(suback: &SubAck, version: Version) -> Result<usize, EncodeError> {
-    let properties = if version.is_v5() { suback.properties.wire_len()? } else { 0 };
+    let properties = if version.is_v5() {
+        suback.properties.wire_len()?
+    } else {
+        0
+    };
     Ok(2 + properties + suback.reasons.len())
 }
 
-pub fn put_suback(suback: &SubAck, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+pub fn put_suback(
+    suback: &SubAck,
+    version: Version,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     buf.put_u16(suback.packet_id.get());
     if version.is_v5() {
         suback.properties.put(buf)?;
@@ -190,7 +220,11 @@ pub fn put_suback(suback: &SubAck, version: Version, buf: &mut BytesMut) -> Resu
         }
     } else {
         for reason in &suback.reasons {
-            buf.put_u8(if reason.is_error() { 0x80 } else { reason.0.min(2) });
+            buf.put_u8(if reason.is_error() {
+                0x80
+            } else {
+                reason.0.min(2)
+            });
         }
     }
     Ok(())
@@ -200,11 +234,19 @@ pub fn decode_unsuback(reader: &mut Reader, version: Version) -> Result<UnsubAck
     let packet_id = reader.packet_id()?;
     if !version.is_v5() {
         reader.finish()?;
-        return Ok(UnsubAck { packet_id, properties: Default::default(), reasons: Vec::new() });
+        return Ok(UnsubAck {
+            packet_id,
+            properties: Default::default(),
+            reasons: Vec::new(),
+        });
     }
     let properties = property_sets::decode(reader, packet_type::UNSUBACK)?;
     let reasons = reader.rest().iter().map(|&code| ReasonCode(code)).collect();
-    Ok(UnsubAck { packet_id, properties, reasons })
+    Ok(UnsubAck {
+        packet_id,
+        properties,
+        reasons,
+    })
 }
 
 pub fn unsuback_len(unsuback: &UnsubAck, version: Version) -> Result<usize, EncodeError> {

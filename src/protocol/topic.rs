@@ -111,7 +111,10 @@ impl TopicFilter {
     }
 
     pub fn has_wildcards(&self) -> bool {
-        self.0.as_bytes().iter().any(|&byte| byte == b'+' || byte == b'#')
+        self.0
+            .as_bytes()
+            .iter()
+            .any(|&byte| byte == b'+' || byte == b'#')
     }
 
     pub fn levels(&self) -> usize {
@@ -128,7 +131,10 @@ impl TopicFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subscription {
     Normal(TopicFilter),
-    Shared { group: ByteString, filter: TopicFilter },
+    Shared {
+        group: ByteString,
+        filter: TopicFilter,
+    },
 }
 
 impl Subscription {
@@ -181,7 +187,12 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 
 /// The number of levels of a topic name or filter: one more than its `/` separators.
 pub fn topic_levels(topic: &str) -> usize {
-    topic.as_bytes().iter().filter(|&&byte| byte == b'/').count() + 1
+    topic
+        .as_bytes()
+        .iter()
+        .filter(|&&byte| byte == b'/')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -218,7 +229,18 @@ mod tests {
 
     #[test]
     fn topic_filters() {
-        for ok in ["#", "+", "a/#", "+/+", "/+", "a/+/b", "+/#", "a//b", "$SYS/#", "sport/+/player1"] {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "+/+",
+            "/+",
+            "a/+/b",
+            "+/#",
+            "a//b",
+            "$SYS/#",
+            "sport/+/player1",
+        ] {
             check_filter(ok, Ok(()));
         }
         check_filter("", Err(TopicError::EmptyFilter));
@@ -229,8 +251,14 @@ mod tests {
         check_filter("a/+b/c", Err(TopicError::MisplacedSingleLevelWildcard));
         check_filter("a\0", Err(TopicError::NullInFilter));
         check_filter(&"x".repeat(65_536), Err(TopicError::FilterTooLong));
-        assert_eq!(TopicError::EmptyFilter.reason_code(), ReasonCode::TOPIC_FILTER_INVALID);
-        assert_eq!(TopicError::WildcardInName.reason_code(), ReasonCode::TOPIC_NAME_INVALID);
+        assert_eq!(
+            TopicError::EmptyFilter.reason_code(),
+            ReasonCode::TOPIC_FILTER_INVALID
+        );
+        assert_eq!(
+            TopicError::WildcardInName.reason_code(),
+            ReasonCode::TOPIC_NAME_INVALID
+        );
     }
 
     #[test]
@@ -239,7 +267,11 @@ mod tests {
         assert_eq!(filter.as_str(), "a/+/c");
         assert!(filter.has_wildcards());
         assert_eq!(filter.levels(), 3);
-        assert!(!TopicFilter::parse(ByteString::from("a/b")).unwrap().has_wildcards());
+        assert!(
+            !TopicFilter::parse(ByteString::from("a/b"))
+                .unwrap()
+                .has_wildcards()
+        );
         assert_eq!(topic_levels("a"), 1);
         assert_eq!(topic_levels("/"), 2);
     }
@@ -247,8 +279,16 @@ mod tests {
     #[test]
     fn matching() {
         check_match("sport/tennis/player1/#", "sport/tennis/player1", true);
-        check_match("sport/tennis/player1/#", "sport/tennis/player1/ranking", true);
-        check_match("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true);
+        check_match(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking",
+            true,
+        );
+        check_match(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon",
+            true,
+        );
         check_match("sport/#", "sport", true);
         check_match("#", "a/b", true);
         check_match("#", "/", true);
@@ -279,7 +319,8 @@ mod tests {
                 (Some(group.to_string()), filter.as_str().to_owned())
             }
         });
-        let expected = expected.map(|(group, filter)| (group.map(str::to_owned), filter.to_owned()));
+        let expected =
+            expected.map(|(group, filter)| (group.map(str::to_owned), filter.to_owned()));
         assert_eq!(parsed, expected, "subscription {input:?}");
     }
 
@@ -293,7 +334,10 @@ mod tests {
         check_subscription("$share/#/a", Err(TopicError::InvalidShareName));
         check_subscription("$share/g", Err(TopicError::MissingSharedFilter));
         check_subscription("$share/g/", Err(TopicError::MissingSharedFilter));
-        check_subscription("$share/g/a/#/b", Err(TopicError::MisplacedMultiLevelWildcard));
+        check_subscription(
+            "$share/g/a/#/b",
+            Err(TopicError::MisplacedMultiLevelWildcard),
+        );
         check_subscription("$sharex/g/a", Ok((None, "$sharex/g/a")));
     }
 }

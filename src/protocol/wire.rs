@@ -55,7 +55,11 @@ impl Reader {
 
     /// Fails unless every byte was read.
     pub fn finish(&self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
     }
 
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
@@ -141,7 +145,11 @@ pub fn read_var_int(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
             return Ok(Some((value, index + 1)));
         }
     }
-    if buf.len() >= 4 { Err(DecodeError::VarIntTooLong) } else { Ok(None) }
+    if buf.len() >= 4 {
+        Err(DecodeError::VarIntTooLong)
+    } else {
+        Ok(None)
+    }
 }
 
 /// The number of bytes `value` takes as a Variable Byte Integer (`value` <= [`VAR_INT_MAX`]).
@@ -203,14 +211,27 @@ mod tests {
         check(&[0xFF, 0xFF, 0xFF, 0x7F], Ok(Some((VAR_INT_MAX, 4))));
         check(&[0xFF, 0xFF, 0xFF], Ok(None));
         check(&[0xFF, 0xFF, 0xFF, 0xFF], Err(DecodeError::VarIntTooLong));
-        check(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01], Err(DecodeError::VarIntTooLong));
+        check(
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            Err(DecodeError::VarIntTooLong),
+        );
         check(&[0x80, 0x00], Err(DecodeError::VarIntNotMinimal));
         check(&[0x81, 0x80, 0x00], Err(DecodeError::VarIntNotMinimal));
     }
 
     #[test]
     fn var_int_write_matches_len() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VAR_INT_MAX as usize] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            VAR_INT_MAX as usize,
+        ] {
             let mut buf = BytesMut::new();
             put_var_int(&mut buf, value);
             assert_eq!(buf.len(), var_int_len(value));
