@@ -5,5 +5,11 @@
 //! ([`protocol`]), the config ([`config`]), the topic index ([`router`]) and the per-shard broker.
 
 pub mod config;
+mod connection;
+pub mod mail;
+pub mod message;
 pub mod protocol;
 pub mod router;
+pub mod server;
+pub mod session;
+pub mod shard;

@@ -1,0 +1,168 @@
+//! One client connection: a reader task (read -> decode every complete frame -> `Shard::handle`
+//! once per batch) and a writer task (writes the connection's buffer, one write per batch).
+//! Neither holds a borrow of the shard across an `.await`.
+
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use shards::sync::Notify;
+use shards::{ReadHalf, TaskClass, TcpStream, WriteHalf};
+
+use crate::protocol::{self, Packet, Version};
+use crate::server::ShardShell;
+use crate::shard::{ConnId, Event};
+
+/// Bytes asked of the kernel per read when nothing bigger is known to be coming.
+const READ_CHUNK: usize = 16 * 1024;
+/// Frames decoded per batch before the shard is asked to handle them (bounds one wake-up).
+const FRAMES_PER_BATCH: usize = 1024;
+/// How long a connection being closed by the broker may take to write its last bytes.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(shell: Rc<ShardShell>, stream: TcpStream, peer: SocketAddr) {
+    let conn = shell.next_conn_id();
+    let (reader, writer) = stream.split();
+    let notify = Rc::new(Notify::new());
+    shell.writers.borrow_mut().insert(conn, Rc::clone(&notify));
+    shell.handle(Event::Accepted { conn, peer });
+    let writer_task = shell.ctx.spawn(
+        TaskClass::Io,
+        write_loop(Rc::clone(&shell), conn, writer, Rc::clone(&notify)),
+    );
+    read_loop(&shell, conn, reader).await;
+    let closing = shell
+        .shard
+        .borrow()
+        .conn(conn)
+        .is_some_and(|c| c.is_closing());
+    if closing {
+        // The broker closed it (or answered a protocol error): let the writer send the answer.
+        let _ = shards::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task).await;
+        shell.handle(Event::Closed { conn });
+    } else {
+        shell.handle(Event::Closed { conn });
+        notify.notify_one();
+        let _ = shards::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task).await;
+    }
+    shell.writers.borrow_mut().remove(&conn);
+}
+
+async fn read_loop(shell: &ShardShell, conn: ConnId, mut reader: ReadHalf) {
+    let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut version = Version::V5;
+    let mut events = Vec::new();
+    loop {
+        let mut failed = false;
+        let mut cut = false;
+        loop {
+            if events.len() >= FRAMES_PER_BATCH {
+                cut = true;
+                break;
+            }
+            match protocol::decode(&mut buf, version, packet_bytes_max) {
+                Ok(Some(packet)) => {
+                    if let Packet::Connect(connect) = &packet {
+                        version = connect.version;
+                    }
+                    events.push(Event::Packet { conn, packet });
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    events.push(Event::Malformed { conn, error });
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !events.is_empty() {
+            shell.handle_all(events.drain(..));
+        }
+        if failed || is_closing(shell, conn) {
+            return;
+        }
+        if cut {
+            // The batch stopped at FRAMES_PER_BATCH: decode the rest before reading more.
+            continue;
+        }
+        wait_for_mail_backlog(shell).await;
+        let wanted = match protocol::frame_len(&buf, packet_bytes_max) {
+            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
+            Ok(None) => READ_CHUNK,
+            Err(error) => {
+                shell.handle(Event::Malformed { conn, error });
+                return;
+            }
+        };
+        let start = buf.len();
+        buf.resize(start + wanted, 0);
+        let read = match buf.get_mut(start..) {
+            Some(space) => reader.read(space).await,
+            None => Ok(0),
+        };
+        match read {
+            Ok(0) | Err(_) => {
+                buf.truncate(start);
+                return;
+            }
+            Ok(n) => buf.truncate(start + n),
+        }
+    }
+}
+
+fn is_closing(shell: &ShardShell, conn: ConnId) -> bool {
+    shell
+        .shard
+        .borrow()
+        .conn(conn)
+        .is_none_or(|c| c.is_closing())
+}
+
+/// Backpressure: while this shard's mail to some peer is backed up, stop reading from clients.
+async fn wait_for_mail_backlog(shell: &ShardShell) {
+    for _ in 0..10_000 {
+        if !shell.shard.borrow().mail_backlogged() {
+            return;
+        }
+        shards::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+async fn write_loop(
+    shell: Rc<ShardShell>,
+    conn: ConnId,
+    mut writer: WriteHalf,
+    notify: Rc<Notify>,
+) {
+    loop {
+        notify.notified().await;
+        loop {
+            let (out, closing) = {
+                let mut shard = shell.shard.borrow_mut();
+                let Some(state) = shard.conn_mut(conn) else {
+                    let _ = writer.shutdown(Shutdown::Both).await;
+                    return;
+                };
+                // Take what is buffered; the shard keeps appending to the rest of the allocation
+                // while this part is on the wire.
+                (state.out.split(), state.is_closing())
+            };
+            if out.is_empty() {
+                if closing {
+                    let _ = writer.shutdown(Shutdown::Both).await;
+                    return;
+                }
+                break;
+            }
+            if writer.write_all(&out).await.is_err() {
+                let _ = writer.shutdown(Shutdown::Both).await;
+                return;
+            }
+            drop(out);
+            // Room in the buffer again: queued deliveries may follow.
+            shell.handle(Event::Drained { conn });
+        }
+    }
+}

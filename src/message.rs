@@ -1,0 +1,45 @@
+//! A message as the broker routes it: immutable once received, shared by reference count between
+//! every subscriber and every shard it reaches (the one allocation per PUBLISH).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::protocol::{PublishProperties, QoS};
+
+/// One published message. Properties are kept as received, minus the Topic Alias and Subscription
+/// Identifiers, which belong to a hop and not to the message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    pub properties: PublishProperties,
+    /// The publishing client's id, for No Local (5.0 §3.8.3.1).
+    pub publisher: ByteString,
+    pub received_at: Instant,
+    /// From the Message Expiry Interval (5.0 §3.3.2.3.3).
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// Bytes this message holds beyond its fixed size, for queue accounting.
+    pub fn size_bytes(&self) -> usize {
+        self.topic.len() + self.payload.len() + 64
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// The Message Expiry Interval to forward: the time left, rounded up (5.0 §3.3.2.3.3).
+    pub fn remaining_expiry_secs(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX).max(1)
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! The async shell around each shard: accept loops, the inbox task (mail in), the flush task
+//! (mail out), the tick, and graceful shutdown. The broker logic itself is `Shard::handle`; this
+//! file only moves events in and carries out what `handle` leaves behind.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shards::sync::Notify;
+use shards::{
+    CpuSet, ListenerSpec, PortPerShard, RuntimeConfig, ShardContext, ShardCount, ShardId,
+    TaskClass, Topology,
+};
+
+use crate::config::{self, Config};
+use crate::connection;
+use crate::mail::Mail;
+use crate::shard::{ConnId, Event, Settings, Shard};
+
+/// How often keepalive, CONNECT deadlines and session expiry are checked.
+const TICK: Duration = Duration::from_millis(250);
+/// Mails moved per ring operation batch.
+const MAIL_BATCH: usize = 256;
+/// How long shutdown waits for connections to flush their last packets.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A running broker: one shard per configured core.
+pub struct Broker {
+    runtime: shards::Runtime,
+}
+
+/// Why the broker did not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Start(#[from] shards::StartError),
+    #[error(transparent)]
+    Runtime(#[from] shards::RuntimeError),
+}
+
+/// Starts every shard with its listeners; either all start or none does.
+pub fn start(config: Config) -> Result<Broker, BrokerError> {
+    let runtime_config = runtime_config(&config);
+    let config = Arc::new(config);
+    let runtime = shards::start(runtime_config, move |ctx: ShardContext<Mail>| {
+        let config = Arc::clone(&config);
+        async move { run_shard(ctx, config).await }
+    })?;
+    Ok(Broker { runtime })
+}
+
+impl Broker {
+    /// The shared address of listener `index` (listeners in the order of their names).
+    pub fn listener_addr(&self, index: usize) -> SocketAddr {
+        self.runtime.listener_addr(index)
+    }
+
+    /// The address that reaches only `shard` on listener `index` (`shard_port_base` set).
+    pub fn shard_addr(&self, index: usize, shard: usize) -> Option<SocketAddr> {
+        self.runtime.shard_addr(index, ShardId::new(shard))
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.runtime.shard_count()
+    }
+
+    pub fn handle(&self) -> shards::RuntimeHandle {
+        self.runtime.handle()
+    }
+
+    /// Stops accepting, closes every connection, and waits for the shards.
+    pub fn shutdown(self) -> Result<(), BrokerError> {
+        self.runtime.handle().shutdown();
+        Ok(self.runtime.join()?)
+    }
+
+    /// Runs until SIGINT or SIGTERM (or a shard fails), then shuts down gracefully.
+    pub fn run_until_signal(self) -> Result<(), BrokerError> {
+        Ok(self.runtime.run_until_signal()?)
+    }
+}
+
+fn runtime_config(config: &Config) -> RuntimeConfig {
+    let runtime = &config.runtime;
+    let listeners = config
+        .listeners
+        .tcp
+        .values()
+        .map(|listener| ListenerSpec {
+            addr: listener.bind,
+            backlog: listener.backlog,
+            port_per_shard: match listener.shard_port_base {
+                None => PortPerShard::Off,
+                Some(0) => PortPerShard::Ephemeral,
+                Some(base) => PortPerShard::Base(base),
+            },
+        })
+        .collect();
+    RuntimeConfig {
+        topology: Topology {
+            shards: match runtime.shards {
+                config::ShardCount::Auto => ShardCount::Auto,
+                config::ShardCount::Count(n) => ShardCount::Count(n as usize),
+            },
+            cpus: match &runtime.cpus {
+                config::CpuList::All => CpuSet::All,
+                config::CpuList::List(list) => CpuSet::List(list.clone()),
+            },
+            pin: runtime.pin,
+        },
+        mailbox_capacity: runtime.mailbox_messages_max as usize,
+        io_memory_bytes: runtime.io_memory_bytes as usize,
+        ring_depth: runtime.ring_depth as usize,
+        listeners,
+        name: String::from("ringmq"),
+        ..RuntimeConfig::default()
+    }
+}
+
+/// What one shard's tasks share. Lives on the shard's thread only.
+pub(crate) struct ShardShell {
+    pub ctx: ShardContext<Mail>,
+    pub shard: RefCell<Shard>,
+    /// Wakes each connection's writer task.
+    pub writers: RefCell<HashMap<ConnId, Rc<Notify>>>,
+    pub mail_ready: Notify,
+    next_conn: Cell<ConnId>,
+    pub nodelay: Vec<bool>,
+    /// Reused list of connections to wake after `handle`.
+    dirty: RefCell<Vec<ConnId>>,
+}
+
+impl ShardShell {
+    /// Runs `handle` for a batch of events, then wakes the writers and the mail flusher.
+    pub fn handle_all(&self, events: impl IntoIterator<Item = Event>) {
+        let now = Instant::now();
+        {
+            let mut shard = self.shard.borrow_mut();
+            for event in events {
+                shard.handle(event, now);
+            }
+        }
+        self.after_handle();
+    }
+
+    pub fn handle(&self, event: Event) {
+        self.handle_all(std::iter::once(event));
+    }
+
+    fn after_handle(&self) {
+        let mut dirty = self.dirty.borrow_mut();
+        let has_mail = {
+            let mut shard = self.shard.borrow_mut();
+            shard.take_dirty(&mut dirty);
+            shard.has_mail()
+        };
+        let writers = self.writers.borrow();
+        for conn in dirty.drain(..) {
+            if let Some(notify) = writers.get(&conn) {
+                notify.notify_one();
+            }
+        }
+        if has_mail {
+            self.mail_ready.notify_one();
+        }
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+}
+
+async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>) {
+    let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
+    let shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
+    let shell = Rc::new(ShardShell {
+        ctx: ctx.clone(),
+        shard: RefCell::new(shard),
+        writers: RefCell::new(HashMap::new()),
+        mail_ready: Notify::new(),
+        next_conn: Cell::new(1),
+        nodelay: config.listeners.tcp.values().map(|l| l.nodelay).collect(),
+        dirty: RefCell::new(Vec::new()),
+    });
+    let mut tasks = Vec::new();
+    for listener in ctx.take_listeners() {
+        let shell = Rc::clone(&shell);
+        tasks.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener)));
+    }
+    tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
+    tasks.push(ctx.spawn(TaskClass::Mail, flush_loop(Rc::clone(&shell))));
+    tasks.push(ctx.spawn(TaskClass::Background, tick_loop(Rc::clone(&shell))));
+    tracing::info!(shard = ctx.id().index(), "shard started");
+    ctx.shutdown_requested().await;
+    // Stop accepting, then let every connection say goodbye.
+    drop(tasks);
+    close_all(&shell).await;
+    tracing::info!(shard = ctx.id().index(), "shard stopped");
+}
+
+async fn accept_loop(shell: Rc<ShardShell>, listener: shards::Listener) {
+    let nodelay = shell
+        .nodelay
+        .get(listener.spec_index())
+        .copied()
+        .unwrap_or(true);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if let Err(error) = stream.set_nodelay(nodelay) {
+                    tracing::debug!(%peer, %error, "TCP_NODELAY not set");
+                }
+                let conn_shell = Rc::clone(&shell);
+                shell
+                    .ctx
+                    .spawn(TaskClass::Io, connection::run(conn_shell, stream, peer))
+                    .detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                shards::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Mail in: drains the rings in batches and hands each mail to the shard.
+async fn inbox_loop(shell: Rc<ShardShell>) {
+    let mut batch = Vec::with_capacity(MAIL_BATCH);
+    loop {
+        let moved = shell.ctx.recv_batch(&mut batch, MAIL_BATCH).await;
+        if moved == 0 {
+            break;
+        }
+        shell.handle_all(
+            batch
+                .drain(..)
+                .map(|(from, mail)| Event::Mail { from, mail }),
+        );
+    }
+}
+
+/// Mail out: moves each shard's queued mail into its ring, FIFO, waiting for space when a ring is
+/// full (publishers on this shard stop reading meanwhile: see `Shard::mail_backlogged`).
+async fn flush_loop(shell: Rc<ShardShell>) {
+    let me = shell.ctx.id();
+    let count = shell.ctx.shard_count();
+    let mut batch = Vec::with_capacity(MAIL_BATCH);
+    loop {
+        shell.mail_ready.notified().await;
+        loop {
+            let mut moved = false;
+            for index in 0..count {
+                let to = ShardId::new(index);
+                shell
+                    .shard
+                    .borrow_mut()
+                    .take_mail(to, &mut batch, MAIL_BATCH);
+                if batch.is_empty() {
+                    continue;
+                }
+                moved = true;
+                if to == me {
+                    // Mail to ourselves is handled right here, in order.
+                    shell.handle_all(batch.drain(..).map(|mail| Event::Mail { from: me, mail }));
+                    continue;
+                }
+                for mail in batch.drain(..) {
+                    if shell.ctx.send(to, mail).await.is_err() {
+                        // The peer is gone: the broker is shutting down.
+                        return;
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+async fn tick_loop(shell: Rc<ShardShell>) {
+    loop {
+        shards::time::sleep(TICK).await;
+        shell.handle(Event::Tick);
+    }
+}
+
+/// Graceful shutdown of one shard: every connection gets DISCONNECT 0x8B (5.0) and is closed
+/// after its buffer is written; waits a bounded time for them.
+async fn close_all(shell: &Rc<ShardShell>) {
+    shell.shard.borrow_mut().begin_shutdown(Instant::now());
+    shell.handle_all(std::iter::empty());
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while shell.shard.borrow().connection_count() > 0 && Instant::now() < deadline {
+        shards::time::sleep(Duration::from_millis(10)).await;
+    }
+}

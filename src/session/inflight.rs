@@ -1,0 +1,141 @@
+//! The window of QoS 1 and 2 messages sent to a client and not yet completed (MQTT 4.3.2, 4.3.3).
+//! Kept in send order, so a reconnect retransmits in the original order (MQTT 4.6) with DUP set.
+
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroU16;
+
+use super::Delivery;
+use crate::protocol::{PacketId, QoS};
+
+/// Where one outgoing message stands.
+#[derive(Debug, Clone)]
+pub enum InflightState {
+    /// QoS 1 waiting for PUBACK, or QoS 2 waiting for PUBREC: the message is kept for a resend.
+    Sent(Delivery),
+    /// QoS 2 after PUBREC: PUBREL sent, waiting for PUBCOMP; the message itself is no longer needed.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct InflightEntry {
+    pub packet_id: PacketId,
+    pub state: InflightState,
+}
+
+/// Outgoing in-flight messages in send order, with packet id allocation.
+#[derive(Debug, Default)]
+pub struct Inflight {
+    entries: VecDeque<InflightEntry>,
+    /// Ids of `entries`, so allocation stays O(1) even with a window of thousands.
+    in_use: HashSet<u16>,
+    last_packet_id: u16,
+}
+
+impl Inflight {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
+        self.entries.iter()
+    }
+
+    /// Adds a delivery with a fresh packet id; `None` only if all 65,535 ids are in use.
+    pub fn push(&mut self, delivery: Delivery) -> Option<PacketId> {
+        let packet_id = self.allocate()?;
+        self.in_use.insert(packet_id.get());
+        self.entries.push_back(InflightEntry {
+            packet_id,
+            state: InflightState::Sent(delivery),
+        });
+        Some(packet_id)
+    }
+
+    fn allocate(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            self.last_packet_id = self.last_packet_id.wrapping_add(1);
+            let Some(candidate) = NonZeroU16::new(self.last_packet_id) else {
+                continue;
+            };
+            if !self.in_use.contains(&candidate.get()) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    fn remove_at(&mut self, index: usize) -> bool {
+        match self.entries.remove(index) {
+            Some(entry) => {
+                self.in_use.remove(&entry.packet_id.get());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn position(&self, packet_id: PacketId) -> Option<usize> {
+        // Acknowledgements nearly always arrive in order: look at the front first.
+        match self.entries.front() {
+            Some(front) if front.packet_id == packet_id => Some(0),
+            _ => self.entries.iter().position(|e| e.packet_id == packet_id),
+        }
+    }
+
+    /// Drops an entry whatever its state (a delivery that could not be sent, or an error PUBREC).
+    pub fn forget(&mut self, packet_id: PacketId) -> bool {
+        match self.position(packet_id) {
+            Some(index) => self.remove_at(index),
+            None => false,
+        }
+    }
+
+    /// PUBACK: completes a QoS 1 message. False if no QoS 1 message has this id.
+    pub fn puback(&mut self, packet_id: PacketId) -> bool {
+        match self.position(packet_id) {
+            Some(index) => match self.entries.get(index).map(|e| &e.state) {
+                Some(InflightState::Sent(d)) if d.qos == QoS::AtLeastOnce => self.remove_at(index),
+                _ => false,
+            },
+            None => false,
+        }
+    }
+
+    /// PUBREC: a QoS 2 message reached the client; from now on only PUBREL is owed. Returns true
+    /// if the id is known as QoS 2 (either state: a repeated PUBREC is answered with PUBREL again).
+    pub fn pubrec(&mut self, packet_id: PacketId) -> bool {
+        let Some(index) = self.position(packet_id) else {
+            return false;
+        };
+        let Some(entry) = self.entries.get_mut(index) else {
+            return false;
+        };
+        match &entry.state {
+            InflightState::Sent(d) if d.qos == QoS::ExactlyOnce => {
+                entry.state = InflightState::Released;
+                true
+            }
+            InflightState::Released => true,
+            InflightState::Sent(_) => false,
+        }
+    }
+
+    /// PUBCOMP: completes a released QoS 2 message.
+    pub fn pubcomp(&mut self, packet_id: PacketId) -> bool {
+        match self.position(packet_id) {
+            Some(index)
+                if matches!(
+                    self.entries.get(index).map(|e| &e.state),
+                    Some(InflightState::Released)
+                ) =>
+            {
+                self.remove_at(index)
+            }
+            _ => false,
+        }
+    }
+}

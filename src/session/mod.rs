@@ -1,0 +1,199 @@
+//! The per-client session (MQTT 3.1.1 §4.1, 5.0 §4.1): subscriptions, the bounded outbox of
+//! messages waiting to be sent, the in-flight window of QoS 1 and 2 messages sent and not yet
+//! acknowledged, packet identifiers, and the QoS 2 packet ids received and not yet released.
+//!
+//! `SessionState` is plain `Send` data with no I/O: it moves by value between shards on takeover.
+//! Every collection is bounded by a limit from `SessionLimits`.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod inflight;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use crate::message::Message;
+use crate::protocol::{PacketId, QoS, SubscriptionOptions, Version};
+
+pub use inflight::{Inflight, InflightEntry, InflightState};
+
+/// One subscription of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub options: SubscriptionOptions,
+    /// 5.0 Subscription Identifier, sent back with every message this subscription matches.
+    pub identifier: Option<u32>,
+}
+
+/// A message on its way to one subscriber: the shared message and this hop's flags.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(message QoS, granted QoS).
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_identifiers: Vec<u32>,
+}
+
+impl Delivery {
+    pub fn size_bytes(&self) -> usize {
+        self.message.size_bytes()
+    }
+}
+
+/// The limits a session enforces (from the `[limits]` config).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub outbox_messages_max: usize,
+    pub outbox_bytes_max: usize,
+    pub inflight_messages_max: usize,
+    pub subscriptions_max: usize,
+    pub queue_qos0_offline: bool,
+}
+
+/// Why a delivery was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    QueueFull,
+    Expired,
+    Qos0Offline,
+}
+
+/// Everything the server keeps for one client id between connections.
+#[derive(Debug)]
+pub struct SessionState {
+    pub client_id: ByteString,
+    pub version: Version,
+    /// Filter text (including a `$share/group/` prefix) -> subscription.
+    pub subscriptions: HashMap<ByteString, Subscription>,
+    /// Session Expiry Interval in seconds after the connection closes; 0 ends it with the connection.
+    pub expiry_secs: u32,
+    outbox: VecDeque<Delivery>,
+    outbox_bytes: usize,
+    pub inflight: Inflight,
+    /// QoS 2 packet ids received and acknowledged with PUBREC, not yet released (MQTT 4.3.3).
+    incoming_qos2: HashSet<u16>,
+}
+
+impl SessionState {
+    pub fn new(client_id: ByteString, version: Version, expiry_secs: u32) -> SessionState {
+        SessionState {
+            client_id,
+            version,
+            subscriptions: HashMap::new(),
+            expiry_secs,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            inflight: Inflight::default(),
+            incoming_qos2: HashSet::new(),
+        }
+    }
+
+    /// Queues a delivery. `online` says whether a connection will drain it; offline sessions keep
+    /// QoS 0 only when configured to.
+    pub fn enqueue(
+        &mut self,
+        delivery: Delivery,
+        online: bool,
+        limits: &SessionLimits,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        if delivery.message.is_expired(now) {
+            return Err(DropReason::Expired);
+        }
+        if !online && delivery.qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
+            return Err(DropReason::Qos0Offline);
+        }
+        let size = delivery.size_bytes();
+        if self.outbox.len() >= limits.outbox_messages_max
+            || self.outbox_bytes + size > limits.outbox_bytes_max
+        {
+            return Err(DropReason::QueueFull);
+        }
+        self.outbox_bytes += size;
+        self.outbox.push_back(delivery);
+        Ok(())
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub fn outbox_bytes(&self) -> usize {
+        self.outbox_bytes
+    }
+
+    /// Whether a QoS > 0 delivery could go out now (the window `window` is the smaller of our
+    /// in-flight limit and the client's Receive Maximum).
+    pub fn has_window(&self, window: usize) -> bool {
+        self.inflight.len() < window
+    }
+
+    /// Takes the next queued delivery that may be sent now. QoS 0 goes whenever it is at the front;
+    /// QoS > 0 waits for room in the in-flight window and then gets a packet id. Expired deliveries
+    /// are dropped on the way and counted in `expired`.
+    pub fn next_to_send(
+        &mut self,
+        window: usize,
+        now: Instant,
+        expired: &mut u64,
+    ) -> Option<(Option<PacketId>, Delivery)> {
+        loop {
+            let front = self.outbox.front()?;
+            if front.message.is_expired(now) {
+                self.pop_front();
+                *expired += 1;
+                continue;
+            }
+            if front.qos == QoS::AtMostOnce {
+                return self.pop_front().map(|delivery| (None, delivery));
+            }
+            if !self.has_window(window) {
+                return None;
+            }
+            let delivery = self.pop_front()?;
+            let packet_id = self.inflight.push(delivery.clone())?;
+            return Some((Some(packet_id), delivery));
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Delivery> {
+        let delivery = self.outbox.pop_front()?;
+        self.outbox_bytes = self.outbox_bytes.saturating_sub(delivery.size_bytes());
+        Some(delivery)
+    }
+
+    /// Drops queued QoS 0 messages (when a connection closes: they were only for that connection).
+    pub fn drop_queued_qos0(&mut self) -> usize {
+        let before = self.outbox.len();
+        self.outbox.retain(|d| d.qos != QoS::AtMostOnce);
+        self.outbox_bytes = self.outbox.iter().map(Delivery::size_bytes).sum();
+        before - self.outbox.len()
+    }
+
+    /// Records an incoming QoS 2 packet id. Returns false when it is already awaiting PUBREL: the
+    /// message was delivered onward once and must not be again (MQTT 4.3.3).
+    pub fn receive_qos2(&mut self, packet_id: PacketId) -> bool {
+        self.incoming_qos2.insert(packet_id.get())
+    }
+
+    /// PUBREL: releases an incoming QoS 2 id; false if it was unknown.
+    pub fn release_qos2(&mut self, packet_id: PacketId) -> bool {
+        self.incoming_qos2.remove(&packet_id.get())
+    }
+
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+//! The session driven directly: queue limits, the in-flight window, packet ids, QoS 2 receive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::*;
+
+fn limits() -> SessionLimits {
+    SessionLimits {
+        outbox_messages_max: 3,
+        outbox_bytes_max: 10_000,
+        inflight_messages_max: 2,
+        subscriptions_max: 10,
+        queue_qos0_offline: false,
+    }
+}
+
+fn delivery(qos: QoS, payload: &'static [u8], expires_at: Option<Instant>) -> Delivery {
+    Delivery {
+        message: Arc::new(Message {
+            topic: ByteString::from_static("t"),
+            payload: Bytes::from_static(payload),
+            qos,
+            retain: false,
+            properties: Default::default(),
+            publisher: ByteString::from_static("p"),
+            received_at: Instant::now(),
+            expires_at,
+        }),
+        qos,
+        retain: false,
+        subscription_identifiers: Vec::new(),
+    }
+}
+
+fn session() -> SessionState {
+    SessionState::new(ByteString::from_static("c"), Version::V3_1_1, 60)
+}
+
+#[test]
+fn outbox_is_bounded_by_count_and_bytes() {
+    let now = Instant::now();
+    let mut s = session();
+    for _ in 0..3 {
+        s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now)
+            .unwrap();
+    }
+    assert_eq!(
+        s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now),
+        Err(DropReason::QueueFull)
+    );
+    let mut small = limits();
+    small.outbox_bytes_max = 100;
+    let mut s = session();
+    s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &small, now)
+        .unwrap();
+    assert_eq!(
+        s.enqueue(
+            delivery(QoS::AtLeastOnce, &[0; 64], None),
+            true,
+            &small,
+            now
+        ),
+        Err(DropReason::QueueFull)
+    );
+    assert!(s.outbox_bytes() <= 100);
+}
+
+#[test]
+fn offline_sessions_keep_qos0_only_when_configured() {
+    let now = Instant::now();
+    let mut s = session();
+    assert_eq!(
+        s.enqueue(delivery(QoS::AtMostOnce, b"x", None), false, &limits(), now),
+        Err(DropReason::Qos0Offline)
+    );
+    let mut keep = limits();
+    keep.queue_qos0_offline = true;
+    assert_eq!(
+        s.enqueue(delivery(QoS::AtMostOnce, b"x", None), false, &keep, now),
+        Ok(())
+    );
+}
+
+#[test]
+fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
+    let now = Instant::now();
+    let mut s = session();
+    for _ in 0..3 {
+        s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now)
+            .unwrap();
+    }
+    let mut expired = 0;
+    let (a, _) = s.next_to_send(2, now, &mut expired).unwrap();
+    let (b, _) = s.next_to_send(2, now, &mut expired).unwrap();
+    assert!(
+        s.next_to_send(2, now, &mut expired).is_none(),
+        "window of 2 is full"
+    );
+    assert_ne!(a, b);
+    assert!(s.inflight.puback(a.unwrap()));
+    assert!(
+        !s.inflight.puback(a.unwrap()),
+        "a second PUBACK for the same id is unknown"
+    );
+    assert!(
+        s.next_to_send(2, now, &mut expired).is_some(),
+        "the ack opened the window"
+    );
+}
+
+#[test]
+fn qos2_outgoing_goes_sent_released_completed() {
+    let now = Instant::now();
+    let mut s = session();
+    s.enqueue(delivery(QoS::ExactlyOnce, b"x", None), true, &limits(), now)
+        .unwrap();
+    let (id, _) = s.next_to_send(2, now, &mut 0).unwrap();
+    let id = id.unwrap();
+    assert!(!s.inflight.puback(id), "PUBACK does not complete QoS 2");
+    assert!(!s.inflight.pubcomp(id), "PUBCOMP before PUBREC is unknown");
+    assert!(s.inflight.pubrec(id));
+    assert!(s.inflight.pubrec(id), "a repeated PUBREC is answered again");
+    assert!(s.inflight.pubcomp(id));
+    assert!(s.inflight.is_empty());
+}
+
+#[test]
+fn expired_messages_are_not_sent() {
+    let now = Instant::now();
+    let mut s = session();
+    let past = now + Duration::from_millis(1);
+    s.enqueue(
+        delivery(QoS::AtLeastOnce, b"old", Some(past)),
+        true,
+        &limits(),
+        now,
+    )
+    .unwrap();
+    s.enqueue(
+        delivery(QoS::AtLeastOnce, b"new", None),
+        true,
+        &limits(),
+        now,
+    )
+    .unwrap();
+    let mut expired = 0;
+    let later = now + Duration::from_secs(1);
+    let (_, sent) = s.next_to_send(2, later, &mut expired).unwrap();
+    assert_eq!(&sent.message.payload[..], b"new");
+    assert_eq!(expired, 1);
+}
+
+#[test]
+fn qos2_incoming_is_delivered_once_until_released() {
+    let mut s = session();
+    let id = PacketId::new(5).unwrap();
+    assert!(s.receive_qos2(id));
+    assert!(!s.receive_qos2(id), "a repeat before PUBREL is not new");
+    assert!(s.release_qos2(id));
+    assert!(!s.release_qos2(id));
+    assert!(s.receive_qos2(id), "after PUBREL the id may be used again");
+}
+
+#[test]
+fn packet_ids_skip_ids_in_use_and_wrap() {
+    let now = Instant::now();
+    let mut s = session();
+    let mut big = limits();
+    big.outbox_messages_max = 70_000;
+    big.outbox_bytes_max = usize::MAX;
+    for _ in 0..65_535 {
+        s.enqueue(delivery(QoS::AtLeastOnce, b"", None), true, &big, now)
+            .unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Some((id, _)) = s.next_to_send(70_000, now, &mut 0) {
+        assert!(seen.insert(id.unwrap().get()));
+    }
+    assert_eq!(seen.len(), 65_535, "every non-zero id used once");
+}

@@ -1,0 +1,311 @@
+//! Per-connection state inside the shard: protocol phase, version, keepalive, the will, the
+//! client's limits, and the write buffer the shell drains.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+use super::{SessionKey, Shard};
+use crate::mail::Ticket;
+use crate::protocol::{
+    self, ConnAck, Disconnect, DisconnectProperties, Packet, ReasonCode, Version, Will,
+};
+
+/// Connection ids are never reused, so a late event for a closed connection finds nothing.
+pub type ConnId = u64;
+
+#[derive(Debug)]
+pub enum Phase {
+    /// TCP is up, no CONNECT yet.
+    AwaitingConnect,
+    /// CONNECT accepted, waiting for the client-id directory (and a handover) before CONNACK.
+    Claiming { ticket: Ticket },
+    /// The session is installed and bound; CONNACK waits for its interest to be confirmed on
+    /// every shard.
+    Resuming { session: SessionKey },
+    /// CONNACK sent; the connection is bound to a session on this shard.
+    Active { session: SessionKey },
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub phase: Phase,
+    /// Until CONNECT arrives this is 5.0 (only used to pick how to answer a broken CONNECT).
+    pub version: Version,
+    pub accepted_at: Instant,
+    pub last_seen: Instant,
+    /// 0 = no keepalive.
+    pub keepalive: Duration,
+    pub client_id: ByteString,
+    pub will: Option<Will>,
+    /// The client's Receive Maximum (5.0), capped by our in-flight limit.
+    pub send_window: usize,
+    /// The client's Maximum Packet Size (5.0); our packet limit otherwise.
+    pub client_packet_bytes_max: usize,
+    pub request_problem_information: bool,
+    /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
+    pub topic_aliases: HashMap<u16, ByteString>,
+    /// Bytes for the shell to write.
+    pub out: BytesMut,
+    /// Set when the shell should write what is buffered and then close.
+    close: bool,
+    /// Packets that arrived while CONNECT was being claimed, handled after CONNACK.
+    pub early_packets: Vec<Packet>,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, now: Instant, packet_bytes_max: usize) -> Conn {
+        Conn {
+            peer,
+            phase: Phase::AwaitingConnect,
+            version: Version::V5,
+            accepted_at: now,
+            last_seen: now,
+            keepalive: Duration::ZERO,
+            client_id: ByteString::new(),
+            will: None,
+            send_window: 1,
+            client_packet_bytes_max: packet_bytes_max,
+            request_problem_information: true,
+            topic_aliases: HashMap::new(),
+            out: BytesMut::new(),
+            close: false,
+            early_packets: Vec::new(),
+        }
+    }
+
+    /// Whether the shell should close this connection once its buffer is written.
+    pub fn is_closing(&self) -> bool {
+        self.close
+    }
+
+    pub fn session(&self) -> Option<SessionKey> {
+        match self.phase {
+            Phase::Active { session } | Phase::Resuming { session } => Some(session),
+            Phase::AwaitingConnect | Phase::Claiming { .. } => None,
+        }
+    }
+}
+
+/// How a connection ends, seen from the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// The client sent DISCONNECT (normal): no will (unless 5.0 asked for it).
+    Normal,
+    /// Network error, keepalive, protocol error, takeover...: the will is published.
+    Abnormal,
+    /// Taken over by a new connection of the same client.
+    TakenOver,
+    /// The broker is shutting down: no will (its subscribers are being disconnected too).
+    Shutdown,
+}
+
+impl Shard {
+    /// Encodes a packet into a connection's write buffer. A packet over the client's maximum is
+    /// not sent (5.0 §3.1.2.11.4); only PUBLISH can get that large, and it is counted there.
+    pub(super) fn write_packet(&mut self, conn_id: ConnId, packet: &Packet) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let was_empty = conn.out.is_empty();
+        let max = conn.client_packet_bytes_max;
+        if protocol::encode(packet, conn.version, &mut conn.out, max).is_err() {
+            self.counters.dropped_too_large += 1;
+            return;
+        }
+        if was_empty {
+            self.dirty.push(conn_id);
+        }
+    }
+
+    /// Marks a connection for closing after its buffer is written.
+    pub(super) fn mark_closing(&mut self, conn_id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            if !conn.close {
+                conn.close = true;
+                self.dirty.push(conn_id);
+            }
+        }
+    }
+
+    /// Sends CONNACK with a failure code and closes (MQTT-3.2.2-5 / 5.0 §4.13.2).
+    pub(super) fn refuse_connect(&mut self, conn_id: ConnId, reason: ReasonCode) {
+        self.counters.connections_rejected += 1;
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason,
+            properties: Default::default(),
+        });
+        self.write_packet(conn_id, &connack);
+        self.mark_closing(conn_id);
+    }
+
+    /// Closes for a protocol violation: 5.0 gets DISCONNECT 0x82 first (§4.13.1), 3.x just the
+    /// close (MQTT-4.8.0-1). The will is published.
+    pub(super) fn close_protocol_error(&mut self, conn_id: ConnId, now: Instant) {
+        self.close_with_reason(conn_id, ReasonCode::PROTOCOL_ERROR, now);
+    }
+
+    /// Closes an established or establishing connection with a reason: DISCONNECT for 5.0 after
+    /// CONNACK, CONNACK for 5.0 before it, nothing but the close for 3.x.
+    pub(super) fn close_with_reason(&mut self, conn_id: ConnId, reason: ReasonCode, now: Instant) {
+        self.counters.protocol_errors += 1;
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        let version = conn.version;
+        let active = matches!(conn.phase, Phase::Active { .. });
+        if version.is_v5() {
+            if active {
+                let disconnect = Packet::Disconnect(Disconnect {
+                    reason,
+                    properties: DisconnectProperties::default(),
+                });
+                self.write_packet(conn_id, &disconnect);
+            } else if matches!(conn.phase, Phase::AwaitingConnect) {
+                self.refuse_connect(conn_id, reason);
+                return;
+            }
+        }
+        self.end_connection(conn_id, CloseKind::Abnormal, now);
+    }
+
+    /// Ends a connection's part in the broker: the session is detached (or ended), the will goes
+    /// out when the close was abnormal, and the socket is closed after the buffer is written.
+    pub(super) fn end_connection(&mut self, conn_id: ConnId, kind: CloseKind, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let will = match kind {
+            CloseKind::Abnormal => conn.will.take(),
+            CloseKind::TakenOver if conn.version.is_v5() => conn.will.take(),
+            _ => None,
+        };
+        conn.will = None;
+        let session = conn.session();
+        self.mark_closing(conn_id);
+        if let Some(key) = session {
+            self.detach_session(key, now);
+        }
+        if let Some(will) = will {
+            let client_id = self
+                .conns
+                .get(&conn_id)
+                .map(|c| c.client_id.clone())
+                .unwrap_or_default();
+            self.publish_will(client_id, will, now);
+        }
+    }
+
+    /// Graceful shutdown: DISCONNECT 0x8B to 5.0 clients (§3.14.2.1), then every connection
+    /// closes after its buffer is written.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn_id in ids {
+            let Some(conn) = self.conns.get(&conn_id) else {
+                continue;
+            };
+            if conn.is_closing() {
+                continue;
+            }
+            if conn.version.is_v5() && matches!(conn.phase, Phase::Active { .. }) {
+                let disconnect = Packet::Disconnect(Disconnect {
+                    reason: ReasonCode::SERVER_SHUTTING_DOWN,
+                    properties: DisconnectProperties::default(),
+                });
+                self.write_packet(conn_id, &disconnect);
+            }
+            self.end_connection(conn_id, CloseKind::Shutdown, now);
+        }
+    }
+
+    pub(super) fn on_closed(&mut self, conn_id: ConnId, now: Instant) {
+        let closing = self.conns.get(&conn_id).map(Conn::is_closing);
+        if closing == Some(false) {
+            self.end_connection(conn_id, CloseKind::Abnormal, now);
+        }
+        if let Some(conn) = self.conns.remove(&conn_id) {
+            if let Phase::Claiming { ticket } = conn.phase {
+                self.abandon_connect(ticket, now);
+            }
+        }
+    }
+
+    pub(super) fn on_accepted(&mut self, conn_id: ConnId, peer: SocketAddr, now: Instant) {
+        self.counters.connections_accepted += 1;
+        let conn = Conn::new(peer, now, self.settings.packet_bytes_max);
+        self.conns.insert(conn_id, conn);
+        if self.conns.len() > self.settings.connections_per_shard_max {
+            // 5.0 §4.13: a server may refuse with 0x9F/0x89; 3.1.1 has "server unavailable".
+            self.refuse_connect(conn_id, ReasonCode::SERVER_BUSY);
+        }
+    }
+
+    pub(super) fn on_malformed(
+        &mut self,
+        conn_id: ConnId,
+        error: protocol::DecodeError,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        let reason = error.reason_code();
+        if matches!(conn.phase, Phase::AwaitingConnect) {
+            if let Some(version) = error.refusal_version() {
+                // Unsupported protocol level: answer in a format the client can read
+                // (MQTT-3.1.2-2: 3.1.1 return code 0x01; 5.0: 0x84), then close.
+                if let Some(conn) = self.conns.get_mut(&conn_id) {
+                    conn.version = version;
+                }
+                self.refuse_connect(conn_id, reason);
+                return;
+            }
+            // A CONNECT that does not conform: close without CONNACK (MQTT-3.1.4-1).
+            self.counters.protocol_errors += 1;
+            self.mark_closing(conn_id);
+            return;
+        }
+        self.close_with_reason(conn_id, reason, now);
+    }
+
+    /// Keepalive (1.5 x, MQTT-3.1.2-24) and the CONNECT deadline.
+    pub(super) fn check_connections(&mut self, now: Instant) {
+        let connect_timeout = self.settings.connect_timeout;
+        let mut expired = Vec::new();
+        for (id, conn) in &self.conns {
+            if conn.is_closing() {
+                continue;
+            }
+            match conn.phase {
+                Phase::AwaitingConnect | Phase::Claiming { .. } | Phase::Resuming { .. } => {
+                    if now.saturating_duration_since(conn.accepted_at) > connect_timeout {
+                        expired.push((*id, false));
+                    }
+                }
+                Phase::Active { .. } => {
+                    if !conn.keepalive.is_zero()
+                        && now.saturating_duration_since(conn.last_seen)
+                            > conn.keepalive.mul_f64(1.5)
+                    {
+                        expired.push((*id, true));
+                    }
+                }
+            }
+        }
+        for (id, active) in expired {
+            if active {
+                self.close_with_reason(id, ReasonCode::KEEP_ALIVE_TIMEOUT, now);
+            } else {
+                self.mark_closing(id);
+            }
+        }
+    }
+}

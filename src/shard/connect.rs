@@ -1,0 +1,534 @@
+//! CONNECT to CONNACK, takeover, DISCONNECT and the end of sessions (MQTT 3.1.1 §3.1, §3.14,
+//! 5.0 §3.1, §3.14, §4.1).
+//!
+//! A CONNECT is accepted on the shard the kernel picked. Before CONNACK the shard claims the
+//! client id at its home shard (the directory); if another connection or an offline session owns
+//! it, that owner closes the old connection and hands the session over by value. CONNACK goes out
+//! once the session (new or resumed) is installed and its subscriptions' interest is confirmed on
+//! every shard.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use shards::ShardId;
+
+use super::conn::CloseKind;
+use super::{LocalSession, Phase, SessionKey, Shard};
+use crate::mail::{Mail, Ticket};
+use crate::message::Message;
+use crate::protocol::{
+    ConnAck, ConnAckProperties, Connect, Disconnect, Packet, QoS, ReasonCode, Version, Will,
+    validate_topic_name,
+};
+use crate::session::SessionState;
+
+/// A CONNECT waiting for its claim reply and, when there was a previous owner, the handover.
+#[derive(Debug)]
+pub struct PendingConnect {
+    conn: Option<super::ConnId>,
+    connect: Box<Connect>,
+    /// Assigned by the broker (empty client id in CONNECT).
+    assigned: bool,
+    expiry_secs: u32,
+    generation: Option<u64>,
+    /// A previous owner was told to hand the session over.
+    awaiting_handover: bool,
+    handover: Option<Option<Box<SessionState>>>,
+    /// A newer claim arrived while this one was pending: pass the session on to it.
+    superseded_by: Option<(ShardId, Ticket)>,
+}
+
+impl Shard {
+    pub(super) fn on_connect(
+        &mut self,
+        conn_id: super::ConnId,
+        connect: Box<Connect>,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.version = connect.version;
+        let settings = Arc::clone(&self.settings);
+        let mut client_id = connect.client_id.clone();
+        let mut assigned = false;
+        if client_id.is_empty() {
+            // 3.1.1 (MQTT-3.1.3-8): an empty id needs Clean Session; 3.1 needs an id at all.
+            // 5.0 (MQTT-3.1.3-6): the server assigns one.
+            let allowed = settings.allow_zero_length_client_id
+                && match connect.version {
+                    Version::V3_1 => false,
+                    Version::V3_1_1 => connect.clean_start,
+                    Version::V5 => true,
+                };
+            if !allowed {
+                return self.refuse_connect(conn_id, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            self.next_assigned_id += 1;
+            client_id = ByteString::from(format!(
+                "{}{}-{}",
+                settings.assigned_client_id_prefix,
+                self.id.index(),
+                self.next_assigned_id
+            ));
+            assigned = true;
+        }
+        let too_long = match connect.version {
+            // MQTT 3.1: 1 to 23 characters.
+            Version::V3_1 => client_id.len() > 23,
+            _ => client_id.len() > settings.client_id_bytes_max,
+        };
+        if too_long {
+            return self.refuse_connect(conn_id, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        if let Some(will) = &connect.will {
+            if let Err(reason) = check_will(will, &settings) {
+                return self.refuse_connect(conn_id, reason);
+            }
+        }
+        let expiry_secs = session_expiry(&connect, &settings);
+        let ticket = self.take_ticket();
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.client_id = client_id.clone();
+        conn.keepalive = Duration::from_secs(u64::from(keepalive_secs(&connect, &settings)));
+        conn.will = connect.will.clone();
+        let props = &connect.properties;
+        let our_window = settings.session.inflight_messages_max;
+        conn.send_window = props
+            .receive_maximum
+            .map_or(our_window, |m| usize::from(m).min(our_window));
+        if let Some(max) = props.maximum_packet_size {
+            conn.client_packet_bytes_max = max as usize;
+        }
+        conn.request_problem_information = props.request_problem_information.unwrap_or(true);
+        conn.phase = Phase::Claiming { ticket };
+        let mut connect = connect;
+        connect.client_id = client_id.clone();
+        self.connects.insert(
+            ticket,
+            PendingConnect {
+                conn: Some(conn_id),
+                connect,
+                assigned,
+                expiry_secs,
+                generation: None,
+                awaiting_handover: false,
+                handover: None,
+                superseded_by: None,
+            },
+        );
+        let home = self.home_of(&client_id);
+        self.send_mail(home, Mail::Claim { client_id, ticket });
+        let _ = now;
+    }
+
+    /// Directory (at the client id's home): records the new owner; tells the old one to hand over.
+    pub(super) fn on_claim(&mut self, from: ShardId, client_id: ByteString, ticket: Ticket) {
+        let (generation, previous) = self.directory.claim(client_id.clone(), from);
+        if let Some(previous) = previous {
+            self.send_mail(
+                previous,
+                Mail::Takeover {
+                    client_id,
+                    new_owner: from,
+                    ticket,
+                },
+            );
+        }
+        self.send_mail(
+            from,
+            Mail::ClaimReply {
+                ticket,
+                generation,
+                previous,
+            },
+        );
+    }
+
+    pub(super) fn on_claim_reply(
+        &mut self,
+        ticket: Ticket,
+        generation: u64,
+        previous: Option<ShardId>,
+        now: Instant,
+    ) {
+        let Some(pending) = self.connects.get_mut(&ticket) else {
+            return;
+        };
+        pending.generation = Some(generation);
+        pending.awaiting_handover = previous.is_some();
+        self.try_complete_connect(ticket, now);
+    }
+
+    pub(super) fn on_handover(
+        &mut self,
+        ticket: Ticket,
+        session: Option<Box<SessionState>>,
+        now: Instant,
+    ) {
+        let Some(pending) = self.connects.get_mut(&ticket) else {
+            // The claim was abandoned and its entry already dropped: keep nothing.
+            return;
+        };
+        pending.handover = Some(session);
+        self.try_complete_connect(ticket, now);
+    }
+
+    /// Former owner: close the old connection and hand the session over by value.
+    pub(super) fn on_takeover(
+        &mut self,
+        client_id: ByteString,
+        new_owner: ShardId,
+        ticket: Ticket,
+        now: Instant,
+    ) {
+        // A claim of ours for this client that the directory granted before this newer one, still
+        // waiting for its own handover: the newer claim wins once ours resolves. (The takeover
+        // that our own claim caused names our ticket and is not such a case.)
+        let me = self.id;
+        let superseded = self
+            .connects
+            .iter()
+            .find(|(t, p)| {
+                p.connect.client_id == client_id
+                    && p.generation.is_some()
+                    && p.superseded_by.is_none()
+                    && !(new_owner == me && **t == ticket)
+            })
+            .map(|(t, _)| *t);
+        if let Some(pending_ticket) = superseded {
+            if let Some(pending) = self.connects.get_mut(&pending_ticket) {
+                pending.superseded_by = Some((new_owner, ticket));
+            }
+            self.try_complete_connect(pending_ticket, now);
+            return;
+        }
+        let session = match self.sessions_by_client.get(&client_id).copied() {
+            Some(key) => {
+                if let Some(conn_id) = self.sessions.get(key).and_then(|s| s.conn) {
+                    let is_v5 = self.conns.get(&conn_id).is_some_and(|c| c.version.is_v5());
+                    if is_v5 {
+                        let disconnect = Packet::Disconnect(Disconnect {
+                            reason: ReasonCode::SESSION_TAKEN_OVER,
+                            properties: Default::default(),
+                        });
+                        self.write_packet(conn_id, &disconnect);
+                    }
+                    if let Some(conn) = self.conns.get_mut(&conn_id) {
+                        conn.phase = Phase::AwaitingConnect;
+                    }
+                    self.end_connection_taken_over(conn_id, now);
+                }
+                self.remove_session(key).map(Box::new)
+            }
+            None => None,
+        };
+        self.send_mail(new_owner, Mail::Handover { ticket, session });
+    }
+
+    fn end_connection_taken_over(&mut self, conn_id: super::ConnId, now: Instant) {
+        // The session is handed over, not detached: unbind it first so it is not ended here.
+        if let Some(conn) = self.conns.get(&conn_id) {
+            let client_id = conn.client_id.clone();
+            if let Some(key) = self.sessions_by_client.get(&client_id).copied() {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.conn = None;
+                }
+            }
+        }
+        self.end_connection(conn_id, CloseKind::TakenOver, now);
+    }
+
+    fn try_complete_connect(&mut self, ticket: Ticket, now: Instant) {
+        let ready = self.connects.get(&ticket).is_some_and(|p| {
+            p.generation.is_some() && (!p.awaiting_handover || p.handover.is_some())
+        });
+        if !ready {
+            return;
+        }
+        let Some(pending) = self.connects.remove(&ticket) else {
+            return;
+        };
+        let previous = pending.handover.flatten();
+        if let Some((new_owner, their_ticket)) = pending.superseded_by {
+            if let Some(conn_id) = pending.conn {
+                // Never connected: no CONNACK and no will; the newer connection owns the client.
+                if let Some(conn) = self.conns.get_mut(&conn_id) {
+                    conn.will = None;
+                }
+                self.mark_closing(conn_id);
+            }
+            self.send_mail(
+                new_owner,
+                Mail::Handover {
+                    ticket: their_ticket,
+                    session: previous,
+                },
+            );
+            return;
+        }
+        let generation = pending.generation.unwrap_or_default();
+        let client_id = pending.connect.client_id.clone();
+        let conn_live = pending
+            .conn
+            .and_then(|c| self.conns.get(&c))
+            .is_some_and(|c| !c.is_closing());
+        let resume = !pending.connect.clean_start && previous.is_some();
+        let mut state = match previous {
+            Some(state) if resume => *state,
+            _ => SessionState::new(
+                client_id.clone(),
+                pending.connect.version,
+                pending.expiry_secs,
+            ),
+        };
+        state.version = pending.connect.version;
+        state.expiry_secs = pending.expiry_secs;
+        let key = self.install_session(state, generation);
+        let Some(conn_id) = pending.conn.filter(|_| conn_live) else {
+            // The connection went away while claiming: the session stays as an offline session
+            // (or ends now, when it does not outlive its connection).
+            self.detach_session(key, now);
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.conn = Some(conn_id);
+            session.expires_at = None;
+        }
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            conn.phase = Phase::Resuming { session: key };
+        }
+        self.subscribe_barrier_for_session(conn_id, key, resume, pending.assigned, now);
+    }
+
+    /// Sends CONNACK and starts the session's traffic (after the interest barrier).
+    pub(super) fn send_connack(
+        &mut self,
+        conn_id: super::ConnId,
+        key: SessionKey,
+        session_present: bool,
+        assigned: bool,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.phase = Phase::Active { session: key };
+        let version = conn.version;
+        let client_id = conn.client_id.clone();
+        let mut properties = ConnAckProperties::default();
+        if version.is_v5() {
+            let s = &self.settings;
+            properties.receive_maximum = u16::try_from(s.session.inflight_messages_max).ok();
+            properties.maximum_packet_size = u32::try_from(s.packet_bytes_max).ok();
+            properties.topic_alias_maximum = Some(s.topic_alias_max);
+            if s.max_qos < QoS::ExactlyOnce {
+                properties.maximum_qos = Some(s.max_qos.as_u8());
+            }
+            if !s.retain_available {
+                properties.retain_available = Some(false);
+            }
+            properties.wildcard_subscription_available = Some(s.wildcard_subscription_available);
+            properties.shared_subscription_available = Some(false);
+            properties.subscription_identifiers_available =
+                Some(s.subscription_identifiers_available);
+            if assigned {
+                properties.assigned_client_identifier = Some(client_id);
+            }
+            if conn.keepalive.as_secs() != 0 || s.keepalive_max_secs != u16::MAX {
+                properties.server_keep_alive_secs = u16::try_from(conn.keepalive.as_secs()).ok();
+            }
+        }
+        let connack = Packet::ConnAck(ConnAck {
+            session_present,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        });
+        self.write_packet(conn_id, &connack);
+        self.resend_inflight(conn_id, key);
+        self.pump_conn(conn_id, now);
+        let early = self
+            .conns
+            .get_mut(&conn_id)
+            .map(|c| std::mem::take(&mut c.early_packets))
+            .unwrap_or_default();
+        for packet in early {
+            self.on_packet(conn_id, packet, now);
+        }
+    }
+
+    /// The connection of an abandoned claim closed before the claim resolved.
+    pub(super) fn abandon_connect(&mut self, ticket: Ticket, now: Instant) {
+        if let Some(pending) = self.connects.get_mut(&ticket) {
+            pending.conn = None;
+        }
+        self.try_complete_connect(ticket, now);
+    }
+
+    pub(super) fn on_disconnect(
+        &mut self,
+        conn_id: super::ConnId,
+        disconnect: Disconnect,
+        now: Instant,
+    ) {
+        let mut kind = CloseKind::Normal;
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            if conn.version.is_v5() {
+                if disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE {
+                    kind = CloseKind::Abnormal;
+                }
+                // 5.0 §3.14.2.2.2: the client may change the expiry, unless it was 0 at CONNECT.
+                if let Some(expiry) = disconnect.properties.session_expiry_interval_secs {
+                    if let Some(key) = conn.session() {
+                        if let Some(session) = self.sessions.get_mut(key) {
+                            if session.state.expiry_secs == 0 && expiry != 0 {
+                                return self.close_protocol_error(conn_id, now);
+                            }
+                            session.state.expiry_secs =
+                                expiry.min(self.settings.session_expiry_max_secs);
+                        }
+                    }
+                }
+            }
+            if kind == CloseKind::Normal {
+                conn.will = None;
+            }
+        }
+        self.end_connection(conn_id, kind, now);
+    }
+
+    pub(super) fn install_session(&mut self, state: SessionState, generation: u64) -> SessionKey {
+        let client_id = state.client_id.clone();
+        let key = self.sessions.insert(LocalSession {
+            state,
+            conn: None,
+            generation,
+            expires_at: None,
+        });
+        self.sessions_by_client.insert(client_id, key);
+        self.add_session_subscriptions(key);
+        key
+    }
+
+    /// Removes a session from this shard (its subscriptions leave the trie) and returns it.
+    pub(super) fn remove_session(&mut self, key: SessionKey) -> Option<SessionState> {
+        self.remove_session_subscriptions(key);
+        let session = self.sessions.try_remove(key)?;
+        if self.sessions_by_client.get(&session.state.client_id) == Some(&key) {
+            self.sessions_by_client.remove(&session.state.client_id);
+        }
+        Some(session.state)
+    }
+
+    /// The connection of a session went away: end the session now, or keep it until it expires.
+    pub(super) fn detach_session(&mut self, key: SessionKey, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        session.conn = None;
+        let dropped = session.state.drop_queued_qos0();
+        self.counters.dropped_qos0_offline += dropped as u64;
+        if session.state.expiry_secs == 0 {
+            self.end_session(key);
+        } else {
+            let expiry = Duration::from_secs(u64::from(session.state.expiry_secs));
+            session.expires_at = Some(now + expiry);
+        }
+    }
+
+    fn end_session(&mut self, key: SessionKey) {
+        let generation = self.sessions.get(key).map(|s| s.generation);
+        if let (Some(state), Some(generation)) = (self.remove_session(key), generation) {
+            let home = self.home_of(&state.client_id);
+            self.send_mail(
+                home,
+                Mail::Release {
+                    client_id: state.client_id,
+                    generation,
+                },
+            );
+        }
+    }
+
+    pub(super) fn expire_sessions(&mut self, now: Instant) {
+        let expired: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_none() && s.expires_at.is_some_and(|at| now >= at))
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            self.end_session(key);
+        }
+    }
+
+    pub(super) fn publish_will(&mut self, client_id: ByteString, will: Will, now: Instant) {
+        let expires_at = will
+            .properties
+            .message_expiry_interval_secs
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        let properties = crate::protocol::PublishProperties {
+            payload_format_indicator: will.properties.payload_format_indicator,
+            message_expiry_interval_secs: will.properties.message_expiry_interval_secs,
+            content_type: will.properties.content_type.clone(),
+            response_topic: will.properties.response_topic.clone(),
+            correlation_data: will.properties.correlation_data.clone(),
+            user_properties: will.properties.user_properties.clone(),
+            ..Default::default()
+        };
+        let message = Arc::new(Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos.min(self.settings.max_qos),
+            retain: will.retain && self.settings.retain_available,
+            properties,
+            publisher: client_id,
+            received_at: now,
+            expires_at,
+        });
+        self.route(message, now);
+    }
+}
+
+fn check_will(will: &Will, settings: &super::Settings) -> Result<(), ReasonCode> {
+    if validate_topic_name(&will.topic).is_err() {
+        return Err(ReasonCode::TOPIC_NAME_INVALID);
+    }
+    if will.qos > settings.max_qos {
+        return Err(ReasonCode::QOS_NOT_SUPPORTED);
+    }
+    if will.retain && !settings.retain_available {
+        return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
+    }
+    if will.topic.len() + will.payload.len() > settings.will_bytes_max {
+        return Err(ReasonCode::PACKET_TOO_LARGE);
+    }
+    Ok(())
+}
+
+/// Seconds the session outlives its connection. 3.1.1: clean sessions end with the connection,
+/// persistent ones get the configured default; 5.0: what the client asked, capped.
+fn session_expiry(connect: &Connect, settings: &super::Settings) -> u32 {
+    match connect.version {
+        Version::V5 => connect
+            .properties
+            .session_expiry_interval_secs
+            .unwrap_or(0)
+            .min(settings.session_expiry_max_secs),
+        Version::V3_1 | Version::V3_1_1 if connect.clean_start => 0,
+        Version::V3_1 | Version::V3_1_1 => settings.session_expiry_default_secs,
+    }
+}
+
+/// The keepalive the broker enforces: 5.0 clients asking more than the maximum get the maximum
+/// (sent back as Server Keep Alive); 3.x clients keep theirs.
+fn keepalive_secs(connect: &Connect, settings: &super::Settings) -> u16 {
+    if connect.version.is_v5() && connect.keep_alive_secs > settings.keepalive_max_secs {
+        settings.keepalive_max_secs
+    } else {
+        connect.keep_alive_secs
+    }
+}

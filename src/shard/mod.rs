@@ -1,0 +1,385 @@
+//! `Shard`: all broker state one core owns, and `handle`, the one synchronous entry to broker
+//! logic. The async shell (`server`, `connection`) feeds it events and carries out what it leaves
+//! behind: bytes in each connection's write buffer, connections to close, and mail to other shards.
+//! Nothing here does I/O or awaits; time comes in as `now`.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod conn;
+mod connect;
+mod directory;
+mod publish;
+mod settings;
+mod subscribe;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use shards::ShardId;
+use slab::Slab;
+
+use crate::mail::{Mail, Ticket};
+use crate::message::Message;
+use crate::protocol::{DecodeError, Packet, ReasonCode};
+use crate::router::{TopicTree, Trie};
+use crate::session::{SessionState, Subscription};
+
+pub use conn::{Conn, ConnId, Phase};
+pub use settings::Settings;
+
+use directory::Directory;
+use subscribe::PendingBarrier;
+
+/// Packets a client may send after CONNECT before its CONNACK is ready.
+const EARLY_PACKETS_MAX: usize = 64;
+
+/// Index of a session in this shard's session table.
+pub type SessionKey = usize;
+
+/// Something that happened, for the shard to act on.
+#[derive(Debug)]
+pub enum Event {
+    /// A TCP (or TLS) connection was accepted.
+    Accepted { conn: ConnId, peer: SocketAddr },
+    /// A whole packet arrived on a connection.
+    Packet { conn: ConnId, packet: Packet },
+    /// The connection sent bytes that do not decode (the spec's answer goes out, then close).
+    Malformed { conn: ConnId, error: DecodeError },
+    /// The connection's write buffer was written out: queued deliveries may go next.
+    Drained { conn: ConnId },
+    /// The socket is gone (peer closed, I/O error, or our own close finished). Final.
+    Closed { conn: ConnId },
+    /// Mail from another shard (or this one).
+    Mail { from: ShardId, mail: Mail },
+    /// Periodic: keepalive, CONNECT timeout, session expiry.
+    Tick,
+}
+
+/// A session held on this shard, with the connection it is bound to, if any.
+#[derive(Debug)]
+pub struct LocalSession {
+    pub state: SessionState,
+    pub conn: Option<ConnId>,
+    /// The directory generation under which this shard owns the session.
+    pub generation: u64,
+    /// When an offline session ends.
+    pub expires_at: Option<Instant>,
+}
+
+/// Counters kept by the shard (the metrics issue exports them).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub connections_accepted: u64,
+    pub connections_rejected: u64,
+    pub protocol_errors: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_expired: u64,
+    pub dropped_too_large: u64,
+    pub dropped_qos0_offline: u64,
+    pub dropped_no_session: u64,
+    pub dropped_retained_full: u64,
+    pub mail_sent: u64,
+    pub mail_received: u64,
+}
+
+/// All state one shard owns.
+pub struct Shard {
+    id: ShardId,
+    shard_count: usize,
+    settings: Arc<Settings>,
+    conns: HashMap<ConnId, Conn>,
+    sessions: Slab<LocalSession>,
+    sessions_by_client: HashMap<ByteString, SessionKey>,
+    /// Local subscriptions: filter -> session -> subscription.
+    subscriptions: Trie<HashMap<SessionKey, Subscription>>,
+    /// Replicated interest: filter -> remote shards with at least one subscriber.
+    interest: Trie<shards::ShardSet>,
+    /// This shard's partition of the retained store (topics whose home is here).
+    retained: TopicTree<Arc<Message>>,
+    retained_bytes: usize,
+    directory: Directory,
+    /// Mail waiting to be moved into the ring to each shard (index = shard).
+    outgoing: Vec<VecDeque<Mail>>,
+    /// Connections with bytes to write or a close to carry out.
+    dirty: Vec<ConnId>,
+    next_ticket: Ticket,
+    barriers: HashMap<Ticket, PendingBarrier>,
+    connects: HashMap<Ticket, connect::PendingConnect>,
+    next_assigned_id: u64,
+    pub counters: Counters,
+    /// Scratch space for one fan-out, reused so routing does not allocate per message.
+    matches: Vec<(SessionKey, Subscription)>,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, shard_count: usize, settings: Arc<Settings>) -> Shard {
+        assert!(id.index() < shard_count, "shard id out of range");
+        Shard {
+            id,
+            shard_count,
+            settings,
+            conns: HashMap::new(),
+            sessions: Slab::new(),
+            sessions_by_client: HashMap::new(),
+            subscriptions: Trie::new(),
+            interest: Trie::new(),
+            retained: TopicTree::new(),
+            retained_bytes: 0,
+            directory: Directory::default(),
+            outgoing: (0..shard_count).map(|_| VecDeque::new()).collect(),
+            dirty: Vec::new(),
+            next_ticket: 1,
+            barriers: HashMap::new(),
+            connects: HashMap::new(),
+            next_assigned_id: 0,
+            counters: Counters::default(),
+            matches: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The one entry to broker logic.
+    pub fn handle(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Accepted { conn, peer } => self.on_accepted(conn, peer, now),
+            Event::Packet { conn, packet } => self.on_packet(conn, packet, now),
+            Event::Malformed { conn, error } => self.on_malformed(conn, error, now),
+            Event::Drained { conn } => self.pump_conn(conn, now),
+            Event::Closed { conn } => self.on_closed(conn, now),
+            Event::Mail { from, mail } => {
+                self.counters.mail_received += 1;
+                self.on_mail(from, mail, now);
+            }
+            Event::Tick => self.on_tick(now),
+        }
+    }
+
+    fn on_packet(&mut self, conn_id: ConnId, packet: Packet, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        conn.last_seen = now;
+        match (&conn.phase, packet) {
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => {
+                self.on_connect(conn_id, connect, now)
+            }
+            // MQTT-3.1.0-1: the first packet must be CONNECT.
+            (Phase::AwaitingConnect, _) => self.close_protocol_error(conn_id, now),
+            // MQTT-3.1.0-2: a second CONNECT is a protocol violation.
+            (_, Packet::Connect(_)) => self.close_protocol_error(conn_id, now),
+            // A client may send packets right after CONNECT (3.1.1 §3.1.4); while the CONNECT is
+            // still being claimed they wait, bounded, and are handled after CONNACK.
+            (Phase::Claiming { .. } | Phase::Resuming { .. }, packet) => {
+                if conn.early_packets.len() >= EARLY_PACKETS_MAX {
+                    return self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now);
+                }
+                conn.early_packets.push(packet)
+            }
+            (Phase::Active { session }, packet) => {
+                let session = *session;
+                self.on_session_packet(conn_id, session, packet, now)
+            }
+        }
+    }
+
+    fn on_session_packet(
+        &mut self,
+        conn_id: ConnId,
+        session: SessionKey,
+        packet: Packet,
+        now: Instant,
+    ) {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(conn_id, session, publish, now),
+            Packet::PubAck(ack) => self.on_puback(conn_id, session, ack, now),
+            Packet::PubRec(ack) => self.on_pubrec(conn_id, session, ack, now),
+            Packet::PubRel(ack) => self.on_pubrel(conn_id, session, ack, now),
+            Packet::PubComp(ack) => self.on_pubcomp(conn_id, session, ack, now),
+            Packet::Subscribe(subscribe) => self.on_subscribe(conn_id, session, subscribe, now),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.on_unsubscribe(conn_id, session, unsubscribe, now)
+            }
+            Packet::PingReq => self.write_packet(conn_id, &Packet::PingResp),
+            Packet::Disconnect(disconnect) => self.on_disconnect(conn_id, disconnect, now),
+            Packet::Auth(_) => self.close_protocol_error(conn_id, now),
+            // Packets only a server sends.
+            Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+            | Packet::Connect(_) => self.close_protocol_error(conn_id, now),
+        }
+    }
+
+    fn on_mail(&mut self, from: ShardId, mail: Mail, now: Instant) {
+        match mail {
+            Mail::Publish(message) => self.deliver_local(&message, now),
+            Mail::Interest { add, remove } => self.on_interest(from, add, remove),
+            Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
+            Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),
+            Mail::Retain(message) => self.store_retained(message),
+            Mail::Claim { client_id, ticket } => self.on_claim(from, client_id, ticket),
+            Mail::ClaimReply {
+                ticket,
+                generation,
+                previous,
+            } => self.on_claim_reply(ticket, generation, previous, now),
+            Mail::Takeover {
+                client_id,
+                new_owner,
+                ticket,
+            } => self.on_takeover(client_id, new_owner, ticket, now),
+            Mail::Handover { ticket, session } => self.on_handover(ticket, session, now),
+            Mail::Release {
+                client_id,
+                generation,
+            } => self.directory.release(&client_id, generation),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.check_connections(now);
+        self.expire_sessions(now);
+    }
+
+    /// Queues mail for `to` (itself included: the shell hands self-mail straight back).
+    fn send_mail(&mut self, to: ShardId, mail: Mail) {
+        if let Some(queue) = self.outgoing.get_mut(to.index()) {
+            self.counters.mail_sent += 1;
+            queue.push_back(mail);
+        }
+    }
+
+    /// Queues a copy of mail for every other shard.
+    fn broadcast_mail(&mut self, make: impl Fn() -> Mail) {
+        for index in 0..self.shard_count {
+            if index != self.id.index() {
+                self.send_mail(ShardId::new(index), make());
+            }
+        }
+    }
+
+    fn take_ticket(&mut self) -> Ticket {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+
+    /// The shard that owns `key` (a client id or a topic) in a hash-partitioned table.
+    pub fn home_of(&self, key: &str) -> ShardId {
+        home_of(key, self.shard_count)
+    }
+
+    // ---- What the shell reads after `handle` ----
+
+    /// Connections whose write buffer or close flag changed since the last call.
+    pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        into.append(&mut self.dirty);
+    }
+
+    /// Moves up to `max` mails for shard `to` into `into`.
+    pub fn take_mail(&mut self, to: ShardId, into: &mut Vec<Mail>, max: usize) {
+        if let Some(queue) = self.outgoing.get_mut(to.index()) {
+            let n = queue.len().min(max);
+            into.extend(queue.drain(..n));
+        }
+    }
+
+    /// Whether any mail is waiting to go out.
+    pub fn has_mail(&self) -> bool {
+        self.outgoing.iter().any(|q| !q.is_empty())
+    }
+
+    /// Whether outgoing mail has backed up past the high-water mark for some peer: publishers on
+    /// this shard stop reading until it drains (backpressure ends at TCP; nothing is dropped).
+    pub fn mail_backlogged(&self) -> bool {
+        self.outgoing
+            .iter()
+            .any(|q| q.len() >= self.settings.mail_backlog_max)
+    }
+
+    pub fn conn(&self, conn: ConnId) -> Option<&Conn> {
+        self.conns.get(&conn)
+    }
+
+    pub fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(&conn)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    pub fn session(&self, client_id: &str) -> Option<&LocalSession> {
+        self.sessions_by_client
+            .get(client_id)
+            .and_then(|key| self.sessions.get(*key))
+    }
+
+    /// Filters with a local subscriber on this shard.
+    pub fn local_filters(&self) -> Vec<String> {
+        self.subscriptions
+            .iter()
+            .map(|(filter, _)| filter)
+            .collect()
+    }
+
+    /// Filters this shard believes `shard` has subscribers for.
+    pub fn interest_filters(&self, shard: ShardId) -> Vec<String> {
+        self.interest
+            .iter()
+            .filter(|(_, set)| set.contains(shard))
+            .map(|(filter, _)| filter)
+            .collect()
+    }
+
+    /// Client ids whose home is this shard and that have an owner.
+    pub fn directory_len(&self) -> usize {
+        self.directory.len()
+    }
+
+    pub fn directory_owner(&self, client_id: &str) -> Option<ShardId> {
+        self.directory.owner(client_id)
+    }
+}
+
+/// Hash partitioning shared by every shard: the same key always has the same home.
+pub fn home_of(key: &str, shard_count: usize) -> ShardId {
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    let count = shard_count.max(1) as u64;
+    ShardId::new((hasher.finish() % count) as usize)
+}

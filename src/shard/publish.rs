@@ -1,0 +1,450 @@
+//! PUBLISH in both directions and its acknowledgements (MQTT 3.1.1 §3.3-§3.7, §4.3, §4.6;
+//! 5.0 §3.3-§3.7, §4.3, §4.9).
+//!
+//! Incoming: QoS 1 is acknowledged after routing; QoS 2 is routed when first received and its
+//! packet id held until PUBREL, so a repeat before PUBREL is acknowledged but not routed again
+//! (MQTT 4.3.3, "method A"). Outgoing: each subscriber's session hands out deliveries in order,
+//! QoS > 0 only while the in-flight window has room; bytes go into the connection's write buffer
+//! and the shell writes each buffer once per batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shards::ShardSet;
+
+use super::{ConnId, SessionKey, Shard};
+use crate::mail::Mail;
+use crate::message::Message;
+use crate::protocol::{
+    self, Packet, PubResponse, Publish, PublishProperties, PublishRef, QoS, ReasonCode,
+};
+use crate::session::{Delivery, DropReason, InflightState, Subscription};
+
+impl Shard {
+    pub(super) fn on_publish(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        mut publish: Publish,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let version = conn.version;
+        // 5.0 §3.3.2.3.4: resolve or record a Topic Alias.
+        if let Some(alias) = publish.properties.topic_alias.take() {
+            if alias == 0 || alias > self.settings.topic_alias_max {
+                return self.close_with_reason(conn_id, ReasonCode::TOPIC_ALIAS_INVALID, now);
+            }
+            if publish.topic.is_empty() {
+                match conn.topic_aliases.get(&alias) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    None => return self.close_protocol_error(conn_id, now),
+                }
+            } else {
+                conn.topic_aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if publish.topic.is_empty() {
+            return self.close_with_reason(conn_id, ReasonCode::TOPIC_NAME_INVALID, now);
+        }
+        // MQTT-3.3.4-6: a client must not send Subscription Identifiers.
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return self.close_protocol_error(conn_id, now);
+        }
+        let settings = &self.settings;
+        if publish.topic.len() > settings.topic_bytes_max
+            || protocol::topic_levels(&publish.topic) > settings.topic_levels_max
+        {
+            return self.close_with_reason(conn_id, ReasonCode::TOPIC_NAME_INVALID, now);
+        }
+        if publish.qos > settings.max_qos {
+            return self.close_with_reason(conn_id, ReasonCode::QOS_NOT_SUPPORTED, now);
+        }
+        if publish.retain && !settings.retain_available {
+            return self.close_with_reason(conn_id, ReasonCode::RETAIN_NOT_SUPPORTED, now);
+        }
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let publisher = session.state.client_id.clone();
+        if publish.qos == QoS::ExactlyOnce {
+            let Some(packet_id) = publish.packet_id else {
+                return self.close_protocol_error(conn_id, now);
+            };
+            let first_time = session.state.receive_qos2(packet_id);
+            if first_time
+                && session.state.incoming_qos2_len() > self.settings.session.inflight_messages_max
+            {
+                // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum.
+                return self.close_with_reason(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
+            }
+            if first_time {
+                self.route(make_message(publish.clone(), publisher, now), now);
+            }
+            let pubrec = Packet::PubRec(ack(packet_id));
+            return self.write_packet(conn_id, &pubrec);
+        }
+        let qos = publish.qos;
+        let packet_id = publish.packet_id;
+        self.route(make_message(publish, publisher, now), now);
+        if qos == QoS::AtLeastOnce {
+            if let Some(packet_id) = packet_id {
+                self.write_packet(conn_id, &Packet::PubAck(ack(packet_id)));
+            }
+        }
+        let _ = version;
+    }
+
+    /// Sends a message everywhere it goes: the retained store, local subscribers, and every shard
+    /// that has declared interest in a matching filter.
+    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
+        self.counters.messages_received += 1;
+        if message.retain {
+            let home = self.home_of(&message.topic);
+            if home == self.id {
+                self.store_retained(Arc::clone(&message));
+            } else {
+                self.send_mail(home, Mail::Retain(Arc::clone(&message)));
+            }
+        }
+        self.deliver_local(&message, now);
+        let mut targets = ShardSet::new();
+        self.interest
+            .for_each_match(&message.topic, |set| targets = targets.union(set));
+        targets.remove(self.id);
+        for shard in targets.iter() {
+            self.send_mail(shard, Mail::Publish(Arc::clone(&message)));
+        }
+    }
+
+    /// Delivers to the subscribers on this shard: once per session, at the highest QoS of its
+    /// matching subscriptions, with all their Subscription Identifiers (MQTT-3.3.5-1, 5.0 §3.3.4).
+    pub(super) fn deliver_local(&mut self, message: &Arc<Message>, now: Instant) {
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        self.subscriptions
+            .for_each_match(&message.topic, |subscribers| {
+                matches.extend(subscribers.iter().map(|(key, sub)| (*key, *sub)));
+            });
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|(key, _)| *key);
+        }
+        let mut index = 0;
+        while let Some((key, first)) = matches.get(index).copied() {
+            let mut qos = first.options.qos;
+            let mut retain_as_published = first.options.retain_as_published;
+            let mut no_local = first.options.no_local;
+            let mut identifiers = Vec::new();
+            identifiers.extend(first.identifier);
+            index += 1;
+            while let Some((next_key, sub)) = matches.get(index).copied() {
+                if next_key != key {
+                    break;
+                }
+                qos = qos.max(sub.options.qos);
+                retain_as_published |= sub.options.retain_as_published;
+                no_local &= sub.options.no_local;
+                identifiers.extend(sub.identifier);
+                index += 1;
+            }
+            let merged = Subscription {
+                options: crate::protocol::SubscriptionOptions {
+                    qos,
+                    no_local,
+                    retain_as_published,
+                    ..first.options
+                },
+                identifier: None,
+            };
+            self.deliver_to_session(key, message, merged, identifiers, false, now);
+        }
+        self.matches = matches;
+    }
+
+    /// Queues one message for one session and, when it is online, writes what may go now.
+    pub(super) fn deliver_to_session(
+        &mut self,
+        key: SessionKey,
+        message: &Arc<Message>,
+        subscription: Subscription,
+        subscription_identifiers: Vec<u32>,
+        from_retained_store: bool,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            self.counters.dropped_no_session += 1;
+            return;
+        };
+        if subscription.options.no_local && message.publisher == session.state.client_id {
+            return;
+        }
+        let retain = if from_retained_store {
+            true
+        } else {
+            message.retain && subscription.options.retain_as_published
+        };
+        let delivery = Delivery {
+            message: Arc::clone(message),
+            qos: message.qos.min(subscription.options.qos),
+            retain,
+            subscription_identifiers,
+        };
+        let online = session.conn;
+        match session
+            .state
+            .enqueue(delivery, online.is_some(), &self.settings.session, now)
+        {
+            Ok(()) => {}
+            Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,
+            Err(DropReason::Expired) => self.counters.dropped_expired += 1,
+            Err(DropReason::Qos0Offline) => self.counters.dropped_qos0_offline += 1,
+        }
+        if let Some(conn_id) = online {
+            self.pump_conn(conn_id, now);
+        }
+    }
+
+    /// Moves deliveries from a session's outbox into its connection's write buffer while the
+    /// window and the buffer allow.
+    pub(super) fn pump_conn(&mut self, conn_id: ConnId, now: Instant) {
+        let Shard {
+            conns,
+            sessions,
+            settings,
+            counters,
+            dirty,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(&conn_id) else {
+            return;
+        };
+        let Some(key) = conn.session() else {
+            return;
+        };
+        let Some(session) = sessions.get_mut(key) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        let was_empty = conn.out.is_empty();
+        let mut expired = 0;
+        while conn.out.len() < settings.write_buffer_bytes_max {
+            let Some((packet_id, delivery)) =
+                session
+                    .state
+                    .next_to_send(conn.send_window, now, &mut expired)
+            else {
+                break;
+            };
+            let written = write_publish(
+                &mut conn.out,
+                conn.version,
+                conn.client_packet_bytes_max,
+                &delivery,
+                packet_id,
+                false,
+                now,
+            );
+            if written {
+                counters.messages_sent += 1;
+            } else {
+                // Larger than the client accepts (5.0 §3.1.2.11.4): dropped, and its packet id
+                // freed at once.
+                counters.dropped_too_large += 1;
+                if let Some(packet_id) = packet_id {
+                    session.state.inflight.forget(packet_id);
+                }
+            }
+        }
+        counters.dropped_expired += expired;
+        if was_empty && !conn.out.is_empty() {
+            dirty.push(conn_id);
+        }
+    }
+
+    /// After a reconnect: unacknowledged PUBLISH again with DUP set, and PUBREL for released
+    /// QoS 2 messages, in their original order (MQTT-4.4.0-1).
+    pub(super) fn resend_inflight(&mut self, conn_id: ConnId, key: SessionKey) {
+        let now = Instant::now();
+        let Shard {
+            conns, sessions, ..
+        } = self;
+        let (Some(conn), Some(session)) = (conns.get_mut(&conn_id), sessions.get(key)) else {
+            return;
+        };
+        for entry in session.state.inflight.iter() {
+            match &entry.state {
+                InflightState::Sent(delivery) => {
+                    write_publish(
+                        &mut conn.out,
+                        conn.version,
+                        conn.client_packet_bytes_max,
+                        delivery,
+                        Some(entry.packet_id),
+                        true,
+                        now,
+                    );
+                }
+                InflightState::Released => {
+                    let pubrel = Packet::PubRel(ack(entry.packet_id));
+                    let _ = protocol::encode(&pubrel, conn.version, &mut conn.out, usize::MAX);
+                }
+            }
+        }
+        if !conn.out.is_empty() {
+            self.dirty.push(conn_id);
+        }
+    }
+
+    pub(super) fn on_puback(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        ack: PubResponse,
+        now: Instant,
+    ) {
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.state.inflight.puback(ack.packet_id);
+        }
+        self.pump_conn(conn_id, now);
+    }
+
+    pub(super) fn on_pubrec(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        rec: PubResponse,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if rec.reason.is_error() {
+            // 5.0 §4.3.3: a PUBREC with an error ends the exchange.
+            session.state.inflight.forget(rec.packet_id);
+            return self.pump_conn(conn_id, now);
+        }
+        let known = session.state.inflight.pubrec(rec.packet_id);
+        let mut pubrel = ack(rec.packet_id);
+        if !known {
+            pubrel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.write_packet(conn_id, &Packet::PubRel(pubrel));
+    }
+
+    pub(super) fn on_pubrel(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        rel: PubResponse,
+        _now: Instant,
+    ) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let known = session.state.release_qos2(rel.packet_id);
+        let mut pubcomp = ack(rel.packet_id);
+        if !known {
+            pubcomp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.write_packet(conn_id, &Packet::PubComp(pubcomp));
+    }
+
+    pub(super) fn on_pubcomp(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        comp: PubResponse,
+        now: Instant,
+    ) {
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.state.inflight.pubcomp(comp.packet_id);
+        }
+        self.pump_conn(conn_id, now);
+    }
+
+    /// Stores, replaces or (empty payload) deletes a retained message in this shard's partition.
+    pub(super) fn store_retained(&mut self, message: Arc<Message>) {
+        if let Some(old) = self.retained.remove(&message.topic) {
+            self.retained_bytes = self.retained_bytes.saturating_sub(old.size_bytes());
+        }
+        if message.payload.is_empty() {
+            return;
+        }
+        let size = message.size_bytes();
+        if self.retained.len() >= self.settings.retained_messages_max
+            || self.retained_bytes + size > self.settings.retained_bytes_max
+        {
+            self.counters.dropped_retained_full += 1;
+            return;
+        }
+        self.retained_bytes += size;
+        let topic = message.topic.clone();
+        self.retained.insert(&topic, message);
+    }
+}
+
+fn ack(packet_id: crate::protocol::PacketId) -> PubResponse {
+    PubResponse {
+        packet_id,
+        reason: ReasonCode::SUCCESS,
+        properties: Default::default(),
+    }
+}
+
+fn make_message(publish: Publish, publisher: bytestring::ByteString, now: Instant) -> Arc<Message> {
+    let mut properties = publish.properties;
+    properties.topic_alias = None;
+    let expires_at = properties
+        .message_expiry_interval_secs
+        .map(|secs| now + Duration::from_secs(u64::from(secs)));
+    Arc::new(Message {
+        topic: publish.topic,
+        payload: publish.payload,
+        qos: publish.qos,
+        retain: publish.retain,
+        properties,
+        publisher,
+        received_at: now,
+        expires_at,
+    })
+}
+
+/// Encodes one delivery in the subscriber's version. False when it is over the client's maximum
+/// packet size (nothing written).
+fn write_publish(
+    out: &mut bytes::BytesMut,
+    version: protocol::Version,
+    packet_bytes_max: usize,
+    delivery: &Delivery,
+    packet_id: Option<crate::protocol::PacketId>,
+    dup: bool,
+    now: Instant,
+) -> bool {
+    let message = &delivery.message;
+    let adjusted;
+    let properties: &PublishProperties = if version.is_v5()
+        && (!delivery.subscription_identifiers.is_empty() || message.expires_at.is_some())
+    {
+        let mut p = message.properties.clone();
+        p.subscription_identifiers = delivery.subscription_identifiers.clone();
+        p.message_expiry_interval_secs = message.remaining_expiry_secs(now);
+        adjusted = p;
+        &adjusted
+    } else {
+        &message.properties
+    };
+    let publish = PublishRef {
+        dup: dup && delivery.qos != QoS::AtMostOnce,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        topic: &message.topic,
+        packet_id,
+        properties,
+        payload: &message.payload,
+    };
+    protocol::encode_publish(&publish, version, out, packet_bytes_max).is_ok()
+}

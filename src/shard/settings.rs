@@ -1,0 +1,84 @@
+//! The values the broker core reads, resolved once from the config into the types it uses.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::protocol::QoS;
+use crate::session::SessionLimits;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub packet_bytes_max: usize,
+    pub max_qos: QoS,
+    pub retain_available: bool,
+    pub wildcard_subscription_available: bool,
+    pub shared_subscription_available: bool,
+    pub subscription_identifiers_available: bool,
+    pub topic_alias_max: u16,
+    pub keepalive_max_secs: u16,
+    pub connect_timeout: Duration,
+    pub allow_zero_length_client_id: bool,
+    pub assigned_client_id_prefix: String,
+    pub session_expiry_default_secs: u32,
+    pub session_expiry_max_secs: u32,
+    pub session: SessionLimits,
+    pub client_id_bytes_max: usize,
+    pub topic_bytes_max: usize,
+    pub topic_levels_max: usize,
+    pub filters_per_subscribe_max: usize,
+    pub user_properties_max: usize,
+    pub connections_per_shard_max: usize,
+    /// For this shard's partition of the retained store.
+    pub retained_messages_max: usize,
+    pub retained_bytes_max: usize,
+    pub will_bytes_max: usize,
+    pub control_pending_max: usize,
+    /// Queued mail to one peer shard above which publishers on this shard stop reading.
+    pub mail_backlog_max: usize,
+    /// Bytes waiting in a connection's write buffer above which deliveries wait in the session's
+    /// outbox instead (so a slow reader is held to its outbox limits).
+    pub write_buffer_bytes_max: usize,
+}
+
+impl Settings {
+    /// Resolves the settings of one shard out of `shard_count`.
+    pub fn from_config(config: &Config, shard_count: usize) -> Settings {
+        let limits = &config.limits;
+        let mqtt = &config.mqtt;
+        let shards = shard_count.max(1);
+        Settings {
+            packet_bytes_max: limits.packet_bytes_max as usize,
+            max_qos: QoS::from_u8(mqtt.max_qos as u8).unwrap_or(QoS::ExactlyOnce),
+            retain_available: mqtt.retain_available,
+            wildcard_subscription_available: mqtt.wildcard_subscription_available,
+            shared_subscription_available: mqtt.shared_subscription_available,
+            subscription_identifiers_available: mqtt.subscription_identifiers_available,
+            topic_alias_max: mqtt.topic_alias_max as u16,
+            keepalive_max_secs: mqtt.keepalive_max_secs as u16,
+            connect_timeout: Duration::from_millis(mqtt.connect_timeout_ms as u64),
+            allow_zero_length_client_id: mqtt.allow_zero_length_client_id,
+            assigned_client_id_prefix: mqtt.assigned_client_id_prefix.clone(),
+            session_expiry_default_secs: config.session.expiry_default_secs as u32,
+            session_expiry_max_secs: config.session.expiry_max_secs as u32,
+            session: SessionLimits {
+                outbox_messages_max: limits.outbox_messages_max as usize,
+                outbox_bytes_max: limits.outbox_bytes_max as usize,
+                inflight_messages_max: limits.inflight_messages_max as usize,
+                subscriptions_max: limits.subscriptions_per_session_max as usize,
+                queue_qos0_offline: mqtt.queue_qos0_offline,
+            },
+            client_id_bytes_max: limits.client_id_bytes_max as usize,
+            topic_bytes_max: limits.topic_bytes_max as usize,
+            topic_levels_max: limits.topic_levels_max as usize,
+            filters_per_subscribe_max: limits.filters_per_subscribe_max as usize,
+            user_properties_max: limits.user_properties_max as usize,
+            connections_per_shard_max: limits.connections_per_shard_max as usize,
+            retained_messages_max: (limits.retained_messages_max as usize).div_ceil(shards),
+            retained_bytes_max: (limits.retained_bytes_max as usize).div_ceil(shards),
+            will_bytes_max: limits.will_bytes_max as usize,
+            control_pending_max: limits.control_pending_max as usize,
+            mail_backlog_max: config.runtime.mailbox_messages_max as usize,
+            write_buffer_bytes_max: 64 * 1024,
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! SUBSCRIBE, UNSUBSCRIBE and the replicated interest index (MQTT 3.1.1 §3.8-§3.11, 5.0
+//! §3.8-§3.11, §4.7).
+//!
+//! Each shard tells every other shard which filters it has local subscribers for (`Interest`, on
+//! the first subscriber and after the last). A publishing shard forwards a message only to the
+//! shards whose interest matches. SUBACK waits for a barrier: every other shard answers a
+//! `Barrier` mail sent after the `Interest` on the same FIFO ring, so once SUBACK is out, a
+//! PUBLISH accepted anywhere reaches the new subscription. The barrier replies also carry each
+//! shard's retained messages matching the new filters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use shards::{ShardId, ShardSet};
+
+use super::{ConnId, SessionKey, Shard};
+use crate::mail::{Mail, RetainedQuery, Ticket};
+use crate::message::Message;
+use crate::protocol::{
+    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription as TopicSubscription,
+    UnsubAck, Unsubscribe, Version, parse_subscription,
+};
+use crate::session::Subscription;
+
+/// What to do once every shard has answered a barrier.
+#[derive(Debug)]
+pub enum BarrierKind {
+    /// Send SUBACK, then the retained messages found for `subscriptions[i]`.
+    Subscribe {
+        packet_id: crate::protocol::PacketId,
+        reasons: Vec<ReasonCode>,
+        subscriptions: Vec<Subscription>,
+    },
+    /// Send CONNACK (a resumed session's interest is now confirmed).
+    Connect {
+        session_present: bool,
+        assigned: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct PendingBarrier {
+    conn: ConnId,
+    session: SessionKey,
+    waiting: usize,
+    kind: BarrierKind,
+    retained: Vec<(usize, Arc<Message>)>,
+}
+
+impl Shard {
+    pub(super) fn on_subscribe(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        subscribe: Subscribe,
+        now: Instant,
+    ) {
+        let version = self.conns.get(&conn_id).map_or(Version::V5, |c| c.version);
+        if subscribe.filters.len() > self.settings.filters_per_subscribe_max {
+            return self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now);
+        }
+        if self.barriers.len() >= self.settings.control_pending_max {
+            // Too many subscribes waiting on other shards: refuse this one, keep the connection.
+            let reasons = vec![ReasonCode::QUOTA_EXCEEDED; subscribe.filters.len()];
+            return self.write_suback(conn_id, subscribe.packet_id, reasons);
+        }
+        let identifier = subscribe.properties.subscription_identifier;
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut queries = Vec::new();
+        let mut subscriptions = Vec::new();
+        let mut new_filters = Vec::new();
+        for request in subscribe.filters {
+            let reason = match self.check_filter(key, &request.filter, version) {
+                Err(reason) => reason,
+                Ok(()) => {
+                    let granted = request.options.qos.min(self.settings.max_qos);
+                    let mut options = request.options;
+                    options.qos = granted;
+                    let subscription = Subscription {
+                        options,
+                        identifier,
+                    };
+                    let existed = self
+                        .sessions
+                        .get_mut(key)
+                        .and_then(|s| {
+                            s.state
+                                .subscriptions
+                                .insert(request.filter.clone(), subscription)
+                        })
+                        .is_some();
+                    if self.add_local_subscription(&request.filter, key, subscription) {
+                        new_filters.push(request.filter.clone());
+                    }
+                    let send_retained = !version.is_v5()
+                        || match options.retain_handling {
+                            RetainHandling::OnSubscribe => true,
+                            RetainHandling::OnNewSubscription => !existed,
+                            RetainHandling::Never => false,
+                        };
+                    if send_retained {
+                        queries.push(RetainedQuery {
+                            filter: request.filter,
+                            limit: self.settings.session.outbox_messages_max,
+                        });
+                        subscriptions.push(subscription);
+                    }
+                    granted_code(granted)
+                }
+            };
+            reasons.push(reason);
+        }
+        if !new_filters.is_empty() {
+            self.broadcast_mail(|| Mail::Interest {
+                add: new_filters.clone(),
+                remove: Vec::new(),
+            });
+        }
+        let kind = BarrierKind::Subscribe {
+            packet_id: subscribe.packet_id,
+            reasons,
+            subscriptions,
+        };
+        self.start_barrier(conn_id, key, kind, queries, now);
+    }
+
+    /// Checks one filter of a SUBSCRIBE against the spec and our limits.
+    fn check_filter(
+        &self,
+        key: SessionKey,
+        filter: &ByteString,
+        version: Version,
+    ) -> Result<(), ReasonCode> {
+        let settings = &self.settings;
+        let parsed =
+            parse_subscription(filter.clone()).map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)?;
+        let filter_text = match &parsed {
+            TopicSubscription::Normal(f) => f,
+            // Shared subscriptions come with the MQTT 5 work; until then they are refused.
+            TopicSubscription::Shared { .. } => {
+                return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            }
+        };
+        if filter.len() > settings.topic_bytes_max
+            || filter_text.levels() > settings.topic_levels_max
+        {
+            return Err(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        if filter_text.has_wildcards() && !settings.wildcard_subscription_available {
+            return Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+        }
+        let session = self
+            .sessions
+            .get(key)
+            .ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
+        if !session.state.subscriptions.contains_key(filter)
+            && session.state.subscriptions.len() >= settings.session.subscriptions_max
+        {
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        let _ = version;
+        Ok(())
+    }
+
+    pub(super) fn on_unsubscribe(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        unsubscribe: Unsubscribe,
+        _now: Instant,
+    ) {
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        let mut gone = Vec::new();
+        for filter in unsubscribe.filters {
+            let existed = self
+                .sessions
+                .get_mut(key)
+                .and_then(|s| s.state.subscriptions.remove(&filter))
+                .is_some();
+            if existed && self.remove_local_subscription(&filter, key) {
+                gone.push(filter);
+            }
+            reasons.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        if !gone.is_empty() {
+            self.broadcast_mail(|| Mail::Interest {
+                add: Vec::new(),
+                remove: gone.clone(),
+            });
+        }
+        let version = self.conns.get(&conn_id).map_or(Version::V5, |c| c.version);
+        let unsuback = Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: Default::default(),
+            reasons: if version.is_v5() { reasons } else { Vec::new() },
+        });
+        self.write_packet(conn_id, &unsuback);
+    }
+
+    fn write_suback(
+        &mut self,
+        conn_id: ConnId,
+        packet_id: crate::protocol::PacketId,
+        reasons: Vec<ReasonCode>,
+    ) {
+        let suback = Packet::SubAck(SubAck {
+            packet_id,
+            properties: Default::default(),
+            reasons,
+        });
+        self.write_packet(conn_id, &suback);
+    }
+
+    /// Adds a session to a filter's local subscribers; true if the filter is new on this shard.
+    fn add_local_subscription(
+        &mut self,
+        filter: &str,
+        key: SessionKey,
+        subscription: Subscription,
+    ) -> bool {
+        let mut is_new = false;
+        let subscribers = self.subscriptions.get_or_insert_with(filter, || {
+            is_new = true;
+            HashMap::new()
+        });
+        subscribers.insert(key, subscription);
+        is_new
+    }
+
+    /// Removes a session from a filter's local subscribers; true if the filter is now gone here.
+    fn remove_local_subscription(&mut self, filter: &str, key: SessionKey) -> bool {
+        let Some(subscribers) = self.subscriptions.get_mut(filter) else {
+            return false;
+        };
+        subscribers.remove(&key);
+        if subscribers.is_empty() {
+            self.subscriptions.remove(filter);
+            return true;
+        }
+        false
+    }
+
+    /// Puts an installed session's subscriptions into the local trie (resumed or handed over).
+    pub(super) fn add_session_subscriptions(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let subscriptions: Vec<(ByteString, Subscription)> = session
+            .state
+            .subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), *s))
+            .collect();
+        let mut new_filters = Vec::new();
+        for (filter, subscription) in subscriptions {
+            if self.add_local_subscription(&filter, key, subscription) {
+                new_filters.push(filter);
+            }
+        }
+        if !new_filters.is_empty() {
+            self.broadcast_mail(|| Mail::Interest {
+                add: new_filters.clone(),
+                remove: Vec::new(),
+            });
+        }
+    }
+
+    /// Takes a session's subscriptions out of the local trie (it ends or moves away).
+    pub(super) fn remove_session_subscriptions(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let filters: Vec<ByteString> = session.state.subscriptions.keys().cloned().collect();
+        let mut gone = Vec::new();
+        for filter in filters {
+            if self.remove_local_subscription(&filter, key) {
+                gone.push(filter);
+            }
+        }
+        if !gone.is_empty() {
+            self.broadcast_mail(|| Mail::Interest {
+                add: Vec::new(),
+                remove: gone.clone(),
+            });
+        }
+    }
+
+    pub(super) fn on_interest(
+        &mut self,
+        from: ShardId,
+        add: Vec<ByteString>,
+        remove: Vec<ByteString>,
+    ) {
+        for filter in add {
+            self.interest
+                .get_or_insert_with(&filter, ShardSet::new)
+                .insert(from);
+        }
+        for filter in remove {
+            if let Some(set) = self.interest.get_mut(&filter) {
+                set.remove(from);
+                if set.is_empty() {
+                    self.interest.remove(&filter);
+                }
+            }
+        }
+    }
+
+    /// Starts a barrier across all shards (or completes at once on a single shard).
+    fn start_barrier(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        kind: BarrierKind,
+        queries: Vec<RetainedQuery>,
+        now: Instant,
+    ) {
+        let retained = self.find_retained(&queries, now);
+        let mut pending = PendingBarrier {
+            conn: conn_id,
+            session: key,
+            waiting: self.shard_count - 1,
+            kind,
+            retained,
+        };
+        if pending.waiting == 0 {
+            return self.complete_barrier(pending, now);
+        }
+        let ticket = self.take_ticket();
+        self.broadcast_mail(|| Mail::Barrier {
+            ticket,
+            queries: queries.clone(),
+        });
+        pending.waiting = self.shard_count - 1;
+        self.barriers.insert(ticket, pending);
+    }
+
+    /// A resumed session's CONNACK waits for its interest to be confirmed; a new one does not.
+    pub(super) fn subscribe_barrier_for_session(
+        &mut self,
+        conn_id: ConnId,
+        key: SessionKey,
+        session_present: bool,
+        assigned: bool,
+        now: Instant,
+    ) {
+        let has_subscriptions = self
+            .sessions
+            .get(key)
+            .is_some_and(|s| !s.state.subscriptions.is_empty());
+        let kind = BarrierKind::Connect {
+            session_present,
+            assigned,
+        };
+        if has_subscriptions && self.shard_count > 1 {
+            self.start_barrier(conn_id, key, kind, Vec::new(), now);
+        } else {
+            self.complete_barrier(
+                PendingBarrier {
+                    conn: conn_id,
+                    session: key,
+                    waiting: 0,
+                    kind,
+                    retained: Vec::new(),
+                },
+                now,
+            );
+        }
+    }
+
+    pub(super) fn on_barrier(
+        &mut self,
+        from: ShardId,
+        ticket: Ticket,
+        queries: Vec<RetainedQuery>,
+        now: Instant,
+    ) {
+        let retained = self.find_retained(&queries, now);
+        self.send_mail(from, Mail::BarrierReply { ticket, retained });
+    }
+
+    pub(super) fn on_barrier_reply(
+        &mut self,
+        ticket: Ticket,
+        retained: Vec<(usize, Arc<Message>)>,
+        now: Instant,
+    ) {
+        let Some(pending) = self.barriers.get_mut(&ticket) else {
+            return;
+        };
+        pending.retained.extend(retained);
+        pending.waiting = pending.waiting.saturating_sub(1);
+        if pending.waiting == 0 {
+            if let Some(pending) = self.barriers.remove(&ticket) {
+                self.complete_barrier(pending, now);
+            }
+        }
+    }
+
+    fn complete_barrier(&mut self, pending: PendingBarrier, now: Instant) {
+        // The connection must still be the one bound to (or connecting to) that session.
+        let Some(conn) = self.conns.get(&pending.conn) else {
+            return;
+        };
+        if conn.is_closing() || conn.session() != Some(pending.session) {
+            return;
+        }
+        match pending.kind {
+            BarrierKind::Connect {
+                session_present,
+                assigned,
+            } => self.send_connack(
+                pending.conn,
+                pending.session,
+                session_present,
+                assigned,
+                now,
+            ),
+            BarrierKind::Subscribe {
+                packet_id,
+                reasons,
+                subscriptions,
+            } => {
+                self.write_suback(pending.conn, packet_id, reasons);
+                for (index, message) in pending.retained {
+                    if let Some(subscription) = subscriptions.get(index).copied() {
+                        let identifiers = subscription.identifier.into_iter().collect();
+                        self.deliver_to_session(
+                            pending.session,
+                            &message,
+                            subscription,
+                            identifiers,
+                            true,
+                            now,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// This shard's retained messages matching each query (bounded by the query's limit).
+    fn find_retained(&self, queries: &[RetainedQuery], now: Instant) -> Vec<(usize, Arc<Message>)> {
+        let mut found = Vec::new();
+        for (index, query) in queries.iter().enumerate() {
+            let mut count = 0;
+            self.retained
+                .for_each_matching(&query.filter, |_, message| {
+                    if count < query.limit && !message.is_expired(now) {
+                        found.push((index, Arc::clone(message)));
+                        count += 1;
+                    }
+                });
+        }
+        found
+    }
+}
+
+fn granted_code(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+        QoS::AtLeastOnce => ReasonCode::GRANTED_QOS_1,
+        QoS::ExactlyOnce => ReasonCode::GRANTED_QOS_2,
+    }
+}

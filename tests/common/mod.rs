@@ -1,0 +1,297 @@
+//! Shared test plumbing: an in-process broker on loopback with OS-chosen ports and one extra port
+//! per shard (so a test puts each client on the shard it names), and a small blocking MQTT client
+//! over the broker's own codec for exact, byte-level assertions.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use ringmq::config::{Config, ShardCount, TcpListener};
+use ringmq::protocol::{
+    self, Connect, ConnectProperties, Packet, PacketId, PubResponse, Publish, QoS, ReasonCode,
+    Subscribe, SubscribeFilter, SubscriptionOptions, Version, Will,
+};
+use ringmq::server::{self, Broker};
+
+/// A broker running in this process; shut down when dropped.
+pub struct TestBroker {
+    broker: Option<Broker>,
+    pub addr: SocketAddr,
+    pub shard_addrs: Vec<SocketAddr>,
+}
+
+/// A config for tests: `shards` unpinned shards on 127.0.0.1, OS-chosen ports, port per shard.
+pub fn test_config(shards: usize) -> Config {
+    let mut config = Config::default();
+    config.runtime.shards = ShardCount::Count(shards as _);
+    config.runtime.pin = false;
+    config.listeners.tcp.clear();
+    config.listeners.tcp.insert(
+        String::from("default"),
+        TcpListener {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shard_port_base: Some(0),
+            ..TcpListener::default()
+        },
+    );
+    config
+}
+
+impl TestBroker {
+    pub fn start(shards: usize) -> TestBroker {
+        TestBroker::with_config(test_config(shards))
+    }
+
+    pub fn with_config(config: Config) -> TestBroker {
+        let broker = server::start(config).expect("broker starts");
+        let addr = broker.listener_addr(0);
+        let shard_addrs = (0..broker.shard_count())
+            .map(|i| broker.shard_addr(0, i).expect("port per shard"))
+            .collect();
+        TestBroker {
+            broker: Some(broker),
+            addr,
+            shard_addrs,
+        }
+    }
+
+    /// The address that lands a connection on `shard`.
+    pub fn shard(&self, shard: usize) -> SocketAddr {
+        self.shard_addrs[shard % self.shard_addrs.len()]
+    }
+
+    pub fn shutdown(mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            let _ = broker.shutdown();
+        }
+    }
+}
+
+/// A blocking MQTT client that speaks through `ringmq::protocol`.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub version: Version,
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn pid(n: u16) -> PacketId {
+    NonZeroU16::new(n).unwrap()
+}
+
+impl RawClient {
+    pub fn connect_tcp(addr: SocketAddr, version: Version) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// TCP connect + CONNECT + CONNACK (asserted successful); returns the CONNACK.
+    pub fn connect(
+        addr: SocketAddr,
+        version: Version,
+        client_id: &str,
+        clean: bool,
+    ) -> (RawClient, protocol::ConnAck) {
+        let mut client = RawClient::connect_tcp(addr, version);
+        let connack = client.handshake(connect_packet(version, client_id, clean, None));
+        assert_eq!(
+            connack.reason,
+            ReasonCode::SUCCESS,
+            "CONNACK for {client_id}"
+        );
+        (client, connack)
+    }
+
+    pub fn handshake(&mut self, connect: Connect) -> protocol::ConnAck {
+        self.send(&Packet::Connect(Box::new(connect)));
+        match self.recv() {
+            Packet::ConnAck(connack) => connack,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub fn send(&mut self, packet: &Packet) {
+        let mut out = BytesMut::new();
+        protocol::encode(packet, self.version, &mut out, usize::MAX).expect("encode");
+        self.stream.write_all(&out).expect("write");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// The next packet, or panics after `TIMEOUT`.
+    pub fn recv(&mut self) -> Packet {
+        self.try_recv(TIMEOUT)
+            .unwrap_or_else(|| panic!("no packet within {TIMEOUT:?}"))
+    }
+
+    /// The next packet within `timeout`, `None` if nothing came (panics if the connection closed).
+    pub fn try_recv(&mut self, timeout: Duration) -> Option<Packet> {
+        match self.recv_or_closed(timeout) {
+            Received::Packet(packet) => Some(packet),
+            Received::Nothing => None,
+            Received::Closed => panic!("connection closed while waiting for a packet"),
+        }
+    }
+
+    pub fn recv_or_closed(&mut self, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(packet) = protocol::decode(&mut self.buf, self.version, usize::MAX)
+                .expect("broker sent a valid packet")
+            {
+                return Received::Packet(packet);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Received::Nothing;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Received::Closed,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Received::Nothing;
+                }
+                Err(_) => return Received::Closed,
+            }
+        }
+    }
+
+    /// Asserts the broker closes the connection (after any packets, which are returned).
+    pub fn expect_closed(&mut self) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            match self.recv_or_closed(deadline.saturating_duration_since(Instant::now())) {
+                Received::Packet(packet) => packets.push(packet),
+                Received::Closed => return packets,
+                Received::Nothing => break,
+            }
+        }
+        panic!("connection not closed within {TIMEOUT:?}; got {packets:?}");
+    }
+
+    pub fn subscribe(&mut self, packet_id: u16, filters: &[(&str, QoS)]) -> Vec<ReasonCode> {
+        let subscribe = Subscribe {
+            packet_id: pid(packet_id),
+            properties: Default::default(),
+            filters: filters
+                .iter()
+                .map(|(filter, qos)| SubscribeFilter {
+                    filter: ByteString::from(*filter),
+                    options: SubscriptionOptions {
+                        qos: *qos,
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+        };
+        self.send(&Packet::Subscribe(subscribe));
+        match self.recv() {
+            Packet::SubAck(suback) => {
+                assert_eq!(suback.packet_id, pid(packet_id));
+                suback.reasons
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        packet_id: Option<u16>,
+    ) {
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: ByteString::from(topic),
+            packet_id: packet_id.map(pid),
+            properties: Default::default(),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.send(&Packet::Publish(publish));
+    }
+
+    /// Receives the next PUBLISH (skipping nothing: any other packet fails the test).
+    pub fn recv_publish(&mut self) -> Publish {
+        match self.recv() {
+            Packet::Publish(publish) => publish,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    pub fn ack(&mut self, publish: &Publish) {
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(response(id))),
+            (QoS::ExactlyOnce, Some(id)) => self.send(&Packet::PubRec(response(id))),
+            _ => {}
+        }
+    }
+
+    pub fn disconnect(mut self) {
+        self.send(&Packet::Disconnect(Default::default()));
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self.recv_or_closed(Duration::from_secs(1));
+    }
+}
+
+pub enum Received {
+    Packet(Packet),
+    Nothing,
+    Closed,
+}
+
+pub fn response(packet_id: PacketId) -> PubResponse {
+    PubResponse {
+        packet_id,
+        reason: ReasonCode::SUCCESS,
+        properties: Default::default(),
+    }
+}
+
+pub fn connect_packet(
+    version: Version,
+    client_id: &str,
+    clean: bool,
+    will: Option<Will>,
+) -> Connect {
+    Connect {
+        version,
+        clean_start: clean,
+        keep_alive_secs: 60,
+        client_id: ByteString::from(client_id),
+        will,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
