@@ -67,7 +67,11 @@ impl Default for TaskShares {
     fn default() -> TaskShares {
         // Mail is the other half of I/O (a publish read here is written out there), so the two get
         // equal shares; background work gets a tenth so it never competes with clients.
-        TaskShares { io: 1000, mail: 1000, background: 100 }
+        TaskShares {
+            io: 1000,
+            mail: 1000,
+            background: 100,
+        }
     }
 }
 
@@ -104,7 +108,11 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> RuntimeConfig {
         RuntimeConfig {
-            topology: Topology { shards: ShardCount::Auto, cpus: CpuSet::All, pin: true },
+            topology: Topology {
+                shards: ShardCount::Auto,
+                cpus: CpuSet::All,
+                pin: true,
+            },
             mailbox_capacity: 1024,
             // Nothing does storage I/O yet, so the executor's minimum is enough; persistence
             // will raise it (and the memlock arithmetic in the crate docs says by how much).

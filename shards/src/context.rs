@@ -24,7 +24,9 @@ pub struct ShardContext<M: Send + 'static> {
 
 impl<M: Send + 'static> Clone for ShardContext<M> {
     fn clone(&self) -> Self {
-        ShardContext { local: Rc::clone(&self.local) }
+        ShardContext {
+            local: Rc::clone(&self.local),
+        }
     }
 }
 
@@ -40,9 +42,8 @@ pub(crate) struct Local<M> {
     pub(crate) mesh: Arc<Mesh<M>>,
     pub(crate) capacity: usize,
     pub(crate) self_queue: RefCell<VecDeque<M>>,
-    pub(crate) self_notify: Notify,
-    /// Taken by the task parked in `recv_batch`, put back when it wakes.
-    pub(crate) inbox: Cell<Option<BellReceiver>>,
+    /// Notified by send-to-self and by the doorbell task when another shard rings.
+    pub(crate) inbox_notify: Rc<Notify>,
     pub(crate) shutdown: Rc<Latch>,
     pub(crate) queues: Queues,
     pub(crate) listeners: RefCell<Vec<Listener>>,
@@ -52,7 +53,9 @@ pub(crate) struct Local<M> {
 
 impl<M: Send + 'static> ShardContext<M> {
     pub(crate) fn new(local: Local<M>) -> Self {
-        ShardContext { local: Rc::new(local) }
+        ShardContext {
+            local: Rc::new(local),
+        }
     }
 
     pub fn id(&self) -> ShardId {
@@ -96,12 +99,13 @@ impl<M: Send + 'static> ShardContext<M> {
             }
             queue.push_back(msg);
             drop(queue);
-            local.self_notify.notify_one();
+            local.inbox_notify.notify_one();
             return Ok(());
         }
-        let (Some(ring), Some(bell)) =
-            (local.mesh.ring(local.id.index(), to.index()), local.shared.inbox.get(to.index()))
-        else {
+        let (Some(ring), Some(bell)) = (
+            local.mesh.ring(local.id.index(), to.index()),
+            local.shared.inbox.get(to.index()),
+        ) else {
             return Err(TrySendError::Closed(msg));
         };
         if !local.shared.is_alive(to) {
@@ -157,14 +161,7 @@ impl<M: Send + 'static> ShardContext<M> {
     /// Waits for a doorbell ring, a send-to-self, or shutdown.
     async fn park(&self) {
         let local = &*self.local;
-        let Some(mut receiver) = local.inbox.take() else {
-            // Another task is parked on the doorbell: poll instead (documented as misuse).
-            crate::time::sleep(Duration::from_micros(200)).await;
-            return;
-        };
-        let wait = futures_lite::future::or(receiver.wait(), local.self_notify.notified());
-        futures_lite::future::or(wait, local.shutdown.wait()).await;
-        local.inbox.set(Some(receiver));
+        futures_lite::future::or(local.inbox_notify.notified(), local.shutdown.wait()).await;
     }
 
     fn drain(&self, out: &mut Vec<(ShardId, M)>, max: usize) -> usize {
@@ -205,7 +202,11 @@ impl<M: Send + 'static> ShardContext<M> {
     }
 
     /// Spawns `future` into the task queue of `class`. Dropping the returned task cancels it.
-    pub fn spawn<T: 'static>(&self, class: TaskClass, future: impl Future<Output = T> + 'static) -> Task<T> {
+    pub fn spawn<T: 'static>(
+        &self,
+        class: TaskClass,
+        future: impl Future<Output = T> + 'static,
+    ) -> Task<T> {
         let queues = &self.local.queues;
         let queue = match class {
             TaskClass::Io => queues.io,
@@ -244,5 +245,15 @@ async fn backoff(attempt: u32) {
     } else {
         let micros = 10u64 << (attempt - 3).min(7);
         crate::time::sleep(Duration::from_micros(micros.min(1000))).await;
+    }
+}
+
+/// Turns doorbell rings into local notifications. The read on the doorbell is never cancelled
+/// midway (a cancelled socket read of the executor can lose the next readiness event), so it lives
+/// in its own task for the life of the shard.
+pub(crate) async fn doorbell_loop(mut receiver: BellReceiver, notify: Rc<Notify>) {
+    loop {
+        receiver.wait().await;
+        notify.notify_one();
     }
 }

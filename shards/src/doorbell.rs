@@ -1,37 +1,45 @@
 //! Waking a parked shard from another thread.
 //!
-//! A doorbell is a Unix socket pair: any thread writes one byte to the sending end; the shard
-//! reads the receiving end through its own io_uring reactor, so a parked executor wakes like it
-//! does for any socket. An eventfd would be the classic choice, but the executor offers no public
-//! way to await a raw eventfd, and polling a timer instead would cost latency (or CPU) on every
-//! idle shard. The socket costs one `write(2)` per wake-up, and senders only ring a doorbell that
+//! A doorbell is a Unix datagram socket pair: any thread sends a one-byte datagram to the sending
+//! end; the shard has an io_uring `recv` outstanding on the receiving end, so a parked executor
+//! wakes like it does for any socket. An eventfd would be the classic choice, but the executor
+//! offers no public way to await a raw eventfd, and polling a timer instead would cost latency (or
+//! CPU) on every idle shard. The receive is a completion (`IORING_OP_RECV`, via the executor's
+//! datagram type, which works on any datagram fd), not a readiness poll: with readiness-based
+//! stream reads we measured lost wake-ups when a pending read was interleaved with other waits.
+//! The receiving task lives as long as the shard and never cancels its receive. The socket costs one `write(2)` per wake-up, and senders only ring a doorbell that
 //! is *armed*: its owner sets `armed` just before it parks and clears it when it wakes, so a busy
 //! shard receives no wake-up syscalls at all.
 
-use std::io::Write;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 
 pub(crate) struct Doorbell {
     armed: AtomicBool,
-    bell: StdUnixStream,
+    bell: UnixDatagram,
 }
 
 impl Doorbell {
     /// A doorbell and the receiving end for its owning shard.
     pub(crate) fn new() -> std::io::Result<(Doorbell, OwnedFd)> {
-        let (bell, receiver) = StdUnixStream::pair()?;
+        let (bell, receiver) = UnixDatagram::pair()?;
         // A full socket buffer means the owner has wake-ups pending already: never block on it.
         bell.set_nonblocking(true)?;
         receiver.set_nonblocking(true)?;
-        Ok((Doorbell { armed: AtomicBool::new(false), bell }, receiver.into()))
+        Ok((
+            Doorbell {
+                armed: AtomicBool::new(false),
+                bell,
+            },
+            receiver.into(),
+        ))
     }
 
     /// Wakes the owner whether or not it is parked (control messages: rare).
     pub(crate) fn ring(&self) {
         // WouldBlock means unread wake-ups are pending, which is all a ring needs to achieve.
-        let _ = (&self.bell).write(&[1]);
+        let _ = self.bell.send(&[1]);
     }
 
     /// Called by a sender after publishing data: wakes the owner only if it is parked.
@@ -57,21 +65,22 @@ impl Doorbell {
 
 /// The owner's end of a doorbell, readable through the executor.
 pub(crate) struct BellReceiver {
-    stream: glommio::net::UnixStream,
+    socket: glommio::net::UdpSocket,
 }
 
 impl BellReceiver {
     /// Takes the receiving end over into the current shard's executor. Must run on the shard.
     pub(crate) fn adopt(fd: OwnedFd) -> BellReceiver {
-        // SAFETY: `fd` is a nonblocking Unix stream socket we own and hand over whole.
-        let stream = unsafe { glommio::net::UnixStream::from_raw_fd(fd.into_raw_fd()) };
-        BellReceiver { stream }
+        // The executor's datagram type only ever calls recv(2)/io_uring recv on this fd, which a
+        // Unix datagram socket supports like a UDP one.
+        let socket = glommio::net::UdpSocket::from(socket2::Socket::from(fd));
+        BellReceiver { socket }
     }
 
-    /// Waits for at least one ring and consumes every ring pending.
+    /// Waits for at least one ring (one datagram; later ones wake the next call at once).
     pub(crate) async fn wait(&mut self) {
         let mut buf = [0u8; 64];
-        let read = futures_lite::AsyncReadExt::read(&mut self.stream, &mut buf).await;
+        let read = self.socket.recv(&mut buf).await;
         if !matches!(read, Ok(n) if n > 0) {
             // Cannot happen while the runtime (which holds the sending end) lives; do not spin.
             crate::time::sleep(std::time::Duration::from_millis(1)).await;

@@ -32,23 +32,39 @@ pub enum StartError {
          raise it (`ulimit -l {needed_kib}` in the shell, LimitMEMLOCK={needed_kib}K in the systemd \
          unit, memlock in /etc/security/limits.conf), or use fewer shards or less io memory"
     )]
-    MemlockTooLow { limit_kib: u64, needed_kib: u64, shards: usize, io_memory_bytes: usize },
+    MemlockTooLow {
+        limit_kib: u64,
+        needed_kib: u64,
+        shards: usize,
+        io_memory_bytes: usize,
+    },
 
     #[error(
         "the configured CPUs {missing:?} do not exist or are not available to this process; \
          available CPUs: {available:?}; fix the cpus list"
     )]
-    NoSuchCpus { missing: Vec<usize>, available: Vec<usize> },
+    NoSuchCpus {
+        missing: Vec<usize>,
+        available: Vec<usize>,
+    },
 
     #[error("invalid runtime configuration: {key} {problem}")]
     Config { key: &'static str, problem: String },
 
-    #[error("cannot listen on {addr}: {source}; fix: choose a free port or address, or stop the \
-             process that holds it")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr}: {source}; fix: choose a free port or address, or stop the \
+             process that holds it"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 
     #[error("cannot start the thread of {shard}: {source}")]
-    Thread { shard: ShardId, source: std::io::Error },
+    Thread {
+        shard: ShardId,
+        source: std::io::Error,
+    },
 
     #[error("cannot create the executor of {shard}: {message}")]
     Executor { shard: ShardId, message: String },

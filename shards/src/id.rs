@@ -106,7 +106,10 @@ impl ShardSet {
 
     /// Shards in ascending order.
     pub fn iter(&self) -> ShardSetIter {
-        ShardSetIter { set: *self, word: 0 }
+        ShardSetIter {
+            set: *self,
+            word: 0,
+        }
     }
 
     fn zip(&self, other: &ShardSet, op: impl Fn(u64, u64) -> u64) -> ShardSet {

@@ -58,21 +58,35 @@ pub(crate) fn bind_all(specs: &[ListenerSpec], shards: usize) -> Result<Bound, S
             // The first bind resolves port 0; the others join that port's reuseport group.
             let socket = listen(addr, spec.backlog, true)?;
             addr = local_addr(&socket, addr)?;
-            bound.sockets[shard].push(BoundSocket { spec_index, per_shard: false, socket });
+            bound.sockets[shard].push(BoundSocket {
+                spec_index,
+                per_shard: false,
+                socket,
+            });
             let own = match spec.port_per_shard {
                 PortPerShard::Off => None,
                 PortPerShard::Base(base) => {
                     let port = port_of(base, shard, spec.addr)?;
-                    Some(listen(SocketAddr::new(spec.addr.ip(), port), spec.backlog, false)?)
+                    Some(listen(
+                        SocketAddr::new(spec.addr.ip(), port),
+                        spec.backlog,
+                        false,
+                    )?)
                 }
-                PortPerShard::Ephemeral => {
-                    Some(listen(SocketAddr::new(spec.addr.ip(), 0), spec.backlog, false)?)
-                }
+                PortPerShard::Ephemeral => Some(listen(
+                    SocketAddr::new(spec.addr.ip(), 0),
+                    spec.backlog,
+                    false,
+                )?),
             };
             match own {
                 Some(socket) => {
                     addrs.push(Some(local_addr(&socket, spec.addr)?));
-                    bound.sockets[shard].push(BoundSocket { spec_index, per_shard: true, socket });
+                    bound.sockets[shard].push(BoundSocket {
+                        spec_index,
+                        per_shard: true,
+                        socket,
+                    });
                 }
                 None => addrs.push(None),
             }
@@ -86,14 +100,17 @@ pub(crate) fn bind_all(specs: &[ListenerSpec], shards: usize) -> Result<Bound, S
 fn port_of(base: u16, shard: usize, addr: SocketAddr) -> Result<u16, StartError> {
     u16::try_from(usize::from(base) + shard).map_err(|_| StartError::Bind {
         addr,
-        source: io::Error::new(io::ErrorKind::InvalidInput, "base port + shard index > 65535"),
+        source: io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "base port + shard index > 65535",
+        ),
     })
 }
 
 fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<Socket, StartError> {
     let fail = |source| StartError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(fail)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
     // Per-shard ports are not shared, and an OS-chosen port must not join someone's group.
     socket.set_reuse_port(reuse_port).map_err(fail)?;
@@ -107,7 +124,9 @@ fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<Socket, St
 fn local_addr(socket: &Socket, addr: SocketAddr) -> Result<SocketAddr, StartError> {
     let fail = |source| StartError::Bind { addr, source };
     let local = socket.local_addr().map_err(fail)?;
-    local.as_socket().ok_or_else(|| fail(io::Error::other("not an IP socket")))
+    local
+        .as_socket()
+        .ok_or_else(|| fail(io::Error::other("not an IP socket")))
 }
 
 /// One listening socket of this shard.
@@ -123,7 +142,11 @@ impl Listener {
         let fd = bound.socket.into_raw_fd();
         // SAFETY: `fd` is a listening TCP socket we own and hand over whole.
         let inner = unsafe { ExecutorListener::from_raw_fd(fd) };
-        Listener { inner, spec_index: bound.spec_index, per_shard: bound.per_shard }
+        Listener {
+            inner,
+            spec_index: bound.spec_index,
+            per_shard: bound.per_shard,
+        }
     }
 
     /// Which `RuntimeConfig::listeners` entry this socket serves.
@@ -176,19 +199,35 @@ pub struct TcpStream {
 impl TcpStream {
     fn new(stream: ExecutorStream) -> TcpStream {
         LIVE_CONNECTIONS.with(|live| live.set(live.get() + 1));
-        TcpStream { connection: Rc::new(Connection { stream: RefCell::new(stream) }) }
+        TcpStream {
+            connection: Rc::new(Connection {
+                stream: RefCell::new(stream),
+            }),
+        }
     }
 
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.connection.stream.borrow().set_nodelay(nodelay).map_err(io::Error::from)
+        self.connection
+            .stream
+            .borrow()
+            .set_nodelay(nodelay)
+            .map_err(io::Error::from)
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.connection.stream.borrow().peer_addr().map_err(io::Error::from)
+        self.connection
+            .stream
+            .borrow()
+            .peer_addr()
+            .map_err(io::Error::from)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.connection.stream.borrow().local_addr().map_err(io::Error::from)
+        self.connection
+            .stream
+            .borrow()
+            .local_addr()
+            .map_err(io::Error::from)
     }
 
     /// Reads what is available, at least one byte; `Ok(0)` at end of stream.
@@ -216,8 +255,15 @@ impl TcpStream {
     /// Two halves usable from two tasks at once: one may wait in `read` while the other writes.
     /// The socket closes when both halves are dropped.
     pub fn split(self) -> (ReadHalf, WriteHalf) {
-        let read = ReadHalf { connection: Rc::clone(&self.connection) };
-        (read, WriteHalf { connection: self.connection })
+        let read = ReadHalf {
+            connection: Rc::clone(&self.connection),
+        };
+        (
+            read,
+            WriteHalf {
+                connection: self.connection,
+            },
+        )
     }
 }
 
@@ -232,7 +278,11 @@ impl ReadHalf {
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.connection.stream.borrow().peer_addr().map_err(io::Error::from)
+        self.connection
+            .stream
+            .borrow()
+            .peer_addr()
+            .map_err(io::Error::from)
     }
 }
 

@@ -29,7 +29,12 @@ pub(crate) fn check(config: &RuntimeConfig) -> Result<Placement, StartError> {
 }
 
 fn check_values(config: &RuntimeConfig) -> Result<(), StartError> {
-    let problem = |key, problem: &str| Err(StartError::Config { key, problem: problem.into() });
+    let problem = |key, problem: &str| {
+        Err(StartError::Config {
+            key,
+            problem: problem.into(),
+        })
+    };
     if config.mailbox_capacity == 0 {
         return problem("mailbox_capacity", "must be at least 1");
     }
@@ -53,8 +58,11 @@ pub(crate) fn place(config: &RuntimeConfig) -> Result<Placement, StartError> {
     let cpus = match &config.topology.cpus {
         CpuSet::All => available.clone(),
         CpuSet::List(list) => {
-            let missing: Vec<usize> =
-                list.iter().copied().filter(|cpu| !available.contains(cpu)).collect();
+            let missing: Vec<usize> = list
+                .iter()
+                .copied()
+                .filter(|cpu| !available.contains(cpu))
+                .collect();
             if !missing.is_empty() {
                 return Err(StartError::NoSuchCpus { missing, available });
             }
@@ -78,7 +86,9 @@ pub(crate) fn place(config: &RuntimeConfig) -> Result<Placement, StartError> {
         });
     }
     let pinned = |index: usize| config.topology.pin.then(|| cpus[index % cpus.len()]);
-    Ok(Placement { cpus: (0..count).map(pinned).collect() })
+    Ok(Placement {
+        cpus: (0..count).map(pinned).collect(),
+    })
 }
 
 fn check_kernel() -> Result<(), StartError> {
@@ -139,7 +149,10 @@ pub fn memlock_needed_bytes(shards: usize, io_memory_bytes: usize) -> u64 {
 }
 
 fn check_memlock(shards: usize, io_memory_bytes: usize) -> Result<(), StartError> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `limit` is a valid, writable rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
         return Ok(());

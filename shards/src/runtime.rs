@@ -6,13 +6,14 @@
 //! (see `doorbell` for why a socket and not a polling timer).
 
 use crate::config::RuntimeConfig;
-use crate::context::{Local, Queues, ShardContext};
+use crate::context::{Local, Queues, ShardContext, doorbell_loop};
 use crate::doorbell::{BellReceiver, Doorbell};
 use crate::error::{RuntimeError, StartError};
 use crate::id::ShardId;
 use crate::mesh::Mesh;
 use crate::net::{Bound, BoundSocket, Listener};
 use crate::sync::Latch;
+use crate::task::spawn_into;
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -57,7 +58,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn is_alive(&self, shard: ShardId) -> bool {
-        self.alive.get(shard.index()).is_some_and(|alive| alive.load(Ordering::Acquire))
+        self.alive
+            .get(shard.index())
+            .is_some_and(|alive| alive.load(Ordering::Acquire))
     }
 
     fn tell(&self, control: impl Fn() -> Control) {
@@ -133,7 +136,11 @@ where
     let placement = crate::preflight::check(&config)?;
     let shards = placement.cpus.len();
     let bound = crate::net::bind_all(&config.listeners, shards)?;
-    let Bound { sockets, shared: listener_addrs, per_shard: shard_addrs } = bound;
+    let Bound {
+        sockets,
+        shared: listener_addrs,
+        per_shard: shard_addrs,
+    } = bound;
     let (shared, mut seeds) = wire(shards, placement.cpus, sockets)?;
     let mesh = Arc::new(Mesh::<M>::new(shards, config.mailbox_capacity));
     let (events_tx, events) = crossbeam_channel::unbounded();
@@ -186,7 +193,10 @@ fn wire(
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         inbox.push(inbox_bell);
         control.push((control_tx, control_bell));
-        let sockets = sockets.get_mut(index).map(std::mem::take).unwrap_or_default();
+        let sockets = sockets
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default();
         seeds.push(ShardSeed {
             id,
             cpu,
@@ -209,7 +219,9 @@ fn wire(
 
 impl Runtime {
     pub fn handle(&self) -> RuntimeHandle {
-        RuntimeHandle { shared: Arc::clone(&self.shared) }
+        RuntimeHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     pub fn shard_count(&self) -> usize {
@@ -242,14 +254,17 @@ impl Runtime {
         let mut ids = Vec::new();
         for signal in [SIGINT, SIGTERM] {
             // Registered first, so it sees the flag before the second registration sets it.
-            let second = signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
+            let second =
+                signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
             let first = signal_hook::flag::register(signal, signalled.clone());
             match (second, first) {
                 (Ok(a), Ok(b)) => ids.extend([a, b]),
                 (Err(error), _) | (_, Err(error)) => {
                     self.handle().shutdown();
                     let _ = self.join_all();
-                    return Err(RuntimeError::Signals { message: error.to_string() });
+                    return Err(RuntimeError::Signals {
+                        message: error.to_string(),
+                    });
                 }
             }
         }
@@ -281,7 +296,10 @@ impl Runtime {
         }
         self.seen.extend(self.events.try_iter());
         let first = self.seen.iter().find_map(|event| match event {
-            ShardEvent::Exited { shard, panicked: true } => Some(*shard),
+            ShardEvent::Exited {
+                shard,
+                panicked: true,
+            } => Some(*shard),
             _ => None,
         });
         let first = first.or_else(|| messages.first().map(|(shard, _)| *shard));
@@ -314,7 +332,9 @@ impl Runtime {
                     let message = String::from("exited before it started");
                     StartError::Panicked { shard, message }
                 }
-                Err(_) => StartError::Timeout { seconds: START_TIMEOUT.as_secs() },
+                Err(_) => StartError::Timeout {
+                    seconds: START_TIMEOUT.as_secs(),
+                },
             };
             return Err(self.abort(error));
         }
@@ -370,7 +390,10 @@ impl Drop for ExitGuard {
         if panicked {
             self.shared.begin_shutdown();
         }
-        let _ = self.events.send(ShardEvent::Exited { shard: self.shard, panicked });
+        let _ = self.events.send(ShardEvent::Exited {
+            shard: self.shard,
+            panicked,
+        });
     }
 }
 
@@ -387,7 +410,11 @@ fn shard_thread<M, F, Fut>(
     Fut: Future<Output = ()> + 'static,
 {
     let id = seed.id;
-    let _guard = ExitGuard { shard: id, shared: Arc::clone(&shared), events: events.clone() };
+    let _guard = ExitGuard {
+        shard: id,
+        shared: Arc::clone(&shared),
+        events: events.clone(),
+    };
     let executor = match build_executor(&config, seed.cpu, id) {
         Ok(executor) => executor,
         Err(message) => {
@@ -396,23 +423,32 @@ fn shard_thread<M, F, Fut>(
         }
     };
     executor.run(async move {
-        let ShardSeed { sockets, inbox, control_bell, control, .. } = seed;
+        let ShardSeed {
+            sockets,
+            inbox,
+            control_bell,
+            control,
+            ..
+        } = seed;
         let go = Rc::new(Latch::default());
         let abort = Rc::new(Cell::new(false));
         let shutdown = Rc::new(Latch::default());
+        let queues = create_queues(&config);
         let bell = BellReceiver::adopt(control_bell);
         let control_task = control_loop(bell, control, go.clone(), abort.clone(), shutdown.clone());
         let _control = crate::task::spawn_local(control_task);
+        let inbox_notify = Rc::new(crate::sync::Notify::new());
+        let doorbell = doorbell_loop(BellReceiver::adopt(inbox), inbox_notify.clone());
+        let _doorbell = spawn_into(doorbell, queues.mail);
         let local = Local {
             id,
             shared,
             mesh,
             capacity: config.mailbox_capacity,
             self_queue: RefCell::new(VecDeque::new()),
-            self_notify: crate::sync::Notify::new(),
-            inbox: Cell::new(Some(BellReceiver::adopt(inbox))),
+            inbox_notify: inbox_notify.clone(),
             shutdown,
-            queues: create_queues(&config),
+            queues,
             listeners: RefCell::new(sockets.into_iter().map(Listener::adopt).collect()),
             next_sender: Cell::new(0),
         };
@@ -454,7 +490,11 @@ fn create_queues(config: &RuntimeConfig) -> Queues {
     let shares = config.shares;
     Queues {
         io: executor.create_task_queue(Shares::Static(shares.io), Latency::NotImportant, "io"),
-        mail: executor.create_task_queue(Shares::Static(shares.mail), Latency::NotImportant, "mail"),
+        mail: executor.create_task_queue(
+            Shares::Static(shares.mail),
+            Latency::NotImportant,
+            "mail",
+        ),
         background: executor.create_task_queue(
             Shares::Static(shares.background),
             Latency::NotImportant,

@@ -52,7 +52,12 @@ impl Waiters {
     }
 
     fn wake_all(&self) {
-        let wakers: Vec<Waker> = self.slots.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         for waker in wakers {
             waker.wake();
         }
@@ -79,7 +84,10 @@ impl Notify {
 
     /// Resolves once a permit is available, consuming it.
     pub fn notified(&self) -> Notified<'_> {
-        Notified { notify: self, slot: None }
+        Notified {
+            notify: self,
+            slot: None,
+        }
     }
 }
 
@@ -131,7 +139,10 @@ impl Latch {
     }
 
     pub(crate) fn wait(&self) -> LatchWait<'_> {
-        LatchWait { latch: self, slot: None }
+        LatchWait {
+            latch: self,
+            slot: None,
+        }
     }
 }
 
@@ -171,7 +182,10 @@ mod tests {
         notify.notify_one();
         notify.notify_one();
         block_on(notify.notified());
-        assert!(block_on(poll_once(notify.notified())).is_none(), "only one permit is stored");
+        assert!(
+            block_on(poll_once(notify.notified())).is_none(),
+            "only one permit is stored"
+        );
     }
 
     #[test]
