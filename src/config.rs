@@ -1,1 +1,0 @@
-//! Broker configuration: the TOML file model, its built-in defaults and validation.

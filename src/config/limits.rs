@@ -1,0 +1,182 @@
+//! `[limits]`: a bound on everything that grows with client input, in messages and in bytes.
+//! Every limit is finite: there is no "0 means unlimited", because an unlimited queue is how a slow
+//! consumer takes a broker down.
+
+use serde::{Deserialize, Serialize};
+
+use super::check::Range;
+use super::{Config, ConfigError};
+
+/// The largest Remaining Length MQTT can encode (2.2.3).
+const PACKET_BYTES_LIMIT: u64 = 268_435_455;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest packet accepted or sent, in bytes. 5.0: Maximum Packet Size.
+    pub packet_bytes_max: u32,
+    /// QoS 1 and 2 messages in flight to one client; also the Receive Maximum announced to 5.0
+    /// clients.
+    pub inflight_messages_max: u16,
+    /// Messages queued for one session (offline, or beyond the in-flight window).
+    pub outbox_messages_max: u32,
+    /// Bytes queued for one session.
+    pub outbox_bytes_max: u64,
+    /// Longest client id accepted, in bytes.
+    pub client_id_bytes_max: u16,
+    /// Longest topic name or filter accepted, in bytes.
+    pub topic_bytes_max: u16,
+    /// Most `/`-separated levels in a topic name or filter.
+    pub topic_levels_max: u16,
+    /// Subscriptions one session may hold.
+    pub subscriptions_per_session_max: u32,
+    /// Topic filters in one SUBSCRIBE or UNSUBSCRIBE packet.
+    pub filters_per_subscribe_max: u32,
+    /// User Properties in one packet.
+    pub user_properties_max: u32,
+    /// Open connections per shard.
+    pub connections_per_shard_max: u32,
+    /// Open connections in the whole broker.
+    pub connections_max: u32,
+    /// Retained messages in the whole broker.
+    pub retained_messages_max: u64,
+    /// Bytes of retained messages in the whole broker.
+    pub retained_bytes_max: u64,
+    /// Bytes of one will message: topic, payload and properties.
+    pub will_bytes_max: u32,
+    /// Cross-shard control requests waiting per shard.
+    pub control_pending_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            packet_bytes_max: 1_048_576,
+            inflight_messages_max: 32,
+            outbox_messages_max: 1_000,
+            outbox_bytes_max: 16_777_216,
+            client_id_bytes_max: 256,
+            topic_bytes_max: 65_535,
+            topic_levels_max: 128,
+            subscriptions_per_session_max: 1_000,
+            filters_per_subscribe_max: 128,
+            user_properties_max: 64,
+            connections_per_shard_max: 100_000,
+            connections_max: 1_000_000,
+            retained_messages_max: 1_000_000,
+            retained_bytes_max: 1_073_741_824,
+            will_bytes_max: 65_536,
+            control_pending_max: 1_024,
+        }
+    }
+}
+
+/// Shorthand for the table below.
+const fn range(
+    key: &'static str,
+    value: fn(&Config) -> u64,
+    bounds: (u64, u64),
+    unit: &'static str,
+    fix: &'static str,
+) -> Range {
+    Range {
+        key,
+        value,
+        min: bounds.0,
+        max: bounds.1,
+        unit,
+        fix,
+    }
+}
+
+#[rustfmt::skip]
+pub(super) const RANGES: &[Range] = &[
+    range("limits.packet_bytes_max", |c| c.limits.packet_bytes_max.into(), (16, PACKET_BYTES_LIMIT),
+        "bytes", "set it to the largest packet you accept, e.g. 1048576"),
+    range("limits.inflight_messages_max", |c| c.limits.inflight_messages_max.into(), (1, 65_535),
+        "messages", "e.g. 32 (EMQX 32, Mosquitto 20)"),
+    range("limits.outbox_messages_max", |c| c.limits.outbox_messages_max.into(), (1, 10_000_000),
+        "messages", "e.g. 1000 (EMQX and Mosquitto 1000)"),
+    range("limits.outbox_bytes_max", |c| c.limits.outbox_bytes_max, (16, 1 << 36),
+        "bytes", "e.g. 16777216 (16 MiB)"),
+    range("limits.client_id_bytes_max", |c| c.limits.client_id_bytes_max.into(), (23, 65_535),
+        "bytes", "MQTT requires accepting 23-byte client ids; e.g. 256"),
+    range("limits.topic_bytes_max", |c| c.limits.topic_bytes_max.into(), (1, 65_535),
+        "bytes", "65535 is the MQTT maximum; e.g. 65535"),
+    range("limits.topic_levels_max", |c| c.limits.topic_levels_max.into(), (1, 32_768),
+        "levels", "e.g. 128 (EMQX 128)"),
+    range("limits.subscriptions_per_session_max", |c| c.limits.subscriptions_per_session_max.into(),
+        (1, 10_000_000), "subscriptions", "e.g. 1000"),
+    range("limits.filters_per_subscribe_max", |c| c.limits.filters_per_subscribe_max.into(),
+        (1, 65_535), "filters", "e.g. 128"),
+    range("limits.user_properties_max", |c| c.limits.user_properties_max.into(), (1, 65_535),
+        "properties", "e.g. 64"),
+    range("limits.connections_per_shard_max", |c| c.limits.connections_per_shard_max.into(),
+        (1, 10_000_000), "connections", "e.g. 100000"),
+    range("limits.connections_max", |c| c.limits.connections_max.into(), (1, 100_000_000),
+        "connections", "e.g. 1000000"),
+    range("limits.retained_messages_max", |c| c.limits.retained_messages_max, (1, 1 << 32),
+        "messages", "e.g. 1000000"),
+    range("limits.retained_bytes_max", |c| c.limits.retained_bytes_max, (16, 1 << 40),
+        "bytes", "e.g. 1073741824 (1 GiB)"),
+    range("limits.will_bytes_max", |c| c.limits.will_bytes_max.into(), (1, PACKET_BYTES_LIMIT),
+        "bytes", "e.g. 65536"),
+    range("limits.control_pending_max", |c| c.limits.control_pending_max.into(), (1, 1_048_576),
+        "requests", "e.g. 1024"),
+];
+
+/// The relations between `[limits]` keys.
+pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
+    let limits = &config.limits;
+    let packet = u64::from(limits.packet_bytes_max);
+    at_least_one_packet(
+        "limits.outbox_bytes_max",
+        limits.outbox_bytes_max,
+        packet,
+        "queued",
+    )?;
+    at_least_one_packet(
+        "limits.retained_bytes_max",
+        limits.retained_bytes_max,
+        packet,
+        "retained",
+    )?;
+    if u64::from(limits.will_bytes_max) > packet {
+        return Err(ConfigError::invalid(
+            "limits.will_bytes_max",
+            limits.will_bytes_max,
+            format!(
+                "must not exceed limits.packet_bytes_max ({packet}): a will arrives in CONNECT"
+            ),
+            "lower it or raise limits.packet_bytes_max",
+        ));
+    }
+    if limits.connections_per_shard_max > limits.connections_max {
+        return Err(ConfigError::invalid(
+            "limits.connections_per_shard_max",
+            limits.connections_per_shard_max,
+            format!(
+                "must not exceed limits.connections_max ({})",
+                limits.connections_max
+            ),
+            "lower it or raise limits.connections_max",
+        ));
+    }
+    Ok(())
+}
+
+/// A byte budget must hold at least one packet of the largest size, or that packet is dropped.
+fn at_least_one_packet(key: &str, bytes: u64, packet: u64, what: &str) -> Result<(), ConfigError> {
+    if bytes >= packet {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        key,
+        bytes,
+        format!(
+            "must be at least limits.packet_bytes_max ({packet}), or a packet of the largest size \
+             could never be {what}"
+        ),
+        "raise it or lower limits.packet_bytes_max",
+    ))
+}

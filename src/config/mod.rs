@@ -1,0 +1,159 @@
+//! Broker configuration: the TOML file model, its built-in defaults and validation.
+//!
+//! The broker runs without a file: `Config::default()` is the documented default
+//! (`config/ringmq.toml`, embedded as [`DEFAULT_TOML`]). A file sets any subset of keys; every
+//! table rejects keys it does not know, so a typo is an error, not a silently ignored line. After
+//! the file, `RINGMQ_<SECTION>__<KEY>` environment variables override single keys (see
+//! `environment.rs`). Then [`Config::validate`] checks every range and every relation between keys.
+//!
+//! Key names are spelled-out nouns with the unit and qualifier last (`packet_bytes_max`,
+//! `connect_timeout_ms`); values are plain integers in that unit. Each section lives in its own
+//! file, with its range table next to its fields.
+
+mod check;
+mod environment;
+mod error;
+mod limits;
+mod listeners;
+mod log;
+mod mqtt;
+mod runtime;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use limits::Limits;
+pub use listeners::{Listeners, TcpListener};
+pub use log::{Log, LogLevel};
+pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
+pub use runtime::{CpuList, Runtime, SHARDS_MAX, ShardCount};
+pub use session::Session;
+
+/// The documented default configuration, as `ringmq print-default-config` prints it. It parses
+/// to exactly `Config::default()` (a unit test holds the two together).
+pub const DEFAULT_TOML: &str = include_str!("../../config/ringmq.toml");
+
+/// Where the configuration came from when no file is given, for messages.
+const BUILT_IN: &str = "built-in defaults";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Shards, CPUs and io_uring.
+    pub runtime: Runtime,
+    /// Where clients connect.
+    pub listeners: Listeners,
+    /// Protocol features and what clients are granted.
+    pub mqtt: Mqtt,
+    /// Session expiry.
+    pub session: Session,
+    /// Bounds on everything that grows with client input.
+    pub limits: Limits,
+    /// Logging.
+    pub log: Log,
+}
+
+impl Config {
+    /// Checks every key's range and the relations between keys. Errors name the key but not the
+    /// file (`parse` and `load` add it).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check::ranges(self)?;
+        runtime::check(self)?;
+        listeners::check(self)?;
+        mqtt::check(self)?;
+        session::check(self)?;
+        limits::check(self)
+    }
+
+    /// The number of shards to run on a machine where the process may use `cpus_available` CPUs,
+    /// checking what depends on it: with `pin`, a CPU per shard; with `shard_port_base`, a port
+    /// per shard.
+    pub fn shard_count(&self, cpus_available: usize) -> Result<usize, ConfigError> {
+        let cpus = match &self.runtime.cpus {
+            CpuList::All => cpus_available.max(1),
+            CpuList::List(cpus) => cpus.len(),
+        };
+        let count = match self.runtime.shards {
+            ShardCount::Auto => cpus.min(SHARDS_MAX),
+            ShardCount::Count(count) => count,
+        };
+        if self.runtime.pin {
+            runtime::check_pinned_fit(count, cpus)?;
+        }
+        for (name, listener) in &self.listeners.tcp {
+            if let Some(base) = listener.shard_port_base {
+                listeners::check_shard_ports(name, base, count)?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// How many listeners each shard opens (not counting per-shard ports).
+    pub fn listener_count(&self) -> usize {
+        self.listeners.tcp.len()
+    }
+}
+
+/// Reads and validates the configuration in `text`; `origin` names it in errors (a path).
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let config = read(text, origin)?;
+    config.validate().map_err(|error| error.located(origin))?;
+    Ok(config)
+}
+
+/// The configuration the broker runs with: the file at `path` (or the built-in defaults), then
+/// the `RINGMQ_` overrides among `environment`, validated. Pass `std::env::vars()` in the binary
+/// and an explicit list in tests.
+pub fn load(
+    path: Option<&Path>,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let (config, origin) = match path {
+        Some(path) => {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: origin.clone(),
+                source,
+            })?;
+            (read(&text, &origin)?, origin)
+        }
+        None => (Config::default(), String::from(BUILT_IN)),
+    };
+    let overrides = environment::overrides(environment)?;
+    let config = environment::apply(config, &overrides)?;
+    config.validate().map_err(|error| {
+        let blamed = error
+            .key()
+            .and_then(|key| overrides.iter().find(|each| each.key == key));
+        let location = match blamed {
+            Some(each) => environment::location(each),
+            None if overrides.is_empty() => origin,
+            None => {
+                let names: Vec<&str> = overrides.iter().map(|each| each.name.as_str()).collect();
+                format!("{origin} with {}", names.join(", "))
+            }
+        };
+        error.located(&location)
+    })?;
+    Ok(config)
+}
+
+/// Reads a `Config` out of TOML text, without validating it.
+fn read(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    // Syntax first, so that a broken line is reported as such and not as a type error.
+    if let Err(error) = text.parse::<toml::Table>() {
+        return Err(ConfigError::Syntax {
+            location: error::file_line(origin, text, error.span()),
+            message: error.message().trim_end().replace('\n', ": "),
+        });
+    }
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|error| {
+        let location = error::file_line(origin, text, error.inner().span());
+        ConfigError::from_serde(error, &location)
+    })
+}

@@ -1,0 +1,383 @@
+//! The documented default file, the docs and the code agree; every kind of mistake gives a message
+//! that names the place, the key and the fix.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+const FILE: &str = "ringmq.toml";
+
+/// Every dotted key in a TOML table, with listener names written `<name>`.
+fn keys(table: &toml::Table) -> BTreeSet<String> {
+    fn walk(prefix: &str, table: &toml::Table, keys: &mut BTreeSet<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(table) => walk(&path, table, keys),
+                _ => {
+                    keys.insert(error::key_pattern(&path));
+                }
+            }
+        }
+    }
+    let mut keys = BTreeSet::new();
+    walk("", table, &mut keys);
+    keys
+}
+
+/// Every key the Config has, including the ones with no default value.
+fn all_keys() -> BTreeSet<String> {
+    let mut config = Config::default();
+    for listener in config.listeners.tcp.values_mut() {
+        listener.shard_port_base = Some(20_000);
+    }
+    keys(&toml::Table::try_from(&config).unwrap())
+}
+
+#[test]
+fn default_file_is_the_default_config() {
+    assert_eq!(
+        parse(DEFAULT_TOML, "config/ringmq.toml").unwrap(),
+        Config::default()
+    );
+    assert_eq!(parse("", FILE).unwrap(), Config::default());
+    assert_eq!(load(None, Vec::new()).unwrap(), Config::default());
+    Config::default().validate().unwrap();
+}
+
+#[test]
+fn default_file_sets_every_key() {
+    let written = keys(&DEFAULT_TOML.parse::<toml::Table>().unwrap());
+    let mut expected = all_keys();
+    // Not set by default, so it can only be shown commented out.
+    assert!(expected.remove("listeners.tcp.<name>.shard_port_base"));
+    assert!(DEFAULT_TOML.contains("\n# shard_port_base = "));
+    assert_eq!(written, expected);
+}
+
+#[test]
+fn docs_list_every_key() {
+    let docs = include_str!("../../docs/CONFIGURATION.md");
+    for key in all_keys() {
+        let (section, name) = key.split_once('.').unwrap();
+        let name = name.strip_prefix("tcp.<name>.").unwrap_or(name);
+        assert!(
+            docs.contains(&format!("| `{name}`")),
+            "docs/CONFIGURATION.md misses {key}"
+        );
+        assert!(
+            docs.contains(&format!("[{section}")),
+            "docs/CONFIGURATION.md misses [{section}]"
+        );
+    }
+}
+
+#[test]
+fn file_values() {
+    let config = parse(
+        "[runtime]\nshards = 4\ncpus = [0, 2]\npin = false\n\
+         [listeners.tcp.public]\nbind = \"[::]:8883\"\nshard_port_base = 20000\n\
+         [listeners.tcp.local]\nbind = \"127.0.0.1:1883\"\n\
+         [limits]\npacket_bytes_max = 2097152\n[log]\nlevel = \"debug\"\n",
+        FILE,
+    )
+    .unwrap();
+    assert_eq!(config.runtime.shards, ShardCount::Count(4));
+    assert_eq!(config.runtime.cpus, CpuList::List(vec![0, 2]));
+    // A file's listeners replace the built-in one.
+    assert_eq!(config.listener_count(), 2);
+    let public = &config.listeners.tcp["public"];
+    assert_eq!(public.bind.to_string(), "[::]:8883");
+    assert_eq!(public.shard_port_base, Some(20_000));
+    assert_eq!(public.backlog, 1024);
+    assert_eq!(config.limits.packet_bytes_max, 2_097_152);
+    assert_eq!(config.limits.outbox_messages_max, 1000);
+    assert_eq!(config.log.level, LogLevel::Debug);
+    assert_eq!(config.shard_count(2).unwrap(), 4);
+}
+
+#[track_caller]
+fn check(text: &str, expected: &str) {
+    match parse(text, FILE) {
+        Ok(config) => panic!("{text:?} was accepted: {config:?}"),
+        Err(error) => assert_eq!(error.to_string(), expected, "for {text:?}"),
+    }
+}
+
+#[test]
+fn syntax_and_type_errors() {
+    check(
+        "[limits]\npacket_bytes_max = \n",
+        "ringmq.toml:2: not valid TOML: invalid string: expected `\"`, `'`; \
+         fix the syntax (compare with `ringmq print-default-config`)",
+    );
+    check(
+        "[limits]\n[limits]\n",
+        "ringmq.toml:2: not valid TOML: invalid table header: duplicate key `limits` in document \
+         root; fix the syntax (compare with `ringmq print-default-config`)",
+    );
+    check(
+        "[limits]\npacket_byte_max = 5\n",
+        "ringmq.toml:2: unknown key `limits.packet_byte_max`; valid keys in [limits]: \
+         packet_bytes_max, inflight_messages_max, outbox_messages_max, outbox_bytes_max, \
+         client_id_bytes_max, topic_bytes_max, topic_levels_max, subscriptions_per_session_max, \
+         filters_per_subscribe_max, user_properties_max, connections_per_shard_max, \
+         connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
+         control_pending_max",
+    );
+    check(
+        "[limit]\n",
+        "ringmq.toml:1: unknown key `limit`; valid keys in the top level: \
+         runtime, listeners, mqtt, session, limits, log",
+    );
+    check(
+        "[listeners.tcp.default]\nport = 1883\n",
+        "ringmq.toml:2: unknown key `listeners.tcp.default.port`; valid keys in \
+         [listeners.tcp.default]: bind, backlog, shard_port_base, nodelay",
+    );
+    check(
+        "[limits]\npacket_bytes_max = \"1MB\"\n",
+        "ringmq.toml:2: limits.packet_bytes_max: invalid type: string \"1MB\", expected u32; \
+         write a whole number that must be between 16 and 268435455 bytes; set it to the largest \
+         packet you accept, e.g. 1048576",
+    );
+    check(
+        "[mqtt]\nretain_available = 1\n",
+        "ringmq.toml:2: mqtt.retain_available: invalid type: integer `1`, expected a boolean; \
+         write true or false",
+    );
+    check(
+        "[runtime]\nshards = \"many\"\n",
+        "ringmq.toml:2: runtime.shards: invalid value: string \"many\", expected \"auto\" or a \
+         number of shards from 1 to 256; write \"auto\" for one shard per CPU, or a number from \
+         1 to 256",
+    );
+    check(
+        "[runtime]\ncpus = [0, -1]\n",
+        "ringmq.toml:2: runtime.cpus[1]: invalid value: integer `-1`, expected usize; \
+         write \"all\", or a list of CPU numbers like [0, 2, 4]",
+    );
+    check(
+        "[listeners.tcp.default]\nbind = \"localhost:1883\"\n",
+        "ringmq.toml:2: listeners.tcp.default.bind: invalid socket address syntax; write an IP \
+         address and port in quotes, e.g. \"0.0.0.0:1883\" or \"[::]:1883\" (host names are not \
+         resolved)",
+    );
+    check(
+        "[log]\nlevel = \"verbose\"\n",
+        "ringmq.toml:2: log.level: unknown variant `verbose`, expected one of `error`, `warn`, \
+         `info`, `debug`, `trace`; write one of \"error\", \"warn\", \"info\", \"debug\", \
+         \"trace\"",
+    );
+}
+
+#[test]
+fn value_errors() {
+    check(
+        "[limits]\npacket_bytes_max = 0\n",
+        "ringmq.toml: limits.packet_bytes_max = 0: must be between 16 and 268435455 bytes; \
+         set it to the largest packet you accept, e.g. 1048576",
+    );
+    check(
+        "[limits]\npacket_bytes_max = 33554432\n",
+        "ringmq.toml: limits.outbox_bytes_max = 16777216: must be at least \
+         limits.packet_bytes_max (33554432), or a packet of the largest size could never be \
+         queued; raise it or lower limits.packet_bytes_max",
+    );
+    check(
+        "[runtime]\nshards = 0\n",
+        "ringmq.toml: runtime.shards = 0: must be \"auto\" or between 1 and 256; \
+         write \"auto\" for one shard per CPU, or a number like 4",
+    );
+    check(
+        "[runtime]\ncpus = []\n",
+        "ringmq.toml: runtime.cpus = []: must list at least one CPU; \
+         list CPU numbers like [0, 1], or write \"all\"",
+    );
+    check(
+        "[runtime]\ncpus = [0, 1, 0]\n",
+        "ringmq.toml: runtime.cpus = [0, 1, 0]: lists CPU 0 twice; list each CPU once",
+    );
+    check(
+        "[runtime]\nshards = 3\ncpus = [0, 1]\n",
+        "ringmq.toml: runtime.shards = 3: runtime.pin = true gives each shard its own CPU, but \
+         only 2 are available; lower runtime.shards to 2, make more CPUs available in \
+         runtime.cpus, or set runtime.pin = false",
+    );
+    check(
+        "[runtime]\nring_depth = 100\n",
+        "ringmq.toml: runtime.ring_depth = 100: must be a power of two (the kernel rounds it up \
+         anyway); e.g. 256",
+    );
+    check(
+        "[runtime]\nshards = 8\npin = false\n[listeners.tcp.default]\nshard_port_base = 65530\n",
+        "ringmq.toml: listeners.tcp.default.shard_port_base = 65530: shard ports 65530 to 65537 \
+         (one per shard, 8 shards) must lie within 1 to 65535; choose a base from 1 to 65528, \
+         e.g. 20000, or remove the key",
+    );
+    check(
+        "[listeners]\n",
+        "ringmq.toml: listeners.tcp = {}: no listener is configured, so no client could connect; \
+         add one, e.g. [listeners.tcp.default] with bind = \"0.0.0.0:1883\"",
+    );
+    check(
+        "[listeners.tcp.a]\n[listeners.tcp.b]\n",
+        "ringmq.toml: listeners.tcp.b.bind = \"0.0.0.0:1883\": listener `a` already binds this \
+         address; give each listener its own address or port",
+    );
+    check(
+        "[session]\nexpiry_default_secs = 700000\n",
+        "ringmq.toml: session.expiry_default_secs = 700000: must not exceed \
+         session.expiry_max_secs (604800); lower it or raise session.expiry_max_secs",
+    );
+    check(
+        "[limits]\nclient_id_bytes_max = 23\n",
+        "ringmq.toml: mqtt.assigned_client_id_prefix = \"ringmq-\": with the 23-byte unique \
+         suffix an assigned id would exceed limits.client_id_bytes_max (23); shorten the prefix \
+         or raise limits.client_id_bytes_max",
+    );
+}
+
+/// Just below and just above every range, the error names the key.
+#[test]
+fn every_range_is_enforced() {
+    for range in check::TABLES.iter().flat_map(|table| table.iter()) {
+        let (section, key) = range.key.split_once('.').unwrap();
+        let mut outside = vec![range.max + 1];
+        if range.min > 0 {
+            outside.push(range.min - 1);
+        }
+        for value in outside {
+            let text = format!("[{section}]\n{key} = {value}\n");
+            let error = parse(&text, FILE).unwrap_err();
+            assert_eq!(error.key(), Some(range.key), "{text}: {error}");
+        }
+    }
+}
+
+#[test]
+fn environment_overrides() {
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    };
+    let config = load(
+        None,
+        env(&[
+            ("RINGMQ_LIMITS__PACKET_BYTES_MAX", "2097152"),
+            ("RINGMQ_RUNTIME__SHARDS", "4"),
+            ("RINGMQ_RUNTIME__CPUS", "[0, 1, 2, 3]"),
+            ("RINGMQ_LOG__LEVEL", "debug"),
+            ("RINGMQ_LISTENERS__TCP__DEFAULT__BIND", "127.0.0.1:1884"),
+            ("PATH", "/usr/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.limits.packet_bytes_max, 2_097_152);
+    assert_eq!(config.runtime.shards, ShardCount::Count(4));
+    assert_eq!(config.runtime.cpus, CpuList::List(vec![0, 1, 2, 3]));
+    assert_eq!(config.log.level, LogLevel::Debug);
+    assert_eq!(
+        config.listeners.tcp["default"].bind.to_string(),
+        "127.0.0.1:1884"
+    );
+    let auto = load(None, env(&[("RINGMQ_RUNTIME__SHARDS", "\"auto\"")])).unwrap();
+    assert_eq!(auto.runtime.shards, ShardCount::Auto);
+
+    let cases = [
+        (
+            ("RINGMQ_LIMITS__PACKET_BYTE_MAX", "5"),
+            "environment variable RINGMQ_LIMITS__PACKET_BYTE_MAX=5: unknown key \
+             `limits.packet_byte_max`; valid keys in [limits]: packet_bytes_max, ",
+        ),
+        (
+            ("RINGMQ_LIMITS_PACKET_BYTES_MAX", "5"),
+            "environment variable RINGMQ_LIMITS_PACKET_BYTES_MAX: not of the form \
+             RINGMQ_<SECTION>__<KEY>; separate the section and the key with a double underscore",
+        ),
+        (
+            ("RINGMQ_LIMITS__PACKET_BYTES_MAX", "1MB"),
+            "environment variable RINGMQ_LIMITS__PACKET_BYTES_MAX=1MB: limits.packet_bytes_max: \
+             invalid type: string \"1MB\", expected u32; write a whole number",
+        ),
+        (
+            ("RINGMQ_LIMITS__PACKET_BYTES_MAX", "0"),
+            "environment variable RINGMQ_LIMITS__PACKET_BYTES_MAX=0: limits.packet_bytes_max = 0: \
+             must be between 16 and 268435455 bytes",
+        ),
+        (
+            ("RINGMQ_LIMITS__PACKET_BYTES_MAX__X", "0"),
+            "environment variable RINGMQ_LIMITS__PACKET_BYTES_MAX__X=0: unknown key \
+             `limits.packet_bytes_max.x`",
+        ),
+        (
+            ("RINGMQ_BOGUS__KEY", "1"),
+            "environment variable RINGMQ_BOGUS__KEY=1: unknown key `bogus`; valid keys in the \
+             top level: runtime, listeners",
+        ),
+    ];
+    for ((name, value), expected) in cases {
+        let error = load(None, env(&[(name, value)])).unwrap_err().to_string();
+        assert!(
+            error.starts_with(expected),
+            "{name}={value}:\n{error}\n{expected}"
+        );
+    }
+}
+
+#[test]
+fn relation_broken_by_environment_names_it() {
+    let env = vec![(
+        "RINGMQ_LIMITS__PACKET_BYTES_MAX".to_owned(),
+        "33554432".to_owned(),
+    )];
+    let error = load(None, env).unwrap_err().to_string();
+    assert!(
+        error.starts_with(
+            "built-in defaults with RINGMQ_LIMITS__PACKET_BYTES_MAX: limits.outbox_bytes_max = "
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_file() {
+    let error = load(Some(Path::new("/nonexistent/ringmq.toml")), Vec::new()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("/nonexistent/ringmq.toml: cannot read the config file")
+    );
+}
+
+#[test]
+fn shard_count() {
+    let with = |text: &str| parse(text, FILE).unwrap();
+    assert_eq!(Config::default().shard_count(2).unwrap(), 2);
+    assert_eq!(Config::default().shard_count(0).unwrap(), 1);
+    assert_eq!(
+        with("[runtime]\ncpus = [1, 3, 5]\n")
+            .shard_count(2)
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        with("[runtime]\nshards = 8\npin = false\n")
+            .shard_count(2)
+            .unwrap(),
+        8
+    );
+    let pinned = with("[runtime]\nshards = 8\n").shard_count(2).unwrap_err();
+    assert_eq!(pinned.key(), Some("runtime.shards"));
+    let ports = with("[listeners.tcp.default]\nshard_port_base = 65535\n").shard_count(2);
+    assert_eq!(
+        ports.unwrap_err().key(),
+        Some("listeners.tcp.default.shard_port_base")
+    );
+}
