@@ -7,13 +7,22 @@
 //! CPU) on every idle shard. The receive is a completion (`IORING_OP_RECV`, via the executor's
 //! datagram type, which works on any datagram fd), not a readiness poll: with readiness-based
 //! stream reads we measured lost wake-ups when a pending read was interleaved with other waits.
-//! The receiving task lives as long as the shard and never cancels its receive. The socket costs one `write(2)` per wake-up, and senders only ring a doorbell that
+//! The receiving task lives as long as the shard and never cancels its receive.
+//!
+//! Safety net: a wait also ends after `RECHECK` without a ring, and the caller re-checks its
+//! rings and control channel. Under heavy oversubscription (many executors on 2 cores, as in the
+//! test suite) we still observed, rarely, a sent datagram whose receive never completed; the root
+//! cause is not found yet (executor or kernel). The net bounds such a loss to `RECHECK` of delay
+//! instead of a hang, at the price of 100 idle wake-ups per second per doorbell. The socket costs one `write(2)` per wake-up, and senders only ring a doorbell that
 //! is *armed*: its owner sets `armed` just before it parks and clears it when it wakes, so a busy
 //! shard receives no wake-up syscalls at all.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
+
+/// The longest a lost wake-up can delay a shard (see the module docs).
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub(crate) struct Doorbell {
     armed: AtomicBool,
@@ -77,10 +86,13 @@ impl BellReceiver {
         BellReceiver { socket }
     }
 
-    /// Waits for at least one ring (one datagram; later ones wake the next call at once).
+    /// Waits for at least one ring (one datagram; later ones wake the next call at once), or for
+    /// `RECHECK` at most.
     pub(crate) async fn wait(&mut self) {
         let mut buf = [0u8; 64];
-        let read = self.socket.recv(&mut buf).await;
+        let Ok(read) = crate::time::timeout(RECHECK, self.socket.recv(&mut buf)).await else {
+            return;
+        };
         if !matches!(read, Ok(n) if n > 0) {
             // Cannot happen while the runtime (which holds the sending end) lives; do not spin.
             crate::time::sleep(std::time::Duration::from_millis(1)).await;
