@@ -71,6 +71,7 @@ async fn read_loop(shell: &ShardShell, conn: ConnId, mut reader: ReadHalf) {
                 }
                 Ok(None) => break,
                 Err(error) => {
+                    tracing::debug!(conn, %error, "malformed packet");
                     events.push(Event::Malformed { conn, error });
                     failed = true;
                     break;
@@ -103,11 +104,16 @@ async fn read_loop(shell: &ShardShell, conn: ConnId, mut reader: ReadHalf) {
             None => Ok(0),
         };
         match read {
-            Ok(0) | Err(_) => {
-                buf.truncate(start);
+            Ok(0) => {
+                tracing::debug!(conn, "peer closed the connection");
                 return;
             }
             Ok(n) => buf.truncate(start + n),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(error) => {
+                tracing::debug!(conn, %error, "read failed");
+                return;
+            }
         }
     }
 }
@@ -142,6 +148,7 @@ async fn write_loop(
             let (out, closing) = {
                 let mut shard = shell.shard.borrow_mut();
                 let Some(state) = shard.conn_mut(conn) else {
+                    tracing::debug!(conn, "writer: connection gone");
                     let _ = writer.shutdown(Shutdown::Both).await;
                     return;
                 };

@@ -123,9 +123,11 @@ impl Shard {
     }
 
     /// Marks a connection for closing after its buffer is written.
+    #[track_caller]
     pub(super) fn mark_closing(&mut self, conn_id: ConnId) {
         if let Some(conn) = self.conns.get_mut(&conn_id) {
             if !conn.close {
+                tracing::debug!(conn = conn_id, at = %std::panic::Location::caller(), "closing");
                 conn.close = true;
                 self.dirty.push(conn_id);
             }
@@ -160,19 +162,15 @@ impl Shard {
         if conn.is_closing() {
             return;
         }
-        let version = conn.version;
+        // Before CONNECT the client's version is unknown: just close (MQTT-3.1.0-1). After
+        // CONNACK, 5.0 gets a DISCONNECT with the reason (§4.13.1); 3.x only the close.
         let active = matches!(conn.phase, Phase::Active { .. });
-        if version.is_v5() {
-            if active {
-                let disconnect = Packet::Disconnect(Disconnect {
-                    reason,
-                    properties: DisconnectProperties::default(),
-                });
-                self.write_packet(conn_id, &disconnect);
-            } else if matches!(conn.phase, Phase::AwaitingConnect) {
-                self.refuse_connect(conn_id, reason);
-                return;
-            }
+        if conn.version.is_v5() && active {
+            let disconnect = Packet::Disconnect(Disconnect {
+                reason,
+                properties: DisconnectProperties::default(),
+            });
+            self.write_packet(conn_id, &disconnect);
         }
         self.end_connection(conn_id, CloseKind::Abnormal, now);
     }

@@ -48,6 +48,10 @@ impl TestBroker {
     }
 
     pub fn with_config(config: Config) -> TestBroker {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let broker = server::start(config).expect("broker starts");
         let addr = broker.listener_addr(0);
         let shard_addrs = (0..broker.shard_count())
@@ -171,6 +175,8 @@ impl RawClient {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Received::Closed,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                // The in-process broker's threads can interrupt this read: retry.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.kind() == std::io::ErrorKind::TimedOut =>
@@ -264,10 +270,17 @@ impl RawClient {
     }
 }
 
+#[derive(Debug)]
 pub enum Received {
     Packet(Packet),
     Nothing,
     Closed,
+}
+
+impl Received {
+    pub fn is_packet(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
 pub fn response(packet_id: PacketId) -> PubResponse {
