@@ -31,6 +31,9 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+/// The buffer types of the model, so users build packets without naming the crates.
+pub use bytes::Bytes;
+pub use bytestring::ByteString;
 pub use codec::{decode, encode, encode_publish, frame_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;

@@ -2,6 +2,7 @@
 //! streams split and joined (`stream`), and property tests (`roundtrip`).
 
 mod malformed;
+mod malformed_fields;
 mod roundtrip;
 mod stream;
 mod vectors;
