@@ -1,6 +1,145 @@
-//! The `ringmq` binary.
+//! The `ringmq` binary: reads the configuration, sets up logging and hands over to the broker.
+//!
+//! Any configuration error is printed as the config module words it (file, key, what is wrong,
+//! how to fix it) and the process exits with status 2, before anything starts.
 
-fn main() {
-    eprintln!("ringmq: the broker is not assembled yet; see README.md for what works today");
-    std::process::exit(1);
+use std::num::NonZero;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringmq::config::{self, Config, ConfigError, LogLevel};
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for a configuration (or `RUST_LOG`) that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "ringmq",
+    version,
+    about = "A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it the broker runs with the built-in defaults, which
+    /// `ringmq print-default-config` prints. RINGMQ_<SECTION>__<KEY> variables override keys.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a configuration file, with the environment overrides, against this machine; print
+    /// "FILE: OK" and the shard count, or the error and exit with status 2.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the documented default configuration (every key with its default).
+    PrintDefaultConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::PrintDefaultConfig) => {
+            print!("{}", config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+        None => start(cli.config.as_deref()),
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match resolve(Some(file)) {
+        Ok((_, shards)) => {
+            println!("{}: OK", file.display());
+            println!("shards: {shards}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("ringmq: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn start(file: Option<&Path>) -> ExitCode {
+    let (config, shards) = match resolve(file) {
+        Ok(resolved) => resolved,
+        Err(message) => {
+            eprintln!("ringmq: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(message) = init_logging(config.log.level) {
+        eprintln!("ringmq: {message}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let origin = file.map_or(String::from("built-in defaults"), |file| {
+        file.display().to_string()
+    });
+    tracing::info!(config = %origin, shards, listeners = config.listener_count(), "configuration loaded");
+    let status = run(config);
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
+}
+
+/// Hand-over point to the broker core. Everything before this call has loaded and validated the
+/// configuration and set up logging; the body below is the placeholder the integrator replaces
+/// with starting the shards. Returns the process exit status.
+fn run(config: Config) -> i32 {
+    drop(config);
+    eprintln!("ringmq: the broker core is not assembled yet");
+    1
+}
+
+/// The validated configuration and the number of shards it gives on this machine, or the
+/// message to print.
+fn resolve(file: Option<&Path>) -> Result<(Config, usize), String> {
+    let config = config::load(file, environment()).map_err(|error| error.to_string())?;
+    let cpus = std::thread::available_parallelism().map_or(1, NonZero::get);
+    match config.shard_count(cpus) {
+        Ok(shards) => Ok((config, shards)),
+        Err(error) => Err(on_this_machine(file, &error)),
+    }
+}
+
+/// A `shard_count` error names the key; say which file it came from and that it is about the
+/// machine.
+fn on_this_machine(file: Option<&Path>, error: &ConfigError) -> String {
+    let origin = file.map_or(String::from("built-in defaults"), |file| {
+        file.display().to_string()
+    });
+    format!("{origin} (on this machine): {error}")
+}
+
+/// The process environment, for `RINGMQ_` overrides. A name or value that is not UTF-8 is passed
+/// on lossily, so that a mangled `RINGMQ_` variable is reported rather than skipped.
+fn environment() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    })
+}
+
+/// Logs at the configured level; `RUST_LOG`, when set, overrides it with a full filter.
+fn init_logging(level: LogLevel) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).map_err(|error| {
+            format!(
+                "RUST_LOG={spec}: {error}; write a level like `debug` or a filter like \
+                 `ringmq=debug,info`, or unset it to use log.level"
+            )
+        })?,
+        _ => EnvFilter::new(level.to_string()),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .try_init()
+        .map_err(|error| format!("cannot set up logging: {error}"))
 }

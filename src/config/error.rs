@@ -176,10 +176,10 @@ fn type_hint(key: &str, message: &str) -> String {
 pub(super) fn key_pattern(key: &str) -> String {
     let key = key.split('[').next().unwrap_or(key);
     let mut segments: Vec<&str> = key.split('.').collect();
-    if segments.len() > 2 && segments.first() == Some(&"listeners") {
-        if let Some(name) = segments.get_mut(2) {
-            *name = "<name>";
-        }
+    if segments.first() == Some(&"listeners")
+        && let Some(name) = segments.get_mut(2)
+    {
+        *name = "<name>";
     }
     segments.join(".")
 }

@@ -76,15 +76,15 @@ pub(super) const RANGES: &[Range] = &[
 /// The rules of `[runtime]` beyond plain ranges.
 pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     let runtime = &config.runtime;
-    if let ShardCount::Count(count) = runtime.shards {
-        if !(1..=SHARDS_MAX).contains(&count) {
-            return Err(ConfigError::invalid(
-                "runtime.shards",
-                count,
-                "must be \"auto\" or between 1 and 256",
-                "write \"auto\" for one shard per CPU, or a number like 4",
-            ));
-        }
+    if let ShardCount::Count(count) = runtime.shards
+        && !(1..=SHARDS_MAX).contains(&count)
+    {
+        return Err(ConfigError::invalid(
+            "runtime.shards",
+            count,
+            "must be \"auto\" or between 1 and 256",
+            "write \"auto\" for one shard per CPU, or a number like 4",
+        ));
     }
     if !runtime.ring_depth.is_power_of_two() {
         return Err(ConfigError::invalid(
@@ -96,8 +96,10 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     }
     if let CpuList::List(cpus) = &runtime.cpus {
         check_cpu_list(cpus)?;
-        if let (true, ShardCount::Count(count)) = (runtime.pin, &runtime.shards) {
-            check_pinned_fit(*count, cpus.len())?;
+        if runtime.pin
+            && let ShardCount::Count(count) = runtime.shards
+        {
+            check_pinned_fit(count, cpus.len())?;
         }
     }
     Ok(())
