@@ -35,6 +35,7 @@ pub struct TcpListener {
     /// `listen(2)` backlog of each shard's socket.
     pub backlog: u32,
     /// When set, shard `i` also listens on `shard_port_base + i`, so a client can pick its shard.
+    /// 0 gives each shard its own extra port chosen by the OS (as port 0 does in `bind`; tests).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard_port_base: Option<u16>,
     /// TCP_NODELAY: the broker batches its own writes, so Nagle's algorithm only adds latency.
@@ -95,21 +96,18 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Shard ports `base..base + shards` must be real ports.
+/// Shard ports `base..base + shards` must be real ports (base 0 lets the OS choose each one).
 pub(super) fn check_shard_ports(name: &str, base: u16, shards: usize) -> Result<(), ConfigError> {
     let last = usize::from(base) + shards.saturating_sub(1);
-    if base != 0 && last <= usize::from(u16::MAX) {
+    if base == 0 || last <= usize::from(u16::MAX) {
         return Ok(());
     }
     let highest = (usize::from(u16::MAX) + 1).saturating_sub(shards.max(1));
     Err(ConfigError::invalid(
         format!("listeners.tcp.{name}.shard_port_base"),
         base,
-        format!(
-            "shard ports {base} to {last} (one per shard, {shards} shards) must lie within 1 \
-             to 65535"
-        ),
-        format!("choose a base from 1 to {highest}, e.g. 20000, or remove the key"),
+        format!("shard ports {base} to {last} (one per shard, {shards} shards) go past 65535"),
+        format!("choose a base of at most {highest}, e.g. 20000, or remove the key"),
     ))
 }
 

@@ -216,8 +216,8 @@ fn value_errors() {
     check(
         "[runtime]\nshards = 8\npin = false\n[listeners.tcp.default]\nshard_port_base = 65530\n",
         "ringmq.toml: listeners.tcp.default.shard_port_base = 65530: shard ports 65530 to 65537 \
-         (one per shard, 8 shards) must lie within 1 to 65535; choose a base from 1 to 65528, \
-         e.g. 20000, or remove the key",
+         (one per shard, 8 shards) go past 65535; choose a base of at most 65528, e.g. 20000, or \
+         remove the key",
     );
     check(
         "[listeners]\n",
@@ -375,6 +375,9 @@ fn shard_count() {
     );
     let pinned = with("[runtime]\nshards = 8\n").shard_count(2).unwrap_err();
     assert_eq!(pinned.key(), Some("runtime.shards"));
+    let ephemeral =
+        with("[runtime]\nshards = 4\npin = false\n[listeners.tcp.default]\nshard_port_base = 0\n");
+    assert_eq!(ephemeral.shard_count(2).unwrap(), 4);
     let ports = with("[listeners.tcp.default]\nshard_port_base = 65535\n").shard_count(2);
     assert_eq!(
         ports.unwrap_err().key(),
