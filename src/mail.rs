@@ -23,6 +23,24 @@ pub struct RetainedQuery {
     pub limit: usize,
 }
 
+/// The sender's member count of one shared-subscription group changed.
+#[derive(Debug)]
+pub struct SharedInterest {
+    pub filter: ByteString,
+    pub group: ByteString,
+    pub members: u32,
+}
+
+/// A message for one member of a shared-subscription group on the receiving shard.
+#[derive(Debug)]
+pub struct SharedPublish {
+    pub message: Arc<Message>,
+    pub filter: ByteString,
+    pub group: ByteString,
+    /// Shards this message has already visited looking for a member.
+    pub hops: u8,
+}
+
 #[derive(Debug)]
 pub enum Mail {
     /// A message published on the sending shard, for this shard's local subscribers only.
@@ -32,6 +50,8 @@ pub enum Mail {
         add: Vec<ByteString>,
         remove: Vec<ByteString>,
     },
+    SharedInterest(Box<SharedInterest>),
+    SharedPublish(Box<SharedPublish>),
     /// Subscribe barrier: the reply proves every earlier mail from the sender (its `Interest`) was
     /// applied here, and carries this shard's retained messages matching `queries`.
     Barrier {

@@ -44,6 +44,14 @@ impl Inflight {
         self.entries.iter()
     }
 
+    /// Deliveries sent and not acknowledged at all yet (QoS 1, or QoS 2 before PUBREC).
+    pub fn unacknowledged(&self) -> impl Iterator<Item = &Delivery> {
+        self.entries.iter().filter_map(|e| match &e.state {
+            InflightState::Sent(delivery) => Some(delivery),
+            InflightState::Released => None,
+        })
+    }
+
     /// Adds a delivery with a fresh packet id; `None` only if all 65,535 ids are in use.
     pub fn push(&mut self, delivery: Delivery) -> Option<PacketId> {
         let packet_id = self.allocate()?;

@@ -41,6 +41,9 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub subscription_identifiers: Vec<u32>,
+    /// (filter, group) when it came through a shared subscription: if this session ends before
+    /// it is acknowledged, another member of the group gets it.
+    pub shared: Option<(ByteString, ByteString)>,
 }
 
 impl Delivery {
@@ -188,6 +191,20 @@ impl SessionState {
     /// PUBREL: releases an incoming QoS 2 id; false if it was unknown.
     pub fn release_qos2(&mut self, packet_id: PacketId) -> bool {
         self.incoming_qos2.remove(&packet_id.get())
+    }
+
+    /// Takes out the QoS > 0 messages of shared subscriptions not yet completed (queued, or sent
+    /// and not acknowledged), for another member of their group.
+    pub fn take_unfinished_shared(&mut self) -> Vec<(Arc<Message>, ByteString, ByteString)> {
+        let mut taken = Vec::new();
+        for delivery in self.outbox.iter().chain(self.inflight.unacknowledged()) {
+            if let (Some((filter, group)), true) =
+                (&delivery.shared, delivery.qos != QoS::AtMostOnce)
+            {
+                taken.push((Arc::clone(&delivery.message), filter.clone(), group.clone()));
+            }
+        }
+        taken
     }
 
     pub fn incoming_qos2_len(&self) -> usize {

@@ -33,6 +33,7 @@ fn delivery(qos: QoS, payload: &'static [u8], expires_at: Option<Instant>) -> De
         qos,
         retain: false,
         subscription_identifiers: Vec::new(),
+        shared: None,
     }
 }
 

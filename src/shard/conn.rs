@@ -47,6 +47,9 @@ pub struct Conn {
     /// The client's Maximum Packet Size (5.0); our packet limit otherwise.
     pub client_packet_bytes_max: usize,
     pub request_problem_information: bool,
+    pub request_response_information: bool,
+    /// The Keep Alive the client asked for in CONNECT.
+    pub requested_keepalive_secs: u16,
     /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
     pub topic_aliases: HashMap<u16, ByteString>,
     /// Bytes for the shell to write.
@@ -71,6 +74,8 @@ impl Conn {
             send_window: 1,
             client_packet_bytes_max: packet_bytes_max,
             request_problem_information: true,
+            request_response_information: false,
+            requested_keepalive_secs: 0,
             topic_aliases: HashMap::new(),
             out: BytesMut::new(),
             close: false,
@@ -187,18 +192,14 @@ impl Shard {
             _ => None,
         };
         conn.will = None;
+        let client_id = conn.client_id.clone();
         let session = conn.session();
         self.mark_closing(conn_id);
         if let Some(key) = session {
             self.detach_session(key, now);
         }
         if let Some(will) = will {
-            let client_id = self
-                .conns
-                .get(&conn_id)
-                .map(|c| c.client_id.clone())
-                .unwrap_or_default();
-            self.publish_will(client_id, will, now);
+            self.will_on_close(client_id, will, now);
         }
     }
 

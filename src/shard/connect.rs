@@ -82,6 +82,10 @@ impl Shard {
         if too_long {
             return self.refuse_connect(conn_id, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
+        // 5.0 §4.12: enhanced authentication needs a configured method; none is (MQTT-4.12.0-1).
+        if connect.properties.authentication_method.is_some() {
+            return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
         if let Some(will) = &connect.will {
             if let Err(reason) = check_will(will, &settings) {
                 return self.refuse_connect(conn_id, reason);
@@ -104,6 +108,8 @@ impl Shard {
             conn.client_packet_bytes_max = max as usize;
         }
         conn.request_problem_information = props.request_problem_information.unwrap_or(true);
+        conn.request_response_information = props.request_response_information.unwrap_or(false);
+        conn.requested_keepalive_secs = connect.keep_alive_secs;
         conn.phase = Phase::Claiming { ticket };
         let mut connect = connect;
         connect.client_id = client_id.clone();
@@ -206,6 +212,8 @@ impl Shard {
             self.try_complete_connect(pending_ticket, now);
             return;
         }
+        // The client is back before its will was due: the will is not sent.
+        self.delayed_wills.remove(&client_id);
         let session = match self.sessions_by_client.get(&client_id).copied() {
             Some(key) => {
                 if let Some(conn_id) = self.sessions.get(key).and_then(|s| s.conn) {
@@ -332,14 +340,22 @@ impl Shard {
                 properties.retain_available = Some(false);
             }
             properties.wildcard_subscription_available = Some(s.wildcard_subscription_available);
-            properties.shared_subscription_available = Some(false);
+            properties.shared_subscription_available = Some(s.shared_subscription_available);
             properties.subscription_identifiers_available =
                 Some(s.subscription_identifiers_available);
             if assigned {
-                properties.assigned_client_identifier = Some(client_id);
+                properties.assigned_client_identifier = Some(client_id.clone());
             }
-            if conn.keepalive.as_secs() != 0 || s.keepalive_max_secs != u16::MAX {
-                properties.server_keep_alive_secs = u16::try_from(conn.keepalive.as_secs()).ok();
+            // MQTT-3.2.2-21: when the broker lowers the keepalive, it says so.
+            let keepalive = u16::try_from(conn.keepalive.as_secs()).unwrap_or(u16::MAX);
+            if keepalive != conn.requested_keepalive_secs {
+                properties.server_keep_alive_secs = Some(keepalive);
+            }
+            if conn.request_response_information && !s.response_information.is_empty() {
+                properties.response_information = Some(ByteString::from(format!(
+                    "{}{}",
+                    s.response_information, client_id
+                )));
             }
         }
         let connack = Packet::ConnAck(ConnAck {
@@ -432,16 +448,21 @@ impl Shard {
         let dropped = session.state.drop_queued_qos0();
         self.counters.dropped_qos0_offline += dropped as u64;
         if session.state.expiry_secs == 0 {
-            self.end_session(key);
+            self.end_session(key, now);
         } else {
             let expiry = Duration::from_secs(u64::from(session.state.expiry_secs));
             session.expires_at = Some(now + expiry);
         }
     }
 
-    fn end_session(&mut self, key: SessionKey) {
+    fn end_session(&mut self, key: SessionKey, now: Instant) {
         let generation = self.sessions.get(key).map(|s| s.generation);
-        if let (Some(state), Some(generation)) = (self.remove_session(key), generation) {
+        if let (Some(mut state), Some(generation)) = (self.remove_session(key), generation) {
+            if let Some((_, will)) = self.delayed_wills.remove(&state.client_id) {
+                self.publish_will(state.client_id.clone(), will, now);
+            }
+            let unfinished = state.take_unfinished_shared();
+            self.redispatch_shared(unfinished, now);
             let home = self.home_of(&state.client_id);
             self.send_mail(
                 home,
@@ -461,7 +482,40 @@ impl Shard {
             .map(|(key, _)| key)
             .collect();
         for key in expired {
-            self.end_session(key);
+            self.end_session(key, now);
+        }
+        self.publish_due_wills(now);
+    }
+
+    /// 5.0 §3.1.3.2.2: with a Will Delay Interval the will waits until the delay passes or the
+    /// session ends, whichever comes first, and is dropped if the client reconnects meanwhile.
+    pub(super) fn will_on_close(&mut self, client_id: ByteString, will: Will, now: Instant) {
+        let delay = will.properties.will_delay_interval_secs.unwrap_or(0);
+        let session_expiry = self
+            .session(&client_id)
+            .filter(|s| s.conn.is_none())
+            .map(|s| s.state.expiry_secs);
+        match session_expiry {
+            Some(expiry) if delay > 0 => {
+                let wait = Duration::from_secs(u64::from(delay.min(expiry)));
+                self.delayed_wills.insert(client_id, (now + wait, will));
+            }
+            _ => self.publish_will(client_id, will, now),
+        }
+    }
+
+    /// Publishes the delayed wills whose time has come.
+    pub(super) fn publish_due_wills(&mut self, now: Instant) {
+        let due: Vec<ByteString> = self
+            .delayed_wills
+            .iter()
+            .filter(|(_, (at, _))| now >= *at)
+            .map(|(client_id, _)| client_id.clone())
+            .collect();
+        for client_id in due {
+            if let Some((_, will)) = self.delayed_wills.remove(&client_id) {
+                self.publish_will(client_id, will, now);
+            }
         }
     }
 
@@ -496,6 +550,11 @@ impl Shard {
 fn check_will(will: &Will, settings: &super::Settings) -> Result<(), ReasonCode> {
     if validate_topic_name(&will.topic).is_err() {
         return Err(ReasonCode::TOPIC_NAME_INVALID);
+    }
+    if let Some(response_topic) = &will.properties.response_topic {
+        if validate_topic_name(response_topic).is_err() {
+            return Err(ReasonCode::PROTOCOL_ERROR);
+        }
     }
     if will.qos > settings.max_qos {
         return Err(ReasonCode::QOS_NOT_SUPPORTED);

@@ -15,6 +15,7 @@ mod connect;
 mod directory;
 mod publish;
 mod settings;
+mod shared;
 mod subscribe;
 
 use std::collections::{HashMap, VecDeque};
@@ -27,7 +28,7 @@ use bytestring::ByteString;
 use shards::ShardId;
 use slab::Slab;
 
-use crate::mail::{Mail, Ticket};
+use crate::mail::{Mail, SharedPublish, Ticket};
 use crate::message::Message;
 use crate::protocol::{DecodeError, Packet, ReasonCode};
 use crate::router::{TopicTree, Trie};
@@ -89,6 +90,7 @@ pub struct Counters {
     pub dropped_qos0_offline: u64,
     pub dropped_no_session: u64,
     pub dropped_retained_full: u64,
+    pub dropped_no_subscribers: u64,
     pub mail_sent: u64,
     pub mail_received: u64,
 }
@@ -105,6 +107,10 @@ pub struct Shard {
     subscriptions: Trie<HashMap<SessionKey, Subscription>>,
     /// Replicated interest: filter -> remote shards with at least one subscriber.
     interest: Trie<shards::ShardSet>,
+    /// Shared-subscription members on this shard: filter -> group -> members.
+    shared_local: Trie<shared::LocalGroups>,
+    /// Shared-subscription member counts of every shard (this one included).
+    shared_interest: Trie<shared::SharedFilter>,
     /// This shard's partition of the retained store (topics whose home is here).
     retained: TopicTree<Arc<Message>>,
     retained_bytes: usize,
@@ -117,6 +123,8 @@ pub struct Shard {
     barriers: HashMap<Ticket, PendingBarrier>,
     connects: HashMap<Ticket, connect::PendingConnect>,
     next_assigned_id: u64,
+    /// Wills waiting for their Will Delay Interval, by client id (5.0).
+    delayed_wills: HashMap<ByteString, (Instant, crate::protocol::Will)>,
     pub counters: Counters,
     /// Scratch space for one fan-out, reused so routing does not allocate per message.
     matches: Vec<(SessionKey, Subscription)>,
@@ -134,6 +142,8 @@ impl Shard {
             sessions_by_client: HashMap::new(),
             subscriptions: Trie::new(),
             interest: Trie::new(),
+            shared_local: Trie::new(),
+            shared_interest: Trie::new(),
             retained: TopicTree::new(),
             retained_bytes: 0,
             directory: Directory::default(),
@@ -143,6 +153,7 @@ impl Shard {
             barriers: HashMap::new(),
             connects: HashMap::new(),
             next_assigned_id: 0,
+            delayed_wills: HashMap::new(),
             counters: Counters::default(),
             matches: Vec::new(),
         }
@@ -240,6 +251,19 @@ impl Shard {
         match mail {
             Mail::Publish(message) => self.deliver_local(&message, now),
             Mail::Interest { add, remove } => self.on_interest(from, add, remove),
+            Mail::SharedInterest(interest) => {
+                let count = interest.members as usize;
+                self.set_shared_count(from, interest.filter, interest.group, count)
+            }
+            Mail::SharedPublish(publish) => {
+                let SharedPublish {
+                    message,
+                    filter,
+                    group,
+                    hops,
+                } = *publish;
+                self.deliver_shared_local(filter, group, message, hops, now)
+            }
             Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),
             Mail::Retain(message) => self.store_retained(message),

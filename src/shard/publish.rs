@@ -49,9 +49,23 @@ impl Shard {
         if publish.topic.is_empty() {
             return self.close_with_reason(conn_id, ReasonCode::TOPIC_NAME_INVALID, now);
         }
-        // MQTT-3.3.4-6: a client must not send Subscription Identifiers.
-        if !publish.properties.subscription_identifiers.is_empty() {
+        // MQTT-3.3.4-6: a client must not send Subscription Identifiers; MQTT-3.3.2-14: a
+        // Response Topic is a topic name, without wildcards.
+        if !publish.properties.subscription_identifiers.is_empty()
+            || publish
+                .properties
+                .response_topic
+                .as_ref()
+                .is_some_and(|t| protocol::validate_topic_name(t).is_err())
+        {
             return self.close_protocol_error(conn_id, now);
+        }
+        // 5.0 §3.3.2.3.2: a payload declared UTF-8 must be (checked when configured).
+        if self.settings.payload_format_check
+            && publish.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            return self.close_with_reason(conn_id, ReasonCode::PAYLOAD_FORMAT_INVALID, now);
         }
         let settings = &self.settings;
         if publish.topic.len() > settings.topic_bytes_max
@@ -110,6 +124,7 @@ impl Shard {
             }
         }
         self.deliver_local(&message, now);
+        self.route_shared(&message, now);
         let mut targets = ShardSet::new();
         self.interest
             .for_each_match(&message.topic, |set| targets = targets.union(set));
@@ -173,6 +188,49 @@ impl Shard {
         from_retained_store: bool,
         now: Instant,
     ) {
+        let origin = None;
+        self.deliver_inner(
+            key,
+            message,
+            subscription,
+            subscription_identifiers,
+            from_retained_store,
+            origin,
+            now,
+        );
+    }
+
+    pub(super) fn deliver_with_origin(
+        &mut self,
+        key: SessionKey,
+        message: &Arc<Message>,
+        subscription: Subscription,
+        subscription_identifiers: Vec<u32>,
+        shared: Option<(bytestring::ByteString, bytestring::ByteString)>,
+        now: Instant,
+    ) {
+        self.deliver_inner(
+            key,
+            message,
+            subscription,
+            subscription_identifiers,
+            false,
+            shared,
+            now,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_inner(
+        &mut self,
+        key: SessionKey,
+        message: &Arc<Message>,
+        subscription: Subscription,
+        subscription_identifiers: Vec<u32>,
+        from_retained_store: bool,
+        shared: Option<(bytestring::ByteString, bytestring::ByteString)>,
+        now: Instant,
+    ) {
         let Some(session) = self.sessions.get_mut(key) else {
             self.counters.dropped_no_session += 1;
             return;
@@ -190,6 +248,7 @@ impl Shard {
             qos: message.qos.min(subscription.options.qos),
             retain,
             subscription_identifiers,
+            shared,
         };
         let online = session.conn;
         match session

@@ -19,6 +19,10 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub allow_zero_length_client_id: bool,
     pub assigned_client_id_prefix: String,
+    /// 5.0 Response Information prefix (the client id is appended); empty: none is sent.
+    pub response_information: String,
+    /// Check that payloads with Payload Format Indicator 1 are UTF-8 (5.0 §3.3.2.3.2).
+    pub payload_format_check: bool,
     pub session_expiry_default_secs: u32,
     pub session_expiry_max_secs: u32,
     pub session: SessionLimits,
@@ -58,6 +62,8 @@ impl Settings {
             connect_timeout: Duration::from_millis(mqtt.connect_timeout_ms as u64),
             allow_zero_length_client_id: mqtt.allow_zero_length_client_id,
             assigned_client_id_prefix: mqtt.assigned_client_id_prefix.clone(),
+            response_information: mqtt.response_information.clone(),
+            payload_format_check: false,
             session_expiry_default_secs: config.session.expiry_default_secs as u32,
             session_expiry_max_secs: config.session.expiry_max_secs as u32,
             session: SessionLimits {

@@ -74,7 +74,35 @@ impl Shard {
         for request in subscribe.filters {
             let reason = match self.check_filter(key, &request.filter, version) {
                 Err(reason) => reason,
-                Ok(()) => {
+                Ok(TopicSubscription::Shared { group, filter }) => {
+                    // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
+                    if request.options.no_local {
+                        return self.close_protocol_error(conn_id, now);
+                    }
+                    let granted = request.options.qos.min(self.settings.max_qos);
+                    let mut options = request.options;
+                    options.qos = granted;
+                    let subscription = Subscription {
+                        options,
+                        identifier,
+                    };
+                    let existed = self
+                        .sessions
+                        .get_mut(key)
+                        .and_then(|s| {
+                            s.state
+                                .subscriptions
+                                .insert(request.filter.clone(), subscription)
+                        })
+                        .is_some();
+                    if !existed {
+                        let filter = ByteString::from(filter.as_str());
+                        self.add_shared_member(&filter, &group, key);
+                    }
+                    // Retained messages are not sent for a shared subscription (5.0 §4.8.2).
+                    granted_code(granted)
+                }
+                Ok(TopicSubscription::Normal(_)) => {
                     let granted = request.options.qos.min(self.settings.max_qos);
                     let mut options = request.options;
                     options.qos = granted;
@@ -132,15 +160,17 @@ impl Shard {
         key: SessionKey,
         filter: &ByteString,
         version: Version,
-    ) -> Result<(), ReasonCode> {
+    ) -> Result<TopicSubscription, ReasonCode> {
         let settings = &self.settings;
         let parsed =
             parse_subscription(filter.clone()).map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)?;
         let filter_text = match &parsed {
             TopicSubscription::Normal(f) => f,
-            // Shared subscriptions come with the MQTT 5 work; until then they are refused.
-            TopicSubscription::Shared { .. } => {
-                return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            TopicSubscription::Shared { filter, .. } => {
+                if !settings.shared_subscription_available {
+                    return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                }
+                filter
             }
         };
         if filter.len() > settings.topic_bytes_max
@@ -161,7 +191,7 @@ impl Shard {
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
         let _ = version;
-        Ok(())
+        Ok(parsed)
     }
 
     pub(super) fn on_unsubscribe(
@@ -179,8 +209,21 @@ impl Shard {
                 .get_mut(key)
                 .and_then(|s| s.state.subscriptions.remove(&filter))
                 .is_some();
-            if existed && self.remove_local_subscription(&filter, key) {
-                gone.push(filter);
+            if existed {
+                match parse_subscription(filter.clone()) {
+                    Ok(TopicSubscription::Shared {
+                        group,
+                        filter: inner,
+                    }) => {
+                        let inner = ByteString::from(inner.as_str());
+                        self.remove_shared_member(&inner, &group, key);
+                    }
+                    _ => {
+                        if self.remove_local_subscription(&filter, key) {
+                            gone.push(filter);
+                        }
+                    }
+                }
             }
             reasons.push(if existed {
                 ReasonCode::SUCCESS
@@ -259,6 +302,15 @@ impl Shard {
             .collect();
         let mut new_filters = Vec::new();
         for (filter, subscription) in subscriptions {
+            if let Ok(TopicSubscription::Shared {
+                group,
+                filter: inner,
+            }) = parse_subscription(filter.clone())
+            {
+                let inner = ByteString::from(inner.as_str());
+                self.add_shared_member(&inner, &group, key);
+                continue;
+            }
             if self.add_local_subscription(&filter, key, subscription) {
                 new_filters.push(filter);
             }
@@ -279,6 +331,15 @@ impl Shard {
         let filters: Vec<ByteString> = session.state.subscriptions.keys().cloned().collect();
         let mut gone = Vec::new();
         for filter in filters {
+            if let Ok(TopicSubscription::Shared {
+                group,
+                filter: inner,
+            }) = parse_subscription(filter.clone())
+            {
+                let inner = ByteString::from(inner.as_str());
+                self.remove_shared_member(&inner, &group, key);
+                continue;
+            }
             if self.remove_local_subscription(&filter, key) {
                 gone.push(filter);
             }
