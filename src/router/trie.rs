@@ -269,10 +269,7 @@ impl<V> Trie<V> {
                 if wildcards && let Some(value) = &node.multi {
                     visit(value);
                 }
-                let (level, next) = match rest.split_once('/') {
-                    Some((level, _)) => (level, frame.position + level.len() + 1),
-                    None => (rest, end + 1),
-                };
+                let (level, next) = next_level(rest, frame.position, end);
                 if wildcards && node.plus != NO_CHILD {
                     stack.push(Frame {
                         node: node.plus,
@@ -362,6 +359,21 @@ impl<V> Trie<V> {
             Some(node) => node,
             None => unreachable_index(index),
         }
+    }
+}
+
+/// The level at the start of `rest` (which starts at byte `position` of a topic of `end` bytes)
+/// and the position of the level after it (`end + 1` if there is none).
+///
+/// A plain byte loop: levels are a few bytes long, and `str::split_once` spends more setting up
+/// its vectorized search than this spends finding the '/' (measured: about 400 of 1300
+/// instructions per match went to `memchr`).
+#[inline]
+fn next_level(rest: &str, position: usize, end: usize) -> (&str, usize) {
+    match rest.bytes().position(|byte| byte == b'/') {
+        // '/' is ASCII, so splitting there is on a char boundary.
+        Some(slash) => (rest.get(..slash).unwrap_or(rest), position + slash + 1),
+        None => (rest, end + 1),
     }
 }
 
