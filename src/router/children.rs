@@ -11,8 +11,10 @@
 /// (1091 against 1564 on the 10k-filter benchmark trie, counted with cachegrind).
 type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
-/// Above this many children a node hashes its levels instead of scanning them (see the router
-/// benchmark for the measurement behind the number).
+/// Above this many children a node hashes its levels instead of scanning them. Instructions
+/// per `for_each_match` on the 10k / 100k-filter benchmark tries (cachegrind): 1055 / 1107 with
+/// 4, 1091 / 1120 with 8, 1087 / 1129 with 16. Within 3% of each other; 8 keeps more nodes in
+/// one compact vector.
 pub(crate) const SMALL_CHILDREN_MAX: usize = 8;
 
 /// How small a hashed node must get before it goes back to a vector.
