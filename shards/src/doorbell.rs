@@ -1,54 +1,44 @@
 //! Waking a parked shard from another thread.
 //!
-//! A doorbell is a Unix datagram socket pair: any thread sends a one-byte datagram to the sending
-//! end; the shard has an io_uring `recv` outstanding on the receiving end, so a parked executor
-//! wakes like it does for any socket. An eventfd would be the classic choice, but the executor
-//! offers no public way to await a raw eventfd, and polling a timer instead would cost latency (or
-//! CPU) on every idle shard. The receive is a completion (`IORING_OP_RECV`, via the executor's
-//! datagram type, which works on any datagram fd), not a readiness poll: with readiness-based
-//! stream reads we measured lost wake-ups when a pending read was interleaved with other waits.
-//! The receiving task lives as long as the shard and never cancels its receive.
+//! A doorbell rides on the executor's own cross-thread wake-up: a tiny `shared_channel<()>`
+//! whose receiver lives on the owning shard and whose sender is a `ForeignSender` usable from any
+//! thread. Pushing into it writes the executor's sleep eventfd only when needed, and the executor
+//! knows the channel is non-empty when it decides whether to sleep, so no wake-up is lost between
+//! "checked" and "parked". (A first version used a Unix socket pair read through the executor's
+//! socket API; it lost or delayed wake-ups by milliseconds under load, see the `mesh` docs.)
 //!
-//! Safety net: a wait also ends after `RECHECK` without a ring, and the caller re-checks its
-//! rings and control channel. Under heavy oversubscription (many executors on 2 cores, as in the
-//! test suite) we still observed, rarely, a sent datagram whose receive never completed; the root
-//! cause is not found yet (executor or kernel). The net bounds such a loss to `RECHECK` of delay
-//! instead of a hang, at the price of 100 idle wake-ups per second per doorbell. The socket costs one `write(2)` per wake-up, and senders only ring a doorbell that
-//! is *armed*: its owner sets `armed` just before it parks and clears it when it wakes, so a busy
-//! shard receives no wake-up syscalls at all.
+//! Senders only ring a doorbell that is *armed*: its owner sets `armed` just before it parks and
+//! clears it when it wakes, so a busy shard receives no wake-ups at all, and a burst sent to a
+//! parked shard costs one. The foreign sender is single-producer, so ringing takes a mutex; it is
+//! taken only on that rare armed path.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixDatagram;
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ForeignSender};
 use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-/// The longest a lost wake-up can delay a shard (see the module docs).
-const RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+/// How many rings can be pending; more are redundant (one wakes the owner, who re-checks).
+const PENDING_RINGS: usize = 4;
+/// Safety net: a wait also ends after this long, and the caller re-checks its rings and control
+/// channel, so even an unforeseen lost wake-up costs a delay and never a hang.
+const RECHECK: Duration = Duration::from_millis(100);
 
+#[derive(Default)]
 pub(crate) struct Doorbell {
     armed: AtomicBool,
-    bell: UnixDatagram,
+    bell: OnceLock<Mutex<ForeignSender<()>>>,
 }
 
 impl Doorbell {
-    /// A doorbell and the receiving end for its owning shard.
-    pub(crate) fn new() -> std::io::Result<(Doorbell, OwnedFd)> {
-        let (bell, receiver) = UnixDatagram::pair()?;
-        // A full socket buffer means the owner has wake-ups pending already: never block on it.
-        bell.set_nonblocking(true)?;
-        receiver.set_nonblocking(true)?;
-        Ok((
-            Doorbell {
-                armed: AtomicBool::new(false),
-                bell,
-            },
-            receiver.into(),
-        ))
-    }
-
-    /// Wakes the owner whether or not it is parked (control messages: rare).
+    /// Wakes the owner whether or not it is parked (control messages: rare). A doorbell whose
+    /// owner has not started yet does nothing: the owner reads its channel before it first waits.
     pub(crate) fn ring(&self) {
-        // WouldBlock means unread wake-ups are pending, which is all a ring needs to achieve.
-        let _ = self.bell.send(&[1]);
+        if let Some(bell) = self.bell.get() {
+            let bell = bell.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Full means rings are pending, which is all a ring needs to achieve; closed means
+            // the owner has stopped.
+            let _ = bell.try_send(());
+        }
     }
 
     /// Called by a sender after publishing data: wakes the owner only if it is parked.
@@ -72,30 +62,31 @@ impl Doorbell {
     }
 }
 
-/// The owner's end of a doorbell, readable through the executor.
+/// The owner's end of a doorbell.
 pub(crate) struct BellReceiver {
-    socket: glommio::net::UdpSocket,
+    receiver: ConnectedReceiver<()>,
 }
 
 impl BellReceiver {
-    /// Takes the receiving end over into the current shard's executor. Must run on the shard.
-    pub(crate) fn adopt(fd: OwnedFd) -> BellReceiver {
-        // The executor's datagram type only ever calls recv(2)/io_uring recv on this fd, which a
-        // Unix datagram socket supports like a UDP one.
-        let socket = glommio::net::UdpSocket::from(socket2::Socket::from(fd));
-        BellReceiver { socket }
+    /// Creates the channel on the owning shard and installs its sending end in `doorbell`.
+    pub(crate) async fn install(doorbell: &Doorbell) -> BellReceiver {
+        let (sender, receiver) = shared_channel::new_bounded::<()>(PENDING_RINGS);
+        let (sender, receiver) =
+            futures_lite::future::zip(sender.connect(), receiver.connect()).await;
+        // Only this shard installs its doorbell, once; a second install would be our bug.
+        assert!(
+            doorbell.bell.set(Mutex::new(sender.into_foreign())).is_ok(),
+            "doorbell installed twice"
+        );
+        BellReceiver { receiver }
     }
 
-    /// Waits for at least one ring (one datagram; later ones wake the next call at once), or for
-    /// `RECHECK` at most.
+    /// Waits for at least one ring, or `RECHECK` at most.
     pub(crate) async fn wait(&mut self) {
-        let mut buf = [0u8; 64];
-        let Ok(read) = crate::time::timeout(RECHECK, self.socket.recv(&mut buf)).await else {
-            return;
-        };
-        if !matches!(read, Ok(n) if n > 0) {
+        let received = crate::time::timeout(RECHECK, self.receiver.recv()).await;
+        if let Ok(None) = received {
             // Cannot happen while the runtime (which holds the sending end) lives; do not spin.
-            crate::time::sleep(std::time::Duration::from_millis(1)).await;
+            crate::time::sleep(RECHECK).await;
         }
     }
 }

@@ -21,7 +21,7 @@ pub use config::{
 pub use context::ShardContext;
 pub use error::{RuntimeError, StartError, TrySendError};
 pub use id::{MAX_SHARDS, ShardId, ShardSet, ShardSetIter};
-pub use net::{Listener, ReadHalf, TcpStream, WriteHalf, live_connections};
+pub use net::{Listener, ReadHalf, TcpStream, WriteHalf, connect, live_connections};
 pub use preflight::memlock_needed_bytes;
 pub use runtime::{Runtime, RuntimeHandle, start};
 pub use task::{Task, live_tasks, spawn_local};

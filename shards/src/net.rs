@@ -267,6 +267,15 @@ impl TcpStream {
     }
 }
 
+/// Opens a TCP connection to `addr` from the current shard (load generators, bridges). The
+/// stream counts in `live_connections` like an accepted one. Must run on a shard.
+pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = ExecutorStream::connect(addr)
+        .await
+        .map_err(io::Error::from)?;
+    Ok(TcpStream::new(stream))
+}
+
 /// The receiving half of a split `TcpStream`.
 pub struct ReadHalf {
     connection: Rc<Connection>,
@@ -367,3 +376,61 @@ macro_rules! async_write {
 
 async_io!(TcpStream, ReadHalf);
 async_write!(TcpStream, WriteHalf);
+
+#[cfg(test)]
+mod tests {
+    use crate::{CpuSet, RuntimeConfig, ShardContext, ShardCount, Topology};
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn connect_reaches_a_listener_from_a_shard() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let echo = std::thread::spawn(move || {
+            let (mut stream, _) = server.accept().unwrap();
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).unwrap();
+            stream.write_all(&buf).unwrap();
+        });
+        let config = RuntimeConfig {
+            topology: Topology {
+                shards: ShardCount::Count(1),
+                cpus: CpuSet::All,
+                pin: false,
+            },
+            name: String::from("connect"),
+            ..RuntimeConfig::default()
+        };
+        let report = Arc::new(Mutex::new(None));
+        let record = report.clone();
+        let runtime = crate::start(config, move |context: ShardContext<()>| {
+            let record = record.clone();
+            async move {
+                let stream = super::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                assert_eq!(stream.peer_addr().unwrap(), addr);
+                assert_eq!(context.live_connections(), 1);
+                let (mut read_half, mut write_half) = stream.split();
+                write_half.write_all(b"ping").await.unwrap();
+                let mut buf = [0u8; 4];
+                let mut got = 0;
+                while got < 4 {
+                    let n = read_half.read(&mut buf[got..]).await.unwrap();
+                    assert_ne!(n, 0, "the echo closed early");
+                    got += n;
+                }
+                *record.lock().unwrap() = Some(buf);
+                drop((read_half, write_half));
+                assert_eq!(context.live_connections(), 0);
+                let refused = super::connect(SocketAddr::from(([127, 0, 0, 1], 1))).await;
+                assert!(refused.is_err(), "nothing listens on port 1");
+            }
+        })
+        .unwrap();
+        runtime.join().unwrap();
+        echo.join().unwrap();
+        assert_eq!(report.lock().unwrap().as_ref(), Some(b"ping"));
+    }
+}

@@ -19,7 +19,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,8 +81,6 @@ struct ShardSeed {
     id: ShardId,
     cpu: Option<usize>,
     sockets: Vec<BoundSocket>,
-    inbox: OwnedFd,
-    control_bell: OwnedFd,
     control: Receiver<Control>,
 }
 
@@ -184,12 +181,7 @@ fn wire(
     let mut seeds = Vec::with_capacity(shards);
     for (index, cpu) in cpus.into_iter().enumerate() {
         let id = ShardId::new(index);
-        let fail = |source: std::io::Error| StartError::Executor {
-            shard: id,
-            message: format!("cannot create its doorbell socket pair: {source}"),
-        };
-        let (inbox_bell, inbox_fd) = Doorbell::new().map_err(fail)?;
-        let (control_bell, control_fd) = Doorbell::new().map_err(fail)?;
+        let (inbox_bell, control_bell) = (Doorbell::default(), Doorbell::default());
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         inbox.push(inbox_bell);
         control.push((control_tx, control_bell));
@@ -201,8 +193,6 @@ fn wire(
             id,
             cpu,
             sockets,
-            inbox: inbox_fd,
-            control_bell: control_fd,
             control: control_rx,
         });
     }
@@ -424,21 +414,24 @@ fn shard_thread<M, F, Fut>(
     };
     executor.run(async move {
         let ShardSeed {
-            sockets,
-            inbox,
-            control_bell,
-            control,
-            ..
+            sockets, control, ..
         } = seed;
         let go = Rc::new(Latch::default());
         let abort = Rc::new(Cell::new(false));
         let shutdown = Rc::new(Latch::default());
         let queues = create_queues(&config);
-        let bell = BellReceiver::adopt(control_bell);
+        let bell = match shared.control.get(id.index()) {
+            Some((_, doorbell)) => BellReceiver::install(doorbell).await,
+            None => return,
+        };
+        let inbox = match shared.inbox.get(id.index()) {
+            Some(doorbell) => BellReceiver::install(doorbell).await,
+            None => return,
+        };
         let control_task = control_loop(bell, control, go.clone(), abort.clone(), shutdown.clone());
         let _control = crate::task::spawn_local(control_task);
         let inbox_notify = Rc::new(crate::sync::Notify::new());
-        let doorbell = doorbell_loop(BellReceiver::adopt(inbox), inbox_notify.clone());
+        let doorbell = doorbell_loop(inbox, inbox_notify.clone());
         let _doorbell = spawn_into(doorbell, queues.mail);
         let local = Local {
             id,
