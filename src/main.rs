@@ -87,13 +87,33 @@ fn start(file: Option<&Path>) -> ExitCode {
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }
 
-/// Hand-over point to the broker core. Everything before this call has loaded and validated the
-/// configuration and set up logging; the body below is the placeholder the integrator replaces
-/// with starting the shards. Returns the process exit status.
+/// Starts every shard and serves until SIGINT or SIGTERM, then shuts down gracefully. Returns the
+/// process exit status: 0 after a clean shutdown, 1 if the broker could not start or a shard
+/// failed (the error says why and what to do).
 fn run(config: Config) -> i32 {
-    drop(config);
-    eprintln!("ringmq: the broker core is not assembled yet");
-    1
+    let broker = match ringmq::server::start(config) {
+        Ok(broker) => broker,
+        Err(error) => {
+            eprintln!("ringmq: {error}");
+            return 1;
+        }
+    };
+    for index in 0.. {
+        let Some(addr) = broker.listener_addr_checked(index) else {
+            break;
+        };
+        tracing::info!(%addr, shards = broker.shard_count(), "listening");
+    }
+    match broker.run_until_signal() {
+        Ok(()) => {
+            tracing::info!("stopped");
+            0
+        }
+        Err(error) => {
+            eprintln!("ringmq: {error}");
+            1
+        }
+    }
 }
 
 /// The validated configuration and the number of shards it gives on this machine, or the

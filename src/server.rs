@@ -30,6 +30,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A running broker: one shard per configured core.
 pub struct Broker {
     runtime: shards::Runtime,
+    listener_count: usize,
 }
 
 /// Why the broker did not start or did not stop cleanly.
@@ -44,18 +45,27 @@ pub enum BrokerError {
 /// Starts every shard with its listeners; either all start or none does.
 pub fn start(config: Config) -> Result<Broker, BrokerError> {
     let runtime_config = runtime_config(&config);
+    let listener_count = runtime_config.listeners.len();
     let config = Arc::new(config);
     let runtime = shards::start(runtime_config, move |ctx: ShardContext<Mail>| {
         let config = Arc::clone(&config);
         async move { run_shard(ctx, config).await }
     })?;
-    Ok(Broker { runtime })
+    Ok(Broker {
+        runtime,
+        listener_count,
+    })
 }
 
 impl Broker {
     /// The shared address of listener `index` (listeners in the order of their names).
     pub fn listener_addr(&self, index: usize) -> SocketAddr {
         self.runtime.listener_addr(index)
+    }
+
+    /// The shared address of listener `index`, or `None` past the last listener.
+    pub fn listener_addr_checked(&self, index: usize) -> Option<SocketAddr> {
+        (index < self.listener_count).then(|| self.runtime.listener_addr(index))
     }
 
     /// The address that reaches only `shard` on listener `index` (`shard_port_base` set).
@@ -103,7 +113,7 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
         topology: Topology {
             shards: match runtime.shards {
                 config::ShardCount::Auto => ShardCount::Auto,
-                config::ShardCount::Count(n) => ShardCount::Count(n as usize),
+                config::ShardCount::Count(n) => ShardCount::Count(n),
             },
             cpus: match &runtime.cpus {
                 config::CpuList::All => CpuSet::All,

@@ -28,7 +28,7 @@ pub struct TestBroker {
 /// A config for tests: `shards` unpinned shards on 127.0.0.1, OS-chosen ports, port per shard.
 pub fn test_config(shards: usize) -> Config {
     let mut config = Config::default();
-    config.runtime.shards = ShardCount::Count(shards as _);
+    config.runtime.shards = ShardCount::Count(shards);
     config.runtime.pin = false;
     config.listeners.tcp.clear();
     config.listeners.tcp.insert(
