@@ -1,5 +1,5 @@
 //! Mailbox throughput and one-way latency between two shards: the `shards` mesh (ArrayQueue rings
-//! + doorbell), the executor's `shared_channel`, and crossbeam-channel between two plain threads
+//! and doorbell), the executor's `shared_channel`, and crossbeam-channel between two plain threads
 //! as the reference. Run: `cargo run --release -p shards --example mesh_bench`.
 //!
 //! Throughput: shard 0 sends `MESSAGES` u64s as fast as the ring takes them, shard 1 drains in
@@ -89,8 +89,7 @@ fn mesh(batch: usize) -> Outcome {
     })
     .expect("start");
     runtime.join().expect("join");
-    let outcome = outcome.lock().unwrap().clone();
-    outcome
+    outcome.lock().unwrap().clone()
 }
 
 fn executor_channel(batch: usize) -> Outcome {
@@ -190,7 +189,8 @@ fn crossbeam(batch: usize) -> Outcome {
 fn main() {
     println!("| implementation | batch | msgs/s | one-way p50 | one-way p99 |");
     println!("|---|---|---|---|---|");
-    let runs: [(&str, fn(usize) -> Outcome); 3] = [
+    type Run = fn(usize) -> Outcome;
+    let runs: [(&str, Run); 3] = [
         ("shards mesh (ArrayQueue + doorbell)", mesh),
         ("glommio shared_channel", executor_channel),
         ("crossbeam-channel (threads)", crossbeam),

@@ -7,7 +7,7 @@ use std::fmt;
 pub const MAX_SHARDS: usize = 256;
 
 const WORDS: usize = MAX_SHARDS / 64;
-const _: () = assert!(MAX_SHARDS % 64 == 0);
+const _: () = assert!(MAX_SHARDS.is_multiple_of(64));
 const _: () = assert!(MAX_SHARDS <= u16::MAX as usize + 1);
 
 /// The index of one shard, `0..shard_count`.
