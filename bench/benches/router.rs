@@ -3,7 +3,9 @@
 //! mostly exact filters, some '+' at one level, some '#' at a few levels. Insert and remove run
 //! once per SUBSCRIBE / UNSUBSCRIBE.
 //!
-//! Run: `cargo bench -p bench --bench router`.
+//! Run: `cargo bench -p bench --bench router`. Samples are fixed at 64 iterations: one match is
+//! a few hundred nanoseconds, too close to the timer's precision to time alone, and 64 calls
+//! cycle through the whole set of hot topics.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -62,8 +64,12 @@ fn trie(n: usize) -> Trie<u32> {
 
 /// Topics a fleet publishes: exact filters of the set, so each one has several matches.
 fn hot_topics(n: usize) -> Vec<String> {
-    let mut topics: Vec<String> =
-        filters(n).into_iter().filter(|f| !f.contains(['+', '#'])).step_by(97).take(64).collect();
+    let mut topics: Vec<String> = filters(n)
+        .into_iter()
+        .filter(|f| !f.contains(['+', '#']))
+        .step_by(97)
+        .take(64)
+        .collect();
     topics.push("$SYS/broker/load".to_owned());
     topics
 }
@@ -76,7 +82,7 @@ fn count_matches(trie: &Trie<u32>, topics: &[String], next: &mut usize) -> usize
     count
 }
 
-#[divan::bench(args = SIZES)]
+#[divan::bench(args = SIZES, sample_count = 300, sample_size = 64)]
 fn match_hot(bencher: Bencher, n: usize) {
     let trie = trie(n);
     let topics = hot_topics(n);
@@ -84,19 +90,24 @@ fn match_hot(bencher: Bencher, n: usize) {
     bencher.bench_local(|| count_matches(&trie, &topics, &mut next));
 }
 
-#[divan::bench(args = SIZES)]
+#[divan::bench(args = SIZES, sample_count = 300, sample_size = 64)]
 fn match_miss(bencher: Bencher, n: usize) {
     let trie = trie(n);
-    let topics = vec!["nowhere/device1/sensor1".to_owned(), "site1/nothing/here/at/all".to_owned()];
+    let topics = vec![
+        "nowhere/device1/sensor1".to_owned(),
+        "site1/nothing/here/at/all".to_owned(),
+    ];
     let mut next = 0;
     bencher.bench_local(|| count_matches(&trie, &topics, &mut next));
 }
 
 /// One SUBSCRIBE then UNSUBSCRIBE of a new filter (one new node) on a full trie.
-#[divan::bench(args = SIZES)]
+#[divan::bench(args = SIZES, sample_count = 300, sample_size = 64)]
 fn insert_remove(bencher: Bencher, n: usize) {
     let mut trie = trie(n);
-    let new: Vec<String> = (0..64).map(|i| format!("site1/device{}/extra", 1000 + i)).collect();
+    let new: Vec<String> = (0..64)
+        .map(|i| format!("site1/device{}/extra", 1000 + i))
+        .collect();
     let mut next = 0;
     bencher.bench_local(|| {
         let filter = &new[next % new.len()];
@@ -107,7 +118,7 @@ fn insert_remove(bencher: Bencher, n: usize) {
 }
 
 /// A '+' filter over the retained index: the work of one wildcard SUBSCRIBE.
-#[divan::bench(args = SIZES)]
+#[divan::bench(args = SIZES, sample_count = 300, sample_size = 64)]
 fn retained_matching(bencher: Bencher, n: usize) {
     let mut tree = TopicTree::new();
     for topic in filters(n).iter().filter(|f| !f.contains(['+', '#'])) {
