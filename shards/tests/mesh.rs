@@ -301,38 +301,3 @@ fn a_panic_in_a_spawned_task_is_reported_too() {
         "{error:?}"
     );
 }
-
-#[test]
-fn four_shards_pin_no_more_memory_than_the_documented_arithmetic() {
-    let config = config(4);
-    let io_memory = config.io_memory_bytes;
-    let pinned = Arc::new(Mutex::new(None));
-    let record = pinned.clone();
-    let runtime = shards::start(config, move |context: ShardContext<()>| {
-        let record = record.clone();
-        async move {
-            if context.id().index() == 0 {
-                let status = std::fs::read_to_string("/proc/self/status").unwrap();
-                let kib = |key: &str| -> u64 {
-                    let line = status.lines().find(|line| line.starts_with(key)).unwrap();
-                    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-                };
-                *record.lock().unwrap() = Some((kib("VmPin:"), kib("VmLck:")));
-            }
-        }
-    })
-    .unwrap();
-    join_within(runtime, Duration::from_secs(10)).unwrap();
-    let (pinned_kib, locked_kib) = pinned.lock().unwrap().unwrap();
-    // Other tests in this process run executors at the same time, so allow for a few more.
-    let budget_kib = shards::memlock_needed_bytes(8, io_memory) / 1024;
-    eprintln!("pinned {pinned_kib} KiB, locked {locked_kib} KiB");
-    assert!(
-        pinned_kib + locked_kib <= budget_kib,
-        "{pinned_kib} + {locked_kib} KiB > {budget_kib}"
-    );
-    assert!(
-        shards::memlock_needed_bytes(4, io_memory) <= 8 << 20,
-        "4 shards fit 8 MiB"
-    );
-}
