@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Interop: the ringmq binary against independent clients, mosquitto_pub/mosquitto_sub (MQTT 5.0,
+# 3.1.1 and 3.1) and paho-mqtt (tests/interop/paho_scenario.py).
+#
+# Usage: scripts/interop.sh BINARY
+#
+# Starts BINARY with a generated config (4 unpinned shards on a free 127.0.0.1 port), prints one
+# line per check and exits non-zero at the first failure, saying what failed. The broker is always
+# stopped on exit. Every wait is bounded. A missing tool is a failure naming its package.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+binary=${1:?usage: scripts/interop.sh BINARY}
+python=/usr/bin/python3
+readonly WAIT_SECS=10
+
+fail() {
+    echo "interop: FAIL $*" >&2
+    exit 1
+}
+
+ok() {
+    echo "interop: ok   $*"
+}
+
+need_tools() {
+    local missing=()
+    command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+    command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+    command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
+    command -v stdbuf >/dev/null 2>&1 || missing+=(coreutils)
+    [ -x "$python" ] || missing+=(python3)
+    "$python" -c 'import paho.mqtt.client' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
+    if ((${#missing[@]})); then
+        fail "missing tools; install with: sudo apt-get install $(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
+    fi
+    [ -x "$binary" ] || fail "$binary is not an executable (build it with cargo build --release)"
+}
+
+need_tools
+work=$(mktemp -d "${TMPDIR:-/tmp}/ringmq-interop.XXXXXX")
+broker_pid=
+client_pids=()
+
+cleanup() {
+    local status=$?
+    for pid in "${client_pids[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
+        kill -KILL "$broker_pid" 2>/dev/null || true
+        wait "$broker_pid" 2>/dev/null || true
+    fi
+    if [ "$status" -ne 0 ] && [ -s "$work/broker.log" ]; then
+        echo "interop: last broker log lines:" >&2
+        tail -n 20 "$work/broker.log" >&2
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/ringmq.toml" <<EOF
+[runtime]
+shards = 4
+pin = false
+
+[listeners.tcp.default]
+bind = "127.0.0.1:$port"
+EOF
+
+# --- broker -----------------------------------------------------------------------------------
+
+"$binary" --config "$work/ringmq.toml" >"$work/broker.log" 2>&1 &
+broker_pid=$!
+accepting() {
+    "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port), timeout=1).close()" 2>/dev/null
+}
+for _ in $(seq 100); do
+    kill -0 "$broker_pid" 2>/dev/null || fail "broker exited at start: $(tail -n 5 "$work/broker.log")"
+    accepting && break
+    sleep 0.1
+done
+accepting || fail "broker not accepting on 127.0.0.1:$port within 10 s"
+ok "broker $binary accepts on 127.0.0.1:$port (4 shards)"
+
+# --- helpers ----------------------------------------------------------------------------------
+
+# Lines of the form MSG|topic|qos|retain|payload, one per message.
+readonly FORMAT='MSG|%t|%q|%r|%p'
+
+# sub_start NAME ARGS...: a mosquitto_sub in the background writing to $work/NAME.out; returns
+# once its SUBACK has arrived.
+sub_start() {
+    local name=$1
+    shift
+    # Line-buffered, so that the SUBACK line shows while it runs.
+    stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$port" -d -F "$FORMAT" "$@" >"$work/$name.out" 2>&1 &
+    local pid=$!
+    client_pids+=("$pid")
+    echo "$pid" >"$work/$name.pid"
+    for _ in $(seq $((WAIT_SECS * 20))); do
+        grep -q 'received SUBACK' "$work/$name.out" && return 0
+        kill -0 "$pid" 2>/dev/null || fail "mosquitto_sub $name ($*) exited: $(cat "$work/$name.out")"
+        sleep 0.05
+    done
+    fail "mosquitto_sub $name ($*): no SUBACK within ${WAIT_SECS} s"
+}
+
+# sub_wait NAME: waits for a mosquitto_sub started with -C/-W to exit (bounded by its -W).
+sub_wait() {
+    local pid
+    pid=$(cat "$work/$1.pid")
+    wait "$pid" 2>/dev/null || true
+}
+
+# messages NAME: the received messages of NAME, as FORMAT lines without the MSG| prefix.
+messages() {
+    grep '^MSG|' "$work/$1.out" | cut -d'|' -f2- || true
+}
+
+pub() {
+    timeout "$WAIT_SECS" mosquitto_pub -h 127.0.0.1 -p "$port" "$@" ||
+        fail "mosquitto_pub $* exited with status $?"
+}
+
+expect_messages() {
+    local name=$1 what=$2 expected=$3 got
+    got=$(messages "$name")
+    [ "$got" = "$expected" ] || fail "$what: expected
+$expected
+got
+$got"
+}
+
+# --- QoS round trips --------------------------------------------------------------------------
+
+for qos in 0 1 2; do
+    sub_start "qos$qos" -t "interop/qos$qos" -q "$qos" -C 3 -W "$WAIT_SECS"
+    for i in 1 2 3; do
+        pub -t "interop/qos$qos" -q "$qos" -m "m$i"
+    done
+    sub_wait "qos$qos"
+    expect_messages "qos$qos" "QoS $qos round trip" "interop/qos$qos|$qos|0|m1
+interop/qos$qos|$qos|0|m2
+interop/qos$qos|$qos|0|m3"
+    ok "QoS $qos round trip (3 messages, in order)"
+done
+
+# --- protocol versions, each way ----------------------------------------------------------------
+
+for sub_version in mqttv5 mqttv311 mqttv31; do
+    for pub_version in mqttv5 mqttv311 mqttv31; do
+        name="v-$sub_version-$pub_version"
+        sub_start "$name" -V "$sub_version" -t "interop/$name" -q 2 -C 2 -W "$WAIT_SECS"
+        pub -V "$pub_version" -t "interop/$name" -q 1 -m one
+        pub -V "$pub_version" -t "interop/$name" -q 2 -m two
+        sub_wait "$name"
+        expect_messages "$name" "$pub_version publisher to $sub_version subscriber" \
+            "interop/$name|1|0|one
+interop/$name|2|0|two"
+    done
+    ok "$sub_version subscriber receives from mqttv5, mqttv311 and mqttv31 publishers"
+done
+
+# --- retained ---------------------------------------------------------------------------------
+
+for version in mqttv5 mqttv311 mqttv31; do
+    pub -V "$version" -t "interop/retained/$version" -q 1 -r -m "old"
+    pub -V "$version" -t "interop/retained/$version" -q 1 -r -m "kept"
+    sub_start "retained-$version" -V "$version" -t "interop/retained/$version" -q 1 -C 1 -W "$WAIT_SECS"
+    sub_wait "retained-$version"
+    expect_messages "retained-$version" "retained ($version)" "interop/retained/$version|1|1|kept"
+    pub -V "$version" -t "interop/retained/$version" -r -n
+    sub_start "deleted-$version" -V "$version" -t "interop/retained/$version" -q 1 -W 1
+    sub_wait "deleted-$version"
+    expect_messages "deleted-$version" "deleted retained ($version)" ""
+    ok "retained ($version): last one delivered with RETAIN set on subscribe, deleted by an empty one"
+done
+
+# --- will ---------------------------------------------------------------------------------------
+
+for version in mqttv5 mqttv311 mqttv31; do
+    sub_start "watch-$version" -V "$version" -t "interop/will/$version/+" -q 1 -C 1 -W "$WAIT_SECS"
+    # A clean exit sends DISCONNECT: no will.
+    pub -V "$version" -t "interop/other" -m x \
+        --will-topic "interop/will/$version/polite" --will-payload polite-gone --will-qos 1
+    sub_start "mortal-$version" -V "$version" -i "mortal-$version" -t "interop/nothing" \
+        --will-topic "interop/will/$version/mortal" --will-payload mortal-gone --will-qos 1
+    kill -KILL "$(cat "$work/mortal-$version.pid")"
+    sub_wait "watch-$version"
+    expect_messages "watch-$version" "will ($version)" "interop/will/$version/mortal|1|0|mortal-gone"
+    ok "will ($version) published when the client is killed, none after DISCONNECT"
+done
+
+# --- 10,000 lines -------------------------------------------------------------------------------
+
+seq 1 10000 >"$work/lines"
+for qos in 1 2; do
+    sub_start "bulk$qos" -t "interop/bulk$qos" -q "$qos" -C 10000 -W 60
+    timeout 60 mosquitto_pub -h 127.0.0.1 -p "$port" -t "interop/bulk$qos" -q "$qos" -l \
+        <"$work/lines" || fail "mosquitto_pub -l (QoS $qos) exited with status $?"
+    sub_wait "bulk$qos"
+    messages "bulk$qos" | cut -d'|' -f4 >"$work/bulk$qos.got"
+    count=$(wc -l <"$work/bulk$qos.got")
+    [ "$count" -eq 10000 ] || fail "mosquitto_pub -l at QoS $qos: $count of 10000 messages arrived"
+    cmp -s "$work/lines" "$work/bulk$qos.got" ||
+        fail "mosquitto_pub -l at QoS $qos: 10000 messages arrived, not in publish order"
+    ok "mosquitto_pub -l: 10000 lines at QoS $qos into mosquitto_sub -C 10000, all in order"
+done
+
+# --- paho ---------------------------------------------------------------------------------------
+
+timeout 120 "$python" tests/interop/paho_scenario.py 127.0.0.1 "$port" ||
+    fail "tests/interop/paho_scenario.py exited with status $?"
+ok "paho-mqtt scenario"
+
+kill -0 "$broker_pid" 2>/dev/null || fail "the broker died during the run"
+ok "all interop checks passed"
