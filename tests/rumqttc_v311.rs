@@ -425,3 +425,39 @@ async fn unsubscribe_stops_delivery() {
         sub.disconnect().await;
     }
 }
+
+#[tokio::test]
+#[ignore = "broker bug: a 3.1.1 client with more than inflight_messages_max QoS 2 publishes awaiting PUBREL is disconnected"]
+async fn pipelined_qos2_publishes_beyond_the_inflight_limit() {
+    // MQTT 3.1.1 sets no limit on a client's unacknowledged QoS 2 publishes and the client is
+    // never told one (Receive Maximum is 5.0 only); rumqttc keeps up to 100 in flight by default.
+    let broker = TestBroker::start(4);
+    for (sub_shard, pub_shard) in LAYOUTS {
+        let (mut sub, _) = Mqtt::connect(broker.shard(sub_shard), "sub", true).await;
+        sub.subscribe("pipe", QoS::ExactlyOnce).await;
+        let mut options = options(broker.shard(pub_shard), "pub", true);
+        options.set_inflight(100);
+        let (mut publisher, _) = Mqtt::connect_with(options).await;
+        let client = publisher.client.clone();
+        let sender = tokio::spawn(async move {
+            for i in 0..100u8 {
+                client
+                    .publish("pipe", QoS::ExactlyOnce, false, vec![i])
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut completed = 0;
+        while completed < 100 {
+            if let Event::Incoming(Incoming::PubComp(_)) = publisher.next().await {
+                completed += 1;
+            }
+        }
+        sender.await.unwrap();
+        for i in 0..100u8 {
+            assert_eq!(&sub.recv().await.payload[..], &[i]);
+        }
+        publisher.disconnect().await;
+        sub.disconnect().await;
+    }
+}
