@@ -479,3 +479,43 @@ fn v311_and_v5_clients_share_topics() {
         "{payloads:?}"
     );
 }
+
+#[test]
+fn topic_aliases_towards_the_client_when_enabled() {
+    let mut config = common::test_config(2);
+    config.mqtt.topic_alias_to_client_max = 2;
+    let broker = TestBroker::with_config(config);
+    let mut sub = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    let mut connect = connect_packet(Version::V5, "aliased", true, None);
+    connect.properties.topic_alias_maximum = Some(5);
+    sub.handshake(connect);
+    subscribe_with(&mut sub, 1, "t/#", SubscriptionOptions::default(), None);
+    let (mut publisher, _) = RawClient::connect(broker.shard(1), Version::V5, "p", true);
+    for topic in ["t/a", "t/a", "t/b", "t/c", "t/a"] {
+        publish_v5(
+            &mut publisher,
+            topic,
+            b"x",
+            QoS::AtMostOnce,
+            None,
+            Default::default(),
+        );
+    }
+    let seen: Vec<(String, Option<u16>)> = (0..5)
+        .map(|_| {
+            let p = sub.recv_publish();
+            (p.topic.to_string(), p.properties.topic_alias)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (String::from("t/a"), Some(1)),
+            (String::new(), Some(1)),
+            (String::from("t/b"), Some(2)),
+            // Two aliases at most: t/c takes the least recently used one (t/a's).
+            (String::from("t/c"), Some(1)),
+            (String::from("t/a"), Some(2)),
+        ]
+    );
+}

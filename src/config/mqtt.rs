@@ -28,6 +28,13 @@ pub struct Mqtt {
     /// Topic aliases a 5.0 client may use towards the broker; 0 disables topic aliases (this 0 is
     /// the protocol's own "none", not "unlimited"). 5.0: Topic Alias Maximum.
     pub topic_alias_max: u16,
+    /// Topic aliases the broker uses towards a 5.0 client, at most, and never more than the
+    /// client's own Topic Alias Maximum: the most recently used topics of each connection keep an
+    /// alias (least recently used is replaced). 0 turns this off.
+    pub topic_alias_to_client_max: u16,
+    /// Check that a PUBLISH marked as UTF-8 (Payload Format Indicator 1) carries valid UTF-8, and
+    /// close the connection with 0x99 (Payload format invalid) when it does not.
+    pub payload_format_check: bool,
     /// Longest keep-alive granted, in seconds; a 5.0 client asking more gets this as Server Keep
     /// Alive.
     pub keepalive_max_secs: u16,
@@ -52,6 +59,8 @@ impl Default for Mqtt {
             shared_subscription_available: true,
             subscription_identifiers_available: true,
             topic_alias_max: 64,
+            topic_alias_to_client_max: 0,
+            payload_format_check: false,
             keepalive_max_secs: 65_535,
             connect_timeout_ms: 10_000,
             allow_zero_length_client_id: true,
@@ -70,6 +79,14 @@ pub(super) const RANGES: &[Range] = &[
         max: 2,
         unit: "",
         fix: "2 grants what clients ask for; 1 or 0 downgrades their subscriptions and publishes",
+    },
+    Range {
+        key: "mqtt.topic_alias_to_client_max",
+        value: |c| c.mqtt.topic_alias_to_client_max.into(),
+        min: 0,
+        max: 65_535,
+        unit: "aliases",
+        fix: "0 sends full topics; e.g. 16 gives each 5.0 connection 16 aliases for its busiest topics",
     },
     Range {
         key: "mqtt.topic_alias_max",

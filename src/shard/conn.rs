@@ -52,6 +52,8 @@ pub struct Conn {
     pub requested_keepalive_secs: u16,
     /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
     pub topic_aliases: HashMap<u16, ByteString>,
+    /// Broker-to-client topic aliases.
+    pub aliases_to_client: super::aliases::TopicAliases,
     /// Bytes for the shell to write.
     pub out: BytesMut,
     /// Set when the shell should write what is buffered and then close.
@@ -77,6 +79,7 @@ impl Conn {
             request_response_information: false,
             requested_keepalive_secs: 0,
             topic_aliases: HashMap::new(),
+            aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),
             close: false,
             early_packets: Vec::new(),

@@ -104,6 +104,12 @@ impl Shard {
         conn.send_window = props
             .receive_maximum
             .map_or(our_window, |m| usize::from(m).min(our_window));
+        conn.aliases_to_client = super::aliases::TopicAliases::new(
+            props
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(settings.topic_alias_to_client_max),
+        );
         if let Some(max) = props.maximum_packet_size {
             conn.client_packet_bytes_max = max as usize;
         }

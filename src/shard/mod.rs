@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+mod aliases;
 mod conn;
 mod connect;
 mod directory;

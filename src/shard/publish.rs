@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use shards::ShardSet;
 
+use super::aliases::AliasUse;
 use super::{ConnId, SessionKey, Shard};
 use crate::mail::Mail;
 use crate::message::Message;
@@ -305,6 +306,7 @@ impl Shard {
                 &delivery,
                 packet_id,
                 false,
+                Some(&mut conn.aliases_to_client),
                 now,
             );
             if written {
@@ -344,6 +346,7 @@ impl Shard {
                         delivery,
                         Some(entry.packet_id),
                         true,
+                        None,
                         now,
                     );
                 }
@@ -474,6 +477,7 @@ fn make_message(publish: Publish, publisher: bytestring::ByteString, now: Instan
 
 /// Encodes one delivery in the subscriber's version. False when it is over the client's maximum
 /// packet size (nothing written).
+#[allow(clippy::too_many_arguments)]
 fn write_publish(
     out: &mut bytes::BytesMut,
     version: protocol::Version,
@@ -481,26 +485,40 @@ fn write_publish(
     delivery: &Delivery,
     packet_id: Option<crate::protocol::PacketId>,
     dup: bool,
+    aliases: Option<&mut super::aliases::TopicAliases>,
     now: Instant,
 ) -> bool {
     let message = &delivery.message;
+    let alias = match aliases {
+        Some(aliases) if version.is_v5() => aliases.alias_for(&message.topic),
+        _ => None,
+    };
     let adjusted;
     let properties: &PublishProperties = if version.is_v5()
-        && (!delivery.subscription_identifiers.is_empty() || message.expires_at.is_some())
+        && (!delivery.subscription_identifiers.is_empty()
+            || message.expires_at.is_some()
+            || alias.is_some())
     {
         let mut p = message.properties.clone();
         p.subscription_identifiers = delivery.subscription_identifiers.clone();
         p.message_expiry_interval_secs = message.remaining_expiry_secs(now);
+        p.topic_alias = alias.map(|a| match a {
+            AliasUse::Known(n) | AliasUse::Bind(n) => n,
+        });
         adjusted = p;
         &adjusted
     } else {
         &message.properties
     };
+    let topic: &str = match alias {
+        Some(AliasUse::Known(_)) => "",
+        _ => &message.topic,
+    };
     let publish = PublishRef {
         dup: dup && delivery.qos != QoS::AtMostOnce,
         qos: delivery.qos,
         retain: delivery.retain,
-        topic: &message.topic,
+        topic,
         packet_id,
         properties,
         payload: &message.payload,

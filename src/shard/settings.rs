@@ -23,6 +23,8 @@ pub struct Settings {
     pub response_information: String,
     /// Check that payloads with Payload Format Indicator 1 are UTF-8 (5.0 §3.3.2.3.2).
     pub payload_format_check: bool,
+    /// Aliases the broker may use towards each 5.0 client (capped by the client's maximum).
+    pub topic_alias_to_client_max: u16,
     pub session_expiry_default_secs: u32,
     pub session_expiry_max_secs: u32,
     pub session: SessionLimits,
@@ -63,7 +65,8 @@ impl Settings {
             allow_zero_length_client_id: mqtt.allow_zero_length_client_id,
             assigned_client_id_prefix: mqtt.assigned_client_id_prefix.clone(),
             response_information: mqtt.response_information.clone(),
-            payload_format_check: false,
+            payload_format_check: mqtt.payload_format_check,
+            topic_alias_to_client_max: mqtt.topic_alias_to_client_max,
             session_expiry_default_secs: config.session.expiry_default_secs,
             session_expiry_max_secs: config.session.expiry_max_secs,
             session: SessionLimits {
