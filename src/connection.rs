@@ -145,16 +145,17 @@ async fn write_loop(
     loop {
         notify.notified().await;
         loop {
-            let (out, closing) = {
-                let mut shard = shell.shard.borrow_mut();
-                let Some(state) = shard.conn_mut(conn) else {
-                    tracing::debug!(conn, "writer: connection gone");
-                    let _ = writer.shutdown(Shutdown::Both).await;
-                    return;
-                };
-                // Take what is buffered; the shard keeps appending to the rest of the allocation
-                // while this part is on the wire.
-                (state.out.split(), state.is_closing())
+            // Take what is buffered; the shard keeps appending to the rest of the allocation while
+            // this part is on the wire. The borrow ends before any await.
+            let taken = shell
+                .shard
+                .borrow_mut()
+                .conn_mut(conn)
+                .map(|state| (state.out.split(), state.is_closing()));
+            let Some((out, closing)) = taken else {
+                tracing::debug!(conn, "writer: connection gone");
+                let _ = writer.shutdown(Shutdown::Both).await;
+                return;
             };
             if out.is_empty() {
                 if closing {

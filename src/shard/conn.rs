@@ -133,12 +133,12 @@ impl Shard {
     /// Marks a connection for closing after its buffer is written.
     #[track_caller]
     pub(super) fn mark_closing(&mut self, conn_id: ConnId) {
-        if let Some(conn) = self.conns.get_mut(&conn_id) {
-            if !conn.close {
-                tracing::debug!(conn = conn_id, at = %std::panic::Location::caller(), "closing");
-                conn.close = true;
-                self.dirty.push(conn_id);
-            }
+        if let Some(conn) = self.conns.get_mut(&conn_id)
+            && !conn.close
+        {
+            tracing::debug!(conn = conn_id, at = %std::panic::Location::caller(), "closing");
+            conn.close = true;
+            self.dirty.push(conn_id);
         }
     }
 
@@ -233,10 +233,10 @@ impl Shard {
         if closing == Some(false) {
             self.end_connection(conn_id, CloseKind::Abnormal, now);
         }
-        if let Some(conn) = self.conns.remove(&conn_id) {
-            if let Phase::Claiming { ticket } = conn.phase {
-                self.abandon_connect(ticket, now);
-            }
+        if let Some(conn) = self.conns.remove(&conn_id)
+            && let Phase::Claiming { ticket } = conn.phase
+        {
+            self.abandon_connect(ticket, now);
         }
     }
 

@@ -86,10 +86,10 @@ impl Shard {
         if connect.properties.authentication_method.is_some() {
             return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
-        if let Some(will) = &connect.will {
-            if let Err(reason) = check_will(will, &settings) {
-                return self.refuse_connect(conn_id, reason);
-            }
+        if let Some(will) = &connect.will
+            && let Err(reason) = check_will(will, &settings)
+        {
+            return self.refuse_connect(conn_id, reason);
         }
         let expiry_secs = session_expiry(&connect, &settings);
         let ticket = self.take_ticket();
@@ -247,10 +247,10 @@ impl Shard {
         // The session is handed over, not detached: unbind it first so it is not ended here.
         if let Some(conn) = self.conns.get(&conn_id) {
             let client_id = conn.client_id.clone();
-            if let Some(key) = self.sessions_by_client.get(&client_id).copied() {
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.conn = None;
-                }
+            if let Some(key) = self.sessions_by_client.get(&client_id).copied()
+                && let Some(session) = self.sessions.get_mut(key)
+            {
+                session.conn = None;
             }
         }
         self.end_connection(conn_id, CloseKind::TakenOver, now);
@@ -403,16 +403,14 @@ impl Shard {
                     kind = CloseKind::Abnormal;
                 }
                 // 5.0 §3.14.2.2.2: the client may change the expiry, unless it was 0 at CONNECT.
-                if let Some(expiry) = disconnect.properties.session_expiry_interval_secs {
-                    if let Some(key) = conn.session() {
-                        if let Some(session) = self.sessions.get_mut(key) {
-                            if session.state.expiry_secs == 0 && expiry != 0 {
-                                return self.close_protocol_error(conn_id, now);
-                            }
-                            session.state.expiry_secs =
-                                expiry.min(self.settings.session_expiry_max_secs);
-                        }
+                if let Some(expiry) = disconnect.properties.session_expiry_interval_secs
+                    && let Some(key) = conn.session()
+                    && let Some(session) = self.sessions.get_mut(key)
+                {
+                    if session.state.expiry_secs == 0 && expiry != 0 {
+                        return self.close_protocol_error(conn_id, now);
                     }
+                    session.state.expiry_secs = expiry.min(self.settings.session_expiry_max_secs);
                 }
             }
             if kind == CloseKind::Normal {
@@ -557,10 +555,10 @@ fn check_will(will: &Will, settings: &super::Settings) -> Result<(), ReasonCode>
     if validate_topic_name(&will.topic).is_err() {
         return Err(ReasonCode::TOPIC_NAME_INVALID);
     }
-    if let Some(response_topic) = &will.properties.response_topic {
-        if validate_topic_name(response_topic).is_err() {
-            return Err(ReasonCode::PROTOCOL_ERROR);
-        }
+    if let Some(response_topic) = &will.properties.response_topic
+        && validate_topic_name(response_topic).is_err()
+    {
+        return Err(ReasonCode::PROTOCOL_ERROR);
     }
     if will.qos > settings.max_qos {
         return Err(ReasonCode::QOS_NOT_SUPPORTED);

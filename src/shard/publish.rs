@@ -32,7 +32,6 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        let version = conn.version;
         // 5.0 §3.3.2.3.4: resolve or record a Topic Alias.
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias == 0 || alias > self.settings.topic_alias_max {
@@ -104,12 +103,11 @@ impl Shard {
         let qos = publish.qos;
         let packet_id = publish.packet_id;
         self.route(make_message(publish, publisher, now), now);
-        if qos == QoS::AtLeastOnce {
-            if let Some(packet_id) = packet_id {
-                self.write_packet(conn_id, &Packet::PubAck(ack(packet_id)));
-            }
+        if qos == QoS::AtLeastOnce
+            && let Some(packet_id) = packet_id
+        {
+            self.write_packet(conn_id, &Packet::PubAck(ack(packet_id)));
         }
-        let _ = version;
     }
 
     /// Sends a message everywhere it goes: the retained store, local subscribers, and every shard

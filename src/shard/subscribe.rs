@@ -457,10 +457,10 @@ impl Shard {
         };
         pending.retained.extend(retained);
         pending.waiting = pending.waiting.saturating_sub(1);
-        if pending.waiting == 0 {
-            if let Some(pending) = self.barriers.remove(&ticket) {
-                self.complete_barrier(pending, now);
-            }
+        if pending.waiting == 0
+            && let Some(pending) = self.barriers.remove(&ticket)
+        {
+            self.complete_barrier(pending, now);
         }
     }
 

@@ -270,6 +270,7 @@ impl RawClient {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Received {
     Packet(Packet),
