@@ -21,16 +21,16 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Open connections and hold them (connect rate, bytes per connection on the broker).
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, args_override_self = true)]
     Conn(ConnArgs),
     /// Subscribe and count what arrives (loss/dup/reorder per publisher, latency on one host).
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, args_override_self = true)]
     Sub(SubArgs),
     /// Publish at a rate (`-I`, `--rate`) or as fast as the window allows (`-I 0`).
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, args_override_self = true)]
     Pub(PubArgs),
     /// Subscribers and publishers in one process: end-to-end latency on one clock.
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, args_override_self = true)]
     Pubsub(PubsubArgs),
 }
 
@@ -110,7 +110,7 @@ pub struct PublishArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Broker host(s), comma-separated; client i uses host i % count.
+    /// Broker host(s), comma-separated, each `host` or `host:port`; client i uses entry i % count.
     #[arg(short = 'h', long = "host", default_value = "127.0.0.1")]
     pub host: String,
     /// Broker port.

@@ -287,18 +287,45 @@ fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
     }
 }
 
+/// `-h` items are `host` (with `-p`) or `host:port`; each is resolved once, before the run.
 fn resolve_hosts(hosts: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
     let mut addrs = Vec::new();
     for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-        let addr = (host, port)
-            .to_socket_addrs()
-            .with_context(|| format!("-h {host}: cannot resolve"))?
-            .next()
-            .with_context(|| format!("-h {host}: no address"))?;
-        addrs.push(addr);
+        let resolved = match host.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => match host.rsplit_once(':') {
+                Some((name, p)) if !name.contains(':') => {
+                    let p: u16 = p.parse().with_context(|| format!("-h {host}: bad port"))?;
+                    (name, p)
+                        .to_socket_addrs()
+                        .with_context(|| format!("-h {host}: cannot resolve"))?
+                        .next()
+                }
+                _ => (host, port)
+                    .to_socket_addrs()
+                    .with_context(|| format!("-h {host}: cannot resolve"))?
+                    .next(),
+            },
+        };
+        addrs.push(resolved.with_context(|| format!("-h {host}: no address"))?);
     }
     if addrs.is_empty() {
         bail!("-h: give a host");
     }
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_take_an_optional_port() {
+        let addrs = resolve_hosts("127.0.0.1, 127.0.0.1:2000,localhost:3000", 1883).unwrap();
+        assert_eq!(addrs[0], SocketAddr::from(([127, 0, 0, 1], 1883)));
+        assert_eq!(addrs[1], SocketAddr::from(([127, 0, 0, 1], 2000)));
+        assert_eq!(addrs[2].port(), 3000);
+        assert!(resolve_hosts("", 1883).is_err());
+        assert!(resolve_hosts("127.0.0.1:x", 1883).is_err());
+    }
 }
