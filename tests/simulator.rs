@@ -13,6 +13,7 @@ mod simulator {
     pub mod barrier;
     pub mod bugs;
     pub mod churn;
+    pub mod invariants;
     pub mod persistent;
     pub mod rng;
     pub mod world;

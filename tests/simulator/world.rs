@@ -19,6 +19,7 @@ use ringmq::protocol::{
 use ringmq::shard::{ConnId, Event, Phase, Settings, Shard};
 use shards::ShardId;
 
+use super::invariants::Views;
 use super::rng::Rng;
 
 /// Mail deliveries after which a world that has not gone quiet is taken to be livelocked.
@@ -30,7 +31,6 @@ pub struct Client {
     pub shard: usize,
     pub client_id: String,
     pub version: Version,
-    pub connect_sent: bool,
     pub connack: Option<ConnAck>,
     /// The broker closed it (seen after reading its buffer) or the client dropped it.
     pub closed: bool,
@@ -74,14 +74,14 @@ pub struct World {
     pub shards: Vec<Shard>,
     pub rng: Rng,
     /// Mail moved out of `from` and not yet handed to `to`: `pending[from][to]`, FIFO.
-    pending: Vec<Vec<VecDeque<Mail>>>,
+    pub(super) pending: Vec<Vec<VecDeque<Mail>>>,
     base: Instant,
     elapsed: Duration,
     pub clients: BTreeMap<ConnId, Client>,
     /// Connections not yet closed, per shard.
-    open: Vec<BTreeSet<ConnId>>,
+    pub(super) open: Vec<BTreeSet<ConnId>>,
     /// Every client id ever used.
-    client_ids: BTreeSet<String>,
+    pub(super) client_ids: BTreeSet<String>,
     next_conn: ConnId,
     /// Events caused by the one being handled (the shell's reactions), handled in order.
     work: VecDeque<(usize, Event)>,
@@ -89,6 +89,7 @@ pub struct World {
     pub log: Vec<(ConnId, Packet)>,
     /// Print every action (`SIM_TRACE=1`).
     trace: bool,
+    pub(super) views: Views,
 }
 
 impl World {
@@ -112,6 +113,7 @@ impl World {
             work: VecDeque::new(),
             log: Vec::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
+            views: Views::new(n),
         }
     }
 
@@ -149,7 +151,6 @@ impl World {
                 shard,
                 client_id: client_id.to_owned(),
                 version: options.version,
-                connect_sent: true,
                 connack: None,
                 closed: false,
                 awaiting: BTreeSet::new(),
@@ -395,10 +396,12 @@ impl World {
         self.work.push_back((shard, event));
         while let Some((shard, event)) = self.work.pop_front() {
             let now = self.now();
+            let mail_in =
+                matches!(&event, Event::Mail { mail, .. } if !matches!(mail, Mail::Publish(_)));
             self.shards[shard].handle(event, now);
             self.collect_mail(shard);
             self.collect_output(shard);
-            self.check_always();
+            self.check_always(shard, mail_in);
         }
     }
 
@@ -469,6 +472,9 @@ impl World {
             Packet::ConnAck(connack) => {
                 assert!(client.connack.is_none(), "conn {conn_id}: second CONNACK");
                 client.connack = Some(connack.clone());
+                if client.is_live() {
+                    self.check_one_live_connection(conn_id);
+                }
             }
             Packet::SubAck(ack) => {
                 assert!(client.awaiting.remove(&ack.packet_id.get()), "stray SUBACK");
@@ -490,155 +496,6 @@ impl World {
             _ => {}
         }
         self.log.push((conn_id, packet));
-    }
-
-    // ---- Invariants ----
-
-    /// Invariants that hold after every `handle`, in every scenario.
-    fn check_always(&self) {
-        // One live (CONNACK'd, not closed) connection per client id.
-        let mut live: BTreeMap<&str, ConnId> = BTreeMap::new();
-        for conns in &self.open {
-            for conn in conns {
-                let client = &self.clients[conn];
-                if client.is_live() {
-                    if let Some(other) = live.insert(&client.client_id, *conn) {
-                        panic!(
-                            "client {} has two live connections: {other} and {conn}",
-                            client.client_id
-                        );
-                    }
-                }
-            }
-        }
-        // One shard holds a client's session online; a bound connection exists.
-        for id in &self.client_ids {
-            let mut online = Vec::new();
-            for (index, shard) in self.shards.iter().enumerate() {
-                let Some(session) = shard.session(id) else {
-                    continue;
-                };
-                let Some(conn_id) = session.conn else {
-                    continue;
-                };
-                let Some(conn) = shard.conn(conn_id) else {
-                    panic!("shard {index}: session {id} bound to missing connection {conn_id}");
-                };
-                assert_eq!(
-                    conn.client_id, **id,
-                    "shard {index}: session {id} bound to another client's connection"
-                );
-                if !conn.is_closing() {
-                    online.push((index, conn_id));
-                }
-            }
-            assert!(
-                online.len() <= 1,
-                "client {id} online on several shards: {online:?}"
-            );
-        }
-        self.check_no_false_negatives();
-    }
-
-    /// A filter with a local subscriber on s is in t's interest for s once s's mail to t is in.
-    fn check_no_false_negatives(&self) {
-        for s in 0..self.n {
-            let local = self.shards[s].local_filters();
-            if local.is_empty() {
-                continue;
-            }
-            for t in 0..self.n {
-                if t == s || !self.pending[s][t].is_empty() {
-                    continue;
-                }
-                let interest = self.shards[t].interest_filters(ShardId::new(s));
-                for filter in &local {
-                    assert!(
-                        interest.contains(filter),
-                        "false negative: shard {s} has local {filter:?}, shard {t} knows \
-                         {interest:?} with no mail pending {s} -> {t}"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Invariants of a quiet world (no mail pending).
-    pub fn check_quiescent(&self) {
-        assert!(!self.mail_pending(), "check_quiescent with mail pending");
-        for s in 0..self.n {
-            assert!(
-                !self.shards[s].has_mail(),
-                "shard {s} has mail at quiescence"
-            );
-            let mut local = self.shards[s].local_filters();
-            local.sort();
-            let own = self.shards[s].interest_filters(ShardId::new(s));
-            assert!(
-                own.is_empty(),
-                "shard {s} holds interest for itself: {own:?}"
-            );
-            for t in (0..self.n).filter(|t| *t != s) {
-                let mut interest = self.shards[t].interest_filters(ShardId::new(s));
-                interest.sort();
-                assert_eq!(
-                    interest, local,
-                    "shard {t}'s interest for shard {s} differs from its local filters"
-                );
-            }
-        }
-        for (conn_id, client) in &self.clients {
-            if client.closed {
-                continue;
-            }
-            assert!(
-                client.connack.is_some() || !client.connect_sent,
-                "conn {conn_id} ({}) has no CONNACK at quiescence",
-                client.client_id
-            );
-            assert!(
-                client.awaiting.is_empty(),
-                "conn {conn_id} ({}) still waits for answers to {:?}",
-                client.client_id,
-                client.awaiting
-            );
-        }
-        for id in &self.client_ids {
-            self.check_directory(id);
-        }
-    }
-
-    /// At quiescence: at most one shard has the session, the directory names it, and a live
-    /// connection is bound to it.
-    fn check_directory(&self, id: &str) {
-        let holders: Vec<usize> = (0..self.n)
-            .filter(|s| self.shards[*s].session(id).is_some())
-            .collect();
-        assert!(
-            holders.len() <= 1,
-            "client {id}: session held by shards {holders:?}"
-        );
-        let home = ringmq::shard::home_of(id, self.n).index();
-        let owner = self.shards[home].directory_owner(id).map(ShardId::index);
-        assert_eq!(
-            owner,
-            holders.first().copied(),
-            "client {id}: directory at shard {home} names {owner:?}, sessions on {holders:?}"
-        );
-        let live: Vec<(&ConnId, &Client)> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.client_id == id && c.is_live())
-            .collect();
-        if let Some((conn_id, client)) = live.first() {
-            let session = self.shards[client.shard].session(id);
-            assert_eq!(
-                session.and_then(|s| s.conn),
-                Some(**conn_id),
-                "client {id}: live connection {conn_id} on shard {} is not bound to its session",
-                client.shard
-            );
-        }
     }
 }
 
