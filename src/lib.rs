@@ -4,12 +4,15 @@
 //! its sessions and its part of the topic index. This crate holds the broker: the codec
 //! ([`protocol`]), the config ([`config`]), the topic index ([`router`]) and the per-shard broker.
 
+pub mod admin;
 pub mod config;
 mod connection;
 pub mod mail;
 pub mod message;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! The admin HTTP listener: `/metrics`, `/health` and `/ready` for operators and probes.

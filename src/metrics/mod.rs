@@ -1,0 +1,254 @@
+//! Broker metrics: what each shard counts, and how a scrape sees it without stalling a shard.
+//!
+//! Thread-per-core means no shared atomics on the data path. Every shard owns a [`ShardMetrics`]:
+//! plain integers and HDR histograms that only its own thread touches. About once a second the
+//! shard copies it into a [`ShardSnapshot`] and publishes that on the [`SnapshotBoard`] (one mutex
+//! per shard, taken once a second by the shard and once per read by a reader, never on the data
+//! path). Readers — the admin HTTP thread and the `$SYS` publisher — [`merge`] the latest
+//! snapshots: counters and gauges add up, histograms merge bucket by bucket, so merged percentiles
+//! are exact to the histogram's precision instead of averages of per-shard percentiles.
+//!
+//! Counters are named fields, and per-label families (`reason`, `type`, `qos`) are fixed arrays
+//! indexed by an enum: recording is one add, never a string lookup.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod labels;
+mod latency;
+mod prometheus;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+use crate::protocol::QoS;
+
+pub use labels::{ConnectRejection, DropReason, PacketKind, PerLabel};
+pub use latency::{
+    BUCKET_BOUNDS_MICROS, LATENCY_HIGHEST_MICROS, Latencies, LatencyHistogram, QUANTILES,
+};
+pub use prometheus::render_prometheus;
+pub use snapshot::{Merged, ShardSnapshot, SnapshotBoard, merge};
+
+/// Counters and gauges of one shard (or, in [`Merged`], of the whole broker).
+///
+/// Gauges (current values) are fields the shard sets, typically right before taking a snapshot
+/// from the sizes of its own tables; counters only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    // ---- Gauges ----
+    /// Open network connections (TCP or TLS), CONNECT done or not.
+    pub connections: u64,
+    /// Sessions held, online and offline.
+    pub sessions: u64,
+    /// Non-shared subscriptions held by this shard's sessions.
+    pub subscriptions: u64,
+    /// Shared-subscription memberships held by this shard's sessions.
+    pub shared_subscriptions: u64,
+    /// Retained messages in this shard's partition of the retained store.
+    pub retained_messages: u64,
+    /// Bytes of those retained messages (`Message::size_bytes`).
+    pub retained_bytes: u64,
+    /// Messages waiting in subscriber outboxes (queued, not yet written), summed over sessions.
+    pub queued_messages: u64,
+    /// Cross-shard mail this shard has queued for other shards and not yet moved into their rings.
+    pub ring_depth: u64,
+
+    // ---- Counters ----
+    pub connections_accepted: u64,
+    pub connections_rejected: PerLabel<{ ConnectRejection::COUNT }>,
+    pub sessions_created: u64,
+    pub sessions_resumed: u64,
+    pub sessions_taken_over: u64,
+    pub sessions_expired: u64,
+    pub packets_received: PerLabel<{ PacketKind::COUNT }>,
+    pub packets_sent: PerLabel<{ PacketKind::COUNT }>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// PUBLISH messages received from clients, by their QoS.
+    pub messages_received: PerLabel<3>,
+    /// PUBLISH messages written to subscribers, by the QoS they were delivered with.
+    pub messages_sent: PerLabel<3>,
+    pub messages_dropped: PerLabel<{ DropReason::COUNT }>,
+    pub authentication_success: u64,
+    pub authentication_failure: u64,
+    pub mail_sent: u64,
+    pub mail_received: u64,
+}
+
+impl Counts {
+    /// Adds `other` into `self`: every counter and every gauge.
+    pub fn add(&mut self, other: &Counts) {
+        // Destructured without `..` so that a new field cannot be forgotten here.
+        let Counts {
+            connections,
+            sessions,
+            subscriptions,
+            shared_subscriptions,
+            retained_messages,
+            retained_bytes,
+            queued_messages,
+            ring_depth,
+            connections_accepted,
+            connections_rejected,
+            sessions_created,
+            sessions_resumed,
+            sessions_taken_over,
+            sessions_expired,
+            packets_received,
+            packets_sent,
+            bytes_received,
+            bytes_sent,
+            messages_received,
+            messages_sent,
+            messages_dropped,
+            authentication_success,
+            authentication_failure,
+            mail_sent,
+            mail_received,
+        } = other;
+        let sum = |into: &mut u64, value: &u64| *into = into.saturating_add(*value);
+        sum(&mut self.connections, connections);
+        sum(&mut self.sessions, sessions);
+        sum(&mut self.subscriptions, subscriptions);
+        sum(&mut self.shared_subscriptions, shared_subscriptions);
+        sum(&mut self.retained_messages, retained_messages);
+        sum(&mut self.retained_bytes, retained_bytes);
+        sum(&mut self.queued_messages, queued_messages);
+        sum(&mut self.ring_depth, ring_depth);
+        sum(&mut self.connections_accepted, connections_accepted);
+        self.connections_rejected.add_all(connections_rejected);
+        sum(&mut self.sessions_created, sessions_created);
+        sum(&mut self.sessions_resumed, sessions_resumed);
+        sum(&mut self.sessions_taken_over, sessions_taken_over);
+        sum(&mut self.sessions_expired, sessions_expired);
+        self.packets_received.add_all(packets_received);
+        self.packets_sent.add_all(packets_sent);
+        sum(&mut self.bytes_received, bytes_received);
+        sum(&mut self.bytes_sent, bytes_sent);
+        self.messages_received.add_all(messages_received);
+        self.messages_sent.add_all(messages_sent);
+        self.messages_dropped.add_all(messages_dropped);
+        sum(&mut self.authentication_success, authentication_success);
+        sum(&mut self.authentication_failure, authentication_failure);
+        sum(&mut self.mail_sent, mail_sent);
+        sum(&mut self.mail_received, mail_received);
+    }
+
+    /// Every packet received, of any type (Mosquitto's `messages/received`).
+    pub fn packets_received_total(&self) -> u64 {
+        self.packets_received.total()
+    }
+
+    pub fn packets_sent_total(&self) -> u64 {
+        self.packets_sent.total()
+    }
+
+    pub fn messages_dropped_total(&self) -> u64 {
+        self.messages_dropped.total()
+    }
+}
+
+/// What one shard measures. Owned by the shard, touched only by its thread; `snapshot` copies it
+/// for readers on other threads.
+#[derive(Debug, Clone, Default)]
+pub struct ShardMetrics {
+    /// Counters and gauges; gauges are set directly (`metrics.counts.connections = n`).
+    pub counts: Counts,
+    latency: Latencies,
+}
+
+impl ShardMetrics {
+    pub fn new() -> ShardMetrics {
+        ShardMetrics::default()
+    }
+
+    pub fn latency(&self) -> &Latencies {
+        &self.latency
+    }
+
+    /// An owned copy for other threads (about 0.8 MiB: mostly histogram buckets).
+    pub fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot {
+            counts: self.counts,
+            latency: self.latency.clone(),
+        }
+    }
+
+    pub fn connection_accepted(&mut self) {
+        self.counts.connections_accepted += 1;
+    }
+
+    pub fn connection_rejected(&mut self, reason: ConnectRejection) {
+        self.counts.connections_rejected.add(reason.index(), 1);
+    }
+
+    pub fn packet_received(&mut self, kind: PacketKind) {
+        self.counts.packets_received.add(kind.index(), 1);
+    }
+
+    pub fn packet_sent(&mut self, kind: PacketKind) {
+        self.counts.packets_sent.add(kind.index(), 1);
+    }
+
+    pub fn bytes_received(&mut self, bytes: usize) {
+        self.counts.bytes_received += bytes as u64;
+    }
+
+    pub fn bytes_sent(&mut self, bytes: usize) {
+        self.counts.bytes_sent += bytes as u64;
+    }
+
+    pub fn message_received(&mut self, qos: QoS) {
+        self.counts
+            .messages_received
+            .add(usize::from(qos.as_u8()), 1);
+    }
+
+    pub fn message_sent(&mut self, qos: QoS) {
+        self.counts.messages_sent.add(usize::from(qos.as_u8()), 1);
+    }
+
+    pub fn messages_dropped(&mut self, reason: DropReason, messages: u64) {
+        self.counts.messages_dropped.add(reason.index(), messages);
+    }
+
+    pub fn authentication(&mut self, success: bool) {
+        if success {
+            self.counts.authentication_success += 1;
+        } else {
+            self.counts.authentication_failure += 1;
+        }
+    }
+
+    /// PUBLISH received -> written into a subscriber's socket buffer, by delivered QoS.
+    pub fn record_delivery_latency(&mut self, qos: QoS, micros: u64) {
+        self.latency.delivery_mut(qos).record(micros);
+    }
+
+    /// Time a mail waited in a cross-shard ring (sent -> taken by the receiving shard).
+    pub fn record_ring_wait(&mut self, micros: u64) {
+        self.latency.ring_wait.record(micros);
+    }
+
+    /// Time a message waited in a subscriber's outbox (queued -> written).
+    pub fn record_outbox_wait(&mut self, micros: u64) {
+        self.latency.outbox_wait.record(micros);
+    }
+
+    /// CONNECT received -> CONNACK written.
+    pub fn record_connect_latency(&mut self, micros: u64) {
+        self.latency.connect.record(micros);
+    }
+}
+
+/// Whole microseconds from `earlier` to `later`; 0 if the clock order is reversed.
+pub fn micros_between(earlier: Instant, later: Instant) -> u64 {
+    u64::try_from(later.saturating_duration_since(earlier).as_micros()).unwrap_or(u64::MAX)
+}

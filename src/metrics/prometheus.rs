@@ -1,0 +1,399 @@
+//! The Prometheus text exposition format 0.0.4.
+//!
+//! Every family is prefixed `ringmq_`; counters end in `_total`; units are seconds and bytes.
+//! Each series appears once per shard with `shard="N"` and once merged with `shard="all"`. The
+//! merged series is labelled rather than bare so that one selector picks it
+//! (`{shard="all"}`) and per-shard views exclude it (`{shard!="all"}`); summing a family over all
+//! its series would count everything twice, so queries sum `{shard!="all"}` or read `"all"`.
+//!
+//! Latencies are exported twice: as histograms (`_bucket`/`_sum`/`_count`, buckets from 10 µs to
+//! 10 s) that Prometheus can aggregate and rate, and as `_quantile_seconds` gauges computed from
+//! the HDR histograms (p50, p90, p99, p99.9 and max as `quantile="1"`), which are exact to 0.1%
+//! over everything since start. An empty histogram's quantiles are `NaN`.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    BUCKET_BOUNDS_MICROS, ConnectRejection, Counts, DropReason, Latencies, LatencyHistogram,
+    PacketKind, QUANTILES, ShardSnapshot, merge,
+};
+
+/// A plain family: name (after the prefix), help, and the value of one series.
+type Plain = (&'static str, &'static str, fn(&Counts) -> u64);
+
+/// One labelled series source: the `shard` label value and its numbers.
+struct Series<'a> {
+    shard: String,
+    counts: &'a Counts,
+    latency: &'a Latencies,
+}
+
+/// Renders every metric of every shard, plus the merged series, plus process-wide gauges.
+pub fn render_prometheus(
+    snapshots: &[(usize, Arc<ShardSnapshot>)],
+    uptime: Duration,
+    version: &str,
+) -> String {
+    let all: Vec<Arc<ShardSnapshot>> = snapshots.iter().map(|(_, s)| Arc::clone(s)).collect();
+    let merged = merge(&all);
+    let mut series: Vec<Series<'_>> = snapshots
+        .iter()
+        .map(|(index, snapshot)| Series {
+            shard: index.to_string(),
+            counts: &snapshot.counts,
+            latency: &snapshot.latency,
+        })
+        .collect();
+    series.push(Series {
+        shard: String::from("all"),
+        counts: &merged.counts,
+        latency: &merged.latency,
+    });
+
+    let mut out = Out::default();
+    out.family("build_info", "gauge", "Always 1; the version is a label.");
+    out.sample("build_info", &[("version", version)], "1");
+    out.family(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+    );
+    out.sample("uptime_seconds", &[], &uptime.as_secs().to_string());
+    out.family(
+        "shards",
+        "gauge",
+        "Shards whose metrics are in this scrape.",
+    );
+    out.sample("shards", &[], &snapshots.len().to_string());
+    render_gauges(&mut out, &series);
+    render_counters(&mut out, &series);
+    render_latencies(&mut out, &series);
+    out.text
+}
+
+fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
+    let gauges: [Plain; 8] = [
+        ("connections", "Open network connections.", |c| {
+            c.connections
+        }),
+        ("sessions", "Sessions held, online and offline.", |c| {
+            c.sessions
+        }),
+        ("subscriptions", "Non-shared subscriptions.", |c| {
+            c.subscriptions
+        }),
+        (
+            "shared_subscriptions",
+            "Shared-subscription memberships.",
+            |c| c.shared_subscriptions,
+        ),
+        ("retained_messages", "Retained messages stored.", |c| {
+            c.retained_messages
+        }),
+        (
+            "retained_bytes",
+            "Bytes of retained messages stored.",
+            |c| c.retained_bytes,
+        ),
+        (
+            "queued_messages",
+            "Messages waiting in subscriber outboxes.",
+            |c| c.queued_messages,
+        ),
+        (
+            "ring_depth_messages",
+            "Cross-shard mail queued for other shards, not yet in their rings.",
+            |c| c.ring_depth,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        out.family(name, "gauge", help);
+        for s in series {
+            out.sample(name, &[("shard", &s.shard)], &get(s.counts).to_string());
+        }
+    }
+}
+
+fn render_counters(out: &mut Out, series: &[Series<'_>]) {
+    let counters: [Plain; 9] = [
+        ("connections_accepted_total", "Connections accepted.", |c| {
+            c.connections_accepted
+        }),
+        ("sessions_created_total", "New sessions.", |c| {
+            c.sessions_created
+        }),
+        (
+            "sessions_resumed_total",
+            "Sessions resumed by a reconnect.",
+            |c| c.sessions_resumed,
+        ),
+        (
+            "sessions_taken_over_total",
+            "Sessions taken over by a new connection with the same client id.",
+            |c| c.sessions_taken_over,
+        ),
+        ("sessions_expired_total", "Offline sessions expired.", |c| {
+            c.sessions_expired
+        }),
+        ("bytes_received_total", "Bytes read from clients.", |c| {
+            c.bytes_received
+        }),
+        ("bytes_sent_total", "Bytes written to clients.", |c| {
+            c.bytes_sent
+        }),
+        ("mail_sent_total", "Cross-shard mails sent.", |c| {
+            c.mail_sent
+        }),
+        ("mail_received_total", "Cross-shard mails received.", |c| {
+            c.mail_received
+        }),
+    ];
+    for (name, help, get) in counters {
+        out.family(name, "counter", help);
+        for s in series {
+            out.sample(name, &[("shard", &s.shard)], &get(s.counts).to_string());
+        }
+    }
+    let rejections: Vec<&str> = ConnectRejection::ALL.iter().map(|r| r.label()).collect();
+    let kinds: Vec<&str> = PacketKind::ALL.iter().map(|k| k.label()).collect();
+    let drops: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
+    let labelled: [Labelled<'_>; 6] = [
+        Labelled {
+            name: "connections_rejected_total",
+            help: "Connections refused before or at CONNACK, by reason.",
+            label: "reason",
+            values: &rejections,
+            get: |c| &c.connections_rejected.values()[..],
+        },
+        Labelled {
+            name: "packets_received_total",
+            help: "MQTT packets received, by type.",
+            label: "type",
+            values: &kinds,
+            get: |c| &c.packets_received.values()[..],
+        },
+        Labelled {
+            name: "packets_sent_total",
+            help: "MQTT packets sent, by type.",
+            label: "type",
+            values: &kinds,
+            get: |c| &c.packets_sent.values()[..],
+        },
+        Labelled {
+            name: "messages_received_total",
+            help: "PUBLISH messages received from clients, by QoS.",
+            label: "qos",
+            values: &["0", "1", "2"],
+            get: |c| &c.messages_received.values()[..],
+        },
+        Labelled {
+            name: "messages_sent_total",
+            help: "PUBLISH messages delivered to subscribers, by delivered QoS.",
+            label: "qos",
+            values: &["0", "1", "2"],
+            get: |c| &c.messages_sent.values()[..],
+        },
+        Labelled {
+            name: "messages_dropped_total",
+            help: "Messages not delivered or not stored, by reason.",
+            label: "reason",
+            values: &drops,
+            get: |c| &c.messages_dropped.values()[..],
+        },
+    ];
+    for family in &labelled {
+        family.render(out, series);
+    }
+    out.family(
+        "authentications_total",
+        "counter",
+        "Authentication outcomes at CONNECT.",
+    );
+    for s in series {
+        let outcomes = [
+            ("success", s.counts.authentication_success),
+            ("failure", s.counts.authentication_failure),
+        ];
+        for (result, value) in outcomes {
+            let labels = [("shard", s.shard.as_str()), ("result", result)];
+            out.sample("authentications_total", &labels, &value.to_string());
+        }
+    }
+}
+
+/// A counter family with one extra label whose values index a `PerLabel`.
+struct Labelled<'a> {
+    name: &'a str,
+    help: &'a str,
+    label: &'a str,
+    values: &'a [&'a str],
+    get: fn(&Counts) -> &[u64],
+}
+
+impl Labelled<'_> {
+    fn render(&self, out: &mut Out, series: &[Series<'_>]) {
+        out.family(self.name, "counter", self.help);
+        for s in series {
+            for (value, count) in self.values.iter().zip((self.get)(s.counts)) {
+                let labels = [("shard", s.shard.as_str()), (self.label, value)];
+                out.sample(self.name, &labels, &count.to_string());
+            }
+        }
+    }
+}
+
+/// The histogram families and which histogram of a `Latencies` each series reads.
+type LatencyFamily = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    fn(&Latencies) -> &LatencyHistogram,
+);
+
+fn latency_families() -> [LatencyFamily; 6] {
+    [
+        (
+            "delivery_latency",
+            "PUBLISH received -> written to a subscriber's socket, by delivered QoS.",
+            Some("0"),
+            |l| &l.delivery_qos0,
+        ),
+        ("delivery_latency", "", Some("1"), |l| &l.delivery_qos1),
+        ("delivery_latency", "", Some("2"), |l| &l.delivery_qos2),
+        (
+            "ring_wait",
+            "Time a cross-shard mail waited in a ring.",
+            None,
+            |l| &l.ring_wait,
+        ),
+        (
+            "outbox_wait",
+            "Time a message waited in a subscriber's outbox.",
+            None,
+            |l| &l.outbox_wait,
+        ),
+        (
+            "connect_latency",
+            "CONNECT received -> CONNACK written.",
+            None,
+            |l| &l.connect,
+        ),
+    ]
+}
+
+fn render_latencies(out: &mut Out, series: &[Series<'_>]) {
+    let families = latency_families();
+    // Families with a `qos` label span several table rows; each name is rendered once.
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for (name, help, _, _) in &families {
+        if !names.iter().any(|(seen, _)| seen == name) {
+            names.push((name, help));
+        }
+    }
+    for (name, help) in &names {
+        let rows: Vec<&LatencyFamily> = families.iter().filter(|f| f.0 == *name).collect();
+        let histogram_name = format!("{name}_seconds");
+        out.family(&histogram_name, "histogram", help);
+        for s in series {
+            for (_, _, qos, get) in &rows {
+                histogram(out, &histogram_name, &s.shard, *qos, get(s.latency));
+            }
+        }
+        let quantile_name = format!("{name}_quantile_seconds");
+        let quantile_help = format!("{help} Quantiles since start from HDR; quantile 1 is max.");
+        out.family(&quantile_name, "gauge", &quantile_help);
+        for s in series {
+            for (_, _, qos, get) in &rows {
+                quantiles(out, &quantile_name, &s.shard, *qos, get(s.latency));
+            }
+        }
+    }
+}
+
+fn histogram(out: &mut Out, name: &str, shard: &str, qos: Option<&str>, h: &LatencyHistogram) {
+    let bucket = format!("{name}_bucket");
+    let mut labels: Vec<(&str, &str)> = vec![("shard", shard)];
+    if let Some(qos) = qos {
+        labels.push(("qos", qos));
+    }
+    for (bound, count) in BUCKET_BOUNDS_MICROS.iter().zip(h.cumulative_buckets()) {
+        let le = micros_as_seconds(*bound);
+        let with_le = [labels.as_slice(), &[("le", le.as_str())]].concat();
+        out.sample(&bucket, &with_le, &count.to_string());
+    }
+    let count = h.count().to_string();
+    let with_inf = [labels.as_slice(), &[("le", "+Inf")]].concat();
+    out.sample(&bucket, &with_inf, &count);
+    out.sample(
+        &format!("{name}_sum"),
+        &labels,
+        &micros_as_seconds(h.sum_micros()),
+    );
+    out.sample(&format!("{name}_count"), &labels, &count);
+}
+
+fn quantiles(out: &mut Out, name: &str, shard: &str, qos: Option<&str>, h: &LatencyHistogram) {
+    for (quantile, label) in QUANTILES {
+        let mut labels: Vec<(&str, &str)> = vec![("shard", shard)];
+        if let Some(qos) = qos {
+            labels.push(("qos", qos));
+        }
+        labels.push(("quantile", label));
+        let value = h
+            .quantile_micros(quantile)
+            .map_or_else(|| String::from("NaN"), micros_as_seconds);
+        out.sample(name, &labels, &value);
+    }
+}
+
+/// Microseconds as an exact decimal number of seconds: 10 -> "0.00001", 2_500_000 -> "2.5".
+pub(super) fn micros_as_seconds(micros: u64) -> String {
+    let seconds = micros / 1_000_000;
+    let fraction = micros % 1_000_000;
+    if fraction == 0 {
+        return seconds.to_string();
+    }
+    let digits = format!("{fraction:06}");
+    format!("{seconds}.{}", digits.trim_end_matches('0'))
+}
+
+/// The text being built.
+#[derive(Default)]
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "# HELP ringmq_{name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE ringmq_{name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
+        let _ = write!(self.text, "ringmq_{name}");
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (index, (label, value)) in labels.iter().enumerate() {
+                if index > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{label}=\"{}\"", escape_label(value));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,101 @@
+//! Snapshots: how metrics leave a shard. The shard copies its `ShardMetrics` about once a second
+//! and swaps the copy into its slot on the board; readers clone the `Arc`s and merge off-thread.
+//! A slot's mutex is held only for a pointer swap or clone, so a slow scrape never holds up a
+//! shard, and a stalled shard only makes its own numbers stale.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::{Counts, Latencies};
+
+/// One shard's metrics at one moment: owned, `Send`, read by other threads.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    pub counts: Counts,
+    pub latency: Latencies,
+}
+
+/// The whole broker: the sum of the shards' snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct Merged {
+    /// How many shard snapshots went in.
+    pub shards: usize,
+    pub counts: Counts,
+    pub latency: Latencies,
+}
+
+/// Adds up snapshots: counters and gauges sum, histograms merge (HDR), not averaged.
+pub fn merge(snapshots: &[Arc<ShardSnapshot>]) -> Merged {
+    let mut merged = Merged::default();
+    for snapshot in snapshots {
+        merged.shards += 1;
+        merged.counts.add(&snapshot.counts);
+        merged.latency.add(&snapshot.latency);
+    }
+    merged
+}
+
+/// The latest snapshot of every shard, one slot per shard.
+#[derive(Debug)]
+pub struct SnapshotBoard {
+    started: Instant,
+    slots: Vec<Mutex<Option<Arc<ShardSnapshot>>>>,
+}
+
+impl SnapshotBoard {
+    /// A board for `shard_count` shards; created at broker start, it also dates the uptime.
+    pub fn new(shard_count: usize) -> SnapshotBoard {
+        SnapshotBoard {
+            started: Instant::now(),
+            slots: (0..shard_count).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Time since the board was created.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Replaces shard `shard`'s snapshot. Called by that shard's thread only.
+    pub fn publish(&self, shard: usize, snapshot: ShardSnapshot) {
+        let slot = self.slots.get(shard);
+        assert!(slot.is_some(), "shard {shard} has no slot on the board");
+        if let Some(slot) = slot {
+            let snapshot = Arc::new(snapshot);
+            // A reader that panicked cannot leave a half-written `Option<Arc<_>>`, so a poisoned
+            // lock still holds a valid value.
+            let previous = slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replace(snapshot);
+            // The old snapshot is freed here, outside the lock, unless a reader still holds it.
+            drop(previous);
+        }
+    }
+
+    /// The latest snapshot of every shard that has published one, with its shard index.
+    pub fn latest(&self) -> Vec<(usize, Arc<ShardSnapshot>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| {
+                let snapshot = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                snapshot.map(|snapshot| (index, snapshot))
+            })
+            .collect()
+    }
+
+    /// Every shard's latest snapshot, merged.
+    pub fn merged(&self) -> Merged {
+        let snapshots: Vec<Arc<ShardSnapshot>> = self
+            .latest()
+            .into_iter()
+            .map(|(_, snapshot)| snapshot)
+            .collect();
+        merge(&snapshots)
+    }
+}

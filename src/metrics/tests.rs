@@ -1,0 +1,541 @@
+//! Metrics: recording, merging, and the text format read back by a small independent parser.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::protocol::{Packet, QoS, ReasonCode};
+
+/// One parsed exposition: samples by `name{label="v",...}` (labels sorted), and each family's
+/// declared type.
+#[derive(Debug, Default)]
+struct Exposition {
+    samples: BTreeMap<String, f64>,
+    types: BTreeMap<String, String>,
+    /// Family of each sample line, in order, to check that families are contiguous.
+    order: Vec<String>,
+}
+
+impl Exposition {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let key = key(name, labels);
+        *self
+            .samples
+            .get(&key)
+            .unwrap_or_else(|| panic!("no sample {key}"))
+    }
+
+    /// All samples of `name` whose labels include `filter`, keyed by their full key.
+    fn matching(&self, name: &str, filter: (&str, &str)) -> Vec<(String, f64)> {
+        let needle = format!("{}=\"{}\"", filter.0, filter.1);
+        self.samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}{{")) && k.contains(&needle))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
+fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// A parser for the subset of format 0.0.4 the renderer writes: no escapes beyond `\"`, no
+/// timestamps. Panics (failing the test) on anything it does not understand.
+fn parse(text: &str) -> Exposition {
+    let mut exposition = Exposition::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            let previous = exposition.types.insert(name.to_string(), kind.to_string());
+            assert!(previous.is_none(), "family {name} declared twice");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "odd line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let value: f64 = value.parse().expect("numeric value");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.strip_suffix('}').expect("closing brace")),
+            None => (series, ""),
+        };
+        let labels: Vec<(&str, &str)> = labels
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').expect("label=value");
+                (k, v.trim_matches('"'))
+            })
+            .collect();
+        let family = family_of(name, &exposition.types);
+        assert!(
+            exposition.types.contains_key(&family),
+            "sample {name} before its TYPE"
+        );
+        exposition.order.push(family);
+        let previous = exposition.samples.insert(key(name, &labels), value);
+        assert!(previous.is_none(), "duplicate series {line}");
+    }
+    exposition
+}
+
+fn family_of(name: &str, types: &BTreeMap<String, String>) -> String {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && types.get(base).is_some_and(|kind| kind == "histogram")
+        {
+            return base.to_string();
+        }
+    }
+    name.to_string()
+}
+
+fn snapshot_with(fill: impl FnOnce(&mut ShardMetrics)) -> Arc<ShardSnapshot> {
+    let mut metrics = ShardMetrics::new();
+    fill(&mut metrics);
+    Arc::new(metrics.snapshot())
+}
+
+fn render(shards: &[Arc<ShardSnapshot>]) -> Exposition {
+    let indexed: Vec<(usize, Arc<ShardSnapshot>)> = shards.iter().cloned().enumerate().collect();
+    let text = render_prometheus(&indexed, Duration::from_secs(42), "1.2.3");
+    parse(&text)
+}
+
+fn two_shards() -> Vec<Arc<ShardSnapshot>> {
+    let first = snapshot_with(|m| {
+        m.counts.connections = 3;
+        m.counts.retained_bytes = 1000;
+        for _ in 0..3 {
+            m.connection_accepted();
+        }
+        m.connection_rejected(ConnectRejection::BadCredentials);
+        m.connection_rejected(ConnectRejection::BadCredentials);
+        m.packet_received(PacketKind::Publish);
+        m.packet_sent(PacketKind::ConnAck);
+        m.message_received(QoS::AtLeastOnce);
+        m.messages_dropped(DropReason::QueueFull, 5);
+        m.authentication(false);
+        m.bytes_received(100);
+        for micros in [5, 10, 11, 100, 1_500, 2_000_000] {
+            m.record_delivery_latency(QoS::AtLeastOnce, micros);
+        }
+    });
+    let second = snapshot_with(|m| {
+        m.counts.connections = 4;
+        for _ in 0..4 {
+            m.connection_accepted();
+        }
+        m.connection_rejected(ConnectRejection::ConnectTimeout);
+        m.packet_received(PacketKind::Publish);
+        m.packet_received(PacketKind::Auth);
+        m.message_received(QoS::AtLeastOnce);
+        m.message_sent(QoS::ExactlyOnce);
+        m.messages_dropped(DropReason::QueueFull, 1);
+        m.messages_dropped(DropReason::Qos0Offline, 2);
+        m.authentication(true);
+        m.bytes_received(23);
+        m.record_delivery_latency(QoS::AtLeastOnce, 20);
+        m.record_ring_wait(7);
+    });
+    vec![first, second]
+}
+
+#[test]
+fn counters_and_gauges_per_shard_and_merged() {
+    let exposition = render(&two_shards());
+    let check = |name: &str, labels: &[(&str, &str)], expected: f64| {
+        assert_eq!(exposition.get(name, labels), expected, "{name} {labels:?}");
+    };
+    check("ringmq_uptime_seconds", &[], 42.0);
+    check("ringmq_build_info", &[("version", "1.2.3")], 1.0);
+    check("ringmq_shards", &[], 2.0);
+    check("ringmq_connections", &[("shard", "0")], 3.0);
+    check("ringmq_connections", &[("shard", "1")], 4.0);
+    check("ringmq_connections", &[("shard", "all")], 7.0);
+    check("ringmq_retained_bytes", &[("shard", "all")], 1000.0);
+    check(
+        "ringmq_connections_accepted_total",
+        &[("shard", "all")],
+        7.0,
+    );
+    let rejected = "ringmq_connections_rejected_total";
+    check(
+        rejected,
+        &[("shard", "0"), ("reason", "bad_credentials")],
+        2.0,
+    );
+    check(
+        rejected,
+        &[("shard", "1"), ("reason", "connect_timeout")],
+        1.0,
+    );
+    check(
+        rejected,
+        &[("shard", "all"), ("reason", "bad_credentials")],
+        2.0,
+    );
+    check(
+        rejected,
+        &[("shard", "all"), ("reason", "server_busy")],
+        0.0,
+    );
+    let received = "ringmq_packets_received_total";
+    check(received, &[("shard", "all"), ("type", "publish")], 2.0);
+    check(received, &[("shard", "1"), ("type", "auth")], 1.0);
+    check(
+        "ringmq_packets_sent_total",
+        &[("shard", "0"), ("type", "connack")],
+        1.0,
+    );
+    check(
+        "ringmq_messages_received_total",
+        &[("shard", "all"), ("qos", "1")],
+        2.0,
+    );
+    check(
+        "ringmq_messages_sent_total",
+        &[("shard", "all"), ("qos", "2")],
+        1.0,
+    );
+    let dropped = "ringmq_messages_dropped_total";
+    check(dropped, &[("shard", "all"), ("reason", "queue_full")], 6.0);
+    check(
+        dropped,
+        &[("shard", "all"), ("reason", "qos0_offline")],
+        2.0,
+    );
+    let auth = "ringmq_authentications_total";
+    check(auth, &[("shard", "all"), ("result", "success")], 1.0);
+    check(auth, &[("shard", "all"), ("result", "failure")], 1.0);
+    check("ringmq_bytes_received_total", &[("shard", "all")], 123.0);
+    assert_eq!(
+        exposition
+            .types
+            .get("ringmq_connections_accepted_total")
+            .map(String::as_str),
+        Some("counter")
+    );
+    assert_eq!(
+        exposition
+            .types
+            .get("ringmq_delivery_latency_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
+}
+
+#[test]
+fn histogram_buckets_are_cumulative_with_exact_values() {
+    let exposition = render(&two_shards());
+    let bucket = "ringmq_delivery_latency_seconds_bucket";
+    let le = |shard: &str, le: &str| {
+        exposition.get(bucket, &[("shard", shard), ("qos", "1"), ("le", le)])
+    };
+    // Shard 0 recorded 5, 10, 11, 100, 1500 µs and 2 s.
+    let expected = [
+        ("0.00001", 2.0),
+        ("0.000025", 3.0),
+        ("0.0001", 4.0),
+        ("0.001", 4.0),
+        ("0.0025", 5.0),
+        ("1", 5.0),
+        ("2.5", 6.0),
+        ("10", 6.0),
+        ("+Inf", 6.0),
+    ];
+    for (bound, count) in expected {
+        assert_eq!(le("0", bound), count, "le={bound}");
+    }
+    let sum = exposition.get(
+        "ringmq_delivery_latency_seconds_sum",
+        &[("shard", "0"), ("qos", "1")],
+    );
+    assert_eq!(sum, 2.001626);
+    // Merged: shard 1 added 20 µs.
+    assert_eq!(le("all", "0.000025"), 4.0);
+    assert_eq!(le("all", "+Inf"), 7.0);
+    assert_eq!(
+        exposition.get("ringmq_ring_wait_seconds_count", &[("shard", "all")]),
+        1.0
+    );
+}
+
+#[test]
+fn every_histogram_is_cumulative_and_inf_equals_count() {
+    let exposition = render(&two_shards());
+    let histograms: Vec<&String> = exposition
+        .types
+        .iter()
+        .filter(|(_, kind)| *kind == "histogram")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(histograms.len(), 4);
+    for name in histograms {
+        for (count_key, count) in exposition.matching(&format!("{name}_count"), ("shard", "")) {
+            let labels = &count_key[count_key.find('{').unwrap()..];
+            let prefix = format!("{name}_bucket{}", &labels[..labels.len() - 1]);
+            let mut bounds: Vec<(f64, f64)> = exposition
+                .samples
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix) && k.contains("le=\""))
+                .map(|(k, v)| {
+                    let le = k.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                    (le.parse::<f64>().unwrap(), *v)
+                })
+                .collect();
+            bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            assert_eq!(bounds.len(), BUCKET_BOUNDS_MICROS.len() + 1, "{prefix}");
+            assert!(bounds.windows(2).all(|w| w[0].1 <= w[1].1), "{prefix}");
+            assert_eq!(bounds.last().unwrap(), &(f64::INFINITY, count), "{prefix}");
+        }
+    }
+}
+
+#[test]
+fn merged_series_equal_the_sum_of_shards() {
+    let exposition = render(&two_shards());
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let mut merged: BTreeMap<String, f64> = BTreeMap::new();
+    for (key, value) in &exposition.samples {
+        if key.contains("_quantile_seconds") || !key.contains("shard=\"") {
+            continue;
+        }
+        let general = key
+            .replace("shard=\"0\"", "shard=\"*\"")
+            .replace("shard=\"1\"", "shard=\"*\"")
+            .replace("shard=\"all\"", "shard=\"*\"");
+        if key.contains("shard=\"all\"") {
+            merged.insert(general, *value);
+        } else {
+            *sums.entry(general).or_default() += value;
+        }
+    }
+    assert!(merged.len() > 200);
+    for (key, value) in &merged {
+        let sum = sums.get(key).copied().unwrap_or(0.0);
+        assert!((sum - value).abs() < 1e-9, "{key}: {sum} != {value}");
+    }
+}
+
+#[test]
+fn families_are_contiguous() {
+    let exposition = render(&two_shards());
+    let mut seen: Vec<&String> = Vec::new();
+    for family in &exposition.order {
+        if seen.last() != Some(&family) {
+            assert!(!seen.contains(&family), "{family} split");
+            seen.push(family);
+        }
+    }
+}
+
+#[test]
+fn quantiles_merge_as_histograms_not_as_averages() {
+    // Shard 0: 100 values of 10 µs; shard 1: 900 values of 1000 µs. The merged median is 1 ms;
+    // the mean of the two shard medians would be 505 µs.
+    let first = snapshot_with(|m| (0..100).for_each(|_| m.record_outbox_wait(10)));
+    let second = snapshot_with(|m| (0..900).for_each(|_| m.record_outbox_wait(1_000)));
+    let exposition = render(&[first, second]);
+    let q = |shard: &str, quantile: &str| {
+        let labels = [("shard", shard), ("quantile", quantile)];
+        exposition.get("ringmq_outbox_wait_quantile_seconds", &labels)
+    };
+    assert_eq!(q("0", "0.5"), 0.00001);
+    assert_eq!(q("1", "0.5"), 0.001);
+    assert_eq!(q("all", "0.5"), 0.001);
+    assert_eq!(q("0", "1"), 0.00001);
+    assert_eq!(q("all", "1"), 0.001);
+}
+
+#[test]
+fn quantiles_of_a_known_distribution() {
+    let mut histogram = LatencyHistogram::new();
+    (1..=1000).for_each(|micros| histogram.record(micros));
+    let check = |quantile: f64, expected: u64| {
+        assert_eq!(
+            histogram.quantile_micros(quantile),
+            Some(expected),
+            "q={quantile}"
+        );
+    };
+    check(0.5, 500);
+    check(0.9, 900);
+    check(0.99, 990);
+    check(0.999, 999);
+    check(1.0, 1000);
+    assert_eq!(histogram.sum_micros(), 500_500);
+    assert_eq!(LatencyHistogram::new().quantile_micros(0.5), None);
+}
+
+#[test]
+fn empty_histograms_export_nan_quantiles_and_zero_counts() {
+    let text = render_prometheus(&[(0, snapshot_with(|_| ()))], Duration::ZERO, "0");
+    assert!(
+        text.contains(
+            "ringmq_connect_latency_quantile_seconds{shard=\"0\",quantile=\"0.99\"} NaN\n"
+        )
+    );
+    assert!(text.contains("ringmq_connect_latency_seconds_count{shard=\"0\"} 0\n"));
+    assert!(text.contains("ringmq_connect_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 0\n"));
+}
+
+#[test]
+fn no_shards_yet_still_renders_merged_zeroes() {
+    let exposition = render(&[]);
+    assert_eq!(exposition.get("ringmq_shards", &[]), 0.0);
+    assert_eq!(
+        exposition.get("ringmq_connections", &[("shard", "all")]),
+        0.0
+    );
+}
+
+#[test]
+fn values_past_the_range_are_clamped() {
+    let mut histogram = LatencyHistogram::new();
+    histogram.record(u64::MAX);
+    histogram.record(0);
+    assert_eq!(histogram.count(), 2);
+    assert_eq!(histogram.sum_micros(), LATENCY_HIGHEST_MICROS);
+    assert_eq!(histogram.cumulative_buckets()[0], 1);
+    assert_eq!(histogram.cumulative_buckets()[18], 1);
+}
+
+#[test]
+fn seconds_are_exact_decimals() {
+    let check = |micros: u64, expected: &str| {
+        assert_eq!(prometheus::micros_as_seconds(micros), expected);
+    };
+    check(0, "0");
+    check(10, "0.00001");
+    check(25, "0.000025");
+    check(1_000, "0.001");
+    check(2_500_000, "2.5");
+    check(10_000_000, "10");
+    check(2_001_626, "2.001626");
+}
+
+#[test]
+fn label_escaping() {
+    let text = render_prometheus(&[], Duration::ZERO, "a\"b\\c\nd");
+    assert!(text.contains("ringmq_build_info{version=\"a\\\"b\\\\c\\nd\"} 1\n"));
+}
+
+#[test]
+fn label_enums_fit_their_arrays() {
+    assert_eq!(PacketKind::COUNT, 15);
+    for (index, kind) in PacketKind::ALL.iter().enumerate() {
+        assert_eq!(kind.index(), index);
+    }
+    for (index, reason) in DropReason::ALL.iter().enumerate() {
+        assert_eq!(reason.index(), index);
+    }
+    for (index, reason) in ConnectRejection::ALL.iter().enumerate() {
+        assert_eq!(reason.index(), index);
+    }
+    assert_eq!(PacketKind::of(&Packet::PingReq), PacketKind::PingReq);
+}
+
+#[test]
+fn connack_codes_map_to_rejections() {
+    let check = |code: ReasonCode, expected: Option<ConnectRejection>| {
+        assert_eq!(
+            ConnectRejection::from_reason_code(code),
+            expected,
+            "{code:?}"
+        );
+    };
+    use ConnectRejection::*;
+    check(ReasonCode::SUCCESS, None);
+    check(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, Some(BadProtocol));
+    check(
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        Some(IdentifierRejected),
+    );
+    check(ReasonCode::BAD_USER_NAME_OR_PASSWORD, Some(BadCredentials));
+    check(ReasonCode::NOT_AUTHORIZED, Some(NotAuthorized));
+    check(ReasonCode::SERVER_BUSY, Some(ServerBusy));
+    check(ReasonCode::SERVER_UNAVAILABLE, Some(ServerBusy));
+    check(ReasonCode::TOPIC_NAME_INVALID, Some(Other));
+}
+
+#[test]
+fn board_keeps_the_latest_snapshot_per_shard() {
+    let board = SnapshotBoard::new(3);
+    assert!(board.latest().is_empty());
+    let mut metrics = ShardMetrics::new();
+    metrics.connection_accepted();
+    board.publish(2, metrics.snapshot());
+    metrics.connection_accepted();
+    board.publish(2, metrics.snapshot());
+    board.publish(0, ShardMetrics::new().snapshot());
+    let latest = board.latest();
+    let indices: Vec<usize> = latest.iter().map(|(index, _)| *index).collect();
+    assert_eq!(indices, vec![0, 2]);
+    assert_eq!(board.merged().counts.connections_accepted, 2);
+    assert_eq!(board.merged().shards, 2);
+    // Readers on other threads.
+    let board = Arc::new(board);
+    let reader = {
+        let board = Arc::clone(&board);
+        std::thread::spawn(move || board.merged().counts.connections_accepted)
+    };
+    assert_eq!(reader.join().unwrap(), 2);
+}
+
+#[test]
+fn counts_add_covers_every_field() {
+    // `add` destructures without `..`; this checks it also adds what it names.
+    let mut one = ShardMetrics::new();
+    one.counts = Counts {
+        connections: 1,
+        sessions: 1,
+        subscriptions: 1,
+        shared_subscriptions: 1,
+        retained_messages: 1,
+        retained_bytes: 1,
+        queued_messages: 1,
+        ring_depth: 1,
+        connections_accepted: 1,
+        sessions_created: 1,
+        sessions_resumed: 1,
+        sessions_taken_over: 1,
+        sessions_expired: 1,
+        bytes_received: 1,
+        bytes_sent: 1,
+        authentication_success: 1,
+        authentication_failure: 1,
+        mail_sent: 1,
+        mail_received: 1,
+        ..Counts::default()
+    };
+    one.connection_rejected(ConnectRejection::Other);
+    one.packet_received(PacketKind::Auth);
+    one.packet_sent(PacketKind::Auth);
+    one.message_received(QoS::ExactlyOnce);
+    one.message_sent(QoS::AtMostOnce);
+    one.messages_dropped(DropReason::RetainedFull, 1);
+    let snapshot = Arc::new(one.snapshot());
+    let merged = merge(&[Arc::clone(&snapshot), snapshot]);
+    let mut doubled = one.counts;
+    doubled.add(&one.counts);
+    assert_eq!(merged.counts, doubled);
+    assert_eq!(merged.counts.connections, 2);
+    assert_eq!(merged.counts.mail_received, 2);
+    assert_eq!(
+        merged
+            .counts
+            .messages_dropped
+            .get(DropReason::RetainedFull.index()),
+        2
+    );
+    assert_eq!(merged.counts.packets_sent_total(), 2);
+}

@@ -1,0 +1,1 @@
+//! `$SYS` topics with Mosquitto's names, built from merged shard metrics.
