@@ -5,6 +5,7 @@
 //! ([`protocol`]), the config ([`config`]), the topic index ([`router`]) and the per-shard broker.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 mod connection;
 pub mod mail;
