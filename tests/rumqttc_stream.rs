@@ -257,9 +257,10 @@ async fn publish_stream(addr: SocketAddr, publisher: usize, count: usize, qos: Q
     });
     let mut acked = 0;
     while acked < count {
-        let event = timeout(EVENT_TIMEOUT, events.poll())
-            .await
-            .unwrap_or_else(|_| panic!("publisher {publisher}: silent after {acked} acks"))
+        let Ok(event) = timeout(EVENT_TIMEOUT, events.poll()).await else {
+            panic!("publisher {publisher}: silent after {acked} acks");
+        };
+        let event = event
             .unwrap_or_else(|error| panic!("publisher {publisher} after {acked} acks: {error}"));
         if matches!(
             event,
