@@ -11,7 +11,7 @@ use bytestring::ByteString;
 use shards::ShardId;
 
 use crate::message::Message;
-use crate::session::SessionState;
+use crate::session::{Delivery, SessionState};
 
 /// A request number, unique on the shard that asked; replies carry it back.
 pub type Ticket = u64;
@@ -38,6 +38,15 @@ pub struct SharedPublish {
     pub filter: ByteString,
     pub group: ByteString,
     /// Shards this message has already visited looking for a member.
+    pub hops: u8,
+}
+
+/// A delivery for a session that moved to the receiving shard (see `shard::moving`).
+#[derive(Debug)]
+pub struct Forward {
+    pub client_id: ByteString,
+    pub delivery: Delivery,
+    /// Shards this delivery has been forwarded through.
     pub hops: u8,
 }
 
@@ -88,6 +97,15 @@ pub enum Mail {
     Handover {
         ticket: Ticket,
         session: Option<Box<SessionState>>,
+    },
+    Forward(Box<Forward>),
+    /// From a session's new owner to its former one: its interest is in place everywhere.
+    Confirmed {
+        client_id: ByteString,
+    },
+    /// From a former owner: nothing more will be forwarded for this session.
+    Released {
+        client_id: ByteString,
     },
     /// To the home shard: the session of `generation` ended; forget its owner.
     Release {

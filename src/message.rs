@@ -12,6 +12,9 @@ use crate::protocol::{PublishProperties, QoS};
 /// Identifiers, which belong to a hop and not to the message.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// Unique in the process: the shard that accepted it and a counter of that shard. Lets a
+    /// session that is moving between shards drop a second copy.
+    pub id: u64,
     pub topic: ByteString,
     pub payload: Bytes,
     pub qos: QoS,

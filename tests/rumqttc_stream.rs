@@ -127,19 +127,16 @@ fn qos2_stream_across_shards_loses_and_duplicates_nothing() {
 }
 
 #[test]
-#[ignore = "broker bug: messages published while a session moves between shards are lost"]
 fn qos1_stream_through_takeovers_loses_nothing() {
     stream(QoS::AtLeastOnce, stream_messages(), &MOVES_AROUND);
 }
 
 #[test]
-#[ignore = "broker bug: messages published while a session moves between shards are lost"]
 fn qos2_stream_through_takeovers_loses_and_duplicates_nothing() {
     stream(QoS::ExactlyOnce, stream_messages(), &MOVES_AROUND);
 }
 
 #[test]
-#[ignore = "broker bug: messages published while a session moves between shards are lost"]
 fn takeovers_during_a_stream_lose_nothing() {
     stream(
         QoS::AtLeastOnce,
@@ -149,7 +146,6 @@ fn takeovers_during_a_stream_lose_nothing() {
 }
 
 #[test]
-#[ignore = "broker bug: messages published while a session moves between shards are lost"]
 fn offline_session_resumed_elsewhere_during_a_stream_loses_nothing() {
     stream(QoS::AtLeastOnce, FOCUSED_MESSAGES, &RESUMED_BACK_AND_FORTH);
 }

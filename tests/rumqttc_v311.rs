@@ -427,7 +427,6 @@ async fn unsubscribe_stops_delivery() {
 }
 
 #[tokio::test]
-#[ignore = "broker bug: a 3.1.1 client with more than inflight_messages_max QoS 2 publishes awaiting PUBREL is disconnected"]
 async fn pipelined_qos2_publishes_beyond_the_inflight_limit() {
     // MQTT 3.1.1 sets no limit on a client's unacknowledged QoS 2 publishes and the client is
     // never told one (Receive Maximum is 5.0 only); rumqttc keeps up to 100 in flight by default.

@@ -21,6 +21,7 @@ fn limits() -> SessionLimits {
 fn delivery(qos: QoS, payload: &'static [u8], expires_at: Option<Instant>) -> Delivery {
     Delivery {
         message: Arc::new(Message {
+            id: 0,
             topic: ByteString::from_static("t"),
             payload: Bytes::from_static(payload),
             qos,

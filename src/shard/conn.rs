@@ -302,11 +302,15 @@ impl Shard {
                 }
             }
         }
+        // A stable order, so a replay of the same events closes in the same order.
+        expired.sort_unstable();
         for (id, active) in expired {
             if active {
                 self.close_with_reason(id, ReasonCode::KEEP_ALIVE_TIMEOUT, now);
-            } else {
-                self.mark_closing(id);
+            } else if let Some(conn) = self.conns.get_mut(&id) {
+                // Never connected: no will. A session already bound (resuming) goes offline.
+                conn.will = None;
+                self.end_connection(id, CloseKind::Normal, now);
             }
         }
     }

@@ -37,6 +37,28 @@ pub struct PendingConnect {
     handover: Option<Option<Box<SessionState>>>,
     /// A newer claim arrived while this one was pending: pass the session on to it.
     superseded_by: Option<(ShardId, Ticket)>,
+    /// The shard the session came from.
+    handover_from: Option<ShardId>,
+    /// Deliveries forwarded by the former owner before the session is installed here.
+    forwarded: Vec<crate::session::Delivery>,
+}
+
+impl PendingConnect {
+    pub(super) fn client_id(&self) -> &ByteString {
+        &self.connect.client_id
+    }
+
+    /// Forwards for this client are kept once the former owner has handed the session over.
+    pub(super) fn awaits_forwards(&self) -> bool {
+        matches!(self.handover, Some(Some(_)))
+    }
+
+    /// Keeps a forwarded delivery until the session is installed (bounded like an outbox).
+    pub(super) fn stash(&mut self, delivery: crate::session::Delivery, max: usize) {
+        if self.forwarded.len() < max {
+            self.forwarded.push(delivery);
+        }
+    }
 }
 
 impl Shard {
@@ -130,6 +152,8 @@ impl Shard {
                 awaiting_handover: false,
                 handover: None,
                 superseded_by: None,
+                handover_from: None,
+                forwarded: Vec::new(),
             },
         );
         let home = self.home_of(&client_id);
@@ -177,14 +201,18 @@ impl Shard {
 
     pub(super) fn on_handover(
         &mut self,
+        from: ShardId,
         ticket: Ticket,
         session: Option<Box<SessionState>>,
         now: Instant,
     ) {
         let Some(pending) = self.connects.get_mut(&ticket) else {
-            // The claim was abandoned and its entry already dropped: keep nothing.
+            // Claims are only dropped once their handover arrived, so this cannot be ours.
             return;
         };
+        if session.is_some() {
+            pending.handover_from = Some(from);
+        }
         pending.handover = Some(session);
         self.try_complete_connect(ticket, now);
     }
@@ -236,7 +264,8 @@ impl Shard {
                     }
                     self.end_connection_taken_over(conn_id, now);
                 }
-                self.remove_session(key).map(Box::new)
+                // A stub stays and forwards until the new owner's interest is in place.
+                self.leave_stub(key, new_owner, now).map(Box::new)
             }
             None => None,
         };
@@ -266,6 +295,8 @@ impl Shard {
         let Some(pending) = self.connects.remove(&ticket) else {
             return;
         };
+        let handover_from = pending.handover_from;
+        let forwarded = pending.forwarded;
         let previous = pending.handover.flatten();
         if let Some((new_owner, their_ticket)) = pending.superseded_by {
             if let Some(conn_id) = pending.conn {
@@ -275,6 +306,7 @@ impl Shard {
                 }
                 self.mark_closing(conn_id);
             }
+            let moving = previous.is_some();
             self.send_mail(
                 new_owner,
                 Mail::Handover {
@@ -282,6 +314,18 @@ impl Shard {
                     session: previous,
                 },
             );
+            if moving {
+                // Relay: what the former owner still forwards goes on to the new one.
+                self.relays.push(super::moving::Relay {
+                    client_id: pending.connect.client_id.clone(),
+                    to: new_owner,
+                    upstream: handover_from,
+                    confirmed: false,
+                });
+                for delivery in forwarded {
+                    self.forward(new_owner, pending.connect.client_id.clone(), delivery);
+                }
+            }
             return;
         }
         let generation = pending.generation.unwrap_or_default();
@@ -302,9 +346,27 @@ impl Shard {
         state.version = pending.connect.version;
         state.expiry_secs = pending.expiry_secs;
         let key = self.install_session(state, generation);
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.moved_from = handover_from;
+            if resume && handover_from.is_some() {
+                session.dedup = Some(std::collections::HashSet::new());
+                session.held = Some(Vec::new());
+            }
+        }
+        if resume {
+            for delivery in forwarded {
+                self.enqueue_delivery(key, delivery, now);
+            }
+        }
         let Some(conn_id) = pending.conn.filter(|_| conn_live) else {
             // The connection went away while claiming: the session stays as an offline session
-            // (or ends now, when it does not outlive its connection).
+            // (or ends now, when it does not outlive its connection). The former owner still
+            // learns when this session's interest is in place.
+            let client_id = client_id.clone();
+            if let Some(to) = self.sessions.get_mut(key).and_then(|s| s.moved_from.take()) {
+                let kind = super::subscribe::BarrierKind::ConfirmMoved { client_id, to };
+                self.start_flush_barrier(kind, now);
+            }
             self.detach_session(key, now);
             return;
         };
@@ -370,7 +432,8 @@ impl Shard {
             properties,
         });
         self.write_packet(conn_id, &connack);
-        self.resend_inflight(conn_id, key);
+        self.confirm_moved(key);
+        self.resend_inflight(conn_id, key, now);
         self.pump_conn(conn_id, now);
         let early = self
             .conns
@@ -427,6 +490,10 @@ impl Shard {
             conn: None,
             generation,
             expires_at: None,
+            forward_to: None,
+            moved_from: None,
+            dedup: None,
+            held: None,
         });
         self.sessions_by_client.insert(client_id, key);
         self.add_session_subscriptions(key);
@@ -538,6 +605,7 @@ impl Shard {
             ..Default::default()
         };
         let message = Arc::new(Message {
+            id: self.take_message_id(),
             topic: will.topic,
             payload: will.payload,
             qos: will.qos.min(self.settings.max_qos),

@@ -14,6 +14,7 @@ mod aliases;
 mod conn;
 mod connect;
 mod directory;
+mod moving;
 mod publish;
 mod settings;
 mod shared;
@@ -78,6 +79,14 @@ pub struct LocalSession {
     pub generation: u64,
     /// When an offline session ends.
     pub expires_at: Option<Instant>,
+    /// Set on a stub left behind by a session that moved to that shard: deliveries are forwarded.
+    pub forward_to: Option<ShardId>,
+    /// The shard this session came from, until it is told the session's interest is in place.
+    pub moved_from: Option<ShardId>,
+    /// Ids of messages delivered while the session is moving in (see `moving`).
+    pub dedup: Option<std::collections::HashSet<u64>>,
+    /// Messages routed here directly while the former owner still forwards older ones.
+    pub held: Option<Vec<crate::session::Delivery>>,
 }
 
 /// Counters kept by the shard (the metrics issue exports them).
@@ -95,6 +104,8 @@ pub struct Counters {
     pub dropped_no_session: u64,
     pub dropped_retained_full: u64,
     pub dropped_no_subscribers: u64,
+    pub forwarded: u64,
+    pub duplicates_dropped: u64,
     pub mail_sent: u64,
     pub mail_received: u64,
 }
@@ -127,6 +138,11 @@ pub struct Shard {
     barriers: HashMap<Ticket, PendingBarrier>,
     connects: HashMap<Ticket, connect::PendingConnect>,
     next_assigned_id: u64,
+    /// Sessions that moved away and still forward (see `moving`).
+    stubs: Vec<SessionKey>,
+    tombstones: Vec<moving::Tombstone>,
+    relays: Vec<moving::Relay>,
+    next_message_id: u64,
     /// Wills waiting for their Will Delay Interval, by client id (5.0).
     delayed_wills: HashMap<ByteString, (Instant, crate::protocol::Will)>,
     pub counters: Counters,
@@ -158,6 +174,10 @@ impl Shard {
             connects: HashMap::new(),
             next_assigned_id: 0,
             delayed_wills: HashMap::new(),
+            stubs: Vec::new(),
+            tombstones: Vec::new(),
+            relays: Vec::new(),
+            next_message_id: 0,
             counters: Counters::default(),
             matches: Vec::new(),
         }
@@ -282,7 +302,10 @@ impl Shard {
                 new_owner,
                 ticket,
             } => self.on_takeover(client_id, new_owner, ticket, now),
-            Mail::Handover { ticket, session } => self.on_handover(ticket, session, now),
+            Mail::Handover { ticket, session } => self.on_handover(from, ticket, session, now),
+            Mail::Forward(forward) => self.on_forward(*forward, now),
+            Mail::Confirmed { client_id } => self.on_confirmed(from, client_id, now),
+            Mail::Released { client_id } => self.on_released(from, client_id, now),
             Mail::Release {
                 client_id,
                 generation,
@@ -310,6 +333,12 @@ impl Shard {
                 self.send_mail(ShardId::new(index), make());
             }
         }
+    }
+
+    /// A process-wide unique message id: this shard's index and its own counter.
+    fn take_message_id(&mut self) -> u64 {
+        self.next_message_id += 1;
+        ((self.id.index() as u64) << 48) | (self.next_message_id & ((1 << 48) - 1))
     }
 
     fn take_ticket(&mut self) -> Ticket {

@@ -32,6 +32,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
+        let is_v5 = conn.version.is_v5();
         // 5.0 §3.3.2.3.4: resolve or record a Topic Alias.
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias == 0 || alias > self.settings.topic_alias_max {
@@ -88,21 +89,25 @@ impl Shard {
                 return self.close_protocol_error(conn_id, now);
             };
             let first_time = session.state.receive_qos2(packet_id);
+            // 3.1.1 has no flow control: the packet id space (65,535) bounds the set there.
             if first_time
+                && is_v5
                 && session.state.incoming_qos2_len() > self.settings.session.inflight_messages_max
             {
                 // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum.
                 return self.close_with_reason(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
             }
             if first_time {
-                self.route(make_message(publish.clone(), publisher, now), now);
+                let id = self.take_message_id();
+                self.route(make_message(id, publish.clone(), publisher, now), now);
             }
             let pubrec = Packet::PubRec(ack(packet_id));
             return self.write_packet(conn_id, &pubrec);
         }
         let qos = publish.qos;
         let packet_id = publish.packet_id;
-        self.route(make_message(publish, publisher, now), now);
+        let id = self.take_message_id();
+        self.route(make_message(id, publish, publisher, now), now);
         if qos == QoS::AtLeastOnce
             && let Some(packet_id) = packet_id
         {
@@ -175,6 +180,7 @@ impl Shard {
             self.deliver_to_session(key, message, merged, identifiers, false, now);
         }
         self.matches = matches;
+        self.forward_to_tombstones(message);
     }
 
     /// Queues one message for one session and, when it is online, writes what may go now.
@@ -230,7 +236,7 @@ impl Shard {
         shared: Option<(bytestring::ByteString, bytestring::ByteString)>,
         now: Instant,
     ) {
-        let Some(session) = self.sessions.get_mut(key) else {
+        let Some(session) = self.sessions.get(key) else {
             self.counters.dropped_no_session += 1;
             return;
         };
@@ -249,6 +255,34 @@ impl Shard {
             subscription_identifiers,
             shared,
         };
+        if let Some(to) = session.forward_to {
+            let client_id = session.state.client_id.clone();
+            return self.forward(to, client_id, delivery);
+        }
+        // While a moved-in session waits for its former owner's forwards, messages routed here
+        // directly wait behind them, so each publisher's order is kept across the move.
+        if let Some(held) = self.sessions.get_mut(key).and_then(|s| s.held.as_mut()) {
+            if held.len() < self.settings.session.outbox_messages_max {
+                held.push(delivery);
+            } else {
+                self.counters.dropped_queue_full += 1;
+            }
+            return;
+        }
+        self.enqueue_delivery(key, delivery, now);
+    }
+
+    /// Queues a delivery in a session (dropping a second copy while the session moves in) and,
+    /// when it is online, writes what may go now.
+    pub(super) fn enqueue_delivery(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            self.counters.dropped_no_session += 1;
+            return;
+        };
+        if Shard::seen_before(&mut session.dedup, &delivery) {
+            self.counters.duplicates_dropped += 1;
+            return;
+        }
         let online = session.conn;
         match session
             .state
@@ -326,8 +360,7 @@ impl Shard {
 
     /// After a reconnect: unacknowledged PUBLISH again with DUP set, and PUBREL for released
     /// QoS 2 messages, in their original order (MQTT-4.4.0-1).
-    pub(super) fn resend_inflight(&mut self, conn_id: ConnId, key: SessionKey) {
-        let now = Instant::now();
+    pub(super) fn resend_inflight(&mut self, conn_id: ConnId, key: SessionKey, now: Instant) {
         let Shard {
             conns, sessions, ..
         } = self;
@@ -455,13 +488,19 @@ fn ack(packet_id: crate::protocol::PacketId) -> PubResponse {
     }
 }
 
-fn make_message(publish: Publish, publisher: bytestring::ByteString, now: Instant) -> Arc<Message> {
+fn make_message(
+    id: u64,
+    publish: Publish,
+    publisher: bytestring::ByteString,
+    now: Instant,
+) -> Arc<Message> {
     let mut properties = publish.properties;
     properties.topic_alias = None;
     let expires_at = properties
         .message_expiry_interval_secs
         .map(|secs| now + Duration::from_secs(u64::from(secs)));
     Arc::new(Message {
+        id,
         topic: publish.topic,
         payload: publish.payload,
         qos: publish.qos,

@@ -38,6 +38,12 @@ pub enum BarrierKind {
         session_present: bool,
         assigned: bool,
     },
+    /// A moved-in session with no connection left: tell its former owner its interest is in place.
+    ConfirmMoved { client_id: ByteString, to: ShardId },
+    /// A former owner's tombstone may go: no stale message can still be in a ring to here.
+    Tombstone { client_id: ByteString, to: ShardId },
+    /// A moved-in session's dedup window may close: no second copy can still be in a ring.
+    CloseDedup { key: SessionKey },
 }
 
 #[derive(Debug)]
@@ -464,7 +470,20 @@ impl Shard {
         }
     }
 
+    /// A barrier that belongs to no connection: completes once every shard has answered.
+    pub(super) fn start_flush_barrier(&mut self, kind: BarrierKind, now: Instant) {
+        self.start_barrier(0, 0, kind, Vec::new(), now);
+    }
+
     fn complete_barrier(&mut self, pending: PendingBarrier, now: Instant) {
+        match pending.kind {
+            BarrierKind::ConfirmMoved { client_id, to } => {
+                return self.send_mail(to, Mail::Confirmed { client_id });
+            }
+            BarrierKind::Tombstone { client_id, to } => return self.tombstone_done(client_id, to),
+            BarrierKind::CloseDedup { key } => return self.close_dedup(key),
+            BarrierKind::Connect { .. } | BarrierKind::Subscribe { .. } => {}
+        }
         // The connection must still be the one bound to (or connecting to) that session.
         let Some(conn) = self.conns.get(&pending.conn) else {
             return;
@@ -483,6 +502,9 @@ impl Shard {
                 assigned,
                 now,
             ),
+            BarrierKind::ConfirmMoved { .. }
+            | BarrierKind::Tombstone { .. }
+            | BarrierKind::CloseDedup { .. } => {}
             BarrierKind::Subscribe {
                 packet_id,
                 reasons,

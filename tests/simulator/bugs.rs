@@ -1,6 +1,5 @@
-//! Broker bugs the simulator found, each reduced to a fixed sequence of events. They are ignored
-//! so the suite stays green; each names what it expects. Run them with
-//! `cargo test --test simulator bugs -- --ignored`.
+//! Broker bugs the simulator found, each reduced to a fixed sequence of events; both are fixed
+//! and these reductions guard against their return.
 
 use std::time::Duration;
 
@@ -38,7 +37,6 @@ fn id_with_home(prefix: &str, shard: usize, n: usize) -> String {
 /// has no subscriber and drops it; shard 1 never saw it. Expected: delivered (QoS 1, accepted
 /// after SUBACK; at most duplicated around a takeover, never lost).
 #[test]
-#[ignore = "broker bug: a PUBLISH in flight to a session's former owner is dropped on takeover"]
 fn publish_in_flight_to_former_owner() {
     let mut world = World::new(2, 0);
     let keeper = id_with_home("keeper", 0, 2);
@@ -78,7 +76,6 @@ fn publish_in_flight_to_former_owner() {
 /// (offline, expiry running). Actual: it stays bound to a connection that no longer exists, so it
 /// never goes offline or expires, and QoS 0 keeps being queued for it as if online.
 #[test]
-#[ignore = "broker bug: the CONNECT deadline closes a resuming connection without detaching its session"]
 fn connect_deadline_while_resuming() {
     let mut world = World::new(2, 0);
     let first = world.connect(0, "ghost", PERSISTENT);
