@@ -80,6 +80,14 @@ impl LatencyHistogram {
         self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
     }
 
+    /// Makes `self` a copy of `other` in place, reusing its buckets (no allocation, no page
+    /// faults: a fresh clone of six histograms costs about ten times as much).
+    pub fn copy_from(&mut self, other: &LatencyHistogram) {
+        let copied = self.histogram.set_to(&other.histogram);
+        assert!(copied.is_ok(), "latency histograms share their bounds");
+        self.sum_micros = other.sum_micros;
+    }
+
     pub fn count(&self) -> u64 {
         self.histogram.len()
     }
@@ -150,6 +158,23 @@ impl Latencies {
             QoS::AtLeastOnce => &mut self.delivery_qos1,
             QoS::ExactlyOnce => &mut self.delivery_qos2,
         }
+    }
+
+    pub fn copy_from(&mut self, other: &Latencies) {
+        let Latencies {
+            delivery_qos0,
+            delivery_qos1,
+            delivery_qos2,
+            ring_wait,
+            outbox_wait,
+            connect,
+        } = other;
+        self.delivery_qos0.copy_from(delivery_qos0);
+        self.delivery_qos1.copy_from(delivery_qos1);
+        self.delivery_qos2.copy_from(delivery_qos2);
+        self.ring_wait.copy_from(ring_wait);
+        self.outbox_wait.copy_from(outbox_wait);
+        self.connect.copy_from(connect);
     }
 
     pub fn add(&mut self, other: &Latencies) {

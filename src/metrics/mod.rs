@@ -34,7 +34,7 @@ pub use latency::{
     BUCKET_BOUNDS_MICROS, LATENCY_HIGHEST_MICROS, Latencies, LatencyHistogram, QUANTILES,
 };
 pub use prometheus::render_prometheus;
-pub use snapshot::{Merged, ShardSnapshot, SnapshotBoard, merge};
+pub use snapshot::{Merged, ShardSnapshot, SnapshotBoard, SnapshotPublisher, merge};
 
 /// Counters and gauges of one shard (or, in [`Merged`], of the whole broker).
 ///
@@ -173,12 +173,19 @@ impl ShardMetrics {
         &self.latency
     }
 
-    /// An owned copy for other threads (about 0.8 MiB: mostly histogram buckets).
+    /// An owned copy for other threads (about 0.8 MiB, mostly histogram buckets). A shard that
+    /// publishes every second should use `SnapshotPublisher`, which recycles the buffers.
     pub fn snapshot(&self) -> ShardSnapshot {
         ShardSnapshot {
             counts: self.counts,
             latency: self.latency.clone(),
         }
+    }
+
+    /// Overwrites `snapshot` with the current values, reusing its histogram buffers.
+    pub fn snapshot_into(&self, snapshot: &mut ShardSnapshot) {
+        snapshot.counts = self.counts;
+        snapshot.latency.copy_from(&self.latency);
     }
 
     pub fn connection_accepted(&mut self) {

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Counts, Latencies};
+use super::{Counts, Latencies, ShardMetrics};
 
 /// One shard's metrics at one moment: owned, `Send`, read by other threads.
 #[derive(Debug, Clone, Default)]
@@ -60,21 +60,20 @@ impl SnapshotBoard {
         self.started.elapsed()
     }
 
-    /// Replaces shard `shard`'s snapshot. Called by that shard's thread only.
-    pub fn publish(&self, shard: usize, snapshot: ShardSnapshot) {
+    /// Replaces shard `shard`'s snapshot. Called by that shard's thread only. Returns the
+    /// previous snapshot when no reader still holds it, for its buffers to be reused.
+    pub fn publish(&self, shard: usize, snapshot: ShardSnapshot) -> Option<ShardSnapshot> {
         let slot = self.slots.get(shard);
         assert!(slot.is_some(), "shard {shard} has no slot on the board");
-        if let Some(slot) = slot {
-            let snapshot = Arc::new(snapshot);
-            // A reader that panicked cannot leave a half-written `Option<Arc<_>>`, so a poisoned
-            // lock still holds a valid value.
-            let previous = slot
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .replace(snapshot);
-            // The old snapshot is freed here, outside the lock, unless a reader still holds it.
-            drop(previous);
-        }
+        let snapshot = Arc::new(snapshot);
+        // A reader that panicked cannot leave a half-written `Option<Arc<_>>`, so a poisoned
+        // lock still holds a valid value.
+        let previous = slot?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(snapshot);
+        // Unwrapped (or freed) outside the lock.
+        previous.and_then(|previous| Arc::try_unwrap(previous).ok())
     }
 
     /// The latest snapshot of every shard that has published one, with its shard index.
@@ -97,5 +96,40 @@ impl SnapshotBoard {
             .map(|(_, snapshot)| snapshot)
             .collect();
         merge(&snapshots)
+    }
+}
+
+/// A shard's side of the board: publishes its metrics about once a second, copying them into the
+/// buffers of the snapshot it published last time when no reader still holds that one.
+#[derive(Debug)]
+pub struct SnapshotPublisher {
+    board: Arc<SnapshotBoard>,
+    shard: usize,
+    spare: Option<ShardSnapshot>,
+}
+
+impl SnapshotPublisher {
+    pub fn new(board: Arc<SnapshotBoard>, shard: usize) -> SnapshotPublisher {
+        assert!(
+            shard < board.shard_count(),
+            "shard {shard} has no slot on the board"
+        );
+        SnapshotPublisher {
+            board,
+            shard,
+            spare: None,
+        }
+    }
+
+    /// Publishes the current values of `metrics` for readers.
+    pub fn publish(&mut self, metrics: &ShardMetrics) {
+        let snapshot = match self.spare.take() {
+            Some(mut spare) => {
+                metrics.snapshot_into(&mut spare);
+                spare
+            }
+            None => metrics.snapshot(),
+        };
+        self.spare = self.board.publish(self.shard, snapshot);
     }
 }

@@ -452,3 +452,24 @@ fn counts_add_covers_every_field() {
     );
     assert_eq!(merged.counts.packets_sent_total(), 2);
 }
+
+#[test]
+fn publisher_recycles_snapshots_without_changing_values() {
+    let board = Arc::new(SnapshotBoard::new(1));
+    let mut publisher = SnapshotPublisher::new(Arc::clone(&board), 0);
+    let mut metrics = ShardMetrics::new();
+    let rendered = |board: &SnapshotBoard| render_prometheus(&board.latest(), Duration::ZERO, "0");
+    for round in 1..=4u64 {
+        // Round 2 holds the published snapshot like a slow reader: no recycling that time.
+        let held = (round == 2).then(|| board.latest());
+        metrics.connection_accepted();
+        metrics.record_connect_latency(round * 100);
+        metrics.record_delivery_latency(QoS::ExactlyOnce, round);
+        publisher.publish(&metrics);
+        let expected = render_prometheus(&[(0, Arc::new(metrics.snapshot()))], Duration::ZERO, "0");
+        assert_eq!(rendered(&board), expected, "round {round}");
+        drop(held);
+    }
+    assert_eq!(board.merged().counts.connections_accepted, 4);
+    assert_eq!(board.merged().latency.connect.count(), 4);
+}
