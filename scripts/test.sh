@@ -29,5 +29,5 @@ cargo test --workspace
 if [ -x scripts/interop.sh ]; then
     echo "== interop (release binary against mosquitto clients and paho)"
     cargo build --release --quiet --bin ringmq
-    scripts/interop.sh target/release/ringmq
+    scripts/interop.sh "${CARGO_TARGET_DIR:-target}/release/ringmq"
 fi

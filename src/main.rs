@@ -39,6 +39,8 @@ enum Command {
     },
     /// Print the documented default configuration (every key with its default).
     PrintDefaultConfig,
+    /// Create or update a user in a Mosquitto-format password file (like mosquitto_passwd).
+    Passwd(ringmq::auth::PasswdArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,21 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
+        Some(Command::Passwd(args)) => match args.run() {
+            Ok(outcome) => {
+                let done = match outcome {
+                    ringmq::auth::PasswdOutcome::Added => "added",
+                    ringmq::auth::PasswdOutcome::Updated => "updated",
+                    ringmq::auth::PasswdOutcome::Deleted => "deleted",
+                };
+                println!("{}: {} {done}", args.file.display(), args.username);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("ringmq passwd: {error}");
+                ExitCode::from(1)
+            }
+        },
         None => start(cli.config.as_deref()),
     }
 }
