@@ -62,6 +62,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+admin_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$work/ringmq.toml" <<EOF
 [runtime]
 shards = 4
@@ -75,6 +76,12 @@ bind = "127.0.0.1:$port"
 # it does.
 [limits]
 outbox_messages_max = 20000
+
+[admin]
+bind = "127.0.0.1:$admin_port"
+
+[sys]
+interval_secs = 1
 EOF
 
 # --- broker -----------------------------------------------------------------------------------
@@ -230,4 +237,27 @@ timeout 120 "$python" tests/interop/paho_scenario.py 127.0.0.1 "$port" ||
 ok "paho-mqtt scenario"
 
 kill -0 "$broker_pid" 2>/dev/null || fail "the broker died during the run"
+# --- observability ------------------------------------------------------------------------------
+
+sys_version=$(timeout 10 mosquitto_sub -p "$port" -t '$SYS/broker/version' -C 1 -W 8 2>&1) ||
+    fail "\$SYS/broker/version not received within 8 s: $sys_version"
+[ -n "$sys_version" ] || fail "\$SYS/broker/version is empty"
+ok "\$SYS/broker/version: $sys_version"
+sleep 1.5
+metrics=$("$python" - "$admin_port" <<'PY'
+import sys, urllib.request
+port = sys.argv[1]
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+    assert r.status == 200, r.status
+    body = r.read().decode()
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as r:
+    assert r.status == 200, r.status
+for line in body.splitlines():
+    if line.startswith('ringmq_connections_accepted_total{shard="all"}'):
+        print(line.split()[-1])
+PY
+) || fail "admin endpoint: /metrics or /ready did not answer 200"
+[ "${metrics:-0}" -gt 10 ] 2>/dev/null || fail "ringmq_connections_accepted_total is '$metrics', expected the connections of this run"
+ok "/metrics reports $metrics accepted connections; /ready is 200"
+
 ok "all interop checks passed"

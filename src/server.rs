@@ -18,12 +18,16 @@ use shards::{
 use crate::config::{self, Config};
 use crate::connection;
 use crate::mail::Mail;
+use crate::metrics::{SnapshotBoard, SnapshotPublisher};
 use crate::shard::{ConnId, Event, Settings, Shard};
+use crate::sys::SysState;
 
 /// How often keepalive, CONNECT deadlines and session expiry are checked.
 const TICK: Duration = Duration::from_millis(250);
 /// Mails moved per ring operation batch.
 const MAIL_BATCH: usize = 256;
+/// Ticks between two metric snapshots (about a second).
+const SNAPSHOT_EVERY_TICKS: u32 = 4;
 /// How long shutdown waits for connections to flush their last packets.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -31,6 +35,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub struct Broker {
     runtime: shards::Runtime,
     listener_count: usize,
+    /// The admin HTTP listener, when enabled; stopped when the broker is dropped.
+    admin: Option<crate::admin::Admin>,
 }
 
 /// Why the broker did not start or did not stop cleanly.
@@ -40,20 +46,48 @@ pub enum BrokerError {
     Start(#[from] shards::StartError),
     #[error(transparent)]
     Runtime(#[from] shards::RuntimeError),
+    #[error(
+        "admin.bind = {addr}: cannot listen: {source}; choose a free address or set admin.enabled = false"
+    )]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Starts every shard with its listeners; either all start or none does.
 pub fn start(config: Config) -> Result<Broker, BrokerError> {
     let runtime_config = runtime_config(&config);
     let listener_count = runtime_config.listeners.len();
+    let admin_config = config.admin.clone();
+    // One slot per possible shard: the runtime settles the count, and only slots of running
+    // shards are ever filled.
+    let board = Arc::new(SnapshotBoard::new(shards::MAX_SHARDS));
     let config = Arc::new(config);
+    let shard_board = Arc::clone(&board);
     let runtime = shards::start(runtime_config, move |ctx: ShardContext<Mail>| {
         let config = Arc::clone(&config);
-        async move { run_shard(ctx, config).await }
+        let board = Arc::clone(&shard_board);
+        async move { run_shard(ctx, config, board).await }
     })?;
+    let admin = if admin_config.enabled {
+        let handle = runtime.handle();
+        let readiness = move || handle.is_ready();
+        let admin =
+            crate::admin::Admin::start(admin_config.bind, board, readiness).map_err(|source| {
+                BrokerError::Admin {
+                    addr: admin_config.bind,
+                    source,
+                }
+            })?;
+        Some(admin)
+    } else {
+        None
+    };
     Ok(Broker {
         runtime,
         listener_count,
+        admin,
     })
 }
 
@@ -75,6 +109,11 @@ impl Broker {
 
     pub fn shard_count(&self) -> usize {
         self.runtime.shard_count()
+    }
+
+    /// The admin listener's address (`/metrics`, `/health`, `/ready`), when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(crate::admin::Admin::local_addr)
     }
 
     pub fn handle(&self) -> shards::RuntimeHandle {
@@ -185,7 +224,7 @@ impl ShardShell {
     }
 }
 
-async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>) {
+async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>, board: Arc<SnapshotBoard>) {
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
     let shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
     let shell = Rc::new(ShardShell {
@@ -204,7 +243,18 @@ async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>) {
     }
     tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
     tasks.push(ctx.spawn(TaskClass::Mail, flush_loop(Rc::clone(&shell))));
-    tasks.push(ctx.spawn(TaskClass::Background, tick_loop(Rc::clone(&shell))));
+    let publisher = SnapshotPublisher::new(Arc::clone(&board), ctx.id().index());
+    tasks.push(ctx.spawn(
+        TaskClass::Background,
+        tick_loop(Rc::clone(&shell), publisher),
+    ));
+    if config.sys.enabled && ctx.id().index() == 0 {
+        let interval = Duration::from_secs(u64::from(config.sys.interval_secs));
+        tasks.push(ctx.spawn(
+            TaskClass::Background,
+            sys_loop(Rc::clone(&shell), board, interval),
+        ));
+    }
     tracing::info!(shard = ctx.id().index(), "shard started");
     ctx.shutdown_requested().await;
     // Stop accepting, then let every connection say goodbye.
@@ -294,10 +344,40 @@ async fn flush_loop(shell: Rc<ShardShell>) {
     }
 }
 
-async fn tick_loop(shell: Rc<ShardShell>) {
+async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher) {
+    let mut ticks: u32 = 0;
     loop {
         shards::time::sleep(TICK).await;
         shell.handle(Event::Tick);
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) {
+            // About once a second the admin side gets a copy; a scrape never touches the shard.
+            let mut shard = shell.shard.borrow_mut();
+            shard.refresh_metrics();
+            publisher.publish(&shard.metrics);
+        }
+    }
+}
+
+/// Shard 0 publishes the `$SYS` topics from the merged snapshots of every shard.
+async fn sys_loop(shell: Rc<ShardShell>, board: Arc<SnapshotBoard>, interval: Duration) {
+    let mut state = SysState::new();
+    loop {
+        shards::time::sleep(interval).await;
+        let messages = state.tick(
+            board.merged(),
+            board.uptime(),
+            env!("CARGO_PKG_VERSION"),
+            interval,
+        );
+        let now = Instant::now();
+        {
+            let mut shard = shell.shard.borrow_mut();
+            for (topic, payload) in messages {
+                shard.publish_sys(topic, payload, now);
+            }
+        }
+        shell.handle_all(std::iter::empty());
     }
 }
 

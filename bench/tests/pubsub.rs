@@ -11,8 +11,9 @@ const SHARDS: usize = 4;
 
 fn broker() -> (ringmq::server::Broker, String) {
     let mut config = Config::default();
-    config.runtime.shards = ShardCount::Count(SHARDS as _);
+    config.runtime.shards = ShardCount::Count(SHARDS);
     config.runtime.pin = false;
+    config.admin.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listeners.tcp.clear();
     config.listeners.tcp.insert(
         String::from("default"),

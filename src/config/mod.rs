@@ -17,6 +17,7 @@ mod limits;
 mod listeners;
 mod log;
 mod mqtt;
+mod observability;
 mod runtime;
 mod session;
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use limits::Limits;
 pub use listeners::{Listeners, TcpListener};
 pub use log::{Log, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
+pub use observability::{Admin, Sys};
 pub use runtime::{CpuList, Runtime, SHARDS_MAX, ShardCount};
 pub use session::Session;
 
@@ -56,6 +58,10 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: Log,
+    /// The admin HTTP listener (`/metrics`, `/health`, `/ready`).
+    pub admin: Admin,
+    /// The `$SYS` topics.
+    pub sys: Sys,
 }
 
 impl Config {

@@ -37,6 +37,8 @@ pub struct Conn {
     /// Until CONNECT arrives this is 5.0 (only used to pick how to answer a broken CONNECT).
     pub version: Version,
     pub accepted_at: Instant,
+    /// When CONNECT arrived (for the CONNECT -> CONNACK latency).
+    pub connect_at: Instant,
     pub last_seen: Instant,
     /// 0 = no keepalive.
     pub keepalive: Duration,
@@ -69,6 +71,7 @@ impl Conn {
             phase: Phase::AwaitingConnect,
             version: Version::V5,
             accepted_at: now,
+            connect_at: now,
             last_seen: now,
             keepalive: Duration::ZERO,
             client_id: ByteString::new(),
@@ -125,6 +128,8 @@ impl Shard {
             self.counters.dropped_too_large += 1;
             return;
         }
+        self.metrics
+            .packet_sent(crate::metrics::PacketKind::of(packet));
         if was_empty {
             self.dirty.push(conn_id);
         }
@@ -145,6 +150,9 @@ impl Shard {
     /// Sends CONNACK with a failure code and closes (MQTT-3.2.2-5 / 5.0 §4.13.2).
     pub(super) fn refuse_connect(&mut self, conn_id: ConnId, reason: ReasonCode) {
         self.counters.connections_rejected += 1;
+        let rejection = crate::metrics::ConnectRejection::from_reason_code(reason)
+            .unwrap_or(crate::metrics::ConnectRejection::Other);
+        self.metrics.connection_rejected(rejection);
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
             reason,

@@ -72,6 +72,7 @@ impl Shard {
             return;
         };
         conn.version = connect.version;
+        conn.connect_at = now;
         let settings = Arc::clone(&self.settings);
         let mut client_id = connect.client_id.clone();
         let mut assigned = false;
@@ -158,7 +159,6 @@ impl Shard {
         );
         let home = self.home_of(&client_id);
         self.send_mail(home, Mail::Claim { client_id, ticket });
-        let _ = now;
     }
 
     /// Directory (at the client id's home): records the new owner; tells the old one to hand over.
@@ -250,6 +250,7 @@ impl Shard {
         self.delayed_wills.remove(&client_id);
         let session = match self.sessions_by_client.get(&client_id).copied() {
             Some(key) => {
+                self.metrics.counts.sessions_taken_over += 1;
                 if let Some(conn_id) = self.sessions.get(key).and_then(|s| s.conn) {
                     let is_v5 = self.conns.get(&conn_id).is_some_and(|c| c.version.is_v5());
                     if is_v5 {
@@ -335,6 +336,11 @@ impl Shard {
             .and_then(|c| self.conns.get(&c))
             .is_some_and(|c| !c.is_closing());
         let resume = !pending.connect.clean_start && previous.is_some();
+        if resume {
+            self.metrics.counts.sessions_resumed += 1;
+        } else {
+            self.metrics.counts.sessions_created += 1;
+        }
         let mut state = match previous {
             Some(state) if resume => *state,
             _ => SessionState::new(
@@ -393,6 +399,7 @@ impl Shard {
             return;
         };
         conn.phase = Phase::Active { session: key };
+        let connect_latency = crate::metrics::micros_between(conn.connect_at, now);
         let version = conn.version;
         let client_id = conn.client_id.clone();
         let mut properties = ConnAckProperties::default();
@@ -432,6 +439,7 @@ impl Shard {
             properties,
         });
         self.write_packet(conn_id, &connack);
+        self.metrics.record_connect_latency(connect_latency);
         self.confirm_moved(key);
         self.resend_inflight(conn_id, key, now);
         self.pump_conn(conn_id, now);
@@ -552,6 +560,7 @@ impl Shard {
             .filter(|(_, s)| s.conn.is_none() && s.expires_at.is_some_and(|at| now >= at))
             .map(|(key, _)| key)
             .collect();
+        self.metrics.counts.sessions_expired += expired.len() as u64;
         for key in expired {
             self.end_session(key, now);
         }

@@ -143,6 +143,10 @@ pub struct Shard {
     tombstones: Vec<moving::Tombstone>,
     relays: Vec<moving::Relay>,
     next_message_id: u64,
+    /// Metrics handed to the admin listener and `$SYS` about once a second (see `metrics`).
+    pub metrics: crate::metrics::ShardMetrics,
+    /// `counters` as last copied into `metrics`.
+    counters_reported: Counters,
     /// Wills waiting for their Will Delay Interval, by client id (5.0).
     delayed_wills: HashMap<ByteString, (Instant, crate::protocol::Will)>,
     pub counters: Counters,
@@ -178,6 +182,8 @@ impl Shard {
             tombstones: Vec::new(),
             relays: Vec::new(),
             next_message_id: 0,
+            metrics: crate::metrics::ShardMetrics::new(),
+            counters_reported: Counters::default(),
             counters: Counters::default(),
             matches: Vec::new(),
         }
@@ -212,6 +218,11 @@ impl Shard {
     }
 
     fn on_packet(&mut self, conn_id: ConnId, packet: Packet, now: Instant) {
+        self.metrics
+            .packet_received(crate::metrics::PacketKind::of(&packet));
+        if let Packet::Publish(publish) = &packet {
+            self.metrics.message_received(publish.qos);
+        }
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
@@ -430,6 +441,70 @@ impl Shard {
 
     pub fn directory_owner(&self, client_id: &str) -> Option<ShardId> {
         self.directory.owner(client_id)
+    }
+
+    /// Brings the metrics up to date (gauges, and the counters kept in `Counters`) before a
+    /// snapshot is taken. Walks the sessions: about once a second, not per message.
+    pub fn refresh_metrics(&mut self) {
+        use crate::metrics::DropReason as Reason;
+        let counts = &mut self.metrics.counts;
+        counts.connections = self.conns.len() as u64;
+        counts.sessions = self.sessions.len() as u64;
+        let (mut subscriptions, mut shared, mut queued) = (0u64, 0u64, 0u64);
+        for (_, session) in &self.sessions {
+            for filter in session.state.subscriptions.keys() {
+                if filter.starts_with("$share/") {
+                    shared += 1;
+                } else {
+                    subscriptions += 1;
+                }
+            }
+            queued += session.state.outbox_len() as u64;
+        }
+        counts.subscriptions = subscriptions;
+        counts.shared_subscriptions = shared;
+        counts.queued_messages = queued;
+        counts.retained_messages = self.retained.len() as u64;
+        counts.retained_bytes = self.retained_bytes as u64;
+        counts.ring_depth = self.outgoing.iter().map(|q| q.len() as u64).sum();
+        let c = &self.counters;
+        counts.connections_accepted = c.connections_accepted;
+        counts.mail_sent = c.mail_sent;
+        counts.mail_received = c.mail_received;
+        let r = &self.counters_reported;
+        let drops = [
+            (
+                Reason::QueueFull,
+                c.dropped_queue_full - r.dropped_queue_full,
+            ),
+            (Reason::Expired, c.dropped_expired - r.dropped_expired),
+            (
+                Reason::TooLargeForClient,
+                c.dropped_too_large - r.dropped_too_large,
+            ),
+            (
+                Reason::Qos0Offline,
+                c.dropped_qos0_offline - r.dropped_qos0_offline,
+            ),
+            (
+                Reason::NoSession,
+                c.dropped_no_session - r.dropped_no_session,
+            ),
+            (
+                Reason::RetainedFull,
+                c.dropped_retained_full - r.dropped_retained_full,
+            ),
+            (
+                Reason::NoSubscribers,
+                c.dropped_no_subscribers - r.dropped_no_subscribers,
+            ),
+        ];
+        for (reason, n) in drops {
+            if n > 0 {
+                self.metrics.messages_dropped(reason, n);
+            }
+        }
+        self.counters_reported = self.counters.clone();
     }
 }
 

@@ -115,6 +115,23 @@ impl Shard {
         }
     }
 
+    /// Publishes one `$SYS` topic (retained, QoS 0) as the broker itself.
+    pub fn publish_sys(&mut self, topic: String, payload: String, now: Instant) {
+        let id = self.take_message_id();
+        let message = Arc::new(Message {
+            id,
+            topic: bytestring::ByteString::from(topic),
+            payload: bytes::Bytes::from(payload),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            publisher: bytestring::ByteString::from_static("$SYS"),
+            received_at: now,
+            expires_at: None,
+        });
+        self.route(message, now);
+    }
+
     /// Sends a message everywhere it goes: the retained store, local subscribers, and every shard
     /// that has declared interest in a matching filter.
     pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
@@ -307,6 +324,7 @@ impl Shard {
             settings,
             counters,
             dirty,
+            metrics,
             ..
         } = self;
         let Some(conn) = conns.get_mut(&conn_id) else {
@@ -343,6 +361,10 @@ impl Shard {
             );
             if written {
                 counters.messages_sent += 1;
+                metrics.packet_sent(crate::metrics::PacketKind::Publish);
+                metrics.message_sent(delivery.qos);
+                let latency = crate::metrics::micros_between(delivery.message.received_at, now);
+                metrics.record_delivery_latency(delivery.qos, latency);
             } else {
                 // Larger than the client accepts (5.0 §3.1.2.11.4): dropped, and its packet id
                 // freed at once.

@@ -31,6 +31,7 @@ pub fn test_config(shards: usize) -> Config {
     config.runtime.shards = ShardCount::Count(shards);
     config.runtime.pin = false;
     config.listeners.tcp.clear();
+    config.admin.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listeners.tcp.insert(
         String::from("default"),
         TcpListener {
@@ -62,6 +63,11 @@ impl TestBroker {
             addr,
             shard_addrs,
         }
+    }
+
+    /// The admin HTTP listener (`/metrics`, `/health`, `/ready`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.broker.as_ref().and_then(Broker::admin_addr)
     }
 
     /// The address that lands a connection on `shard`.
