@@ -62,14 +62,7 @@ impl Shard {
         now: Instant,
     ) -> Option<SessionState> {
         // Messages held for this session (it was still moving in) travel on with it.
-        let held = self
-            .sessions
-            .get_mut(key)
-            .and_then(|s| s.held.take())
-            .unwrap_or_default();
-        for delivery in held {
-            self.enqueue_delivery(key, delivery, now);
-        }
+        self.release_held(key, now);
         let session = self.sessions.get_mut(key)?;
         let client_id = session.state.client_id.clone();
         let mut stub = SessionState::new(client_id.clone(), session.state.version, 0);
@@ -211,15 +204,20 @@ impl Shard {
         }
         if let Some(key) = self.sessions_by_client.get(&client_id).copied() {
             // Everything forwarded is in: what was routed here directly follows, in order.
-            let held = self
-                .sessions
-                .get_mut(key)
-                .and_then(|s| s.held.take())
-                .unwrap_or_default();
-            for delivery in held {
-                self.enqueue_delivery(key, delivery, now);
-            }
+            self.release_held(key, now);
             self.start_flush_barrier(BarrierKind::CloseDedup { key }, now);
+        }
+    }
+
+    /// Queues the messages a moving-in session held back, in the order they arrived.
+    fn release_held(&mut self, key: SessionKey, now: Instant) {
+        let held = self
+            .sessions
+            .get_mut(key)
+            .and_then(|s| s.held.take())
+            .unwrap_or_default();
+        for delivery in held {
+            self.enqueue_delivery(key, delivery, now);
         }
     }
 

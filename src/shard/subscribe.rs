@@ -85,22 +85,9 @@ impl Shard {
                     if request.options.no_local {
                         return self.close_protocol_error(conn_id, now);
                     }
-                    let granted = request.options.qos.min(self.settings.max_qos);
-                    let mut options = request.options;
-                    options.qos = granted;
-                    let subscription = Subscription {
-                        options,
-                        identifier,
-                    };
-                    let existed = self
-                        .sessions
-                        .get_mut(key)
-                        .and_then(|s| {
-                            s.state
-                                .subscriptions
-                                .insert(request.filter.clone(), subscription)
-                        })
-                        .is_some();
+                    let (subscription, existed) =
+                        self.record_subscription(key, &request, identifier);
+                    let granted = subscription.options.qos;
                     if !existed {
                         let filter = ByteString::from(filter.as_str());
                         self.add_shared_member(&filter, &group, key);
@@ -109,22 +96,9 @@ impl Shard {
                     granted_code(granted)
                 }
                 Ok(TopicSubscription::Normal(_)) => {
-                    let granted = request.options.qos.min(self.settings.max_qos);
-                    let mut options = request.options;
-                    options.qos = granted;
-                    let subscription = Subscription {
-                        options,
-                        identifier,
-                    };
-                    let existed = self
-                        .sessions
-                        .get_mut(key)
-                        .and_then(|s| {
-                            s.state
-                                .subscriptions
-                                .insert(request.filter.clone(), subscription)
-                        })
-                        .is_some();
+                    let (subscription, existed) =
+                        self.record_subscription(key, &request, identifier);
+                    let (granted, options) = (subscription.options.qos, subscription.options);
                     if self.add_local_subscription(&request.filter, key, subscription) {
                         new_filters.push(request.filter.clone());
                     }
@@ -158,6 +132,32 @@ impl Shard {
             subscriptions,
         };
         self.start_barrier(conn_id, key, kind, queries, now);
+    }
+
+    /// Records a granted subscription in the session (granted QoS = min(requested, max_qos));
+    /// says whether it replaced one with the same filter.
+    fn record_subscription(
+        &mut self,
+        key: SessionKey,
+        request: &crate::protocol::SubscribeFilter,
+        identifier: Option<u32>,
+    ) -> (Subscription, bool) {
+        let mut options = request.options;
+        options.qos = options.qos.min(self.settings.max_qos);
+        let subscription = Subscription {
+            options,
+            identifier,
+        };
+        let existed = self
+            .sessions
+            .get_mut(key)
+            .and_then(|s| {
+                s.state
+                    .subscriptions
+                    .insert(request.filter.clone(), subscription)
+            })
+            .is_some();
+        (subscription, existed)
     }
 
     /// Checks one filter of a SUBSCRIBE against the spec and our limits.
