@@ -48,9 +48,10 @@ impl PendingConnect {
         &self.connect.client_id
     }
 
-    /// Forwards for this client are kept once the former owner has handed the session over.
+    /// Forwards for this client are kept while the session may still arrive here: before any
+    /// handover, or once one brought a session (not when the former owner had none).
     pub(super) fn awaits_forwards(&self) -> bool {
-        matches!(self.handover, Some(Some(_)))
+        !matches!(self.handover, Some(None))
     }
 
     /// Keeps a forwarded delivery until the session is installed (bounded like an outbox).
