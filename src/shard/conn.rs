@@ -205,6 +205,15 @@ impl Shard {
         conn.will = None;
         let client_id = conn.client_id.clone();
         let session = conn.session();
+        if session.is_some() {
+            tracing::info!(
+                client_id = %client_id,
+                peer = %conn.peer,
+                shard = self.id.index(),
+                reason = ?kind,
+                "client disconnected"
+            );
+        }
         self.mark_closing(conn_id);
         if let Some(key) = session {
             self.detach_session(key, now);

@@ -400,6 +400,14 @@ impl Shard {
             return;
         };
         conn.phase = Phase::Active { session: key };
+        tracing::info!(
+            client_id = %conn.client_id,
+            peer = %conn.peer,
+            shard = self.id.index(),
+            version = ?conn.version,
+            session_present,
+            "client connected"
+        );
         let connect_latency = crate::metrics::micros_between(conn.connect_at, now);
         let version = conn.version;
         let client_id = conn.client_id.clone();
