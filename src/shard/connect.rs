@@ -14,9 +14,8 @@ use bytestring::ByteString;
 use shards::ShardId;
 
 use super::conn::CloseKind;
-use super::{LocalSession, Phase, SessionKey, Shard};
+use super::{Phase, SessionKey, Shard};
 use crate::mail::{Mail, Ticket};
-use crate::message::Message;
 use crate::protocol::{
     ConnAck, ConnAckProperties, Connect, Disconnect, Packet, QoS, ReasonCode, Version, Will,
     validate_topic_name,
@@ -498,142 +497,6 @@ impl Shard {
             }
         }
         self.end_connection(conn_id, kind, now);
-    }
-
-    pub(super) fn install_session(&mut self, state: SessionState, generation: u64) -> SessionKey {
-        let client_id = state.client_id.clone();
-        let key = self.sessions.insert(LocalSession {
-            state,
-            conn: None,
-            generation,
-            expires_at: None,
-            forward_to: None,
-            moved_from: None,
-            dedup: None,
-            held: None,
-        });
-        self.sessions_by_client.insert(client_id, key);
-        self.add_session_subscriptions(key);
-        key
-    }
-
-    /// Removes a session from this shard (its subscriptions leave the trie) and returns it.
-    pub(super) fn remove_session(&mut self, key: SessionKey) -> Option<SessionState> {
-        self.remove_session_subscriptions(key);
-        let session = self.sessions.try_remove(key)?;
-        if self.sessions_by_client.get(&session.state.client_id) == Some(&key) {
-            self.sessions_by_client.remove(&session.state.client_id);
-        }
-        Some(session.state)
-    }
-
-    /// The connection of a session went away: end the session now, or keep it until it expires.
-    pub(super) fn detach_session(&mut self, key: SessionKey, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else {
-            return;
-        };
-        session.conn = None;
-        let dropped = session.state.drop_queued_qos0();
-        self.counters.dropped_qos0_offline += dropped as u64;
-        if session.state.expiry_secs == 0 {
-            self.end_session(key, now);
-        } else {
-            let expiry = Duration::from_secs(u64::from(session.state.expiry_secs));
-            session.expires_at = Some(now + expiry);
-        }
-    }
-
-    fn end_session(&mut self, key: SessionKey, now: Instant) {
-        let generation = self.sessions.get(key).map(|s| s.generation);
-        if let (Some(mut state), Some(generation)) = (self.remove_session(key), generation) {
-            if let Some((_, will)) = self.delayed_wills.remove(&state.client_id) {
-                self.publish_will(state.client_id.clone(), will, now);
-            }
-            let unfinished = state.take_unfinished_shared();
-            self.redispatch_shared(unfinished, now);
-            let home = self.home_of(&state.client_id);
-            self.send_mail(
-                home,
-                Mail::Release {
-                    client_id: state.client_id,
-                    generation,
-                },
-            );
-        }
-    }
-
-    pub(super) fn expire_sessions(&mut self, now: Instant) {
-        let expired: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.conn.is_none() && s.expires_at.is_some_and(|at| now >= at))
-            .map(|(key, _)| key)
-            .collect();
-        self.metrics.counts.sessions_expired += expired.len() as u64;
-        for key in expired {
-            self.end_session(key, now);
-        }
-        self.publish_due_wills(now);
-    }
-
-    /// 5.0 §3.1.3.2.2: with a Will Delay Interval the will waits until the delay passes or the
-    /// session ends, whichever comes first, and is dropped if the client reconnects meanwhile.
-    pub(super) fn will_on_close(&mut self, client_id: ByteString, will: Will, now: Instant) {
-        let delay = will.properties.will_delay_interval_secs.unwrap_or(0);
-        let session_expiry = self
-            .session(&client_id)
-            .filter(|s| s.conn.is_none())
-            .map(|s| s.state.expiry_secs);
-        match session_expiry {
-            Some(expiry) if delay > 0 => {
-                let wait = Duration::from_secs(u64::from(delay.min(expiry)));
-                self.delayed_wills.insert(client_id, (now + wait, will));
-            }
-            _ => self.publish_will(client_id, will, now),
-        }
-    }
-
-    /// Publishes the delayed wills whose time has come.
-    pub(super) fn publish_due_wills(&mut self, now: Instant) {
-        let due: Vec<ByteString> = self
-            .delayed_wills
-            .iter()
-            .filter(|(_, (at, _))| now >= *at)
-            .map(|(client_id, _)| client_id.clone())
-            .collect();
-        for client_id in due {
-            if let Some((_, will)) = self.delayed_wills.remove(&client_id) {
-                self.publish_will(client_id, will, now);
-            }
-        }
-    }
-
-    pub(super) fn publish_will(&mut self, client_id: ByteString, will: Will, now: Instant) {
-        let expires_at = will
-            .properties
-            .message_expiry_interval_secs
-            .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        let properties = crate::protocol::PublishProperties {
-            payload_format_indicator: will.properties.payload_format_indicator,
-            message_expiry_interval_secs: will.properties.message_expiry_interval_secs,
-            content_type: will.properties.content_type.clone(),
-            response_topic: will.properties.response_topic.clone(),
-            correlation_data: will.properties.correlation_data.clone(),
-            user_properties: will.properties.user_properties.clone(),
-            ..Default::default()
-        };
-        let message = Arc::new(Message {
-            id: self.take_message_id(),
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos.min(self.settings.max_qos),
-            retain: will.retain && self.settings.retain_available,
-            properties,
-            publisher: client_id,
-            received_at: now,
-            expires_at,
-        });
-        self.route(message, now);
     }
 }
 

@@ -14,6 +14,7 @@ mod aliases;
 mod conn;
 mod connect;
 mod directory;
+mod lifecycle;
 mod moving;
 mod publish;
 mod settings;
