@@ -519,3 +519,31 @@ fn topic_aliases_towards_the_client_when_enabled() {
         ]
     );
 }
+
+#[test]
+fn too_many_user_properties_close_with_quota_exceeded() {
+    let mut config = common::test_config(2);
+    config.limits.user_properties_max = 2;
+    let broker = TestBroker::with_config(config);
+    let (mut client, _) = RawClient::connect(broker.shard(0), Version::V5, "props", true);
+    let pair = (ByteString::from("k"), ByteString::from("v"));
+    let within = PublishProperties {
+        user_properties: vec![pair.clone(); 2],
+        ..Default::default()
+    };
+    publish_v5(&mut client, "p", b"ok", QoS::AtLeastOnce, Some(1), within);
+    assert!(
+        matches!(client.recv(), Packet::PubAck(_)),
+        "two user properties are allowed"
+    );
+    let over = PublishProperties {
+        user_properties: vec![pair; 3],
+        ..Default::default()
+    };
+    publish_v5(&mut client, "p", b"x", QoS::AtLeastOnce, Some(2), over);
+    let packets = client.expect_closed();
+    assert!(
+        matches!(packets.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::QUOTA_EXCEEDED),
+        "{packets:?}"
+    );
+}

@@ -73,6 +73,18 @@ impl Shard {
         };
         conn.version = connect.version;
         conn.connect_at = now;
+        // Claims waiting on the directory are bounded like every other pending request.
+        if self.connects.len() >= self.settings.control_pending_max {
+            return self.refuse_connect(conn_id, ReasonCode::SERVER_BUSY);
+        }
+        let user_properties = connect.properties.user_properties.len()
+            + connect
+                .will
+                .as_ref()
+                .map_or(0, |w| w.properties.user_properties.len());
+        if user_properties > self.settings.user_properties_max {
+            return self.refuse_connect(conn_id, ReasonCode::QUOTA_EXCEEDED);
+        }
         let settings = Arc::clone(&self.settings);
         let mut client_id = connect.client_id.clone();
         let mut assigned = false;

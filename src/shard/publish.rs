@@ -69,6 +69,9 @@ impl Shard {
             return self.close_with_reason(conn_id, ReasonCode::PAYLOAD_FORMAT_INVALID, now);
         }
         let settings = &self.settings;
+        if publish.properties.user_properties.len() > settings.user_properties_max {
+            return self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now);
+        }
         if publish.topic.len() > settings.topic_bytes_max
             || protocol::topic_levels(&publish.topic) > settings.topic_levels_max
         {
@@ -99,7 +102,7 @@ impl Shard {
             }
             if first_time {
                 let id = self.take_message_id();
-                self.route(make_message(id, publish.clone(), publisher, now), now);
+                self.route(make_message(id, publish, publisher, now), now);
             }
             let pubrec = Packet::PubRec(ack(packet_id));
             return self.write_packet(conn_id, &pubrec);
@@ -443,11 +446,7 @@ impl Shard {
             return self.pump_conn(conn_id, now);
         }
         let known = session.state.inflight.pubrec(rec.packet_id);
-        let mut pubrel = ack(rec.packet_id);
-        if !known {
-            pubrel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-        }
-        self.write_packet(conn_id, &Packet::PubRel(pubrel));
+        self.write_packet(conn_id, &Packet::PubRel(ack_known(rec.packet_id, known)));
     }
 
     pub(super) fn on_pubrel(
@@ -461,11 +460,7 @@ impl Shard {
             return;
         };
         let known = session.state.release_qos2(rel.packet_id);
-        let mut pubcomp = ack(rel.packet_id);
-        if !known {
-            pubcomp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-        }
-        self.write_packet(conn_id, &Packet::PubComp(pubcomp));
+        self.write_packet(conn_id, &Packet::PubComp(ack_known(rel.packet_id, known)));
     }
 
     pub(super) fn on_pubcomp(
@@ -508,6 +503,16 @@ fn ack(packet_id: crate::protocol::PacketId) -> PubResponse {
         reason: ReasonCode::SUCCESS,
         properties: Default::default(),
     }
+}
+
+/// The answer to PUBREC or PUBREL: 0x92 when the packet id was not in use (5.0 §3.6.2.1,
+/// §3.7.2.1); before 5.0 the code is not on the wire.
+fn ack_known(packet_id: crate::protocol::PacketId, known: bool) -> PubResponse {
+    let mut response = ack(packet_id);
+    if !known {
+        response.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+    }
+    response
 }
 
 fn make_message(

@@ -64,7 +64,9 @@ impl Shard {
         now: Instant,
     ) {
         let version = self.conns.get(&conn_id).map_or(Version::V5, |c| c.version);
-        if subscribe.filters.len() > self.settings.filters_per_subscribe_max {
+        if subscribe.filters.len() > self.settings.filters_per_subscribe_max
+            || subscribe.properties.user_properties.len() > self.settings.user_properties_max
+        {
             return self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now);
         }
         if self.barriers.len() >= self.settings.control_pending_max {
@@ -78,7 +80,7 @@ impl Shard {
         let mut subscriptions = Vec::new();
         let mut new_filters = Vec::new();
         for request in subscribe.filters {
-            let reason = match self.check_filter(key, &request.filter, version) {
+            let reason = match self.check_filter(key, &request.filter) {
                 Err(reason) => reason,
                 Ok(TopicSubscription::Shared { group, filter }) => {
                     // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
@@ -165,7 +167,6 @@ impl Shard {
         &self,
         key: SessionKey,
         filter: &ByteString,
-        version: Version,
     ) -> Result<TopicSubscription, ReasonCode> {
         let settings = &self.settings;
         let parsed =
@@ -196,7 +197,6 @@ impl Shard {
         {
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
-        let _ = version;
         Ok(parsed)
     }
 
