@@ -4,7 +4,7 @@
 use shards::{
     CpuSet, RuntimeConfig, RuntimeError, ShardContext, ShardCount, ShardId, StartError, Topology,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,8 +151,11 @@ fn try_send_reports_full_and_gives_the_message_back() {
     config.mailbox_capacity = 2;
     let outcome = Arc::new(Mutex::new(Vec::new()));
     let record = outcome.clone();
+    // Shard 1 must not drain until shard 0 has filled the ring, or the third try_send fits.
+    let filled = Arc::new(AtomicBool::new(false));
     let runtime = shards::start(config, move |context: ShardContext<u32>| {
         let record = record.clone();
+        let filled = filled.clone();
         async move {
             if context.id().index() == 0 {
                 let peer = ShardId::new(1);
@@ -164,10 +167,15 @@ fn try_send_reports_full_and_gives_the_message_back() {
                     })
                     .collect();
                 *record.lock().unwrap() = results;
+                filled.store(true, Ordering::SeqCst);
                 let missing = context.try_send(ShardId::new(7), 9);
                 assert!(matches!(missing, Err(shards::TrySendError::Closed(9))));
                 context.send(peer, 99).await.unwrap();
             } else {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !filled.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    shards::time::sleep(Duration::from_millis(1)).await;
+                }
                 let mut inbox = Vec::new();
                 while inbox.len() < 3 {
                     context.recv_batch(&mut inbox, 8).await;
