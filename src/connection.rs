@@ -89,6 +89,9 @@ async fn read_loop(shell: &ShardShell, conn: ConnId, mut reader: ReadHalf) {
             continue;
         }
         wait_for_mail_backlog(shell).await;
+        // A busy publisher's socket always has data, so the read below completes at once and this
+        // loop would never give the shard back: writers, mail and timers wait for it otherwise.
+        shards::yield_now().await;
         let wanted = match protocol::frame_len(&buf, packet_bytes_max) {
             Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
             Ok(None) => READ_CHUNK,

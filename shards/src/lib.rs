@@ -92,4 +92,4 @@ pub use id::{MAX_SHARDS, ShardId, ShardSet, ShardSetIter};
 pub use net::{Listener, ReadHalf, TcpStream, WriteHalf, connect, live_connections};
 pub use preflight::memlock_needed_bytes;
 pub use runtime::{Runtime, RuntimeHandle, start};
-pub use task::{Task, live_tasks, spawn_local};
+pub use task::{Task, live_tasks, spawn_local, yield_now};

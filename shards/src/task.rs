@@ -15,6 +15,13 @@ pub fn live_tasks() -> usize {
     LIVE_TASKS.with(Cell::get)
 }
 
+/// Lets the shard's other ready tasks run before the caller goes on. A loop whose awaits all
+/// complete at once (a socket that always has data waiting) never returns to the executor
+/// otherwise, and starves every other task of its shard.
+pub async fn yield_now() {
+    futures_lite::future::yield_now().await;
+}
+
 /// A spawned task. Await it for its output; dropping it cancels the task; `detach` lets it run on.
 #[must_use = "dropping a Task cancels it; call detach() to let it run"]
 pub struct Task<T>(glommio::Task<T>);
