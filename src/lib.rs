@@ -12,6 +12,7 @@ pub mod mail;
 pub mod message;
 pub mod metrics;
 pub mod protocol;
+pub mod readiness;
 pub mod router;
 pub mod server;
 pub mod session;
