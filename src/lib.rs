@@ -11,6 +11,7 @@ mod connection;
 pub mod mail;
 pub mod message;
 pub mod metrics;
+pub mod packet_trace;
 pub mod protocol;
 pub mod readiness;
 pub mod router;
