@@ -141,9 +141,9 @@ impl Stamp {
         Stamp(micros as u32)
     }
 
-    /// Whole microseconds from this stamp to `now` (0 if `now` is earlier).
-    pub fn micros_until(self, now: Instant) -> u64 {
-        let elapsed = Stamp::at(now).0.wrapping_sub(self.0);
+    /// Whole microseconds from `earlier` to this stamp (0 if `earlier` is in fact later).
+    pub fn micros_since(self, earlier: Stamp) -> u64 {
+        let elapsed = self.0.wrapping_sub(earlier.0);
         // A stamp from the future shows up as a wait of more than half the wrap: call it 0.
         if elapsed > u32::MAX / 2 {
             return 0;
@@ -169,17 +169,16 @@ mod tests {
         let start = epoch() + Duration::from_secs(5);
         let posted = Stamp::at(start);
         let check = |later: Duration, expected: u64| {
-            assert_eq!(posted.micros_until(start + later), expected, "{later:?}");
+            let taken = Stamp::at(start + later);
+            assert_eq!(taken.micros_since(posted), expected, "{later:?}");
         };
         check(Duration::ZERO, 0);
         check(Duration::from_micros(1), 1);
         check(Duration::from_millis(250), 250_000);
         check(Duration::from_secs(60), 60_000_000);
-        assert_eq!(
-            Stamp::at(start + Duration::from_secs(1)).micros_until(start),
-            0
-        );
-        assert_eq!(Stamp::at(epoch()).micros_until(epoch()), 0);
+        let later = Stamp::at(start + Duration::from_secs(1));
+        assert_eq!(posted.micros_since(later), 0, "taken before posted");
+        assert_eq!(Stamp::at(epoch()).micros_since(Stamp::at(epoch())), 0);
     }
 
     #[test]
@@ -187,9 +186,7 @@ mod tests {
         let wrap = Duration::from_micros(1 << 32);
         let before_wrap = epoch() + wrap - Duration::from_micros(10);
         let posted = Stamp::at(before_wrap);
-        assert_eq!(
-            posted.micros_until(before_wrap + Duration::from_micros(30)),
-            30
-        );
+        let taken = Stamp::at(before_wrap + Duration::from_micros(30));
+        assert_eq!(taken.micros_since(posted), 30);
     }
 }

@@ -327,10 +327,11 @@ async fn inbox_loop(shell: Rc<ShardShell>) {
         }
         // One clock read per batch: it dates the ring waits and the handling alike.
         let now = Instant::now();
+        let taken = Stamp::at(now);
         {
             let metrics = &mut shell.shard.borrow_mut().metrics;
             for (_, envelope) in &batch {
-                metrics.record_ring_wait(envelope.posted.micros_until(now));
+                metrics.record_ring_wait(taken.micros_since(envelope.posted));
             }
         }
         let events = batch.drain(..).map(|(from, envelope)| Event::Mail {
