@@ -3,7 +3,8 @@
 //!
 //! Each event names the connection, the client id, the direction, the packet type, and what the
 //! type carries: packet id, topic (or the filters of a SUBSCRIBE/UNSUBSCRIBE), QoS, flags, reason
-//! codes, and the payload cut at 256 characters (text when it is UTF-8, hex otherwise). A CONNECT
+//! codes, and the payload cut at 256 characters (text when it is UTF-8, hex otherwise; text fields
+//! are quoted and escaped, so a payload cannot forge log lines). A CONNECT
 //! shows whether a username and a password are present, never their values.
 //!
 //! Off, it costs one `enabled` check per batch of packets (a cached per-callsite interest, no
@@ -50,10 +51,10 @@ pub fn packet(direction: Direction, conn: u64, client_id: &str, packet: &Packet)
         direction = direction.label(),
         r#type = summary.kind,
         packet_id = %Maybe(summary.packet_id),
-        topic = %Maybe(summary.topic.as_deref()),
+        topic = %Quoted(summary.topic.as_deref()),
         qos = %Maybe(summary.qos),
-        detail = %summary.detail,
-        payload = %Maybe(summary.payload.as_deref()),
+        detail = ?summary.detail,
+        payload = %Quoted(summary.payload.as_deref()),
         "packet"
     );
 }
@@ -207,6 +208,18 @@ fn joined<T: Display>(items: impl Iterator<Item = T>) -> String {
         let _ = write!(text, "{item}");
     }
     text
+}
+
+/// An optional text field: quoted and escaped (a payload cannot forge log lines), or `-`.
+struct Quoted<T>(Option<T>);
+
+impl<T: fmt::Debug> Display for Quoted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// An optional field: its value, or `-`.

@@ -113,15 +113,18 @@ fn trace_events_carry_the_fields_and_never_the_password() {
         let enabled = enabled();
         packet(Direction::Received, 3, "c1", &connect_with_password());
         packet(Direction::Sent, 3, "c1", &publish(b"hi"));
+        packet(Direction::Sent, 3, "c1", &publish(b"forged\nTRACE line"));
         enabled
     });
     assert!(enabled);
     assert!(!text.contains("hunter2"), "{text}");
+    assert_eq!(text.lines().count(), 3, "one line per packet: {text}");
+    assert!(text.contains("payload=\"forged\\nTRACE line\""), "{text}");
     for expected in [
         "conn=3 client_id=\"c1\" direction=\"received\" type=\"connect\"",
         "password=present",
-        "direction=\"sent\" type=\"publish\" packet_id=7 topic=a/b qos=1",
-        "payload=hi",
+        "direction=\"sent\" type=\"publish\" packet_id=7 topic=\"a/b\" qos=1",
+        "payload=\"hi\"",
     ] {
         assert!(text.contains(expected), "{expected} missing from {text}");
     }
