@@ -49,7 +49,7 @@ pub struct Admin {
 
 impl Admin {
     /// Binds `addr` (port 0 picks one) and serves on a new thread. `readiness` answers `/ready`:
-    /// true once every shard has started and is accepting.
+    /// true while every shard serves and no shutdown has begun (see `readiness`).
     pub fn start<R>(addr: SocketAddr, board: Arc<SnapshotBoard>, readiness: R) -> io::Result<Admin>
     where
         R: Fn() -> bool + Send + 'static,

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use shards::sync::Notify;
 use shards::{ReadHalf, TaskClass, TcpStream, WriteHalf};
 
+use crate::packet_trace::{self, Direction};
 use crate::protocol::{self, Packet, Version};
 use crate::server::ShardShell;
 use crate::shard::{ConnId, Event};
@@ -79,6 +80,9 @@ async fn read_loop(shell: &ShardShell, conn: ConnId, mut reader: ReadHalf) {
             }
         }
         if !events.is_empty() {
+            if packet_trace::enabled() {
+                trace_received(shell, conn, &events);
+            }
             shell.handle_all(events.drain(..));
         }
         if failed || is_closing(shell, conn) {
@@ -111,7 +115,10 @@ async fn read_loop(shell: &ShardShell, conn: ConnId, mut reader: ReadHalf) {
                 tracing::debug!(conn, "peer closed the connection");
                 return;
             }
-            Ok(n) => buf.truncate(start + n),
+            Ok(n) => {
+                buf.truncate(start + n);
+                shell.shard.borrow_mut().metrics.bytes_received(n);
+            }
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
             Err(error) => {
                 tracing::debug!(conn, %error, "read failed");
@@ -167,13 +174,52 @@ async fn write_loop(
                 }
                 break;
             }
+            if packet_trace::enabled() {
+                trace_sent(&shell, conn, &out);
+            }
             if writer.write_all(&out).await.is_err() {
                 let _ = writer.shutdown(Shutdown::Both).await;
                 return;
             }
+            shell.shard.borrow_mut().metrics.bytes_sent(out.len());
             drop(out);
             // Room in the buffer again: queued deliveries may follow.
             shell.handle(Event::Drained { conn });
         }
+    }
+}
+
+/// Packet trace of a batch just decoded (only called with the trace on).
+fn trace_received(shell: &ShardShell, conn: ConnId, events: &[Event]) {
+    let mut client_id = shell
+        .shard
+        .borrow()
+        .conn(conn)
+        .map(|c| c.client_id.clone())
+        .unwrap_or_default();
+    for event in events {
+        if let Event::Packet { packet, .. } = event {
+            if let Packet::Connect(connect) = packet {
+                client_id = connect.client_id.clone();
+            }
+            packet_trace::packet(Direction::Received, conn, &client_id, packet);
+        }
+    }
+}
+
+/// Packet trace of bytes about to be written: whole packets, decoded again from a copy (only
+/// called with the trace on).
+fn trace_sent(shell: &ShardShell, conn: ConnId, out: &[u8]) {
+    let Some((client_id, version)) = shell
+        .shard
+        .borrow()
+        .conn(conn)
+        .map(|c| (c.client_id.clone(), c.version))
+    else {
+        return;
+    };
+    let mut copy = BytesMut::from(out);
+    while let Ok(Some(packet)) = protocol::decode(&mut copy, version, usize::MAX) {
+        packet_trace::packet(Direction::Sent, conn, &client_id, &packet);
     }
 }

@@ -17,8 +17,9 @@ use shards::{
 
 use crate::config::{self, Config};
 use crate::connection;
-use crate::mail::Mail;
+use crate::mail::{Envelope, Stamp};
 use crate::metrics::{SnapshotBoard, SnapshotPublisher};
+use crate::readiness::Serving;
 use crate::shard::{ConnId, Event, Settings, Shard};
 use crate::sys::SysState;
 
@@ -28,6 +29,8 @@ const TICK: Duration = Duration::from_millis(250);
 const MAIL_BATCH: usize = 256;
 /// Ticks between two metric snapshots (about a second).
 const SNAPSHOT_EVERY_TICKS: u32 = 4;
+/// How long `start` waits for every shard to begin serving once its executor runs.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections to flush their last packets.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -64,15 +67,21 @@ pub fn start(config: Config) -> Result<Broker, BrokerError> {
     // shards are ever filled.
     let board = Arc::new(SnapshotBoard::new(shards::MAX_SHARDS));
     let config = Arc::new(config);
+    // Fix the epoch of cross-shard mail stamps before any shard stamps anything.
+    crate::mail::epoch();
     let shard_board = Arc::clone(&board);
-    let runtime = shards::start(runtime_config, move |ctx: ShardContext<Mail>| {
+    let serving = Serving::new();
+    let shard_serving = Arc::clone(&serving);
+    let runtime = shards::start(runtime_config, move |ctx: ShardContext<Envelope>| {
         let config = Arc::clone(&config);
         let board = Arc::clone(&shard_board);
-        async move { run_shard(ctx, config, board).await }
+        let serving = Arc::clone(&shard_serving);
+        async move { run_shard(ctx, config, board, serving).await }
     })?;
+    wait_until_serving(&runtime, &serving);
     let admin = if admin_config.enabled {
         let handle = runtime.handle();
-        let readiness = move || handle.is_ready();
+        let readiness = move || handle.is_ready() && serving.all(handle.shard_count());
         let admin =
             crate::admin::Admin::start(admin_config.bind, board, readiness).map_err(|source| {
                 BrokerError::Admin {
@@ -89,6 +98,14 @@ pub fn start(config: Config) -> Result<Broker, BrokerError> {
         listener_count,
         admin,
     })
+}
+
+/// Waits (bounded) until every shard's serving loop runs, so that a started broker is ready.
+fn wait_until_serving(runtime: &shards::Runtime, serving: &Serving) {
+    let deadline = Instant::now() + SERVING_TIMEOUT;
+    while !serving.all(runtime.shard_count()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 impl Broker {
@@ -171,7 +188,7 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
 
 /// What one shard's tasks share. Lives on the shard's thread only.
 pub(crate) struct ShardShell {
-    pub ctx: ShardContext<Mail>,
+    pub ctx: ShardContext<Envelope>,
     pub shard: RefCell<Shard>,
     /// Wakes each connection's writer task.
     pub writers: RefCell<HashMap<ConnId, Rc<Notify>>>,
@@ -185,7 +202,11 @@ pub(crate) struct ShardShell {
 impl ShardShell {
     /// Runs `handle` for a batch of events, then wakes the writers and the mail flusher.
     pub fn handle_all(&self, events: impl IntoIterator<Item = Event>) {
-        let now = Instant::now();
+        self.handle_all_at(events, Instant::now());
+    }
+
+    /// `handle_all` with a clock reading the caller already made.
+    pub fn handle_all_at(&self, events: impl IntoIterator<Item = Event>, now: Instant) {
         {
             let mut shard = self.shard.borrow_mut();
             for event in events {
@@ -224,7 +245,12 @@ impl ShardShell {
     }
 }
 
-async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>, board: Arc<SnapshotBoard>) {
+async fn run_shard(
+    ctx: ShardContext<Envelope>,
+    config: Arc<Config>,
+    board: Arc<SnapshotBoard>,
+    serving: Arc<Serving>,
+) {
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
     let shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
     let shell = Rc::new(ShardShell {
@@ -255,8 +281,10 @@ async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>, board: Arc<Snap
             sys_loop(Rc::clone(&shell), board, interval),
         ));
     }
+    let serving = serving.enter();
     tracing::info!(shard = ctx.id().index(), "shard started");
     ctx.shutdown_requested().await;
+    drop(serving);
     // Stop accepting, then let every connection say goodbye.
     drop(tasks);
     close_all(&shell).await;
@@ -297,11 +325,20 @@ async fn inbox_loop(shell: Rc<ShardShell>) {
         if moved == 0 {
             break;
         }
-        shell.handle_all(
-            batch
-                .drain(..)
-                .map(|(from, mail)| Event::Mail { from, mail }),
-        );
+        // One clock read per batch: it dates the ring waits and the handling alike.
+        let now = Instant::now();
+        let taken = Stamp::at(now);
+        {
+            let metrics = &mut shell.shard.borrow_mut().metrics;
+            for (_, envelope) in &batch {
+                metrics.record_ring_wait(taken.micros_since(envelope.posted));
+            }
+        }
+        let events = batch.drain(..).map(|(from, envelope)| Event::Mail {
+            from,
+            mail: envelope.mail,
+        });
+        shell.handle_all_at(events, now);
     }
 }
 
@@ -330,8 +367,10 @@ async fn flush_loop(shell: Rc<ShardShell>) {
                     shell.handle_all(batch.drain(..).map(|mail| Event::Mail { from: me, mail }));
                     continue;
                 }
+                // One clock read per batch; waiting for ring space counts as time in the ring.
+                let posted = Stamp::at(Instant::now());
                 for mail in batch.drain(..) {
-                    if shell.ctx.send(to, mail).await.is_err() {
+                    if shell.ctx.send(to, Envelope { mail, posted }).await.is_err() {
                         // The peer is gone: the broker is shutting down.
                         return;
                     }

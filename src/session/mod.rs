@@ -52,6 +52,16 @@ impl Delivery {
     }
 }
 
+/// A delivery taken from the outbox to be written now.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Assigned for QoS 1 and 2: the delivery is now in flight under it.
+    pub packet_id: Option<PacketId>,
+    pub delivery: Delivery,
+    /// When it was queued: the time it spent in the outbox ends now.
+    pub queued_at: Instant,
+}
+
 /// The limits a session enforces (from the `[limits]` config).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
@@ -79,7 +89,8 @@ pub struct SessionState {
     pub subscriptions: HashMap<ByteString, Subscription>,
     /// Session Expiry Interval in seconds after the connection closes; 0 ends it with the connection.
     pub expiry_secs: u32,
-    outbox: VecDeque<Delivery>,
+    /// Deliveries waiting to be sent, each with when it was queued (for the outbox-wait metric).
+    outbox: VecDeque<(Instant, Delivery)>,
     outbox_bytes: usize,
     pub inflight: Inflight,
     /// QoS 2 packet ids received and acknowledged with PUBREC, not yet released (MQTT 4.3.3).
@@ -122,7 +133,7 @@ impl SessionState {
             return Err(DropReason::QueueFull);
         }
         self.outbox_bytes += size;
-        self.outbox.push_back(delivery);
+        self.outbox.push_back((now, delivery));
         Ok(())
     }
 
@@ -148,37 +159,46 @@ impl SessionState {
         window: usize,
         now: Instant,
         expired: &mut u64,
-    ) -> Option<(Option<PacketId>, Delivery)> {
+    ) -> Option<Outgoing> {
         loop {
-            let front = self.outbox.front()?;
+            let (_, front) = self.outbox.front()?;
             if front.message.is_expired(now) {
                 self.pop_front();
                 *expired += 1;
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
-                return self.pop_front().map(|delivery| (None, delivery));
+                let (queued_at, delivery) = self.pop_front()?;
+                return Some(Outgoing {
+                    packet_id: None,
+                    delivery,
+                    queued_at,
+                });
             }
             if !self.has_window(window) {
                 return None;
             }
-            let delivery = self.pop_front()?;
+            let (queued_at, delivery) = self.pop_front()?;
             let packet_id = self.inflight.push(delivery.clone())?;
-            return Some((Some(packet_id), delivery));
+            return Some(Outgoing {
+                packet_id: Some(packet_id),
+                delivery,
+                queued_at,
+            });
         }
     }
 
-    fn pop_front(&mut self) -> Option<Delivery> {
-        let delivery = self.outbox.pop_front()?;
+    fn pop_front(&mut self) -> Option<(Instant, Delivery)> {
+        let (queued_at, delivery) = self.outbox.pop_front()?;
         self.outbox_bytes = self.outbox_bytes.saturating_sub(delivery.size_bytes());
-        Some(delivery)
+        Some((queued_at, delivery))
     }
 
     /// Drops queued QoS 0 messages (when a connection closes: they were only for that connection).
     pub fn drop_queued_qos0(&mut self) -> usize {
         let before = self.outbox.len();
-        self.outbox.retain(|d| d.qos != QoS::AtMostOnce);
-        self.outbox_bytes = self.outbox.iter().map(Delivery::size_bytes).sum();
+        self.outbox.retain(|(_, d)| d.qos != QoS::AtMostOnce);
+        self.outbox_bytes = self.outbox.iter().map(|(_, d)| d.size_bytes()).sum();
         before - self.outbox.len()
     }
 
@@ -197,7 +217,8 @@ impl SessionState {
     /// and not acknowledged), for another member of their group.
     pub fn take_unfinished_shared(&mut self) -> Vec<(Arc<Message>, ByteString, ByteString)> {
         let mut taken = Vec::new();
-        for delivery in self.outbox.iter().chain(self.inflight.unacknowledged()) {
+        let queued = self.outbox.iter().map(|(_, delivery)| delivery);
+        for delivery in queued.chain(self.inflight.unacknowledged()) {
             if let (Some((filter, group)), true) =
                 (&delivery.shared, delivery.qos != QoS::AtMostOnce)
             {

@@ -96,8 +96,8 @@ fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
             .unwrap();
     }
     let mut expired = 0;
-    let (a, _) = s.next_to_send(2, now, &mut expired).unwrap();
-    let (b, _) = s.next_to_send(2, now, &mut expired).unwrap();
+    let a = s.next_to_send(2, now, &mut expired).unwrap().packet_id;
+    let b = s.next_to_send(2, now, &mut expired).unwrap().packet_id;
     assert!(
         s.next_to_send(2, now, &mut expired).is_none(),
         "window of 2 is full"
@@ -120,8 +120,7 @@ fn qos2_outgoing_goes_sent_released_completed() {
     let mut s = session();
     s.enqueue(delivery(QoS::ExactlyOnce, b"x", None), true, &limits(), now)
         .unwrap();
-    let (id, _) = s.next_to_send(2, now, &mut 0).unwrap();
-    let id = id.unwrap();
+    let id = s.next_to_send(2, now, &mut 0).unwrap().packet_id.unwrap();
     assert!(!s.inflight.puback(id), "PUBACK does not complete QoS 2");
     assert!(!s.inflight.pubcomp(id), "PUBCOMP before PUBREC is unknown");
     assert!(s.inflight.pubrec(id));
@@ -151,8 +150,12 @@ fn expired_messages_are_not_sent() {
     .unwrap();
     let mut expired = 0;
     let later = now + Duration::from_secs(1);
-    let (_, sent) = s.next_to_send(2, later, &mut expired).unwrap();
-    assert_eq!(&sent.message.payload[..], b"new");
+    let sent = s.next_to_send(2, later, &mut expired).unwrap();
+    assert_eq!(&sent.delivery.message.payload[..], b"new");
+    assert_eq!(
+        sent.queued_at, now,
+        "the outbox wait starts when it was queued"
+    );
     assert_eq!(expired, 1);
 }
 
@@ -179,8 +182,8 @@ fn packet_ids_skip_ids_in_use_and_wrap() {
             .unwrap();
     }
     let mut seen = std::collections::HashSet::new();
-    while let Some((id, _)) = s.next_to_send(70_000, now, &mut 0) {
-        assert!(seen.insert(id.unwrap().get()));
+    while let Some(sent) = s.next_to_send(70_000, now, &mut 0) {
+        assert!(seen.insert(sent.packet_id.unwrap().get()));
     }
     assert_eq!(seen.len(), 65_535, "every non-zero id used once");
 }

@@ -345,10 +345,13 @@ impl Shard {
         let was_empty = conn.out.is_empty();
         let mut expired = 0;
         while conn.out.len() < settings.write_buffer_bytes_max {
-            let Some((packet_id, delivery)) =
-                session
-                    .state
-                    .next_to_send(conn.send_window, now, &mut expired)
+            let Some(crate::session::Outgoing {
+                packet_id,
+                delivery,
+                queued_at,
+            }) = session
+                .state
+                .next_to_send(conn.send_window, now, &mut expired)
             else {
                 break;
             };
@@ -368,6 +371,7 @@ impl Shard {
                 metrics.message_sent(delivery.qos);
                 let latency = crate::metrics::micros_between(delivery.message.received_at, now);
                 metrics.record_delivery_latency(delivery.qos, latency);
+                metrics.record_outbox_wait(crate::metrics::micros_between(queued_at, now));
             } else {
                 // Larger than the client accepts (5.0 §3.1.2.11.4): dropped, and its packet id
                 // freed at once.

@@ -75,6 +75,13 @@ impl TestBroker {
         self.shard_addrs[shard % self.shard_addrs.len()]
     }
 
+    /// Begins graceful shutdown without waiting for it; the admin listener stays up until drop.
+    pub fn begin_shutdown(&self) {
+        if let Some(broker) = &self.broker {
+            broker.handle().shutdown();
+        }
+    }
+
     pub fn shutdown(mut self) {
         if let Some(broker) = self.broker.take() {
             broker.shutdown().expect("clean shutdown");
@@ -95,6 +102,9 @@ pub struct RawClient {
     pub stream: TcpStream,
     buf: BytesMut,
     pub version: Version,
+    /// Bytes written to and read from the socket so far.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,6 +121,8 @@ impl RawClient {
             stream,
             buf: BytesMut::new(),
             version,
+            bytes_sent: 0,
+            bytes_received: 0,
         }
     }
 
@@ -143,10 +155,12 @@ impl RawClient {
         let mut out = BytesMut::new();
         protocol::encode(packet, self.version, &mut out, usize::MAX).expect("encode");
         self.stream.write_all(&out).expect("write");
+        self.bytes_sent += out.len() as u64;
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
+        self.bytes_sent += bytes.len() as u64;
     }
 
     /// The next packet, or panics after `TIMEOUT`.
@@ -180,7 +194,10 @@ impl RawClient {
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Received::Closed,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    self.bytes_received += n as u64;
+                }
                 // The in-process broker's threads can interrupt this read: retry.
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
