@@ -264,7 +264,11 @@ impl Shard {
             Some(key) => {
                 self.metrics.counts.sessions_taken_over += 1;
                 if let Some(conn_id) = self.sessions.get(key).and_then(|s| s.conn) {
-                    let is_v5 = self.conns.get(&conn_id).is_some_and(|c| c.version.is_v5());
+                    // A connection still waiting for its CONNACK gets nothing before it
+                    // (MQTT-3.2.0-1): it is just closed.
+                    let is_v5 = self.conns.get(&conn_id).is_some_and(|c| {
+                        c.version.is_v5() && matches!(c.phase, Phase::Active { .. })
+                    });
                     if is_v5 {
                         let disconnect = Packet::Disconnect(Disconnect {
                             reason: ReasonCode::SESSION_TAKEN_OVER,

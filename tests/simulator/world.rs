@@ -492,6 +492,12 @@ impl World {
         if self.trace {
             eprintln!("    conn {conn_id} <- {}", packet_name(&packet));
         }
+        // MQTT-3.2.0-1: CONNACK is the first packet the server sends.
+        assert!(
+            client.connack.is_some() || matches!(packet, Packet::ConnAck(_)),
+            "conn {conn_id}: {} before CONNACK",
+            packet_name(&packet)
+        );
         match &packet {
             Packet::ConnAck(connack) => {
                 assert!(client.connack.is_none(), "conn {conn_id}: second CONNACK");
