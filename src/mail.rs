@@ -1,10 +1,11 @@
 //! `Mail`: everything one shard says to another, on one screen. A closed set of owned, `Send`
-//! values; messages travel as `Arc<Message>`, sessions as `Box<SessionState>` (moved, never shared).
+//! values; messages travel as `Arc<Message>`, sessions as `Box<Moved>` (moved, never shared).
 //!
 //! Data plane: `Publish`. Control plane: interest replication, the subscribe barrier with its
 //! retained lookup, retained writes to the topic's home shard, and the client-id directory
 //! (claim, takeover, handover, release) partitioned by client id.
 
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -42,12 +43,22 @@ pub struct SharedPublish {
     pub hops: u8,
 }
 
+/// A session handed over to a new owner, with the ids of the messages its dedup window saw while
+/// it was still moving in (see `shard::moving`): the window moves with the session.
+#[derive(Debug)]
+pub struct Moved {
+    pub state: SessionState,
+    pub seen: Option<HashSet<u64>>,
+}
+
 /// A delivery for a session that moved to the receiving shard (see `shard::moving`).
 #[derive(Debug)]
 pub struct Forward {
     pub client_id: ByteString,
+    /// The receiver's claim the session was passed to: the link of the chain this delivery follows.
+    pub ticket: Ticket,
     pub delivery: Delivery,
-    /// Shards this delivery has been forwarded through.
+    /// Shards this delivery has been forwarded through (saturating; for tracing).
     pub hops: u8,
 }
 
@@ -97,16 +108,20 @@ pub enum Mail {
     /// The session of a taken-over client, or `None` if the former owner no longer had one.
     Handover {
         ticket: Ticket,
-        session: Option<Box<SessionState>>,
+        session: Option<Box<Moved>>,
     },
     Forward(Box<Forward>),
-    /// From a session's new owner to its former one: its interest is in place everywhere.
+    /// From a session's new owner (its claim `ticket`) to the shard it came from: the session's
+    /// interest is in place everywhere.
     Confirmed {
         client_id: ByteString,
+        ticket: Ticket,
     },
-    /// From a former owner: nothing more will be forwarded for this session.
+    /// From the shard a session came from to its new owner (claim `ticket` there): nothing more
+    /// will be forwarded for it.
     Released {
         client_id: ByteString,
+        ticket: Ticket,
     },
     /// To the home shard: the session of `generation` ended; forget its owner.
     Release {

@@ -72,8 +72,12 @@ pub enum StartError {
     #[error("{shard} panicked while starting: {message}")]
     Panicked { shard: ShardId, message: String },
 
-    #[error("shards did not report started within {seconds} s")]
-    Timeout { seconds: u64 },
+    #[error("only {started} of {shards} shards started, and none in the last {seconds} s")]
+    Timeout {
+        seconds: u64,
+        started: usize,
+        shards: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -25,7 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long `start` waits for every executor to come up.
+/// How long `start` waits for the next executor to come up. Each one takes milliseconds; the
+/// wait restarts whenever one reports, so a start that is slow because the machine is
+/// overloaded (every shard waiting for CPU time) still completes, and only a start where no shard
+/// made progress for this long is an error. A shard that fails or panics says so at once.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often `run_until_signal` looks at the signal flag between shard events.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
@@ -131,6 +134,11 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let placement = crate::preflight::check(&config)?;
+    // glommio registers the process for membarrier once, lazily, when the first executor is
+    // built; with other threads already running that takes a long and variable time (glommio's
+    // `early_init` docs; the kernel synchronizes with every CPU running one of them), longer still
+    // on a busy machine, and the other shards wait for it. Done here it is outside the handshake.
+    glommio::early_init();
     let shards = placement.cpus.len();
     let bound = crate::net::bind_all(&config.listeners, shards)?;
     let Bound {
@@ -308,11 +316,9 @@ impl Runtime {
 
     /// Waits for every shard's `Started`; on a failure stops the others and reports it.
     fn wait_started(&mut self) -> Result<(), StartError> {
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
         let mut started = 0;
         while started < self.shared.shards {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let error = match self.events.recv_timeout(left) {
+            let error = match self.events.recv_timeout(START_TIMEOUT) {
                 Ok(ShardEvent::Started) => {
                     started += 1;
                     continue;
@@ -324,6 +330,8 @@ impl Runtime {
                 }
                 Err(_) => StartError::Timeout {
                     seconds: START_TIMEOUT.as_secs(),
+                    started,
+                    shards: self.shared.shards,
                 },
             };
             return Err(self.abort(error));

@@ -15,7 +15,7 @@ use shards::ShardId;
 
 use super::conn::CloseKind;
 use super::{Phase, SessionKey, Shard};
-use crate::mail::{Mail, Ticket};
+use crate::mail::{Mail, Moved, Ticket};
 use crate::protocol::{
     ConnAck, ConnAckProperties, Connect, Disconnect, Packet, QoS, ReasonCode, Version, Will,
     validate_topic_name,
@@ -33,7 +33,7 @@ pub struct PendingConnect {
     generation: Option<u64>,
     /// A previous owner was told to hand the session over.
     awaiting_handover: bool,
-    handover: Option<Option<Box<SessionState>>>,
+    handover: Option<Option<Box<Moved>>>,
     /// A newer claim arrived while this one was pending: pass the session on to it.
     superseded_by: Option<(ShardId, Ticket)>,
     /// The shard the session came from.
@@ -215,7 +215,7 @@ impl Shard {
         &mut self,
         from: ShardId,
         ticket: Ticket,
-        session: Option<Box<SessionState>>,
+        session: Option<Box<Moved>>,
         now: Instant,
     ) {
         let Some(pending) = self.connects.get_mut(&ticket) else {
@@ -264,7 +264,11 @@ impl Shard {
             Some(key) => {
                 self.metrics.counts.sessions_taken_over += 1;
                 if let Some(conn_id) = self.sessions.get(key).and_then(|s| s.conn) {
-                    let is_v5 = self.conns.get(&conn_id).is_some_and(|c| c.version.is_v5());
+                    // A connection still waiting for its CONNACK gets nothing before it
+                    // (MQTT-3.2.0-1): it is just closed.
+                    let is_v5 = self.conns.get(&conn_id).is_some_and(|c| {
+                        c.version.is_v5() && matches!(c.phase, Phase::Active { .. })
+                    });
                     if is_v5 {
                         let disconnect = Packet::Disconnect(Disconnect {
                             reason: ReasonCode::SESSION_TAKEN_OVER,
@@ -278,7 +282,11 @@ impl Shard {
                     self.end_connection_taken_over(conn_id, now);
                 }
                 // A stub stays and forwards until the new owner's interest is in place.
-                self.leave_stub(key, new_owner, now).map(Box::new)
+                let to = super::moving::Hop {
+                    shard: new_owner,
+                    ticket,
+                };
+                self.leave_stub(key, to, now).map(Box::new)
             }
             None => None,
         };
@@ -329,15 +337,12 @@ impl Shard {
             );
             if moving {
                 // Relay: what the former owner still forwards goes on to the new one.
-                self.relays.push(super::moving::Relay {
-                    client_id: pending.connect.client_id.clone(),
-                    to: new_owner,
-                    upstream: handover_from,
-                    confirmed: false,
-                });
-                for delivery in forwarded {
-                    self.forward(new_owner, pending.connect.client_id.clone(), delivery);
-                }
+                let to = super::moving::Hop {
+                    shard: new_owner,
+                    ticket: their_ticket,
+                };
+                let client_id = pending.connect.client_id;
+                self.add_relay(client_id, ticket, to, handover_from, forwarded);
             }
             return;
         }
@@ -353,38 +358,23 @@ impl Shard {
         } else {
             self.metrics.counts.sessions_created += 1;
         }
-        let mut state = match previous {
-            Some(state) if resume => *state,
-            _ => SessionState::new(
-                client_id.clone(),
-                pending.connect.version,
-                pending.expiry_secs,
-            ),
+        let (mut state, seen) = match previous {
+            Some(moved) if resume => (moved.state, Some(moved.seen)),
+            _ => {
+                let version = pending.connect.version;
+                let state = SessionState::new(client_id.clone(), version, pending.expiry_secs);
+                (state, None)
+            }
         };
         state.version = pending.connect.version;
         state.expiry_secs = pending.expiry_secs;
-        let key = self.install_session(state, generation);
-        if let Some(session) = self.sessions.get_mut(key) {
-            session.moved_from = handover_from;
-            if resume && handover_from.is_some() {
-                session.dedup = Some(std::collections::HashSet::new());
-                session.held = Some(Vec::new());
-            }
-        }
-        if resume {
-            for delivery in forwarded {
-                self.enqueue_delivery(key, delivery, now);
-            }
+        let key = self.install_session(state, generation, ticket);
+        if let Some(from) = handover_from {
+            self.moved_in(key, from, seen, forwarded, now);
         }
         let Some(conn_id) = pending.conn.filter(|_| conn_live) else {
             // The connection went away while claiming: the session stays as an offline session
-            // (or ends now, when it does not outlive its connection). The former owner still
-            // learns when this session's interest is in place.
-            let client_id = client_id.clone();
-            if let Some(to) = self.sessions.get_mut(key).and_then(|s| s.moved_from.take()) {
-                let kind = super::subscribe::BarrierKind::ConfirmMoved { client_id, to };
-                self.start_flush_barrier(kind, now);
-            }
+            // (or ends now, when it does not outlive its connection).
             self.detach_session(key, now);
             return;
         };
@@ -460,7 +450,6 @@ impl Shard {
         });
         self.write_packet(conn_id, &connack);
         self.metrics.record_connect_latency(connect_latency);
-        self.confirm_moved(key);
         self.resend_inflight(conn_id, key, now);
         self.pump_conn(conn_id, now);
         let early = self

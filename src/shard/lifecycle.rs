@@ -14,12 +14,19 @@ use crate::protocol::Will;
 use crate::session::SessionState;
 
 impl Shard {
-    pub(super) fn install_session(&mut self, state: SessionState, generation: u64) -> SessionKey {
+    /// Installs a session this shard claimed with `ticket` (granted under `generation`).
+    pub(super) fn install_session(
+        &mut self,
+        state: SessionState,
+        generation: u64,
+        ticket: crate::mail::Ticket,
+    ) -> SessionKey {
         let client_id = state.client_id.clone();
         let key = self.sessions.insert(LocalSession {
             state,
             conn: None,
             generation,
+            ticket,
             expires_at: None,
             forward_to: None,
             moved_from: None,

@@ -38,6 +38,7 @@ use crate::router::{TopicTree, Trie};
 use crate::session::{SessionState, Subscription};
 
 pub use conn::{Conn, ConnId, Phase};
+pub use moving::Hop;
 pub use settings::Settings;
 
 use directory::Directory;
@@ -78,11 +79,13 @@ pub struct LocalSession {
     pub conn: Option<ConnId>,
     /// The directory generation under which this shard owns the session.
     pub generation: u64,
+    /// This shard's claim ticket for the session: names it in a chain of moves (see `moving`).
+    pub ticket: Ticket,
     /// When an offline session ends.
     pub expires_at: Option<Instant>,
     /// Set on a stub left behind by a session that moved to that shard: deliveries are forwarded.
-    pub forward_to: Option<ShardId>,
-    /// The shard this session came from, until it is told the session's interest is in place.
+    pub forward_to: Option<Hop>,
+    /// The shard this session came from, until it says it forwards nothing more (`Released`).
     pub moved_from: Option<ShardId>,
     /// Ids of messages delivered while the session is moving in (see `moving`).
     pub dedup: Option<std::collections::HashSet<u64>>,
@@ -141,8 +144,8 @@ pub struct Shard {
     next_assigned_id: u64,
     /// Sessions that moved away and still forward (see `moving`).
     stubs: Vec<SessionKey>,
-    tombstones: Vec<moving::Tombstone>,
-    relays: Vec<moving::Relay>,
+    /// Moves passed on from here that still forward (see `moving`).
+    links: Vec<moving::Link>,
     next_message_id: u64,
     /// Metrics handed to the admin listener and `$SYS` about once a second (see `metrics`).
     pub metrics: crate::metrics::ShardMetrics,
@@ -180,8 +183,7 @@ impl Shard {
             next_assigned_id: 0,
             delayed_wills: HashMap::new(),
             stubs: Vec::new(),
-            tombstones: Vec::new(),
-            relays: Vec::new(),
+            links: Vec::new(),
             next_message_id: 0,
             metrics: crate::metrics::ShardMetrics::new(),
             counters_reported: Counters::default(),
@@ -316,8 +318,10 @@ impl Shard {
             } => self.on_takeover(client_id, new_owner, ticket, now),
             Mail::Handover { ticket, session } => self.on_handover(from, ticket, session, now),
             Mail::Forward(forward) => self.on_forward(*forward, now),
-            Mail::Confirmed { client_id } => self.on_confirmed(from, client_id, now),
-            Mail::Released { client_id } => self.on_released(from, client_id, now),
+            Mail::Confirmed { client_id, ticket } => {
+                self.on_confirmed(from, client_id, ticket, now)
+            }
+            Mail::Released { client_id, ticket } => self.on_released(client_id, ticket, now),
             Mail::Release {
                 client_id,
                 generation,

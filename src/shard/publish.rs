@@ -333,7 +333,9 @@ impl Shard {
         let Some(conn) = conns.get_mut(&conn_id) else {
             return;
         };
-        let Some(key) = conn.session() else {
+        // CONNACK is the first packet the server sends (MQTT-3.2.0-1): a resuming session's
+        // deliveries wait for it.
+        let super::Phase::Active { session: key } = conn.phase else {
             return;
         };
         let Some(session) = sessions.get_mut(key) else {

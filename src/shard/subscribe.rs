@@ -38,10 +38,16 @@ pub enum BarrierKind {
         session_present: bool,
         assigned: bool,
     },
-    /// A moved-in session with no connection left: tell its former owner its interest is in place.
-    ConfirmMoved { client_id: ByteString, to: ShardId },
+    /// A moved-in session's interest is in place: tell the shard it came from.
+    ConfirmMoved {
+        client_id: ByteString,
+        to: super::moving::Hop,
+    },
     /// A former owner's tombstone may go: no stale message can still be in a ring to here.
-    Tombstone { client_id: ByteString, to: ShardId },
+    Tombstone {
+        client_id: ByteString,
+        to: super::moving::Hop,
+    },
     /// A moved-in session's dedup window may close: no second copy can still be in a ring.
     CloseDedup { key: SessionKey },
 }
@@ -478,7 +484,8 @@ impl Shard {
     fn complete_barrier(&mut self, pending: PendingBarrier, now: Instant) {
         match pending.kind {
             BarrierKind::ConfirmMoved { client_id, to } => {
-                return self.send_mail(to, Mail::Confirmed { client_id });
+                let ticket = to.ticket;
+                return self.send_mail(to.shard, Mail::Confirmed { client_id, ticket });
             }
             BarrierKind::Tombstone { client_id, to } => return self.tombstone_done(client_id, to),
             BarrierKind::CloseDedup { key } => return self.close_dedup(key),

@@ -120,6 +120,12 @@ impl World {
                 !self.shards[s].has_mail(),
                 "shard {s} has mail at quiescence"
             );
+            // Every session move finished: no stub, relay, tombstone or dedup window is left.
+            assert_eq!(
+                self.shards[s].moving_len(),
+                0,
+                "shard {s} still holds session moves at quiescence"
+            );
             let mut local = self.shards[s].local_filters();
             local.sort();
             let own = self.shards[s].interest_filters(ShardId::new(s));

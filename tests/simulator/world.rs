@@ -36,8 +36,12 @@ pub struct Client {
     pub closed: bool,
     /// Packet ids of SUBSCRIBE, UNSUBSCRIBE and QoS 1 PUBLISH sent and not yet answered.
     pub awaiting: BTreeSet<u16>,
-    /// QoS 1 deliveries received and not yet acknowledged.
-    pub unacked: Vec<PacketId>,
+    /// QoS 1 and 2 deliveries received and not yet acknowledged (PUBACK or PUBREC).
+    pub unacked: Vec<(PacketId, QoS)>,
+    /// Our QoS 2 publishes the broker answered with PUBREC: PUBREL is due.
+    pub pubrel_due: Vec<PacketId>,
+    /// QoS 2 deliveries the broker released (PUBREL): PUBCOMP is due.
+    pub pubcomp_due: Vec<PacketId>,
     next_packet_id: u16,
 }
 
@@ -49,6 +53,11 @@ impl Client {
                 .connack
                 .as_ref()
                 .is_some_and(|a| a.reason == ReasonCode::SUCCESS)
+    }
+
+    /// Acknowledgements this connection still has to send.
+    fn owes_answers(&self) -> bool {
+        !self.unacked.is_empty() || !self.pubrel_due.is_empty() || !self.pubcomp_due.is_empty()
     }
 
     fn take_packet_id(&mut self) -> PacketId {
@@ -155,6 +164,8 @@ impl World {
                 closed: false,
                 awaiting: BTreeSet::new(),
                 unacked: Vec::new(),
+                pubrel_due: Vec::new(),
+                pubcomp_due: Vec::new(),
                 next_packet_id: 0,
             },
         );
@@ -233,7 +244,7 @@ impl World {
         self.send(conn, Packet::Unsubscribe(unsubscribe));
     }
 
-    /// Publishes (QoS 0 or 1) on an open connection.
+    /// Publishes (QoS 0, 1 or 2) on an open connection.
     pub fn publish(&mut self, conn: ConnId, topic: &str, payload: Vec<u8>, qos: QoS) {
         let client = self.clients.get_mut(&conn).unwrap();
         if client.closed {
@@ -257,20 +268,33 @@ impl World {
         self.send(conn, Packet::Publish(publish));
     }
 
-    /// Acknowledges every QoS 1 delivery received so far on the connection.
+    /// Answers everything the connection owes the broker: PUBACK or PUBREC for deliveries,
+    /// PUBREL for our QoS 2 publishes it received, PUBCOMP for deliveries it released.
     pub fn ack(&mut self, conn: ConnId) {
         let client = self.clients.get_mut(&conn).unwrap();
         if client.closed {
             return;
         }
-        let acks = std::mem::take(&mut client.unacked);
-        for packet_id in acks {
-            let ack = PubResponse {
-                packet_id,
-                reason: ReasonCode::SUCCESS,
-                properties: Default::default(),
-            };
-            self.send(conn, Packet::PubAck(ack));
+        let response = |packet_id| PubResponse {
+            packet_id,
+            reason: ReasonCode::SUCCESS,
+            properties: Default::default(),
+        };
+        let mut packets = Vec::new();
+        for (packet_id, qos) in std::mem::take(&mut client.unacked) {
+            packets.push(match qos {
+                QoS::ExactlyOnce => Packet::PubRec(response(packet_id)),
+                _ => Packet::PubAck(response(packet_id)),
+            });
+        }
+        for packet_id in std::mem::take(&mut client.pubrel_due) {
+            packets.push(Packet::PubRel(response(packet_id)));
+        }
+        for packet_id in std::mem::take(&mut client.pubcomp_due) {
+            packets.push(Packet::PubComp(response(packet_id)));
+        }
+        for packet in packets {
+            self.send(conn, packet);
         }
     }
 
@@ -375,7 +399,7 @@ impl World {
             let holding: Vec<ConnId> = self
                 .clients
                 .iter()
-                .filter(|(_, c)| !c.closed && !c.unacked.is_empty())
+                .filter(|(_, c)| !c.closed && c.owes_answers())
                 .map(|(id, _)| *id)
                 .collect();
             if holding.is_empty() && !self.mail_pending() {
@@ -468,6 +492,12 @@ impl World {
         if self.trace {
             eprintln!("    conn {conn_id} <- {}", packet_name(&packet));
         }
+        // MQTT-3.2.0-1: CONNACK is the first packet the server sends.
+        assert!(
+            client.connack.is_some() || matches!(packet, Packet::ConnAck(_)),
+            "conn {conn_id}: {} before CONNACK",
+            packet_name(&packet)
+        );
         match &packet {
             Packet::ConnAck(connack) => {
                 assert!(client.connack.is_none(), "conn {conn_id}: second CONNACK");
@@ -490,9 +520,23 @@ impl World {
             }
             Packet::Publish(publish) => {
                 if let Some(packet_id) = publish.packet_id {
-                    client.unacked.push(packet_id);
+                    client.unacked.push((packet_id, publish.qos));
                 }
             }
+            Packet::PubRec(ack) => {
+                assert!(
+                    client.awaiting.contains(&ack.packet_id.get()),
+                    "stray PUBREC"
+                );
+                client.pubrel_due.push(ack.packet_id);
+            }
+            Packet::PubComp(ack) => {
+                assert!(
+                    client.awaiting.remove(&ack.packet_id.get()),
+                    "stray PUBCOMP"
+                );
+            }
+            Packet::PubRel(ack) => client.pubcomp_due.push(ack.packet_id),
             _ => {}
         }
         self.log.push((conn_id, packet));
