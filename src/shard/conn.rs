@@ -116,15 +116,33 @@ pub enum CloseKind {
 }
 
 impl Shard {
-    /// Encodes a packet into a connection's write buffer. A packet over the client's maximum is
-    /// not sent (5.0 §3.1.2.11.4); only PUBLISH can get that large, and it is counted there.
+    /// Encodes a packet into a connection's write buffer, with the problem information the
+    /// client gets (see `problem`). A packet over the client's maximum is not sent (5.0
+    /// §3.1.2.11.4): without its Reason String it may fit (MQTT-3.4.2-2); only PUBLISH can get
+    /// larger than that, and it is counted there.
     pub(super) fn write_packet(&mut self, conn_id: ConnId, packet: &Packet) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
         let was_empty = conn.out.is_empty();
         let max = conn.client_packet_bytes_max;
-        if protocol::encode(packet, conn.version, &mut conn.out, max).is_err() {
+        let annotated = if conn.version.is_v5() {
+            super::problem::with_problem_information(packet, conn.request_problem_information)
+        } else {
+            None
+        };
+        let first = annotated.as_ref().unwrap_or(packet);
+        let written = protocol::encode(first, conn.version, &mut conn.out, max).is_ok()
+            || (conn.version.is_v5()
+                && !matches!(packet, Packet::Publish(_))
+                && protocol::encode(
+                    &super::problem::without_problem_information(packet),
+                    conn.version,
+                    &mut conn.out,
+                    max,
+                )
+                .is_ok());
+        if !written {
             self.counters.dropped_too_large += 1;
             return;
         }

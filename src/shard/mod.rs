@@ -16,6 +16,7 @@ mod connect;
 mod directory;
 mod lifecycle;
 mod moving;
+mod problem;
 mod publish;
 mod settings;
 mod shared;
