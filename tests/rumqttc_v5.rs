@@ -271,6 +271,18 @@ async fn message_expiry_drops_stale_messages_and_forwards_the_remaining_time() {
     publisher
         .publish_with("me/long", QoS::AtLeastOnce, false, "long", expiring(100))
         .await;
+    publisher
+        .publish_with("me/kept/short", QoS::AtLeastOnce, true, "gone", expiring(1))
+        .await;
+    publisher
+        .publish_with(
+            "me/kept/long",
+            QoS::AtLeastOnce,
+            true,
+            "kept",
+            expiring(100),
+        )
+        .await;
     // Waiting out the one-second expiry is the property under test.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (mut owner, connack) =
@@ -280,7 +292,20 @@ async fn message_expiry_drops_stale_messages_and_forwards_the_remaining_time() {
     assert_eq!(&got.payload[..], b"long");
     let left = props(&got).message_expiry_interval.unwrap();
     assert!((97..=99).contains(&left), "remaining time: {left}");
+    // The retained ones went to the session too (live): the long one, not the expired one.
+    let kept = owner.recv().await;
+    assert_eq!(&kept.payload[..], b"kept");
     owner.expect_nothing().await;
+
+    // A retained message expires in the store as well, and keeps counting down there.
+    let (mut late, _) = Mqtt::connect(broker.shard(3), "me-late").await;
+    late.subscribe("me/kept/#", QoS::AtLeastOnce).await;
+    let kept = late.recv().await;
+    assert!(kept.retain && &kept.payload[..] == b"kept");
+    let left = props(&kept).message_expiry_interval.unwrap();
+    assert!((97..=99).contains(&left), "remaining time: {left}");
+    late.expect_nothing().await;
+    late.disconnect().await;
 
     // Online: forwarded at once, the interval (almost) whole.
     publisher
@@ -462,15 +487,22 @@ async fn connack_assigns_an_id_lowers_the_keepalive_and_gives_response_informati
     let mut config = test_config(4);
     config.mqtt.keepalive_max_secs = 20;
     config.mqtt.response_information = String::from("reply/");
+    config.session.expiry_max_secs = 100;
     let broker = TestBroker::with_config(config);
     let mut asking = options(broker.shard(3), "");
     asking.set_keep_alive(Duration::from_secs(60));
+    asking.set_session_expiry_interval(Some(1000));
     asking.set_request_response_info(Some(1));
     let (client, connack) = Mqtt::connect_with(asking).await;
     let properties = connack.properties.unwrap();
     let assigned = properties.assigned_client_identifier.clone().unwrap();
     assert!(assigned.starts_with("ringmq-"), "{assigned}");
     assert_eq!(properties.server_keep_alive, Some(20));
+    assert_eq!(
+        properties.session_expiry_interval,
+        Some(100),
+        "the expiry the broker uses, lowered to its maximum"
+    );
     assert_eq!(
         properties.response_information.as_deref(),
         Some(format!("reply/{assigned}").as_str())
@@ -493,6 +525,7 @@ async fn connack_assigns_an_id_lowers_the_keepalive_and_gives_response_informati
     let properties = connack.properties.unwrap();
     assert_eq!(properties.response_information, None);
     assert_eq!(properties.server_keep_alive, None);
+    assert_eq!(properties.session_expiry_interval, None, "as asked");
     assert_eq!(properties.assigned_client_identifier, None);
     client.disconnect().await;
 }
@@ -647,7 +680,14 @@ async fn no_local_retain_as_published_and_retain_handling() {
     assert_eq!(&me.recv().await.payload[..], b"theirs", "No Local");
     me.expect_nothing().await;
 
-    other.publish("rh/t", QoS::AtLeastOnce, true, b"kept").await;
+    // The retained message comes from the subscriber's shard: its store write and the later
+    // SUBSCRIBE's query then travel one FIFO ring to the topic's home shard. (From another shard
+    // the PUBACK does not yet wait for the home shard to store it.)
+    let (mut keeper, _) = Mqtt::connect(broker.shard(0), "keeper").await;
+    keeper
+        .publish("rh/t", QoS::AtLeastOnce, true, b"kept")
+        .await;
+    keeper.disconnect().await;
     let rule = || RetainForwardRule::OnEverySubscribe;
     me.subscribe_with(filter("rh/t", false, false, rule()), None)
         .await;

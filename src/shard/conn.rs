@@ -52,6 +52,8 @@ pub struct Conn {
     pub request_response_information: bool,
     /// The Keep Alive the client asked for in CONNECT.
     pub requested_keepalive_secs: u16,
+    /// The Session Expiry Interval the client asked for in CONNECT (5.0; absent is 0).
+    pub requested_session_expiry_secs: u32,
     /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
     pub topic_aliases: HashMap<u16, ByteString>,
     /// Broker-to-client topic aliases.
@@ -81,6 +83,7 @@ impl Conn {
             request_problem_information: true,
             request_response_information: false,
             requested_keepalive_secs: 0,
+            requested_session_expiry_secs: 0,
             topic_aliases: HashMap::new(),
             aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),

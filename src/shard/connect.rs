@@ -151,6 +151,7 @@ impl Shard {
         conn.request_problem_information = props.request_problem_information.unwrap_or(true);
         conn.request_response_information = props.request_response_information.unwrap_or(false);
         conn.requested_keepalive_secs = connect.keep_alive_secs;
+        conn.requested_session_expiry_secs = props.session_expiry_interval_secs.unwrap_or(0);
         conn.phase = Phase::Claiming { ticket };
         let mut connect = connect;
         connect.client_id = client_id.clone();
@@ -445,6 +446,13 @@ impl Shard {
             let keepalive = u16::try_from(conn.keepalive.as_secs()).unwrap_or(u16::MAX);
             if keepalive != conn.requested_keepalive_secs {
                 properties.server_keep_alive_secs = Some(keepalive);
+            }
+            // 5.0 §3.2.2.3.2: a Session Expiry Interval other than the client's is said.
+            let expiry_secs = self.sessions.get(key).map(|s| s.state.expiry_secs);
+            if let Some(expiry_secs) = expiry_secs
+                && expiry_secs != conn.requested_session_expiry_secs
+            {
+                properties.session_expiry_interval_secs = Some(expiry_secs);
             }
             if conn.request_response_information && !s.response_information.is_empty() {
                 properties.response_information = Some(ByteString::from(format!(
