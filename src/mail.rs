@@ -74,6 +74,11 @@ pub enum Mail {
     },
     /// A retained write for a topic whose home is the receiving shard (empty payload deletes).
     Retain(Arc<Message>),
+    /// From the topic's home shard: the retained write with message `id` is applied.
+    RetainStored {
+        topic: ByteString,
+        id: u64,
+    },
     /// To the client id's home shard: the sender wants to own this client's session.
     Claim {
         client_id: ByteString,

@@ -680,14 +680,8 @@ async fn no_local_retain_as_published_and_retain_handling() {
     assert_eq!(&me.recv().await.payload[..], b"theirs", "No Local");
     me.expect_nothing().await;
 
-    // The retained message comes from the subscriber's shard: its store write and the later
-    // SUBSCRIBE's query then travel one FIFO ring to the topic's home shard. (From another shard
-    // the PUBACK does not yet wait for the home shard to store it.)
-    let (mut keeper, _) = Mqtt::connect(broker.shard(0), "keeper").await;
-    keeper
-        .publish("rh/t", QoS::AtLeastOnce, true, b"kept")
-        .await;
-    keeper.disconnect().await;
+    // Retained from another shard: visible to a SUBSCRIBE once the PUBACK is in.
+    other.publish("rh/t", QoS::AtLeastOnce, true, b"kept").await;
     let rule = || RetainForwardRule::OnEverySubscribe;
     me.subscribe_with(filter("rh/t", false, false, rule()), None)
         .await;

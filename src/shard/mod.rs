@@ -18,6 +18,7 @@ mod lifecycle;
 mod moving;
 mod problem;
 mod publish;
+mod retained;
 mod settings;
 mod shared;
 mod subscribe;
@@ -131,6 +132,13 @@ pub struct Shard {
     /// This shard's partition of the retained store (topics whose home is here).
     retained: TopicTree<Arc<Message>>,
     retained_bytes: usize,
+    /// Retained writes sent to their topic's home shard and not yet confirmed stored there, by
+    /// topic (see `retained`).
+    retained_sending: HashMap<ByteString, Arc<Message>>,
+    /// Writes of `retained_sending` confirmed by their home, waiting for the next settle barrier.
+    retained_confirmed: Vec<(ByteString, u64)>,
+    /// A settle barrier is on its way.
+    retained_settling: bool,
     directory: Directory,
     /// Mail waiting to be moved into the ring to each shard (index = shard).
     outgoing: Vec<VecDeque<Mail>>,
@@ -172,6 +180,9 @@ impl Shard {
             shared_interest: Trie::new(),
             retained: TopicTree::new(),
             retained_bytes: 0,
+            retained_sending: HashMap::new(),
+            retained_confirmed: Vec::new(),
+            retained_settling: false,
             directory: Directory::default(),
             outgoing: (0..shard_count).map(|_| VecDeque::new()).collect(),
             dirty: Vec::new(),
@@ -303,7 +314,8 @@ impl Shard {
             }
             Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),
-            Mail::Retain(message) => self.store_retained(message),
+            Mail::Retain(message) => self.on_retain(from, message),
+            Mail::RetainStored { topic, id } => self.on_retain_stored(topic, id, now),
             Mail::Claim { client_id, ticket } => self.on_claim(from, client_id, ticket),
             Mail::ClaimReply {
                 ticket,
