@@ -464,6 +464,37 @@ async fn maximum_packet_size_of_the_client_drops_what_is_larger() {
     sub.expect_nothing().await;
     sub.disconnect().await;
     publisher.disconnect().await;
+    // ... and counted. Shards hand the admin side a snapshot about once a second.
+    let admin = broker.admin_addr().expect("admin listener");
+    let series = "ringmq_messages_dropped_total{shard=\"all\",reason=\"too_large\"} ";
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let metrics = http_get(admin, "/metrics");
+        let count = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .map(str::to_owned);
+        if count.as_deref() == Some("1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{series}{count:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The body of an HTTP GET (the admin listener's text endpoints).
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 #[test]
@@ -1012,4 +1043,52 @@ fn disconnect_reason_codes_the_library_cannot_provoke() {
     assert_eq!(closed_with(&mut c), ReasonCode::MALFORMED_PACKET);
 
     assert_eq!(closed_with(&mut quiet), ReasonCode::KEEP_ALIVE_TIMEOUT);
+}
+
+#[test]
+fn subscription_identifiers_when_not_available() {
+    let mut config = test_config(2);
+    config.mqtt.subscription_identifiers_available = false;
+    let broker = TestBroker::with_config(config);
+    let (mut c, connack) = RawClient::connect(broker.shard(0), Version::V5, "noids", true);
+    assert_eq!(
+        connack.properties.subscription_identifiers_available,
+        Some(false)
+    );
+    c.send(&raw::Packet::Subscribe(raw::Subscribe {
+        packet_id: pid(1),
+        properties: raw::SubscribeProperties {
+            subscription_identifier: Some(1),
+            user_properties: Vec::new(),
+        },
+        filters: vec![raw::SubscribeFilter {
+            filter: "ids".into(),
+            options: Default::default(),
+        }],
+    }));
+    assert_eq!(
+        closed_with(&mut c),
+        ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
+    );
+}
+
+#[test]
+fn disconnect_with_will_message_publishes_the_will() {
+    let broker = TestBroker::start(2);
+    let (mut watcher, _) = RawClient::connect(broker.shard(1), Version::V5, "watcher", true);
+    watcher.subscribe(1, &[("last/#", raw::QoS::AtLeastOnce)]);
+    let will = raw::Will {
+        topic: "last/words".into(),
+        payload: Bytes::from_static(b"asked for"),
+        qos: raw::QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    let mut c = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    c.handshake(connect_packet(Version::V5, "leaving", true, Some(will)));
+    c.send(&raw::Packet::Disconnect(raw::Disconnect {
+        reason: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+        properties: Default::default(),
+    }));
+    assert_eq!(&watcher.recv_publish().payload[..], b"asked for");
 }

@@ -77,6 +77,14 @@ impl Shard {
             return self.write_suback(conn_id, subscribe.packet_id, reasons);
         }
         let identifier = subscribe.properties.subscription_identifier;
+        // 5.0 §3.2.2.3.12: a client told they are not available must not send one.
+        if identifier.is_some() && !self.settings.subscription_identifiers_available {
+            return self.close_with_reason(
+                conn_id,
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                now,
+            );
+        }
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut queries = Vec::new();
         let mut subscriptions = Vec::new();
