@@ -20,21 +20,17 @@ use rumqttc::v5::mqttbytes::v5::{
     ConnAck, DisconnectReasonCode, Filter, LastWill, LastWillProperties, Publish,
     PublishProperties, RetainForwardRule, SubscribeProperties, SubscribeReasonCode,
 };
-use rumqttc::v5::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, StateError,
-};
+use rumqttc::v5::{ConnectionError, Event, Incoming, MqttOptions, StateError};
 use tokio::time::{Instant, timeout};
 
-/// How long any single expected event may take.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long we listen to conclude that nothing (more) arrives.
-const QUIET: Duration = Duration::from_millis(300);
-
-/// One rumqttc v5 connection driven from the test task: every wait is explicit and bounded.
-struct Mqtt {
-    client: AsyncClient,
-    events: EventLoop,
+mod api {
+    pub use rumqttc::Outgoing;
+    pub use rumqttc::v5::mqttbytes::v5::ConnAck;
+    pub use rumqttc::v5::{AsyncClient, Event, EventLoop, Incoming, MqttOptions};
 }
+#[path = "common/rumqttc_harness.rs"]
+mod harness;
+use harness::{EVENT_TIMEOUT, Mqtt};
 
 fn options(addr: SocketAddr, client_id: &str) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
@@ -53,39 +49,6 @@ fn persistent(addr: SocketAddr, client_id: &str, expiry_secs: u32) -> MqttOption
 impl Mqtt {
     async fn connect(addr: SocketAddr, client_id: &str) -> (Mqtt, ConnAck) {
         Mqtt::connect_with(options(addr, client_id)).await
-    }
-
-    async fn connect_with(options: MqttOptions) -> (Mqtt, ConnAck) {
-        let (client, events) = AsyncClient::new(options, 64);
-        let mut mqtt = Mqtt { client, events };
-        let connack = mqtt
-            .until(|event| match event {
-                Event::Incoming(Incoming::ConnAck(connack)) => Some(connack.clone()),
-                _ => None,
-            })
-            .await;
-        (mqtt, connack)
-    }
-
-    /// The next event; panics on a connection error or after `EVENT_TIMEOUT`.
-    async fn next(&mut self) -> Event {
-        match timeout(EVENT_TIMEOUT, self.events.poll()).await {
-            Ok(Ok(event)) => event,
-            Ok(Err(error)) => panic!("connection error: {error:?}"),
-            Err(_) => panic!("no event within {EVENT_TIMEOUT:?}"),
-        }
-    }
-
-    /// Polls until `pick` returns something, within `EVENT_TIMEOUT` in total.
-    async fn until<T>(&mut self, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        while Instant::now() < deadline {
-            let event = self.next().await;
-            if let Some(found) = pick(&event) {
-                return found;
-            }
-        }
-        panic!("expected event not seen within {EVENT_TIMEOUT:?}");
     }
 
     async fn subscribe_with(
@@ -150,25 +113,6 @@ impl Mqtt {
         .await
     }
 
-    /// Asserts that no PUBLISH arrives for `QUIET`, while still answering the broker.
-    async fn expect_nothing(&mut self) {
-        self.expect_nothing_for(QUIET).await;
-    }
-
-    async fn expect_nothing_for(&mut self, quiet: Duration) {
-        let deadline = Instant::now() + quiet;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.poll()).await {
-                Err(_) => return,
-                Ok(Ok(Event::Incoming(Incoming::Publish(publish)))) => {
-                    panic!("unexpected PUBLISH {publish:?}")
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => panic!("connection error: {error:?}"),
-            }
-        }
-    }
-
     /// Waits for the broker's DISCONNECT; returns its reason code and reason string.
     async fn expect_server_disconnect(&mut self) -> (DisconnectReasonCode, Option<String>) {
         let deadline = Instant::now() + EVENT_TIMEOUT;
@@ -183,13 +127,6 @@ impl Mqtt {
                 Ok(Err(error)) => panic!("expected a DISCONNECT from the broker, got {error:?}"),
             }
         }
-    }
-
-    /// A clean DISCONNECT: sends it and waits until it is written.
-    async fn disconnect(mut self) {
-        self.client.disconnect().await.unwrap();
-        self.until(|event| matches!(event, Event::Outgoing(Outgoing::Disconnect)).then_some(()))
-            .await;
     }
 }
 
