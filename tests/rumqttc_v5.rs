@@ -983,6 +983,30 @@ fn disconnect_reason_codes_the_library_cannot_provoke() {
 }
 
 #[test]
+fn a_will_declared_utf8_is_checked_when_configured() {
+    let mut config = test_config(2);
+    config.mqtt.payload_format_check = true;
+    let broker = TestBroker::with_config(config);
+    let will = |payload: &'static [u8]| raw::Will {
+        topic: "w".into(),
+        payload: Bytes::from_static(payload),
+        qos: raw::QoS::AtMostOnce,
+        retain: false,
+        properties: raw::WillProperties {
+            payload_format_indicator: Some(true),
+            ..Default::default()
+        },
+    };
+    let mut c = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    let connack = c.handshake(connect_packet(Version::V5, "w1", true, Some(will(b"\xff"))));
+    assert_eq!(connack.reason, ReasonCode::PAYLOAD_FORMAT_INVALID);
+    c.expect_closed();
+    let mut c = RawClient::connect_tcp(broker.shard(1), Version::V5);
+    let connack = c.handshake(connect_packet(Version::V5, "w2", true, Some(will(b"ok"))));
+    assert_eq!(connack.reason, ReasonCode::SUCCESS);
+}
+
+#[test]
 fn subscription_identifiers_when_not_available() {
     let mut config = test_config(2);
     config.mqtt.subscription_identifiers_available = false;

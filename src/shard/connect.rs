@@ -538,6 +538,13 @@ fn check_will(will: &Will, settings: &super::Settings) -> Result<(), ReasonCode>
     if will.topic.len() + will.payload.len() > settings.will_bytes_max {
         return Err(ReasonCode::PACKET_TOO_LARGE);
     }
+    // 5.0 §3.1.3.2.3: a will declared UTF-8 may be checked like a PUBLISH.
+    if settings.payload_format_check
+        && will.properties.payload_format_indicator == Some(true)
+        && std::str::from_utf8(&will.payload).is_err()
+    {
+        return Err(ReasonCode::PAYLOAD_FORMAT_INVALID);
+    }
     Ok(())
 }
 
