@@ -1053,3 +1053,63 @@ fn disconnect_with_will_message_publishes_the_will() {
     }));
     assert_eq!(&watcher.recv_publish().payload[..], b"asked for");
 }
+
+#[tokio::test]
+async fn connack_advertises_the_configured_limits_and_the_broker_holds_to_them() {
+    let mut config = test_config(4);
+    config.mqtt.max_qos = 1;
+    config.mqtt.retain_available = false;
+    config.mqtt.wildcard_subscription_available = false;
+    config.mqtt.shared_subscription_available = false;
+    let broker = TestBroker::with_config(config);
+    let (mut client, connack) = Mqtt::connect(broker.shard(0), "limited").await;
+    let properties = connack.properties.unwrap();
+    assert_eq!(properties.max_qos, Some(1));
+    assert_eq!(properties.retain_available, Some(0));
+    assert_eq!(properties.wildcard_subscription_available, Some(0));
+    assert_eq!(properties.shared_subscription_available, Some(0));
+    // SUBSCRIBE: QoS 2 granted as 1; a wildcard and a shared filter refused with their codes.
+    let codes = client
+        .subscribe_with(Filter::new("plain", QoS::ExactlyOnce), None)
+        .await;
+    assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    let codes = client
+        .subscribe_with(Filter::new("wild/#", QoS::AtMostOnce), None)
+        .await;
+    assert_eq!(
+        codes,
+        vec![SubscribeReasonCode::WildcardSubscriptionsNotSupported]
+    );
+    let codes = client
+        .subscribe_with(Filter::new("$share/g/plain", QoS::AtMostOnce), None)
+        .await;
+    assert_eq!(
+        codes,
+        vec![SubscribeReasonCode::SharedSubscriptionsNotSupported]
+    );
+    client.disconnect().await;
+
+    // PUBLISH beyond the limits: DISCONNECT 0x9B and 0x9A (rumqttc does not check these).
+    for (qos, retain, expected) in [
+        (
+            QoS::ExactlyOnce,
+            false,
+            DisconnectReasonCode::QoSNotSupported,
+        ),
+        (
+            QoS::AtLeastOnce,
+            true,
+            DisconnectReasonCode::RetainNotSupported,
+        ),
+    ] {
+        let (mut client, _) = Mqtt::connect(broker.shard(1), "over").await;
+        client
+            .client
+            .publish("plain", qos, retain, "x")
+            .await
+            .unwrap();
+        let (reason, reason_string) = client.expect_server_disconnect().await;
+        assert_eq!(reason, expected);
+        assert!(reason_string.is_some());
+    }
+}
