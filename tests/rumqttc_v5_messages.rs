@@ -279,6 +279,44 @@ async fn will_delay_interval_and_its_cancellation() {
 }
 
 #[tokio::test]
+async fn will_on_takeover_follows_the_will_delay() {
+    let broker = TestBroker::start(4);
+    let (mut watcher, _) = Mqtt::connect(broker.shard(3), "watcher").await;
+    watcher.subscribe("will/#", QoS::AtLeastOnce).await;
+
+    // Delay 5 s, taken over by a connection that resumes the session: a new connection to the
+    // session came within the delay, so no will (5.0 §3.1.3.2.2).
+    let (_old, _) = Mqtt::connect_with(will_options(broker.shard(0), "resumed", 5, 60)).await;
+    let (new, connack) = Mqtt::connect_with(persistent(broker.shard(1), "resumed", 60)).await;
+    assert!(connack.session_present);
+    watcher.expect_nothing_for(Duration::from_millis(500)).await;
+    new.disconnect().await;
+
+    // Delay 0: the old connection's will goes at once.
+    let (_old, _) = Mqtt::connect_with(will_options(broker.shard(0), "now", 0, 60)).await;
+    let (new, _) = Mqtt::connect_with(persistent(broker.shard(2), "now", 60)).await;
+    assert_eq!(topic(&watcher.recv().await), "will/now");
+    new.disconnect().await;
+
+    // Delay 5 s, taken over with Clean Start: the old session ends, and the will with it.
+    let (_old, _) = Mqtt::connect_with(will_options(broker.shard(0), "fresh", 5, 60)).await;
+    let (new, connack) = Mqtt::connect(broker.shard(2), "fresh").await;
+    assert!(!connack.session_present);
+    assert_eq!(topic(&watcher.recv().await), "will/fresh");
+    new.disconnect().await;
+
+    // The connection dropped, its will waits 5 s; a Clean Start connection ends the session, and
+    // the will goes then.
+    let (old, _) = Mqtt::connect_with(will_options(broker.shard(0), "dropped", 5, 60)).await;
+    drop(old);
+    watcher.expect_nothing().await;
+    let (new, _) = Mqtt::connect(broker.shard(1), "dropped").await;
+    assert_eq!(topic(&watcher.recv().await), "will/dropped");
+    new.disconnect().await;
+    watcher.disconnect().await;
+}
+
+#[tokio::test]
 async fn shared_subscription_members_on_three_shards_take_turns() {
     let broker = TestBroker::start(4);
     let mut members = Vec::new();

@@ -316,7 +316,11 @@ impl Shard {
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),
             Mail::Retain(message) => self.on_retain(from, message),
             Mail::RetainStored { topic, id } => self.on_retain_stored(topic, id, now),
-            Mail::Claim { client_id, ticket } => self.on_claim(from, client_id, ticket),
+            Mail::Claim {
+                client_id,
+                ticket,
+                resumes,
+            } => self.on_claim(from, client_id, ticket, resumes),
             Mail::ClaimReply {
                 ticket,
                 generation,
@@ -326,7 +330,8 @@ impl Shard {
                 client_id,
                 new_owner,
                 ticket,
-            } => self.on_takeover(client_id, new_owner, ticket, now),
+                resumes,
+            } => self.on_takeover(client_id, new_owner, ticket, resumes, now),
             Mail::Handover { ticket, session } => self.on_handover(from, ticket, session, now),
             Mail::Forward(forward) => self.on_forward(*forward, now),
             Mail::Confirmed { client_id } => self.on_confirmed(from, client_id, now),
