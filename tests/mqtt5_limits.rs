@@ -2,7 +2,8 @@
 //! rumqttc checks its limits before sending (so the broker's check never runs): Receive Maximum
 //! (0x93), Maximum Packet Size (0x95), keepalive (0x8D), topic alias (0x94), quota (0x97),
 //! protocol error (0x82), malformed packet (0x81), Subscription Identifiers when not available
-//! (0xA1), a will declared UTF-8 (0x99), and DISCONNECT 0x04 publishing the will.
+//! (0xA1), a will declared UTF-8 (0x99), DISCONNECT 0x04 publishing the will, and the Session
+//! Expiry Interval changed at DISCONNECT.
 
 mod common;
 
@@ -185,4 +186,50 @@ fn disconnect_with_will_message_publishes_the_will() {
         properties: Default::default(),
     }));
     assert_eq!(&watcher.recv_publish().payload[..], b"asked for");
+}
+
+#[test]
+fn session_expiry_set_on_disconnect() {
+    let broker = TestBroker::start(2);
+    let connect = |id: &str, expiry: Option<u32>, clean: bool| {
+        let mut connect = connect_packet(Version::V5, id, clean, None);
+        connect.properties.session_expiry_interval_secs = expiry;
+        connect
+    };
+    let disconnect = |expiry| {
+        raw::Packet::Disconnect(raw::Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: raw::DisconnectProperties {
+                session_expiry_interval_secs: Some(expiry),
+                ..Default::default()
+            },
+        })
+    };
+    // Expiry 0 at CONNECT cannot become non-zero at DISCONNECT (MQTT-3.14.2-2).
+    let mut c = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    c.handshake(connect("zero", None, true));
+    c.send(&disconnect(60));
+    assert_eq!(closed_with(&mut c), ReasonCode::PROTOCOL_ERROR);
+
+    // 60 at CONNECT, 0 at DISCONNECT: the session ends with the connection.
+    let mut c = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    c.handshake(connect("shortened", Some(60), true));
+    c.send(&disconnect(0));
+    c.expect_closed();
+    let mut c = RawClient::connect_tcp(broker.shard(1), Version::V5);
+    assert!(
+        !c.handshake(connect("shortened", Some(60), false))
+            .session_present
+    );
+
+    // 10 at CONNECT, 60 at DISCONNECT: kept.
+    let mut c = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    c.handshake(connect("lengthened", Some(10), true));
+    c.send(&disconnect(60));
+    c.expect_closed();
+    let mut c = RawClient::connect_tcp(broker.shard(1), Version::V5);
+    assert!(
+        c.handshake(connect("lengthened", Some(60), false))
+            .session_present
+    );
 }
