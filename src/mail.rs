@@ -86,10 +86,17 @@ pub enum Mail {
     },
     /// A retained write for a topic whose home is the receiving shard (empty payload deletes).
     Retain(Arc<Message>),
-    /// To the client id's home shard: the sender wants to own this client's session.
+    /// From the topic's home shard: the retained write with message `id` is applied.
+    RetainStored {
+        topic: ByteString,
+        id: u64,
+    },
+    /// To the client id's home shard: the sender wants to own this client's session (`resumes`:
+    /// the connection asked to continue it, Clean Start 0).
     Claim {
         client_id: ByteString,
         ticket: Ticket,
+        resumes: bool,
     },
     /// From the home shard: the claim is recorded under `generation`; when `previous` is set the
     /// session's former owner has been told to hand it over.
@@ -99,11 +106,12 @@ pub enum Mail {
         previous: Option<ShardId>,
     },
     /// From the home shard to the former owner: close the client's connection and hand its
-    /// session to `new_owner` with `ticket`.
+    /// session to `new_owner` with `ticket` (`resumes` as in the claim).
     Takeover {
         client_id: ByteString,
         new_owner: ShardId,
         ticket: Ticket,
+        resumes: bool,
     },
     /// The session of a taken-over client, or `None` if the former owner no longer had one.
     Handover {

@@ -97,3 +97,45 @@ fn will_is_published_on_abnormal_close_only() {
         "no will after DISCONNECT"
     );
 }
+
+/// A client that saw its retained write acknowledged, then a SUBSCRIBE on another shard: the
+/// subscriber gets the write, wherever the topic's home shard is (the write and the SUBSCRIBE's
+/// query travel different rings to it). Deletions likewise. 64 topics spread the homes.
+#[test]
+fn a_retained_write_is_visible_to_a_subscribe_after_its_puback() {
+    let broker = TestBroker::start(4);
+    let (mut publisher, _) = RawClient::connect(broker.shard(1), Version::V5, "p", true);
+    let (mut sub, _) = RawClient::connect(broker.shard(0), Version::V5, "s", true);
+    for n in 0..64u16 {
+        let topic = format!("seen/{n}");
+        publisher.publish(&topic, b"v1", QoS::AtLeastOnce, true, Some(1));
+        publisher.recv();
+        sub.subscribe(n + 1, &[(topic.as_str(), QoS::AtMostOnce)]);
+        let got = sub.recv_publish();
+        assert_eq!(
+            (&got.topic[..], &got.payload[..]),
+            (topic.as_str(), &b"v1"[..])
+        );
+        // Replaced: the wildcard subscription sees only the new one.
+        publisher.publish(&topic, b"v2", QoS::AtLeastOnce, true, Some(1));
+        publisher.recv();
+        let live = sub.recv_publish();
+        assert_eq!(&live.payload[..], b"v2");
+    }
+    sub.subscribe(100, &[("seen/#", QoS::AtMostOnce)]);
+    for _ in 0..64 {
+        assert_eq!(&sub.recv_publish().payload[..], b"v2");
+    }
+    for n in 0..64u16 {
+        let topic = format!("seen/{n}");
+        publisher.publish(&topic, b"", QoS::AtLeastOnce, true, Some(1));
+        publisher.recv();
+    }
+    // Each deletion also went live to `sub`; a fresh subscription finds nothing.
+    for _ in 0..64 {
+        assert!(sub.recv_publish().payload.is_empty());
+    }
+    let (mut late, _) = RawClient::connect(broker.shard(2), Version::V5, "late", true);
+    late.subscribe(1, &[("seen/#", QoS::AtMostOnce)]);
+    assert!(late.try_recv(Duration::from_millis(200)).is_none());
+}

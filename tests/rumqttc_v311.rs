@@ -9,22 +9,17 @@ use std::time::Duration;
 
 use common::TestBroker;
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions,
-    Outgoing, Publish, QoS, StateError, SubscribeReasonCode,
+    ConnAck, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS,
+    StateError, SubscribeReasonCode,
 };
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
-/// How long any single expected event may take.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long we listen to conclude that nothing (more) arrives.
-const QUIET: Duration = Duration::from_millis(300);
-
-/// One rumqttc connection driven from the test task: the test polls the event loop itself, so
-/// every wait is explicit and bounded.
-struct Mqtt {
-    client: AsyncClient,
-    events: EventLoop,
+mod api {
+    pub use rumqttc::{AsyncClient, ConnAck, Event, EventLoop, Incoming, MqttOptions, Outgoing};
 }
+#[path = "common/rumqttc_harness.rs"]
+mod harness;
+use harness::{EVENT_TIMEOUT, Mqtt};
 
 fn options(addr: SocketAddr, client_id: &str, clean: bool) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
@@ -36,39 +31,6 @@ fn options(addr: SocketAddr, client_id: &str, clean: bool) -> MqttOptions {
 impl Mqtt {
     async fn connect(addr: SocketAddr, client_id: &str, clean: bool) -> (Mqtt, ConnAck) {
         Mqtt::connect_with(options(addr, client_id, clean)).await
-    }
-
-    async fn connect_with(options: MqttOptions) -> (Mqtt, ConnAck) {
-        let (client, events) = AsyncClient::new(options, 64);
-        let mut mqtt = Mqtt { client, events };
-        let connack = mqtt
-            .until(|event| match event {
-                Event::Incoming(Incoming::ConnAck(connack)) => Some(connack.clone()),
-                _ => None,
-            })
-            .await;
-        (mqtt, connack)
-    }
-
-    /// The next event; panics on a connection error or after `EVENT_TIMEOUT`.
-    async fn next(&mut self) -> Event {
-        match timeout(EVENT_TIMEOUT, self.events.poll()).await {
-            Ok(Ok(event)) => event,
-            Ok(Err(error)) => panic!("connection error: {error}"),
-            Err(_) => panic!("no event within {EVENT_TIMEOUT:?}"),
-        }
-    }
-
-    /// Polls until `pick` returns something, within `EVENT_TIMEOUT` in total.
-    async fn until<T>(&mut self, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        while Instant::now() < deadline {
-            let event = self.next().await;
-            if let Some(found) = pick(&event) {
-                return found;
-            }
-        }
-        panic!("expected event not seen within {EVENT_TIMEOUT:?}");
     }
 
     async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
@@ -110,21 +72,6 @@ impl Mqtt {
         .await
     }
 
-    /// Asserts that no PUBLISH arrives for `QUIET`, while still answering the broker.
-    async fn expect_nothing(&mut self) {
-        let deadline = Instant::now() + QUIET;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.poll()).await {
-                Err(_) => return,
-                Ok(Ok(Event::Incoming(Incoming::Publish(publish)))) => {
-                    panic!("unexpected PUBLISH {publish:?}")
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => panic!("connection error: {error}"),
-            }
-        }
-    }
-
     /// Asserts the broker closes this connection (without it being asked to).
     async fn expect_closed(&mut self) {
         let deadline = Instant::now() + EVENT_TIMEOUT;
@@ -142,13 +89,6 @@ impl Mqtt {
                 Ok(Err(error)) => panic!("unexpected error instead of a close: {error}"),
             }
         }
-    }
-
-    /// A clean DISCONNECT: sends it and waits until it is written.
-    async fn disconnect(mut self) {
-        self.client.disconnect().await.unwrap();
-        self.until(|event| matches!(event, Event::Outgoing(Outgoing::Disconnect)).then_some(()))
-            .await;
     }
 }
 

@@ -33,12 +33,12 @@ fn decode_tail<P: Decode>(
     Ok((reason, properties))
 }
 
-/// Body length of a reason code with properties, in its shortest form.
+/// Body length of a reason code with properties: empty for success without properties, else the
+/// reason code and the properties with their length.
 fn tail_len(reason: ReasonCode, properties: &impl Properties) -> Result<usize, EncodeError> {
     let body = properties.body_len()?;
     Ok(match (reason, body) {
         (ReasonCode::SUCCESS, 0) => 0,
-        (_, 0) => 1,
         _ => 1 + properties.wire_len()?,
     })
 }
@@ -48,13 +48,9 @@ fn put_tail(
     properties: &impl Properties,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    match tail_len(reason, properties)? {
-        0 => {}
-        1 => buf.put_u8(reason.0),
-        _ => {
-            buf.put_u8(reason.0);
-            properties.put(buf)?;
-        }
+    if tail_len(reason, properties)? > 0 {
+        buf.put_u8(reason.0);
+        properties.put(buf)?;
     }
     Ok(())
 }

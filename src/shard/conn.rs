@@ -52,6 +52,8 @@ pub struct Conn {
     pub request_response_information: bool,
     /// The Keep Alive the client asked for in CONNECT.
     pub requested_keepalive_secs: u16,
+    /// The Session Expiry Interval the client asked for in CONNECT (5.0; absent is 0).
+    pub requested_session_expiry_secs: u32,
     /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
     pub topic_aliases: HashMap<u16, ByteString>,
     /// Broker-to-client topic aliases.
@@ -81,6 +83,7 @@ impl Conn {
             request_problem_information: true,
             request_response_information: false,
             requested_keepalive_secs: 0,
+            requested_session_expiry_secs: 0,
             topic_aliases: HashMap::new(),
             aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),
@@ -116,15 +119,33 @@ pub enum CloseKind {
 }
 
 impl Shard {
-    /// Encodes a packet into a connection's write buffer. A packet over the client's maximum is
-    /// not sent (5.0 §3.1.2.11.4); only PUBLISH can get that large, and it is counted there.
+    /// Encodes a packet into a connection's write buffer, with the problem information the
+    /// client gets (see `problem`). A packet over the client's maximum is not sent (5.0
+    /// §3.1.2.11.4): without its Reason String it may fit (MQTT-3.4.2-2); only PUBLISH can get
+    /// larger than that, and it is counted there.
     pub(super) fn write_packet(&mut self, conn_id: ConnId, packet: &Packet) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
         let was_empty = conn.out.is_empty();
         let max = conn.client_packet_bytes_max;
-        if protocol::encode(packet, conn.version, &mut conn.out, max).is_err() {
+        let annotated = if conn.version.is_v5() {
+            super::problem::with_problem_information(packet, conn.request_problem_information)
+        } else {
+            None
+        };
+        let first = annotated.as_ref().unwrap_or(packet);
+        let written = protocol::encode(first, conn.version, &mut conn.out, max).is_ok()
+            || (conn.version.is_v5()
+                && !matches!(packet, Packet::Publish(_))
+                && protocol::encode(
+                    &super::problem::without_problem_information(packet),
+                    conn.version,
+                    &mut conn.out,
+                    max,
+                )
+                .is_ok());
+        if !written {
             self.counters.dropped_too_large += 1;
             return;
         }

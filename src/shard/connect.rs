@@ -151,9 +151,11 @@ impl Shard {
         conn.request_problem_information = props.request_problem_information.unwrap_or(true);
         conn.request_response_information = props.request_response_information.unwrap_or(false);
         conn.requested_keepalive_secs = connect.keep_alive_secs;
+        conn.requested_session_expiry_secs = props.session_expiry_interval_secs.unwrap_or(0);
         conn.phase = Phase::Claiming { ticket };
         let mut connect = connect;
         connect.client_id = client_id.clone();
+        let resumes = !connect.clean_start;
         self.connects.insert(
             ticket,
             PendingConnect {
@@ -170,11 +172,24 @@ impl Shard {
             },
         );
         let home = self.home_of(&client_id);
-        self.send_mail(home, Mail::Claim { client_id, ticket });
+        self.send_mail(
+            home,
+            Mail::Claim {
+                client_id,
+                ticket,
+                resumes,
+            },
+        );
     }
 
     /// Directory (at the client id's home): records the new owner; tells the old one to hand over.
-    pub(super) fn on_claim(&mut self, from: ShardId, client_id: ByteString, ticket: Ticket) {
+    pub(super) fn on_claim(
+        &mut self,
+        from: ShardId,
+        client_id: ByteString,
+        ticket: Ticket,
+        resumes: bool,
+    ) {
         let (generation, previous) = self.directory.claim(client_id.clone(), from);
         if let Some(previous) = previous {
             self.send_mail(
@@ -183,6 +198,7 @@ impl Shard {
                     client_id,
                     new_owner: from,
                     ticket,
+                    resumes,
                 },
             );
         }
@@ -235,6 +251,7 @@ impl Shard {
         client_id: ByteString,
         new_owner: ShardId,
         ticket: Ticket,
+        resumes: bool,
         now: Instant,
     ) {
         // A claim of ours for this client that the directory granted before this newer one, still
@@ -258,8 +275,14 @@ impl Shard {
             self.try_complete_connect(pending_ticket, now);
             return;
         }
-        // The client is back before its will was due: the will is not sent.
-        self.delayed_wills.remove(&client_id);
+        // The client is back before its will was due: the will is not sent, unless the new
+        // connection ends the session (Clean Start), which is when a delayed will goes (5.0
+        // §3.1.3.2.2).
+        if let Some((_, will)) = self.delayed_wills.remove(&client_id)
+            && !resumes
+        {
+            self.publish_will(client_id.clone(), will, now);
+        }
         let session = match self.sessions_by_client.get(&client_id).copied() {
             Some(key) => {
                 self.metrics.counts.sessions_taken_over += 1;
@@ -279,6 +302,7 @@ impl Shard {
                     if let Some(conn) = self.conns.get_mut(&conn_id) {
                         conn.phase = Phase::AwaitingConnect;
                     }
+                    self.will_on_takeover(conn_id, client_id.clone(), resumes, now);
                     self.end_connection_taken_over(conn_id, now);
                 }
                 // A stub stays and forwards until the new owner's interest is in place.
@@ -291,6 +315,28 @@ impl Shard {
             None => None,
         };
         self.send_mail(new_owner, Mail::Handover { ticket, session });
+    }
+
+    /// The taken-over connection's will (5.0): a new connection to the session is made now, so
+    /// a will with a delay is not sent, unless that connection ends the session (Clean Start);
+    /// a will without delay was due when the connection closed (§3.1.2.5, §3.1.3.2.2).
+    fn will_on_takeover(
+        &mut self,
+        conn_id: super::ConnId,
+        client_id: ByteString,
+        resumes: bool,
+        now: Instant,
+    ) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let Some(will) = conn.will.take() else {
+            return;
+        };
+        let delayed = will.properties.will_delay_interval_secs.unwrap_or(0) > 0;
+        if conn.version.is_v5() && !(delayed && resumes) {
+            self.publish_will(client_id, will, now);
+        }
     }
 
     fn end_connection_taken_over(&mut self, conn_id: super::ConnId, now: Instant) {
@@ -436,6 +482,13 @@ impl Shard {
             if keepalive != conn.requested_keepalive_secs {
                 properties.server_keep_alive_secs = Some(keepalive);
             }
+            // 5.0 §3.2.2.3.2: a Session Expiry Interval other than the client's is said.
+            let expiry_secs = self.sessions.get(key).map(|s| s.state.expiry_secs);
+            if let Some(expiry_secs) = expiry_secs
+                && expiry_secs != conn.requested_session_expiry_secs
+            {
+                properties.session_expiry_interval_secs = Some(expiry_secs);
+            }
             if conn.request_response_information && !s.response_information.is_empty() {
                 properties.response_information = Some(ByteString::from(format!(
                     "{}{}",
@@ -518,6 +571,13 @@ fn check_will(will: &Will, settings: &super::Settings) -> Result<(), ReasonCode>
     }
     if will.topic.len() + will.payload.len() > settings.will_bytes_max {
         return Err(ReasonCode::PACKET_TOO_LARGE);
+    }
+    // 5.0 §3.1.3.2.3: a will declared UTF-8 may be checked like a PUBLISH.
+    if settings.payload_format_check
+        && will.properties.payload_format_indicator == Some(true)
+        && std::str::from_utf8(&will.payload).is_err()
+    {
+        return Err(ReasonCode::PAYLOAD_FORMAT_INVALID);
     }
     Ok(())
 }

@@ -16,7 +16,9 @@ mod connect;
 mod directory;
 mod lifecycle;
 mod moving;
+mod problem;
 mod publish;
+mod retained;
 mod settings;
 mod shared;
 mod subscribe;
@@ -133,6 +135,13 @@ pub struct Shard {
     /// This shard's partition of the retained store (topics whose home is here).
     retained: TopicTree<Arc<Message>>,
     retained_bytes: usize,
+    /// Retained writes sent to their topic's home shard and not yet confirmed stored there, by
+    /// topic (see `retained`).
+    retained_sending: HashMap<ByteString, Arc<Message>>,
+    /// Writes of `retained_sending` confirmed by their home, waiting for the next settle barrier.
+    retained_confirmed: Vec<(ByteString, u64)>,
+    /// A settle barrier is on its way.
+    retained_settling: bool,
     directory: Directory,
     /// Mail waiting to be moved into the ring to each shard (index = shard).
     outgoing: Vec<VecDeque<Mail>>,
@@ -174,6 +183,9 @@ impl Shard {
             shared_interest: Trie::new(),
             retained: TopicTree::new(),
             retained_bytes: 0,
+            retained_sending: HashMap::new(),
+            retained_confirmed: Vec::new(),
+            retained_settling: false,
             directory: Directory::default(),
             outgoing: (0..shard_count).map(|_| VecDeque::new()).collect(),
             dirty: Vec::new(),
@@ -304,8 +316,13 @@ impl Shard {
             }
             Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),
-            Mail::Retain(message) => self.store_retained(message),
-            Mail::Claim { client_id, ticket } => self.on_claim(from, client_id, ticket),
+            Mail::Retain(message) => self.on_retain(from, message),
+            Mail::RetainStored { topic, id } => self.on_retain_stored(topic, id, now),
+            Mail::Claim {
+                client_id,
+                ticket,
+                resumes,
+            } => self.on_claim(from, client_id, ticket, resumes),
             Mail::ClaimReply {
                 ticket,
                 generation,
@@ -315,7 +332,8 @@ impl Shard {
                 client_id,
                 new_owner,
                 ticket,
-            } => self.on_takeover(client_id, new_owner, ticket, now),
+                resumes,
+            } => self.on_takeover(client_id, new_owner, ticket, resumes, now),
             Mail::Handover { ticket, session } => self.on_handover(from, ticket, session, now),
             Mail::Forward(forward) => self.on_forward(*forward, now),
             Mail::Confirmed { client_id, ticket } => {

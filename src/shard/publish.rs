@@ -144,7 +144,7 @@ impl Shard {
             if home == self.id {
                 self.store_retained(Arc::clone(&message));
             } else {
-                self.send_mail(home, Mail::Retain(Arc::clone(&message)));
+                self.send_retained(home, Arc::clone(&message));
             }
         }
         self.deliver_local(&message, now);

@@ -50,6 +50,8 @@ pub enum BarrierKind {
     },
     /// A moved-in session's dedup window may close: no second copy can still be in a ring.
     CloseDedup { key: SessionKey },
+    /// These confirmed retained writes may be forgotten here (see `retained`).
+    RetainedSettled { writes: Vec<(ByteString, u64)> },
 }
 
 #[derive(Debug)]
@@ -81,6 +83,14 @@ impl Shard {
             return self.write_suback(conn_id, subscribe.packet_id, reasons);
         }
         let identifier = subscribe.properties.subscription_identifier;
+        // 5.0 §3.2.2.3.12: a client told they are not available must not send one.
+        if identifier.is_some() && !self.settings.subscription_identifiers_available {
+            return self.close_with_reason(
+                conn_id,
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                now,
+            );
+        }
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut queries = Vec::new();
         let mut subscriptions = Vec::new();
@@ -489,6 +499,7 @@ impl Shard {
             }
             BarrierKind::Tombstone { client_id, to } => return self.tombstone_done(client_id, to),
             BarrierKind::CloseDedup { key } => return self.close_dedup(key),
+            BarrierKind::RetainedSettled { writes } => return self.retained_settled(writes, now),
             BarrierKind::Connect { .. } | BarrierKind::Subscribe { .. } => {}
         }
         // The connection must still be the one bound to (or connecting to) that session.
@@ -511,14 +522,15 @@ impl Shard {
             ),
             BarrierKind::ConfirmMoved { .. }
             | BarrierKind::Tombstone { .. }
-            | BarrierKind::CloseDedup { .. } => {}
+            | BarrierKind::CloseDedup { .. }
+            | BarrierKind::RetainedSettled { .. } => {}
             BarrierKind::Subscribe {
                 packet_id,
                 reasons,
                 subscriptions,
             } => {
                 self.write_suback(pending.conn, packet_id, reasons);
-                for (index, message) in pending.retained {
+                for (index, message) in super::retained::newest_retained(pending.retained) {
                     if let Some(subscription) = subscriptions.get(index).copied() {
                         let identifiers = subscription.identifier.into_iter().collect();
                         self.deliver_to_session(
@@ -535,7 +547,8 @@ impl Shard {
         }
     }
 
-    /// This shard's retained messages matching each query (bounded by the query's limit).
+    /// This shard's retained messages matching each query (bounded by the query's limit), and
+    /// its writes still on their way to their home shard (see `retained`).
     fn find_retained(&self, queries: &[RetainedQuery], now: Instant) -> Vec<(usize, Arc<Message>)> {
         let mut found = Vec::new();
         for (index, query) in queries.iter().enumerate() {
@@ -547,6 +560,7 @@ impl Shard {
                         count += 1;
                     }
                 });
+            self.retained_sending_matching(index, &query.filter, now, &mut found);
         }
         found
     }

@@ -474,7 +474,7 @@ fn control_vectors() -> Vec<(Version, Vec<u8>, Packet)> {
     vec![
         (
             V5,
-            vec![0xE0, 1, 0x8E],
+            vec![0xE0, 2, 0x8E, 0],
             Packet::Disconnect(disconnect(0x8E)),
         ),
         (
@@ -536,6 +536,12 @@ fn decode_only() {
         Packet::Disconnect(Disconnect::default()),
     );
     check(V5, &[0xF0, 1, 0], Packet::Auth(Auth::default()));
+    // A lone reason code (§3.14.2.2.1); encode adds the property length for rumqttc's sake.
+    let taken_over = Disconnect {
+        reason: ReasonCode::SESSION_TAKEN_OVER,
+        properties: Default::default(),
+    };
+    check(V5, &[0xE0, 1, 0x8E], Packet::Disconnect(taken_over));
     check(V5, &[0x40, 4, 0, 1, 0, 0], Packet::PubAck(response(1, 0)));
     check(V5, &[0x40, 3, 0, 1, 0], Packet::PubAck(response(1, 0)));
     check(
