@@ -19,6 +19,7 @@ use crate::config::{self, Config};
 use crate::connection;
 use crate::mail::Mail;
 use crate::metrics::{SnapshotBoard, SnapshotPublisher};
+use crate::security::{Security, Snapshot};
 use crate::shard::{ConnId, Event, Settings, Shard};
 use crate::sys::SysState;
 
@@ -37,6 +38,8 @@ pub struct Broker {
     listener_count: usize,
     /// The admin HTTP listener, when enabled; stopped when the broker is dropped.
     admin: Option<crate::admin::Admin>,
+    security: Arc<Security>,
+    _reloader: Reloader,
 }
 
 /// Why the broker did not start or did not stop cleanly.
@@ -46,6 +49,8 @@ pub enum BrokerError {
     Start(#[from] shards::StartError),
     #[error(transparent)]
     Runtime(#[from] shards::RuntimeError),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error(
         "admin.bind = {addr}: cannot listen: {source}; choose a free address or set admin.enabled = false"
     )]
@@ -57,6 +62,15 @@ pub enum BrokerError {
 
 /// Starts every shard with its listeners; either all start or none does.
 pub fn start(config: Config) -> Result<Broker, BrokerError> {
+    start_with(config, Vec::new())
+}
+
+/// [`start`] with enhanced-authentication methods (MQTT 5.0 AUTH) for CONNECTs that name one.
+pub fn start_with(
+    config: Config,
+    authenticators: Vec<Arc<dyn crate::security::Authenticator>>,
+) -> Result<Broker, BrokerError> {
+    let security = Arc::new(Security::load(&config, authenticators)?);
     let runtime_config = runtime_config(&config);
     let listener_count = runtime_config.listeners.len();
     let admin_config = config.admin.clone();
@@ -65,10 +79,12 @@ pub fn start(config: Config) -> Result<Broker, BrokerError> {
     let board = Arc::new(SnapshotBoard::new(shards::MAX_SHARDS));
     let config = Arc::new(config);
     let shard_board = Arc::clone(&board);
+    let shard_security = Arc::clone(&security);
     let runtime = shards::start(runtime_config, move |ctx: ShardContext<Mail>| {
         let config = Arc::clone(&config);
         let board = Arc::clone(&shard_board);
-        async move { run_shard(ctx, config, board).await }
+        let security = Arc::clone(&shard_security);
+        async move { run_shard(ctx, config, board, security).await }
     })?;
     let admin = if admin_config.enabled {
         let handle = runtime.handle();
@@ -84,11 +100,75 @@ pub fn start(config: Config) -> Result<Broker, BrokerError> {
     } else {
         None
     };
+    let reloader = Reloader::start(Arc::clone(&security));
     Ok(Broker {
         runtime,
         listener_count,
         admin,
+        security,
+        _reloader: reloader,
     })
+}
+
+/// Reloads the security files on SIGHUP, on a thread of its own.
+struct Reloader {
+    handle: Option<signal_hook::iterator::Handle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reloader {
+    fn start(security: Arc<Security>) -> Reloader {
+        let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+            Ok(signals) => signals,
+            Err(error) => {
+                tracing::warn!(%error, "SIGHUP handler not installed: reload is unavailable");
+                return Reloader {
+                    handle: None,
+                    thread: None,
+                };
+            }
+        };
+        let handle = signals.handle();
+        let mut signals = signals;
+        let thread = std::thread::Builder::new()
+            .name(String::from("ringmq-reload"))
+            .spawn(move || {
+                for _ in signals.forever() {
+                    let _ = reload(&security);
+                }
+            })
+            .map_err(|error| tracing::warn!(%error, "reload thread not started"))
+            .ok();
+        Reloader {
+            handle: Some(handle),
+            thread,
+        }
+    }
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.close();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Re-reads the password file, the ACL file and the TLS certificates; logs the outcome.
+fn reload(security: &Security) -> Result<(), crate::security::SecurityError> {
+    match security.reload() {
+        Ok(()) => {
+            tracing::info!("reloaded the password file, ACL file and TLS certificates");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(%error, "reload refused; the previous files stay in force");
+            Err(error)
+        }
+    }
 }
 
 impl Broker {
@@ -120,6 +200,13 @@ impl Broker {
         self.runtime.handle()
     }
 
+    /// What SIGHUP does: re-reads the password file, the ACL file and the TLS certificates. On
+    /// an error the previous ones stay. Shards take the new tables within a tick (250 ms);
+    /// connections stay open.
+    pub fn reload(&self) -> Result<(), crate::security::SecurityError> {
+        reload(&self.security)
+    }
+
     /// Stops accepting, closes every connection, and waits for the shards.
     pub fn shutdown(self) -> Result<(), BrokerError> {
         self.runtime.handle().shutdown();
@@ -134,20 +221,26 @@ impl Broker {
 
 fn runtime_config(config: &Config) -> RuntimeConfig {
     let runtime = &config.runtime;
-    let listeners = config
+    let spec = |bind, backlog, shard_port_base: Option<u16>| ListenerSpec {
+        addr: bind,
+        backlog,
+        port_per_shard: match shard_port_base {
+            None => PortPerShard::Off,
+            Some(0) => PortPerShard::Ephemeral,
+            Some(base) => PortPerShard::Base(base),
+        },
+    };
+    let tcp = config
         .listeners
         .tcp
         .values()
-        .map(|listener| ListenerSpec {
-            addr: listener.bind,
-            backlog: listener.backlog,
-            port_per_shard: match listener.shard_port_base {
-                None => PortPerShard::Off,
-                Some(0) => PortPerShard::Ephemeral,
-                Some(base) => PortPerShard::Base(base),
-            },
-        })
-        .collect();
+        .map(|l| spec(l.bind, l.backlog, l.shard_port_base));
+    let tls = config
+        .listeners
+        .tls
+        .values()
+        .map(|l| spec(l.bind, l.backlog, l.shard_port_base));
+    let listeners = tcp.chain(tls).collect();
     RuntimeConfig {
         topology: Topology {
             shards: match runtime.shards {
@@ -177,7 +270,12 @@ pub(crate) struct ShardShell {
     pub writers: RefCell<HashMap<ConnId, Rc<Notify>>>,
     pub mail_ready: Notify,
     next_conn: Cell<ConnId>,
-    pub nodelay: Vec<bool>,
+    /// What each listener is, by its index in the runtime's listener list.
+    pub listeners: Vec<ListenerKind>,
+    pub security: Arc<Security>,
+    /// The security tables this shard uses, and the reload generation they came from.
+    snapshot: RefCell<Arc<Snapshot>>,
+    snapshot_generation: Cell<u64>,
     /// Reused list of connections to wake after `handle`.
     dirty: RefCell<Vec<ConnId>>,
 }
@@ -217,6 +315,33 @@ impl ShardShell {
         }
     }
 
+    /// The security tables in force on this shard.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.borrow())
+    }
+
+    /// The rustls config of TLS listener `index`.
+    pub fn tls_config(&self, index: usize) -> Option<Arc<rustls::ServerConfig>> {
+        self.snapshot.borrow().tls.get(index).cloned()
+    }
+
+    /// True when a CONNECT must be authenticated by the connection before the shard sees it.
+    pub fn checks_connect(&self) -> bool {
+        self.security.checks_connect(&self.snapshot.borrow())
+    }
+
+    /// Takes the tables of the latest reload, if there was one since the last look.
+    fn refresh_security(&self) {
+        let generation = self.security.generation();
+        if generation == self.snapshot_generation.get() {
+            return;
+        }
+        let snapshot = self.security.snapshot();
+        self.shard.borrow_mut().set_acl(snapshot.acl.clone());
+        *self.snapshot.borrow_mut() = snapshot;
+        self.snapshot_generation.set(generation);
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
@@ -224,16 +349,81 @@ impl ShardShell {
     }
 }
 
-async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>, board: Arc<SnapshotBoard>) {
+/// What a listener is: plain TCP or TLS, with what each connection needs to know.
+#[derive(Debug, Clone)]
+pub(crate) enum ListenerKind {
+    Plain(PlainListener),
+    Tls(Rc<TlsListenerKind>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PlainListener {
+    pub nodelay: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct TlsListenerKind {
+    pub name: String,
+    /// Index among the TLS listeners (into `Snapshot::tls`).
+    pub index: usize,
+    pub nodelay: bool,
+    pub handshake_timeout: Duration,
+    pub use_identity_as_username: bool,
+}
+
+impl ListenerKind {
+    fn nodelay(&self) -> bool {
+        match self {
+            ListenerKind::Plain(plain) => plain.nodelay,
+            ListenerKind::Tls(tls) => tls.nodelay,
+        }
+    }
+}
+
+fn listener_kinds(config: &Config) -> Vec<ListenerKind> {
+    let tcp = config
+        .listeners
+        .tcp
+        .values()
+        .map(|l| ListenerKind::Plain(PlainListener { nodelay: l.nodelay }));
+    let tls = config
+        .listeners
+        .tls
+        .iter()
+        .enumerate()
+        .map(|(index, (name, l))| {
+            ListenerKind::Tls(Rc::new(TlsListenerKind {
+                name: name.clone(),
+                index,
+                nodelay: l.nodelay,
+                handshake_timeout: Duration::from_millis(u64::from(l.handshake_timeout_ms)),
+                use_identity_as_username: l.use_identity_as_username,
+            }))
+        });
+    tcp.chain(tls).collect()
+}
+
+async fn run_shard(
+    ctx: ShardContext<Mail>,
+    config: Arc<Config>,
+    board: Arc<SnapshotBoard>,
+    security: Arc<Security>,
+) {
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
-    let shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
+    let mut shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
+    let generation = security.generation();
+    let snapshot = security.snapshot();
+    shard.set_acl(snapshot.acl.clone());
     let shell = Rc::new(ShardShell {
         ctx: ctx.clone(),
         shard: RefCell::new(shard),
         writers: RefCell::new(HashMap::new()),
         mail_ready: Notify::new(),
         next_conn: Cell::new(1),
-        nodelay: config.listeners.tcp.values().map(|l| l.nodelay).collect(),
+        listeners: listener_kinds(&config),
+        security,
+        snapshot: RefCell::new(snapshot),
+        snapshot_generation: Cell::new(generation),
         dirty: RefCell::new(Vec::new()),
     });
     let mut tasks = Vec::new();
@@ -264,11 +454,8 @@ async fn run_shard(ctx: ShardContext<Mail>, config: Arc<Config>, board: Arc<Snap
 }
 
 async fn accept_loop(shell: Rc<ShardShell>, listener: shards::Listener) {
-    let nodelay = shell
-        .nodelay
-        .get(listener.spec_index())
-        .copied()
-        .unwrap_or(true);
+    let index = listener.spec_index();
+    let nodelay = shell.listeners.get(index).is_none_or(ListenerKind::nodelay);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -278,7 +465,10 @@ async fn accept_loop(shell: Rc<ShardShell>, listener: shards::Listener) {
                 let conn_shell = Rc::clone(&shell);
                 shell
                     .ctx
-                    .spawn(TaskClass::Io, connection::run(conn_shell, stream, peer))
+                    .spawn(
+                        TaskClass::Io,
+                        connection::run(conn_shell, stream, peer, index),
+                    )
                     .detach();
             }
             Err(error) => {
@@ -348,6 +538,7 @@ async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher) {
     let mut ticks: u32 = 0;
     loop {
         shards::time::sleep(TICK).await;
+        shell.refresh_security();
         shell.handle(Event::Tick);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) {

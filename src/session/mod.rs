@@ -74,6 +74,8 @@ pub enum DropReason {
 #[derive(Debug)]
 pub struct SessionState {
     pub client_id: ByteString,
+    /// The username of the connection that last held the session (the ACL's key for deliveries).
+    pub username: Option<ByteString>,
     pub version: Version,
     /// Filter text (including a `$share/group/` prefix) -> subscription.
     pub subscriptions: HashMap<ByteString, Subscription>,
@@ -90,6 +92,7 @@ impl SessionState {
     pub fn new(client_id: ByteString, version: Version, expiry_secs: u32) -> SessionState {
         SessionState {
             client_id,
+            username: None,
             version,
             subscriptions: HashMap::new(),
             expiry_secs,

@@ -43,6 +43,8 @@ pub struct Conn {
     /// 0 = no keepalive.
     pub keepalive: Duration,
     pub client_id: ByteString,
+    /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
+    pub username: Option<ByteString>,
     pub will: Option<Will>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
     pub send_window: usize,
@@ -75,6 +77,7 @@ impl Conn {
             last_seen: now,
             keepalive: Duration::ZERO,
             client_id: ByteString::new(),
+            username: None,
             will: None,
             send_window: 1,
             client_packet_bytes_max: packet_bytes_max,
@@ -204,6 +207,7 @@ impl Shard {
         };
         conn.will = None;
         let client_id = conn.client_id.clone();
+        let username = conn.username.clone();
         let session = conn.session();
         if session.is_some() {
             tracing::info!(
@@ -219,7 +223,7 @@ impl Shard {
             self.detach_session(key, now);
         }
         if let Some(will) = will {
-            self.will_on_close(client_id, will, now);
+            self.will_on_close(client_id, username, will, now);
         }
     }
 

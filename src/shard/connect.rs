@@ -132,6 +132,7 @@ impl Shard {
             return;
         };
         conn.client_id = client_id.clone();
+        conn.username = connect.username.clone();
         conn.keepalive = Duration::from_secs(u64::from(keepalive_secs(&connect, &settings)));
         conn.will = connect.will.clone();
         let props = &connect.properties;
@@ -362,6 +363,7 @@ impl Shard {
             ),
         };
         state.version = pending.connect.version;
+        state.username = pending.connect.username.clone();
         state.expiry_secs = pending.expiry_secs;
         let key = self.install_session(state, generation);
         if let Some(session) = self.sessions.get_mut(key) {

@@ -67,6 +67,7 @@ impl Shard {
         let client_id = session.state.client_id.clone();
         let mut stub = SessionState::new(client_id.clone(), session.state.version, 0);
         stub.subscriptions = session.state.subscriptions.clone();
+        stub.username = session.state.username.clone();
         let state = std::mem::replace(&mut session.state, stub);
         session.conn = None;
         session.expires_at = None;

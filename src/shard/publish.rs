@@ -83,6 +83,12 @@ impl Shard {
         if publish.retain && !settings.retain_available {
             return self.close_with_reason(conn_id, ReasonCode::RETAIN_NOT_SUPPORTED, now);
         }
+        let allowed = self.conns.get(&conn_id).is_some_and(|conn| {
+            self.may_write(&conn.client_id, conn.username.as_deref(), &publish.topic)
+        });
+        if !allowed {
+            return self.deny_publish(conn_id, key, publish.qos, publish.packet_id, now);
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -261,6 +267,11 @@ impl Shard {
             return;
         };
         if subscription.options.no_local && message.publisher == session.state.client_id {
+            return;
+        }
+        if self.acl.is_some() && !self.may_read(key, &message.topic) {
+            self.metrics
+                .messages_dropped(crate::metrics::DropReason::NotAuthorized, 1);
             return;
         }
         let retain = if from_retained_store {

@@ -80,7 +80,14 @@ impl Shard {
         let mut subscriptions = Vec::new();
         let mut new_filters = Vec::new();
         for request in subscribe.filters {
-            let reason = match self.check_filter(key, &request.filter) {
+            let checked = self.check_filter(key, &request.filter).and_then(|parsed| {
+                if self.may_subscribe(key, &request.filter) {
+                    Ok(parsed)
+                } else {
+                    Err(ReasonCode::NOT_AUTHORIZED)
+                }
+            });
+            let reason = match checked {
                 Err(reason) => reason,
                 Ok(TopicSubscription::Shared { group, filter }) => {
                     // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
