@@ -75,6 +75,24 @@ impl TestBroker {
         self.shard_addrs[shard % self.shard_addrs.len()]
     }
 
+    /// What SIGHUP does: re-reads the password file, the ACL file and the TLS certificates.
+    pub fn reload(&self) -> Result<(), ringmq::security::SecurityError> {
+        self.broker.as_ref().expect("running").reload()
+    }
+
+    /// The shared address of listener `index` (TCP listeners first, then TLS ones).
+    pub fn listener_addr(&self, index: usize) -> SocketAddr {
+        self.broker.as_ref().expect("running").listener_addr(index)
+    }
+
+    /// The address that reaches only `shard` on listener `index`.
+    pub fn shard_addr(&self, index: usize, shard: usize) -> Option<SocketAddr> {
+        self.broker
+            .as_ref()
+            .expect("running")
+            .shard_addr(index, shard)
+    }
+
     pub fn shutdown(mut self) {
         if let Some(broker) = self.broker.take() {
             broker.shutdown().expect("clean shutdown");
