@@ -124,22 +124,32 @@ impl std::fmt::Debug for Security {
     }
 }
 
+/// Where the configuration says the tables come from.
+fn sources(config: &Config) -> Sources {
+    Sources {
+        password_file: config.auth.password_file.clone(),
+        acl_file: config.auth.acl_file.clone(),
+        tls: config
+            .listeners
+            .tls
+            .iter()
+            .map(|(name, listener)| (name.clone(), listener.settings()))
+            .collect(),
+    }
+}
+
+/// Reads and checks every file the configuration names, as `ringmq check-config` does.
+pub fn check(config: &Config) -> Result<(), SecurityError> {
+    sources(config).load().map(drop)
+}
+
 impl Security {
     /// Reads every file the configuration names and starts the verifier threads.
     pub fn load(
         config: &Config,
         authenticators: Vec<Arc<dyn Authenticator>>,
     ) -> Result<Security, SecurityError> {
-        let sources = Sources {
-            password_file: config.auth.password_file.clone(),
-            acl_file: config.auth.acl_file.clone(),
-            tls: config
-                .listeners
-                .tls
-                .iter()
-                .map(|(name, listener)| (name.clone(), listener.settings()))
-                .collect(),
-        };
+        let sources = sources(config);
         let snapshot = sources.load()?;
         Ok(Security {
             sources,

@@ -12,6 +12,7 @@ use bytestring::ByteString;
 use common::{RawClient, Received, TestBroker, connect_packet, pid, test_config};
 use ringmq::config::{Config, DeniedPublish};
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version, Will};
+use ringmq::security::AuthStep;
 
 /// Written by Debian's `mosquitto_passwd` 2.0.11: alice/secret (`$7$`), bob/hunter2 (`$6$`).
 const PASSWORDS: &str = "\
@@ -393,4 +394,114 @@ fn reload_swaps_the_acl_and_keeps_connections() {
         alice.recv_or_closed(Duration::from_millis(100)),
         Received::Closed
     ));
+}
+
+/// A challenge-response method for the test: the client says "hello", is asked for the answer to
+/// "challenge", and is in if it says "response".
+struct Toy;
+
+struct ToyExchange;
+
+impl ringmq::security::Authenticator for Toy {
+    fn method(&self) -> &str {
+        "TOY"
+    }
+
+    fn start(
+        &self,
+        _client_id: &str,
+        _username: Option<&str>,
+        data: Option<&[u8]>,
+    ) -> (AuthStep, Box<dyn ringmq::security::AuthenticatorExchange>) {
+        let step = match data {
+            Some(b"hello") => AuthStep::Continue {
+                data: Bytes::from_static(b"challenge"),
+            },
+            _ => AuthStep::Fail {
+                reason: ReasonCode::NOT_AUTHORIZED,
+            },
+        };
+        (step, Box::new(ToyExchange))
+    }
+}
+
+impl ringmq::security::AuthenticatorExchange for ToyExchange {
+    fn step(&mut self, data: Option<&[u8]>) -> AuthStep {
+        match data {
+            Some(b"response") => AuthStep::Success {
+                username: Some(String::from("toy-user")),
+            },
+            _ => AuthStep::Fail {
+                reason: ReasonCode::NOT_AUTHORIZED,
+            },
+        }
+    }
+}
+
+#[test]
+fn enhanced_authentication_runs_the_configured_method() {
+    let files = Files::new("enhanced");
+    let config = secured(&files, Some("user toy-user\ntopic toy/#\n"));
+    let broker = TestBroker::with_authenticators(config, vec![std::sync::Arc::new(Toy)]);
+    let auth = |data: &'static [u8]| {
+        Packet::Auth(ringmq::protocol::Auth {
+            reason: ReasonCode::CONTINUE_AUTHENTICATION,
+            properties: ringmq::protocol::AuthProperties {
+                authentication_method: Some(ByteString::from("TOY")),
+                authentication_data: Some(Bytes::from_static(data)),
+                ..Default::default()
+            },
+        })
+    };
+    for (answer, expected) in [
+        (&b"response"[..], ReasonCode::SUCCESS),
+        (b"guess", ReasonCode::NOT_AUTHORIZED),
+    ] {
+        let mut client = RawClient::connect_tcp(broker.shard(1), Version::V5);
+        let mut connect = connect_packet(Version::V5, "toy", true, None);
+        connect.properties.authentication_method = Some(ByteString::from("TOY"));
+        connect.properties.authentication_data = Some(Bytes::from_static(b"hello"));
+        client.send(&Packet::Connect(Box::new(connect)));
+        match client.recv() {
+            Packet::Auth(challenge) => {
+                assert_eq!(challenge.reason, ReasonCode::CONTINUE_AUTHENTICATION);
+                assert_eq!(
+                    challenge.properties.authentication_data.as_deref(),
+                    Some(&b"challenge"[..])
+                );
+            }
+            other => panic!("expected AUTH, got {other:?}"),
+        }
+        client.send(&auth(answer));
+        let connack = match client.recv() {
+            Packet::ConnAck(connack) => connack,
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        assert_eq!(connack.reason, expected);
+        if expected != ReasonCode::SUCCESS {
+            client.expect_closed();
+            continue;
+        }
+        assert_eq!(
+            connack.properties.authentication_method.as_deref(),
+            Some("TOY")
+        );
+        // The method's identity is the username the ACL keys on.
+        let reasons =
+            client.subscribe(1, &[("toy/#", QoS::AtMostOnce), ("other", QoS::AtMostOnce)]);
+        assert_eq!(
+            reasons,
+            [ReasonCode::GRANTED_QOS_0, ReasonCode::NOT_AUTHORIZED]
+        );
+        client.disconnect();
+    }
+    // An unknown method: 0x8C.
+    let mut client = RawClient::connect_tcp(broker.addr, Version::V5);
+    let mut connect = connect_packet(Version::V5, "other", true, None);
+    connect.properties.authentication_method = Some(ByteString::from("SCRAM-SHA-256"));
+    assert_eq!(
+        client.handshake(connect).reason,
+        ReasonCode::BAD_AUTHENTICATION_METHOD
+    );
+    client.expect_closed();
 }

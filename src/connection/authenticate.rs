@@ -38,8 +38,8 @@ pub(super) async fn connect(
     let conn = client.conn;
     let version = connect.version;
     match check(shell, client, &mut connect, reader, buf).await {
-        Ok(()) => Ok([
-            Event::Authenticated { conn },
+        Ok(method) => Ok([
+            Event::Authenticated { conn, method },
             Event::Packet {
                 conn,
                 packet: Packet::Connect(connect),
@@ -57,19 +57,21 @@ pub(super) async fn connect(
     }
 }
 
+/// Accepts (with the enhanced-authentication method that ran, if one did) or refuses.
 async fn check(
     shell: &ShardShell,
     client: &Client<'_>,
     connect: &mut Connect,
     reader: &mut Reader,
     buf: &mut BytesMut,
-) -> Result<(), ReasonCode> {
+) -> Result<Option<ByteString>, ReasonCode> {
     let security = &shell.security;
     if let Some(identity) = &client.identity {
-        // Mosquitto's use_identity_as_username: the certificate is the credential.
+        // Mosquitto's use_identity_as_username: the certificate is the credential (a CONNECT
+        // that also names an AUTH method is refused by the shard: no method ran).
         connect.username = Some(ByteString::from(identity.as_str()));
         connect.password = None;
-        return Ok(());
+        return Ok(None);
     }
     if let Some(method) = connect.properties.authentication_method.clone() {
         let authenticator = security
@@ -79,7 +81,7 @@ async fn check(
         if let Some(username) = username {
             connect.username = Some(ByteString::from(username));
         }
-        return Ok(());
+        return Ok(Some(method));
     }
     let passwords = shell.snapshot().passwords.clone();
     match (&connect.username, passwords) {
@@ -90,14 +92,14 @@ async fn check(
                 .verify(passwords, username.to_string(), password)
                 .await;
             match verdict {
-                Ok(true) => Ok(()),
+                Ok(true) => Ok(None),
                 Ok(false) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
                 Err(VerifyError::Busy | VerifyError::Stopped) => {
                     Err(ReasonCode::SERVER_UNAVAILABLE)
                 }
             }
         }
-        _ if security.allow_anonymous => Ok(()),
+        _ if security.allow_anonymous => Ok(None),
         _ => Err(ReasonCode::NOT_AUTHORIZED),
     }
 }

@@ -12,6 +12,8 @@
 //! 0x87 in SUBACK (3.1.1: 0x80 Failure).
 
 use std::sync::Arc;
+
+use bytestring::ByteString;
 use std::time::Instant;
 
 use crate::auth::{Access, Acl, ClientIdentity};
@@ -114,6 +116,15 @@ impl Shard {
                 }
                 self.write_packet(conn_id, &Packet::PubRec(response));
             }
+        }
+    }
+
+    /// The CONNECT that follows passed authentication (with `method`, by enhanced
+    /// authentication).
+    pub(super) fn on_authenticated(&mut self, conn_id: ConnId, method: Option<ByteString>) {
+        self.metrics.authentication(true);
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            conn.auth_method = method;
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Conn {
     pub client_id: ByteString,
     /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
     pub username: Option<ByteString>,
+    /// The enhanced-authentication method the connection task completed (5.0 §4.12).
+    pub auth_method: Option<ByteString>,
     pub will: Option<Will>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
     pub send_window: usize,
@@ -78,6 +80,7 @@ impl Conn {
             keepalive: Duration::ZERO,
             client_id: ByteString::new(),
             username: None,
+            auth_method: None,
             will: None,
             send_window: 1,
             client_packet_bytes_max: packet_bytes_max,

@@ -117,9 +117,15 @@ impl Shard {
         if too_long {
             return self.refuse_connect(conn_id, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
-        // 5.0 §4.12: enhanced authentication needs a configured method; none is (MQTT-4.12.0-1).
-        if connect.properties.authentication_method.is_some() {
-            return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
+        // 5.0 §4.12: a method must have been run by the connection task (MQTT-4.12.0-1).
+        if let Some(method) = &connect.properties.authentication_method {
+            let done = self
+                .conns
+                .get(&conn_id)
+                .and_then(|c| c.auth_method.as_ref());
+            if done != Some(method) {
+                return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
+            }
         }
         if let Some(will) = &connect.will
             && let Err(reason) = check_will(will, &settings)
@@ -424,7 +430,11 @@ impl Shard {
         let connect_latency = crate::metrics::micros_between(conn.connect_at, now);
         let version = conn.version;
         let client_id = conn.client_id.clone();
-        let mut properties = ConnAckProperties::default();
+        // 5.0 §4.12: the CONNACK of an enhanced authentication names its method.
+        let mut properties = ConnAckProperties {
+            authentication_method: conn.auth_method.clone(),
+            ..ConnAckProperties::default()
+        };
         if version.is_v5() {
             let s = &self.settings;
             properties.receive_maximum = u16::try_from(s.session.inflight_messages_max).ok();

@@ -60,8 +60,12 @@ pub enum Event {
     Accepted { conn: ConnId, peer: SocketAddr },
     /// A whole packet arrived on a connection.
     Packet { conn: ConnId, packet: Packet },
-    /// The connection's CONNECT (the next event) passed authentication.
-    Authenticated { conn: ConnId },
+    /// The connection's CONNECT (the next event) passed authentication, with this enhanced
+    /// authentication method if it named one.
+    Authenticated {
+        conn: ConnId,
+        method: Option<ByteString>,
+    },
     /// The connection's CONNECT failed authentication: CONNACK with `reason`, then close.
     AuthRefused {
         conn: ConnId,
@@ -225,7 +229,7 @@ impl Shard {
         match event {
             Event::Accepted { conn, peer } => self.on_accepted(conn, peer, now),
             Event::Packet { conn, packet } => self.on_packet(conn, packet, now),
-            Event::Authenticated { .. } => self.metrics.authentication(true),
+            Event::Authenticated { conn, method } => self.on_authenticated(conn, method),
             Event::AuthRefused {
                 conn,
                 version,

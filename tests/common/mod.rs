@@ -49,11 +49,19 @@ impl TestBroker {
     }
 
     pub fn with_config(config: Config) -> TestBroker {
+        TestBroker::with_authenticators(config, Vec::new())
+    }
+
+    /// A broker with these MQTT 5.0 enhanced-authentication methods.
+    pub fn with_authenticators(
+        config: Config,
+        authenticators: Vec<std::sync::Arc<dyn ringmq::security::Authenticator>>,
+    ) -> TestBroker {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let broker = server::start(config).expect("broker starts");
+        let broker = server::start_with(config, authenticators).expect("broker starts");
         let addr = broker.listener_addr(0);
         let shard_addrs = (0..broker.shard_count())
             .map(|i| broker.shard_addr(0, i).expect("port per shard"))
