@@ -337,7 +337,9 @@ impl ShardShell {
             return;
         }
         let snapshot = self.security.snapshot();
-        self.shard.borrow_mut().set_acl(snapshot.acl.clone());
+        self.shard
+            .borrow_mut()
+            .set_acl(snapshot.acl.clone(), generation);
         *self.snapshot.borrow_mut() = snapshot;
         self.snapshot_generation.set(generation);
     }
@@ -413,7 +415,7 @@ async fn run_shard(
     let mut shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
     let generation = security.generation();
     let snapshot = security.snapshot();
-    shard.set_acl(snapshot.acl.clone());
+    shard.set_acl(snapshot.acl.clone(), generation);
     let shell = Rc::new(ShardShell {
         ctx: ctx.clone(),
         shard: RefCell::new(shard),

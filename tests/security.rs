@@ -125,6 +125,20 @@ fn passwords_and_anonymous_clients() {
         assert_eq!(reason, ReasonCode::NOT_AUTHORIZED);
         client.expect_closed();
     }
+    // Counted on /metrics: 2 x (2 successes, 4 failures), merged over the shards.
+    let admin = broker.admin_addr().unwrap();
+    let counted = eventually(|| {
+        let (_, metrics) = common::http_get(admin, "/metrics");
+        let count = |result: &str| {
+            let series =
+                format!("ringmq_authentications_total{{shard=\"all\",result=\"{result}\"}} ");
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(series.as_str())?.parse::<u64>().ok())
+        };
+        count("success") == Some(4) && count("failure") == Some(8)
+    });
+    assert!(counted, "{}", common::http_get(admin, "/metrics").1);
     // 3.1.1 return codes on the wire, byte for byte.
     let mut client = RawClient::connect_tcp(broker.addr, Version::V3_1_1);
     let mut connect = connect_packet(Version::V3_1_1, "raw", true, None);
@@ -346,9 +360,10 @@ fn denied_publish_can_close_a_v311_connection() {
     assert!(alice.expect_closed().is_empty());
 }
 
-/// Polls `check` until it holds, for at most two seconds (a reload reaches shards on their tick).
+/// Polls `check` until it holds, for at most four seconds (a reload reaches shards on their tick,
+/// metrics reach the admin board about once a second).
 fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
         if check() {
             return true;
@@ -365,22 +380,48 @@ fn reload_swaps_the_acl_and_keeps_connections() {
     let acl_path = config.auth.acl_file.clone().unwrap();
     let test = TestBroker::with_config(config);
     let mut alice = user(&test, 1, Version::V5, "alice-reload", "alice");
-    let publish_reason = |alice: &mut RawClient, id: u16| {
-        alice.publish("later/topic", b"1", QoS::AtLeastOnce, false, Some(id));
-        match alice.recv() {
+    let mut bob = user(&test, 2, Version::V5, "bob-reload", "bob");
+    // An exact filter: its read decision is taken at SUBSCRIBE and cached until a reload.
+    assert_eq!(
+        alice.subscribe(1, &[("alice/inbox", QoS::AtMostOnce)]),
+        [ReasonCode::GRANTED_QOS_0]
+    );
+    let publish_reason = |client: &mut RawClient, topic: &str, id: u16| {
+        client.publish(topic, b"1", QoS::AtLeastOnce, false, Some(id));
+        match client.recv() {
             Packet::PubAck(ack) => ack.reason,
             other => panic!("expected PUBACK, got {other:?}"),
         }
     };
-    assert_eq!(publish_reason(&mut alice, 1), ReasonCode::NOT_AUTHORIZED);
-    std::fs::write(&acl_path, "user alice\ntopic alice/#\ntopic later/#\n").unwrap();
+    assert_eq!(
+        publish_reason(&mut alice, "later/topic", 1),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    assert_eq!(
+        publish_reason(&mut bob, "alice/inbox", 1),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    alice.publish("alice/inbox", b"0", QoS::AtMostOnce, false, None);
+    assert_eq!(&alice.recv_publish().topic[..], "alice/inbox");
+    // The new ACL: alice may publish to later/#, bob to alice/inbox, and alice no longer reads it.
+    std::fs::write(
+        &acl_path,
+        "user alice\ntopic write alice/#\ntopic later/#\nuser bob\ntopic write alice/#\n",
+    )
+    .unwrap();
     test.reload().unwrap();
-    let mut id = 1;
+    let mut id = 2;
     assert!(eventually(|| {
         id += 1;
-        publish_reason(&mut alice, id) == ReasonCode::SUCCESS
+        publish_reason(&mut alice, "later/topic", id) == ReasonCode::SUCCESS
     }));
-    // A broken file is refused; the loaded ACL stays, the connection too.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        publish_reason(&mut bob, "alice/inbox", 2),
+        ReasonCode::SUCCESS
+    );
+    assert_silent(&mut alice);
+    // A broken file is refused; the loaded ACL stays, the connections too.
     std::fs::write(&acl_path, "user alice\ntopc later/#\n").unwrap();
     let error = test.reload().unwrap_err().to_string();
     assert!(
@@ -389,7 +430,15 @@ fn reload_swaps_the_acl_and_keeps_connections() {
     );
     std::thread::sleep(Duration::from_millis(600));
     id += 1;
-    assert_eq!(publish_reason(&mut alice, id), ReasonCode::SUCCESS);
+    assert_eq!(
+        publish_reason(&mut alice, "later/topic", id),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        publish_reason(&mut bob, "alice/inbox", 3),
+        ReasonCode::SUCCESS
+    );
+    assert_silent(&mut alice);
     assert!(!matches!(
         alice.recv_or_closed(Duration::from_millis(100)),
         Received::Closed

@@ -31,6 +31,10 @@ pub struct Subscription {
     pub options: SubscriptionOptions,
     /// 5.0 Subscription Identifier, sent back with every message this subscription matches.
     pub identifier: Option<u32>,
+    /// The ACL generation under which reading this filter was granted at SUBSCRIBE (filters
+    /// without wildcards, whose one topic is the filter); deliveries under the same ACL skip
+    /// the check. 0: check every delivery.
+    pub read_granted_generation: u64,
 }
 
 /// A message on its way to one subscriber: the shared message and this hop's flags.

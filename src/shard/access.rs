@@ -23,9 +23,11 @@ use crate::protocol::{Packet, PacketId, PubResponse, QoS, ReasonCode, Version};
 use super::{ConnId, SessionKey, Shard};
 
 impl Shard {
-    /// Installs the ACL of a (re)load; `None` allows everything.
-    pub fn set_acl(&mut self, acl: Option<Arc<Acl>>) {
+    /// Installs the ACL of the (re)load numbered `generation`; `None` allows everything. Read
+    /// decisions cached under another generation are checked again.
+    pub fn set_acl(&mut self, acl: Option<Arc<Acl>>, generation: u64) {
         self.acl = acl;
+        self.acl_generation = generation.saturating_add(1);
     }
 
     /// May this client publish to `topic`? `$SYS` is the broker's alone.

@@ -174,6 +174,9 @@ pub struct Shard {
     matches: Vec<(SessionKey, Subscription)>,
     /// The ACL file in force; `None`: everything is allowed (and nothing is checked).
     acl: Option<Arc<crate::auth::Acl>>,
+    /// Names `acl` (the security reload generation + 1, the same on every shard), for the read
+    /// decisions cached in subscriptions.
+    acl_generation: u64,
 }
 
 impl Shard {
@@ -209,6 +212,7 @@ impl Shard {
             counters: Counters::default(),
             matches: Vec::new(),
             acl: None,
+            acl_generation: 1,
         }
     }
 

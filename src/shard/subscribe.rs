@@ -153,9 +153,17 @@ impl Shard {
     ) -> (Subscription, bool) {
         let mut options = request.options;
         options.qos = options.qos.min(self.settings.max_qos);
+        let filter = &request.filter;
+        let exact = !filter.contains(['+', '#']) && !filter.starts_with("$share/");
+        let read_granted_generation = if exact && self.acl.is_some() && self.may_read(key, filter) {
+            self.acl_generation
+        } else {
+            0
+        };
         let subscription = Subscription {
             options,
             identifier,
+            read_granted_generation,
         };
         let existed = self
             .sessions
