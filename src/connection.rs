@@ -100,6 +100,13 @@ async fn open(
             identity: None,
         });
     };
+    let limit = shell.shard.borrow().settings().connections_per_shard_max;
+    let pending = shell.tls_handshakes.get() + shell.shard.borrow().connection_count();
+    if pending >= limit {
+        tracing::debug!(%peer, listener = %tls.name, "too many connections: closed before TLS");
+        return None;
+    }
+    let _handshake = Handshake::start(shell);
     // The first bytes tell a TLS client from a plain MQTT one, which is closed at once.
     let mut head = vec![0; SNIFF_BYTES];
     let read = shards::time::timeout(tls.handshake_timeout, stream.read(&mut head)).await;
@@ -136,6 +143,24 @@ async fn open(
             tracing::info!(%peer, listener = %tls.name, %error, "TLS handshake failed: closed");
             None
         }
+    }
+}
+
+/// Counts a TLS handshake under way for as long as it lives.
+struct Handshake<'a>(&'a ShardShell);
+
+impl Handshake<'_> {
+    fn start(shell: &ShardShell) -> Handshake<'_> {
+        shell.tls_handshakes.set(shell.tls_handshakes.get() + 1);
+        Handshake(shell)
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        self.0
+            .tls_handshakes
+            .set(self.0.tls_handshakes.get().saturating_sub(1));
     }
 }
 

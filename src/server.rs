@@ -276,6 +276,9 @@ pub(crate) struct ShardShell {
     /// The security tables this shard uses, and the reload generation they came from.
     snapshot: RefCell<Arc<Snapshot>>,
     snapshot_generation: Cell<u64>,
+    /// TLS handshakes under way on this shard (they count against `connections_per_shard_max`
+    /// before the connection reaches the shard).
+    pub tls_handshakes: Cell<usize>,
     /// Reused list of connections to wake after `handle`.
     dirty: RefCell<Vec<ConnId>>,
 }
@@ -426,6 +429,7 @@ async fn run_shard(
         security,
         snapshot: RefCell::new(snapshot),
         snapshot_generation: Cell::new(generation),
+        tls_handshakes: Cell::new(0),
         dirty: RefCell::new(Vec::new()),
     });
     let mut tasks = Vec::new();

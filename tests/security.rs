@@ -554,3 +554,31 @@ fn enhanced_authentication_runs_the_configured_method() {
     );
     client.expect_closed();
 }
+
+#[test]
+fn a_session_taken_over_by_another_user_is_checked_as_that_user() {
+    let files = Files::new("takeover");
+    let broker = TestBroker::with_config(secured(&files, Some(ACL)));
+    let login_as = |shard: usize, name: &str, password: &'static [u8]| {
+        let mut client = RawClient::connect_tcp(broker.shard(shard), Version::V3_1_1);
+        let mut connect = connect_packet(Version::V3_1_1, "shared-id", false, None);
+        connect.username = Some(ByteString::from(name));
+        connect.password = Some(Bytes::from_static(password));
+        let connack = client.handshake(connect);
+        assert_eq!(connack.reason, ReasonCode::SUCCESS);
+        (client, connack.session_present)
+    };
+    let (mut alice, _) = login_as(0, "alice", b"secret");
+    // An exact filter: granted (and its read decision cached) for alice.
+    assert_eq!(
+        alice.subscribe(1, &[("alice/inbox", QoS::AtMostOnce)]),
+        [ReasonCode::GRANTED_QOS_0]
+    );
+    alice.disconnect();
+    let (mut bob, present) = login_as(2, "bob", b"hunter2");
+    assert!(present, "bob resumes the session with alice's subscription");
+    let mut writer = user(&broker, 1, Version::V5, "alice-writer", "alice");
+    writer.publish("alice/inbox", b"private", QoS::AtLeastOnce, false, Some(1));
+    assert!(matches!(writer.recv(), Packet::PubAck(ack) if ack.reason == ReasonCode::SUCCESS));
+    assert_silent(&mut bob);
+}

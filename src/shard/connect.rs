@@ -369,7 +369,14 @@ impl Shard {
             ),
         };
         state.version = pending.connect.version;
-        state.username = pending.connect.username.clone();
+        let username = pending.connect.username.clone();
+        if state.username != username {
+            // Read decisions cached for the previous owner's identity do not hold for this one.
+            for subscription in state.subscriptions.values_mut() {
+                subscription.read_granted_generation = 0;
+            }
+        }
+        state.username = username;
         state.expiry_secs = pending.expiry_secs;
         let key = self.install_session(state, generation);
         if let Some(session) = self.sessions.get_mut(key) {
