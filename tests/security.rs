@@ -582,3 +582,52 @@ fn a_session_taken_over_by_another_user_is_checked_as_that_user() {
     assert!(matches!(writer.recv(), Packet::PubAck(ack) if ack.reason == ReasonCode::SUCCESS));
     assert_silent(&mut bob);
 }
+
+#[test]
+fn a_full_verifier_queue_refuses_with_server_unavailable() {
+    let files = Files::new("busy");
+    let path = files.0.join("passwd");
+    // argon2id at ringmq's defaults (46 MiB, tens of ms optimised, far more in a debug build):
+    // one check keeps the single verifier thread busy while every CONNECT below arrives.
+    let options = ringmq::auth::PasswdOptions {
+        create: true,
+        delete: false,
+        password: Some(String::from("slow")),
+        hash: ringmq::auth::HashAlgorithm::Argon2id,
+    };
+    ringmq::auth::passwd(&path, "carol", &options).unwrap();
+    let mut config = test_config(4);
+    config.auth.password_file = Some(path);
+    config.auth.verify_threads = 1;
+    config.auth.verify_pending_max = 1;
+    let broker = TestBroker::with_config(config);
+    let mut clients: Vec<RawClient> = (0..12)
+        .map(|i| {
+            let mut client = RawClient::connect_tcp(broker.shard(i), Version::V3_1_1);
+            let mut connect = connect_packet(Version::V3_1_1, &format!("carol-{i}"), true, None);
+            connect.username = Some(ByteString::from("carol"));
+            connect.password = Some(Bytes::from_static(b"slow"));
+            client.send(&Packet::Connect(Box::new(connect)));
+            client
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut unavailable = 0;
+    for client in &mut clients {
+        let reason = match client.try_recv(Duration::from_secs(60)) {
+            Some(Packet::ConnAck(connack)) => connack.reason,
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        match reason {
+            ReasonCode::SUCCESS => accepted += 1,
+            // 3.1.1 return code 3, Server unavailable.
+            ReasonCode::SERVER_UNAVAILABLE => unavailable += 1,
+            other => panic!("unexpected CONNACK {other:?}"),
+        }
+    }
+    // One check running and one queued at most while the others arrive.
+    assert!(
+        accepted >= 1 && unavailable >= 1,
+        "{accepted} accepted, {unavailable} refused"
+    );
+}
