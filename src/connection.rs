@@ -236,6 +236,8 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
             Batch::Drained => {}
             Batch::Failed => return,
             Batch::Cut => continue,
+            // A packet before it already closed the connection: nothing to authenticate.
+            Batch::Connect(_) if is_closing(shell, conn) => return,
             Batch::Connect(connect) => {
                 match authenticate::connect(shell, client, connect, &mut reader, &mut buf).await {
                     Ok(events) => shell.handle_all(events),
@@ -248,31 +250,8 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
             return;
         }
         wait_for_mail_backlog(shell).await;
-        let wanted = match protocol::frame_len(&buf, packet_bytes_max) {
-            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
-            Ok(None) => READ_CHUNK,
-            Err(error) => {
-                shell.handle(Event::Malformed { conn, error });
-                return;
-            }
-        };
-        let start = buf.len();
-        buf.resize(start + wanted, 0);
-        let read = match buf.get_mut(start..) {
-            Some(space) => reader.read(space).await,
-            None => Ok(0),
-        };
-        match read {
-            Ok(0) => {
-                tracing::debug!(conn, "peer closed the connection");
-                return;
-            }
-            Ok(n) => buf.truncate(start + n),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
-            Err(error) => {
-                tracing::debug!(conn, %error, "read failed");
-                return;
-            }
+        if !read_more(shell, client, &mut reader, &mut buf, packet_bytes_max).await {
+            return;
         }
         if std::mem::take(&mut first_read)
             && matches!(client.listener, ListenerKind::Plain(_))
@@ -281,6 +260,50 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
             tracing::warn!(peer = %client.peer,
                 "TLS ClientHello on a plain MQTT listener: closed; the client must use the TLS port (8883)");
             return;
+        }
+    }
+}
+
+/// Reads what the next frame needs (at least a chunk) into `buf`; false when the connection is
+/// done (closed by the peer, failed, or announcing a frame over the limit).
+async fn read_more(
+    shell: &ShardShell,
+    client: &Client<'_>,
+    reader: &mut Reader,
+    buf: &mut BytesMut,
+    packet_bytes_max: usize,
+) -> bool {
+    let conn = client.conn;
+    let wanted = match protocol::frame_len(buf, packet_bytes_max) {
+        Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
+        Ok(None) => READ_CHUNK,
+        Err(error) => {
+            shell.handle(Event::Malformed { conn, error });
+            return false;
+        }
+    };
+    let start = buf.len();
+    buf.resize(start + wanted, 0);
+    let read = match buf.get_mut(start..) {
+        Some(space) => reader.read(space).await,
+        None => Ok(0),
+    };
+    match read {
+        Ok(0) => {
+            tracing::debug!(conn, "peer closed the connection");
+            false
+        }
+        Ok(n) => {
+            buf.truncate(start + n);
+            true
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
+            buf.truncate(start);
+            true
+        }
+        Err(error) => {
+            tracing::debug!(conn, %error, "read failed");
+            false
         }
     }
 }

@@ -137,9 +137,10 @@ async fn enhanced(
             conn: client.conn,
             auth: challenge,
         });
-        let answer = shards::time::timeout(AUTH_STEP_TIMEOUT, read_packet(shell, reader, buf))
-            .await
-            .map_err(|_| ReasonCode::NOT_AUTHORIZED)??;
+        let answer =
+            shards::time::timeout(AUTH_STEP_TIMEOUT, read_packet(shell, client, reader, buf))
+                .await
+                .map_err(|_| ReasonCode::NOT_AUTHORIZED)??;
         let Packet::Auth(answer) = answer else {
             return Err(ReasonCode::PROTOCOL_ERROR);
         };
@@ -157,6 +158,7 @@ async fn enhanced(
 /// The client's next packet (5.0), read into `buf`.
 async fn read_packet(
     shell: &ShardShell,
+    client: &Client<'_>,
     reader: &mut Reader,
     buf: &mut BytesMut,
 ) -> Result<Packet, ReasonCode> {
@@ -167,15 +169,8 @@ async fn read_packet(
             Ok(None) => {}
             Err(error) => return Err(error.reason_code()),
         }
-        let start = buf.len();
-        buf.resize(start + super::READ_CHUNK, 0);
-        let read = match buf.get_mut(start..) {
-            Some(space) => reader.read(space).await,
-            None => Ok(0),
-        };
-        match read {
-            Ok(n) if n > 0 => buf.truncate(start + n),
-            _ => return Err(ReasonCode::UNSPECIFIED_ERROR),
+        if !super::read_more(shell, client, reader, buf, packet_bytes_max).await {
+            return Err(ReasonCode::UNSPECIFIED_ERROR);
         }
     }
 }
