@@ -110,7 +110,8 @@ pub struct Security {
     /// Clients without a username (and without a certificate identity) are accepted.
     pub allow_anonymous: bool,
     pub denied_publish_v3: DeniedPublish,
-    pub verifier: Verifier,
+    /// Started only with a password file (the only thing it checks).
+    pub verifier: Option<Verifier>,
     authenticators: Vec<Arc<dyn Authenticator>>,
 }
 
@@ -157,10 +158,12 @@ impl Security {
             generation: AtomicU64::new(0),
             allow_anonymous: config.auth.anonymous_allowed(),
             denied_publish_v3: config.auth.denied_publish_v3,
-            verifier: Verifier::start(
-                config.auth.verify_threads as usize,
-                config.auth.verify_pending_max as usize,
-            ),
+            verifier: config.auth.password_file.is_some().then(|| {
+                Verifier::start(
+                    config.auth.verify_threads as usize,
+                    config.auth.verify_pending_max as usize,
+                )
+            }),
             authenticators,
         })
     }

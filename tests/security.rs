@@ -479,6 +479,7 @@ impl ringmq::security::AuthenticatorExchange for ToyExchange {
         match data {
             Some(b"response") => AuthStep::Success {
                 username: Some(String::from("toy-user")),
+                data: Some(Bytes::from_static(b"welcome")),
             },
             _ => AuthStep::Fail {
                 reason: ReasonCode::NOT_AUTHORIZED,
@@ -534,6 +535,10 @@ fn enhanced_authentication_runs_the_configured_method() {
         assert_eq!(
             connack.properties.authentication_method.as_deref(),
             Some("TOY")
+        );
+        assert_eq!(
+            connack.properties.authentication_data.as_deref(),
+            Some(&b"welcome"[..])
         );
         // The method's identity is the username the ACL keys on.
         let reasons =

@@ -11,14 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::Client;
 use crate::protocol::{self, Auth, AuthProperties, Connect, Packet, ReasonCode, Version};
 use crate::security::{AuthStep, Authenticator, VerifyError};
 use crate::server::ShardShell;
-use crate::shard::Event;
+use crate::shard::{EnhancedAuth, Event};
 use crate::transport::Reader;
 
 /// AUTH round trips one enhanced authentication may take.
@@ -38,8 +38,8 @@ pub(super) async fn connect(
     let conn = client.conn;
     let version = connect.version;
     match check(shell, client, &mut connect, reader, buf).await {
-        Ok(method) => Ok([
-            Event::Authenticated { conn, method },
+        Ok(enhanced) => Ok([
+            Event::Authenticated { conn, enhanced },
             Event::Packet {
                 conn,
                 packet: Packet::Connect(connect),
@@ -64,7 +64,7 @@ async fn check(
     connect: &mut Connect,
     reader: &mut Reader,
     buf: &mut BytesMut,
-) -> Result<Option<ByteString>, ReasonCode> {
+) -> Result<Option<EnhancedAuth>, ReasonCode> {
     let security = &shell.security;
     if let Some(identity) = &client.identity {
         // Mosquitto's use_identity_as_username: the certificate is the credential (a CONNECT
@@ -77,20 +77,24 @@ async fn check(
         let authenticator = security
             .authenticator(&method)
             .ok_or(ReasonCode::BAD_AUTHENTICATION_METHOD)?;
-        let username = enhanced(shell, client, authenticator, connect, reader, buf).await?;
+        let (username, data) = enhanced(shell, client, authenticator, connect, reader, buf).await?;
         if let Some(username) = username {
             connect.username = Some(ByteString::from(username));
         }
-        return Ok(Some(method));
+        return Ok(Some(EnhancedAuth { method, data }));
     }
     let passwords = shell.snapshot().passwords.clone();
     match (&connect.username, passwords) {
         (Some(username), Some(passwords)) => {
             let password = connect.password.as_deref().unwrap_or_default().to_vec();
-            let verdict = security
-                .verifier
-                .verify(passwords, username.to_string(), password)
-                .await;
+            let verdict = match &security.verifier {
+                Some(verifier) => {
+                    verifier
+                        .verify(passwords, username.to_string(), password)
+                        .await
+                }
+                None => Err(VerifyError::Stopped),
+            };
             match verdict {
                 Ok(true) => Ok(None),
                 Ok(false) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
@@ -112,7 +116,7 @@ async fn enhanced(
     connect: &Connect,
     reader: &mut Reader,
     buf: &mut BytesMut,
-) -> Result<Option<String>, ReasonCode> {
+) -> Result<(Option<String>, Option<Bytes>), ReasonCode> {
     let method = authenticator.method().to_owned();
     let (mut step, mut exchange) = authenticator.start(
         &connect.client_id,
@@ -121,7 +125,7 @@ async fn enhanced(
     );
     for _ in 0..AUTH_ROUNDS_MAX {
         let data = match step {
-            AuthStep::Success { username } => return Ok(username),
+            AuthStep::Success { username, data } => return Ok((username, data)),
             AuthStep::Fail { reason } => return Err(reason),
             AuthStep::Continue { data } => data,
         };

@@ -11,8 +11,12 @@ use crate::protocol::ReasonCode;
 /// The answer of one step of an exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthStep {
-    /// Authenticated; `username`, when given, is the identity the ACL keys on.
-    Success { username: Option<String> },
+    /// Authenticated; `username`, when given, is the identity the ACL keys on; `data`, when
+    /// given, goes to the client in CONNACK (e.g. SCRAM's server-final message).
+    Success {
+        username: Option<String>,
+        data: Option<Bytes>,
+    },
     /// Send this Authentication Data in AUTH 0x18 (Continue authentication) and wait for the
     /// client's next AUTH.
     Continue { data: Bytes },

@@ -12,15 +12,13 @@
 //! 0x87 in SUBACK (3.1.1: 0x80 Failure).
 
 use std::sync::Arc;
-
-use bytestring::ByteString;
 use std::time::Instant;
 
 use crate::auth::{Access, Acl, ClientIdentity};
 use crate::config::DeniedPublish;
 use crate::protocol::{Packet, PacketId, PubResponse, QoS, ReasonCode, Version};
 
-use super::{ConnId, SessionKey, Shard};
+use super::{ConnId, EnhancedAuth, SessionKey, Shard};
 
 impl Shard {
     /// Installs the ACL of the (re)load numbered `generation`; `None` allows everything. Read
@@ -121,12 +119,11 @@ impl Shard {
         }
     }
 
-    /// The CONNECT that follows passed authentication (with `method`, by enhanced
-    /// authentication).
-    pub(super) fn on_authenticated(&mut self, conn_id: ConnId, method: Option<ByteString>) {
+    /// The CONNECT that follows passed authentication (by `enhanced`, if it names a method).
+    pub(super) fn on_authenticated(&mut self, conn_id: ConnId, enhanced: Option<EnhancedAuth>) {
         self.metrics.authentication(true);
         if let Some(conn) = self.conns.get_mut(&conn_id) {
-            conn.auth_method = method;
+            conn.enhanced_auth = enhanced;
         }
     }
 

@@ -45,8 +45,8 @@ pub struct Conn {
     pub client_id: ByteString,
     /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
     pub username: Option<ByteString>,
-    /// The enhanced-authentication method the connection task completed (5.0 §4.12).
-    pub auth_method: Option<ByteString>,
+    /// The enhanced authentication the connection task completed (5.0 §4.12).
+    pub enhanced_auth: Option<EnhancedAuth>,
     pub will: Option<Will>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
     pub send_window: usize,
@@ -80,7 +80,7 @@ impl Conn {
             keepalive: Duration::ZERO,
             client_id: ByteString::new(),
             username: None,
-            auth_method: None,
+            enhanced_auth: None,
             will: None,
             send_window: 1,
             client_packet_bytes_max: packet_bytes_max,
@@ -106,6 +106,13 @@ impl Conn {
             Phase::AwaitingConnect | Phase::Claiming { .. } => None,
         }
     }
+}
+
+/// A completed enhanced authentication: its method, and the server's last data for CONNACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnhancedAuth {
+    pub method: ByteString,
+    pub data: Option<bytes::Bytes>,
 }
 
 /// How a connection ends, seen from the broker.

@@ -122,7 +122,8 @@ impl Shard {
             let done = self
                 .conns
                 .get(&conn_id)
-                .and_then(|c| c.auth_method.as_ref());
+                .and_then(|c| c.enhanced_auth.as_ref())
+                .map(|enhanced| &enhanced.method);
             if done != Some(method) {
                 return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
             }
@@ -439,7 +440,8 @@ impl Shard {
         let client_id = conn.client_id.clone();
         // 5.0 §4.12: the CONNACK of an enhanced authentication names its method.
         let mut properties = ConnAckProperties {
-            authentication_method: conn.auth_method.clone(),
+            authentication_method: conn.enhanced_auth.as_ref().map(|e| e.method.clone()),
+            authentication_data: conn.enhanced_auth.take().and_then(|e| e.data),
             ..ConnAckProperties::default()
         };
         if version.is_v5() {

@@ -38,7 +38,7 @@ use crate::protocol::{DecodeError, Packet, ReasonCode};
 use crate::router::{TopicTree, Trie};
 use crate::session::{SessionState, Subscription};
 
-pub use conn::{Conn, ConnId, Phase};
+pub use conn::{Conn, ConnId, EnhancedAuth, Phase};
 pub use settings::Settings;
 
 use directory::Directory;
@@ -60,11 +60,11 @@ pub enum Event {
     Accepted { conn: ConnId, peer: SocketAddr },
     /// A whole packet arrived on a connection.
     Packet { conn: ConnId, packet: Packet },
-    /// The connection's CONNECT (the next event) passed authentication, with this enhanced
-    /// authentication method if it named one.
+    /// The connection's CONNECT (the next event) passed authentication, by this enhanced
+    /// authentication if it named a method.
     Authenticated {
         conn: ConnId,
-        method: Option<ByteString>,
+        enhanced: Option<EnhancedAuth>,
     },
     /// The connection's CONNECT failed authentication: CONNACK with `reason`, then close.
     AuthRefused {
@@ -233,7 +233,7 @@ impl Shard {
         match event {
             Event::Accepted { conn, peer } => self.on_accepted(conn, peer, now),
             Event::Packet { conn, packet } => self.on_packet(conn, packet, now),
-            Event::Authenticated { conn, method } => self.on_authenticated(conn, method),
+            Event::Authenticated { conn, enhanced } => self.on_authenticated(conn, enhanced),
             Event::AuthRefused {
                 conn,
                 version,
