@@ -433,3 +433,33 @@ fn a_missing_certificate_stops_the_start_with_the_key_named() {
         "{error}"
     );
 }
+
+#[test]
+fn min_version_refuses_older_clients() {
+    let pki = Pki::new("versions");
+    let broker = TestBroker::with_config(pki.config());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let tls12_only = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    // `secure` accepts TLS 1.2; `mutual` has min_version = "1.3".
+    let mut old = TlsClient::open(
+        broker.listener_addr(SECURE),
+        Arc::clone(&tls12_only),
+        Version::V5,
+    )
+    .unwrap();
+    assert_eq!(
+        old.tls.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(old.login("tls12", None).unwrap(), ReasonCode::SUCCESS);
+    assert!(TlsClient::open(broker.listener_addr(MUTUAL), tls12_only, Version::V5).is_err());
+}
