@@ -463,3 +463,57 @@ fn min_version_refuses_older_clients() {
     assert_eq!(old.login("tls12", None).unwrap(), ReasonCode::SUCCESS);
     assert!(TlsClient::open(broker.listener_addr(MUTUAL), tls12_only, Version::V5).is_err());
 }
+
+/// rumqttc, unchanged, over mutual TLS: its certificate is its username.
+#[test]
+fn rumqttc_over_mutual_tls() {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, TlsConfiguration, Transport};
+    // rumqttc builds its rustls config with the process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = Pki::new("rumqttc");
+    let mut config = pki.config();
+    let acl = pki.path("acl");
+    std::fs::write(&acl, "user client1\ntopic client1/#\n").unwrap();
+    config.auth.acl_file = Some(acl);
+    let broker = TestBroker::with_config(config);
+    let addr = broker.shard_addr(MUTUAL, 1).unwrap();
+    let read = |name: &str| std::fs::read(pki.path(name)).unwrap();
+    let mut options = MqttOptions::new("rumqttc-tls", addr.ip().to_string(), addr.port());
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: read("ca.pem"),
+        alpn: None,
+        client_auth: Some((read("client.pem"), read("client-key.pem"))),
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client
+            .subscribe("client1/#", rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        client
+            .publish(
+                "client1/hello",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                "over mTLS",
+            )
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let event = tokio::time::timeout_at(deadline, events.poll())
+                .await
+                .expect("a PUBLISH within 10 s")
+                .expect("no connection error");
+            if let Event::Incoming(Incoming::Publish(publish)) = event {
+                assert_eq!(publish.topic, "client1/hello");
+                assert_eq!(&publish.payload[..], b"over mTLS");
+                break;
+            }
+        }
+    });
+}
