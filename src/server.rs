@@ -20,8 +20,14 @@ use crate::connection;
 use crate::mail::Mail;
 use crate::metrics::{SnapshotBoard, SnapshotPublisher};
 use crate::security::{Security, Snapshot};
+
+mod listener_kind;
+mod reloader;
+
 use crate::shard::{ConnId, Event, Settings, Shard};
 use crate::sys::SysState;
+pub(crate) use listener_kind::{ListenerKind, listener_kinds};
+use reloader::{Reloader, reload};
 
 /// How often keepalive, CONNECT deadlines and session expiry are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -108,67 +114,6 @@ pub fn start_with(
         security,
         _reloader: reloader,
     })
-}
-
-/// Reloads the security files on SIGHUP, on a thread of its own.
-struct Reloader {
-    handle: Option<signal_hook::iterator::Handle>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Reloader {
-    fn start(security: Arc<Security>) -> Reloader {
-        let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
-            Ok(signals) => signals,
-            Err(error) => {
-                tracing::warn!(%error, "SIGHUP handler not installed: reload is unavailable");
-                return Reloader {
-                    handle: None,
-                    thread: None,
-                };
-            }
-        };
-        let handle = signals.handle();
-        let mut signals = signals;
-        let thread = std::thread::Builder::new()
-            .name(String::from("ringmq-reload"))
-            .spawn(move || {
-                for _ in signals.forever() {
-                    let _ = reload(&security);
-                }
-            })
-            .map_err(|error| tracing::warn!(%error, "reload thread not started"))
-            .ok();
-        Reloader {
-            handle: Some(handle),
-            thread,
-        }
-    }
-}
-
-impl Drop for Reloader {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.close();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Re-reads the password file, the ACL file and the TLS certificates; logs the outcome.
-fn reload(security: &Security) -> Result<(), crate::security::SecurityError> {
-    match security.reload() {
-        Ok(()) => {
-            tracing::info!("reloaded the password file, ACL file and TLS certificates");
-            Ok(())
-        }
-        Err(error) => {
-            tracing::error!(%error, "reload refused; the previous files stay in force");
-            Err(error)
-        }
-    }
 }
 
 impl Broker {
@@ -352,60 +297,6 @@ impl ShardShell {
         self.next_conn.set(id + 1);
         id
     }
-}
-
-/// What a listener is: plain TCP or TLS, with what each connection needs to know.
-#[derive(Debug, Clone)]
-pub(crate) enum ListenerKind {
-    Plain(PlainListener),
-    Tls(Rc<TlsListenerKind>),
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct PlainListener {
-    pub nodelay: bool,
-}
-
-#[derive(Debug)]
-pub(crate) struct TlsListenerKind {
-    pub name: String,
-    /// Index among the TLS listeners (into `Snapshot::tls`).
-    pub index: usize,
-    pub nodelay: bool,
-    pub handshake_timeout: Duration,
-    pub use_identity_as_username: bool,
-}
-
-impl ListenerKind {
-    fn nodelay(&self) -> bool {
-        match self {
-            ListenerKind::Plain(plain) => plain.nodelay,
-            ListenerKind::Tls(tls) => tls.nodelay,
-        }
-    }
-}
-
-fn listener_kinds(config: &Config) -> Vec<ListenerKind> {
-    let tcp = config
-        .listeners
-        .tcp
-        .values()
-        .map(|l| ListenerKind::Plain(PlainListener { nodelay: l.nodelay }));
-    let tls = config
-        .listeners
-        .tls
-        .iter()
-        .enumerate()
-        .map(|(index, (name, l))| {
-            ListenerKind::Tls(Rc::new(TlsListenerKind {
-                name: name.clone(),
-                index,
-                nodelay: l.nodelay,
-                handshake_timeout: Duration::from_millis(u64::from(l.handshake_timeout_ms)),
-                use_identity_as_username: l.use_identity_as_username,
-            }))
-        });
-    tcp.chain(tls).collect()
 }
 
 async fn run_shard(
