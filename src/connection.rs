@@ -1,6 +1,11 @@
 //! One client connection: a reader task (read -> decode every complete frame -> `Shard::handle`
 //! once per batch) and a writer task (writes the connection's buffer, one write per batch).
 //! Neither holds a borrow of the shard across an `.await`.
+//!
+//! Before that, on a TLS listener: the first bytes are looked at (plain MQTT is closed at once),
+//! then the handshake runs with its deadline. On a plain listener a TLS ClientHello as the first
+//! bytes closes the connection. The first CONNECT is authenticated here (`authenticate`), off the
+//! shard's synchronous core, when the configuration asks for it.
 
 mod authenticate;
 
