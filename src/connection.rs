@@ -1,38 +1,64 @@
 //! One client connection: a reader task (read -> decode every complete frame -> `Shard::handle`
 //! once per batch) and a writer task (writes the connection's buffer, one write per batch).
 //! Neither holds a borrow of the shard across an `.await`.
+//!
+//! Before that, on a TLS listener: the first bytes are looked at (plain MQTT is closed at once),
+//! then the handshake runs with its deadline. On a plain listener a TLS ClientHello as the first
+//! bytes closes the connection. The first CONNECT is authenticated here (`authenticate`), off the
+//! shard's synchronous core, when the configuration asks for it.
 
-use std::net::{Shutdown, SocketAddr};
+mod authenticate;
+
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use shards::sync::Notify;
-use shards::{ReadHalf, TaskClass, TcpStream, WriteHalf};
+use shards::{TaskClass, TcpStream};
 
 use crate::packet_trace::{self, Direction};
-use crate::protocol::{self, Packet, Version};
-use crate::server::ShardShell;
+use crate::protocol::{self, Connect, Packet, Version};
+use crate::server::{ListenerKind, ShardShell};
 use crate::shard::{ConnId, Event};
+use crate::transport::{Reader, Writer};
 
 /// Bytes asked of the kernel per read when nothing bigger is known to be coming.
 const READ_CHUNK: usize = 16 * 1024;
 /// Frames decoded per batch before the shard is asked to handle them (bounds one wake-up).
 const FRAMES_PER_BATCH: usize = 1024;
+/// Bytes of a TLS listener's first read, to tell a ClientHello from plain MQTT.
+const SNIFF_BYTES: usize = 4096;
 /// How long a connection being closed by the broker may take to write its last bytes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn run(shell: Rc<ShardShell>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn run(
+    shell: Rc<ShardShell>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+) {
+    let Some(kind) = shell.listeners.get(listener).cloned() else {
+        return;
+    };
+    let Some(opened) = open(&shell, &kind, stream, peer).await else {
+        return;
+    };
     let conn = shell.next_conn_id();
-    let (reader, writer) = stream.split();
     let notify = Rc::new(Notify::new());
     shell.writers.borrow_mut().insert(conn, Rc::clone(&notify));
     shell.handle(Event::Accepted { conn, peer });
     let writer_task = shell.ctx.spawn(
         TaskClass::Io,
-        write_loop(Rc::clone(&shell), conn, writer, Rc::clone(&notify)),
+        write_loop(Rc::clone(&shell), conn, opened.writer, Rc::clone(&notify)),
     );
-    read_loop(&shell, conn, reader).await;
+    let client = Client {
+        conn,
+        peer,
+        listener: &kind,
+        identity: opened.identity,
+    };
+    read_loop(&shell, &client, opened.reader).await;
     let closing = shell
         .shard
         .borrow()
@@ -50,80 +76,247 @@ pub(crate) async fn run(shell: Rc<ShardShell>, stream: TcpStream, peer: SocketAd
     shell.writers.borrow_mut().remove(&conn);
 }
 
-async fn read_loop(shell: &ShardShell, conn: ConnId, mut reader: ReadHalf) {
-    let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut version = Version::V5;
-    let mut events = Vec::new();
-    loop {
-        let mut failed = false;
-        let mut cut = false;
-        loop {
-            if events.len() >= FRAMES_PER_BATCH {
-                cut = true;
-                break;
+/// What the reader task knows about its client.
+struct Client<'a> {
+    conn: ConnId,
+    peer: SocketAddr,
+    listener: &'a ListenerKind,
+    /// The verified client certificate's identity, when the listener uses it as the username.
+    identity: Option<String>,
+}
+
+/// A connection ready for MQTT: the TLS handshake done on a TLS listener.
+struct Opened {
+    reader: Reader,
+    writer: Writer,
+    identity: Option<String>,
+}
+
+async fn open(
+    shell: &ShardShell,
+    kind: &ListenerKind,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<Opened> {
+    let ListenerKind::Tls(tls) = kind else {
+        let (reader, writer) = stream.split();
+        return Some(Opened {
+            reader: Reader::Tcp(reader),
+            writer: Writer::Tcp(writer),
+            identity: None,
+        });
+    };
+    let limit = shell.shard.borrow().settings().connections_per_shard_max;
+    let pending = shell.tls_handshakes.get() + shell.shard.borrow().connection_count();
+    if pending >= limit {
+        tracing::debug!(%peer, listener = %tls.name, "too many connections: closed before TLS");
+        return None;
+    }
+    let _handshake = Handshake::start(shell);
+    // The first bytes tell a TLS client from a plain MQTT one, which is closed at once.
+    let mut head = vec![0; SNIFF_BYTES];
+    let read = shards::time::timeout(tls.handshake_timeout, stream.read(&mut head)).await;
+    let n = match read {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return None,
+    };
+    head.truncate(n);
+    if crate::tls::looks_like_mqtt_connect(&head) {
+        tracing::warn!(%peer, listener = %tls.name,
+            "plain MQTT on a TLS listener: closed; the client must connect with TLS, or to a plain port");
+        return None;
+    }
+    let config = shell.tls_config(tls.index)?;
+    match crate::tls::accept_after(config, head, stream, tls.handshake_timeout).await {
+        Ok(connection) => {
+            let identity = tls
+                .use_identity_as_username
+                .then(|| connection.client_identity())
+                .flatten();
+            if tls.use_identity_as_username && identity.is_none() {
+                tracing::warn!(%peer, listener = %tls.name,
+                    "client certificate has neither a CN nor a DNS name to use as username: closed");
+                return None;
             }
-            match protocol::decode(&mut buf, version, packet_bytes_max) {
-                Ok(Some(packet)) => {
-                    if let Packet::Connect(connect) = &packet {
-                        version = connect.version;
-                    }
-                    events.push(Event::Packet { conn, packet });
+            let (reader, writer) = connection.split();
+            Some(Opened {
+                reader: Reader::Tls(reader),
+                writer: Writer::Tls(writer),
+                identity,
+            })
+        }
+        Err(error) => {
+            tracing::info!(%peer, listener = %tls.name, %error, "TLS handshake failed: closed");
+            None
+        }
+    }
+}
+
+/// Counts a TLS handshake under way for as long as it lives.
+struct Handshake<'a>(&'a ShardShell);
+
+impl Handshake<'_> {
+    fn start(shell: &ShardShell) -> Handshake<'_> {
+        shell.tls_handshakes.set(shell.tls_handshakes.get() + 1);
+        Handshake(shell)
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        self.0
+            .tls_handshakes
+            .set(self.0.tls_handshakes.get().saturating_sub(1));
+    }
+}
+
+/// Why decoding a batch stopped.
+enum Batch {
+    /// The buffer holds no whole frame more.
+    Drained,
+    /// FRAMES_PER_BATCH frames were decoded; more may be buffered.
+    Cut,
+    /// Malformed input; its event is queued.
+    Failed,
+    /// The first CONNECT, held back for authentication.
+    Connect(Box<Connect>),
+}
+
+/// Decodes the whole frames in `buf` into `events`, stopping at the first CONNECT when it needs
+/// authenticating.
+fn decode_batch(
+    buf: &mut BytesMut,
+    state: &mut ReadState,
+    conn: ConnId,
+    packet_bytes_max: usize,
+    events: &mut Vec<Event>,
+) -> Batch {
+    loop {
+        if events.len() >= FRAMES_PER_BATCH {
+            return Batch::Cut;
+        }
+        match protocol::decode(buf, state.version, packet_bytes_max) {
+            Ok(Some(Packet::Connect(connect))) if state.authenticate => {
+                state.version = connect.version;
+                state.authenticate = false;
+                return Batch::Connect(connect);
+            }
+            Ok(Some(packet)) => {
+                if let Packet::Connect(connect) = &packet {
+                    state.version = connect.version;
                 }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::debug!(conn, %error, "malformed packet");
-                    events.push(Event::Malformed { conn, error });
-                    failed = true;
-                    break;
-                }
+                events.push(Event::Packet { conn, packet });
+            }
+            Ok(None) => return Batch::Drained,
+            Err(error) => {
+                tracing::debug!(conn, %error, "malformed packet");
+                events.push(Event::Malformed { conn, error });
+                return Batch::Failed;
             }
         }
+    }
+}
+
+struct ReadState {
+    version: Version,
+    /// The first CONNECT has yet to be authenticated by the connection (not the shard).
+    authenticate: bool,
+}
+
+async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) {
+    let conn = client.conn;
+    let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut state = ReadState {
+        version: Version::V5,
+        authenticate: client.identity.is_some() || shell.checks_connect(),
+    };
+    let mut events = Vec::new();
+    let mut first_read = true;
+    loop {
+        let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
         if !events.is_empty() {
             if packet_trace::enabled() {
                 trace_received(shell, conn, &events);
             }
             shell.handle_all(events.drain(..));
         }
-        if failed || is_closing(shell, conn) {
-            return;
+        match batch {
+            Batch::Drained => {}
+            Batch::Failed => return,
+            Batch::Cut => continue,
+            // A packet before it already closed the connection: nothing to authenticate.
+            Batch::Connect(_) if is_closing(shell, conn) => return,
+            Batch::Connect(connect) => {
+                match authenticate::connect(shell, client, connect, &mut reader, &mut buf).await {
+                    Ok(events) => shell.handle_all(events),
+                    Err(refusal) => return shell.handle(refusal),
+                }
+                continue;
+            }
         }
-        if cut {
-            // The batch stopped at FRAMES_PER_BATCH: decode the rest before reading more.
-            continue;
+        if is_closing(shell, conn) {
+            return;
         }
         wait_for_mail_backlog(shell).await;
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
-        let wanted = match protocol::frame_len(&buf, packet_bytes_max) {
-            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
-            Ok(None) => READ_CHUNK,
-            Err(error) => {
-                shell.handle(Event::Malformed { conn, error });
-                return;
-            }
-        };
-        let start = buf.len();
-        buf.resize(start + wanted, 0);
-        let read = match buf.get_mut(start..) {
-            Some(space) => reader.read(space).await,
-            None => Ok(0),
-        };
-        match read {
-            Ok(0) => {
-                tracing::debug!(conn, "peer closed the connection");
-                return;
-            }
-            Ok(n) => {
-                buf.truncate(start + n);
-                shell.shard.borrow_mut().metrics.bytes_received(n);
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
-            Err(error) => {
-                tracing::debug!(conn, %error, "read failed");
-                return;
-            }
+        if !read_more(shell, client, &mut reader, &mut buf, packet_bytes_max).await {
+            return;
+        }
+        if std::mem::take(&mut first_read)
+            && matches!(client.listener, ListenerKind::Plain(_))
+            && crate::tls::looks_like_tls_client_hello(&buf)
+        {
+            tracing::warn!(peer = %client.peer,
+                "TLS ClientHello on a plain MQTT listener: closed; the client must use the TLS port (8883)");
+            return;
+        }
+    }
+}
+
+/// Reads what the next frame needs (at least a chunk) into `buf`; false when the connection is
+/// done (closed by the peer, failed, or announcing a frame over the limit).
+async fn read_more(
+    shell: &ShardShell,
+    client: &Client<'_>,
+    reader: &mut Reader,
+    buf: &mut BytesMut,
+    packet_bytes_max: usize,
+) -> bool {
+    let conn = client.conn;
+    let wanted = match protocol::frame_len(buf, packet_bytes_max) {
+        Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
+        Ok(None) => READ_CHUNK,
+        Err(error) => {
+            shell.handle(Event::Malformed { conn, error });
+            return false;
+        }
+    };
+    let start = buf.len();
+    buf.resize(start + wanted, 0);
+    let read = match buf.get_mut(start..) {
+        Some(space) => reader.read(space).await,
+        None => Ok(0),
+    };
+    match read {
+        Ok(0) => {
+            tracing::debug!(conn, "peer closed the connection");
+            false
+        }
+        Ok(n) => {
+            buf.truncate(start + n);
+            shell.shard.borrow_mut().metrics.bytes_received(n);
+            true
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
+            buf.truncate(start);
+            true
+        }
+        Err(error) => {
+            tracing::debug!(conn, %error, "read failed");
+            false
         }
     }
 }
@@ -146,12 +339,7 @@ async fn wait_for_mail_backlog(shell: &ShardShell) {
     }
 }
 
-async fn write_loop(
-    shell: Rc<ShardShell>,
-    conn: ConnId,
-    mut writer: WriteHalf,
-    notify: Rc<Notify>,
-) {
+async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, notify: Rc<Notify>) {
     loop {
         notify.notified().await;
         loop {
@@ -164,12 +352,12 @@ async fn write_loop(
                 .map(|state| (state.out.split(), state.is_closing()));
             let Some((out, closing)) = taken else {
                 tracing::debug!(conn, "writer: connection gone");
-                let _ = writer.shutdown(Shutdown::Both).await;
+                writer.shutdown().await;
                 return;
             };
             if out.is_empty() {
                 if closing {
-                    let _ = writer.shutdown(Shutdown::Both).await;
+                    writer.shutdown().await;
                     return;
                 }
                 break;
@@ -178,7 +366,7 @@ async fn write_loop(
                 trace_sent(&shell, conn, &out);
             }
             if writer.write_all(&out).await.is_err() {
-                let _ = writer.shutdown(Shutdown::Both).await;
+                writer.shutdown().await;
                 return;
             }
             shell.shard.borrow_mut().metrics.bytes_sent(out.len());

@@ -71,8 +71,13 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &Path) -> ExitCode {
-    match resolve(Some(file)) {
-        Ok((_, shards)) => {
+    let resolved = resolve(Some(file)).and_then(|(config, shards)| {
+        // The password, ACL and certificate files are read and checked too.
+        ringmq::security::check(&config).map_err(|error| format!("{}: {error}", file.display()))?;
+        Ok(shards)
+    });
+    match resolved {
+        Ok(shards) => {
             println!("{}: OK", file.display());
             println!("shards: {shards}");
             ExitCode::SUCCESS
@@ -110,6 +115,11 @@ fn start(file: Option<&Path>) -> ExitCode {
 fn run(config: Config) -> i32 {
     let broker = match ringmq::server::start(config) {
         Ok(broker) => broker,
+        Err(error @ ringmq::server::BrokerError::Security(_)) => {
+            // A password, ACL or certificate file the config names is unusable: a config error.
+            eprintln!("ringmq: {error}");
+            return i32::from(EXIT_CONFIG);
+        }
         Err(error) => {
             eprintln!("ringmq: {error}");
             return 1;

@@ -20,8 +20,15 @@ use crate::connection;
 use crate::mail::{Envelope, Stamp};
 use crate::metrics::{SnapshotBoard, SnapshotPublisher};
 use crate::readiness::Serving;
+use crate::security::{Security, Snapshot};
+
+mod listener_kind;
+mod reloader;
+
 use crate::shard::{ConnId, Event, Settings, Shard};
 use crate::sys::SysState;
+pub(crate) use listener_kind::{ListenerKind, listener_kinds};
+use reloader::{Reloader, reload};
 
 /// How often keepalive, CONNECT deadlines and session expiry are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -40,6 +47,8 @@ pub struct Broker {
     listener_count: usize,
     /// The admin HTTP listener, when enabled; stopped when the broker is dropped.
     admin: Option<crate::admin::Admin>,
+    security: Arc<Security>,
+    _reloader: Reloader,
 }
 
 /// Why the broker did not start or did not stop cleanly.
@@ -49,6 +58,8 @@ pub enum BrokerError {
     Start(#[from] shards::StartError),
     #[error(transparent)]
     Runtime(#[from] shards::RuntimeError),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error(
         "admin.bind = {addr}: cannot listen: {source}; choose a free address or set admin.enabled = false"
     )]
@@ -60,6 +71,15 @@ pub enum BrokerError {
 
 /// Starts every shard with its listeners; either all start or none does.
 pub fn start(config: Config) -> Result<Broker, BrokerError> {
+    start_with(config, Vec::new())
+}
+
+/// [`start`] with enhanced-authentication methods (MQTT 5.0 AUTH) for CONNECTs that name one.
+pub fn start_with(
+    config: Config,
+    authenticators: Vec<Arc<dyn crate::security::Authenticator>>,
+) -> Result<Broker, BrokerError> {
+    let security = Arc::new(Security::load(&config, authenticators)?);
     let runtime_config = runtime_config(&config);
     let listener_count = runtime_config.listeners.len();
     let admin_config = config.admin.clone();
@@ -72,11 +92,13 @@ pub fn start(config: Config) -> Result<Broker, BrokerError> {
     let shard_board = Arc::clone(&board);
     let serving = Serving::new();
     let shard_serving = Arc::clone(&serving);
+    let shard_security = Arc::clone(&security);
     let runtime = shards::start(runtime_config, move |ctx: ShardContext<Envelope>| {
         let config = Arc::clone(&config);
         let board = Arc::clone(&shard_board);
         let serving = Arc::clone(&shard_serving);
-        async move { run_shard(ctx, config, board, serving).await }
+        let security = Arc::clone(&shard_security);
+        async move { run_shard(ctx, config, board, serving, security).await }
     })?;
     wait_until_serving(&runtime, &serving);
     let admin = if admin_config.enabled {
@@ -93,10 +115,13 @@ pub fn start(config: Config) -> Result<Broker, BrokerError> {
     } else {
         None
     };
+    let reloader = Reloader::start(Arc::clone(&security));
     Ok(Broker {
         runtime,
         listener_count,
         admin,
+        security,
+        _reloader: reloader,
     })
 }
 
@@ -137,6 +162,13 @@ impl Broker {
         self.runtime.handle()
     }
 
+    /// What SIGHUP does: re-reads the password file, the ACL file and the TLS certificates. On
+    /// an error the previous ones stay. Shards take the new tables within a tick (250 ms);
+    /// connections stay open.
+    pub fn reload(&self) -> Result<(), crate::security::SecurityError> {
+        reload(&self.security)
+    }
+
     /// Stops accepting, closes every connection, and waits for the shards.
     pub fn shutdown(self) -> Result<(), BrokerError> {
         self.runtime.handle().shutdown();
@@ -151,20 +183,26 @@ impl Broker {
 
 fn runtime_config(config: &Config) -> RuntimeConfig {
     let runtime = &config.runtime;
-    let listeners = config
+    let spec = |bind, backlog, shard_port_base: Option<u16>| ListenerSpec {
+        addr: bind,
+        backlog,
+        port_per_shard: match shard_port_base {
+            None => PortPerShard::Off,
+            Some(0) => PortPerShard::Ephemeral,
+            Some(base) => PortPerShard::Base(base),
+        },
+    };
+    let tcp = config
         .listeners
         .tcp
         .values()
-        .map(|listener| ListenerSpec {
-            addr: listener.bind,
-            backlog: listener.backlog,
-            port_per_shard: match listener.shard_port_base {
-                None => PortPerShard::Off,
-                Some(0) => PortPerShard::Ephemeral,
-                Some(base) => PortPerShard::Base(base),
-            },
-        })
-        .collect();
+        .map(|l| spec(l.bind, l.backlog, l.shard_port_base));
+    let tls = config
+        .listeners
+        .tls
+        .values()
+        .map(|l| spec(l.bind, l.backlog, l.shard_port_base));
+    let listeners = tcp.chain(tls).collect();
     RuntimeConfig {
         topology: Topology {
             shards: match runtime.shards {
@@ -194,7 +232,15 @@ pub(crate) struct ShardShell {
     pub writers: RefCell<HashMap<ConnId, Rc<Notify>>>,
     pub mail_ready: Notify,
     next_conn: Cell<ConnId>,
-    pub nodelay: Vec<bool>,
+    /// What each listener is, by its index in the runtime's listener list.
+    pub listeners: Vec<ListenerKind>,
+    pub security: Arc<Security>,
+    /// The security tables this shard uses, and the reload generation they came from.
+    snapshot: RefCell<Arc<Snapshot>>,
+    snapshot_generation: Cell<u64>,
+    /// TLS handshakes under way on this shard (they count against `connections_per_shard_max`
+    /// before the connection reaches the shard).
+    pub tls_handshakes: Cell<usize>,
     /// Reused list of connections to wake after `handle`.
     dirty: RefCell<Vec<ConnId>>,
 }
@@ -238,6 +284,35 @@ impl ShardShell {
         }
     }
 
+    /// The security tables in force on this shard.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.borrow())
+    }
+
+    /// The rustls config of TLS listener `index`.
+    pub fn tls_config(&self, index: usize) -> Option<Arc<rustls::ServerConfig>> {
+        self.snapshot.borrow().tls.get(index).cloned()
+    }
+
+    /// True when a CONNECT must be authenticated by the connection before the shard sees it.
+    pub fn checks_connect(&self) -> bool {
+        self.security.checks_connect(&self.snapshot.borrow())
+    }
+
+    /// Takes the tables of the latest reload, if there was one since the last look.
+    fn refresh_security(&self) {
+        let generation = self.security.generation();
+        if generation == self.snapshot_generation.get() {
+            return;
+        }
+        let snapshot = self.security.snapshot();
+        self.shard
+            .borrow_mut()
+            .set_acl(snapshot.acl.clone(), generation);
+        *self.snapshot.borrow_mut() = snapshot;
+        self.snapshot_generation.set(generation);
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
@@ -250,16 +325,24 @@ async fn run_shard(
     config: Arc<Config>,
     board: Arc<SnapshotBoard>,
     serving: Arc<Serving>,
+    security: Arc<Security>,
 ) {
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
-    let shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
+    let mut shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
+    let generation = security.generation();
+    let snapshot = security.snapshot();
+    shard.set_acl(snapshot.acl.clone(), generation);
     let shell = Rc::new(ShardShell {
         ctx: ctx.clone(),
         shard: RefCell::new(shard),
         writers: RefCell::new(HashMap::new()),
         mail_ready: Notify::new(),
         next_conn: Cell::new(1),
-        nodelay: config.listeners.tcp.values().map(|l| l.nodelay).collect(),
+        listeners: listener_kinds(&config),
+        security,
+        snapshot: RefCell::new(snapshot),
+        snapshot_generation: Cell::new(generation),
+        tls_handshakes: Cell::new(0),
         dirty: RefCell::new(Vec::new()),
     });
     let mut tasks = Vec::new();
@@ -292,11 +375,8 @@ async fn run_shard(
 }
 
 async fn accept_loop(shell: Rc<ShardShell>, listener: shards::Listener) {
-    let nodelay = shell
-        .nodelay
-        .get(listener.spec_index())
-        .copied()
-        .unwrap_or(true);
+    let index = listener.spec_index();
+    let nodelay = shell.listeners.get(index).is_none_or(ListenerKind::nodelay);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -306,7 +386,10 @@ async fn accept_loop(shell: Rc<ShardShell>, listener: shards::Listener) {
                 let conn_shell = Rc::clone(&shell);
                 shell
                     .ctx
-                    .spawn(TaskClass::Io, connection::run(conn_shell, stream, peer))
+                    .spawn(
+                        TaskClass::Io,
+                        connection::run(conn_shell, stream, peer, index),
+                    )
                     .detach();
             }
             Err(error) => {
@@ -387,6 +470,7 @@ async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher) {
     let mut ticks: u32 = 0;
     loop {
         shards::time::sleep(TICK).await;
+        shell.refresh_security();
         shell.handle(Event::Tick);
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) {

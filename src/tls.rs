@@ -13,11 +13,12 @@
     clippy::indexing_slicing
 )]
 
+mod prefixed;
 mod sniff;
 mod stream;
 
 pub use sniff::{looks_like_mqtt_connect, looks_like_tls_client_hello};
-pub use stream::{TlsConnection, TlsReadHalf, TlsWriteHalf, accept};
+pub use stream::{TlsConnection, TlsReadHalf, TlsWriteHalf, accept, accept_after};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;

@@ -1,7 +1,7 @@
 //! The range rule every numeric key follows, so each section can list its ranges as a table next
 //! to its fields and the error text stays the same everywhere.
 
-use super::{Config, ConfigError, limits, mqtt, observability, runtime, session};
+use super::{Config, ConfigError, auth, limits, mqtt, observability, runtime, session};
 
 /// The allowed values of one numeric key. No range includes "0 means unlimited": every limit is a
 /// finite number, and 0 is allowed only where it has a meaning of its own.
@@ -42,12 +42,13 @@ impl Range {
 }
 
 /// Every section's range table.
-pub(super) const TABLES: [&[Range]; 5] = [
+pub(super) const TABLES: [&[Range]; 6] = [
     runtime::RANGES,
     mqtt::RANGES,
     session::RANGES,
     observability::RANGES,
     limits::RANGES,
+    auth::RANGES,
 ];
 
 /// Checks every numeric key against its range.

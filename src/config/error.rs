@@ -157,12 +157,20 @@ fn type_hint(key: &str, message: &str) -> String {
     let hint = match pattern.as_str() {
         "runtime.shards" => "write \"auto\" for one shard per CPU, or a number from 1 to 256",
         "runtime.cpus" => "write \"all\", or a list of CPU numbers like [0, 2, 4]",
-        "listeners.tcp.<name>.bind" => {
+        "listeners.tcp.<name>.bind" | "listeners.tls.<name>.bind" => {
             "write an IP address and port in quotes, e.g. \"0.0.0.0:1883\" or \"[::]:1883\" \
              (host names are not resolved)"
         }
-        "listeners.tcp.<name>.backlog" => "write a whole number from 1 to 65535, e.g. 1024",
-        "listeners.tcp.<name>.shard_port_base" => "write a port number, e.g. 20000",
+        "listeners.tcp.<name>.backlog" | "listeners.tls.<name>.backlog" => {
+            "write a whole number from 1 to 65535, e.g. 1024"
+        }
+        "listeners.tcp.<name>.shard_port_base" | "listeners.tls.<name>.shard_port_base" => {
+            "write a port number, e.g. 20000"
+        }
+        "listeners.tls.<name>.cipher_suites" | "listeners.tls.<name>.alpn" => {
+            "write a list of strings, e.g. [\"mqtt\"]"
+        }
+        "auth.denied_publish_v3" => "write \"acknowledge\" or \"disconnect\"",
         "log.level" => "write one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
         _ if message.contains("expected a boolean") => "write true or false",
         _ if message.contains("expected a string") => "write a string in double quotes",

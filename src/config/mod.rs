@@ -10,6 +10,7 @@
 //! `connect_timeout_ms`); values are plain integers in that unit. Each section lives in its own
 //! file, with its range table next to its fields.
 
+mod auth;
 mod check;
 mod environment;
 mod error;
@@ -27,9 +28,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{Auth, DeniedPublish};
 pub use error::ConfigError;
 pub use limits::Limits;
-pub use listeners::{Listeners, TcpListener};
+pub use listeners::{Listeners, TcpListener, TlsListener};
 pub use log::{Log, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
 pub use observability::{Admin, Sys};
@@ -62,6 +64,8 @@ pub struct Config {
     pub admin: Admin,
     /// The `$SYS` topics.
     pub sys: Sys,
+    /// Password file, anonymous clients, ACL file.
+    pub auth: Auth,
 }
 
 impl Config {
@@ -73,6 +77,7 @@ impl Config {
         listeners::check(self)?;
         mqtt::check(self)?;
         session::check(self)?;
+        auth::check(self)?;
         limits::check(self)
     }
 
@@ -91,17 +96,16 @@ impl Config {
         if self.runtime.pin {
             runtime::check_pinned_fit(count, cpus)?;
         }
-        for (name, listener) in &self.listeners.tcp {
-            if let Some(base) = listener.shard_port_base {
-                listeners::check_shard_ports(name, base, count)?;
-            }
+        for (name, base) in listeners::shard_port_bases(self) {
+            listeners::check_shard_ports(&name, base, count)?;
         }
         Ok(count)
     }
 
-    /// How many listeners each shard opens (not counting per-shard ports).
+    /// How many listeners each shard opens (not counting per-shard ports): the TCP ones, then
+    /// the TLS ones, each in name order.
     pub fn listener_count(&self) -> usize {
-        self.listeners.tcp.len()
+        self.listeners.tcp.len() + self.listeners.tls.len()
     }
 }
 

@@ -35,8 +35,22 @@ fn all_keys() -> BTreeSet<String> {
     for listener in config.listeners.tcp.values_mut() {
         listener.shard_port_base = Some(20_000);
     }
+    config.listeners.tls.insert(
+        String::from("default"),
+        TlsListener {
+            shard_port_base: Some(21_000),
+            ca_file: Some("ca.pem".into()),
+            ..TlsListener::default()
+        },
+    );
+    config.auth.password_file = Some("passwd".into());
+    config.auth.acl_file = Some("acl".into());
+    config.auth.allow_anonymous = Some(true);
     keys(&toml::Table::try_from(&config).unwrap())
 }
+
+/// Keys with no default value, shown commented out in the default file.
+const COMMENTED_OUT: [&str; 3] = ["password_file", "acl_file", "allow_anonymous"];
 
 #[test]
 fn default_file_is_the_default_config() {
@@ -56,6 +70,18 @@ fn default_file_sets_every_key() {
     // Not set by default, so it can only be shown commented out.
     assert!(expected.remove("listeners.tcp.<name>.shard_port_base"));
     assert!(DEFAULT_TOML.contains("\n# shard_port_base = "));
+    for key in COMMENTED_OUT {
+        assert!(expected.remove(&format!("auth.{key}")));
+        assert!(DEFAULT_TOML.contains(&format!("\n# {key} = ")), "{key}");
+    }
+    // No TLS listener by default: each key is shown in a commented-out example.
+    expected.retain(|key| match key.strip_prefix("listeners.tls.<name>.") {
+        Some(name) => {
+            assert!(DEFAULT_TOML.contains(&format!("\n# {name} = ")), "{name}");
+            false
+        }
+        None => true,
+    });
     assert_eq!(written, expected);
 }
 
@@ -64,7 +90,10 @@ fn docs_list_every_key() {
     let docs = include_str!("../../docs/CONFIGURATION.md");
     for key in all_keys() {
         let (section, name) = key.split_once('.').unwrap();
-        let name = name.strip_prefix("tcp.<name>.").unwrap_or(name);
+        let name = name
+            .strip_prefix("tcp.<name>.")
+            .or_else(|| name.strip_prefix("tls.<name>."))
+            .unwrap_or(name);
         assert!(
             docs.contains(&format!("| `{name}`")),
             "docs/CONFIGURATION.md misses {key}"
@@ -132,7 +161,7 @@ fn syntax_and_type_errors() {
     check(
         "[limit]\n",
         "ringmq.toml:1: unknown key `limit`; valid keys in the top level: \
-         runtime, listeners, mqtt, session, limits, log, admin, sys",
+         runtime, listeners, mqtt, session, limits, log, admin, sys, auth",
     );
     check(
         "[listeners.tcp.default]\nport = 1883\n",
@@ -226,8 +255,37 @@ fn value_errors() {
     );
     check(
         "[listeners.tcp.a]\n[listeners.tcp.b]\n",
-        "ringmq.toml: listeners.tcp.b.bind = \"0.0.0.0:1883\": listener `a` already binds this \
-         address; give each listener its own address or port",
+        "ringmq.toml: listeners.tcp.b.bind = \"0.0.0.0:1883\": listener `tcp.a` already binds \
+         this address; give each listener its own address or port",
+    );
+    check(
+        "[listeners.tls.secure]\nkey_file = \"k.pem\"\n",
+        "ringmq.toml: listeners.tls.secure.cert_chain_file = (not set): a TLS listener needs its \
+         certificate chain and private key; set cert_chain_file to a PEM file, e.g. \
+         \"/etc/ringmq/certs/server.pem\"",
+    );
+    check(
+        "[listeners.tls.secure]\ncert_chain_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+         min_version = \"1.1\"\n",
+        "ringmq.toml: listeners.tls.secure.min_version = \"1.1\": not a TLS version ringmq \
+         offers; write \"1.2\" or \"1.3\"",
+    );
+    check(
+        "[listeners.tls.secure]\ncert_chain_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+         require_certificate = true\n",
+        "ringmq.toml: listeners.tls.secure.require_certificate = true: client certificates cannot \
+         be verified without the CAs that sign them; set ca_file to a PEM file of those CAs",
+    );
+    check(
+        "[listeners.tcp.plain]\n[listeners.tls.secure]\nbind = \"0.0.0.0:1883\"\n\
+         cert_chain_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        "ringmq.toml: listeners.tls.secure.bind = \"0.0.0.0:1883\": listener `tcp.plain` \
+         already binds this address; give each listener its own address or port",
+    );
+    check(
+        "[auth]\nverify_threads = 0\n",
+        "ringmq.toml: auth.verify_threads = 0: must be between 1 and 64 threads; e.g. 2; argon2id \
+         needs one thread per concurrent check",
     );
     check(
         "[session]\nexpiry_default_secs = 700000\n",

@@ -31,6 +31,10 @@ pub struct Subscription {
     pub options: SubscriptionOptions,
     /// 5.0 Subscription Identifier, sent back with every message this subscription matches.
     pub identifier: Option<u32>,
+    /// The ACL generation under which reading this filter was granted at SUBSCRIBE (filters
+    /// without wildcards, whose one topic is the filter); deliveries under the same ACL skip
+    /// the check. 0: check every delivery.
+    pub read_granted_generation: u64,
 }
 
 /// A message on its way to one subscriber: the shared message and this hop's flags.
@@ -84,6 +88,8 @@ pub enum DropReason {
 #[derive(Debug)]
 pub struct SessionState {
     pub client_id: ByteString,
+    /// The username of the connection that last held the session (the ACL's key for deliveries).
+    pub username: Option<ByteString>,
     pub version: Version,
     /// Filter text (including a `$share/group/` prefix) -> subscription.
     pub subscriptions: HashMap<ByteString, Subscription>,
@@ -101,6 +107,7 @@ impl SessionState {
     pub fn new(client_id: ByteString, version: Version, expiry_secs: u32) -> SessionState {
         SessionState {
             client_id,
+            username: None,
             version,
             subscriptions: HashMap::new(),
             expiry_secs,

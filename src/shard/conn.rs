@@ -43,6 +43,10 @@ pub struct Conn {
     /// 0 = no keepalive.
     pub keepalive: Duration,
     pub client_id: ByteString,
+    /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
+    pub username: Option<ByteString>,
+    /// The enhanced authentication the connection task completed (5.0 §4.12).
+    pub enhanced_auth: Option<EnhancedAuth>,
     pub will: Option<Will>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
     pub send_window: usize,
@@ -77,6 +81,8 @@ impl Conn {
             last_seen: now,
             keepalive: Duration::ZERO,
             client_id: ByteString::new(),
+            username: None,
+            enhanced_auth: None,
             will: None,
             send_window: 1,
             client_packet_bytes_max: packet_bytes_max,
@@ -103,6 +109,13 @@ impl Conn {
             Phase::AwaitingConnect | Phase::Claiming { .. } => None,
         }
     }
+}
+
+/// A completed enhanced authentication: its method, and the server's last data for CONNACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnhancedAuth {
+    pub method: ByteString,
+    pub data: Option<bytes::Bytes>,
 }
 
 /// How a connection ends, seen from the broker.
@@ -225,6 +238,7 @@ impl Shard {
         };
         conn.will = None;
         let client_id = conn.client_id.clone();
+        let username = conn.username.clone();
         let session = conn.session();
         if session.is_some() {
             tracing::info!(
@@ -240,7 +254,7 @@ impl Shard {
             self.detach_session(key, now);
         }
         if let Some(will) = will {
-            self.will_on_close(client_id, will, now);
+            self.will_on_close(client_id, username, will, now);
         }
     }
 

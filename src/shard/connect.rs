@@ -117,9 +117,16 @@ impl Shard {
         if too_long {
             return self.refuse_connect(conn_id, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
-        // 5.0 §4.12: enhanced authentication needs a configured method; none is (MQTT-4.12.0-1).
-        if connect.properties.authentication_method.is_some() {
-            return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
+        // 5.0 §4.12: a method must have been run by the connection task (MQTT-4.12.0-1).
+        if let Some(method) = &connect.properties.authentication_method {
+            let done = self
+                .conns
+                .get(&conn_id)
+                .and_then(|c| c.enhanced_auth.as_ref())
+                .map(|enhanced| &enhanced.method);
+            if done != Some(method) {
+                return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
+            }
         }
         if let Some(will) = &connect.will
             && let Err(reason) = check_will(will, &settings)
@@ -132,6 +139,7 @@ impl Shard {
             return;
         };
         conn.client_id = client_id.clone();
+        conn.username = connect.username.clone();
         conn.keepalive = Duration::from_secs(u64::from(keepalive_secs(&connect, &settings)));
         conn.will = connect.will.clone();
         let props = &connect.properties;
@@ -278,10 +286,10 @@ impl Shard {
         // The client is back before its will was due: the will is not sent, unless the new
         // connection ends the session (Clean Start), which is when a delayed will goes (5.0
         // §3.1.3.2.2).
-        if let Some((_, will)) = self.delayed_wills.remove(&client_id)
+        if let Some((_, username, will)) = self.delayed_wills.remove(&client_id)
             && !resumes
         {
-            self.publish_will(client_id.clone(), will, now);
+            self.publish_will(client_id.clone(), username, will, now);
         }
         let session = match self.sessions_by_client.get(&client_id).copied() {
             Some(key) => {
@@ -335,7 +343,8 @@ impl Shard {
         };
         let delayed = will.properties.will_delay_interval_secs.unwrap_or(0) > 0;
         if conn.version.is_v5() && !(delayed && resumes) {
-            self.publish_will(client_id, will, now);
+            let username = conn.username.clone();
+            self.publish_will(client_id, username, will, now);
         }
     }
 
@@ -413,6 +422,14 @@ impl Shard {
             }
         };
         state.version = pending.connect.version;
+        let username = pending.connect.username.clone();
+        if state.username != username {
+            // Read decisions cached for the previous owner's identity do not hold for this one.
+            for subscription in state.subscriptions.values_mut() {
+                subscription.read_granted_generation = 0;
+            }
+        }
+        state.username = username;
         state.expiry_secs = pending.expiry_secs;
         let key = self.install_session(state, generation, ticket);
         if let Some(from) = handover_from {
@@ -458,7 +475,12 @@ impl Shard {
         let connect_latency = crate::metrics::micros_between(conn.connect_at, now);
         let version = conn.version;
         let client_id = conn.client_id.clone();
-        let mut properties = ConnAckProperties::default();
+        // 5.0 §4.12: the CONNACK of an enhanced authentication names its method.
+        let mut properties = ConnAckProperties {
+            authentication_method: conn.enhanced_auth.as_ref().map(|e| e.method.clone()),
+            authentication_data: conn.enhanced_auth.take().and_then(|e| e.data),
+            ..ConnAckProperties::default()
+        };
         if version.is_v5() {
             let s = &self.settings;
             properties.receive_maximum = u16::try_from(s.session.inflight_messages_max).ok();

@@ -67,8 +67,8 @@ impl Shard {
     fn end_session(&mut self, key: SessionKey, now: Instant) {
         let generation = self.sessions.get(key).map(|s| s.generation);
         if let (Some(mut state), Some(generation)) = (self.remove_session(key), generation) {
-            if let Some((_, will)) = self.delayed_wills.remove(&state.client_id) {
-                self.publish_will(state.client_id.clone(), will, now);
+            if let Some((_, username, will)) = self.delayed_wills.remove(&state.client_id) {
+                self.publish_will(state.client_id.clone(), username, will, now);
             }
             let unfinished = state.take_unfinished_shared();
             self.redispatch_shared(unfinished, now);
@@ -99,7 +99,13 @@ impl Shard {
 
     /// 5.0 §3.1.3.2.2: with a Will Delay Interval the will waits until the delay passes or the
     /// session ends, whichever comes first, and is dropped if the client reconnects meanwhile.
-    pub(super) fn will_on_close(&mut self, client_id: ByteString, will: Will, now: Instant) {
+    pub(super) fn will_on_close(
+        &mut self,
+        client_id: ByteString,
+        username: Option<ByteString>,
+        will: Will,
+        now: Instant,
+    ) {
         let delay = will.properties.will_delay_interval_secs.unwrap_or(0);
         let session_expiry = self
             .session(&client_id)
@@ -108,9 +114,10 @@ impl Shard {
         match session_expiry {
             Some(expiry) if delay > 0 => {
                 let wait = Duration::from_secs(u64::from(delay.min(expiry)));
-                self.delayed_wills.insert(client_id, (now + wait, will));
+                self.delayed_wills
+                    .insert(client_id, (now + wait, username, will));
             }
-            _ => self.publish_will(client_id, will, now),
+            _ => self.publish_will(client_id, username, will, now),
         }
     }
 
@@ -119,17 +126,30 @@ impl Shard {
         let due: Vec<ByteString> = self
             .delayed_wills
             .iter()
-            .filter(|(_, (at, _))| now >= *at)
+            .filter(|(_, (at, _, _))| now >= *at)
             .map(|(client_id, _)| client_id.clone())
             .collect();
         for client_id in due {
-            if let Some((_, will)) = self.delayed_wills.remove(&client_id) {
-                self.publish_will(client_id, will, now);
+            if let Some((_, username, will)) = self.delayed_wills.remove(&client_id) {
+                self.publish_will(client_id, username, will, now);
             }
         }
     }
 
-    pub(super) fn publish_will(&mut self, client_id: ByteString, will: Will, now: Instant) {
+    /// Sends a will, if the ACL lets its client write to its topic now (checked at send time, so
+    /// a reload in between counts).
+    pub(super) fn publish_will(
+        &mut self,
+        client_id: ByteString,
+        username: Option<ByteString>,
+        will: Will,
+        now: Instant,
+    ) {
+        if !self.may_write(&client_id, username.as_deref(), &will.topic) {
+            tracing::info!(client_id = %client_id, topic = %will.topic, "will not sent: not authorized");
+            self.count_denied_publish();
+            return;
+        }
         let expires_at = will
             .properties
             .message_expiry_interval_secs

@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+mod access;
 mod aliases;
 mod conn;
 mod connect;
@@ -39,7 +40,7 @@ use crate::protocol::{DecodeError, Packet, ReasonCode};
 use crate::router::{TopicTree, Trie};
 use crate::session::{SessionState, Subscription};
 
-pub use conn::{Conn, ConnId, Phase};
+pub use conn::{Conn, ConnId, EnhancedAuth, Phase};
 pub use moving::Hop;
 pub use settings::Settings;
 
@@ -62,6 +63,23 @@ pub enum Event {
     Accepted { conn: ConnId, peer: SocketAddr },
     /// A whole packet arrived on a connection.
     Packet { conn: ConnId, packet: Packet },
+    /// The connection's CONNECT (the next event) passed authentication, by this enhanced
+    /// authentication if it named a method.
+    Authenticated {
+        conn: ConnId,
+        enhanced: Option<EnhancedAuth>,
+    },
+    /// The connection's CONNECT failed authentication: CONNACK with `reason`, then close.
+    AuthRefused {
+        conn: ConnId,
+        version: crate::protocol::Version,
+        reason: ReasonCode,
+    },
+    /// Enhanced authentication continues: send this AUTH to the client (5.0 §4.12).
+    AuthChallenge {
+        conn: ConnId,
+        auth: crate::protocol::Auth,
+    },
     /// The connection sent bytes that do not decode (the spec's answer goes out, then close).
     Malformed { conn: ConnId, error: DecodeError },
     /// The connection's write buffer was written out: queued deliveries may go next.
@@ -161,10 +179,16 @@ pub struct Shard {
     /// `counters` as last copied into `metrics`.
     counters_reported: Counters,
     /// Wills waiting for their Will Delay Interval, by client id (5.0).
-    delayed_wills: HashMap<ByteString, (Instant, crate::protocol::Will)>,
+    /// The username is the publisher's, for the ACL check when the will is sent.
+    delayed_wills: HashMap<ByteString, (Instant, Option<ByteString>, crate::protocol::Will)>,
     pub counters: Counters,
     /// Scratch space for one fan-out, reused so routing does not allocate per message.
     matches: Vec<(SessionKey, Subscription)>,
+    /// The ACL file in force; `None`: everything is allowed (and nothing is checked).
+    acl: Option<Arc<crate::auth::Acl>>,
+    /// Names `acl` (the security reload generation + 1, the same on every shard), for the read
+    /// decisions cached in subscriptions.
+    acl_generation: u64,
 }
 
 impl Shard {
@@ -201,6 +225,8 @@ impl Shard {
             counters_reported: Counters::default(),
             counters: Counters::default(),
             matches: Vec::new(),
+            acl: None,
+            acl_generation: 1,
         }
     }
 
@@ -221,6 +247,13 @@ impl Shard {
         match event {
             Event::Accepted { conn, peer } => self.on_accepted(conn, peer, now),
             Event::Packet { conn, packet } => self.on_packet(conn, packet, now),
+            Event::Authenticated { conn, enhanced } => self.on_authenticated(conn, enhanced),
+            Event::AuthRefused {
+                conn,
+                version,
+                reason,
+            } => self.on_auth_refused(conn, version, reason),
+            Event::AuthChallenge { conn, auth } => self.on_auth_challenge(conn, auth),
             Event::Malformed { conn, error } => self.on_malformed(conn, error, now),
             Event::Drained { conn } => self.pump_conn(conn, now),
             Event::Closed { conn } => self.on_closed(conn, now),

@@ -92,6 +92,7 @@ impl Shard {
         let mut stub =
             crate::session::SessionState::new(client_id.clone(), session.state.version, 0);
         stub.subscriptions = session.state.subscriptions.clone();
+        stub.username = session.state.username.clone();
         let state = std::mem::replace(&mut session.state, stub);
         let seen = session.dedup.take();
         session.conn = None;

@@ -83,6 +83,12 @@ impl Shard {
         if publish.retain && !settings.retain_available {
             return self.close_with_reason(conn_id, ReasonCode::RETAIN_NOT_SUPPORTED, now);
         }
+        let allowed = self.conns.get(&conn_id).is_some_and(|conn| {
+            self.may_write(&conn.client_id, conn.username.as_deref(), &publish.topic)
+        });
+        if !allowed {
+            return self.deny_publish(conn_id, key, publish.qos, publish.packet_id, now);
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -171,7 +177,9 @@ impl Shard {
             matches.sort_unstable_by_key(|(key, _)| *key);
         }
         let mut index = 0;
+        let generation = self.acl_generation;
         while let Some((key, first)) = matches.get(index).copied() {
+            let mut read_granted_generation = first.read_granted_generation;
             let mut qos = first.options.qos;
             let mut retain_as_published = first.options.retain_as_published;
             let mut no_local = first.options.no_local;
@@ -186,6 +194,9 @@ impl Shard {
                 retain_as_published |= sub.options.retain_as_published;
                 no_local &= sub.options.no_local;
                 identifiers.extend(sub.identifier);
+                if sub.read_granted_generation == generation {
+                    read_granted_generation = generation;
+                }
                 index += 1;
             }
             let merged = Subscription {
@@ -196,6 +207,7 @@ impl Shard {
                     ..first.options
                 },
                 identifier: None,
+                read_granted_generation,
             };
             self.deliver_to_session(key, message, merged, identifiers, false, now);
         }
@@ -261,6 +273,14 @@ impl Shard {
             return;
         };
         if subscription.options.no_local && message.publisher == session.state.client_id {
+            return;
+        }
+        if self.acl.is_some()
+            && subscription.read_granted_generation != self.acl_generation
+            && !self.may_read(key, &message.topic)
+        {
+            self.metrics
+                .messages_dropped(crate::metrics::DropReason::NotAuthorized, 1);
             return;
         }
         let retain = if from_retained_store {

@@ -44,6 +44,8 @@ pub struct Settings {
     /// Bytes waiting in a connection's write buffer above which deliveries wait in the session's
     /// outbox instead (so a slow reader is held to its outbox limits).
     pub write_buffer_bytes_max: usize,
+    /// The 3.1.1 answer to a PUBLISH the ACL refuses.
+    pub denied_publish_v3: crate::config::DeniedPublish,
 }
 
 impl Settings {
@@ -88,6 +90,7 @@ impl Settings {
             control_pending_max: limits.control_pending_max as usize,
             mail_backlog_max: config.runtime.mailbox_messages_max as usize,
             write_buffer_bytes_max: 64 * 1024,
+            denied_publish_v3: config.auth.denied_publish_v3,
         }
     }
 }

@@ -96,7 +96,14 @@ impl Shard {
         let mut subscriptions = Vec::new();
         let mut new_filters = Vec::new();
         for request in subscribe.filters {
-            let reason = match self.check_filter(key, &request.filter) {
+            let checked = self.check_filter(key, &request.filter).and_then(|parsed| {
+                if self.may_subscribe(key, &request.filter) {
+                    Ok(parsed)
+                } else {
+                    Err(ReasonCode::NOT_AUTHORIZED)
+                }
+            });
+            let reason = match checked {
                 Err(reason) => reason,
                 Ok(TopicSubscription::Shared { group, filter }) => {
                     // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
@@ -162,9 +169,17 @@ impl Shard {
     ) -> (Subscription, bool) {
         let mut options = request.options;
         options.qos = options.qos.min(self.settings.max_qos);
+        let filter = &request.filter;
+        let exact = !filter.contains(['+', '#']) && !filter.starts_with("$share/");
+        let read_granted_generation = if exact && self.acl.is_some() && self.may_read(key, filter) {
+            self.acl_generation
+        } else {
+            0
+        };
         let subscription = Subscription {
             options,
             identifier,
+            read_granted_generation,
         };
         let existed = self
             .sessions

@@ -8,6 +8,7 @@
 //! could take the other's wake-up. Each half therefore polls the stream with a shared waker that
 //! wakes both halves; a spurious wake-up costs one poll that returns `Pending` again.
 
+use super::prefixed::Prefixed;
 use super::{TlsError, client_identity};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::server::TlsStream;
@@ -32,7 +33,19 @@ pub async fn accept(
     stream: shards::TcpStream,
     handshake_timeout: Duration,
 ) -> Result<TlsConnection, TlsError> {
+    accept_after(config, Vec::new(), stream, handshake_timeout).await
+}
+
+/// [`accept`] on a connection whose first bytes, `head`, were already read from it (to sniff the
+/// protocol): the handshake reads them first.
+pub async fn accept_after(
+    config: Arc<ServerConfig>,
+    head: Vec<u8>,
+    stream: shards::TcpStream,
+    handshake_timeout: Duration,
+) -> Result<TlsConnection, TlsError> {
     let acceptor = futures_rustls::TlsAcceptor::from(config);
+    let stream = Prefixed::new(head, stream);
     let handshake = acceptor.accept_with(stream, |connection| {
         connection.set_buffer_limit(Some(PLAINTEXT_BUFFER_BYTES));
     });
@@ -47,7 +60,7 @@ pub async fn accept(
 
 /// A connection after its TLS handshake.
 pub struct TlsConnection {
-    stream: TlsStream<shards::TcpStream>,
+    stream: TlsStream<Prefixed>,
 }
 
 impl TlsConnection {
@@ -67,7 +80,7 @@ impl TlsConnection {
     }
 
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.stream.get_ref().0.peer_addr()
+        self.stream.get_ref().0.get_ref().peer_addr()
     }
 
     /// Two halves for two tasks: one may wait in `read` while the other writes. The connection
@@ -89,7 +102,7 @@ impl TlsConnection {
 }
 
 struct Shared {
-    stream: RefCell<TlsStream<shards::TcpStream>>,
+    stream: RefCell<TlsStream<Prefixed>>,
     wakers: Arc<HalfWakers>,
     /// Wakes both halves (`wakers` as a `Waker`).
     waker: Waker,
@@ -107,7 +120,7 @@ impl Shared {
         &self,
         half: Half,
         cx: &Context<'_>,
-        f: impl FnOnce(Pin<&mut TlsStream<shards::TcpStream>>, &mut Context<'_>) -> Poll<T>,
+        f: impl FnOnce(Pin<&mut TlsStream<Prefixed>>, &mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
         self.wakers.register(half, cx.waker());
         let mut shared_cx = Context::from_waker(&self.waker);

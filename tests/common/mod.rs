@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod security;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroU16;
@@ -49,11 +51,19 @@ impl TestBroker {
     }
 
     pub fn with_config(config: Config) -> TestBroker {
+        TestBroker::with_authenticators(config, Vec::new())
+    }
+
+    /// A broker with these MQTT 5.0 enhanced-authentication methods.
+    pub fn with_authenticators(
+        config: Config,
+        authenticators: Vec<std::sync::Arc<dyn ringmq::security::Authenticator>>,
+    ) -> TestBroker {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let broker = server::start(config).expect("broker starts");
+        let broker = server::start_with(config, authenticators).expect("broker starts");
         let addr = broker.listener_addr(0);
         let shard_addrs = (0..broker.shard_count())
             .map(|i| broker.shard_addr(0, i).expect("port per shard"))
@@ -80,6 +90,24 @@ impl TestBroker {
         if let Some(broker) = &self.broker {
             broker.handle().shutdown();
         }
+    }
+
+    /// What SIGHUP does: re-reads the password file, the ACL file and the TLS certificates.
+    pub fn reload(&self) -> Result<(), ringmq::security::SecurityError> {
+        self.broker.as_ref().expect("running").reload()
+    }
+
+    /// The shared address of listener `index` (TCP listeners first, then TLS ones).
+    pub fn listener_addr(&self, index: usize) -> SocketAddr {
+        self.broker.as_ref().expect("running").listener_addr(index)
+    }
+
+    /// The address that reaches only `shard` on listener `index`.
+    pub fn shard_addr(&self, index: usize, shard: usize) -> Option<SocketAddr> {
+        self.broker
+            .as_ref()
+            .expect("running")
+            .shard_addr(index, shard)
     }
 
     pub fn shutdown(mut self) {
@@ -331,4 +359,33 @@ pub fn connect_packet(
         password: None,
         properties: ConnectProperties::default(),
     }
+}
+
+/// A plain HTTP/1.1 GET (the admin listener): status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("admin read: {e}"),
+        }
+    }
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

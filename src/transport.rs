@@ -1,0 +1,43 @@
+//! The two halves of a client connection, plain TCP or TLS, so `connection` reads and writes
+//! without caring which.
+
+use std::io;
+use std::net::Shutdown;
+
+use crate::tls::{TlsReadHalf, TlsWriteHalf};
+
+pub enum Reader {
+    Tcp(shards::ReadHalf),
+    Tls(TlsReadHalf),
+}
+
+pub enum Writer {
+    Tcp(shards::WriteHalf),
+    Tls(TlsWriteHalf),
+}
+
+impl Reader {
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Reader::Tcp(half) => half.read(buf).await,
+            Reader::Tls(half) => half.read(buf).await,
+        }
+    }
+}
+
+impl Writer {
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Writer::Tcp(half) => half.write_all(buf).await,
+            Writer::Tls(half) => half.write_all(buf).await,
+        }
+    }
+
+    /// Ends the connection: TLS sends close_notify first.
+    pub async fn shutdown(&mut self) {
+        let _ = match self {
+            Writer::Tcp(half) => half.shutdown(Shutdown::Both).await,
+            Writer::Tls(half) => half.shutdown().await,
+        };
+    }
+}
