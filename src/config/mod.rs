@@ -10,6 +10,7 @@
 //! `connect_timeout_ms`); values are plain integers in that unit. Each section lives in its own
 //! file, with its range table next to its fields.
 
+pub mod budget;
 mod check;
 mod environment;
 mod error;
@@ -28,7 +29,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
-pub use limits::Limits;
+pub use limits::{DropPolicy, Limits};
 pub use listeners::{Listeners, TcpListener};
 pub use log::{Log, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
