@@ -74,7 +74,7 @@ impl Shard {
         conn.version = connect.version;
         conn.connect_at = now;
         // Claims waiting on the directory are bounded like every other pending request.
-        if self.connects.len() >= self.settings.control_pending_max {
+        if conn.over_limit || self.connects.len() >= self.settings.control_pending_max {
             return self.refuse_connect(conn_id, ReasonCode::SERVER_BUSY);
         }
         let user_properties = connect.properties.user_properties.len()

@@ -315,3 +315,27 @@ pub fn connect_packet(
         properties: ConnectProperties::default(),
     }
 }
+
+/// The body of `GET path` on the admin listener.
+pub fn admin_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("admin connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("admin write");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    response
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, body)| body.to_string())
+}
+
+/// The value of the first `/metrics` series starting with `prefix` (name and labels).
+pub fn metric(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
