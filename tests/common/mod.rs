@@ -114,6 +114,15 @@ impl RawClient {
         }
     }
 
+    /// A client over an already connected stream (for sockets set up by hand).
+    pub fn from_stream(stream: TcpStream, version: Version) -> RawClient {
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
     /// TCP connect + CONNECT + CONNACK (asserted successful); returns the CONNACK.
     pub fn connect(
         addr: SocketAddr,
