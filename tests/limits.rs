@@ -7,41 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use common::{RawClient, Received, TestBroker, connect_packet, test_config};
+use common::{
+    Bystanders, RawClient, Received, TestBroker, connect_packet, expect_disconnect, test_config,
+};
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version, Will};
-
-/// A bystander subscribed to `ok` on shard 0 and a publisher on shard 1, to prove others go on.
-struct Bystanders {
-    sub: RawClient,
-    publisher: RawClient,
-}
-
-impl Bystanders {
-    fn new(broker: &TestBroker) -> Bystanders {
-        let (mut sub, _) = RawClient::connect(broker.shard(0), Version::V5, "bystander", true);
-        sub.subscribe(1, &[("ok", QoS::AtMostOnce)]);
-        let (publisher, _) = RawClient::connect(broker.shard(1), Version::V5, "pub", true);
-        Bystanders { sub, publisher }
-    }
-
-    fn still_served(&mut self, what: &str) {
-        self.publisher
-            .publish("ok", what.as_bytes(), QoS::AtMostOnce, false, None);
-        assert_eq!(
-            &self.sub.recv_publish().payload[..],
-            what.as_bytes(),
-            "{what}"
-        );
-    }
-}
-
-fn expect_disconnect(client: &mut RawClient, reason: ReasonCode, what: &str) {
-    let packets = client.expect_closed();
-    assert!(
-        matches!(packets.as_slice(), [Packet::Disconnect(d)] if d.reason == reason),
-        "{what}: {packets:?}"
-    );
-}
 
 fn expect_refused(client: &mut RawClient, connect: ringmq::protocol::Connect, reason: ReasonCode) {
     let connack = client.handshake(connect);

@@ -348,3 +348,39 @@ pub fn metric(metrics: &str, prefix: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A 5.0 subscriber to `ok` on shard 0 and a publisher on shard 1: the clients that must not
+/// notice what another client does.
+pub struct Bystanders {
+    pub sub: RawClient,
+    pub publisher: RawClient,
+}
+
+impl Bystanders {
+    pub fn new(broker: &TestBroker) -> Bystanders {
+        let (mut sub, _) = RawClient::connect(broker.shard(0), Version::V5, "bystander", true);
+        sub.subscribe(1, &[("ok", QoS::AtMostOnce)]);
+        let (publisher, _) = RawClient::connect(broker.shard(1), Version::V5, "pub", true);
+        Bystanders { sub, publisher }
+    }
+
+    /// Asserts a message still goes from the publisher to the subscriber.
+    pub fn still_served(&mut self, what: &str) {
+        self.publisher
+            .publish("ok", what.as_bytes(), QoS::AtMostOnce, false, None);
+        assert_eq!(
+            &self.sub.recv_publish().payload[..],
+            what.as_bytes(),
+            "{what}"
+        );
+    }
+}
+
+/// Asserts the broker sends DISCONNECT with `reason` and closes.
+pub fn expect_disconnect(client: &mut RawClient, reason: ReasonCode, what: &str) {
+    let packets = client.expect_closed();
+    assert!(
+        matches!(packets.as_slice(), [Packet::Disconnect(d)] if d.reason == reason),
+        "{what}: {packets:?}"
+    );
+}
