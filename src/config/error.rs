@@ -164,6 +164,7 @@ fn type_hint(key: &str, message: &str) -> String {
         "listeners.tcp.<name>.backlog" => "write a whole number from 1 to 65535, e.g. 1024",
         "listeners.tcp.<name>.shard_port_base" => "write a port number, e.g. 20000",
         "log.level" => "write one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
+        "limits.outbox_drop_policy" => "write \"drop_new\" or \"drop_oldest\"",
         _ if message.contains("expected a boolean") => "write true or false",
         _ if message.contains("expected a string") => "write a string in double quotes",
         _ => "compare with the documented default in `ringmq print-default-config`",

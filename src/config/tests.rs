@@ -173,6 +173,11 @@ fn syntax_and_type_errors() {
          `info`, `debug`, `trace`; write one of \"error\", \"warn\", \"info\", \"debug\", \
          \"trace\"",
     );
+    check(
+        "[limits]\noutbox_drop_policy = \"drop_all\"\n",
+        "ringmq.toml:2: limits.outbox_drop_policy: unknown variant `drop_all`, expected \
+         `drop_new` or `drop_oldest`; write \"drop_new\" or \"drop_oldest\"",
+    );
 }
 
 #[test]
