@@ -197,3 +197,28 @@ fn connections_over_the_shard_limit_get_server_busy_in_their_version() {
         Received::Nothing
     ));
 }
+
+#[test]
+fn offline_sessions_count_against_the_session_limit() {
+    let mut config = test_config(1);
+    config.limits.connections_per_shard_max = 2;
+    config.limits.sessions_per_shard_max = 2;
+    let broker = TestBroker::with_config(config);
+    for id in ["kept-1", "kept-2"] {
+        let (client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, id, false);
+        client.disconnect();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Two persistent sessions are held offline: a third session is refused.
+    let mut client = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    expect_refused(
+        &mut client,
+        connect_packet(Version::V5, "third", true, None),
+        ReasonCode::QUOTA_EXCEEDED,
+    );
+    // A clean session ends one of them, which frees its place.
+    let (client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "kept-1", true);
+    client.disconnect();
+    std::thread::sleep(Duration::from_millis(200));
+    RawClient::connect(broker.shard(0), Version::V5, "third", true);
+}

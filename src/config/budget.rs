@@ -4,8 +4,8 @@
 //! Every term is a count times a size in bytes, both taken from the limits, so the sum is an upper
 //! bound on what client input can make a shard hold (fixed-size bookkeeping is estimated per
 //! entry and rounded up). Messages shared between sessions are counted once per session, as if
-//! every queued message were distinct. Offline sessions are counted as if connected: each session
-//! is counted at the connection limit of its shard.
+//! every queued message were distinct. Session terms count `sessions_per_shard_max` (online and
+//! offline), connection terms the connection limit of the shard.
 
 use std::fmt;
 
@@ -64,6 +64,7 @@ impl Budget {
         let inflight = u64::from(limits.inflight_messages_max);
         let connections = u64::from(limits.connections_per_shard_max)
             .min(u64::from(limits.connections_max).div_ceil(shards_u64));
+        let sessions = u64::from(limits.sessions_per_shard_max);
         let peers = shards_u64.saturating_sub(1);
         let mailbox = u64::from(config.runtime.mailbox_messages_max);
         let term = |name, count, each_bytes, keys| Term {
@@ -86,24 +87,25 @@ impl Budget {
             ),
             term(
                 "session outboxes",
-                connections,
+                sessions,
                 limits.outbox_bytes_max
                     + u64::from(limits.outbox_messages_max) * DELIVERY_OVERHEAD_BYTES,
-                "limits.connections_per_shard_max, limits.outbox_bytes_max",
+                "limits.sessions_per_shard_max, limits.outbox_bytes_max",
             ),
             term(
                 "in-flight windows (both ways)",
-                connections,
+                sessions,
                 inflight * (packet + DELIVERY_OVERHEAD_BYTES) + inflight * 16,
-                "limits.connections_per_shard_max, limits.inflight_messages_max, \
+                "limits.sessions_per_shard_max, limits.inflight_messages_max, \
                  limits.packet_bytes_max",
             ),
             term(
                 "subscriptions",
-                connections,
+                sessions,
                 u64::from(limits.subscriptions_per_session_max)
                     * (topic + SUBSCRIPTION_OVERHEAD_BYTES),
-                "limits.subscriptions_per_session_max, limits.topic_bytes_max",
+                "limits.sessions_per_shard_max, limits.subscriptions_per_session_max, \
+                 limits.topic_bytes_max",
             ),
             term(
                 "topic aliases from clients",
@@ -252,7 +254,9 @@ mod tests {
             "{error}"
         );
         assert!(
-            error.contains("lower limits.subscriptions_per_session_max"),
+            error.contains(
+                "lower limits.sessions_per_shard_max, limits.subscriptions_per_session_max"
+            ),
             "{error}"
         );
     }
@@ -261,6 +265,7 @@ mod tests {
     fn each_term_is_count_times_size() {
         let mut config = Config::default();
         config.limits.connections_per_shard_max = 10;
+        config.limits.sessions_per_shard_max = 10;
         config.limits.connections_max = 10;
         config.limits.outbox_bytes_max = 1_000_000;
         config.limits.outbox_messages_max = 10;
@@ -294,6 +299,7 @@ mod tests {
     fn a_realistic_small_config_fits_a_few_gib() {
         let mut config = Config::default();
         config.limits.connections_per_shard_max = 10_000;
+        config.limits.sessions_per_shard_max = 10_000;
         config.limits.outbox_bytes_max = 262_144;
         config.limits.inflight_messages_max = 8;
         config.limits.packet_bytes_max = 65_536;

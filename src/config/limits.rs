@@ -41,6 +41,8 @@ pub struct Limits {
     pub user_properties_max: u32,
     /// Open connections per shard.
     pub connections_per_shard_max: u32,
+    /// Sessions per shard, online and offline (offline ones otherwise only end by expiry).
+    pub sessions_per_shard_max: u32,
     /// Open connections in the whole broker.
     pub connections_max: u32,
     /// Retained messages in the whole broker.
@@ -88,6 +90,7 @@ impl Default for Limits {
             filters_per_subscribe_max: 128,
             user_properties_max: 64,
             connections_per_shard_max: 100_000,
+            sessions_per_shard_max: 100_000,
             connections_max: 1_000_000,
             retained_messages_max: 1_000_000,
             retained_bytes_max: 1_073_741_824,
@@ -142,6 +145,8 @@ pub(super) const RANGES: &[Range] = &[
         "properties", "e.g. 64"),
     range("limits.connections_per_shard_max", |c| c.limits.connections_per_shard_max.into(),
         (1, 10_000_000), "connections", "e.g. 100000"),
+    range("limits.sessions_per_shard_max", |c| c.limits.sessions_per_shard_max.into(),
+        (1, 10_000_000), "sessions", "e.g. 100000"),
     range("limits.connections_max", |c| c.limits.connections_max.into(), (1, 100_000_000),
         "connections", "e.g. 1000000"),
     range("limits.retained_messages_max", |c| c.limits.retained_messages_max, (1, 1 << 32),
@@ -182,6 +187,18 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
                 "must not exceed limits.packet_bytes_max ({packet}): a will arrives in CONNECT"
             ),
             "lower it or raise limits.packet_bytes_max",
+        ));
+    }
+    if limits.sessions_per_shard_max < limits.connections_per_shard_max {
+        return Err(ConfigError::invalid(
+            "limits.sessions_per_shard_max",
+            limits.sessions_per_shard_max,
+            format!(
+                "must be at least limits.connections_per_shard_max ({}): every connection has a \
+                 session",
+                limits.connections_per_shard_max
+            ),
+            "raise it or lower limits.connections_per_shard_max",
         ));
     }
     if limits.connections_per_shard_max > limits.connections_max {

@@ -126,7 +126,7 @@ fn syntax_and_type_errors() {
          packet_bytes_max, inflight_messages_max, outbox_messages_max, outbox_bytes_max, \
          client_id_bytes_max, topic_bytes_max, topic_levels_max, subscriptions_per_session_max, \
          filters_per_subscribe_max, user_properties_max, connections_per_shard_max, \
-         connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
+         sessions_per_shard_max, connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
          control_pending_max, connect_rate_per_shard_max, outbox_drop_policy, memory_budget_bytes",
     );
     check(

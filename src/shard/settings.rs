@@ -34,6 +34,7 @@ pub struct Settings {
     pub filters_per_subscribe_max: usize,
     pub user_properties_max: usize,
     pub connections_per_shard_max: usize,
+    pub sessions_per_shard_max: usize,
     /// For this shard's partition of the retained store.
     pub retained_messages_max: usize,
     pub retained_bytes_max: usize,
@@ -85,6 +86,7 @@ impl Settings {
             // Each shard takes an equal share of the broker-wide limit: no shared counter to touch.
             connections_per_shard_max: (limits.connections_per_shard_max as usize)
                 .min((limits.connections_max as usize).div_ceil(shards)),
+            sessions_per_shard_max: limits.sessions_per_shard_max as usize,
             retained_messages_max: (limits.retained_messages_max as usize).div_ceil(shards),
             retained_bytes_max: (limits.retained_bytes_max as usize).div_ceil(shards),
             will_bytes_max: limits.will_bytes_max as usize,
