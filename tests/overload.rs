@@ -6,12 +6,16 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{RawClient, TestBroker, admin_get, connect_packet, metric, test_config};
 use ringmq::config::DropPolicy;
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version};
 use socket2::{Domain, Socket, Type};
+
+/// The tests here measure the process (RSS, timing): they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A 3.1.1 client whose socket receives into a 4 KiB buffer and which never reads after CONNACK.
 fn stalled_subscriber(addr: SocketAddr, filter: &str) -> RawClient {
@@ -37,6 +41,9 @@ fn rss_bytes() -> u64 {
 }
 
 fn slow_consumer_is_held_to_its_limits(policy: DropPolicy) {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     const MESSAGES: usize = 25_000;
     const CHUNK: usize = 500;
     let payload = vec![7u8; 2048];
@@ -126,6 +133,9 @@ fn a_connection_flood_is_paced_and_an_existing_client_keeps_its_round_trips() {
     const CONNECTIONS: usize = 2000;
     const THREADS: usize = 8;
     const RATE_PER_SHARD: u32 = 500;
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut config = test_config(2);
     config.limits.connect_rate_per_shard_max = RATE_PER_SHARD;
     let broker = TestBroker::with_config(config);
