@@ -107,6 +107,13 @@ fn subscriptions_per_session_and_filters_per_subscribe() {
             .collect(),
     }));
     expect_disconnect(&mut bad, ReasonCode::QUOTA_EXCEEDED, "filters");
+    let (mut bad, _) = RawClient::connect(broker.shard(1), Version::V5, "five-off", true);
+    bad.send(&Packet::Unsubscribe(ringmq::protocol::Unsubscribe {
+        packet_id: common::pid(1),
+        properties: Default::default(),
+        filters: five.iter().map(|(f, _)| ByteString::from(*f)).collect(),
+    }));
+    expect_disconnect(&mut bad, ReasonCode::QUOTA_EXCEEDED, "unsubscribe filters");
     others.still_served("subscriptions");
 }
 
