@@ -74,12 +74,13 @@ fn check_config(file: &Path) -> ExitCode {
     let resolved = resolve(Some(file)).and_then(|(config, shards)| {
         // The password, ACL and certificate files are read and checked too.
         ringmq::security::check(&config).map_err(|error| format!("{}: {error}", file.display()))?;
-        Ok(shards)
+        Ok((config, shards))
     });
     match resolved {
-        Ok(shards) => {
+        Ok((config, shards)) => {
             println!("{}: OK", file.display());
             println!("shards: {shards}");
+            println!("{}", config::budget::Budget::of(&config, shards));
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -105,6 +106,12 @@ fn start(file: Option<&Path>) -> ExitCode {
         file.display().to_string()
     });
     tracing::info!(config = %origin, shards, listeners = config.listener_count(), "configuration loaded");
+    for line in config::budget::Budget::of(&config, shards)
+        .to_string()
+        .lines()
+    {
+        tracing::info!("{line}");
+    }
     let status = run(config);
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }
@@ -148,10 +155,15 @@ fn run(config: Config) -> i32 {
 fn resolve(file: Option<&Path>) -> Result<(Config, usize), String> {
     let config = config::load(file, environment()).map_err(|error| error.to_string())?;
     let cpus = std::thread::available_parallelism().map_or(1, NonZero::get);
-    match config.shard_count(cpus) {
-        Ok(shards) => Ok((config, shards)),
-        Err(error) => Err(on_this_machine(file, &error)),
-    }
+    let shards = config
+        .shard_count(cpus)
+        .map_err(|error| on_this_machine(file, &error))?;
+    // The worst case depends on the shard count, so it is checked here and not in `validate`.
+    let budget = config::budget::Budget::of(&config, shards);
+    budget
+        .check()
+        .map_err(|error| format!("{}\n{budget}", on_this_machine(file, &error)))?;
+    Ok((config, shards))
 }
 
 /// A `shard_count` error names the key; say which file it came from and that it is about the

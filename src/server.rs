@@ -16,6 +16,7 @@ use shards::{
 };
 
 use crate::config::{self, Config};
+use crate::connect_rate::ConnectRate;
 use crate::connection;
 use crate::mail::{Envelope, Stamp};
 use crate::metrics::{SnapshotBoard, SnapshotPublisher};
@@ -346,9 +347,15 @@ async fn run_shard(
         dirty: RefCell::new(Vec::new()),
     });
     let mut tasks = Vec::new();
+    // One bucket for all of this shard's listeners.
+    let rate = Rc::new(RefCell::new(ConnectRate::new(
+        config.limits.connect_rate_per_shard_max,
+        Instant::now(),
+    )));
     for listener in ctx.take_listeners() {
         let shell = Rc::clone(&shell);
-        tasks.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener)));
+        let rate = Rc::clone(&rate);
+        tasks.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener, rate)));
     }
     tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
     tasks.push(ctx.spawn(TaskClass::Mail, flush_loop(Rc::clone(&shell))));
@@ -374,10 +381,21 @@ async fn run_shard(
     tracing::info!(shard = ctx.id().index(), "shard stopped");
 }
 
-async fn accept_loop(shell: Rc<ShardShell>, listener: shards::Listener) {
+async fn accept_loop(
+    shell: Rc<ShardShell>,
+    listener: shards::Listener,
+    rate: Rc<RefCell<ConnectRate>>,
+) {
     let index = listener.spec_index();
     let nodelay = shell.listeners.get(index).is_none_or(ListenerKind::nodelay);
     loop {
+        // Over the connect rate, wait before accepting: the backlog holds the rest (see
+        // `connect_rate`).
+        let wait = rate.borrow_mut().take(Instant::now());
+        if let Err(wait) = wait {
+            shards::time::sleep(wait).await;
+            continue;
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if let Err(error) = stream.set_nodelay(nodelay) {

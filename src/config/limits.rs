@@ -10,6 +10,11 @@ use super::{Config, ConfigError};
 /// The largest Remaining Length MQTT can encode (2.2.3).
 const PACKET_BYTES_LIMIT: u64 = 268_435_455;
 
+/// The default per-shard budget: what the default limits need in the worst case, rounded up (see
+/// `budget::tests`). Lower it to the memory a shard may really use, then lower limits until
+/// `ringmq check-config` passes.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 1 << 44;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -36,6 +41,8 @@ pub struct Limits {
     pub user_properties_max: u32,
     /// Open connections per shard.
     pub connections_per_shard_max: u32,
+    /// Sessions per shard, online and offline (offline ones otherwise only end by expiry).
+    pub sessions_per_shard_max: u32,
     /// Open connections in the whole broker.
     pub connections_max: u32,
     /// Retained messages in the whole broker.
@@ -46,6 +53,27 @@ pub struct Limits {
     pub will_bytes_max: u32,
     /// Cross-shard control requests waiting per shard.
     pub control_pending_max: u32,
+    /// New connections one shard accepts per second (a token bucket holding one second's worth).
+    /// Over it, the shard delays `accept`: the kernel backlog holds the rest.
+    pub connect_rate_per_shard_max: u32,
+    /// What a full outbox does with one more message.
+    pub outbox_drop_policy: DropPolicy,
+    /// The worst-case memory one shard may need, from the limits above (see `budget`); the broker
+    /// refuses to start over it.
+    pub memory_budget_bytes: u64,
+}
+
+/// What a full outbox (`outbox_messages_max` or `outbox_bytes_max` reached) does with one more
+/// message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicy {
+    /// Drop the new message (Mosquitto).
+    #[default]
+    DropNew,
+    /// Make room by dropping queued messages, the oldest QoS 0 first, then the oldest of any
+    /// QoS (EMQX).
+    DropOldest,
 }
 
 impl Default for Limits {
@@ -62,11 +90,15 @@ impl Default for Limits {
             filters_per_subscribe_max: 128,
             user_properties_max: 64,
             connections_per_shard_max: 100_000,
+            sessions_per_shard_max: 100_000,
             connections_max: 1_000_000,
             retained_messages_max: 1_000_000,
             retained_bytes_max: 1_073_741_824,
             will_bytes_max: 65_536,
             control_pending_max: 1_024,
+            connect_rate_per_shard_max: 5_000,
+            outbox_drop_policy: DropPolicy::DropNew,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
         }
     }
 }
@@ -113,6 +145,8 @@ pub(super) const RANGES: &[Range] = &[
         "properties", "e.g. 64"),
     range("limits.connections_per_shard_max", |c| c.limits.connections_per_shard_max.into(),
         (1, 10_000_000), "connections", "e.g. 100000"),
+    range("limits.sessions_per_shard_max", |c| c.limits.sessions_per_shard_max.into(),
+        (1, 10_000_000), "sessions", "e.g. 100000"),
     range("limits.connections_max", |c| c.limits.connections_max.into(), (1, 100_000_000),
         "connections", "e.g. 1000000"),
     range("limits.retained_messages_max", |c| c.limits.retained_messages_max, (1, 1 << 32),
@@ -123,6 +157,10 @@ pub(super) const RANGES: &[Range] = &[
         "bytes", "e.g. 65536"),
     range("limits.control_pending_max", |c| c.limits.control_pending_max.into(), (1, 1_048_576),
         "requests", "e.g. 1024"),
+    range("limits.connect_rate_per_shard_max", |c| c.limits.connect_rate_per_shard_max.into(),
+        (1, 10_000_000), "connections per second", "e.g. 5000"),
+    range("limits.memory_budget_bytes", |c| c.limits.memory_budget_bytes, (1 << 20, 1 << 50),
+        "bytes", "set it to the memory one shard may use, e.g. 8589934592 (8 GiB)"),
 ];
 
 /// The relations between `[limits]` keys.
@@ -149,6 +187,18 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
                 "must not exceed limits.packet_bytes_max ({packet}): a will arrives in CONNECT"
             ),
             "lower it or raise limits.packet_bytes_max",
+        ));
+    }
+    if limits.sessions_per_shard_max < limits.connections_per_shard_max {
+        return Err(ConfigError::invalid(
+            "limits.sessions_per_shard_max",
+            limits.sessions_per_shard_max,
+            format!(
+                "must be at least limits.connections_per_shard_max ({}): every connection has a \
+                 session",
+                limits.connections_per_shard_max
+            ),
+            "raise it or lower limits.connections_per_shard_max",
         ));
     }
     if limits.connections_per_shard_max > limits.connections_max {

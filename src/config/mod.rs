@@ -11,6 +11,7 @@
 //! file, with its range table next to its fields.
 
 mod auth;
+pub mod budget;
 mod check;
 mod environment;
 mod error;
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{Auth, DeniedPublish};
 pub use error::ConfigError;
-pub use limits::Limits;
+pub use limits::{DropPolicy, Limits};
 pub use listeners::{Listeners, TcpListener, TlsListener};
 pub use log::{Log, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};

@@ -155,8 +155,8 @@ fn syntax_and_type_errors() {
          packet_bytes_max, inflight_messages_max, outbox_messages_max, outbox_bytes_max, \
          client_id_bytes_max, topic_bytes_max, topic_levels_max, subscriptions_per_session_max, \
          filters_per_subscribe_max, user_properties_max, connections_per_shard_max, \
-         connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
-         control_pending_max",
+         sessions_per_shard_max, connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
+         control_pending_max, connect_rate_per_shard_max, outbox_drop_policy, memory_budget_bytes",
     );
     check(
         "[limit]\n",
@@ -201,6 +201,11 @@ fn syntax_and_type_errors() {
         "ringmq.toml:2: log.level: unknown variant `verbose`, expected one of `error`, `warn`, \
          `info`, `debug`, `trace`; write one of \"error\", \"warn\", \"info\", \"debug\", \
          \"trace\"",
+    );
+    check(
+        "[limits]\noutbox_drop_policy = \"drop_all\"\n",
+        "ringmq.toml:2: limits.outbox_drop_policy: unknown variant `drop_all`, expected \
+         `drop_new` or `drop_oldest`; write \"drop_new\" or \"drop_oldest\"",
     );
 }
 

@@ -74,6 +74,8 @@ pub struct SessionLimits {
     pub inflight_messages_max: usize,
     pub subscriptions_max: usize,
     pub queue_qos0_offline: bool,
+    /// A full outbox drops its oldest messages (QoS 0 first) for a new one, instead of the new one.
+    pub drop_oldest: bool,
 }
 
 /// Why a delivery was not queued.
@@ -119,14 +121,16 @@ impl SessionState {
     }
 
     /// Queues a delivery. `online` says whether a connection will drain it; offline sessions keep
-    /// QoS 0 only when configured to.
+    /// QoS 0 only when configured to. A full outbox drops the new delivery or, with `drop_oldest`,
+    /// queued ones to make room; returns how many queued ones were dropped (for the queue-full
+    /// count).
     pub fn enqueue(
         &mut self,
         delivery: Delivery,
         online: bool,
         limits: &SessionLimits,
         now: Instant,
-    ) -> Result<(), DropReason> {
+    ) -> Result<usize, DropReason> {
         if delivery.message.is_expired(now) {
             return Err(DropReason::Expired);
         }
@@ -134,13 +138,36 @@ impl SessionState {
             return Err(DropReason::Qos0Offline);
         }
         let size = delivery.size_bytes();
-        if self.outbox.len() >= limits.outbox_messages_max
+        let mut dropped = 0;
+        while self.outbox.len() >= limits.outbox_messages_max
             || self.outbox_bytes + size > limits.outbox_bytes_max
         {
-            return Err(DropReason::QueueFull);
+            if !limits.drop_oldest || size > limits.outbox_bytes_max {
+                return Err(DropReason::QueueFull);
+            }
+            self.drop_oldest(delivery.qos)?;
+            dropped += 1;
         }
         self.outbox_bytes += size;
         self.outbox.push_back((now, delivery));
+        Ok(dropped)
+    }
+
+    /// Drops the oldest queued QoS 0 delivery or, if none is queued and the newcomer (of QoS
+    /// `incoming`) is not QoS 0 itself, the oldest delivery: a QoS 0 message never displaces a
+    /// QoS 1 or 2 one.
+    fn drop_oldest(&mut self, incoming: QoS) -> Result<(), DropReason> {
+        let position = match self
+            .outbox
+            .iter()
+            .position(|(_, d)| d.qos == QoS::AtMostOnce)
+        {
+            Some(position) => position,
+            None if incoming != QoS::AtMostOnce && !self.outbox.is_empty() => 0,
+            None => return Err(DropReason::QueueFull),
+        };
+        let (_, removed) = self.outbox.remove(position).ok_or(DropReason::QueueFull)?;
+        self.outbox_bytes = self.outbox_bytes.saturating_sub(removed.size_bytes());
         Ok(())
     }
 

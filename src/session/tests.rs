@@ -15,6 +15,7 @@ fn limits() -> SessionLimits {
         inflight_messages_max: 2,
         subscriptions_max: 10,
         queue_qos0_offline: false,
+        drop_oldest: false,
     }
 }
 
@@ -83,8 +84,73 @@ fn offline_sessions_keep_qos0_only_when_configured() {
     keep.queue_qos0_offline = true;
     assert_eq!(
         s.enqueue(delivery(QoS::AtMostOnce, b"x", None), false, &keep, now),
-        Ok(())
+        Ok(0)
     );
+}
+
+/// The payloads left in the outbox, front first.
+fn queued(s: &SessionState) -> Vec<(QoS, u8)> {
+    s.outbox
+        .iter()
+        .map(|(_, d)| (d.qos, d.message.payload.first().copied().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
+    let now = Instant::now();
+    let mut oldest = limits();
+    oldest.drop_oldest = true;
+    let mut s = session();
+    for (qos, payload) in [
+        (QoS::AtLeastOnce, b"1"),
+        (QoS::AtMostOnce, b"2"),
+        (QoS::AtLeastOnce, b"3"),
+    ] {
+        assert_eq!(
+            s.enqueue(delivery(qos, payload, None), true, &oldest, now),
+            Ok(0)
+        );
+    }
+    // Full: the QoS 0 goes first, although it is not the oldest.
+    assert_eq!(
+        s.enqueue(delivery(QoS::ExactlyOnce, b"4", None), true, &oldest, now),
+        Ok(1)
+    );
+    let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
+    assert_eq!(queued(&s), [(q1, b'1'), (q1, b'3'), (q2, b'4')]);
+    // No QoS 0 left: a QoS 0 newcomer is the one dropped ...
+    assert_eq!(
+        s.enqueue(delivery(q0, b"5", None), true, &oldest, now),
+        Err(DropReason::QueueFull)
+    );
+    // ... and a QoS 1 newcomer displaces the oldest.
+    assert_eq!(
+        s.enqueue(delivery(q1, b"6", None), true, &oldest, now),
+        Ok(1)
+    );
+    assert_eq!(queued(&s), [(q1, b'3'), (q2, b'4'), (q1, b'6')]);
+    // By bytes: a big newcomer drops as many as it needs.
+    let mut bytes = oldest;
+    bytes.outbox_messages_max = 10;
+    // Three of 66 bytes queued; the newcomer has 67: one must go.
+    bytes.outbox_bytes_max = 2 * 66 + 67;
+    assert_eq!(
+        s.enqueue(delivery(q1, &[7, 7], None), true, &bytes, now),
+        Ok(1)
+    );
+    assert!(s.outbox_bytes() <= bytes.outbox_bytes_max);
+    assert_eq!(
+        s.outbox_bytes(),
+        s.outbox.iter().map(|(_, d)| d.size_bytes()).sum::<usize>()
+    );
+    // One bigger than the whole budget is dropped itself and leaves the queue alone.
+    bytes.outbox_bytes_max = 100;
+    assert_eq!(
+        s.enqueue(delivery(q1, &[0; 64], None), true, &bytes, now),
+        Err(DropReason::QueueFull)
+    );
+    assert_eq!(s.outbox_len(), 3);
 }
 
 #[test]

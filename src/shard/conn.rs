@@ -68,6 +68,8 @@ pub struct Conn {
     close: bool,
     /// Packets that arrived while CONNECT was being claimed, handled after CONNACK.
     pub early_packets: Vec<Packet>,
+    /// Accepted over `connections_per_shard_max`: its CONNECT is refused with "server busy".
+    pub over_limit: bool,
 }
 
 impl Conn {
@@ -95,6 +97,7 @@ impl Conn {
             out: BytesMut::new(),
             close: false,
             early_packets: Vec::new(),
+            over_limit: false,
         }
     }
 
@@ -294,12 +297,12 @@ impl Shard {
 
     pub(super) fn on_accepted(&mut self, conn_id: ConnId, peer: SocketAddr, now: Instant) {
         self.counters.connections_accepted += 1;
-        let conn = Conn::new(peer, now, self.settings.packet_bytes_max);
+        let mut conn = Conn::new(peer, now, self.settings.packet_bytes_max);
+        // Refused when its CONNECT comes, so that the CONNACK is in the client's version: 5.0
+        // 0x89 Server busy, 3.1.1 0x03 Server unavailable (nothing may precede CONNACK). A client
+        // that never sends CONNECT is closed by the CONNECT timeout.
+        conn.over_limit = self.conns.len() >= self.settings.connections_per_shard_max;
         self.conns.insert(conn_id, conn);
-        if self.conns.len() > self.settings.connections_per_shard_max {
-            // 5.0 §4.13: a server may refuse with 0x9F/0x89; 3.1.1 has "server unavailable".
-            self.refuse_connect(conn_id, ReasonCode::SERVER_BUSY);
-        }
     }
 
     pub(super) fn on_malformed(

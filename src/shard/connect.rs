@@ -74,8 +74,14 @@ impl Shard {
         conn.version = connect.version;
         conn.connect_at = now;
         // Claims waiting on the directory are bounded like every other pending request.
-        if self.connects.len() >= self.settings.control_pending_max {
+        if conn.over_limit || self.connects.len() >= self.settings.control_pending_max {
             return self.refuse_connect(conn_id, ReasonCode::SERVER_BUSY);
+        }
+        // A client whose session is already here takes it over and adds none.
+        if self.sessions.len() >= self.settings.sessions_per_shard_max
+            && !self.sessions_by_client.contains_key(&connect.client_id)
+        {
+            return self.refuse_connect(conn_id, ReasonCode::QUOTA_EXCEEDED);
         }
         let user_properties = connect.properties.user_properties.len()
             + connect

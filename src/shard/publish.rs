@@ -328,7 +328,7 @@ impl Shard {
             .state
             .enqueue(delivery, online.is_some(), &self.settings.session, now)
         {
-            Ok(()) => {}
+            Ok(evicted) => self.counters.dropped_queue_full += evicted as u64,
             Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,
             Err(DropReason::Expired) => self.counters.dropped_expired += 1,
             Err(DropReason::Qos0Offline) => self.counters.dropped_qos0_offline += 1,

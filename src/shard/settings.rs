@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, DropPolicy};
 use crate::protocol::QoS;
 use crate::session::SessionLimits;
 
@@ -34,6 +34,7 @@ pub struct Settings {
     pub filters_per_subscribe_max: usize,
     pub user_properties_max: usize,
     pub connections_per_shard_max: usize,
+    pub sessions_per_shard_max: usize,
     /// For this shard's partition of the retained store.
     pub retained_messages_max: usize,
     pub retained_bytes_max: usize,
@@ -77,19 +78,23 @@ impl Settings {
                 inflight_messages_max: limits.inflight_messages_max as usize,
                 subscriptions_max: limits.subscriptions_per_session_max as usize,
                 queue_qos0_offline: mqtt.queue_qos0_offline,
+                drop_oldest: limits.outbox_drop_policy == DropPolicy::DropOldest,
             },
             client_id_bytes_max: limits.client_id_bytes_max as usize,
             topic_bytes_max: limits.topic_bytes_max as usize,
             topic_levels_max: limits.topic_levels_max as usize,
             filters_per_subscribe_max: limits.filters_per_subscribe_max as usize,
             user_properties_max: limits.user_properties_max as usize,
-            connections_per_shard_max: limits.connections_per_shard_max as usize,
+            // Each shard takes an equal share of the broker-wide limit: no shared counter to touch.
+            connections_per_shard_max: (limits.connections_per_shard_max as usize)
+                .min((limits.connections_max as usize).div_ceil(shards)),
+            sessions_per_shard_max: limits.sessions_per_shard_max as usize,
             retained_messages_max: (limits.retained_messages_max as usize).div_ceil(shards),
             retained_bytes_max: (limits.retained_bytes_max as usize).div_ceil(shards),
             will_bytes_max: limits.will_bytes_max as usize,
             control_pending_max: limits.control_pending_max as usize,
             mail_backlog_max: config.runtime.mailbox_messages_max as usize,
-            write_buffer_bytes_max: 64 * 1024,
+            write_buffer_bytes_max: crate::config::budget::WRITE_BUFFER_BYTES as usize,
             denied_publish_v3: config.auth.denied_publish_v3,
         }
     }

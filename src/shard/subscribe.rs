@@ -236,8 +236,13 @@ impl Shard {
         conn_id: ConnId,
         key: SessionKey,
         unsubscribe: Unsubscribe,
-        _now: Instant,
+        now: Instant,
     ) {
+        if unsubscribe.filters.len() > self.settings.filters_per_subscribe_max
+            || unsubscribe.properties.user_properties.len() > self.settings.user_properties_max
+        {
+            return self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now);
+        }
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
         let mut gone = Vec::new();
         for filter in unsubscribe.filters {

@@ -145,6 +145,11 @@ impl RawClient {
     pub fn connect_tcp(addr: SocketAddr, version: Version) -> RawClient {
         let stream = TcpStream::connect(addr).expect("tcp connect");
         stream.set_nodelay(true).unwrap();
+        RawClient::from_stream(stream, version)
+    }
+
+    /// A client over an already connected stream (for sockets set up by hand).
+    pub fn from_stream(stream: TcpStream, version: Version) -> RawClient {
         RawClient {
             stream,
             buf: BytesMut::new(),
@@ -388,4 +393,55 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The body of `GET path` on the admin listener.
+pub fn admin_get(addr: SocketAddr, path: &str) -> String {
+    http_get(addr, path).1
+}
+
+/// The value of the first `/metrics` series starting with `prefix` (name and labels).
+pub fn metric(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A 5.0 subscriber to `ok` on shard 0 and a publisher on shard 1: the clients that must not
+/// notice what another client does.
+pub struct Bystanders {
+    pub sub: RawClient,
+    pub publisher: RawClient,
+}
+
+impl Bystanders {
+    pub fn new(broker: &TestBroker) -> Bystanders {
+        let (mut sub, _) = RawClient::connect(broker.shard(0), Version::V5, "bystander", true);
+        sub.subscribe(1, &[("ok", QoS::AtMostOnce)]);
+        let (publisher, _) = RawClient::connect(broker.shard(1), Version::V5, "pub", true);
+        Bystanders { sub, publisher }
+    }
+
+    /// Asserts a message still goes from the publisher to the subscriber.
+    pub fn still_served(&mut self, what: &str) {
+        self.publisher
+            .publish("ok", what.as_bytes(), QoS::AtMostOnce, false, None);
+        assert_eq!(
+            &self.sub.recv_publish().payload[..],
+            what.as_bytes(),
+            "{what}"
+        );
+    }
+}
+
+/// Asserts the broker sends DISCONNECT with `reason` and closes.
+pub fn expect_disconnect(client: &mut RawClient, reason: ReasonCode, what: &str) {
+    let packets = client.expect_closed();
+    assert!(
+        matches!(packets.as_slice(), [Packet::Disconnect(d)] if d.reason == reason),
+        "{what}: {packets:?}"
+    );
 }

@@ -1,0 +1,321 @@
+//! The memory budget: the worst case one shard can need, computed from `[limits]` term by term,
+//! checked against `limits.memory_budget_bytes` before anything starts.
+//!
+//! Every term is a count times a size in bytes, both taken from the limits, so the sum is an upper
+//! bound on what client input can make a shard hold (fixed-size bookkeeping is estimated per
+//! entry and rounded up). Messages shared between sessions are counted once per session, as if
+//! every queued message were distinct. Session terms count `sessions_per_shard_max` (online and
+//! offline), connection terms the connection limit of the shard.
+
+use std::fmt;
+
+use super::{Config, ConfigError};
+
+/// Bytes asked of the kernel per read beyond the frame being assembled (`connection.rs`).
+pub const READ_CHUNK_BYTES: u64 = 16 * 1024;
+/// Bytes waiting in a connection's write buffer above which deliveries stay in the outbox.
+pub const WRITE_BUFFER_BYTES: u64 = 64 * 1024;
+/// Packets a connection may send before its CONNACK is out (`shard/mod.rs`).
+pub const EARLY_PACKETS_MAX: u64 = 64;
+/// Estimated fixed cost of one connection: its tasks, `Conn`, session and map entries.
+const CONNECTION_OVERHEAD_BYTES: u64 = 4 * 1024;
+/// Estimated cost of one queued or in-flight delivery besides the message bytes.
+const DELIVERY_OVERHEAD_BYTES: u64 = 128;
+/// Estimated cost of one subscription besides its filter text: session map, trie node, interest.
+const SUBSCRIPTION_OVERHEAD_BYTES: u64 = 256;
+/// Estimated cost of one retained message besides its bytes (`Message::size_bytes` counts 64).
+const RETAINED_OVERHEAD_BYTES: u64 = 128;
+/// Estimated cost of one pending control request (a barrier or a claim).
+const CONTROL_OVERHEAD_BYTES: u64 = 512;
+/// The size bound of one `Mail` (asserted in `mail.rs`).
+const MAIL_BYTES: u64 = 64;
+
+/// One line of the budget: `count` x `each_bytes`, and the keys that set them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Term {
+    pub name: &'static str,
+    pub count: u64,
+    pub each_bytes: u64,
+    /// The keys to lower to make this term smaller.
+    pub keys: &'static str,
+}
+
+impl Term {
+    pub fn total_bytes(&self) -> u64 {
+        self.count.saturating_mul(self.each_bytes)
+    }
+}
+
+/// The worst case of one shard, term by term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub shards: usize,
+    pub terms: Vec<Term>,
+    pub budget_bytes: u64,
+}
+
+impl Budget {
+    /// The worst case of one shard of `shards` under `config`'s limits.
+    pub fn of(config: &Config, shards: usize) -> Budget {
+        let limits = &config.limits;
+        let shards_u64 = shards.max(1) as u64;
+        let packet = u64::from(limits.packet_bytes_max);
+        let topic = u64::from(limits.topic_bytes_max);
+        let inflight = u64::from(limits.inflight_messages_max);
+        let connections = u64::from(limits.connections_per_shard_max)
+            .min(u64::from(limits.connections_max).div_ceil(shards_u64));
+        let sessions = u64::from(limits.sessions_per_shard_max);
+        let peers = shards_u64.saturating_sub(1);
+        let mailbox = u64::from(config.runtime.mailbox_messages_max);
+        let term = |name, count, each_bytes, keys| Term {
+            name,
+            count,
+            each_bytes,
+            keys,
+        };
+        let terms = vec![
+            term(
+                "connection buffers (read + write + early packets)",
+                connections,
+                CONNECTION_OVERHEAD_BYTES
+                    + packet
+                    + READ_CHUNK_BYTES
+                    + WRITE_BUFFER_BYTES
+                    + packet
+                    + EARLY_PACKETS_MAX * DELIVERY_OVERHEAD_BYTES,
+                "limits.connections_per_shard_max, limits.packet_bytes_max",
+            ),
+            term(
+                "session outboxes",
+                sessions,
+                limits.outbox_bytes_max
+                    + u64::from(limits.outbox_messages_max) * DELIVERY_OVERHEAD_BYTES,
+                "limits.sessions_per_shard_max, limits.outbox_bytes_max",
+            ),
+            term(
+                "in-flight windows (both ways)",
+                sessions,
+                inflight * (packet + DELIVERY_OVERHEAD_BYTES) + inflight * 16,
+                "limits.sessions_per_shard_max, limits.inflight_messages_max, \
+                 limits.packet_bytes_max",
+            ),
+            term(
+                "subscriptions",
+                sessions,
+                u64::from(limits.subscriptions_per_session_max)
+                    * (topic + SUBSCRIPTION_OVERHEAD_BYTES),
+                "limits.sessions_per_shard_max, limits.subscriptions_per_session_max, \
+                 limits.topic_bytes_max",
+            ),
+            term(
+                "topic aliases from clients",
+                connections,
+                u64::from(config.mqtt.topic_alias_max) * (topic + 64),
+                "mqtt.topic_alias_max, limits.topic_bytes_max",
+            ),
+            term(
+                "wills",
+                connections,
+                u64::from(limits.will_bytes_max),
+                "limits.will_bytes_max",
+            ),
+            term(
+                "retained store (this shard's part)",
+                1,
+                limits.retained_bytes_max.div_ceil(shards_u64)
+                    + limits.retained_messages_max.div_ceil(shards_u64) * RETAINED_OVERHEAD_BYTES,
+                "limits.retained_bytes_max, limits.retained_messages_max",
+            ),
+            term(
+                "cross-shard rings and queues",
+                peers * 2,
+                mailbox * MAIL_BYTES,
+                "runtime.mailbox_messages_max",
+            ),
+            term(
+                "pending control requests",
+                u64::from(limits.control_pending_max),
+                CONTROL_OVERHEAD_BYTES,
+                "limits.control_pending_max",
+            ),
+            term(
+                "io_uring buffers",
+                1,
+                config.runtime.io_memory_bytes,
+                "runtime.io_memory_bytes",
+            ),
+        ];
+        Budget {
+            shards,
+            terms,
+            budget_bytes: limits.memory_budget_bytes,
+        }
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.terms
+            .iter()
+            .fold(0, |sum: u64, term| sum.saturating_add(term.total_bytes()))
+    }
+
+    /// The largest term: the first thing to lower.
+    pub fn largest(&self) -> Option<&Term> {
+        self.terms.iter().max_by_key(|term| term.total_bytes())
+    }
+
+    /// Refuses a worst case over the budget, naming the largest term and its keys.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let total = self.total_bytes();
+        if total <= self.budget_bytes {
+            return Ok(());
+        }
+        let (name, keys) = self
+            .largest()
+            .map_or(("", ""), |term| (term.name, term.keys));
+        Err(ConfigError::invalid(
+            "limits.memory_budget_bytes",
+            self.budget_bytes,
+            format!(
+                "the worst case of one shard ({} shards) is {total} bytes ({}), over the budget; \
+                 the largest term is {name}",
+                self.shards,
+                human(total)
+            ),
+            format!("lower {keys}, or raise limits.memory_budget_bytes"),
+        ))
+    }
+}
+
+impl fmt::Display for Budget {
+    /// One line per term, then the total against the budget.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "memory budget per shard ({} shards):", self.shards)?;
+        for term in &self.terms {
+            writeln!(
+                f,
+                "  {:<50} {:>10} x {:>12} B = {:>10}  ({})",
+                term.name,
+                term.count,
+                term.each_bytes,
+                human(term.total_bytes()),
+                term.keys
+            )?;
+        }
+        write!(
+            f,
+            "  {:<50} {:>40} of {} (limits.memory_budget_bytes)",
+            "worst case",
+            human(self.total_bytes()),
+            human(self.budget_bytes)
+        )
+    }
+}
+
+/// Bytes in the largest binary unit that keeps a whole part.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match UNITS.get(unit) {
+        Some(name) if unit == 0 => format!("{bytes} {name}"),
+        Some(name) => format!("{value:.1} {name}"),
+        None => format!("{bytes} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_defaults_fit_the_default_budget_on_any_shard_count() {
+        for shards in [1, 2, 4, 64, 256] {
+            let budget = Budget::of(&Config::default(), shards);
+            assert!(budget.check().is_ok(), "{budget}");
+        }
+    }
+
+    #[test]
+    fn a_small_budget_names_the_largest_term_and_its_keys() {
+        let mut config = Config::default();
+        config.limits.memory_budget_bytes = 1 << 30;
+        let error = Budget::of(&config, 2).check().unwrap_err().to_string();
+        assert!(
+            error.contains("limits.memory_budget_bytes = 1073741824"),
+            "{error}"
+        );
+        assert!(
+            error.contains("the largest term is subscriptions"),
+            "{error}"
+        );
+        assert!(
+            error.contains(
+                "lower limits.sessions_per_shard_max, limits.subscriptions_per_session_max"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn each_term_is_count_times_size() {
+        let mut config = Config::default();
+        config.limits.connections_per_shard_max = 10;
+        config.limits.sessions_per_shard_max = 10;
+        config.limits.connections_max = 10;
+        config.limits.outbox_bytes_max = 1_000_000;
+        config.limits.outbox_messages_max = 10;
+        let budget = Budget::of(&config, 1);
+        let outboxes = budget
+            .terms
+            .iter()
+            .find(|term| term.name == "session outboxes")
+            .unwrap();
+        assert_eq!(outboxes.count, 10);
+        assert_eq!(
+            outboxes.each_bytes,
+            1_000_000 + 10 * DELIVERY_OVERHEAD_BYTES
+        );
+        assert_eq!(
+            budget.total_bytes(),
+            budget.terms.iter().map(Term::total_bytes).sum::<u64>()
+        );
+    }
+
+    #[test]
+    fn connections_per_shard_are_capped_by_the_broker_total() {
+        let mut config = Config::default();
+        config.limits.connections_max = 1000;
+        config.limits.connections_per_shard_max = 1000;
+        let budget = Budget::of(&config, 4);
+        assert_eq!(budget.terms.first().map(|term| term.count), Some(250));
+    }
+
+    #[test]
+    fn a_realistic_small_config_fits_a_few_gib() {
+        let mut config = Config::default();
+        config.limits.connections_per_shard_max = 10_000;
+        config.limits.sessions_per_shard_max = 10_000;
+        config.limits.outbox_bytes_max = 262_144;
+        config.limits.inflight_messages_max = 8;
+        config.limits.packet_bytes_max = 65_536;
+        config.limits.subscriptions_per_session_max = 16;
+        config.limits.topic_bytes_max = 256;
+        config.limits.retained_bytes_max = 1 << 28;
+        config.limits.will_bytes_max = 4096;
+        config.limits.memory_budget_bytes = 16 << 30;
+        let budget = Budget::of(&config, 2);
+        assert!(budget.check().is_ok(), "{budget}");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(1 << 30), "1.0 GiB");
+    }
+}
