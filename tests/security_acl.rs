@@ -279,3 +279,56 @@ fn a_session_taken_over_by_another_user_is_checked_as_that_user() {
     assert!(matches!(writer.recv(), Packet::PubAck(ack) if ack.reason == ReasonCode::SUCCESS));
     assert_silent(&mut bob);
 }
+
+#[test]
+fn reloads_under_load_drop_no_connection_and_no_message() {
+    const MESSAGES: u32 = 3_000;
+    const RELOAD_EVERY: u32 = 100;
+    let files = Files::new("reload-load");
+    let acls = [
+        "user alice\ntopic alice/#\n",
+        "user alice\ntopic readwrite alice/#\ntopic read news/#\n",
+    ];
+    let config = secured(&files, Some(acls[0]));
+    let acl_path = config.auth.acl_file.clone().unwrap();
+    let test = TestBroker::with_config(config);
+    let mut sink = user(&test, 0, Version::V5, "alice-sink", "alice");
+    assert_eq!(
+        sink.subscribe(1, &[("alice/stream", QoS::AtLeastOnce)]),
+        [ReasonCode::GRANTED_QOS_1]
+    );
+    let mut source = user(&test, 1, Version::V5, "alice-source", "alice");
+    // The publisher streams on its own thread while this one receives and reloads.
+    let publisher = std::thread::spawn(move || {
+        for i in 0..MESSAGES {
+            let id = u16::try_from(i % 60_000 + 1).unwrap();
+            source.publish(
+                "alice/stream",
+                &i.to_be_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                Some(id),
+            );
+            match source.recv() {
+                Packet::PubAck(ack) => assert_eq!(ack.reason, ReasonCode::SUCCESS, "message {i}"),
+                other => panic!("expected PUBACK for message {i}, got {other:?}"),
+            }
+        }
+    });
+    let mut reloads = 0;
+    for i in 0..MESSAGES {
+        let got = sink.recv_publish();
+        assert_eq!(&got.payload[..], i.to_be_bytes(), "in order, none lost");
+        sink.ack(&got);
+        if i % RELOAD_EVERY == 0 {
+            std::fs::write(&acl_path, acls[(reloads % 2) as usize]).unwrap();
+            test.reload().unwrap();
+            reloads += 1;
+        }
+    }
+    publisher.join().unwrap();
+    assert_eq!(reloads, MESSAGES / RELOAD_EVERY);
+    assert_silent(&mut sink);
+    // The password file was read again each time: a new login still works.
+    let _late = user(&test, 2, Version::V3_1_1, "alice-late", "alice");
+}
