@@ -47,7 +47,8 @@ pub struct Conn {
     pub username: Option<ByteString>,
     /// The enhanced authentication the connection task completed (5.0 §4.12).
     pub enhanced_auth: Option<EnhancedAuth>,
-    pub will: Option<Will>,
+    /// Boxed: most clients set no will, and a connection's state stays small without one.
+    pub will: Option<Box<Will>>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
     pub send_window: usize,
     /// The client's Maximum Packet Size (5.0); our packet limit otherwise.
@@ -232,8 +233,8 @@ impl Shard {
             return;
         };
         let will = match kind {
-            CloseKind::Abnormal => conn.will.take(),
-            CloseKind::TakenOver if conn.version.is_v5() => conn.will.take(),
+            CloseKind::Abnormal => conn.will.take().map(|will| *will),
+            CloseKind::TakenOver if conn.version.is_v5() => conn.will.take().map(|will| *will),
             _ => None,
         };
         conn.will = None;
@@ -281,7 +282,7 @@ impl Shard {
     }
 
     pub(super) fn on_closed(&mut self, conn_id: ConnId, now: Instant) {
-        let closing = self.conns.get(&conn_id).map(Conn::is_closing);
+        let closing = self.conns.get(&conn_id).map(|conn| conn.is_closing());
         if closing == Some(false) {
             self.end_connection(conn_id, CloseKind::Abnormal, now);
         }
@@ -295,7 +296,7 @@ impl Shard {
     pub(super) fn on_accepted(&mut self, conn_id: ConnId, peer: SocketAddr, now: Instant) {
         self.counters.connections_accepted += 1;
         let conn = Conn::new(peer, now, self.settings.packet_bytes_max);
-        self.conns.insert(conn_id, conn);
+        self.conns.insert(conn_id, Box::new(conn));
         if self.conns.len() > self.settings.connections_per_shard_max {
             // 5.0 §4.13: a server may refuse with 0x9F/0x89; 3.1.1 has "server unavailable".
             self.refuse_connect(conn_id, ReasonCode::SERVER_BUSY);
