@@ -105,16 +105,30 @@ struct Opened {
 async fn open(
     shell: &ShardShell,
     kind: &ListenerKind,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<Opened> {
-    let ListenerKind::Tls(tls) = kind else {
+    let ListenerKind::Tls(_) = kind else {
         let (reader, writer) = stream.split();
         return Some(Opened {
             reader: Reader::Tcp(reader),
             writer: Writer::Tcp(writer),
             identity: None,
         });
+    };
+    // Boxed, like authentication below: a future is as large as its largest await, and the
+    // handshake's state would otherwise stay in every connection's task for its lifetime.
+    Box::pin(open_tls(shell, kind, stream, peer)).await
+}
+
+async fn open_tls(
+    shell: &ShardShell,
+    kind: &ListenerKind,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<Opened> {
+    let ListenerKind::Tls(tls) = kind else {
+        return None;
     };
     let limit = shell.shard.borrow().settings().connections_per_shard_max;
     let pending = shell.tls_handshakes.get() + shell.shard.borrow().connection_count();
@@ -137,15 +151,7 @@ async fn open(
         return None;
     }
     let config = shell.tls_config(tls.index)?;
-    // Boxed, like authentication below: a future is as large as its largest await, and the
-    // handshake's state would otherwise stay in every connection's task for its lifetime.
-    let accept = Box::pin(crate::tls::accept_after(
-        config,
-        head,
-        stream,
-        tls.handshake_timeout,
-    ));
-    match accept.await {
+    match crate::tls::accept_after(config, head, stream, tls.handshake_timeout).await {
         Ok(connection) => {
             let identity = tls
                 .use_identity_as_username
