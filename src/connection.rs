@@ -8,7 +8,9 @@
 //! shard's synchronous core, when the configuration asks for it.
 
 mod authenticate;
+mod read_buffer;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,12 +27,20 @@ use crate::transport::{Reader, Writer};
 
 /// Bytes asked of the kernel per read when nothing bigger is known to be coming.
 const READ_CHUNK: usize = 16 * 1024;
+/// Capacity a drained write buffer may keep while the connection waits for the next packet.
+const OUT_IDLE_BYTES_MAX: usize = 1024;
 /// Frames decoded per batch before the shard is asked to handle them (bounds one wake-up).
 const FRAMES_PER_BATCH: usize = 1024;
 /// Bytes of a TLS listener's first read, to tell a ClientHello from plain MQTT.
 const SNIFF_BYTES: usize = 4096;
 /// How long a connection being closed by the broker may take to write its last bytes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// The shard's batch of decoded events, lent to one connection's reader at a time (between
+    /// two awaits): an idle connection keeps no batch of its own.
+    static EVENTS: Cell<Vec<Event>> = const { Cell::new(Vec::new()) };
+}
 
 pub(crate) async fn run(
     shell: Rc<ShardShell>,
@@ -95,16 +105,30 @@ struct Opened {
 async fn open(
     shell: &ShardShell,
     kind: &ListenerKind,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<Opened> {
-    let ListenerKind::Tls(tls) = kind else {
+    let ListenerKind::Tls(_) = kind else {
         let (reader, writer) = stream.split();
         return Some(Opened {
             reader: Reader::Tcp(reader),
             writer: Writer::Tcp(writer),
             identity: None,
         });
+    };
+    // Boxed, like authentication below: a future is as large as its largest await, and the
+    // handshake's state would otherwise stay in every connection's task for its lifetime.
+    Box::pin(open_tls(shell, kind, stream, peer)).await
+}
+
+async fn open_tls(
+    shell: &ShardShell,
+    kind: &ListenerKind,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<Opened> {
+    let ListenerKind::Tls(tls) = kind else {
+        return None;
     };
     let limit = shell.shard.borrow().settings().connections_per_shard_max;
     let pending = shell.tls_handshakes.get() + shell.shard.borrow().connection_count();
@@ -226,14 +250,14 @@ struct ReadState {
 async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) {
     let conn = client.conn;
     let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
     let mut state = ReadState {
         version: Version::V5,
         authenticate: client.identity.is_some() || shell.checks_connect(),
     };
-    let mut events = Vec::new();
     let mut first_read = true;
     loop {
+        let mut events = EVENTS.take();
         let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
         if !events.is_empty() {
             if packet_trace::enabled() {
@@ -241,6 +265,7 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
             }
             shell.handle_all(events.drain(..));
         }
+        EVENTS.set(events);
         match batch {
             Batch::Drained => {}
             Batch::Failed => return,
@@ -248,7 +273,14 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
             // A packet before it already closed the connection: nothing to authenticate.
             Batch::Connect(_) if is_closing(shell, conn) => return,
             Batch::Connect(connect) => {
-                match authenticate::connect(shell, client, connect, &mut reader, &mut buf).await {
+                let authentication = Box::pin(authenticate::connect(
+                    shell,
+                    client,
+                    connect,
+                    &mut reader,
+                    &mut buf,
+                ));
+                match authentication.await {
                     Ok(events) => shell.handle_all(events),
                     Err(refusal) => return shell.handle(refusal),
                 }
@@ -276,8 +308,10 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
     }
 }
 
-/// Reads what the next frame needs (at least a chunk) into `buf`; false when the connection is
-/// done (closed by the peer, failed, or announcing a frame over the limit).
+/// Reads more bytes into `buf`; false when the connection is done (closed by the peer, failed,
+/// or announcing a frame over the limit). With nothing buffered the read goes to the shard's
+/// buffer (`read_buffer`); a partial frame is completed in a buffer of the connection's own,
+/// sized for what that frame still needs (at least a chunk).
 async fn read_more(
     shell: &ShardShell,
     client: &Client<'_>,
@@ -286,19 +320,24 @@ async fn read_more(
     packet_bytes_max: usize,
 ) -> bool {
     let conn = client.conn;
-    let wanted = match protocol::frame_len(buf, packet_bytes_max) {
-        Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
-        Ok(None) => READ_CHUNK,
-        Err(error) => {
-            shell.handle(Event::Malformed { conn, error });
-            return false;
-        }
-    };
-    let start = buf.len();
-    buf.resize(start + wanted, 0);
-    let read = match buf.get_mut(start..) {
-        Some(space) => reader.read(space).await,
-        None => Ok(0),
+    let read = if buf.is_empty() {
+        // Even empty, `buf` may hold its allocation (or a share of the shard's): not while idle.
+        *buf = BytesMut::new();
+        read_buffer::read(reader, READ_CHUNK).await.map(|bytes| {
+            let n = bytes.len();
+            *buf = bytes;
+            n
+        })
+    } else {
+        let wanted = match protocol::frame_len(buf, packet_bytes_max) {
+            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
+            Ok(None) => READ_CHUNK,
+            Err(error) => {
+                shell.handle(Event::Malformed { conn, error });
+                return false;
+            }
+        };
+        read_into(reader, buf, wanted).await
     };
     match read {
         Ok(0) => {
@@ -306,19 +345,38 @@ async fn read_more(
             false
         }
         Ok(n) => {
-            buf.truncate(start + n);
             shell.shard.borrow_mut().metrics.bytes_received(n);
             true
         }
-        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
-            buf.truncate(start);
-            true
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => true,
         Err(error) => {
             tracing::debug!(conn, %error, "read failed");
             false
         }
     }
+}
+
+/// Appends up to `wanted` bytes to `buf`, which becomes the connection's own allocation: the
+/// space of frames already handled is reclaimed when nothing refers to it any more, else (a
+/// slice of the shard's buffer, or frames still queued) the partial frame moves to a new one.
+async fn read_into(
+    reader: &mut Reader,
+    buf: &mut BytesMut,
+    wanted: usize,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    if !buf.try_reclaim(wanted) {
+        let mut own = BytesMut::with_capacity(start + wanted);
+        own.extend_from_slice(buf);
+        *buf = own;
+    }
+    buf.resize(start + wanted, 0);
+    let read = match buf.get_mut(start..) {
+        Some(space) => reader.read(space).await,
+        None => Ok(0),
+    };
+    buf.truncate(start + read.as_ref().map_or(0, |n| *n));
+    read
 }
 
 fn is_closing(shell: &ShardShell, conn: ConnId) -> bool {
@@ -344,12 +402,16 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, not
         notify.notified().await;
         loop {
             // Take what is buffered; the shard keeps appending to the rest of the allocation while
-            // this part is on the wire. The borrow ends before any await.
-            let taken = shell
-                .shard
-                .borrow_mut()
-                .conn_mut(conn)
-                .map(|state| (state.out.split(), state.is_closing()));
+            // this part is on the wire. Drained, a large buffer is let go: an idle connection
+            // holds no write buffer, the next packet allocates one. The borrow ends before any
+            // await.
+            let taken = shell.shard.borrow_mut().conn_mut(conn).map(|state| {
+                let out = state.out.split();
+                if out.is_empty() && state.out.capacity() > OUT_IDLE_BYTES_MAX {
+                    state.out = BytesMut::new();
+                }
+                (out, state.is_closing())
+            });
             let Some((out, closing)) = taken else {
                 tracing::debug!(conn, "writer: connection gone");
                 writer.shutdown().await;

@@ -3,6 +3,10 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_io::AsyncRead;
 
 use crate::tls::{TlsReadHalf, TlsWriteHalf};
 
@@ -21,6 +25,15 @@ impl Reader {
         match self {
             Reader::Tcp(half) => half.read(buf).await,
             Reader::Tls(half) => half.read(buf).await,
+        }
+    }
+
+    /// One poll of a read: `Pending` leaves `buf` untouched, so a caller may lend a buffer for
+    /// this poll only (both kinds wait for readiness, not for a buffer handed to the kernel).
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Reader::Tcp(half) => Pin::new(half).poll_read(cx, buf),
+            Reader::Tls(half) => Pin::new(half).poll_read(cx, buf),
         }
     }
 }

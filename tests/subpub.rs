@@ -62,3 +62,42 @@ fn qos1_and_qos2_cross_shard() {
     assert!(matches!(sub.recv(), Packet::PubRel(rel) if rel.packet_id == id));
     sub.send(&Packet::PubComp(common::response(id)));
 }
+
+/// The reader keeps no buffer between frames: a frame split over many reads (one byte each), one
+/// larger than a read, and a retained message sliced from an earlier read all arrive intact.
+#[test]
+fn frames_split_over_reads_and_retained_slices_stay_intact() {
+    let broker = TestBroker::start(1);
+    let (mut publisher, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "pub", true);
+    publisher.publish("kept", b"retained payload", QoS::AtMostOnce, true, None);
+    let (mut sub, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "sub", true);
+    sub.subscribe(1, &[("t/#", QoS::AtMostOnce)]);
+
+    // PUBLISH t/a "hello", one byte per write with time for the broker to read each alone.
+    for byte in [
+        0x30, 0x0a, 0x00, 0x03, b't', b'/', b'a', b'h', b'e', b'l', b'l', b'o',
+    ] {
+        publisher.send_raw(&[byte]);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(&sub.recv_publish().payload[..], b"hello");
+
+    // Larger than any read, then a small frame in the same write; many times, so that the
+    // shard's read buffer moves on well past the retained message's bytes.
+    let large: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+    for round in 0..8u8 {
+        publisher.publish("t/large", &large, QoS::AtMostOnce, false, None);
+        publisher.publish("t/small", &[round], QoS::AtMostOnce, false, None);
+        let got = sub.recv_publish();
+        assert_eq!(&got.topic[..], "t/large");
+        assert!(
+            got.payload[..] == large[..],
+            "round {round}: large payload intact"
+        );
+        assert_eq!(&sub.recv_publish().payload[..], &[round]);
+    }
+
+    let (mut late, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "late", true);
+    late.subscribe(1, &[("kept", QoS::AtMostOnce)]);
+    assert_eq!(&late.recv_publish().payload[..], b"retained payload");
+}

@@ -55,11 +55,27 @@ impl Drop for Counted {
     }
 }
 
-fn counted<T>(future: impl Future<Output = T>) -> impl Future<Output = T> {
-    let guard = Counted::new();
-    async move {
-        let _guard = guard;
-        future.await
+/// A hand-written wrapper, not `async move { let _guard = guard; future.await }`: such a block
+/// keeps both the captured future and the one it awaits, twice the future's size in every task.
+fn counted<F: Future>(future: F) -> CountedFuture<F> {
+    CountedFuture {
+        future,
+        _guard: Counted::new(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct CountedFuture<F> {
+        #[pin]
+        future: F,
+        _guard: Counted,
+    }
+}
+
+impl<F: Future> Future for CountedFuture<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
     }
 }
 

@@ -47,7 +47,8 @@ pub struct Conn {
     pub username: Option<ByteString>,
     /// The enhanced authentication the connection task completed (5.0 §4.12).
     pub enhanced_auth: Option<EnhancedAuth>,
-    pub will: Option<Will>,
+    /// Boxed: most clients set no will, and a connection's state stays small without one.
+    pub will: Option<Box<Will>>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
     pub send_window: usize,
     /// The client's Maximum Packet Size (5.0); our packet limit otherwise.
@@ -235,8 +236,8 @@ impl Shard {
             return;
         };
         let will = match kind {
-            CloseKind::Abnormal => conn.will.take(),
-            CloseKind::TakenOver if conn.version.is_v5() => conn.will.take(),
+            CloseKind::Abnormal => conn.will.take().map(|will| *will),
+            CloseKind::TakenOver if conn.version.is_v5() => conn.will.take().map(|will| *will),
             _ => None,
         };
         conn.will = None;
@@ -284,7 +285,7 @@ impl Shard {
     }
 
     pub(super) fn on_closed(&mut self, conn_id: ConnId, now: Instant) {
-        let closing = self.conns.get(&conn_id).map(Conn::is_closing);
+        let closing = self.conns.get(&conn_id).map(|conn| conn.is_closing());
         if closing == Some(false) {
             self.end_connection(conn_id, CloseKind::Abnormal, now);
         }
@@ -302,7 +303,7 @@ impl Shard {
         // 0x89 Server busy, 3.1.1 0x03 Server unavailable (nothing may precede CONNACK). A client
         // that never sends CONNECT is closed by the CONNECT timeout.
         conn.over_limit = self.conns.len() >= self.settings.connections_per_shard_max;
-        self.conns.insert(conn_id, conn);
+        self.conns.insert(conn_id, Box::new(conn));
     }
 
     pub(super) fn on_malformed(

@@ -147,7 +147,7 @@ impl Shard {
         conn.client_id = client_id.clone();
         conn.username = connect.username.clone();
         conn.keepalive = Duration::from_secs(u64::from(keepalive_secs(&connect, &settings)));
-        conn.will = connect.will.clone();
+        conn.will = connect.will.clone().map(Box::new);
         let props = &connect.properties;
         let our_window = settings.session.inflight_messages_max;
         conn.send_window = props
@@ -344,7 +344,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        let Some(will) = conn.will.take() else {
+        let Some(will) = conn.will.take().map(|will| *will) else {
             return;
         };
         let delayed = will.properties.will_delay_interval_secs.unwrap_or(0) > 0;

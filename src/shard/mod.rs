@@ -139,7 +139,9 @@ pub struct Shard {
     id: ShardId,
     shard_count: usize,
     settings: Arc<Settings>,
-    conns: HashMap<ConnId, Conn>,
+    /// Boxed: a table of inline `Conn`s would hold (and, growing, briefly double) room for up
+    /// to twice as many connections as are open.
+    conns: HashMap<ConnId, Box<Conn>>,
     sessions: Slab<LocalSession>,
     sessions_by_client: HashMap<ByteString, SessionKey>,
     /// Local subscriptions: filter -> session -> subscription.
@@ -448,11 +450,11 @@ impl Shard {
     }
 
     pub fn conn(&self, conn: ConnId) -> Option<&Conn> {
-        self.conns.get(&conn)
+        self.conns.get(&conn).map(|conn| &**conn)
     }
 
     pub fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
-        self.conns.get_mut(&conn)
+        self.conns.get_mut(&conn).map(|conn| &mut **conn)
     }
 
     pub fn connection_count(&self) -> usize {
