@@ -3,6 +3,8 @@
 //! over an IP address and a DNS name as server names; a broker certificate from another CA fails
 //! every connection with an error that says what to check.
 
+mod common;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -11,7 +13,6 @@ use ringmq::config::{Config, ShardCount, TlsListener};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 const SHARDS: usize = 2;
 /// Listener indices: TLS listeners in name order (no TCP listener).
@@ -119,7 +120,7 @@ fn hosts(broker: &ringmq::server::Broker, listener: usize) -> String {
 }
 
 /// 4 QoS 1 publishers -> 4 subscribers over TLS, 500 messages each.
-fn bench(hosts: &str, tls: &[&str], json: &str) -> Output {
+fn args<'a>(hosts: &'a str, tls: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "pubsub",
         "-h",
@@ -147,32 +148,9 @@ fn bench(hosts: &str, tls: &[&str], json: &str) -> Output {
         "--drain",
         "2",
         "--quiet",
-        "--json",
-        json,
     ];
     args.extend_from_slice(tls);
-    Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
-        .args(&args)
-        .output()
-        .expect("ringmq-bench runs")
-}
-
-fn report(name: &str, hosts: &str, tls: &[&str]) -> Value {
-    let json = std::env::temp_dir().join(format!(
-        "ringmq-bench-tls-{}-{name}.json",
-        std::process::id()
-    ));
-    let output = bench(hosts, tls, &json.to_string_lossy());
-    assert!(
-        output.status.success(),
-        "exit {:?}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = std::fs::read_to_string(&json).expect("--json written");
-    let _ = std::fs::remove_file(&json);
-    serde_json::from_str(&report).expect("report is JSON")
+    args
 }
 
 fn check(report: &Value) {
@@ -194,7 +172,10 @@ fn tls_and_mutual_tls_runs_add_up_and_a_wrong_ca_is_refused() {
     let broker = broker(&pki);
     let ca = pki.path("ca.pem");
     let secure = hosts(&broker, SECURE);
-    check(&report("secure", &secure, &["-S", "--cacertfile", &ca]));
+    check(&common::report(
+        "tls-secure",
+        &args(&secure, &["-S", "--cacertfile", &ca]),
+    ));
     let (certfile, keyfile) = (pki.path("client.pem"), pki.path("client-key.pem"));
     let mutual = hosts(&broker, MUTUAL);
     let client = [
@@ -206,18 +187,11 @@ fn tls_and_mutual_tls_runs_add_up_and_a_wrong_ca_is_refused() {
         "--keyfile",
         &keyfile,
     ];
-    check(&report("mutual", &mutual, &client));
+    check(&common::report("tls-mutual", &args(&mutual, &client)));
 
-    let json = std::env::temp_dir().join(format!(
-        "ringmq-bench-tls-{}-wrong.json",
-        std::process::id()
-    ));
-    let output = bench(
-        &secure,
-        &["-S", "--cacertfile", &pki.path("other-ca.pem")],
-        &json.to_string_lossy(),
-    );
-    let _ = std::fs::remove_file(&json);
+    let other_ca = pki.path("other-ca.pem");
+    let wrong = args(&secure, &["-S", "--cacertfile", &other_ca]);
+    let (output, _) = common::run("tls-wrong-ca", &wrong);
     let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("TLS handshake with 127.0.0.1:"), "{text}");
