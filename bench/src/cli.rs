@@ -1,6 +1,7 @@
 //! The command line, in emqtt-bench's vocabulary: `conn`, `sub`, `pub`, and `pubsub` (both ends in
 //! one process). `-h` is the host as in emqtt-bench, so help is `--help` only.
 
+use crate::tls::TlsFlags;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -183,16 +184,31 @@ pub struct Common {
     /// No per-second lines.
     #[arg(long = "quiet", default_value_t = false)]
     pub quiet: bool,
-    /// TLS (not yet supported).
+    /// Connect over TLS (needs --cacertfile or --insecure).
     #[arg(short = 'S', long = "ssl", default_value_t = false)]
     pub ssl: bool,
-    /// TLS CA file (not yet supported).
+    /// PEM file of the CA(s) the broker's certificate must chain to.
     #[arg(long = "cacertfile")]
     pub cacertfile: Option<PathBuf>,
-    /// TLS client certificate (not yet supported).
+    /// PEM client certificate chain, for brokers that require one (mutual TLS).
     #[arg(long = "certfile")]
     pub certfile: Option<PathBuf>,
-    /// TLS client key (not yet supported).
+    /// PEM private key of --certfile.
     #[arg(long = "keyfile")]
     pub keyfile: Option<PathBuf>,
+    /// TLS without verifying the broker's certificate (emqtt-bench's default; test brokers only).
+    #[arg(long = "insecure", default_value_t = false)]
+    pub insecure: bool,
+}
+
+impl Common {
+    pub fn tls_flags(&self) -> TlsFlags {
+        TlsFlags {
+            ssl: self.ssl,
+            cacertfile: self.cacertfile.clone(),
+            certfile: self.certfile.clone(),
+            keyfile: self.keyfile.clone(),
+            insecure: self.insecure,
+        }
+    }
 }

@@ -1,19 +1,19 @@
-//! One MQTT client connection over `shards::TcpStream` and ringmq's codec: connect and CONNACK,
+//! One MQTT client connection over TCP or TLS (`crate::stream`) and ringmq's codec: connect and CONNACK,
 //! SUBSCRIBE and SUBACK, and the buffered reads both directions of a running client use.
 
 use crate::plan::{Plan, Role};
+use crate::stream::{self, ReadHalf, WriteHalf};
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use ringmq::protocol::{
     self, ByteString, Bytes, Connect, ConnectProperties, Packet, PacketId, QoS, Subscribe,
     SubscribeFilter, SubscriptionOptions, Version,
 };
-use shards::{ReadHalf, WriteHalf};
 use std::time::Duration;
 
 /// The largest frame MQTT can carry (fixed header + 256 MiB).
 pub const PACKET_BYTES_MAX: usize = 268_435_460;
-/// How long CONNECT -> CONNACK and SUBSCRIBE -> SUBACK may take.
+/// How long connecting (with TLS), CONNECT -> CONNACK and SUBSCRIBE -> SUBACK may each take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reads start this big and double (up to `READ_BYTES_MAX`) while they come back full, so idle
 /// connections stay small and busy ones read many frames per call.
@@ -60,14 +60,11 @@ impl Input {
     }
 }
 
-/// TCP connect, CONNECT, and a successful CONNACK.
+/// TCP connect (and TLS handshake), CONNECT, and a successful CONNACK.
 pub async fn open(plan: &Plan, role: Role, index: usize) -> anyhow::Result<Connection> {
-    let addr = plan.target(index);
-    let stream = shards::connect(addr)
+    let (read, write) = shards::time::timeout(HANDSHAKE_TIMEOUT, stream::open(plan, index))
         .await
-        .with_context(|| format!("connect to {addr}"))?;
-    stream.set_nodelay(true).context("TCP_NODELAY")?;
-    let (read, write) = stream.split();
+        .context("no connection (TCP and TLS handshake) in time")??;
     let mut connection = Connection {
         read,
         write,

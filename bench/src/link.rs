@@ -2,9 +2,9 @@
 //! (acks, PUBREL, PINGREQ), the QoS 1/2 in-flight window, and the wake-up of the writer.
 
 use crate::client::PACKET_BYTES_MAX;
+use crate::stream::WriteHalf;
 use bytes::BytesMut;
 use ringmq::protocol::{self, Packet, PacketId, PubResponse, ReasonCode, Version};
-use shards::WriteHalf;
 use shards::sync::Notify;
 use std::cell::{Cell, RefCell};
 use std::num::NonZeroU16;

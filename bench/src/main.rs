@@ -18,7 +18,9 @@ mod report;
 mod run;
 mod shard;
 mod stats;
+mod stream;
 mod template;
+mod tls;
 mod tracker;
 
 use anyhow::Context;

@@ -3,6 +3,7 @@
 
 use crate::cli::{Command, Common, PublishArgs};
 use crate::header::HEADER_BYTES;
+use crate::tls::Tls;
 use anyhow::{Context, bail};
 use ringmq::protocol::{QoS, Version};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -50,6 +51,8 @@ pub struct Plan {
     pub mode: Mode,
     /// Addresses of `-h` (each resolved once), with `-p`.
     pub hosts: Vec<SocketAddr>,
+    /// `-S`: every connection is TLS.
+    pub tls: Option<Tls>,
     pub shard_port_base: Option<u16>,
     pub broker_shards: usize,
     pub version: Version,
@@ -136,16 +139,6 @@ impl Plan {
         clients: usize,
         subscribers: usize,
     ) -> anyhow::Result<Plan> {
-        if common.ssl
-            || common.cacertfile.is_some()
-            || common.certfile.is_some()
-            || common.keyfile.is_some()
-        {
-            bail!(
-                "TLS not yet supported: -S/--ssl, --cacertfile, --certfile and --keyfile arrive with \
-                 ringmq's TLS listeners; benchmark over plain TCP for now"
-            );
-        }
         if clients + subscribers == 0 {
             bail!("-c 0: nothing to run; give at least one client");
         }
@@ -166,9 +159,12 @@ impl Plan {
                 common.connect_interval_ms
             ),
         };
+        let hosts = resolve_hosts(&common.host, common.port)?;
+        let host_names: Vec<String> = hosts.iter().map(|(name, _)| name.clone()).collect();
         Ok(Plan {
             mode,
-            hosts: resolve_hosts(&common.host, common.port)?,
+            hosts: hosts.into_iter().map(|(_, addr)| addr).collect(),
+            tls: Tls::from_flags(&common.tls_flags(), &host_names)?,
             shard_port_base: common.shard_port_base,
             broker_shards: common.broker_shards,
             version: version(common.version)?,
@@ -287,27 +283,35 @@ fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
     }
 }
 
-/// `-h` items are `host` (with `-p`) or `host:port`; each is resolved once, before the run.
-fn resolve_hosts(hosts: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
+/// `-h` items are `host` (with `-p`) or `host:port`; each is resolved once, before the run. Each
+/// comes with its host name (the TLS server name): the name as given, or the IP address.
+fn resolve_hosts(hosts: &str, port: u16) -> anyhow::Result<Vec<(String, SocketAddr)>> {
     let mut addrs = Vec::new();
     for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-        let resolved = match host.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
+        let (name, resolved) = match host.parse::<SocketAddr>() {
+            Ok(addr) => (addr.ip().to_string(), Some(addr)),
             Err(_) => match host.rsplit_once(':') {
                 Some((name, p)) if !name.contains(':') => {
                     let p: u16 = p.parse().with_context(|| format!("-h {host}: bad port"))?;
-                    (name, p)
+                    let resolved = (name, p)
                         .to_socket_addrs()
                         .with_context(|| format!("-h {host}: cannot resolve"))?
-                        .next()
+                        .next();
+                    (name.to_owned(), resolved)
                 }
-                _ => (host, port)
-                    .to_socket_addrs()
-                    .with_context(|| format!("-h {host}: cannot resolve"))?
-                    .next(),
+                _ => {
+                    let resolved = (host, port)
+                        .to_socket_addrs()
+                        .with_context(|| format!("-h {host}: cannot resolve"))?
+                        .next();
+                    (host.trim_matches(['[', ']']).to_owned(), resolved)
+                }
             },
         };
-        addrs.push(resolved.with_context(|| format!("-h {host}: no address"))?);
+        addrs.push((
+            name,
+            resolved.with_context(|| format!("-h {host}: no address"))?,
+        ));
     }
     if addrs.is_empty() {
         bail!("-h: give a host");
@@ -322,9 +326,11 @@ mod tests {
     #[test]
     fn hosts_take_an_optional_port() {
         let addrs = resolve_hosts("127.0.0.1, 127.0.0.1:2000,localhost:3000", 1883).unwrap();
-        assert_eq!(addrs[0], SocketAddr::from(([127, 0, 0, 1], 1883)));
-        assert_eq!(addrs[1], SocketAddr::from(([127, 0, 0, 1], 2000)));
-        assert_eq!(addrs[2].port(), 3000);
+        assert_eq!(addrs[0].1, SocketAddr::from(([127, 0, 0, 1], 1883)));
+        assert_eq!(addrs[1].1, SocketAddr::from(([127, 0, 0, 1], 2000)));
+        assert_eq!(addrs[2].1.port(), 3000);
+        let names: Vec<&str> = addrs.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["127.0.0.1", "127.0.0.1", "localhost"]);
         assert!(resolve_hosts("", 1883).is_err());
         assert!(resolve_hosts("127.0.0.1:x", 1883).is_err());
     }

@@ -10,9 +10,9 @@ use crate::header::Header;
 use crate::link::{Link, control_writer};
 use crate::plan::{Pacing, PublishPlan};
 use crate::stats::{Counters, Shared};
+use crate::stream::WriteHalf;
 use bytes::BytesMut;
 use ringmq::protocol::{self, Packet, PublishProperties, PublishRef, QoS};
-use shards::WriteHalf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

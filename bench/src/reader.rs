@@ -7,9 +7,9 @@ use crate::clock;
 use crate::header::Header;
 use crate::link::{Link, response};
 use crate::stats::{Counters, ShardLocal, Shared, Streams};
+use crate::stream::ReadHalf;
 use crate::tracker::Tracker;
 use ringmq::protocol::{Packet, QoS};
-use shards::ReadHalf;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 

@@ -25,6 +25,9 @@ pub struct Report {
 pub struct ConfigEcho {
     pub mode: Mode,
     pub hosts: Vec<String>,
+    /// `-S`: the connections were TLS.
+    #[serde(default)]
+    pub tls: bool,
     pub version: u8,
     pub publishers: usize,
     pub subscribers: usize,
@@ -119,6 +122,7 @@ impl ConfigEcho {
         ConfigEcho {
             mode: plan.mode,
             hosts: plan.hosts.iter().map(ToString::to_string).collect(),
+            tls: plan.tls.is_some(),
             version: plan.version.level(),
             publishers: plan.clients,
             subscribers: plan.subscribers,
@@ -240,6 +244,7 @@ pub(crate) mod tests {
             config: ConfigEcho {
                 mode: Mode::Pubsub,
                 hosts: vec![String::from("127.0.0.1:1883")],
+                tls: false,
                 version: 5,
                 publishers: 4,
                 subscribers: 4,

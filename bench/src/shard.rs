@@ -81,6 +81,10 @@ async fn run_client(
         Ok(connection) => connection,
         Err(error) => {
             Counters::add(&shared.counters.connect_failed, 1);
+            if role == Role::Pub {
+                // It will publish nothing: the run must not wait for it to finish.
+                Counters::add(&shared.counters.publishers_done, 1);
+            }
             shared.error(format!("{} {index}: {error:#}", role.name()));
             return;
         }

@@ -2,10 +2,11 @@
 //! spread over the shards' own ports) accounts for every message: received = published x
 //! subscribers per topic, with no loss and no duplicates.
 
+mod common;
+
 use ringmq::config::{Config, ShardCount, TcpListener};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::process::Command;
 
 const SHARDS: usize = 4;
 
@@ -37,8 +38,6 @@ fn broker() -> (ringmq::server::Broker, String) {
 
 /// Runs the generator and returns its `--json` report.
 fn bench(name: &str, hosts: &str, extra: &[&str]) -> Value {
-    let json =
-        std::env::temp_dir().join(format!("ringmq-bench-{}-{name}.json", std::process::id()));
     let mut args = vec![
         "pubsub",
         "-h",
@@ -64,25 +63,9 @@ fn bench(name: &str, hosts: &str, extra: &[&str]) -> Value {
         "--pin",
         "false",
         "--quiet",
-        "--json",
     ];
-    let json_arg = json.to_string_lossy().into_owned();
-    args.push(&json_arg);
     args.extend_from_slice(extra);
-    let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
-        .args(&args)
-        .output()
-        .expect("ringmq-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        output.status
-    );
-    let report = std::fs::read_to_string(&json).expect("--json written");
-    let _ = std::fs::remove_file(&json);
-    serde_json::from_str(&report).expect("report is JSON")
+    common::report(name, &args)
 }
 
 fn check(report: &Value, published: u64, received: u64, streams: u64) {
