@@ -161,23 +161,19 @@ impl Latencies {
     }
 
     pub fn copy_from(&mut self, other: &Latencies) {
-        let Latencies {
-            delivery_qos0,
-            delivery_qos1,
-            delivery_qos2,
-            ring_wait,
-            outbox_wait,
-            connect,
-        } = other;
-        self.delivery_qos0.copy_from(delivery_qos0);
-        self.delivery_qos1.copy_from(delivery_qos1);
-        self.delivery_qos2.copy_from(delivery_qos2);
-        self.ring_wait.copy_from(ring_wait);
-        self.outbox_wait.copy_from(outbox_wait);
-        self.connect.copy_from(connect);
+        self.each_with(other, LatencyHistogram::copy_from);
     }
 
     pub fn add(&mut self, other: &Latencies) {
+        self.each_with(other, LatencyHistogram::add);
+    }
+
+    /// Applies `f` to each of this set's histograms with its counterpart in `other`.
+    fn each_with(
+        &mut self,
+        other: &Latencies,
+        f: impl Fn(&mut LatencyHistogram, &LatencyHistogram),
+    ) {
         let Latencies {
             delivery_qos0,
             delivery_qos1,
@@ -186,11 +182,11 @@ impl Latencies {
             outbox_wait,
             connect,
         } = other;
-        self.delivery_qos0.add(delivery_qos0);
-        self.delivery_qos1.add(delivery_qos1);
-        self.delivery_qos2.add(delivery_qos2);
-        self.ring_wait.add(ring_wait);
-        self.outbox_wait.add(outbox_wait);
-        self.connect.add(connect);
+        f(&mut self.delivery_qos0, delivery_qos0);
+        f(&mut self.delivery_qos1, delivery_qos1);
+        f(&mut self.delivery_qos2, delivery_qos2);
+        f(&mut self.ring_wait, ring_wait);
+        f(&mut self.outbox_wait, outbox_wait);
+        f(&mut self.connect, connect);
     }
 }
