@@ -26,7 +26,19 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test --workspace"
-cargo test --workspace
+# Build first, then run under a time limit: a test that hangs fails the suite with a message
+# instead of stalling CI until its own limit. cargo prints "has been running for over 60 seconds"
+# for the test that hangs.
+cargo test --workspace --no-run --quiet
+status=0
+timeout --kill-after=30 "${RINGMQ_TEST_LIMIT:-1800}" cargo test --workspace || status=$?
+if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+    echo "scripts/test.sh: cargo test ran over ${RINGMQ_TEST_LIMIT:-1800} s and was stopped; a test" \
+        "hangs: the 'has been running for over 60 seconds' lines above name it" >&2
+fi
+if [ "$status" != 0 ]; then
+    exit "$status"
+fi
 if [ -x scripts/interop.sh ]; then
     echo "== interop (release binary against mosquitto clients and paho)"
     cargo build --release --quiet --bin ringmq

@@ -30,6 +30,9 @@ use std::time::Duration;
 /// overloaded (every shard waiting for CPU time) still completes, and only a start where no shard
 /// made progress for this long is an error. A shard that fails or panics says so at once.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a failed start waits for the shards it already started to stop. One that has not
+/// stopped by then is left behind (its thread is detached) so that `start` always returns.
+const ABORT_JOIN: Duration = Duration::from_secs(10);
 /// How often `run_until_signal` looks at the signal flag between shard events.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
@@ -344,6 +347,15 @@ impl Runtime {
     fn abort(&mut self, error: StartError) -> StartError {
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.tell(|| Control::Abort);
+        let deadline = std::time::Instant::now() + ABORT_JOIN;
+        while self.threads.iter().any(|(_, thread)| !thread.is_finished())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A shard that cannot even take the abort is stuck; waiting for it would turn a start
+        // error into a hang, so its thread is detached and the error returned.
+        self.threads.retain(|(_, thread)| thread.is_finished());
         match (self.join_all(), error) {
             (Err(RuntimeError::ShardPanicked { shard, message }), StartError::Panicked { .. }) => {
                 StartError::Panicked { shard, message }

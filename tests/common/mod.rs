@@ -112,7 +112,27 @@ impl TestBroker {
 
     pub fn shutdown(mut self) {
         if let Some(broker) = self.broker.take() {
-            broker.shutdown().expect("clean shutdown");
+            stop_within_limit(broker).expect("clean shutdown");
+        }
+    }
+}
+
+/// How long a test broker may take to stop. A stop that hangs would stall the whole suite until
+/// CI gives up, with no word of which test it was; this turns it into a failure that says so.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Shuts `broker` down; aborts the test process (naming the test) if that takes over the limit.
+fn stop_within_limit(broker: Broker) -> Result<(), ringmq::server::BrokerError> {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(broker.shutdown());
+    });
+    match done.recv_timeout(SHUTDOWN_LIMIT) {
+        Ok(result) => result,
+        Err(_) => {
+            let test = std::thread::current().name().unwrap_or("?").to_owned();
+            eprintln!("test {test}: the broker did not shut down within {SHUTDOWN_LIMIT:?}");
+            std::process::abort();
         }
     }
 }
@@ -120,7 +140,7 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         if let Some(broker) = self.broker.take() {
-            let _ = broker.shutdown();
+            let _ = stop_within_limit(broker);
         }
     }
 }
