@@ -134,7 +134,7 @@ fn sources(config: &Config) -> Sources {
             .listeners
             .tls
             .iter()
-            .map(|(name, listener)| (name.clone(), listener.settings()))
+            .map(|(name, listener)| (name.clone(), TlsSettings::of(listener)))
             .collect(),
     }
 }

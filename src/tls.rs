@@ -60,6 +60,22 @@ pub struct TlsSettings {
     pub use_identity_as_username: bool,
 }
 
+impl TlsSettings {
+    /// The settings of a configured TLS listener (its `min_version` was checked with the config).
+    pub fn of(listener: &crate::config::TlsListener) -> TlsSettings {
+        TlsSettings {
+            cert_chain_file: listener.cert_chain_file.clone(),
+            key_file: listener.key_file.clone(),
+            min_version: TlsVersion::parse(&listener.min_version).unwrap_or_default(),
+            cipher_suites: listener.cipher_suites.clone(),
+            alpn: listener.alpn.clone(),
+            require_certificate: listener.require_certificate,
+            ca_file: listener.ca_file.clone(),
+            use_identity_as_username: listener.use_identity_as_username,
+        }
+    }
+}
+
 /// The lowest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlsVersion {

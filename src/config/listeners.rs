@@ -112,21 +112,8 @@ impl Default for TlsListener {
     }
 }
 
-impl TlsListener {
-    /// The settings `crate::tls::build_server_config` takes (`min_version` checked by `check`).
-    pub fn settings(&self) -> crate::tls::TlsSettings {
-        crate::tls::TlsSettings {
-            cert_chain_file: self.cert_chain_file.clone(),
-            key_file: self.key_file.clone(),
-            min_version: crate::tls::TlsVersion::parse(&self.min_version).unwrap_or_default(),
-            cipher_suites: self.cipher_suites.clone(),
-            alpn: self.alpn.clone(),
-            require_certificate: self.require_certificate,
-            ca_file: self.ca_file.clone(),
-            use_identity_as_username: self.use_identity_as_username,
-        }
-    }
-}
+/// The values `min_version` may take (`crate::tls::TlsVersion::parse` accepts each of them).
+pub const TLS_VERSIONS: [&str; 2] = ["1.2", "1.3"];
 
 /// What every listener, plain or TLS, has.
 struct Common<'a> {
@@ -261,7 +248,7 @@ fn check_tls(name: &str, listener: &TlsListener) -> Result<(), ConfigError> {
             ));
         }
     }
-    if crate::tls::TlsVersion::parse(&listener.min_version).is_err() {
+    if !TLS_VERSIONS.contains(&listener.min_version.as_str()) {
         return Err(ConfigError::invalid(
             key("min_version"),
             format!("\"{}\"", listener.min_version),

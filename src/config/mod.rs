@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{Auth, DeniedPublish};
 pub use error::ConfigError;
 pub use limits::{DropPolicy, Limits};
-pub use listeners::{Listeners, TcpListener, TlsListener};
+pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
 pub use log::{Log, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
 pub use observability::{Admin, Sys};

@@ -512,3 +512,10 @@ fn a_silent_client_times_out_and_plain_mqtt_is_recognised() {
     stop(runtime);
     assert!(looks_like_mqtt_connect(b"\x10\x10\x00\x04MQTT\x04"));
 }
+
+#[test]
+fn every_version_the_config_accepts_is_one_tls_knows() {
+    for version in crate::config::TLS_VERSIONS {
+        assert_eq!(TlsVersion::parse(version).unwrap().to_string(), version);
+    }
+}
