@@ -60,7 +60,8 @@ metric() { # name -> value of name{shard="all"}
 sample() { # -> "rss_kib fds threads connections sessions"
     local rss threads fds
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$broker/status")
-    threads=$(awk '/^Threads:/ { print $2 }' "/proc/$broker/status")
+    # The broker's own threads; io_uring's kernel workers (iou-wrk-*) come and go with the load.
+    threads=$(cat /proc/"$broker"/task/*/comm 2>/dev/null | grep -vc '^iou-wrk' || true)
     fds=$(find "/proc/$broker/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
     echo "$rss $fds $threads $(metric connections) $(metric sessions)"
 }

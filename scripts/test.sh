@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (through apt when root), then runs formatting
-# and lint checks, `cargo test --workspace` and the interop tests against the release binary.
+# and lint checks, `cargo test --workspace`, the interop tests against the release binary and a
+# 60-second churn soak.
 # A missing tool is a failure that says what to install, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 /usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -44,3 +46,5 @@ if [ -x scripts/interop.sh ]; then
     cargo build --release --quiet --bin ringmq
     scripts/interop.sh "${CARGO_TARGET_DIR:-target}/release/ringmq"
 fi
+echo "== churn soak (60 s, 1,000 clients connecting, subscribing, publishing, disconnecting)"
+CLIENTS=500 scripts/soak.sh 60
