@@ -1,5 +1,10 @@
 //! The connect-rate limit of one shard (`limits.connect_rate_per_shard_max`): a token bucket that
-//! holds one second's worth of connections and refills continuously.
+//! holds 10 ms worth of connections (at least one) and refills continuously.
+//!
+//! The bucket is small on purpose: a flood is accepted at an even pace, a few connections per
+//! millisecond, instead of a second's worth at once. Each accepted connection costs the shard its
+//! CONNECT handling; thousands at once would queue the shard's established connections behind
+//! them for hundreds of milliseconds.
 //!
 //! Over the limit the shard delays `accept` rather than accepting and closing. The connections
 //! not yet accepted wait in the kernel's listen backlog (bounded by `backlog` and somaxconn); when
@@ -13,20 +18,26 @@
 
 use std::time::{Duration, Instant};
 
+/// How many seconds' worth of connections the bucket holds.
+const BURST_SECS: f64 = 0.01;
+
 #[derive(Debug, Clone)]
 pub struct ConnectRate {
     per_sec: f64,
+    burst: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl ConnectRate {
-    /// A full bucket of `per_sec` tokens.
+    /// A full bucket: `BURST_SECS` worth of `per_sec`, at least one token.
     pub fn new(per_sec: u32, now: Instant) -> ConnectRate {
         let per_sec = f64::from(per_sec.max(1));
+        let burst = (per_sec * BURST_SECS).max(1.0);
         ConnectRate {
             per_sec,
-            tokens: per_sec,
+            burst,
+            tokens: burst,
             at: now,
         }
     }
@@ -34,7 +45,7 @@ impl ConnectRate {
     /// Takes a token for one accept, or says how long to wait before the next one is there.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -50,21 +61,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_burst_of_one_second_then_the_rate() {
+    fn a_burst_of_10_ms_then_the_rate() {
         let start = Instant::now();
-        let mut rate = ConnectRate::new(100, start);
+        let mut rate = ConnectRate::new(10_000, start);
         for _ in 0..100 {
             assert_eq!(rate.take(start), Ok(()));
         }
         let wait = rate.take(start).unwrap_err();
-        assert!(wait <= Duration::from_millis(10) && wait >= Duration::from_millis(9));
-        let later = start + Duration::from_millis(10);
-        assert_eq!(rate.take(later), Ok(()));
-        assert!(rate.take(later).is_err());
-        // An idle second refills the bucket, never beyond one second's worth.
+        assert!(wait <= Duration::from_micros(100) && wait >= Duration::from_micros(99));
+        let later = start + Duration::from_millis(1);
+        let taken = (0..1000).take_while(|_| rate.take(later).is_ok()).count();
+        assert_eq!(taken, 10, "1 ms refills 10 of 10,000 per second");
+        // Idle time refills the bucket, never beyond 10 ms worth.
         let idle = later + Duration::from_secs(5);
         let taken = (0..1000).take_while(|_| rate.take(idle).is_ok()).count();
         assert_eq!(taken, 100);
+    }
+
+    #[test]
+    fn a_low_rate_still_allows_one_at_a_time() {
+        let start = Instant::now();
+        let mut rate = ConnectRate::new(10, start);
+        assert_eq!(rate.take(start), Ok(()));
+        let wait = rate.take(start).unwrap_err();
+        assert!(wait <= Duration::from_millis(100) && wait >= Duration::from_millis(99));
+        assert_eq!(rate.take(start + Duration::from_millis(100)), Ok(()));
     }
 
     #[test]

@@ -381,6 +381,9 @@ async fn run_shard(
     tracing::info!(shard = ctx.id().index(), "shard stopped");
 }
 
+/// Accepts in a row before the accept loop lets the shard's other tasks run.
+const ACCEPTS_PER_TURN: u32 = 8;
+
 async fn accept_loop(
     shell: Rc<ShardShell>,
     listener: shards::Listener,
@@ -388,7 +391,13 @@ async fn accept_loop(
 ) {
     let index = listener.spec_index();
     let nodelay = shell.listeners.get(index).is_none_or(ListenerKind::nodelay);
+    let mut accepted = 0u32;
     loop {
+        // A full backlog completes every accept at once: let the shard's other tasks run.
+        accepted = accepted.wrapping_add(1);
+        if accepted.is_multiple_of(ACCEPTS_PER_TURN) {
+            shards::yield_now().await;
+        }
         // Over the connect rate, wait before accepting: the backlog holds the rest (see
         // `connect_rate`).
         let wait = rate.borrow_mut().take(Instant::now());

@@ -53,7 +53,7 @@ pub struct Limits {
     pub will_bytes_max: u32,
     /// Cross-shard control requests waiting per shard.
     pub control_pending_max: u32,
-    /// New connections one shard accepts per second (a token bucket holding one second's worth).
+    /// New connections one shard accepts per second (a token bucket holding 10 ms worth).
     /// Over it, the shard delays `accept`: the kernel backlog holds the rest.
     pub connect_rate_per_shard_max: u32,
     /// What a full outbox does with one more message.
