@@ -281,7 +281,13 @@ fn publish_acked(
     bytes: usize,
 ) {
     for id in ids {
-        publisher.publish(topic, &vec![id as u8; bytes], QoS::AtLeastOnce, false, Some(id));
+        publisher.publish(
+            topic,
+            &vec![id as u8; bytes],
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
         assert!(matches!(publisher.recv(), Packet::PubAck(_)), "PUBACK {id}");
     }
 }
@@ -316,7 +322,11 @@ fn offline_sessions_stop_at_the_shard_cap_and_other_shards_keep_receiving() {
     for id in 1..=MESSAGES {
         publish_acked(&mut publisher, "cap/t", id..=id, 1000);
         let got = healthy.recv_publish();
-        assert_eq!(got.payload.len(), 1000, "message {id} to the healthy subscriber");
+        assert_eq!(
+            got.payload.len(),
+            1000,
+            "message {id} to the healthy subscriber"
+        );
         healthy.ack(&got);
     }
     let deliveries = (SESSIONS * usize::from(MESSAGES)) as f64;
@@ -330,26 +340,39 @@ fn offline_sessions_stop_at_the_shard_cap_and_other_shards_keep_receiving() {
     let held_bytes = shard_metric(&metrics, "ringmq_queued_bytes", 2, "");
     let dropped = shard_metric(&metrics, "ringmq_messages_dropped_total", 2, shard_full);
     assert_eq!(held + dropped, deliveries, "{metrics}");
-    assert!(held > 0.0 && dropped > 0.0, "held {held}, dropped {dropped}");
+    assert!(
+        held > 0.0 && dropped > 0.0,
+        "held {held}, dropped {dropped}"
+    );
     // Held up to the cap, and the next message would not have fitted.
     assert!(held_bytes <= CAP as f64, "{held_bytes} bytes held");
-    assert!(held_bytes + held_bytes / held > CAP as f64, "{held_bytes} bytes held");
+    assert!(
+        held_bytes + held_bytes / held > CAP as f64,
+        "{held_bytes} bytes held"
+    );
     let queue_full = "reason=\"queue_full\"";
-    assert_eq!(shard_metric(&metrics, "ringmq_messages_dropped_total", 2, queue_full), 0.0);
+    assert_eq!(
+        shard_metric(&metrics, "ringmq_messages_dropped_total", 2, queue_full),
+        0.0
+    );
     // Every session is far under its own limits: what they get back is what the shard held.
     let mut delivered = 0;
     for id in &ids {
-        let (mut client, connack) =
-            RawClient::connect(broker.shard(2), Version::V3_1_1, id, false);
+        let (mut client, connack) = RawClient::connect(broker.shard(2), Version::V3_1_1, id, false);
         assert!(connack.session_present, "{id}");
         let got = drain(&mut client);
-        assert!(got.windows(2).all(|w| w[0] < w[1]), "{id} got {got:?} out of order");
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{id} got {got:?} out of order"
+        );
         delivered += got.len();
         client.disconnect();
     }
     assert_eq!(delivered as f64, held);
     // Sent and acknowledged: the shard holds nothing more.
-    let metrics = metrics_when(admin, |m| shard_metric(m, "ringmq_queued_bytes", 2, "") == 0.0);
+    let metrics = metrics_when(admin, |m| {
+        shard_metric(m, "ringmq_queued_bytes", 2, "") == 0.0
+    });
     assert_eq!(shard_metric(&metrics, "ringmq_queued_bytes", 2, ""), 0.0);
 }
 
@@ -372,9 +395,15 @@ fn subscriptions_over_the_shard_cap_get_quota_exceeded_in_their_version() {
     );
     // 3.1.1 knows one failure code, 0x80.
     let (mut old, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "old", true);
-    assert_eq!(old.subscribe(1, &[("d", q0)]), [ReasonCode::UNSPECIFIED_ERROR]);
+    assert_eq!(
+        old.subscribe(1, &[("d", q0)]),
+        [ReasonCode::UNSPECIFIED_ERROR]
+    );
     // Replacing a subscription held is not one more; an unsubscribe frees a place.
-    assert_eq!(two.subscribe(2, &[("b", QoS::AtLeastOnce)]), [ReasonCode::GRANTED_QOS_1]);
+    assert_eq!(
+        two.subscribe(2, &[("b", QoS::AtLeastOnce)]),
+        [ReasonCode::GRANTED_QOS_1]
+    );
     one.send(&Packet::Unsubscribe(ringmq::protocol::Unsubscribe {
         packet_id: common::pid(2),
         properties: Default::default(),

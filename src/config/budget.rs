@@ -374,7 +374,8 @@ mod tests {
         config.limits.topic_bytes_max = 256;
         config.limits.retained_bytes_max = 1 << 28;
         config.limits.will_bytes_max = 4096;
-        config.limits.memory_budget_bytes = 16 << 30;
+        // With the default shard-wide caps on held messages and subscriptions.
+        config.limits.memory_budget_bytes = 4 << 30;
         let budget = Budget::of(&config, 2);
         assert!(budget.check().is_ok(), "{budget}");
     }

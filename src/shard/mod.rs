@@ -484,6 +484,18 @@ impl Shard {
         self.subscription_count
     }
 
+    /// `held()` and `subscription_count()` counted again by walking every session: what the
+    /// kept totals must equal (for tests; O(sessions)).
+    pub fn recount_held(&self) -> (crate::session::Held, usize) {
+        let mut held = crate::session::Held::default();
+        let mut subscriptions = 0;
+        for (_, session) in &self.sessions {
+            held.add(session.state.held());
+            subscriptions += session.state.subscriptions.len();
+        }
+        (held, subscriptions)
+    }
+
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
