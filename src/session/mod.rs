@@ -311,11 +311,12 @@ impl SessionState {
         self.outbox.retain(|(_, d)| d.qos != QoS::AtMostOnce);
         self.outbox_bytes = self.outbox.iter().map(|(_, d)| d.size_bytes()).sum();
         let after = self.held();
-        shard.remove(Held {
-            messages: before.messages - after.messages,
-            bytes: before.bytes - after.bytes,
-        });
-        before.messages - after.messages
+        let dropped = Held {
+            messages: before.messages.saturating_sub(after.messages),
+            bytes: before.bytes.saturating_sub(after.bytes),
+        };
+        shard.remove(dropped);
+        dropped.messages
     }
 
     /// Records an incoming QoS 2 packet id. Returns false when it is already awaiting PUBREL: the
