@@ -3,12 +3,14 @@
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
 use common::{
-    Bystanders, RawClient, Received, TestBroker, connect_packet, expect_disconnect, test_config,
+    Bystanders, RawClient, Received, TestBroker, admin_get, connect_packet, expect_disconnect,
+    metric, test_config,
 };
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version, Will};
 
@@ -228,4 +230,232 @@ fn offline_sessions_count_against_the_session_limit() {
     client.disconnect();
     std::thread::sleep(Duration::from_millis(200));
     RawClient::connect(broker.shard(0), Version::V5, "third", true);
+}
+
+/// `/metrics` once `done` holds for it (snapshots are taken about once a second), or after 10 s.
+fn metrics_when(admin: SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = admin_get(admin, "/metrics");
+        if done(&metrics) || Instant::now() > deadline {
+            return metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A series of shard `shard` of a family, with its other labels (`reason="..."`), if any.
+fn shard_metric(metrics: &str, family: &str, shard: usize, labels: &str) -> f64 {
+    let series = if labels.is_empty() {
+        format!("{family}{{shard=\"{shard}\"}} ")
+    } else {
+        format!("{family}{{shard=\"{shard}\",{labels}}} ")
+    };
+    metric(metrics, &series)
+}
+
+/// Limits small enough to reach in a test: 4 KiB packets, and `queued` bytes held per shard.
+fn small_shards(queued: u64) -> ringmq::config::Config {
+    let mut config = test_config(4);
+    config.limits.packet_bytes_max = 4096;
+    config.limits.will_bytes_max = 4096;
+    config.limits.queued_bytes_per_shard_max = queued;
+    config
+}
+
+/// Persistent 3.1.1 sessions subscribed to `filter` with QoS 1 on `shard`, left offline.
+fn offline_subscribers(broker: &TestBroker, shard: usize, ids: &[String], filter: &str) {
+    for id in ids {
+        let (mut client, _) = RawClient::connect(broker.shard(shard), Version::V3_1_1, id, false);
+        client.subscribe(1, &[(filter, QoS::AtLeastOnce)]);
+        client.disconnect();
+    }
+}
+
+/// Publishes QoS 1 messages `ids` of `bytes` bytes (each filled with its id) to `topic`, and
+/// waits for each PUBACK.
+fn publish_acked(
+    publisher: &mut RawClient,
+    topic: &str,
+    ids: std::ops::RangeInclusive<u16>,
+    bytes: usize,
+) {
+    for id in ids {
+        publisher.publish(
+            topic,
+            &vec![id as u8; bytes],
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
+        assert!(matches!(publisher.recv(), Packet::PubAck(_)), "PUBACK {id}");
+    }
+}
+
+/// Receives and acknowledges PUBLISHes until none comes for 500 ms; their first payload bytes.
+fn drain(client: &mut RawClient) -> Vec<u8> {
+    let mut got = Vec::new();
+    while let Some(packet) = client.try_recv(Duration::from_millis(500)) {
+        let Packet::Publish(publish) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        client.ack(&publish);
+        got.push(publish.payload.first().copied().unwrap_or(0));
+        assert!(got.len() <= 10_000, "no end of messages");
+    }
+    got
+}
+
+#[test]
+fn offline_sessions_stop_at_the_shard_cap_and_other_shards_keep_receiving() {
+    const CAP: u64 = 32 * 1024;
+    const SESSIONS: usize = 10;
+    const MESSAGES: u16 = 10;
+    let broker = TestBroker::with_config(small_shards(CAP));
+    let admin = broker.admin_addr().expect("admin listener");
+    let ids: Vec<String> = (0..SESSIONS).map(|i| format!("offline-{i}")).collect();
+    offline_subscribers(&broker, 2, &ids, "cap/t");
+    let (mut healthy, _) = RawClient::connect(broker.shard(3), Version::V3_1_1, "healthy", true);
+    healthy.subscribe(1, &[("cap/t", QoS::AtLeastOnce)]);
+    let (mut publisher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "pub", true);
+    // 10 sessions x 10 messages of about 1 KiB: three times what shard 2 may hold.
+    for id in 1..=MESSAGES {
+        publish_acked(&mut publisher, "cap/t", id..=id, 1000);
+        let got = healthy.recv_publish();
+        assert_eq!(
+            got.payload.len(),
+            1000,
+            "message {id} to the healthy subscriber"
+        );
+        healthy.ack(&got);
+    }
+    let deliveries = (SESSIONS * usize::from(MESSAGES)) as f64;
+    let shard_full = "reason=\"shard_full\"";
+    let metrics = metrics_when(admin, |m| {
+        let queued = shard_metric(m, "ringmq_queued_messages", 2, "");
+        let dropped = shard_metric(m, "ringmq_messages_dropped_total", 2, shard_full);
+        queued + dropped == deliveries
+    });
+    let held = shard_metric(&metrics, "ringmq_queued_messages", 2, "");
+    let held_bytes = shard_metric(&metrics, "ringmq_queued_bytes", 2, "");
+    let dropped = shard_metric(&metrics, "ringmq_messages_dropped_total", 2, shard_full);
+    assert_eq!(held + dropped, deliveries, "{metrics}");
+    assert!(
+        held > 0.0 && dropped > 0.0,
+        "held {held}, dropped {dropped}"
+    );
+    // Held up to the cap, and the next message would not have fitted.
+    assert!(held_bytes <= CAP as f64, "{held_bytes} bytes held");
+    assert!(
+        held_bytes + held_bytes / held > CAP as f64,
+        "{held_bytes} bytes held"
+    );
+    let queue_full = "reason=\"queue_full\"";
+    assert_eq!(
+        shard_metric(&metrics, "ringmq_messages_dropped_total", 2, queue_full),
+        0.0
+    );
+    // Every session is far under its own limits: what they get back is what the shard held.
+    let mut delivered = 0;
+    for id in &ids {
+        let (mut client, connack) = RawClient::connect(broker.shard(2), Version::V3_1_1, id, false);
+        assert!(connack.session_present, "{id}");
+        let got = drain(&mut client);
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{id} got {got:?} out of order"
+        );
+        delivered += got.len();
+        client.disconnect();
+    }
+    assert_eq!(delivered as f64, held);
+    // Sent and acknowledged: the shard holds nothing more.
+    let metrics = metrics_when(admin, |m| {
+        shard_metric(m, "ringmq_queued_bytes", 2, "") == 0.0
+    });
+    assert_eq!(shard_metric(&metrics, "ringmq_queued_bytes", 2, ""), 0.0);
+}
+
+#[test]
+fn subscriptions_over_the_shard_cap_get_quota_exceeded_in_their_version() {
+    let (granted, q0) = (ReasonCode::GRANTED_QOS_0, QoS::AtMostOnce);
+    let broker = TestBroker::with_config({
+        let mut config = test_config(4);
+        config.limits.subscriptions_per_shard_max = 3;
+        config
+    });
+    let mut others = Bystanders::new(&broker);
+    // The bystander's subscription on shard 0 is one of the three.
+    let (mut one, _) = RawClient::connect(broker.shard(0), Version::V5, "one", true);
+    assert_eq!(one.subscribe(1, &[("a", q0)]), [granted]);
+    let (mut two, _) = RawClient::connect(broker.shard(0), Version::V5, "two", true);
+    assert_eq!(
+        two.subscribe(1, &[("b", q0), ("c", q0)]),
+        [granted, ReasonCode::QUOTA_EXCEEDED]
+    );
+    // 3.1.1 knows one failure code, 0x80.
+    let (mut old, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "old", true);
+    assert_eq!(
+        old.subscribe(1, &[("d", q0)]),
+        [ReasonCode::UNSPECIFIED_ERROR]
+    );
+    // Replacing a subscription held is not one more; an unsubscribe frees a place.
+    assert_eq!(
+        two.subscribe(2, &[("b", QoS::AtLeastOnce)]),
+        [ReasonCode::GRANTED_QOS_1]
+    );
+    one.send(&Packet::Unsubscribe(ringmq::protocol::Unsubscribe {
+        packet_id: common::pid(2),
+        properties: Default::default(),
+        filters: vec![ByteString::from("a")],
+    }));
+    assert!(matches!(one.recv(), Packet::UnsubAck(_)));
+    assert_eq!(old.subscribe(2, &[("d", q0)]), [granted]);
+    // A session that ends gives its subscriptions back.
+    two.disconnect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(one.subscribe(3, &[("e", q0)]), [granted]);
+    // Each shard has its own count.
+    let (mut elsewhere, _) = RawClient::connect(broker.shard(1), Version::V5, "elsewhere", true);
+    let filters = [("x", q0), ("y", q0), ("z", q0)];
+    assert_eq!(elsewhere.subscribe(1, &filters), [granted; 3]);
+    others.still_served("subscriptions per shard");
+}
+
+#[test]
+fn a_session_moving_in_is_admitted_over_the_session_and_queue_caps() {
+    const CAP: u64 = 16 * 1024;
+    let mut config = small_shards(CAP);
+    config.limits.connections_per_shard_max = 2;
+    config.limits.sessions_per_shard_max = 2;
+    let broker = TestBroker::with_config(config);
+    let admin = broker.admin_addr().expect("admin listener");
+    // The mover's session waits on shard 1 with 5 messages.
+    offline_subscribers(&broker, 1, &[String::from("mover")], "mv");
+    let (mut publisher, _) = RawClient::connect(broker.shard(3), Version::V3_1_1, "pub", true);
+    publish_acked(&mut publisher, "mv", 1..=5, 1000);
+    // Shard 0 is full: two sessions, holding its whole queue cap.
+    let kept: Vec<String> = (1..=2).map(|i| format!("kept-{i}")).collect();
+    offline_subscribers(&broker, 0, &kept, "fill");
+    publish_acked(&mut publisher, "fill", 1..=12, 1000);
+    let shard_full = "reason=\"shard_full\"";
+    let metrics = metrics_when(admin, |m| {
+        shard_metric(m, "ringmq_messages_dropped_total", 0, shard_full) > 0.0
+    });
+    assert!(shard_metric(&metrics, "ringmq_messages_dropped_total", 0, shard_full) > 0.0);
+    // New sessions are refused there, whether or not they ask to resume one ...
+    for (id, clean) in [("stranger", true), ("stranger", false)] {
+        let mut client = RawClient::connect_tcp(broker.shard(0), Version::V5);
+        expect_refused(
+            &mut client,
+            connect_packet(Version::V5, id, clean, None),
+            ReasonCode::QUOTA_EXCEEDED,
+        );
+    }
+    // ... but a client resuming its session from another shard gets it, with all it held.
+    let (mut mover, connack) = RawClient::connect(broker.shard(0), Version::V3_1_1, "mover", false);
+    assert!(connack.session_present);
+    assert_eq!(drain(&mut mover), [1, 2, 3, 4, 5]);
+    let metrics = metrics_when(admin, |m| shard_metric(m, "ringmq_sessions", 0, "") == 3.0);
+    assert_eq!(shard_metric(&metrics, "ringmq_sessions", 0, ""), 3.0);
 }

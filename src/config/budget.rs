@@ -5,7 +5,9 @@
 //! bound on what client input can make a shard hold (fixed-size bookkeeping is estimated per
 //! entry and rounded up). Messages shared between sessions are counted once per session, as if
 //! every queued message were distinct. Session terms count `sessions_per_shard_max` (online and
-//! offline), connection terms the connection limit of the shard.
+//! offline) times the per-session limits, or the shard-wide cap where that is smaller (the
+//! messages sessions hold, queued and in flight, and their subscriptions); connection terms the
+//! connection limit of the shard.
 
 use std::fmt;
 
@@ -21,6 +23,8 @@ pub const EARLY_PACKETS_MAX: u64 = 64;
 const CONNECTION_OVERHEAD_BYTES: u64 = 4 * 1024;
 /// Estimated cost of one queued or in-flight delivery besides the message bytes.
 const DELIVERY_OVERHEAD_BYTES: u64 = 128;
+/// Estimated cost of one QoS 2 packet id received and awaiting PUBREL (a hash set entry).
+const INCOMING_QOS2_ID_BYTES: u64 = 16;
 /// Estimated cost of one subscription besides its filter text: session map, trie node, interest.
 const SUBSCRIPTION_OVERHEAD_BYTES: u64 = 256;
 /// Estimated cost of one retained message besides its bytes (`Message::size_bytes` counts 64).
@@ -86,26 +90,38 @@ impl Budget {
                 "limits.connections_per_shard_max, limits.packet_bytes_max",
             ),
             term(
-                "session outboxes",
-                sessions,
-                limits.outbox_bytes_max
-                    + u64::from(limits.outbox_messages_max) * DELIVERY_OVERHEAD_BYTES,
-                "limits.sessions_per_shard_max, limits.outbox_bytes_max",
+                "messages held by sessions (queued + in flight)",
+                1,
+                sessions
+                    .saturating_mul(
+                        limits
+                            .outbox_bytes_max
+                            .saturating_add(inflight.saturating_mul(packet)),
+                    )
+                    .min(limits.queued_bytes_per_shard_max),
+                "limits.queued_bytes_per_shard_max, limits.outbox_bytes_max",
             ),
             term(
-                "in-flight windows (both ways)",
-                sessions,
-                inflight * (packet + DELIVERY_OVERHEAD_BYTES) + inflight * 16,
-                "limits.sessions_per_shard_max, limits.inflight_messages_max, \
-                 limits.packet_bytes_max",
+                "entries of messages held by sessions",
+                sessions
+                    .saturating_mul(u64::from(limits.outbox_messages_max) + inflight)
+                    .min(limits.queued_messages_per_shard_max),
+                DELIVERY_OVERHEAD_BYTES,
+                "limits.queued_messages_per_shard_max, limits.outbox_messages_max",
+            ),
+            term(
+                "QoS 2 ids from clients awaiting PUBREL",
+                sessions.saturating_mul(inflight),
+                INCOMING_QOS2_ID_BYTES,
+                "limits.sessions_per_shard_max, limits.inflight_messages_max",
             ),
             term(
                 "subscriptions",
-                sessions,
-                u64::from(limits.subscriptions_per_session_max)
-                    * (topic + SUBSCRIPTION_OVERHEAD_BYTES),
-                "limits.sessions_per_shard_max, limits.subscriptions_per_session_max, \
-                 limits.topic_bytes_max",
+                sessions
+                    .saturating_mul(u64::from(limits.subscriptions_per_session_max))
+                    .min(limits.subscriptions_per_shard_max),
+                topic + SUBSCRIPTION_OVERHEAD_BYTES,
+                "limits.subscriptions_per_shard_max, limits.topic_bytes_max",
             ),
             term(
                 "topic aliases from clients",
@@ -234,15 +250,23 @@ mod tests {
 
     #[test]
     fn the_defaults_fit_the_default_budget_on_any_shard_count() {
-        for shards in [1, 2, 4, 64, 256] {
+        for shards in 1..=256 {
             let budget = Budget::of(&Config::default(), shards);
             assert!(budget.check().is_ok(), "{budget}");
         }
     }
 
+    fn term<'a>(budget: &'a Budget, name: &str) -> &'a Term {
+        let found = budget.terms.iter().find(|term| term.name == name);
+        found.unwrap_or_else(|| panic!("no term {name:?} in {budget}"))
+    }
+
     #[test]
     fn a_small_budget_names_the_largest_term_and_its_keys() {
         let mut config = Config::default();
+        config.limits.connections_per_shard_max = 1000;
+        config.limits.connections_max = 1000;
+        config.limits.queued_bytes_per_shard_max = 1 << 40;
         config.limits.memory_budget_bytes = 1 << 30;
         let error = Budget::of(&config, 2).check().unwrap_err().to_string();
         assert!(
@@ -250,13 +274,22 @@ mod tests {
             "{error}"
         );
         assert!(
+            error.contains("the largest term is messages held by sessions"),
+            "{error}"
+        );
+        assert!(
+            error.contains("lower limits.queued_bytes_per_shard_max, limits.outbox_bytes_max"),
+            "{error}"
+        );
+        config.limits.queued_bytes_per_shard_max = 1 << 30;
+        config.limits.subscriptions_per_shard_max = 1 << 32;
+        let error = Budget::of(&config, 2).check().unwrap_err().to_string();
+        assert!(
             error.contains("the largest term is subscriptions"),
             "{error}"
         );
         assert!(
-            error.contains(
-                "lower limits.sessions_per_shard_max, limits.subscriptions_per_session_max"
-            ),
+            error.contains("lower limits.subscriptions_per_shard_max, limits.topic_bytes_max"),
             "{error}"
         );
     }
@@ -269,20 +302,54 @@ mod tests {
         config.limits.connections_max = 10;
         config.limits.outbox_bytes_max = 1_000_000;
         config.limits.outbox_messages_max = 10;
+        config.limits.inflight_messages_max = 2;
+        config.limits.packet_bytes_max = 1000;
         let budget = Budget::of(&config, 1);
-        let outboxes = budget
-            .terms
-            .iter()
-            .find(|term| term.name == "session outboxes")
-            .unwrap();
-        assert_eq!(outboxes.count, 10);
-        assert_eq!(
-            outboxes.each_bytes,
-            1_000_000 + 10 * DELIVERY_OVERHEAD_BYTES
-        );
+        let held = term(&budget, "messages held by sessions (queued + in flight)");
+        assert_eq!(held.total_bytes(), 10 * (1_000_000 + 2 * 1000));
+        let entries = term(&budget, "entries of messages held by sessions");
+        assert_eq!(entries.count, 10 * (10 + 2));
+        assert_eq!(entries.each_bytes, DELIVERY_OVERHEAD_BYTES);
         assert_eq!(
             budget.total_bytes(),
             budget.terms.iter().map(Term::total_bytes).sum::<u64>()
+        );
+    }
+
+    #[test]
+    fn session_terms_are_bounded_by_the_shard_caps() {
+        let mut config = Config::default();
+        config.limits.sessions_per_shard_max = 100_000;
+        config.limits.queued_bytes_per_shard_max = 1 << 30;
+        config.limits.queued_messages_per_shard_max = 5_000;
+        config.limits.subscriptions_per_shard_max = 7_000;
+        let budget = Budget::of(&config, 4);
+        let held = term(&budget, "messages held by sessions (queued + in flight)");
+        assert_eq!(held.total_bytes(), 1 << 30);
+        let entries = term(&budget, "entries of messages held by sessions");
+        assert_eq!(entries.count, 5_000);
+        let subscriptions = term(&budget, "subscriptions");
+        assert_eq!(subscriptions.count, 7_000);
+        // Sessions times the per-session limits where that is the smaller.
+        config.limits.sessions_per_shard_max = 100;
+        config.limits.connections_per_shard_max = 100;
+        config.limits.subscriptions_per_session_max = 3;
+        let budget = Budget::of(&config, 4);
+        assert_eq!(term(&budget, "subscriptions").count, 300);
+    }
+
+    #[test]
+    fn the_default_budget_is_what_the_default_limits_need_not_more() {
+        // The default budget is the worst case of the defaults rounded up, not a number picked
+        // to let anything start: the slack is under a fifth of the worst case.
+        let worst = (1..=256)
+            .map(|shards| Budget::of(&Config::default(), shards).total_bytes())
+            .max()
+            .unwrap_or(0);
+        let budget = Config::default().limits.memory_budget_bytes;
+        assert!(
+            worst <= budget && budget - worst < worst / 5,
+            "{worst} of {budget}"
         );
     }
 
@@ -307,7 +374,8 @@ mod tests {
         config.limits.topic_bytes_max = 256;
         config.limits.retained_bytes_max = 1 << 28;
         config.limits.will_bytes_max = 4096;
-        config.limits.memory_budget_bytes = 16 << 30;
+        // With the default shard-wide caps on held messages and subscriptions.
+        config.limits.memory_budget_bytes = 4 << 30;
         let budget = Budget::of(&config, 2);
         assert!(budget.check().is_ok(), "{budget}");
     }

@@ -10,10 +10,16 @@ use super::{Config, ConfigError};
 /// The largest Remaining Length MQTT can encode (2.2.3).
 const PACKET_BYTES_LIMIT: u64 = 268_435_455;
 
-/// The default per-shard budget: what the default limits need in the worst case, rounded up (see
-/// `budget::tests`). Lower it to the memory a shard may really use, then lower limits until
+/// The default per-shard budget: what the default limits need in the worst case (about 665 GiB
+/// on one shard), rounded up to 768 GiB (see `budget::tests`). With the shard-wide caps on the
+/// messages and subscriptions sessions hold, what remains large are the connection terms (100,000
+/// connections, each with a 1 MiB packet being read and one being written, and 64 topic aliases
+/// of up to 64 KiB). Lower it to the memory a shard may really use, then lower limits until
 /// `ringmq check-config` passes.
-pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 1 << 44;
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 768 << 30;
+
+/// The default of `queued_bytes_per_shard_max`: 1 GiB.
+pub const DEFAULT_QUEUED_BYTES_PER_SHARD_MAX: u64 = 1 << 30;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +49,14 @@ pub struct Limits {
     pub connections_per_shard_max: u32,
     /// Sessions per shard, online and offline (offline ones otherwise only end by expiry).
     pub sessions_per_shard_max: u32,
+    /// Bytes of messages all sessions of one shard hold for their subscribers together, queued
+    /// (online and offline) and in flight; a delivery that would pass it is dropped by
+    /// `outbox_drop_policy`.
+    pub queued_bytes_per_shard_max: u64,
+    /// Messages all sessions of one shard hold together, queued and in flight.
+    pub queued_messages_per_shard_max: u64,
+    /// Subscriptions of all sessions of one shard together.
+    pub subscriptions_per_shard_max: u64,
     /// Open connections in the whole broker.
     pub connections_max: u32,
     /// Retained messages in the whole broker.
@@ -91,6 +105,9 @@ impl Default for Limits {
             user_properties_max: 64,
             connections_per_shard_max: 100_000,
             sessions_per_shard_max: 100_000,
+            queued_bytes_per_shard_max: DEFAULT_QUEUED_BYTES_PER_SHARD_MAX,
+            queued_messages_per_shard_max: 1_000_000,
+            subscriptions_per_shard_max: 1_000_000,
             connections_max: 1_000_000,
             retained_messages_max: 1_000_000,
             retained_bytes_max: 1_073_741_824,
@@ -147,6 +164,12 @@ pub(super) const RANGES: &[Range] = &[
         (1, 10_000_000), "connections", "e.g. 100000"),
     range("limits.sessions_per_shard_max", |c| c.limits.sessions_per_shard_max.into(),
         (1, 10_000_000), "sessions", "e.g. 100000"),
+    range("limits.queued_bytes_per_shard_max", |c| c.limits.queued_bytes_per_shard_max,
+        (16, 1 << 44), "bytes", "e.g. 1073741824 (1 GiB)"),
+    range("limits.queued_messages_per_shard_max", |c| c.limits.queued_messages_per_shard_max,
+        (1, 1 << 32), "messages", "e.g. 1000000"),
+    range("limits.subscriptions_per_shard_max", |c| c.limits.subscriptions_per_shard_max,
+        (1, 1 << 32), "subscriptions", "e.g. 1000000"),
     range("limits.connections_max", |c| c.limits.connections_max.into(), (1, 100_000_000),
         "connections", "e.g. 1000000"),
     range("limits.retained_messages_max", |c| c.limits.retained_messages_max, (1, 1 << 32),
@@ -160,7 +183,7 @@ pub(super) const RANGES: &[Range] = &[
     range("limits.connect_rate_per_shard_max", |c| c.limits.connect_rate_per_shard_max.into(),
         (1, 10_000_000), "connections per second", "e.g. 5000"),
     range("limits.memory_budget_bytes", |c| c.limits.memory_budget_bytes, (1 << 20, 1 << 50),
-        "bytes", "set it to the memory one shard may use, e.g. 8589934592 (8 GiB)"),
+        "bytes", "set it to the memory one shard may use, e.g. 4294967296 (4 GiB)"),
 ];
 
 /// The relations between `[limits]` keys.
@@ -170,6 +193,12 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     at_least_one_packet(
         "limits.outbox_bytes_max",
         limits.outbox_bytes_max,
+        packet,
+        "queued",
+    )?;
+    at_least_one_packet(
+        "limits.queued_bytes_per_shard_max",
+        limits.queued_bytes_per_shard_max,
         packet,
         "queued",
     )?;

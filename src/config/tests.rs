@@ -155,7 +155,8 @@ fn syntax_and_type_errors() {
          packet_bytes_max, inflight_messages_max, outbox_messages_max, outbox_bytes_max, \
          client_id_bytes_max, topic_bytes_max, topic_levels_max, subscriptions_per_session_max, \
          filters_per_subscribe_max, user_properties_max, connections_per_shard_max, \
-         sessions_per_shard_max, connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
+         sessions_per_shard_max, queued_bytes_per_shard_max, queued_messages_per_shard_max, \
+         subscriptions_per_shard_max, connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
          control_pending_max, connect_rate_per_shard_max, outbox_drop_policy, memory_budget_bytes",
     );
     check(
@@ -220,6 +221,12 @@ fn value_errors() {
         "[limits]\npacket_bytes_max = 33554432\n",
         "ringmq.toml: limits.outbox_bytes_max = 16777216: must be at least \
          limits.packet_bytes_max (33554432), or a packet of the largest size could never be \
+         queued; raise it or lower limits.packet_bytes_max",
+    );
+    check(
+        "[limits]\nqueued_bytes_per_shard_max = 1000\n",
+        "ringmq.toml: limits.queued_bytes_per_shard_max = 1000: must be at least \
+         limits.packet_bytes_max (1048576), or a packet of the largest size could never be \
          queued; raise it or lower limits.packet_bytes_max",
     );
     check(

@@ -79,6 +79,8 @@ label_enum! {
     pub enum DropReason {
         /// The subscriber's outbox was at its limit in messages or bytes.
         QueueFull => "queue_full",
+        /// The sessions of the subscriber's shard held `limits.queued_*_per_shard_max` together.
+        ShardFull => "shard_full",
         /// The Message Expiry Interval passed while it waited.
         Expired => "expired",
         /// A PUBLISH matched no subscriber anywhere.

@@ -57,6 +57,9 @@ pub struct Counts {
     pub retained_bytes: u64,
     /// Messages waiting in subscriber outboxes (queued, not yet written), summed over sessions.
     pub queued_messages: u64,
+    /// Bytes of messages held for subscribers, queued and in flight (what
+    /// `limits.queued_bytes_per_shard_max` bounds).
+    pub queued_bytes: u64,
     /// Cross-shard mail this shard has queued for other shards and not yet moved into their rings.
     pub ring_depth: u64,
 
@@ -94,6 +97,7 @@ impl Counts {
             retained_messages,
             retained_bytes,
             queued_messages,
+            queued_bytes,
             ring_depth,
             connections_accepted,
             connections_rejected,
@@ -121,6 +125,7 @@ impl Counts {
         sum(&mut self.retained_messages, retained_messages);
         sum(&mut self.retained_bytes, retained_bytes);
         sum(&mut self.queued_messages, queued_messages);
+        sum(&mut self.queued_bytes, queued_bytes);
         sum(&mut self.ring_depth, ring_depth);
         sum(&mut self.connections_accepted, connections_accepted);
         self.connections_rejected.add_all(connections_rejected);

@@ -74,7 +74,7 @@ pub fn render_prometheus(
 }
 
 fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
-    let gauges: [Plain; 8] = [
+    let gauges: [Plain; 9] = [
         ("connections", "Open network connections.", |c| {
             c.connections
         }),
@@ -101,6 +101,11 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
             "queued_messages",
             "Messages waiting in subscriber outboxes.",
             |c| c.queued_messages,
+        ),
+        (
+            "queued_bytes",
+            "Bytes of messages held for subscribers, queued and in flight.",
+            |c| c.queued_bytes,
         ),
         (
             "ring_depth_messages",

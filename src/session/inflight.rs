@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU16;
 
-use super::Delivery;
+use super::{Delivery, Held};
 use crate::protocol::{PacketId, QoS};
 
 /// Where one outgoing message stands.
@@ -29,6 +29,9 @@ pub struct Inflight {
     /// Ids of `entries`, so allocation stays O(1) even with a window of thousands.
     in_use: HashSet<u16>,
     last_packet_id: u16,
+    /// Entries still holding their message (`Sent`), and the bytes of those messages.
+    sent: usize,
+    sent_bytes: usize,
 }
 
 impl Inflight {
@@ -38,6 +41,16 @@ impl Inflight {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Entries still holding their message (QoS 1, or QoS 2 before PUBREC).
+    pub fn sent_len(&self) -> usize {
+        self.sent
+    }
+
+    /// Bytes of the messages of `sent_len` entries.
+    pub fn sent_bytes(&self) -> usize {
+        self.sent_bytes
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
@@ -52,10 +65,14 @@ impl Inflight {
         })
     }
 
-    /// Adds a delivery with a fresh packet id; `None` only if all 65,535 ids are in use.
-    pub fn push(&mut self, delivery: Delivery) -> Option<PacketId> {
+    /// Adds a delivery with a fresh packet id (counted in `shard`); `None` only if all 65,535
+    /// ids are in use.
+    pub fn push(&mut self, delivery: Delivery, shard: &mut Held) -> Option<PacketId> {
         let packet_id = self.allocate()?;
         self.in_use.insert(packet_id.get());
+        self.sent += 1;
+        self.sent_bytes += delivery.size_bytes();
+        shard.take_in(delivery.size_bytes());
         self.entries.push_back(InflightEntry {
             packet_id,
             state: InflightState::Sent(delivery),
@@ -76,14 +93,24 @@ impl Inflight {
         None
     }
 
-    fn remove_at(&mut self, index: usize) -> bool {
+    fn remove_at(&mut self, index: usize, shard: &mut Held) -> bool {
         match self.entries.remove(index) {
             Some(entry) => {
                 self.in_use.remove(&entry.packet_id.get());
+                if let InflightState::Sent(delivery) = &entry.state {
+                    self.let_go(delivery.size_bytes(), shard);
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// A message leaves the window (acknowledged, or its entry dropped or released).
+    fn let_go(&mut self, bytes: usize, shard: &mut Held) {
+        self.sent = self.sent.saturating_sub(1);
+        self.sent_bytes = self.sent_bytes.saturating_sub(bytes);
+        shard.let_go(bytes);
     }
 
     fn position(&self, packet_id: PacketId) -> Option<usize> {
@@ -95,18 +122,20 @@ impl Inflight {
     }
 
     /// Drops an entry whatever its state (a delivery that could not be sent, or an error PUBREC).
-    pub fn forget(&mut self, packet_id: PacketId) -> bool {
+    pub fn forget(&mut self, packet_id: PacketId, shard: &mut Held) -> bool {
         match self.position(packet_id) {
-            Some(index) => self.remove_at(index),
+            Some(index) => self.remove_at(index, shard),
             None => false,
         }
     }
 
     /// PUBACK: completes a QoS 1 message. False if no QoS 1 message has this id.
-    pub fn puback(&mut self, packet_id: PacketId) -> bool {
+    pub fn puback(&mut self, packet_id: PacketId, shard: &mut Held) -> bool {
         match self.position(packet_id) {
             Some(index) => match self.entries.get(index).map(|e| &e.state) {
-                Some(InflightState::Sent(d)) if d.qos == QoS::AtLeastOnce => self.remove_at(index),
+                Some(InflightState::Sent(d)) if d.qos == QoS::AtLeastOnce => {
+                    self.remove_at(index, shard)
+                }
                 _ => false,
             },
             None => false,
@@ -115,7 +144,8 @@ impl Inflight {
 
     /// PUBREC: a QoS 2 message reached the client; from now on only PUBREL is owed. Returns true
     /// if the id is known as QoS 2 (either state: a repeated PUBREC is answered with PUBREL again).
-    pub fn pubrec(&mut self, packet_id: PacketId) -> bool {
+    /// The message is let go (counted out of `shard`): only its packet id is kept.
+    pub fn pubrec(&mut self, packet_id: PacketId, shard: &mut Held) -> bool {
         let Some(index) = self.position(packet_id) else {
             return false;
         };
@@ -124,7 +154,9 @@ impl Inflight {
         };
         match &entry.state {
             InflightState::Sent(d) if d.qos == QoS::ExactlyOnce => {
+                let bytes = d.size_bytes();
                 entry.state = InflightState::Released;
+                self.let_go(bytes, shard);
                 true
             }
             InflightState::Released => true,
@@ -132,8 +164,8 @@ impl Inflight {
         }
     }
 
-    /// PUBCOMP: completes a released QoS 2 message.
-    pub fn pubcomp(&mut self, packet_id: PacketId) -> bool {
+    /// PUBCOMP: completes a released QoS 2 message (its message was let go at PUBREC).
+    pub fn pubcomp(&mut self, packet_id: PacketId, shard: &mut Held) -> bool {
         match self.position(packet_id) {
             Some(index)
                 if matches!(
@@ -141,7 +173,7 @@ impl Inflight {
                     Some(InflightState::Released)
                 ) =>
             {
-                self.remove_at(index)
+                self.remove_at(index, shard)
             }
             _ => false,
         }

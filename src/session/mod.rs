@@ -25,6 +25,38 @@ use crate::protocol::{PacketId, QoS, SubscriptionOptions, Version};
 
 pub use inflight::{Inflight, InflightEntry, InflightState};
 
+/// Messages held for subscribers, queued in outboxes and in flight (sent, not yet acknowledged):
+/// one session's, or the sum over one shard's sessions (the shard-wide caps are checked against
+/// that sum). Each session adds what it takes in and subtracts what it lets go, so the shard's
+/// sum is kept in O(1) per message, without walking sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl Held {
+    /// A session (with everything it holds) came in.
+    pub fn add(&mut self, other: Held) {
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+    }
+
+    /// A session (with everything it holds) went away.
+    pub fn remove(&mut self, other: Held) {
+        self.messages = self.messages.saturating_sub(other.messages);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+    }
+
+    fn take_in(&mut self, bytes: usize) {
+        self.add(Held { messages: 1, bytes });
+    }
+
+    fn let_go(&mut self, bytes: usize) {
+        self.remove(Held { messages: 1, bytes });
+    }
+}
+
 /// One subscription of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -76,12 +108,26 @@ pub struct SessionLimits {
     pub queue_qos0_offline: bool,
     /// A full outbox drops its oldest messages (QoS 0 first) for a new one, instead of the new one.
     pub drop_oldest: bool,
+    /// What all sessions of the shard may hold together (`Held`, queued and in flight).
+    pub shard_messages_max: usize,
+    pub shard_bytes_max: usize,
+}
+
+/// Queued deliveries dropped to make room for a new one (`drop_oldest`), by the limit that was
+/// reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    pub queue_full: usize,
+    pub shard_full: usize,
 }
 
 /// Why a delivery was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
+    /// The session's outbox is at its limit.
     QueueFull,
+    /// The sessions of the shard hold their shard-wide limit.
+    ShardFull,
     Expired,
     Qos0Offline,
 }
@@ -121,16 +167,18 @@ impl SessionState {
     }
 
     /// Queues a delivery. `online` says whether a connection will drain it; offline sessions keep
-    /// QoS 0 only when configured to. A full outbox drops the new delivery or, with `drop_oldest`,
-    /// queued ones to make room; returns how many queued ones were dropped (for the queue-full
-    /// count).
+    /// QoS 0 only when configured to. A full outbox, or a shard whose sessions hold
+    /// `limits.shard_*_max` together (`shard`, kept up to date here), drops the new delivery or,
+    /// with `drop_oldest`, queued ones of this session to make room; returns how many queued ones
+    /// were dropped, and why.
     pub fn enqueue(
         &mut self,
         delivery: Delivery,
         online: bool,
         limits: &SessionLimits,
+        shard: &mut Held,
         now: Instant,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<Evicted, DropReason> {
         if delivery.message.is_expired(now) {
             return Err(DropReason::Expired);
         }
@@ -138,25 +186,41 @@ impl SessionState {
             return Err(DropReason::Qos0Offline);
         }
         let size = delivery.size_bytes();
-        let mut dropped = 0;
-        while self.outbox.len() >= limits.outbox_messages_max
-            || self.outbox_bytes + size > limits.outbox_bytes_max
-        {
-            if !limits.drop_oldest || size > limits.outbox_bytes_max {
-                return Err(DropReason::QueueFull);
+        let mut evicted = Evicted::default();
+        loop {
+            let reason = if self.outbox.len() >= limits.outbox_messages_max
+                || self.outbox_bytes + size > limits.outbox_bytes_max
+            {
+                DropReason::QueueFull
+            } else if shard.messages >= limits.shard_messages_max
+                || shard.bytes + size > limits.shard_bytes_max
+            {
+                DropReason::ShardFull
+            } else {
+                break;
+            };
+            if !limits.drop_oldest
+                || size > limits.outbox_bytes_max
+                || size > limits.shard_bytes_max
+            {
+                return Err(reason);
             }
-            self.drop_oldest(delivery.qos)?;
-            dropped += 1;
+            self.drop_oldest(delivery.qos, shard).map_err(|()| reason)?;
+            match reason {
+                DropReason::ShardFull => evicted.shard_full += 1,
+                _ => evicted.queue_full += 1,
+            }
         }
         self.outbox_bytes += size;
+        shard.take_in(size);
         self.outbox.push_back((now, delivery));
-        Ok(dropped)
+        Ok(evicted)
     }
 
     /// Drops the oldest queued QoS 0 delivery or, if none is queued and the newcomer (of QoS
     /// `incoming`) is not QoS 0 itself, the oldest delivery: a QoS 0 message never displaces a
-    /// QoS 1 or 2 one.
-    fn drop_oldest(&mut self, incoming: QoS) -> Result<(), DropReason> {
+    /// QoS 1 or 2 one. Fails when nothing may be dropped.
+    fn drop_oldest(&mut self, incoming: QoS, shard: &mut Held) -> Result<(), ()> {
         let position = match self
             .outbox
             .iter()
@@ -164,11 +228,21 @@ impl SessionState {
         {
             Some(position) => position,
             None if incoming != QoS::AtMostOnce && !self.outbox.is_empty() => 0,
-            None => return Err(DropReason::QueueFull),
+            None => return Err(()),
         };
-        let (_, removed) = self.outbox.remove(position).ok_or(DropReason::QueueFull)?;
+        let (_, removed) = self.outbox.remove(position).ok_or(())?;
         self.outbox_bytes = self.outbox_bytes.saturating_sub(removed.size_bytes());
+        shard.let_go(removed.size_bytes());
         Ok(())
+    }
+
+    /// What this session holds for its client: queued, and in flight awaiting an ack (a QoS 2
+    /// message after PUBREC is no longer held, only its packet id).
+    pub fn held(&self) -> Held {
+        Held {
+            messages: self.outbox.len() + self.inflight.sent_len(),
+            bytes: self.outbox_bytes + self.inflight.sent_bytes(),
+        }
     }
 
     pub fn outbox_len(&self) -> usize {
@@ -193,16 +267,17 @@ impl SessionState {
         window: usize,
         now: Instant,
         expired: &mut u64,
+        shard: &mut Held,
     ) -> Option<Outgoing> {
         loop {
             let (_, front) = self.outbox.front()?;
             if front.message.is_expired(now) {
-                self.pop_front();
+                self.pop_front(shard);
                 *expired += 1;
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
-                let (queued_at, delivery) = self.pop_front()?;
+                let (queued_at, delivery) = self.pop_front(shard)?;
                 return Some(Outgoing {
                     packet_id: None,
                     delivery,
@@ -212,8 +287,9 @@ impl SessionState {
             if !self.has_window(window) {
                 return None;
             }
-            let (queued_at, delivery) = self.pop_front()?;
-            let packet_id = self.inflight.push(delivery.clone())?;
+            // From the outbox into the window: still held.
+            let (queued_at, delivery) = self.pop_front(shard)?;
+            let packet_id = self.inflight.push(delivery.clone(), shard)?;
             return Some(Outgoing {
                 packet_id: Some(packet_id),
                 delivery,
@@ -222,18 +298,25 @@ impl SessionState {
         }
     }
 
-    fn pop_front(&mut self) -> Option<(Instant, Delivery)> {
+    fn pop_front(&mut self, shard: &mut Held) -> Option<(Instant, Delivery)> {
         let (queued_at, delivery) = self.outbox.pop_front()?;
         self.outbox_bytes = self.outbox_bytes.saturating_sub(delivery.size_bytes());
+        shard.let_go(delivery.size_bytes());
         Some((queued_at, delivery))
     }
 
     /// Drops queued QoS 0 messages (when a connection closes: they were only for that connection).
-    pub fn drop_queued_qos0(&mut self) -> usize {
-        let before = self.outbox.len();
+    pub fn drop_queued_qos0(&mut self, shard: &mut Held) -> usize {
+        let before = self.held();
         self.outbox.retain(|(_, d)| d.qos != QoS::AtMostOnce);
         self.outbox_bytes = self.outbox.iter().map(|(_, d)| d.size_bytes()).sum();
-        before - self.outbox.len()
+        let after = self.held();
+        let dropped = Held {
+            messages: before.messages.saturating_sub(after.messages),
+            bytes: before.bytes.saturating_sub(after.bytes),
+        };
+        shard.remove(dropped);
+        dropped.messages
     }
 
     /// Records an incoming QoS 2 packet id. Returns false when it is already awaiting PUBREL: the

@@ -16,6 +16,15 @@ fn limits() -> SessionLimits {
         subscriptions_max: 10,
         queue_qos0_offline: false,
         drop_oldest: false,
+        shard_messages_max: 1_000_000,
+        shard_bytes_max: 1 << 30,
+    }
+}
+
+fn evicted_for_queue(queue_full: usize) -> Evicted {
+    Evicted {
+        queue_full,
+        shard_full: 0,
     }
 }
 
@@ -48,23 +57,42 @@ fn outbox_is_bounded_by_count_and_bytes() {
     let now = Instant::now();
     let mut s = session();
     for _ in 0..3 {
-        s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now)
-            .unwrap();
+        s.enqueue(
+            delivery(QoS::AtLeastOnce, b"x", None),
+            true,
+            &limits(),
+            &mut Held::default(),
+            now,
+        )
+        .unwrap();
     }
     assert_eq!(
-        s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now),
+        s.enqueue(
+            delivery(QoS::AtLeastOnce, b"x", None),
+            true,
+            &limits(),
+            &mut Held::default(),
+            now
+        ),
         Err(DropReason::QueueFull)
     );
     let mut small = limits();
     small.outbox_bytes_max = 100;
     let mut s = session();
-    s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &small, now)
-        .unwrap();
+    s.enqueue(
+        delivery(QoS::AtLeastOnce, b"x", None),
+        true,
+        &small,
+        &mut Held::default(),
+        now,
+    )
+    .unwrap();
     assert_eq!(
         s.enqueue(
             delivery(QoS::AtLeastOnce, &[0; 64], None),
             true,
             &small,
+            &mut Held::default(),
             now
         ),
         Err(DropReason::QueueFull)
@@ -77,14 +105,26 @@ fn offline_sessions_keep_qos0_only_when_configured() {
     let now = Instant::now();
     let mut s = session();
     assert_eq!(
-        s.enqueue(delivery(QoS::AtMostOnce, b"x", None), false, &limits(), now),
+        s.enqueue(
+            delivery(QoS::AtMostOnce, b"x", None),
+            false,
+            &limits(),
+            &mut Held::default(),
+            now
+        ),
         Err(DropReason::Qos0Offline)
     );
     let mut keep = limits();
     keep.queue_qos0_offline = true;
     assert_eq!(
-        s.enqueue(delivery(QoS::AtMostOnce, b"x", None), false, &keep, now),
-        Ok(0)
+        s.enqueue(
+            delivery(QoS::AtMostOnce, b"x", None),
+            false,
+            &keep,
+            &mut Held::default(),
+            now
+        ),
+        Ok(Evicted::default())
     );
 }
 
@@ -108,26 +148,50 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
         (QoS::AtLeastOnce, b"3"),
     ] {
         assert_eq!(
-            s.enqueue(delivery(qos, payload, None), true, &oldest, now),
-            Ok(0)
+            s.enqueue(
+                delivery(qos, payload, None),
+                true,
+                &oldest,
+                &mut Held::default(),
+                now
+            ),
+            Ok(Evicted::default())
         );
     }
     // Full: the QoS 0 goes first, although it is not the oldest.
     assert_eq!(
-        s.enqueue(delivery(QoS::ExactlyOnce, b"4", None), true, &oldest, now),
-        Ok(1)
+        s.enqueue(
+            delivery(QoS::ExactlyOnce, b"4", None),
+            true,
+            &oldest,
+            &mut Held::default(),
+            now
+        ),
+        Ok(evicted_for_queue(1))
     );
     let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
     assert_eq!(queued(&s), [(q1, b'1'), (q1, b'3'), (q2, b'4')]);
     // No QoS 0 left: a QoS 0 newcomer is the one dropped ...
     assert_eq!(
-        s.enqueue(delivery(q0, b"5", None), true, &oldest, now),
+        s.enqueue(
+            delivery(q0, b"5", None),
+            true,
+            &oldest,
+            &mut Held::default(),
+            now
+        ),
         Err(DropReason::QueueFull)
     );
     // ... and a QoS 1 newcomer displaces the oldest.
     assert_eq!(
-        s.enqueue(delivery(q1, b"6", None), true, &oldest, now),
-        Ok(1)
+        s.enqueue(
+            delivery(q1, b"6", None),
+            true,
+            &oldest,
+            &mut Held::default(),
+            now
+        ),
+        Ok(evicted_for_queue(1))
     );
     assert_eq!(queued(&s), [(q1, b'3'), (q2, b'4'), (q1, b'6')]);
     // By bytes: a big newcomer drops as many as it needs.
@@ -136,8 +200,14 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     // Three of 66 bytes queued; the newcomer has 67: one must go.
     bytes.outbox_bytes_max = 2 * 66 + 67;
     assert_eq!(
-        s.enqueue(delivery(q1, &[7, 7], None), true, &bytes, now),
-        Ok(1)
+        s.enqueue(
+            delivery(q1, &[7, 7], None),
+            true,
+            &bytes,
+            &mut Held::default(),
+            now
+        ),
+        Ok(evicted_for_queue(1))
     );
     assert!(s.outbox_bytes() <= bytes.outbox_bytes_max);
     assert_eq!(
@@ -147,7 +217,13 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     // One bigger than the whole budget is dropped itself and leaves the queue alone.
     bytes.outbox_bytes_max = 100;
     assert_eq!(
-        s.enqueue(delivery(q1, &[0; 64], None), true, &bytes, now),
+        s.enqueue(
+            delivery(q1, &[0; 64], None),
+            true,
+            &bytes,
+            &mut Held::default(),
+            now
+        ),
         Err(DropReason::QueueFull)
     );
     assert_eq!(s.outbox_len(), 3);
@@ -158,24 +234,38 @@ fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
     let now = Instant::now();
     let mut s = session();
     for _ in 0..3 {
-        s.enqueue(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now)
-            .unwrap();
+        s.enqueue(
+            delivery(QoS::AtLeastOnce, b"x", None),
+            true,
+            &limits(),
+            &mut Held::default(),
+            now,
+        )
+        .unwrap();
     }
     let mut expired = 0;
-    let a = s.next_to_send(2, now, &mut expired).unwrap().packet_id;
-    let b = s.next_to_send(2, now, &mut expired).unwrap().packet_id;
+    let a = s
+        .next_to_send(2, now, &mut expired, &mut Held::default())
+        .unwrap()
+        .packet_id;
+    let b = s
+        .next_to_send(2, now, &mut expired, &mut Held::default())
+        .unwrap()
+        .packet_id;
     assert!(
-        s.next_to_send(2, now, &mut expired).is_none(),
+        s.next_to_send(2, now, &mut expired, &mut Held::default())
+            .is_none(),
         "window of 2 is full"
     );
     assert_ne!(a, b);
-    assert!(s.inflight.puback(a.unwrap()));
+    assert!(s.inflight.puback(a.unwrap(), &mut Held::default()));
     assert!(
-        !s.inflight.puback(a.unwrap()),
+        !s.inflight.puback(a.unwrap(), &mut Held::default()),
         "a second PUBACK for the same id is unknown"
     );
     assert!(
-        s.next_to_send(2, now, &mut expired).is_some(),
+        s.next_to_send(2, now, &mut expired, &mut Held::default())
+            .is_some(),
         "the ack opened the window"
     );
 }
@@ -184,14 +274,33 @@ fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
 fn qos2_outgoing_goes_sent_released_completed() {
     let now = Instant::now();
     let mut s = session();
-    s.enqueue(delivery(QoS::ExactlyOnce, b"x", None), true, &limits(), now)
+    s.enqueue(
+        delivery(QoS::ExactlyOnce, b"x", None),
+        true,
+        &limits(),
+        &mut Held::default(),
+        now,
+    )
+    .unwrap();
+    let id = s
+        .next_to_send(2, now, &mut 0, &mut Held::default())
+        .unwrap()
+        .packet_id
         .unwrap();
-    let id = s.next_to_send(2, now, &mut 0).unwrap().packet_id.unwrap();
-    assert!(!s.inflight.puback(id), "PUBACK does not complete QoS 2");
-    assert!(!s.inflight.pubcomp(id), "PUBCOMP before PUBREC is unknown");
-    assert!(s.inflight.pubrec(id));
-    assert!(s.inflight.pubrec(id), "a repeated PUBREC is answered again");
-    assert!(s.inflight.pubcomp(id));
+    assert!(
+        !s.inflight.puback(id, &mut Held::default()),
+        "PUBACK does not complete QoS 2"
+    );
+    assert!(
+        !s.inflight.pubcomp(id, &mut Held::default()),
+        "PUBCOMP before PUBREC is unknown"
+    );
+    assert!(s.inflight.pubrec(id, &mut Held::default()));
+    assert!(
+        s.inflight.pubrec(id, &mut Held::default()),
+        "a repeated PUBREC is answered again"
+    );
+    assert!(s.inflight.pubcomp(id, &mut Held::default()));
     assert!(s.inflight.is_empty());
 }
 
@@ -204,6 +313,7 @@ fn expired_messages_are_not_sent() {
         delivery(QoS::AtLeastOnce, b"old", Some(past)),
         true,
         &limits(),
+        &mut Held::default(),
         now,
     )
     .unwrap();
@@ -211,12 +321,15 @@ fn expired_messages_are_not_sent() {
         delivery(QoS::AtLeastOnce, b"new", None),
         true,
         &limits(),
+        &mut Held::default(),
         now,
     )
     .unwrap();
     let mut expired = 0;
     let later = now + Duration::from_secs(1);
-    let sent = s.next_to_send(2, later, &mut expired).unwrap();
+    let sent = s
+        .next_to_send(2, later, &mut expired, &mut Held::default())
+        .unwrap();
     assert_eq!(&sent.delivery.message.payload[..], b"new");
     assert_eq!(
         sent.queued_at, now,
@@ -244,12 +357,243 @@ fn packet_ids_skip_ids_in_use_and_wrap() {
     big.outbox_messages_max = 70_000;
     big.outbox_bytes_max = usize::MAX;
     for _ in 0..65_535 {
-        s.enqueue(delivery(QoS::AtLeastOnce, b"", None), true, &big, now)
-            .unwrap();
+        s.enqueue(
+            delivery(QoS::AtLeastOnce, b"", None),
+            true,
+            &big,
+            &mut Held::default(),
+            now,
+        )
+        .unwrap();
     }
     let mut seen = std::collections::HashSet::new();
-    while let Some(sent) = s.next_to_send(70_000, now, &mut 0) {
+    while let Some(sent) = s.next_to_send(70_000, now, &mut 0, &mut Held::default()) {
         assert!(seen.insert(sent.packet_id.unwrap().get()));
     }
     assert_eq!(seen.len(), 65_535, "every non-zero id used once");
+}
+
+/// The shard's tally equals the sum of what its sessions hold, after every step.
+#[track_caller]
+fn assert_tally(shard: &Held, sessions: &[&SessionState]) {
+    let mut sum = Held::default();
+    for s in sessions {
+        sum.add(s.held());
+    }
+    assert_eq!(*shard, sum);
+}
+
+#[test]
+fn the_shard_tally_follows_enqueue_send_ack_and_drops() {
+    let now = Instant::now();
+    let mut shard = Held::default();
+    let mut limits = limits();
+    limits.outbox_messages_max = 10;
+    let (mut a, mut b) = (session(), session());
+    let size = delivery(QoS::AtLeastOnce, b"x", None).size_bytes();
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtMostOnce] {
+        a.enqueue(delivery(qos, b"x", None), true, &limits, &mut shard, now)
+            .unwrap();
+    }
+    b.enqueue(
+        delivery(QoS::AtLeastOnce, b"x", None),
+        true,
+        &limits,
+        &mut shard,
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        shard,
+        Held {
+            messages: 4,
+            bytes: 4 * size
+        }
+    );
+    assert_tally(&shard, &[&a, &b]);
+    // Into the window: still held. QoS 0 written: let go.
+    let one = a.next_to_send(2, now, &mut 0, &mut shard).unwrap();
+    let two = a.next_to_send(2, now, &mut 0, &mut shard).unwrap();
+    assert_eq!(shard.messages, 4);
+    let zero = a.next_to_send(2, now, &mut 0, &mut shard).unwrap();
+    assert_eq!(zero.packet_id, None);
+    assert_eq!(shard.messages, 3);
+    assert_tally(&shard, &[&a, &b]);
+    assert!(a.inflight.puback(one.packet_id.unwrap(), &mut shard));
+    assert_eq!(shard.messages, 2);
+    // QoS 2: the message is let go at PUBREC, only the id waits for PUBCOMP.
+    assert!(a.inflight.pubrec(two.packet_id.unwrap(), &mut shard));
+    assert_eq!(shard.messages, 1);
+    assert!(a.inflight.pubrec(two.packet_id.unwrap(), &mut shard));
+    assert!(a.inflight.pubcomp(two.packet_id.unwrap(), &mut shard));
+    assert_eq!(shard.messages, 1);
+    assert_tally(&shard, &[&a, &b]);
+    // Queued QoS 0 goes with the connection.
+    a.enqueue(
+        delivery(QoS::AtMostOnce, b"x", None),
+        true,
+        &limits,
+        &mut shard,
+        now,
+    )
+    .unwrap();
+    assert_eq!(shard.messages, 2);
+    assert_eq!(a.drop_queued_qos0(&mut shard), 1);
+    assert_eq!(
+        shard,
+        Held {
+            messages: 1,
+            bytes: size
+        }
+    );
+    assert_tally(&shard, &[&a, &b]);
+    // A window entry forgotten (too large for the client) is let go too.
+    let sent = b.next_to_send(2, now, &mut 0, &mut shard).unwrap();
+    assert!(b.inflight.forget(sent.packet_id.unwrap(), &mut shard));
+    assert_eq!(shard, Held::default());
+    assert_tally(&shard, &[&a, &b]);
+}
+
+#[test]
+fn expired_messages_leave_the_shard_tally() {
+    let now = Instant::now();
+    let mut shard = Held::default();
+    let mut s = session();
+    let soon = Some(now + Duration::from_secs(1));
+    s.enqueue(
+        delivery(QoS::AtLeastOnce, b"x", soon),
+        true,
+        &limits(),
+        &mut shard,
+        now,
+    )
+    .unwrap();
+    assert_eq!(shard.messages, 1);
+    let mut expired = 0;
+    let later = now + Duration::from_secs(2);
+    assert!(s.next_to_send(2, later, &mut expired, &mut shard).is_none());
+    assert_eq!((expired, shard), (1, Held::default()));
+}
+
+/// A shard of two sessions holding three QoS 1 messages of `size` bytes, "1" and "2" in `a`
+/// and "3" in `b`, with a shard-wide cap of those three messages' bytes.
+struct FullShard {
+    now: Instant,
+    shard: Held,
+    size: usize,
+    limits: SessionLimits,
+    a: SessionState,
+    b: SessionState,
+}
+
+fn full_shard(drop_oldest: bool) -> FullShard {
+    let now = Instant::now();
+    let mut shard = Held::default();
+    let size = delivery(QoS::AtLeastOnce, b"x", None).size_bytes();
+    let mut limits = limits();
+    limits.drop_oldest = drop_oldest;
+    limits.shard_bytes_max = 3 * size;
+    let (mut a, mut b) = (session(), session());
+    let q1 = QoS::AtLeastOnce;
+    for (payload, into_a) in [(b"1", true), (b"2", true), (b"3", false)] {
+        let s = if into_a { &mut a } else { &mut b };
+        s.enqueue(delivery(q1, payload, None), true, &limits, &mut shard, now)
+            .unwrap();
+    }
+    FullShard {
+        now,
+        shard,
+        size,
+        limits,
+        a,
+        b,
+    }
+}
+
+#[test]
+fn the_shard_cap_drops_new_messages_across_sessions() {
+    let FullShard {
+        now,
+        mut shard,
+        size,
+        limits,
+        mut a,
+        mut b,
+    } = full_shard(false);
+    let q1 = QoS::AtLeastOnce;
+    // Each session is far under its own limit; together they hold the shard's.
+    assert_eq!(
+        b.enqueue(delivery(q1, b"x", None), false, &limits, &mut shard, now),
+        Err(DropReason::ShardFull)
+    );
+    assert_eq!(shard.bytes, 3 * size);
+    // By count as well.
+    let mut by_count = limits;
+    by_count.shard_bytes_max = 1 << 20;
+    by_count.shard_messages_max = 3;
+    assert_eq!(
+        a.enqueue(delivery(q1, b"x", None), false, &by_count, &mut shard, now),
+        Err(DropReason::ShardFull)
+    );
+    // The session limit is named first when both are reached.
+    by_count.outbox_messages_max = 2;
+    assert_eq!(
+        a.enqueue(delivery(q1, b"x", None), false, &by_count, &mut shard, now),
+        Err(DropReason::QueueFull)
+    );
+    assert_tally(&shard, &[&a, &b]);
+}
+
+#[test]
+fn the_shard_cap_with_drop_oldest_makes_room_in_the_receiving_session() {
+    let mut f = full_shard(true);
+    let (now, limits) = (f.now, f.limits);
+    let (q0, q1) = (QoS::AtMostOnce, QoS::AtLeastOnce);
+    // a makes room by dropping its own oldest, counted as shard-full.
+    assert_eq!(
+        f.a.enqueue(delivery(q1, b"4", None), true, &limits, &mut f.shard, now),
+        Ok(Evicted {
+            queue_full: 0,
+            shard_full: 1
+        })
+    );
+    assert_eq!(queued(&f.a), [(q1, b'2'), (q1, b'4')]);
+    // A QoS 0 newcomer never displaces QoS 1: it is dropped itself.
+    assert_eq!(
+        f.a.enqueue(delivery(q0, b"5", None), true, &limits, &mut f.shard, now),
+        Err(DropReason::ShardFull)
+    );
+    // A session with nothing queued cannot make room: the newcomer is dropped.
+    let mut c = session();
+    assert_eq!(
+        c.enqueue(delivery(q1, b"6", None), true, &limits, &mut f.shard, now),
+        Err(DropReason::ShardFull)
+    );
+    assert_eq!(f.shard.bytes, 3 * f.size);
+    assert_tally(&f.shard, &[&f.a, &f.b, &c]);
+}
+
+#[test]
+fn a_session_moving_carries_what_it_holds_between_shard_tallies() {
+    let now = Instant::now();
+    let (mut from, mut to) = (Held::default(), Held::default());
+    let mut s = session();
+    for _ in 0..3 {
+        s.enqueue(
+            delivery(QoS::AtLeastOnce, b"x", None),
+            false,
+            &limits(),
+            &mut from,
+            now,
+        )
+        .unwrap();
+    }
+    s.next_to_send(2, now, &mut 0, &mut from).unwrap();
+    // Moving out takes off everything it holds, in flight included; moving in adds it.
+    let held = s.held();
+    assert_eq!(held.messages, 3);
+    from.remove(held);
+    to.add(held);
+    assert_eq!(from, Held::default());
+    assert_tally(&to, &[&s]);
 }

@@ -77,9 +77,13 @@ impl Shard {
         if conn.over_limit || self.connects.len() >= self.settings.control_pending_max {
             return self.refuse_connect(conn_id, ReasonCode::SERVER_BUSY);
         }
-        // A client whose session is already here takes it over and adds none.
+        // A client whose session is already here takes it over and adds none. One that asks to
+        // resume may have its session on another shard, which would move here with what it
+        // holds: it is let through, and refused once its claim found no session (see
+        // `try_complete_connect`).
         if self.sessions.len() >= self.settings.sessions_per_shard_max
             && !self.sessions_by_client.contains_key(&connect.client_id)
+            && connect.clean_start
         {
             return self.refuse_connect(conn_id, ReasonCode::QUOTA_EXCEEDED);
         }
@@ -414,6 +418,28 @@ impl Shard {
             .and_then(|c| self.conns.get(&c))
             .is_some_and(|c| !c.is_closing());
         let resume = !pending.connect.clean_start && previous.is_some();
+        if !pending.connect.clean_start
+            && !resume
+            && self.sessions.len() >= self.settings.sessions_per_shard_max
+        {
+            // Let through a full shard to resume a session, and there was none: a new session
+            // would be one too many. The claim is let go.
+            if let Some(conn_id) = pending.conn {
+                if let Some(conn) = self.conns.get_mut(&conn_id) {
+                    conn.will = None;
+                }
+                self.refuse_connect(conn_id, ReasonCode::QUOTA_EXCEEDED);
+            }
+            let home = self.home_of(&client_id);
+            self.send_mail(
+                home,
+                Mail::Release {
+                    client_id,
+                    generation,
+                },
+            );
+            return;
+        }
         if resume {
             self.metrics.counts.sessions_resumed += 1;
         } else {

@@ -22,6 +22,10 @@ impl Shard {
         ticket: crate::mail::Ticket,
     ) -> SessionKey {
         let client_id = state.client_id.clone();
+        // Never refused here, whatever the shard-wide limits: a session that moved in belongs to
+        // a connection already admitted, and what it holds was acknowledged to its publishers.
+        self.held.add(state.held());
+        self.subscription_count += state.subscriptions.len();
         let key = self.sessions.insert(LocalSession {
             state,
             conn: None,
@@ -42,6 +46,10 @@ impl Shard {
     pub(super) fn remove_session(&mut self, key: SessionKey) -> Option<SessionState> {
         self.remove_session_subscriptions(key);
         let session = self.sessions.try_remove(key)?;
+        self.held.remove(session.state.held());
+        self.subscription_count = self
+            .subscription_count
+            .saturating_sub(session.state.subscriptions.len());
         if self.sessions_by_client.get(&session.state.client_id) == Some(&key) {
             self.sessions_by_client.remove(&session.state.client_id);
         }
@@ -54,7 +62,7 @@ impl Shard {
             return;
         };
         session.conn = None;
-        let dropped = session.state.drop_queued_qos0();
+        let dropped = session.state.drop_queued_qos0(&mut self.held);
         self.counters.dropped_qos0_offline += dropped as u64;
         if session.state.expiry_secs == 0 {
             self.end_session(key, now);

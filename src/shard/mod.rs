@@ -122,6 +122,7 @@ pub struct Counters {
     pub messages_received: u64,
     pub messages_sent: u64,
     pub dropped_queue_full: u64,
+    pub dropped_shard_full: u64,
     pub dropped_expired: u64,
     pub dropped_too_large: u64,
     pub dropped_qos0_offline: u64,
@@ -144,6 +145,12 @@ pub struct Shard {
     conns: HashMap<ConnId, Box<Conn>>,
     sessions: Slab<LocalSession>,
     sessions_by_client: HashMap<ByteString, SessionKey>,
+    /// What the sessions in `sessions` hold together, queued and in flight (against
+    /// `limits.queued_*_per_shard_max`): a session adds to it when it is installed and takes off
+    /// what it holds when it leaves, and every message taken in or let go counts.
+    held: crate::session::Held,
+    /// Subscriptions of the sessions in `sessions` (against `limits.subscriptions_per_shard_max`).
+    subscription_count: usize,
     /// Local subscriptions: filter -> session -> subscription.
     subscriptions: Trie<HashMap<SessionKey, Subscription>>,
     /// Replicated interest: filter -> remote shards with at least one subscriber.
@@ -203,6 +210,8 @@ impl Shard {
             conns: HashMap::new(),
             sessions: Slab::new(),
             sessions_by_client: HashMap::new(),
+            held: crate::session::Held::default(),
+            subscription_count: 0,
             subscriptions: Trie::new(),
             interest: Trie::new(),
             shared_local: Trie::new(),
@@ -465,6 +474,28 @@ impl Shard {
         self.sessions.len()
     }
 
+    /// What this shard's sessions hold, queued and in flight.
+    pub fn held(&self) -> crate::session::Held {
+        self.held
+    }
+
+    /// Subscriptions (shared ones included) of this shard's sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscription_count
+    }
+
+    /// `held()` and `subscription_count()` counted again by walking every session: what the
+    /// kept totals must equal (for tests; O(sessions)).
+    pub fn recount_held(&self) -> (crate::session::Held, usize) {
+        let mut held = crate::session::Held::default();
+        let mut subscriptions = 0;
+        for (_, session) in &self.sessions {
+            held.add(session.state.held());
+            subscriptions += session.state.subscriptions.len();
+        }
+        (held, subscriptions)
+    }
+
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
@@ -522,6 +553,7 @@ impl Shard {
         counts.subscriptions = subscriptions;
         counts.shared_subscriptions = shared;
         counts.queued_messages = queued;
+        counts.queued_bytes = self.held.bytes as u64;
         counts.retained_messages = self.retained.len() as u64;
         counts.retained_bytes = self.retained_bytes as u64;
         counts.ring_depth = self.outgoing.iter().map(|q| q.len() as u64).sum();
@@ -534,6 +566,10 @@ impl Shard {
             (
                 Reason::QueueFull,
                 c.dropped_queue_full - r.dropped_queue_full,
+            ),
+            (
+                Reason::ShardFull,
+                c.dropped_shard_full - r.dropped_shard_full,
             ),
             (Reason::Expired, c.dropped_expired - r.dropped_expired),
             (

@@ -94,6 +94,9 @@ impl Shard {
         stub.subscriptions = session.state.subscriptions.clone();
         stub.username = session.state.username.clone();
         let state = std::mem::replace(&mut session.state, stub);
+        // What the session holds leaves with it; its subscriptions stay with the stub until the
+        // stub is removed.
+        self.held.remove(state.held());
         let seen = session.dedup.take();
         session.conn = None;
         session.expires_at = None;

@@ -324,12 +324,17 @@ impl Shard {
             return;
         }
         let online = session.conn;
+        let limits = &self.settings.session;
         match session
             .state
-            .enqueue(delivery, online.is_some(), &self.settings.session, now)
+            .enqueue(delivery, online.is_some(), limits, &mut self.held, now)
         {
-            Ok(evicted) => self.counters.dropped_queue_full += evicted as u64,
+            Ok(evicted) => {
+                self.counters.dropped_queue_full += evicted.queue_full as u64;
+                self.counters.dropped_shard_full += evicted.shard_full as u64;
+            }
             Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,
+            Err(DropReason::ShardFull) => self.counters.dropped_shard_full += 1,
             Err(DropReason::Expired) => self.counters.dropped_expired += 1,
             Err(DropReason::Qos0Offline) => self.counters.dropped_qos0_offline += 1,
         }
@@ -348,6 +353,7 @@ impl Shard {
             counters,
             dirty,
             metrics,
+            held,
             ..
         } = self;
         let Some(conn) = conns.get_mut(&conn_id) else {
@@ -373,7 +379,7 @@ impl Shard {
                 queued_at,
             }) = session
                 .state
-                .next_to_send(conn.send_window, now, &mut expired)
+                .next_to_send(conn.send_window, now, &mut expired, held)
             else {
                 break;
             };
@@ -399,7 +405,7 @@ impl Shard {
                 // freed at once.
                 counters.dropped_too_large += 1;
                 if let Some(packet_id) = packet_id {
-                    session.state.inflight.forget(packet_id);
+                    session.state.inflight.forget(packet_id, held);
                 }
             }
         }
@@ -451,7 +457,7 @@ impl Shard {
         now: Instant,
     ) {
         if let Some(session) = self.sessions.get_mut(key) {
-            session.state.inflight.puback(ack.packet_id);
+            session.state.inflight.puback(ack.packet_id, &mut self.held);
         }
         self.pump_conn(conn_id, now);
     }
@@ -468,10 +474,10 @@ impl Shard {
         };
         if rec.reason.is_error() {
             // 5.0 §4.3.3: a PUBREC with an error ends the exchange.
-            session.state.inflight.forget(rec.packet_id);
+            session.state.inflight.forget(rec.packet_id, &mut self.held);
             return self.pump_conn(conn_id, now);
         }
-        let known = session.state.inflight.pubrec(rec.packet_id);
+        let known = session.state.inflight.pubrec(rec.packet_id, &mut self.held);
         self.write_packet(conn_id, &Packet::PubRel(ack_known(rec.packet_id, known)));
     }
 
@@ -497,7 +503,10 @@ impl Shard {
         now: Instant,
     ) {
         if let Some(session) = self.sessions.get_mut(key) {
-            session.state.inflight.pubcomp(comp.packet_id);
+            session
+                .state
+                .inflight
+                .pubcomp(comp.packet_id, &mut self.held);
         }
         self.pump_conn(conn_id, now);
     }

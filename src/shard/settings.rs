@@ -35,6 +35,8 @@ pub struct Settings {
     pub user_properties_max: usize,
     pub connections_per_shard_max: usize,
     pub sessions_per_shard_max: usize,
+    /// Subscriptions of all sessions of one shard together.
+    pub subscriptions_per_shard_max: usize,
     /// For this shard's partition of the retained store.
     pub retained_messages_max: usize,
     pub retained_bytes_max: usize,
@@ -79,6 +81,8 @@ impl Settings {
                 subscriptions_max: limits.subscriptions_per_session_max as usize,
                 queue_qos0_offline: mqtt.queue_qos0_offline,
                 drop_oldest: limits.outbox_drop_policy == DropPolicy::DropOldest,
+                shard_messages_max: limits.queued_messages_per_shard_max as usize,
+                shard_bytes_max: limits.queued_bytes_per_shard_max as usize,
             },
             client_id_bytes_max: limits.client_id_bytes_max as usize,
             topic_bytes_max: limits.topic_bytes_max as usize,
@@ -89,6 +93,7 @@ impl Settings {
             connections_per_shard_max: (limits.connections_per_shard_max as usize)
                 .min((limits.connections_max as usize).div_ceil(shards)),
             sessions_per_shard_max: limits.sessions_per_shard_max as usize,
+            subscriptions_per_shard_max: limits.subscriptions_per_shard_max as usize,
             retained_messages_max: (limits.retained_messages_max as usize).div_ceil(shards),
             retained_bytes_max: (limits.retained_bytes_max as usize).div_ceil(shards),
             will_bytes_max: limits.will_bytes_max as usize,

@@ -190,6 +190,9 @@ impl Shard {
                     .insert(request.filter.clone(), subscription)
             })
             .is_some();
+        if !existed {
+            self.subscription_count += 1;
+        }
         (subscription, existed)
     }
 
@@ -224,7 +227,8 @@ impl Shard {
             .get(key)
             .ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
         if !session.state.subscriptions.contains_key(filter)
-            && session.state.subscriptions.len() >= settings.session.subscriptions_max
+            && (session.state.subscriptions.len() >= settings.session.subscriptions_max
+                || self.subscription_count >= settings.subscriptions_per_shard_max)
         {
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
@@ -252,6 +256,7 @@ impl Shard {
                 .and_then(|s| s.state.subscriptions.remove(&filter))
                 .is_some();
             if existed {
+                self.subscription_count = self.subscription_count.saturating_sub(1);
                 match parse_subscription(filter.clone()) {
                     Ok(TopicSubscription::Shared {
                         group,

@@ -36,6 +36,13 @@ impl World {
     /// interest (`on_interest` alone writes the interest trie).
     pub(super) fn check_always(&mut self, handled: usize, mail_in: bool) {
         self.refresh_views(handled, mail_in);
+        let shard = &self.shards[handled];
+        assert_eq!(
+            (shard.held(), shard.subscription_count()),
+            shard.recount_held(),
+            "shard {handled}: the kept totals of held messages and subscriptions drifted from \
+             its sessions'"
+        );
         let mut online: BTreeMap<&str, usize> = BTreeMap::new();
         for (shard, ids) in self.views.online.iter().enumerate() {
             for (id, _) in ids {

@@ -416,6 +416,7 @@ fn counts_add_covers_every_field() {
         retained_messages: 1,
         retained_bytes: 1,
         queued_messages: 1,
+        queued_bytes: 1,
         ring_depth: 1,
         connections_accepted: 1,
         sessions_created: 1,
