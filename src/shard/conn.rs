@@ -191,11 +191,11 @@ impl Shard {
         let rejection = crate::metrics::ConnectRejection::from_reason_code(reason)
             .unwrap_or(crate::metrics::ConnectRejection::Other);
         self.metrics.connection_rejected(rejection);
-        let connack = Packet::ConnAck(ConnAck {
+        let connack = Packet::ConnAck(Box::new(ConnAck {
             session_present: false,
             reason,
             properties: Default::default(),
-        });
+        }));
         self.write_packet(conn_id, &connack);
         self.mark_closing(conn_id);
     }

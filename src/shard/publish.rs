@@ -17,7 +17,8 @@ use super::{ConnId, SessionKey, Shard};
 use crate::mail::Mail;
 use crate::message::Message;
 use crate::protocol::{
-    self, Packet, PubResponse, Publish, PublishProperties, PublishRef, QoS, ReasonCode,
+    self, Packet, PubResponse, Publish, PublishProperties, PublishProps, PublishRef, QoS,
+    ReasonCode,
 };
 use crate::session::{Delivery, DropReason, InflightState, Subscription};
 
@@ -34,7 +35,7 @@ impl Shard {
         };
         let is_v5 = conn.version.is_v5();
         // 5.0 §3.3.2.3.4: resolve or record a Topic Alias.
-        if let Some(alias) = publish.properties.topic_alias.take() {
+        if let Some(alias) = publish.properties.topic_alias {
             if alias == 0 || alias > self.settings.topic_alias_max {
                 return self.close_with_reason(conn_id, ReasonCode::TOPIC_ALIAS_INVALID, now);
             }
@@ -133,7 +134,7 @@ impl Shard {
             payload: bytes::Bytes::from(payload),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: PublishProperties::default(),
+            properties: PublishProps::none(),
             publisher: bytestring::ByteString::from_static("$SYS"),
             received_at: now,
             expires_at: None,
@@ -547,8 +548,14 @@ fn make_message(
     publisher: bytestring::ByteString,
     now: Instant,
 ) -> Arc<Message> {
-    let mut properties = publish.properties;
-    properties.topic_alias = None;
+    // The Topic Alias belongs to the publisher's connection, not to the message.
+    let properties = if publish.properties.topic_alias.is_some() {
+        let mut properties = publish.properties.into_inner();
+        properties.topic_alias = None;
+        properties.into()
+    } else {
+        publish.properties
+    };
     let expires_at = properties
         .message_expiry_interval_secs
         .map(|secs| now + Duration::from_secs(u64::from(secs)));
@@ -589,7 +596,7 @@ fn write_publish(
             || message.expires_at.is_some()
             || alias.is_some())
     {
-        let mut p = message.properties.clone();
+        let mut p = PublishProperties::clone(&message.properties);
         p.subscription_identifiers = delivery.subscription_identifiers.clone();
         p.message_expiry_interval_secs = message.remaining_expiry_secs(now);
         p.topic_alias = alias.map(|a| match a {
