@@ -40,7 +40,7 @@ use crate::protocol::{DecodeError, Packet, ReasonCode};
 use crate::router::{TopicTree, Trie};
 use crate::session::{SessionState, Subscription};
 
-pub use conn::{Conn, ConnId, EnhancedAuth, Phase};
+pub use conn::{Conn, ConnId, ConnIdHasher, ConnMap, EnhancedAuth, Phase};
 pub use moving::Hop;
 pub use settings::Settings;
 
@@ -143,7 +143,7 @@ pub struct Shard {
     settings: Arc<Settings>,
     /// Boxed: a table of inline `Conn`s would hold (and, growing, briefly double) room for up
     /// to twice as many connections as are open.
-    conns: HashMap<ConnId, Box<Conn>>,
+    conns: ConnMap<Box<Conn>>,
     sessions: Slab<LocalSession>,
     sessions_by_client: HashMap<ByteString, SessionKey>,
     /// Local subscriptions: filter -> session -> subscription.
@@ -202,7 +202,7 @@ impl Shard {
             id,
             shard_count,
             settings,
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             sessions: Slab::new(),
             sessions_by_client: HashMap::new(),
             subscriptions: Trie::new(),
