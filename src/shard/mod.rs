@@ -188,6 +188,8 @@ pub struct Shard {
     pub counters: Counters,
     /// Scratch space for one fan-out, reused so routing does not allocate per message.
     matches: Vec<(SessionKey, Subscription)>,
+    /// The last PUBLISH encoded, for the next subscriber of the same message.
+    publish_cache: publish::PublishCache,
     /// The ACL file in force; `None`: everything is allowed (and nothing is checked).
     acl: Option<Arc<crate::auth::Acl>>,
     /// Names `acl` (the security reload generation + 1, the same on every shard), for the read
@@ -229,6 +231,7 @@ impl Shard {
             counters_reported: Counters::default(),
             counters: Counters::default(),
             matches: Vec::new(),
+            publish_cache: publish::PublishCache::default(),
             acl: None,
             acl_generation: 1,
         }
