@@ -297,7 +297,7 @@ impl Shard {
             qos: message.qos.min(subscription.options.qos),
             retain,
             subscription_identifiers,
-            shared,
+            shared: shared.map(Box::new),
         };
         if let Some(to) = session.forward_to {
             let client_id = session.state.client_id.clone();
