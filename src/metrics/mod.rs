@@ -306,7 +306,12 @@ impl ShardMetrics {
 
 /// Whole microseconds from `earlier` to `later`; 0 if the clock order is reversed.
 pub fn micros_between(earlier: Instant, later: Instant) -> u64 {
-    // In u64 (`as_micros` is u128): called twice per delivered message.
+    // Called twice per delivered message, most often with one instant twice (received, queued
+    // and written in one batch): a comparison answers that. Otherwise in u64 (`as_micros` is
+    // u128).
+    if later <= earlier {
+        return 0;
+    }
     let elapsed = later.saturating_duration_since(earlier);
     elapsed
         .as_secs()
