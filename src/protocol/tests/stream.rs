@@ -148,7 +148,7 @@ fn encode_refuses_what_the_wire_cannot_carry() {
         EncodeError::FieldTooLong(65_536),
     );
     check(
-        Packet::Auth(Box::new(Auth::default())),
+        Packet::Auth(Box::default()),
         Version::V3_1_1,
         EncodeError::UnsupportedInVersion(Version::V3_1_1),
     );

@@ -483,7 +483,7 @@ fn control_vectors() -> Vec<(Version, Vec<u8>, Packet)> {
             vec![0xE0, 11, 0x04, 9, 0x11, 0, 0, 0, 10, 0x1F, 0, 1, b'x'],
             Packet::Disconnect(with_properties),
         ),
-        (V5, vec![0xF0, 0], Packet::Auth(Box::new(Auth::default()))),
+        (V5, vec![0xF0, 0], Packet::Auth(Box::default())),
         (
             V5,
             vec![0xF0, 11, 0x18, 9, 0x15, 0, 1, b'm', 0x16, 0, 2, 1, 2],
@@ -536,7 +536,7 @@ fn decode_only() {
         &[0xE0, 2, 0, 0],
         Packet::Disconnect(Disconnect::default()),
     );
-    check(V5, &[0xF0, 1, 0], Packet::Auth(Box::new(Auth::default())));
+    check(V5, &[0xF0, 1, 0], Packet::Auth(Box::default()));
     // A lone reason code (§3.14.2.2.1); encode adds the property length for rumqttc's sake.
     let taken_over = Disconnect {
         reason: ReasonCode::SESSION_TAKEN_OVER,
