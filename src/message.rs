@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::protocol::{PublishProperties, QoS};
+use crate::protocol::{PublishProps, QoS};
 
 /// One published message. Properties are kept as received, minus the Topic Alias and Subscription
 /// Identifiers, which belong to a hop and not to the message.
@@ -19,7 +19,7 @@ pub struct Message {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
-    pub properties: PublishProperties,
+    pub properties: PublishProps,
     /// The publishing client's id, for No Local (5.0 §3.8.3.1).
     pub publisher: ByteString,
     pub received_at: Instant,

@@ -3,7 +3,6 @@
 //! file only moves events in and carries out what `handle` leaves behind.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use crate::security::{Security, Snapshot};
 mod listener_kind;
 mod reloader;
 
-use crate::shard::{ConnId, Event, Settings, Shard};
+use crate::shard::{ConnId, ConnMap, Event, Settings, Shard};
 use crate::sys::SysState;
 pub(crate) use listener_kind::{ListenerKind, listener_kinds};
 use reloader::{Reloader, reload};
@@ -230,7 +229,7 @@ pub(crate) struct ShardShell {
     pub ctx: ShardContext<Envelope>,
     pub shard: RefCell<Shard>,
     /// Wakes each connection's writer task.
-    pub writers: RefCell<HashMap<ConnId, Rc<Notify>>>,
+    pub writers: RefCell<ConnMap<Rc<Notify>>>,
     pub mail_ready: Notify,
     next_conn: Cell<ConnId>,
     /// What each listener is, by its index in the runtime's listener list.
@@ -336,7 +335,7 @@ async fn run_shard(
     let shell = Rc::new(ShardShell {
         ctx: ctx.clone(),
         shard: RefCell::new(shard),
-        writers: RefCell::new(HashMap::new()),
+        writers: RefCell::new(ConnMap::default()),
         mail_ready: Notify::new(),
         next_conn: Cell::new(1),
         listeners: listener_kinds(&config),

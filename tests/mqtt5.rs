@@ -57,7 +57,7 @@ fn publish_v5(
         retain: false,
         topic: ByteString::from(topic),
         packet_id: id.map(pid),
-        properties,
+        properties: properties.into(),
         payload: Bytes::copy_from_slice(payload),
     }));
 }

@@ -78,7 +78,8 @@ fn disconnect_reason_codes_the_library_cannot_provoke() {
         properties: raw::PublishProperties {
             topic_alias: Some(65),
             ..Default::default()
-        },
+        }
+        .into(),
         payload: Bytes::new(),
     }));
     assert_eq!(closed_with(&mut c), ReasonCode::TOPIC_ALIAS_INVALID);

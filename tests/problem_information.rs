@@ -92,7 +92,8 @@ fn alias_disconnect(client: &mut RawClient) -> Disconnect {
         properties: PublishProperties {
             topic_alias: Some(u16::MAX),
             ..Default::default()
-        },
+        }
+        .into(),
         payload: Bytes::new(),
     }));
     match client.expect_closed().as_slice() {

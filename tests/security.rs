@@ -148,14 +148,14 @@ fn enhanced_authentication_runs_the_configured_method() {
     let config = secured(&files, Some("user toy-user\ntopic toy/#\n"));
     let broker = TestBroker::with_authenticators(config, vec![std::sync::Arc::new(Toy)]);
     let auth = |data: &'static [u8]| {
-        Packet::Auth(ringmq::protocol::Auth {
+        Packet::Auth(Box::new(ringmq::protocol::Auth {
             reason: ReasonCode::CONTINUE_AUTHENTICATION,
             properties: ringmq::protocol::AuthProperties {
                 authentication_method: Some(ByteString::from("TOY")),
                 authentication_data: Some(Bytes::from_static(data)),
                 ..Default::default()
             },
-        })
+        }))
     };
     for (answer, expected) in [
         (&b"response"[..], ReasonCode::SUCCESS),

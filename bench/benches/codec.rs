@@ -11,9 +11,9 @@ use bytes::BytesMut;
 use divan::Bencher;
 use divan::counter::BytesCount;
 use ringmq::protocol::{
-    ByteString, Bytes, Connect, ConnectProperties, Packet, PacketId, Publish, PublishProperties,
-    QoS, Subscribe, SubscribeFilter, SubscribeProperties, SubscriptionOptions, Version, decode,
-    encode, encode_publish,
+    ByteString, Bytes, Connect, ConnectProperties, Packet, PacketId, Publish, QoS, Subscribe,
+    SubscribeFilter, SubscribeProperties, SubscriptionOptions, Version, decode, encode,
+    encode_publish,
 };
 
 fn main() {
@@ -32,7 +32,7 @@ fn publish(payload_bytes: usize) -> Packet {
         retain: false,
         topic: ByteString::from_static("site-17/device-0042/temperature"),
         packet_id: PacketId::new(42),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         payload: Bytes::from(vec![0xA5; payload_bytes]),
     })
 }

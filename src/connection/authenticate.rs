@@ -139,7 +139,7 @@ async fn enhanced(
         };
         shell.handle(Event::AuthChallenge {
             conn: client.conn,
-            auth: challenge,
+            auth: Box::new(challenge),
         });
         let answer =
             shards::time::timeout(AUTH_STEP_TIMEOUT, read_packet(shell, client, reader, buf))

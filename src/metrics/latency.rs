@@ -66,9 +66,14 @@ impl LatencyHistogram {
 
     /// Records one value; values past the highest trackable count as the highest.
     pub fn record(&mut self, micros: u64) {
+        self.record_n(micros, 1);
+    }
+
+    /// Records `count` equal values at once.
+    pub fn record_n(&mut self, micros: u64, count: u64) {
         let micros = micros.min(LATENCY_HIGHEST_MICROS);
-        self.histogram.saturating_record(micros);
-        self.sum_micros = self.sum_micros.saturating_add(micros);
+        self.histogram.saturating_record_n(micros, count);
+        self.sum_micros = self.sum_micros.saturating_add(micros.saturating_mul(count));
     }
 
     /// Adds every value of `other` (HDR merge: bucket counts add).

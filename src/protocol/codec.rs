@@ -109,7 +109,7 @@ pub fn decode_body(first: u8, body: Bytes, version: Version) -> Result<Packet, D
     let reader = &mut reader;
     let packet = match packet_type {
         t::CONNECT => Packet::Connect(Box::new(decode_connect(reader)?)),
-        t::CONNACK => Packet::ConnAck(decode_connack(reader, version)?),
+        t::CONNACK => Packet::ConnAck(Box::new(decode_connack(reader, version)?)),
         t::PUBLISH => Packet::Publish(decode_publish(reader, flags, version)?),
         t::PUBACK => Packet::PubAck(decode_pub_response(reader, packet_type, version)?),
         t::PUBREC => Packet::PubRec(decode_pub_response(reader, packet_type, version)?),
@@ -128,7 +128,7 @@ pub fn decode_body(first: u8, body: Bytes, version: Version) -> Result<Packet, D
             Packet::PingResp
         }
         t::DISCONNECT => Packet::Disconnect(decode_disconnect(reader, version)?),
-        t::AUTH => Packet::Auth(decode_auth(reader)?),
+        t::AUTH => Packet::Auth(Box::new(decode_auth(reader)?)),
         other => return Err(DecodeError::InvalidPacketType(other)),
     };
     Ok(packet)

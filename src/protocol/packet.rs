@@ -7,7 +7,7 @@ use bytestring::ByteString;
 
 use super::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
+    PublishProps, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
 use super::types::{PacketId, QoS, ReasonCode, Version};
 
@@ -15,7 +15,7 @@ use super::types::{PacketId, QoS, ReasonCode, Version};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Box<Connect>),
-    ConnAck(ConnAck),
+    ConnAck(Box<ConnAck>),
     Publish(Publish),
     PubAck(PubResponse),
     PubRec(PubResponse),
@@ -29,8 +29,12 @@ pub enum Packet {
     PingResp,
     Disconnect(Disconnect),
     /// 5.0 only.
-    Auth(Auth),
+    Auth(Box<Auth>),
 }
+
+// Every received packet moves several times between decode and the shard (as an `Event`): the
+// large and rare ones (CONNECT, CONNACK, AUTH) and PUBLISH properties are boxed to keep it small.
+const _: () = assert!(std::mem::size_of::<Packet>() <= 104);
 
 /// CONNECT (§3.1). The version is the one the client asked for; it decides how every later packet on
 /// the connection is read and written.
@@ -78,7 +82,7 @@ pub struct Publish {
     /// A valid topic name; empty only in 5.0 together with a Topic Alias.
     pub topic: ByteString,
     pub packet_id: Option<PacketId>,
-    pub properties: PublishProperties,
+    pub properties: PublishProps,
     pub payload: Bytes,
 }
 

@@ -78,7 +78,79 @@ pub struct PublishProperties {
 impl PublishProperties {
     /// True when no property is set (the common case, and always so before 5.0).
     pub fn is_empty(&self) -> bool {
-        *self == PublishProperties::default()
+        *self == PublishProperties::EMPTY
+    }
+
+    /// No property set, as a constant (what an absent [`PublishProps`] reads as).
+    pub const EMPTY: PublishProperties = PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval_secs: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    };
+}
+
+/// The properties of a PUBLISH or a routed message, boxed and only when there are any: one word
+/// in the common case of no properties, so a `Publish` or `Message` that moves (decode, event
+/// queue, routing, `Arc` construction) copies a few words instead of the whole property set.
+/// Reads go through `Deref` (an absent set reads as [`PublishProperties::EMPTY`]); writes take
+/// [`PublishProps::make_mut`], which allocates the box when there is none, so that no hidden
+/// allocation happens on the hot path.
+#[derive(Clone, Default)]
+pub struct PublishProps(Option<Box<PublishProperties>>);
+
+impl PublishProps {
+    /// No properties (allocates nothing).
+    pub const fn none() -> PublishProps {
+        PublishProps(None)
+    }
+
+    /// The properties to change, boxed on first use.
+    pub fn make_mut(&mut self) -> &mut PublishProperties {
+        self.0.get_or_insert_with(Default::default)
+    }
+
+    /// The properties by value (the box is opened, or an empty set made).
+    pub fn into_inner(self) -> PublishProperties {
+        self.0.map(|boxed| *boxed).unwrap_or_default()
+    }
+}
+
+static NO_PUBLISH_PROPERTIES: PublishProperties = PublishProperties::EMPTY;
+
+impl std::ops::Deref for PublishProps {
+    type Target = PublishProperties;
+
+    fn deref(&self) -> &PublishProperties {
+        self.0.as_deref().unwrap_or(&NO_PUBLISH_PROPERTIES)
+    }
+}
+
+impl From<PublishProperties> for PublishProps {
+    fn from(properties: PublishProperties) -> PublishProps {
+        if properties.is_empty() {
+            PublishProps(None)
+        } else {
+            PublishProps(Some(Box::new(properties)))
+        }
+    }
+}
+
+impl PartialEq for PublishProps {
+    fn eq(&self, other: &PublishProps) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for PublishProps {}
+
+impl std::fmt::Debug for PublishProps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }
 

@@ -16,7 +16,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
 use super::packet::{PubResponse, Publish};
-use super::properties::{AckProperties, PublishProperties};
+use super::properties::{AckProperties, PublishProperties, PublishProps};
 use super::property::Properties;
 use super::property_sets;
 use super::topic::{TopicError, validate_topic_name};
@@ -65,10 +65,10 @@ pub fn decode_publish(
     } else {
         Some(reader.packet_id()?)
     };
-    let properties: PublishProperties = if version.is_v5() {
-        property_sets::decode(reader, packet_type::PUBLISH)?
+    let properties = if version.is_v5() {
+        decode_publish_properties(reader)?
     } else {
-        PublishProperties::default()
+        PublishProps::none()
     };
     match validate_topic_name(&topic) {
         Ok(()) => {}
@@ -84,6 +84,17 @@ pub fn decode_publish(
         properties,
         payload: reader.rest(),
     })
+}
+
+/// A PUBLISH's 5.0 properties: a property length of 0 (the usual case) is read without building
+/// a property set.
+fn decode_publish_properties(reader: &mut Reader) -> Result<PublishProps, DecodeError> {
+    if reader.peek_u8() == Some(0) {
+        reader.u8()?;
+        return Ok(PublishProps::none());
+    }
+    let properties: PublishProperties = property_sets::decode(reader, packet_type::PUBLISH)?;
+    Ok(properties.into())
 }
 
 /// The first byte of a PUBLISH fixed header.

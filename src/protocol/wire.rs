@@ -62,6 +62,11 @@ impl Reader {
         }
     }
 
+    /// The next byte, without reading it.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         let byte = *self.buf.first().ok_or(DecodeError::Truncated)?;
         self.buf.advance(1);

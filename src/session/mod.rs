@@ -79,8 +79,12 @@ pub struct Delivery {
     pub subscription_identifiers: Vec<u32>,
     /// (filter, group) when it came through a shared subscription: if this session ends before
     /// it is acknowledged, another member of the group gets it.
-    pub shared: Option<(ByteString, ByteString)>,
+    /// Boxed: rare, and a delivery is queued, moved and dropped once per subscriber.
+    pub shared: Option<Box<(ByteString, ByteString)>>,
 }
+
+// Queued in an outbox (with its time) and moved once per subscriber: kept to six words.
+const _: () = assert!(std::mem::size_of::<Delivery>() <= 48);
 
 impl Delivery {
     pub fn size_bytes(&self) -> usize {
@@ -337,7 +341,7 @@ impl SessionState {
         let queued = self.outbox.iter().map(|(_, delivery)| delivery);
         for delivery in queued.chain(self.inflight.unacknowledged()) {
             if let (Some((filter, group)), true) =
-                (&delivery.shared, delivery.qos != QoS::AtMostOnce)
+                (delivery.shared.as_deref(), delivery.qos != QoS::AtMostOnce)
             {
                 taken.push((Arc::clone(&delivery.message), filter.clone(), group.clone()));
             }

@@ -145,7 +145,7 @@ impl Shard {
     }
 
     /// Sends an AUTH 0x18 of an enhanced-authentication exchange (5.0 only).
-    pub(super) fn on_auth_challenge(&mut self, conn_id: ConnId, auth: crate::protocol::Auth) {
+    pub(super) fn on_auth_challenge(&mut self, conn_id: ConnId, auth: Box<crate::protocol::Auth>) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };

@@ -2,6 +2,7 @@
 //! client's limits, and the write buffer the shell drains.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,35 @@ use crate::protocol::{
 
 /// Connection ids are never reused, so a late event for a closed connection finds nothing.
 pub type ConnId = u64;
+
+/// A table keyed by connection id: looked up several times per message (the publisher's
+/// connection, each subscriber's), so with a hasher that costs a few instructions instead of
+/// SipHash's hundred or so.
+pub type ConnMap<V> = HashMap<ConnId, V, BuildHasherDefault<ConnIdHasher>>;
+
+/// Hashes a connection id with one multiplication (Fibonacci hashing). Connection ids come from
+/// the shell's own counter, never from a client, so the table needs no keyed hash against
+/// flooding; the odd multiplier maps consecutive ids to distinct buckets and mixes the high bits
+/// the table's control bytes use.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for a `ConnId`; this keeps the hasher whole for any key.
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0.rotate_left(5) ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 #[derive(Debug)]
 pub enum Phase {
@@ -191,11 +221,11 @@ impl Shard {
         let rejection = crate::metrics::ConnectRejection::from_reason_code(reason)
             .unwrap_or(crate::metrics::ConnectRejection::Other);
         self.metrics.connection_rejected(rejection);
-        let connack = Packet::ConnAck(ConnAck {
+        let connack = Packet::ConnAck(Box::new(ConnAck {
             session_present: false,
             reason,
             properties: Default::default(),
-        });
+        }));
         self.write_packet(conn_id, &connack);
         self.mark_closing(conn_id);
     }

@@ -550,11 +550,11 @@ impl Shard {
                 )));
             }
         }
-        let connack = Packet::ConnAck(ConnAck {
+        let connack = Packet::ConnAck(Box::new(ConnAck {
             session_present,
             reason: ReasonCode::SUCCESS,
             properties,
-        });
+        }));
         self.write_packet(conn_id, &connack);
         self.metrics.record_connect_latency(connect_latency);
         self.resend_inflight(conn_id, key, now);

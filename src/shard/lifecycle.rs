@@ -170,7 +170,8 @@ impl Shard {
             correlation_data: will.properties.correlation_data.clone(),
             user_properties: will.properties.user_properties.clone(),
             ..Default::default()
-        };
+        }
+        .into();
         let message = Arc::new(Message {
             id: self.take_message_id(),
             topic: will.topic,

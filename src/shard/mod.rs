@@ -40,7 +40,7 @@ use crate::protocol::{DecodeError, Packet, ReasonCode};
 use crate::router::{TopicTree, Trie};
 use crate::session::{SessionState, Subscription};
 
-pub use conn::{Conn, ConnId, EnhancedAuth, Phase};
+pub use conn::{Conn, ConnId, ConnIdHasher, ConnMap, EnhancedAuth, Phase};
 pub use moving::Hop;
 pub use settings::Settings;
 
@@ -55,8 +55,8 @@ pub type SessionKey = usize;
 
 /// Something that happened, for the shard to act on.
 // Events are built by the shell and consumed at once by `handle`; boxing the packet would cost an
-// allocation per packet to save a copy of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
+// allocation per packet. Instead the packet is kept small (rare, large packets and properties are
+// boxed) so that each move of an event between decode and the shard copies about a hundred bytes.
 #[derive(Debug)]
 pub enum Event {
     /// A TCP (or TLS) connection was accepted.
@@ -78,7 +78,7 @@ pub enum Event {
     /// Enhanced authentication continues: send this AUTH to the client (5.0 §4.12).
     AuthChallenge {
         conn: ConnId,
-        auth: crate::protocol::Auth,
+        auth: Box<crate::protocol::Auth>,
     },
     /// The connection sent bytes that do not decode (the spec's answer goes out, then close).
     Malformed { conn: ConnId, error: DecodeError },
@@ -91,6 +91,8 @@ pub enum Event {
     /// Periodic: keepalive, CONNECT timeout, session expiry.
     Tick,
 }
+
+const _: () = assert!(std::mem::size_of::<Event>() <= 112);
 
 /// A session held on this shard, with the connection it is bound to, if any.
 #[derive(Debug)]
@@ -142,7 +144,7 @@ pub struct Shard {
     settings: Arc<Settings>,
     /// Boxed: a table of inline `Conn`s would hold (and, growing, briefly double) room for up
     /// to twice as many connections as are open.
-    conns: HashMap<ConnId, Box<Conn>>,
+    conns: ConnMap<Box<Conn>>,
     sessions: Slab<LocalSession>,
     sessions_by_client: HashMap<ByteString, SessionKey>,
     /// What the sessions in `sessions` hold together, queued and in flight (against
@@ -193,6 +195,8 @@ pub struct Shard {
     pub counters: Counters,
     /// Scratch space for one fan-out, reused so routing does not allocate per message.
     matches: Vec<(SessionKey, Subscription)>,
+    /// The last PUBLISH encoded, for the next subscriber of the same message.
+    publish_cache: publish::PublishCache,
     /// The ACL file in force; `None`: everything is allowed (and nothing is checked).
     acl: Option<Arc<crate::auth::Acl>>,
     /// Names `acl` (the security reload generation + 1, the same on every shard), for the read
@@ -207,7 +211,7 @@ impl Shard {
             id,
             shard_count,
             settings,
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             sessions: Slab::new(),
             sessions_by_client: HashMap::new(),
             held: crate::session::Held::default(),
@@ -236,6 +240,7 @@ impl Shard {
             counters_reported: Counters::default(),
             counters: Counters::default(),
             matches: Vec::new(),
+            publish_cache: publish::PublishCache::default(),
             acl: None,
             acl_generation: 1,
         }

@@ -206,11 +206,11 @@ mod tests {
             properties: Default::default(),
             reasons: vec![ReasonCode(1), ReasonCode::TOPIC_FILTER_INVALID],
         });
-        let refused = Packet::ConnAck(ConnAck {
+        let refused = Packet::ConnAck(Box::new(ConnAck {
             session_present: false,
             reason: ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
             properties: Default::default(),
-        });
+        }));
         let closed = Packet::Disconnect(Disconnect {
             reason: ReasonCode::SESSION_TAKEN_OVER,
             properties: Default::default(),

@@ -17,7 +17,8 @@ use super::{ConnId, SessionKey, Shard};
 use crate::mail::Mail;
 use crate::message::Message;
 use crate::protocol::{
-    self, Packet, PubResponse, Publish, PublishProperties, PublishRef, QoS, ReasonCode,
+    self, Packet, PubResponse, Publish, PublishProperties, PublishProps, PublishRef, QoS,
+    ReasonCode,
 };
 use crate::session::{Delivery, DropReason, InflightState, Subscription};
 
@@ -34,7 +35,7 @@ impl Shard {
         };
         let is_v5 = conn.version.is_v5();
         // 5.0 §3.3.2.3.4: resolve or record a Topic Alias.
-        if let Some(alias) = publish.properties.topic_alias.take() {
+        if let Some(alias) = publish.properties.topic_alias {
             if alias == 0 || alias > self.settings.topic_alias_max {
                 return self.close_with_reason(conn_id, ReasonCode::TOPIC_ALIAS_INVALID, now);
             }
@@ -133,7 +134,7 @@ impl Shard {
             payload: bytes::Bytes::from(payload),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: PublishProperties::default(),
+            properties: PublishProps::none(),
             publisher: bytestring::ByteString::from_static("$SYS"),
             received_at: now,
             expires_at: None,
@@ -178,6 +179,8 @@ impl Shard {
         }
         let mut index = 0;
         let generation = self.acl_generation;
+        // Several sessions get this message: share its encoding (see `PublishCache`).
+        self.publish_cache.active = matches.len() > 1;
         while let Some((key, first)) = matches.get(index).copied() {
             let mut read_granted_generation = first.read_granted_generation;
             let mut qos = first.options.qos;
@@ -211,6 +214,7 @@ impl Shard {
             };
             self.deliver_to_session(key, message, merged, identifiers, false, now);
         }
+        self.publish_cache.active = false;
         self.matches = matches;
         self.forward_to_tombstones(message);
     }
@@ -293,7 +297,7 @@ impl Shard {
             qos: message.qos.min(subscription.options.qos),
             retain,
             subscription_identifiers,
-            shared,
+            shared: shared.map(Box::new),
         };
         if let Some(to) = session.forward_to {
             let client_id = session.state.client_id.clone();
@@ -354,6 +358,7 @@ impl Shard {
             dirty,
             metrics,
             held,
+            publish_cache,
             ..
         } = self;
         let Some(conn) = conns.get_mut(&conn_id) else {
@@ -391,6 +396,7 @@ impl Shard {
                 packet_id,
                 false,
                 Some(&mut conn.aliases_to_client),
+                Some(&mut *publish_cache).filter(|cache| cache.active),
                 now,
             );
             if written {
@@ -434,6 +440,7 @@ impl Shard {
                         delivery,
                         Some(entry.packet_id),
                         true,
+                        None,
                         None,
                         now,
                     );
@@ -556,8 +563,14 @@ fn make_message(
     publisher: bytestring::ByteString,
     now: Instant,
 ) -> Arc<Message> {
-    let mut properties = publish.properties;
-    properties.topic_alias = None;
+    // The Topic Alias belongs to the publisher's connection, not to the message.
+    let properties = if publish.properties.topic_alias.is_some() {
+        let mut properties = publish.properties.into_inner();
+        properties.topic_alias = None;
+        properties.into()
+    } else {
+        publish.properties
+    };
     let expires_at = properties
         .message_expiry_interval_secs
         .map(|secs| now + Duration::from_secs(u64::from(secs)));
@@ -574,6 +587,86 @@ fn make_message(
     })
 }
 
+/// The PUBLISH last encoded for a subscriber, so that the next subscribers of the same message
+/// get a copy of its bytes instead of another encoding (fan-out). A message's bytes differ
+/// between subscribers only by what `CacheKey` names and by the packet id, which is patched in;
+/// deliveries with properties of their own (Subscription Identifiers, a remaining Message
+/// Expiry Interval, a Topic Alias) are always encoded. Used only while `deliver_local` hands
+/// one message to several sessions (`active`): a message with one subscriber, or a backlog
+/// pumped later, pays nothing for it.
+#[derive(Debug, Default)]
+pub(super) struct PublishCache {
+    active: bool,
+    /// What `bytes` holds a frame of, if anything.
+    key: Option<CacheKey>,
+    bytes: Vec<u8>,
+    /// Where the packet id is in `bytes` (QoS 1 and 2).
+    packet_id_at: usize,
+}
+
+/// What makes two encodings of one message differ, the packet id aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CacheKey {
+    /// `Message::id` and the allocation: the same message, not merely an equal id.
+    message: u64,
+    address: usize,
+    v5: bool,
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+}
+
+/// Frames over this are encoded every time: their cost is the payload copy either way.
+const CACHED_FRAME_BYTES_MAX: usize = 16 * 1024;
+
+impl PublishCache {
+    /// Appends the cached frame for `key` with `packet_id` patched in; `None` on a miss (the
+    /// caller encodes, then calls `encoded`).
+    fn write(
+        &mut self,
+        key: CacheKey,
+        out: &mut bytes::BytesMut,
+        packet_bytes_max: usize,
+        packet_id: Option<crate::protocol::PacketId>,
+    ) -> Option<bool> {
+        if self.key != Some(key) {
+            return None;
+        }
+        if self.bytes.len() > packet_bytes_max {
+            return Some(false);
+        }
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        if let Some(packet_id) = packet_id {
+            let at = start + self.packet_id_at;
+            if let Some(slot) = out.get_mut(at..at + 2) {
+                slot.copy_from_slice(&packet_id.get().to_be_bytes());
+            }
+        }
+        Some(true)
+    }
+
+    /// After a miss: `frame` was just encoded for `key` (`topic_len`: its topic's length).
+    fn encoded(&mut self, key: CacheKey, frame: &[u8], topic_len: usize) {
+        if frame.len() > CACHED_FRAME_BYTES_MAX {
+            self.key = None;
+            return;
+        }
+        // Fixed header: the first byte and the Remaining Length (1-4 bytes, the last < 0x80);
+        // then the topic with its 2-byte length, then the packet id.
+        let length_bytes = frame
+            .iter()
+            .skip(1)
+            .take(4)
+            .position(|byte| byte & 0x80 == 0)
+            .map_or(4, |last| last + 1);
+        self.packet_id_at = 1 + length_bytes + 2 + topic_len;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(frame);
+        self.key = Some(key);
+    }
+}
+
 /// Encodes one delivery in the subscriber's version. False when it is over the client's maximum
 /// packet size (nothing written).
 #[allow(clippy::too_many_arguments)]
@@ -585,6 +678,7 @@ fn write_publish(
     packet_id: Option<crate::protocol::PacketId>,
     dup: bool,
     aliases: Option<&mut super::aliases::TopicAliases>,
+    cache: Option<&mut PublishCache>,
     now: Instant,
 ) -> bool {
     let message = &delivery.message;
@@ -598,7 +692,7 @@ fn write_publish(
             || message.expires_at.is_some()
             || alias.is_some())
     {
-        let mut p = message.properties.clone();
+        let mut p = PublishProperties::clone(&message.properties);
         p.subscription_identifiers = delivery.subscription_identifiers.clone();
         p.message_expiry_interval_secs = message.remaining_expiry_secs(now);
         p.topic_alias = alias.map(|a| match a {
@@ -622,5 +716,159 @@ fn write_publish(
         properties,
         payload: &message.payload,
     };
-    protocol::encode_publish(&publish, version, out, packet_bytes_max).is_ok()
+    // Only a frame made of the message's own properties is the same for every subscriber.
+    let shared = std::ptr::eq(properties, &*message.properties);
+    let Some(cache) = cache.filter(|_| shared) else {
+        return protocol::encode_publish(&publish, version, out, packet_bytes_max).is_ok();
+    };
+    let key = CacheKey {
+        message: message.id,
+        address: Arc::as_ptr(message) as usize,
+        v5: version.is_v5(),
+        qos: publish.qos,
+        retain: publish.retain,
+        dup: publish.dup,
+    };
+    if let Some(written) = cache.write(key, out, packet_bytes_max, packet_id) {
+        return written;
+    }
+    let start = out.len();
+    if protocol::encode_publish(&publish, version, out, packet_bytes_max).is_err() {
+        return false;
+    }
+    if let Some(frame) = out.get(start..) {
+        cache.encoded(key, frame, topic.len());
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{PacketId, Version};
+
+    fn delivery(qos: QoS, retain: bool, expires_at: Option<Instant>) -> Delivery {
+        let now = Instant::now();
+        Delivery {
+            message: Arc::new(Message {
+                id: 7,
+                topic: "fan/out".into(),
+                payload: bytes::Bytes::from_static(b"payload"),
+                qos,
+                retain,
+                properties: PublishProps::none(),
+                publisher: "p".into(),
+                received_at: now,
+                expires_at,
+            }),
+            qos,
+            retain,
+            subscription_identifiers: Vec::new(),
+            shared: None,
+        }
+    }
+
+    /// What `write_publish` writes without the cache.
+    fn encoded(
+        version: Version,
+        d: &Delivery,
+        packet_id: Option<PacketId>,
+        now: Instant,
+    ) -> Vec<u8> {
+        let mut out = bytes::BytesMut::new();
+        assert!(write_publish(
+            &mut out,
+            version,
+            usize::MAX,
+            d,
+            packet_id,
+            false,
+            None,
+            None,
+            now
+        ));
+        out.to_vec()
+    }
+
+    /// `write_publish` through `cache`, as `pump_conn` calls it.
+    fn cached(
+        out: &mut bytes::BytesMut,
+        version: Version,
+        packet_bytes_max: usize,
+        d: &Delivery,
+        packet_id: Option<PacketId>,
+        cache: &mut PublishCache,
+    ) -> bool {
+        let now = d.message.received_at;
+        let (dup, aliases) = (false, None);
+        write_publish(
+            out,
+            version,
+            packet_bytes_max,
+            d,
+            packet_id,
+            dup,
+            aliases,
+            Some(cache),
+            now,
+        )
+    }
+
+    #[test]
+    fn cached_frames_equal_fresh_encodings_with_their_own_packet_ids() {
+        let now = Instant::now();
+        let mut cache = PublishCache::default();
+        for version in [Version::V3_1_1, Version::V5] {
+            for (qos, retain) in [(QoS::AtMostOnce, false), (QoS::AtLeastOnce, true)] {
+                let d = delivery(qos, retain, None);
+                for n in 1..=4u16 {
+                    let packet_id =
+                        (qos != QoS::AtMostOnce).then(|| PacketId::new(n * 300).unwrap());
+                    let mut out = bytes::BytesMut::from(&b"before"[..]);
+                    let written = cached(&mut out, version, usize::MAX, &d, packet_id, &mut cache);
+                    assert!(written);
+                    assert_eq!(&out[..6], b"before");
+                    assert_eq!(
+                        out[6..],
+                        encoded(version, &d, packet_id, now)[..],
+                        "{version:?} {qos:?} #{n}"
+                    );
+                }
+                assert!(cache.key.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn cached_frames_respect_each_clients_maximum_packet_size() {
+        let now = Instant::now();
+        let mut cache = PublishCache::default();
+        let d = delivery(QoS::AtMostOnce, false, None);
+        let size = encoded(Version::V5, &d, None, now).len();
+        for max in [usize::MAX, usize::MAX, size - 1, size] {
+            let mut out = bytes::BytesMut::new();
+            let written = cached(&mut out, Version::V5, max, &d, None, &mut cache);
+            assert_eq!(written, max >= size);
+            assert_eq!(out.len(), if written { size } else { 0 });
+        }
+    }
+
+    #[test]
+    fn deliveries_with_their_own_properties_are_not_cached() {
+        let now = Instant::now();
+        let mut cache = PublishCache::default();
+        let d = delivery(QoS::AtMostOnce, false, Some(now + Duration::from_secs(100)));
+        for _ in 0..3 {
+            let mut out = bytes::BytesMut::new();
+            assert!(cached(
+                &mut out,
+                Version::V5,
+                usize::MAX,
+                &d,
+                None,
+                &mut cache
+            ));
+        }
+        assert!(cache.key.is_none());
+    }
 }

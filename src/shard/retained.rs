@@ -123,7 +123,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::protocol::{PublishProperties, QoS};
+    use crate::protocol::QoS;
 
     fn message(id: u64, topic: &str, payload: &'static [u8], at: Instant) -> Arc<Message> {
         Arc::new(Message {
@@ -132,7 +132,7 @@ mod tests {
             payload: bytes::Bytes::from_static(payload),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: PublishProperties::default(),
+            properties: Default::default(),
             publisher: ByteString::from_static("p"),
             received_at: at,
             expires_at: None,

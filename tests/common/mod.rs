@@ -199,7 +199,7 @@ impl RawClient {
     pub fn handshake(&mut self, connect: Connect) -> protocol::ConnAck {
         self.send(&Packet::Connect(Box::new(connect)));
         match self.recv() {
-            Packet::ConnAck(connack) => connack,
+            Packet::ConnAck(connack) => *connack,
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }

@@ -501,7 +501,7 @@ impl World {
         match &packet {
             Packet::ConnAck(connack) => {
                 assert!(client.connack.is_none(), "conn {conn_id}: second CONNACK");
-                client.connack = Some(connack.clone());
+                client.connack = Some(ConnAck::clone(connack));
                 if client.is_live() {
                     self.check_one_live_connection(conn_id);
                 }

@@ -320,7 +320,8 @@ fn bad_utf8_in_every_string_field() {
             properties: PublishProperties {
                 user_properties: user.clone(),
                 ..Default::default()
-            },
+            }
+            .into(),
             payload: b(b""),
         };
         check_strings(V5, Packet::Publish(publish));
@@ -361,7 +362,7 @@ fn bad_utf8_in_every_string_field() {
             retain: false,
             topic: s("t"),
             packet_id: Some(pid(9)),
-            properties: content_type,
+            properties: content_type.into(),
             payload: b(b"x"),
         }),
     );

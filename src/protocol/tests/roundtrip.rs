@@ -205,11 +205,11 @@ fn connack(version: Version) -> BoxedStrategy<Packet> {
     if version.is_v5() {
         (any::<bool>(), any::<u8>(), connack_properties())
             .prop_map(|(session_present, reason, properties)| {
-                Packet::ConnAck(ConnAck {
+                Packet::ConnAck(Box::new(ConnAck {
                     session_present,
                     reason: ReasonCode(reason),
                     properties,
-                })
+                }))
             })
             .boxed()
     } else {
@@ -218,11 +218,11 @@ fn connack(version: Version) -> BoxedStrategy<Packet> {
             prop::sample::select(vec![0x00u8, 0x84, 0x85, 0x88, 0x86, 0x87]),
         )
             .prop_map(|(session_present, reason)| {
-                Packet::ConnAck(ConnAck {
+                Packet::ConnAck(Box::new(ConnAck {
                     session_present,
                     reason: ReasonCode(reason),
                     properties: Default::default(),
-                })
+                }))
             })
             .boxed()
     }
@@ -286,7 +286,7 @@ fn publish(version: Version) -> impl Strategy<Value = Packet> {
                     retain,
                     topic,
                     packet_id,
-                    properties,
+                    properties: properties.into(),
                     payload,
                 })
             },
@@ -464,7 +464,7 @@ fn control(version: Version) -> BoxedStrategy<Packet> {
         users(),
     )
         .prop_map(|(reason, method, data, reason_string, user_properties)| {
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason: ReasonCode(reason),
                 properties: AuthProperties {
                     authentication_data: if method.is_some() { data } else { None },
@@ -472,7 +472,7 @@ fn control(version: Version) -> BoxedStrategy<Packet> {
                     reason_string,
                     user_properties,
                 },
-            })
+            }))
         });
     prop_oneof![simple, disconnect, auth].boxed()
 }

@@ -89,7 +89,7 @@ fn encode_refuses_a_packet_over_the_peer_maximum() {
         retain: false,
         topic: s("a/b"),
         packet_id: Some(pid(1)),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         payload: b(&[7; 100]),
     };
     let mut buf = BytesMut::from(&b"kept"[..]);
@@ -119,7 +119,7 @@ fn encode_refuses_what_the_wire_cannot_carry() {
         retain: false,
         topic: s("t"),
         packet_id: packet_id.map(pid),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         payload: Bytes::new(),
     };
     let check = |packet: Packet, version, expected: EncodeError| {
@@ -148,7 +148,7 @@ fn encode_refuses_what_the_wire_cannot_carry() {
         EncodeError::FieldTooLong(65_536),
     );
     check(
-        Packet::Auth(Auth::default()),
+        Packet::Auth(Box::default()),
         Version::V3_1_1,
         EncodeError::UnsupportedInVersion(Version::V3_1_1),
     );
@@ -163,7 +163,7 @@ fn encode_refuses_what_the_wire_cannot_carry() {
         EncodeError::NoTopicFilters,
     );
     let mut sub_id = publish(QoS::AtMostOnce, None);
-    sub_id.properties.subscription_identifiers = vec![VAR_INT_MAX + 1];
+    sub_id.properties.make_mut().subscription_identifiers = vec![VAR_INT_MAX + 1];
     check(
         Packet::Publish(sub_id),
         Version::V5,

@@ -25,7 +25,7 @@ fn publish(qos: QoS, topic: &str, packet_id: Option<u16>, payload: &[u8]) -> Pub
         retain: false,
         topic: s(topic),
         packet_id: packet_id.map(pid),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         payload: b(payload),
     }
 }
@@ -161,13 +161,13 @@ fn connect_vectors() -> Vec<(Version, Vec<u8>, Packet)> {
 
 fn connack_vectors() -> Vec<(Version, Vec<u8>, Packet)> {
     let connack = |session_present, reason| {
-        Packet::ConnAck(ConnAck {
+        Packet::ConnAck(Box::new(ConnAck {
             session_present,
             reason: ReasonCode(reason),
             properties: ConnAckProperties::default(),
-        })
+        }))
     };
-    let with_properties = Packet::ConnAck(ConnAck {
+    let with_properties = Packet::ConnAck(Box::new(ConnAck {
         session_present: true,
         reason: ReasonCode::SUCCESS,
         properties: ConnAckProperties {
@@ -178,7 +178,7 @@ fn connack_vectors() -> Vec<(Version, Vec<u8>, Packet)> {
             retain_available: Some(false),
             ..Default::default()
         },
-    });
+    }));
     vec![
         (V3_1, vec![0x20, 2, 0, 1], connack(false, 0x84)),
         (V3_1_1, vec![0x20, 2, 0, 0], connack(false, 0x00)),
@@ -216,9 +216,10 @@ fn publish_vectors() -> Vec<(Version, Vec<u8>, Packet)> {
         user_properties: vec![user("k", "v")],
         subscription_identifiers: vec![5, 128],
         content_type: Some(s("text")),
-    };
+    }
+    .into();
     let mut aliased = publish(QoS::AtMostOnce, "", None, b"x");
-    aliased.properties.topic_alias = Some(1);
+    aliased.properties.make_mut().topic_alias = Some(1);
     let mut bom = publish(QoS::AtMostOnce, "\u{feff}t\u{1}", None, b"");
     bom.retain = true;
     vec![
@@ -482,11 +483,11 @@ fn control_vectors() -> Vec<(Version, Vec<u8>, Packet)> {
             vec![0xE0, 11, 0x04, 9, 0x11, 0, 0, 0, 10, 0x1F, 0, 1, b'x'],
             Packet::Disconnect(with_properties),
         ),
-        (V5, vec![0xF0, 0], Packet::Auth(Auth::default())),
+        (V5, vec![0xF0, 0], Packet::Auth(Box::default())),
         (
             V5,
             vec![0xF0, 11, 0x18, 9, 0x15, 0, 1, b'm', 0x16, 0, 2, 1, 2],
-            Packet::Auth(auth),
+            Packet::Auth(Box::new(auth)),
         ),
     ]
 }
@@ -535,7 +536,7 @@ fn decode_only() {
         &[0xE0, 2, 0, 0],
         Packet::Disconnect(Disconnect::default()),
     );
-    check(V5, &[0xF0, 1, 0], Packet::Auth(Auth::default()));
+    check(V5, &[0xF0, 1, 0], Packet::Auth(Box::default()));
     // A lone reason code (§3.14.2.2.1); encode adds the property length for rumqttc's sake.
     let taken_over = Disconnect {
         reason: ReasonCode::SESSION_TAKEN_OVER,
@@ -547,17 +548,17 @@ fn decode_only() {
     check(
         V5,
         &[0x20, 2, 0, 0],
-        Packet::ConnAck(ConnAck {
+        Packet::ConnAck(Box::new(ConnAck {
             session_present: false,
             reason: ReasonCode::SUCCESS,
             properties: Default::default(),
-        }),
+        })),
     );
     // 3.1 clients may set DUP on a resent PUBREL / SUBSCRIBE / UNSUBSCRIBE.
     check(V3_1, &[0x6A, 2, 0, 3], Packet::PubRel(response(3, 0)));
     // A PUBLISH whose user property repeats a key keeps both, in order (MQTT-3.3.2-18).
     let mut repeated = publish(QoS::AtMostOnce, "t", None, b"");
-    repeated.properties.user_properties = vec![user("k", "1"), user("k", "2")];
+    repeated.properties.make_mut().user_properties = vec![user("k", "1"), user("k", "2")];
     check(
         V5,
         &[
@@ -570,11 +571,11 @@ fn decode_only() {
 #[test]
 fn connack_and_suback_codes_map_to_3_1_1() {
     let check = |reason: u8, expected: u8| {
-        let packet = Packet::ConnAck(ConnAck {
+        let packet = Packet::ConnAck(Box::new(ConnAck {
             session_present: false,
             reason: ReasonCode(reason),
             properties: Default::default(),
-        });
+        }));
         assert_eq!(
             encode_to_vec(&packet, V3_1_1),
             [0x20, 2, 0, expected],

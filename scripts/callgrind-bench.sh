@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Instructions the broker executes for a fixed amount of work, under callgrind: a measure that a
+# busy machine does not disturb (wall-clock throughput does). One shard pinned to BROKER_CPU,
+# ringmq-bench on LOAD_CPU, a fixed message count per scenario; prints the bench summary and the
+# broker's total instructions (Ir) and leaves the profile for callgrind_annotate.
+#
+#   scripts/callgrind-bench.sh SCENARIO [BROKER_BINARY]
+#
+# SCENARIO: fanin (8->1 QoS 0, 200,000 messages), fanout (1->16 QoS 0, 200,000 deliveries),
+# pairs (16 pairs QoS 0, 200,000 messages), none (the connections and one message each: the
+# fixed cost to subtract). Per message: (Ir - Ir of `none`) / 200,000.
+#
+# Environment: BROKER_CPU [0], LOAD_CPU [1], PORT [19883], OUT [target/callgrind].
+# Needs valgrind and release builds of ringmq and ringmq-bench in CARGO_TARGET_DIR (or target/).
+# The broker runs about 50 times slower under callgrind, so its reads see larger batches than
+# at full speed: compare runs of this script with each other, not with `perf stat` figures.
+set -euo pipefail
+: "${BROKER_CPU:=0}" "${LOAD_CPU:=1}" "${PORT:=19883}"
+
+scenario="${1:?usage: callgrind-bench.sh fanin|fanout|pairs|none [broker binary]}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+out="${OUT:-$root/target/callgrind}"
+mkdir -p "$out"
+broker="${2:-$target/release/ringmq}"
+bench="$target/release/ringmq-bench"
+
+common=(pubsub -V 4 -i 1 --threads 1 --quiet -q 0 -I 0 -s 64 --drain 60 -p "$PORT")
+case "$scenario" in
+  fanin)  args=(-c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L 25000) ;;
+  fanout) args=(-c 1 --subs 16 -t bench/fan --sub-topic bench/fan -L 12500) ;;
+  pairs)  args=(-c 16 --subs 16 -t 'bench/%i' -L 12500) ;;
+  none)   args=(-c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L 1) ;;
+  *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+esac
+
+# One shard pinned, plain TCP, no admin listener, quiet log.
+cat >"$out/broker.toml" <<EOF
+runtime = { shards = 1, cpus = [$BROKER_CPU], pin = true }
+listeners.tcp.default.bind = "127.0.0.1:$PORT"
+admin.enabled = false
+log.level = "warn"
+EOF
+
+profile="$out/callgrind.$scenario.$(date +%H%M%S)"
+taskset -c "$BROKER_CPU" valgrind --tool=callgrind --callgrind-out-file="$profile" \
+  "$broker" -c "$out/broker.toml" >"$profile.log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.3
+done
+taskset -c "$LOAD_CPU" "$bench" "${common[@]}" "${args[@]}" | grep -E '^(connections|messages|streams)'
+kill -TERM "$pid"
+wait "$pid" || true
+trap - EXIT
+grep -o 'Collected : [0-9]*' "$profile.log" | sed "s/Collected :/broker instructions (Ir):/"
+echo "profile: $profile (callgrind_annotate $profile | head -60)"
