@@ -154,6 +154,10 @@ pub struct Common {
     /// The broker's shard count, for `--shard-port-base`.
     #[arg(long = "shards", default_value_t = 1)]
     pub broker_shards: usize,
+    /// Subscriber i connects where client i + K would (`-h` list or `--shard-port-base`): with
+    /// K = 1 and two shards, each pair's publisher and subscriber are on different shards.
+    #[arg(long = "sub-shard-offset", default_value_t = 0)]
+    pub sub_shard_offset: usize,
     /// Load shards (threads, one per core); default: one per CPU this process may use.
     #[arg(long = "threads")]
     pub threads: Option<usize>,

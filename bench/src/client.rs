@@ -62,7 +62,7 @@ impl Input {
 
 /// TCP connect (and TLS handshake), CONNECT, and a successful CONNACK.
 pub async fn open(plan: &Plan, role: Role, index: usize) -> anyhow::Result<Connection> {
-    let (read, write) = shards::time::timeout(HANDSHAKE_TIMEOUT, stream::open(plan, index))
+    let (read, write) = shards::time::timeout(HANDSHAKE_TIMEOUT, stream::open(plan, role, index))
         .await
         .context("no connection (TCP and TLS handshake) in time")??;
     let mut connection = Connection {

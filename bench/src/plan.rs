@@ -55,6 +55,8 @@ pub struct Plan {
     pub tls: Option<Tls>,
     pub shard_port_base: Option<u16>,
     pub broker_shards: usize,
+    /// `--sub-shard-offset`: subscriber i connects where client i + this would.
+    pub sub_shard_offset: usize,
     pub version: Version,
     /// Publishers (pub, pubsub) or plain connections (conn).
     pub clients: usize,
@@ -167,6 +169,7 @@ impl Plan {
             tls: Tls::from_flags(&common.tls_flags(), &host_names)?,
             shard_port_base: common.shard_port_base,
             broker_shards: common.broker_shards,
+            sub_shard_offset: common.sub_shard_offset,
             version: version(common.version)?,
             clients,
             subscribers,
@@ -192,8 +195,12 @@ impl Plan {
         })
     }
 
-    /// The address client `index` (of its role) connects to.
-    pub fn target(&self, index: usize) -> SocketAddr {
+    /// The address client `index` of `role` connects to.
+    pub fn target(&self, role: Role, index: usize) -> SocketAddr {
+        let index = match role {
+            Role::Sub => index.wrapping_add(self.sub_shard_offset),
+            Role::Conn | Role::Pub => index,
+        };
         let mut addr = self.hosts[index % self.hosts.len()];
         if let Some(base) = self.shard_port_base {
             let offset = (index % self.broker_shards) as u16;

@@ -1,7 +1,7 @@
 //! A client's connection to the broker, plain TCP or TLS (`-S`): one enum per half, so the plain
 //! path stays a direct call on the shards socket (one branch, no boxing, no rustls buffers).
 
-use crate::plan::Plan;
+use crate::plan::{Plan, Role};
 use crate::tls::{self, TlsReadHalf, TlsWriteHalf};
 use anyhow::Context;
 use std::io;
@@ -36,8 +36,8 @@ impl WriteHalf {
 }
 
 /// Connects client `index` to its broker address, with the TLS handshake under `-S`.
-pub async fn open(plan: &Plan, index: usize) -> anyhow::Result<(ReadHalf, WriteHalf)> {
-    let addr = plan.target(index);
+pub async fn open(plan: &Plan, role: Role, index: usize) -> anyhow::Result<(ReadHalf, WriteHalf)> {
+    let addr = plan.target(role, index);
     let stream = shards::connect(addr)
         .await
         .with_context(|| format!("connect to {addr}"))?;
