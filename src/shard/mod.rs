@@ -193,6 +193,9 @@ pub struct Shard {
     pub counters: Counters,
     /// Scratch space for one fan-out, reused so routing does not allocate per message.
     matches: Vec<(SessionKey, Subscription)>,
+    /// Scratch space for the shared messages one delivery evicted (`drop_oldest`), to be offered
+    /// to another member of their group.
+    evicted_shared: Vec<(crate::session::Delivery, crate::session::DropReason)>,
     /// The ACL file in force; `None`: everything is allowed (and nothing is checked).
     acl: Option<Arc<crate::auth::Acl>>,
     /// Names `acl` (the security reload generation + 1, the same on every shard), for the read
@@ -236,6 +239,7 @@ impl Shard {
             counters_reported: Counters::default(),
             counters: Counters::default(),
             matches: Vec::new(),
+            evicted_shared: Vec::new(),
             acl: None,
             acl_generation: 1,
         }
@@ -355,8 +359,9 @@ impl Shard {
                     filter,
                     group,
                     hops,
+                    reoffer,
                 } = *publish;
-                self.deliver_shared_local(filter, group, message, hops, now)
+                self.deliver_shared_local(filter, group, message, hops, reoffer, None, now)
             }
             Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),
