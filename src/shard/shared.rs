@@ -4,10 +4,13 @@
 //! Every shard tells every other shard how many members each group has on it
 //! (`Mail::SharedInterest`, an absolute count, so the last one wins). The publishing shard picks
 //! one shard for each matching group in proportion to those counts; that shard picks one of its
-//! members in turn, preferring connected ones. A pick can meet a stale count (the member just
-//! left): the message then moves on to another shard with members, at most once per shard, and is
-//! dropped and counted if none is left. When a member's session ends with QoS > 0 messages of the
-//! group still queued or unacknowledged, they go to another member (§4.8.2).
+//! members in turn: a connected one with room for the message, else an offline one with room.
+//! When no member there has room, or the count was stale (the member just left), the message
+//! moves on to another shard with members, with fewer hops than such shards; with none left a
+//! member without room gets it (and the drop policy), or it is dropped and counted if there is no
+//! member at all. When a member's session ends with QoS > 0 messages of the group still queued or
+//! unacknowledged, they go to another member (§4.8.2); so do those `drop_oldest` evicts from a
+//! member's outbox, once (`reoffer_evicted`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
