@@ -26,8 +26,16 @@ use crate::protocol::QoS;
 use crate::router::{RoundRobin, WeightedShards};
 use crate::session::DropReason;
 
-/// Members of the groups of one filter on this shard: group -> members in turn order.
-pub type LocalGroups = HashMap<ByteString, RoundRobin<SessionKey>>;
+/// Members of the groups of one filter on this shard: group -> members.
+pub type LocalGroups = HashMap<ByteString, LocalGroup>;
+
+/// The members of one group on this shard, in turn order, and the filter text their sessions
+/// hold the subscription under (`$share/{group}/{filter}`), kept so a delivery does not build it.
+#[derive(Debug)]
+pub struct LocalGroup {
+    key: ByteString,
+    members: RoundRobin<SessionKey>,
+}
 
 /// Groups of one filter across shards: group -> member counts per shard (this one included).
 #[derive(Debug, Default)]
@@ -44,13 +52,16 @@ impl Shard {
         group: &ByteString,
         key: SessionKey,
     ) {
-        let members = self
+        let local = self
             .shared_local
             .get_or_insert_with(filter, LocalGroups::new)
             .entry(group.clone())
-            .or_default();
-        members.insert(key);
-        let count = members.len();
+            .or_insert_with(|| LocalGroup {
+                key: shared_key(group, filter),
+                members: RoundRobin::default(),
+            });
+        local.members.insert(key);
+        let count = local.members.len();
         self.announce_shared_count(filter, group, count);
     }
 
@@ -64,11 +75,11 @@ impl Shard {
         let Some(groups) = self.shared_local.get_mut(filter) else {
             return;
         };
-        let Some(members) = groups.get_mut(group) else {
+        let Some(local) = groups.get_mut(group) else {
             return;
         };
-        members.remove(&key);
-        let count = members.len();
+        local.members.remove(&key);
+        let count = local.members.len();
         if count == 0 {
             groups.remove(group);
             if groups.is_empty() {
@@ -256,8 +267,7 @@ impl Shard {
         not: Option<SessionKey>,
         now: Instant,
     ) {
-        let full = shared_key(&group, &filter);
-        let with_room = {
+        let (with_room, full) = {
             let Shard {
                 sessions,
                 shared_local,
@@ -267,7 +277,7 @@ impl Shard {
             } = self;
             let limits = &settings.session;
             let size = message.size_bytes();
-            let Some(members) = shared_local
+            let Some(LocalGroup { key: full, members }) = shared_local
                 .get_mut(&filter)
                 .and_then(|groups| groups.get_mut(&group))
             else {
@@ -275,6 +285,7 @@ impl Shard {
                 let hops = hops.saturating_add(1);
                 return self.dispatch_shared(filter, group, message, hops, reoffer, now);
             };
+            let full = full.clone();
             let has_room = |key: &SessionKey, connected: bool| {
                 if not == Some(*key) {
                     return false;
@@ -291,10 +302,11 @@ impl Shard {
                     && (online || qos != QoS::AtMostOnce || limits.queue_qos0_offline)
                     && session.state.room(size, limits, held).is_ok()
             };
-            match members.pick_where(|key| has_room(key, true)).copied() {
+            let picked = match members.pick_where(|key| has_room(key, true)).copied() {
                 Some(key) => Some(key),
                 None => members.pick_where(|key| has_room(key, false)).copied(),
-            }
+            };
+            (picked, full)
         };
         let key = match with_room {
             Some(key) => key,
@@ -317,9 +329,9 @@ impl Shard {
                     .shared_local
                     .get_mut(&filter)
                     .and_then(|groups| groups.get_mut(&group))
-                    .and_then(|members| match members.pick_where(online).copied() {
+                    .and_then(|local| match local.members.pick_where(online).copied() {
                         Some(key) => Some(key),
-                        None => members.pick().copied(),
+                        None => local.members.pick().copied(),
                     });
                 let Some(key) = picked else {
                     self.counters.dropped_no_subscribers += 1;
