@@ -41,6 +41,9 @@ pub struct SharedPublish {
     pub group: ByteString,
     /// Shards this message has already visited looking for a member.
     pub hops: u8,
+    /// Offered again after `drop_oldest` evicted it from a member, for this reason: it goes only
+    /// to a member with room, and is dropped (counted so) when none has any.
+    pub reoffer: Option<crate::session::DropReason>,
 }
 
 /// A session handed over to a new owner, with the ids of the messages its dedup window saw while

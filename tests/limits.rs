@@ -459,3 +459,56 @@ fn a_session_moving_in_is_admitted_over_the_session_and_queue_caps() {
     let metrics = metrics_when(admin, |m| shard_metric(m, "ringmq_sessions", 0, "") == 3.0);
     assert_eq!(shard_metric(&metrics, "ringmq_sessions", 0, ""), 3.0);
 }
+
+#[test]
+fn a_subscriber_under_its_fair_share_keeps_receiving_on_a_full_shard() {
+    const CAP: u64 = 32 * 1024;
+    let mut config = small_shards(CAP);
+    // A fair share of 32 KiB / 8 sessions = 4 KiB: three messages of about 1 KiB.
+    config.limits.sessions_per_shard_max = 8;
+    let broker = TestBroker::with_config(config);
+    let admin = broker.admin_addr().expect("admin listener");
+    let ids: Vec<String> = (0..4).map(|i| format!("parked-{i}")).collect();
+    offline_subscribers(&broker, 2, &ids, "cap/slow");
+    let (mut healthy, _) = RawClient::connect(broker.shard(2), Version::V3_1_1, "healthy", true);
+    healthy.subscribe(1, &[("cap/live", QoS::AtLeastOnce)]);
+    let (mut publisher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "pub", true);
+    // 4 sessions x 12 messages of about 1 KiB: more than shard 2 may hold.
+    publish_acked(&mut publisher, "cap/slow", 1..=12, 1000);
+    let shard_full = "reason=\"shard_full\"";
+    let metrics = metrics_when(admin, |m| {
+        shard_metric(m, "ringmq_messages_dropped_total", 2, shard_full) > 0.0
+    });
+    assert!(
+        shard_metric(&metrics, "ringmq_messages_dropped_total", 2, shard_full) > 0.0,
+        "{metrics}"
+    );
+    // The shard is full, and a subscriber on it that reads at once still gets every message:
+    // it never holds its share.
+    for id in 1..=40 {
+        publish_acked(&mut publisher, "cap/live", id..=id, 1000);
+        let got = healthy.recv_publish();
+        assert_eq!(got.payload.first(), Some(&(id as u8)), "live message {id}");
+        healthy.ack(&got);
+    }
+    // In bursts of three (its share) as well.
+    for burst in 0..10u16 {
+        let first = 41 + 3 * burst;
+        publish_acked(&mut publisher, "cap/live", first..=first + 2, 1000);
+        for id in first..=first + 2 {
+            let got = healthy.recv_publish();
+            assert_eq!(got.payload.first(), Some(&(id as u8)), "live message {id}");
+            healthy.ack(&got);
+        }
+    }
+    // The parked sessions stay stopped; the shard holds at most twice its cap.
+    let metrics = metrics_when(admin, |m| {
+        shard_metric(m, "ringmq_queued_bytes", 2, "") > 0.0
+    });
+    let held_bytes = shard_metric(&metrics, "ringmq_queued_bytes", 2, "");
+    assert!(held_bytes <= 2.0 * CAP as f64, "{held_bytes} bytes held");
+    let parked = 4.0 * 12.0;
+    let dropped = shard_metric(&metrics, "ringmq_messages_dropped_total", 2, shard_full);
+    let held = shard_metric(&metrics, "ringmq_queued_messages", 2, "");
+    assert_eq!(held + dropped, parked, "{metrics}");
+}

@@ -98,14 +98,15 @@ impl Budget {
                             .outbox_bytes_max
                             .saturating_add(inflight.saturating_mul(packet)),
                     )
-                    .min(limits.queued_bytes_per_shard_max),
+                    // Sessions under their fair share still queue at the cap: at most twice it.
+                    .min(limits.queued_bytes_per_shard_max.saturating_mul(2)),
                 "limits.queued_bytes_per_shard_max, limits.outbox_bytes_max",
             ),
             term(
                 "entries of messages held by sessions",
                 sessions
                     .saturating_mul(u64::from(limits.outbox_messages_max) + inflight)
-                    .min(limits.queued_messages_per_shard_max),
+                    .min(limits.queued_messages_per_shard_max.saturating_mul(2)),
                 DELIVERY_OVERHEAD_BYTES,
                 "limits.queued_messages_per_shard_max, limits.outbox_messages_max",
             ),
@@ -324,10 +325,11 @@ mod tests {
         config.limits.queued_messages_per_shard_max = 5_000;
         config.limits.subscriptions_per_shard_max = 7_000;
         let budget = Budget::of(&config, 4);
+        // Twice the caps: sessions under their fair share queue over them (docs/HARDENING.md).
         let held = term(&budget, "messages held by sessions (queued + in flight)");
-        assert_eq!(held.total_bytes(), 1 << 30);
+        assert_eq!(held.total_bytes(), 2 << 30);
         let entries = term(&budget, "entries of messages held by sessions");
-        assert_eq!(entries.count, 5_000);
+        assert_eq!(entries.count, 10_000);
         let subscriptions = term(&budget, "subscriptions");
         assert_eq!(subscriptions.count, 7_000);
         // Sessions times the per-session limits where that is the smaller.
@@ -374,7 +376,10 @@ mod tests {
         config.limits.topic_bytes_max = 256;
         config.limits.retained_bytes_max = 1 << 28;
         config.limits.will_bytes_max = 4096;
-        // With the default shard-wide caps on held messages and subscriptions.
+        // Half the default shard-wide caps on held messages (which sessions under their fair
+        // share may exceed up to twice), the default cap on subscriptions.
+        config.limits.queued_bytes_per_shard_max = 1 << 29;
+        config.limits.queued_messages_per_shard_max = 500_000;
         config.limits.memory_budget_bytes = 4 << 30;
         let budget = Budget::of(&config, 2);
         assert!(budget.check().is_ok(), "{budget}");

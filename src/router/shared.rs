@@ -120,6 +120,11 @@ impl WeightedShards {
         self.total == 0
     }
 
+    /// Shards with at least one member.
+    pub fn shards(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Members on `shard`.
     pub fn members(&self, shard: usize) -> usize {
         self.entries

@@ -81,6 +81,9 @@ pub struct Delivery {
     /// it is acknowledged, another member of the group gets it.
     /// Boxed: rare, and a delivery is queued, moved and dropped once per subscriber.
     pub shared: Option<Box<(ByteString, ByteString)>>,
+    /// A shared-subscription message offered again after `drop_oldest` evicted it from another
+    /// member: it is not offered a third time and never evicts anything itself.
+    pub reoffered: bool,
 }
 
 // Queued in an outbox (with its time) and moved once per subscriber: kept to six words.
@@ -115,6 +118,12 @@ pub struct SessionLimits {
     /// What all sessions of the shard may hold together (`Held`, queued and in flight).
     pub shard_messages_max: usize,
     pub shard_bytes_max: usize,
+    /// Each session's fair share of the shard-wide caps (the caps divided by
+    /// `sessions_per_shard_max`): a session holding less still queues a delivery when the shard
+    /// is at its caps, so one slow consumer cannot starve the others. The shard then holds at most
+    /// twice its caps (see docs/HARDENING.md).
+    pub shard_share_messages: usize,
+    pub shard_share_bytes: usize,
 }
 
 /// Queued deliveries dropped to make room for a new one (`drop_oldest`), by the limit that was
@@ -123,6 +132,15 @@ pub struct SessionLimits {
 pub struct Evicted {
     pub queue_full: usize,
     pub shard_full: usize,
+}
+
+impl Evicted {
+    fn count(&mut self, reason: DropReason) {
+        match reason {
+            DropReason::ShardFull => self.shard_full += 1,
+            _ => self.queue_full += 1,
+        }
+    }
 }
 
 /// Why a delivery was not queued.
@@ -172,9 +190,13 @@ impl SessionState {
 
     /// Queues a delivery. `online` says whether a connection will drain it; offline sessions keep
     /// QoS 0 only when configured to. A full outbox, or a shard whose sessions hold
-    /// `limits.shard_*_max` together (`shard`, kept up to date here), drops the new delivery or,
-    /// with `drop_oldest`, queued ones of this session to make room; returns how many queued ones
-    /// were dropped, and why.
+    /// `limits.shard_*_max` together (`shard`, kept up to date here) while this session holds
+    /// its fair share or more, drops the new delivery or, with `drop_oldest`, queued ones of this
+    /// session to make room; returns how many queued ones were dropped, and why. The QoS > 0
+    /// shared-subscription deliveries so dropped that were not offered again already go to
+    /// `reoffer` (with the limit that evicted them) instead of being counted, for another member
+    /// of their group. A delivery offered again never evicts anything: it is dropped if there is
+    /// no room.
     pub fn enqueue(
         &mut self,
         delivery: Delivery,
@@ -182,6 +204,7 @@ impl SessionState {
         limits: &SessionLimits,
         shard: &mut Held,
         now: Instant,
+        reoffer: &mut Vec<(Delivery, DropReason)>,
     ) -> Result<Evicted, DropReason> {
         if delivery.message.is_expired(now) {
             return Err(DropReason::Expired);
@@ -191,28 +214,19 @@ impl SessionState {
         }
         let size = delivery.size_bytes();
         let mut evicted = Evicted::default();
-        loop {
-            let reason = if self.outbox.len() >= limits.outbox_messages_max
-                || self.outbox_bytes + size > limits.outbox_bytes_max
-            {
-                DropReason::QueueFull
-            } else if shard.messages >= limits.shard_messages_max
-                || shard.bytes + size > limits.shard_bytes_max
-            {
-                DropReason::ShardFull
-            } else {
-                break;
-            };
+        while let Err(reason) = self.room(size, limits, shard) {
             if !limits.drop_oldest
+                || delivery.reoffered
                 || size > limits.outbox_bytes_max
                 || size > limits.shard_bytes_max
             {
                 return Err(reason);
             }
-            self.drop_oldest(delivery.qos, shard).map_err(|()| reason)?;
-            match reason {
-                DropReason::ShardFull => evicted.shard_full += 1,
-                _ => evicted.queue_full += 1,
+            let removed = self.drop_oldest(delivery.qos, shard).map_err(|()| reason)?;
+            if removed.shared.is_some() && removed.qos != QoS::AtMostOnce && !removed.reoffered {
+                reoffer.push((removed, reason));
+            } else {
+                evicted.count(reason);
             }
         }
         self.outbox_bytes += size;
@@ -221,10 +235,39 @@ impl SessionState {
         Ok(evicted)
     }
 
+    /// Whether a delivery of `size` bytes may be queued now without dropping anything, or which
+    /// limit is in the way: the session's outbox, or the shard's caps (unless this session holds
+    /// less than its fair share of them).
+    pub fn room(
+        &self,
+        size: usize,
+        limits: &SessionLimits,
+        shard: &Held,
+    ) -> Result<(), DropReason> {
+        if self.outbox.len() >= limits.outbox_messages_max
+            || self.outbox_bytes + size > limits.outbox_bytes_max
+        {
+            return Err(DropReason::QueueFull);
+        }
+        let shard_full = shard.messages >= limits.shard_messages_max
+            || shard.bytes + size > limits.shard_bytes_max;
+        if shard_full && !self.within_share(size, limits) {
+            return Err(DropReason::ShardFull);
+        }
+        Ok(())
+    }
+
+    /// Whether this session, given a delivery of `size` bytes, still holds no more than its fair
+    /// share of the shard's caps.
+    fn within_share(&self, size: usize, limits: &SessionLimits) -> bool {
+        let held = self.held();
+        held.messages < limits.shard_share_messages && held.bytes + size <= limits.shard_share_bytes
+    }
+
     /// Drops the oldest queued QoS 0 delivery or, if none is queued and the newcomer (of QoS
     /// `incoming`) is not QoS 0 itself, the oldest delivery: a QoS 0 message never displaces a
     /// QoS 1 or 2 one. Fails when nothing may be dropped.
-    fn drop_oldest(&mut self, incoming: QoS, shard: &mut Held) -> Result<(), ()> {
+    fn drop_oldest(&mut self, incoming: QoS, shard: &mut Held) -> Result<Delivery, ()> {
         let position = match self
             .outbox
             .iter()
@@ -237,7 +280,7 @@ impl SessionState {
         let (_, removed) = self.outbox.remove(position).ok_or(())?;
         self.outbox_bytes = self.outbox_bytes.saturating_sub(removed.size_bytes());
         shard.let_go(removed.size_bytes());
-        Ok(())
+        Ok(removed)
     }
 
     /// What this session holds for its client: queued, and in flight awaiting an ack (a QoS 2

@@ -18,6 +18,17 @@ fn limits() -> SessionLimits {
         drop_oldest: false,
         shard_messages_max: 1_000_000,
         shard_bytes_max: 1 << 30,
+        shard_share_messages: 0,
+        shard_share_bytes: 0,
+    }
+}
+
+type Put = Result<Evicted, DropReason>;
+
+impl SessionState {
+    /// `enqueue` with every eviction counted (the deliveries here are not shared).
+    fn put(&mut self, d: Delivery, on: bool, l: &SessionLimits, h: &mut Held, t: Instant) -> Put {
+        self.enqueue(d, on, l, h, t, &mut Vec::new())
     }
 }
 
@@ -45,6 +56,7 @@ fn delivery(qos: QoS, payload: &'static [u8], expires_at: Option<Instant>) -> De
         retain: false,
         subscription_identifiers: Vec::new(),
         shared: None,
+        reoffered: false,
     }
 }
 
@@ -57,7 +69,7 @@ fn outbox_is_bounded_by_count_and_bytes() {
     let now = Instant::now();
     let mut s = session();
     for _ in 0..3 {
-        s.enqueue(
+        s.put(
             delivery(QoS::AtLeastOnce, b"x", None),
             true,
             &limits(),
@@ -67,7 +79,7 @@ fn outbox_is_bounded_by_count_and_bytes() {
         .unwrap();
     }
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(QoS::AtLeastOnce, b"x", None),
             true,
             &limits(),
@@ -79,7 +91,7 @@ fn outbox_is_bounded_by_count_and_bytes() {
     let mut small = limits();
     small.outbox_bytes_max = 100;
     let mut s = session();
-    s.enqueue(
+    s.put(
         delivery(QoS::AtLeastOnce, b"x", None),
         true,
         &small,
@@ -88,7 +100,7 @@ fn outbox_is_bounded_by_count_and_bytes() {
     )
     .unwrap();
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(QoS::AtLeastOnce, &[0; 64], None),
             true,
             &small,
@@ -105,7 +117,7 @@ fn offline_sessions_keep_qos0_only_when_configured() {
     let now = Instant::now();
     let mut s = session();
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(QoS::AtMostOnce, b"x", None),
             false,
             &limits(),
@@ -117,7 +129,7 @@ fn offline_sessions_keep_qos0_only_when_configured() {
     let mut keep = limits();
     keep.queue_qos0_offline = true;
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(QoS::AtMostOnce, b"x", None),
             false,
             &keep,
@@ -148,7 +160,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
         (QoS::AtLeastOnce, b"3"),
     ] {
         assert_eq!(
-            s.enqueue(
+            s.put(
                 delivery(qos, payload, None),
                 true,
                 &oldest,
@@ -160,7 +172,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     }
     // Full: the QoS 0 goes first, although it is not the oldest.
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(QoS::ExactlyOnce, b"4", None),
             true,
             &oldest,
@@ -173,7 +185,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     assert_eq!(queued(&s), [(q1, b'1'), (q1, b'3'), (q2, b'4')]);
     // No QoS 0 left: a QoS 0 newcomer is the one dropped ...
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(q0, b"5", None),
             true,
             &oldest,
@@ -184,7 +196,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     );
     // ... and a QoS 1 newcomer displaces the oldest.
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(q1, b"6", None),
             true,
             &oldest,
@@ -200,7 +212,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     // Three of 66 bytes queued; the newcomer has 67: one must go.
     bytes.outbox_bytes_max = 2 * 66 + 67;
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(q1, &[7, 7], None),
             true,
             &bytes,
@@ -217,7 +229,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     // One bigger than the whole budget is dropped itself and leaves the queue alone.
     bytes.outbox_bytes_max = 100;
     assert_eq!(
-        s.enqueue(
+        s.put(
             delivery(q1, &[0; 64], None),
             true,
             &bytes,
@@ -234,7 +246,7 @@ fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
     let now = Instant::now();
     let mut s = session();
     for _ in 0..3 {
-        s.enqueue(
+        s.put(
             delivery(QoS::AtLeastOnce, b"x", None),
             true,
             &limits(),
@@ -274,7 +286,7 @@ fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
 fn qos2_outgoing_goes_sent_released_completed() {
     let now = Instant::now();
     let mut s = session();
-    s.enqueue(
+    s.put(
         delivery(QoS::ExactlyOnce, b"x", None),
         true,
         &limits(),
@@ -309,7 +321,7 @@ fn expired_messages_are_not_sent() {
     let now = Instant::now();
     let mut s = session();
     let past = now + Duration::from_millis(1);
-    s.enqueue(
+    s.put(
         delivery(QoS::AtLeastOnce, b"old", Some(past)),
         true,
         &limits(),
@@ -317,7 +329,7 @@ fn expired_messages_are_not_sent() {
         now,
     )
     .unwrap();
-    s.enqueue(
+    s.put(
         delivery(QoS::AtLeastOnce, b"new", None),
         true,
         &limits(),
@@ -357,7 +369,7 @@ fn packet_ids_skip_ids_in_use_and_wrap() {
     big.outbox_messages_max = 70_000;
     big.outbox_bytes_max = usize::MAX;
     for _ in 0..65_535 {
-        s.enqueue(
+        s.put(
             delivery(QoS::AtLeastOnce, b"", None),
             true,
             &big,
@@ -392,10 +404,10 @@ fn the_shard_tally_follows_enqueue_send_ack_and_drops() {
     let (mut a, mut b) = (session(), session());
     let size = delivery(QoS::AtLeastOnce, b"x", None).size_bytes();
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtMostOnce] {
-        a.enqueue(delivery(qos, b"x", None), true, &limits, &mut shard, now)
+        a.put(delivery(qos, b"x", None), true, &limits, &mut shard, now)
             .unwrap();
     }
-    b.enqueue(
+    b.put(
         delivery(QoS::AtLeastOnce, b"x", None),
         true,
         &limits,
@@ -429,7 +441,7 @@ fn the_shard_tally_follows_enqueue_send_ack_and_drops() {
     assert_eq!(shard.messages, 1);
     assert_tally(&shard, &[&a, &b]);
     // Queued QoS 0 goes with the connection.
-    a.enqueue(
+    a.put(
         delivery(QoS::AtMostOnce, b"x", None),
         true,
         &limits,
@@ -460,7 +472,7 @@ fn expired_messages_leave_the_shard_tally() {
     let mut shard = Held::default();
     let mut s = session();
     let soon = Some(now + Duration::from_secs(1));
-    s.enqueue(
+    s.put(
         delivery(QoS::AtLeastOnce, b"x", soon),
         true,
         &limits(),
@@ -497,7 +509,7 @@ fn full_shard(drop_oldest: bool) -> FullShard {
     let q1 = QoS::AtLeastOnce;
     for (payload, into_a) in [(b"1", true), (b"2", true), (b"3", false)] {
         let s = if into_a { &mut a } else { &mut b };
-        s.enqueue(delivery(q1, payload, None), true, &limits, &mut shard, now)
+        s.put(delivery(q1, payload, None), true, &limits, &mut shard, now)
             .unwrap();
     }
     FullShard {
@@ -523,7 +535,7 @@ fn the_shard_cap_drops_new_messages_across_sessions() {
     let q1 = QoS::AtLeastOnce;
     // Each session is far under its own limit; together they hold the shard's.
     assert_eq!(
-        b.enqueue(delivery(q1, b"x", None), false, &limits, &mut shard, now),
+        b.put(delivery(q1, b"x", None), false, &limits, &mut shard, now),
         Err(DropReason::ShardFull)
     );
     assert_eq!(shard.bytes, 3 * size);
@@ -532,13 +544,13 @@ fn the_shard_cap_drops_new_messages_across_sessions() {
     by_count.shard_bytes_max = 1 << 20;
     by_count.shard_messages_max = 3;
     assert_eq!(
-        a.enqueue(delivery(q1, b"x", None), false, &by_count, &mut shard, now),
+        a.put(delivery(q1, b"x", None), false, &by_count, &mut shard, now),
         Err(DropReason::ShardFull)
     );
     // The session limit is named first when both are reached.
     by_count.outbox_messages_max = 2;
     assert_eq!(
-        a.enqueue(delivery(q1, b"x", None), false, &by_count, &mut shard, now),
+        a.put(delivery(q1, b"x", None), false, &by_count, &mut shard, now),
         Err(DropReason::QueueFull)
     );
     assert_tally(&shard, &[&a, &b]);
@@ -551,7 +563,7 @@ fn the_shard_cap_with_drop_oldest_makes_room_in_the_receiving_session() {
     let (q0, q1) = (QoS::AtMostOnce, QoS::AtLeastOnce);
     // a makes room by dropping its own oldest, counted as shard-full.
     assert_eq!(
-        f.a.enqueue(delivery(q1, b"4", None), true, &limits, &mut f.shard, now),
+        f.a.put(delivery(q1, b"4", None), true, &limits, &mut f.shard, now),
         Ok(Evicted {
             queue_full: 0,
             shard_full: 1
@@ -560,13 +572,13 @@ fn the_shard_cap_with_drop_oldest_makes_room_in_the_receiving_session() {
     assert_eq!(queued(&f.a), [(q1, b'2'), (q1, b'4')]);
     // A QoS 0 newcomer never displaces QoS 1: it is dropped itself.
     assert_eq!(
-        f.a.enqueue(delivery(q0, b"5", None), true, &limits, &mut f.shard, now),
+        f.a.put(delivery(q0, b"5", None), true, &limits, &mut f.shard, now),
         Err(DropReason::ShardFull)
     );
     // A session with nothing queued cannot make room: the newcomer is dropped.
     let mut c = session();
     assert_eq!(
-        c.enqueue(delivery(q1, b"6", None), true, &limits, &mut f.shard, now),
+        c.put(delivery(q1, b"6", None), true, &limits, &mut f.shard, now),
         Err(DropReason::ShardFull)
     );
     assert_eq!(f.shard.bytes, 3 * f.size);
@@ -579,7 +591,7 @@ fn a_session_moving_carries_what_it_holds_between_shard_tallies() {
     let (mut from, mut to) = (Held::default(), Held::default());
     let mut s = session();
     for _ in 0..3 {
-        s.enqueue(
+        s.put(
             delivery(QoS::AtLeastOnce, b"x", None),
             false,
             &limits(),
@@ -596,4 +608,106 @@ fn a_session_moving_carries_what_it_holds_between_shard_tallies() {
     to.add(held);
     assert_eq!(from, Held::default());
     assert_tally(&to, &[&s]);
+}
+
+#[test]
+fn a_session_under_its_fair_share_queues_at_the_shard_cap() {
+    let FullShard {
+        now,
+        mut shard,
+        size,
+        mut limits,
+        mut a,
+        b,
+    } = full_shard(false);
+    let q1 = QoS::AtLeastOnce;
+    // A fair share of two messages: a new session gets two over the cap, not three.
+    limits.shard_share_messages = 2;
+    limits.shard_share_bytes = 2 * size;
+    let mut healthy = session();
+    for payload in [b"4", b"5"] {
+        assert_eq!(
+            healthy.put(delivery(q1, payload, None), true, &limits, &mut shard, now,),
+            Ok(Evicted::default())
+        );
+    }
+    assert_eq!(
+        healthy.put(delivery(q1, b"6", None), true, &limits, &mut shard, now,),
+        Err(DropReason::ShardFull)
+    );
+    // Sending does not free a share: in flight is still held.
+    let sent = healthy.next_to_send(2, now, &mut 0, &mut shard).unwrap();
+    assert_eq!(
+        healthy.put(delivery(q1, b"6", None), true, &limits, &mut shard, now,),
+        Err(DropReason::ShardFull)
+    );
+    // An ack does.
+    assert!(healthy.inflight.puback(sent.packet_id.unwrap(), &mut shard));
+    assert_eq!(
+        healthy.put(delivery(q1, b"6", None), true, &limits, &mut shard, now,),
+        Ok(Evicted::default())
+    );
+    // The session over its share (`a` holds two of the three) is refused, by bytes as well.
+    assert_eq!(
+        a.put(delivery(q1, b"7", None), true, &limits, &mut shard, now,),
+        Err(DropReason::ShardFull)
+    );
+    limits.shard_share_messages = 100;
+    assert_eq!(a.room(size, &limits, &shard), Err(DropReason::ShardFull));
+    limits.shard_share_bytes = 3 * size;
+    assert_eq!(a.room(size, &limits, &shard), Ok(()));
+    assert_tally(&shard, &[&a, &b, &healthy]);
+}
+
+fn shared(mut d: Delivery) -> Delivery {
+    d.shared = Some(Box::new((
+        ByteString::from_static("t"),
+        ByteString::from_static("g"),
+    )));
+    d
+}
+
+#[test]
+fn drop_oldest_hands_back_evicted_shared_messages_of_qos_1_and_2_once() {
+    let now = Instant::now();
+    let mut shard = Held::default();
+    let mut limits = limits();
+    limits.drop_oldest = true;
+    limits.outbox_messages_max = 2;
+    let mut s = session();
+    let q1 = QoS::AtLeastOnce;
+    let mut reoffer = Vec::new();
+    let mut offer = |s: &mut SessionState, d: Delivery, reoffer: &mut Vec<_>| {
+        s.enqueue(d, true, &limits, &mut shard, now, reoffer)
+    };
+    let mut again = shared(delivery(q1, b"2", None));
+    again.reoffered = true;
+    for d in [shared(delivery(q1, b"1", None)), again] {
+        offer(&mut s, d, &mut reoffer).unwrap();
+    }
+    // "1" (shared, QoS 1, first offer) is handed back, not counted.
+    let evicted = offer(&mut s, delivery(q1, b"3", None), &mut reoffer);
+    assert_eq!(evicted, Ok(Evicted::default()));
+    assert_eq!(reoffer.len(), 1);
+    assert_eq!(&reoffer[0].0.message.payload[..], b"1");
+    assert_eq!(reoffer[0].1, DropReason::QueueFull);
+    // "2" was offered once already: evicted, it counts as dropped.
+    let evicted = offer(&mut s, delivery(q1, b"4", None), &mut reoffer);
+    assert_eq!(evicted, Ok(evicted_for_queue(1)));
+    assert_eq!(reoffer.len(), 1);
+    // A message offered again never evicts: it is refused.
+    let mut late = shared(delivery(q1, b"5", None));
+    late.reoffered = true;
+    let refused = offer(&mut s, late, &mut reoffer);
+    assert_eq!(refused, Err(DropReason::QueueFull));
+    // A shared QoS 0 message is dropped, counted.
+    let mut q0 = session();
+    for payload in [b"6", b"7"] {
+        let d = shared(delivery(QoS::AtMostOnce, payload, None));
+        offer(&mut q0, d, &mut reoffer).unwrap();
+    }
+    let evicted = offer(&mut q0, delivery(q1, b"8", None), &mut reoffer);
+    assert_eq!(evicted, Ok(evicted_for_queue(1)));
+    assert_eq!(reoffer.len(), 1);
+    assert_eq!(shard.messages, 4);
 }

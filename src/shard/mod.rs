@@ -197,6 +197,9 @@ pub struct Shard {
     matches: Vec<(SessionKey, Subscription)>,
     /// The last PUBLISH encoded, for the next subscriber of the same message.
     publish_cache: publish::PublishCache,
+    /// Scratch space for the shared messages one delivery evicted (`drop_oldest`), to be offered
+    /// to another member of their group.
+    evicted_shared: Vec<(crate::session::Delivery, crate::session::DropReason)>,
     /// The ACL file in force; `None`: everything is allowed (and nothing is checked).
     acl: Option<Arc<crate::auth::Acl>>,
     /// Names `acl` (the security reload generation + 1, the same on every shard), for the read
@@ -241,6 +244,7 @@ impl Shard {
             counters: Counters::default(),
             matches: Vec::new(),
             publish_cache: publish::PublishCache::default(),
+            evicted_shared: Vec::new(),
             acl: None,
             acl_generation: 1,
         }
@@ -360,8 +364,9 @@ impl Shard {
                     filter,
                     group,
                     hops,
+                    reoffer,
                 } = *publish;
-                self.deliver_shared_local(filter, group, message, hops, now)
+                self.deliver_shared_local(filter, group, message, hops, reoffer, None, now)
             }
             Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),

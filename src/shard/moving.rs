@@ -387,6 +387,7 @@ impl Shard {
                     retain: message.retain && subscription.options.retain_as_published,
                     subscription_identifiers: subscription.identifier.into_iter().collect(),
                     shared: None,
+                    reoffered: false,
                 };
                 forwards.push((link.to, link.client_id.clone(), delivery));
             }

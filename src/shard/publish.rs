@@ -237,10 +237,14 @@ impl Shard {
             subscription_identifiers,
             from_retained_store,
             origin,
+            false,
             now,
         );
     }
 
+    /// A delivery through a shared subscription (`shared`: filter and group); `reoffered`: offered
+    /// again after `drop_oldest` evicted it from another member.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn deliver_with_origin(
         &mut self,
         key: SessionKey,
@@ -248,6 +252,7 @@ impl Shard {
         subscription: Subscription,
         subscription_identifiers: Vec<u32>,
         shared: Option<(bytestring::ByteString, bytestring::ByteString)>,
+        reoffered: bool,
         now: Instant,
     ) {
         self.deliver_inner(
@@ -257,6 +262,7 @@ impl Shard {
             subscription_identifiers,
             false,
             shared,
+            reoffered,
             now,
         );
     }
@@ -270,6 +276,7 @@ impl Shard {
         subscription_identifiers: Vec<u32>,
         from_retained_store: bool,
         shared: Option<(bytestring::ByteString, bytestring::ByteString)>,
+        reoffered: bool,
         now: Instant,
     ) {
         let Some(session) = self.sessions.get(key) else {
@@ -298,6 +305,7 @@ impl Shard {
             retain,
             subscription_identifiers,
             shared: shared.map(Box::new),
+            reoffered,
         };
         if let Some(to) = session.forward_to {
             let client_id = session.state.client_id.clone();
@@ -329,10 +337,16 @@ impl Shard {
         }
         let online = session.conn;
         let limits = &self.settings.session;
-        match session
-            .state
-            .enqueue(delivery, online.is_some(), limits, &mut self.held, now)
-        {
+        // Shared messages evicted to make room go to another member of their group (below).
+        let mut evicted_shared = std::mem::take(&mut self.evicted_shared);
+        match session.state.enqueue(
+            delivery,
+            online.is_some(),
+            limits,
+            &mut self.held,
+            now,
+            &mut evicted_shared,
+        ) {
             Ok(evicted) => {
                 self.counters.dropped_queue_full += evicted.queue_full as u64;
                 self.counters.dropped_shard_full += evicted.shard_full as u64;
@@ -345,6 +359,10 @@ impl Shard {
         if let Some(conn_id) = online {
             self.pump_conn(conn_id, now);
         }
+        if !evicted_shared.is_empty() {
+            self.reoffer_evicted(key, &mut evicted_shared, now);
+        }
+        self.evicted_shared = evicted_shared;
     }
 
     /// Moves deliveries from a session's outbox into its connection's write buffer while the
@@ -765,6 +783,7 @@ mod tests {
             retain,
             subscription_identifiers: Vec::new(),
             shared: None,
+            reoffered: false,
         }
     }
 

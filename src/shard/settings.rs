@@ -83,6 +83,14 @@ impl Settings {
                 drop_oldest: limits.outbox_drop_policy == DropPolicy::DropOldest,
                 shard_messages_max: limits.queued_messages_per_shard_max as usize,
                 shard_bytes_max: limits.queued_bytes_per_shard_max as usize,
+                shard_share_messages: fair_share(
+                    limits.queued_messages_per_shard_max,
+                    limits.sessions_per_shard_max.into(),
+                ),
+                shard_share_bytes: fair_share(
+                    limits.queued_bytes_per_shard_max,
+                    limits.sessions_per_shard_max.into(),
+                ),
             },
             client_id_bytes_max: limits.client_id_bytes_max as usize,
             topic_bytes_max: limits.topic_bytes_max as usize,
@@ -103,4 +111,10 @@ impl Settings {
             denied_publish_v3: config.auth.denied_publish_v3,
         }
     }
+}
+
+/// One session's fair share of a shard-wide cap: the cap divided by the sessions a shard may
+/// hold, so that all sessions' shares together are at most the cap.
+pub fn fair_share(cap: u64, sessions: u64) -> usize {
+    usize::try_from(cap / sessions.max(1)).unwrap_or(usize::MAX)
 }
