@@ -163,12 +163,6 @@ fn encode_due(
     Ok(due)
 }
 
-/// The executor's timers fire on 1 ms ticks, so a timer set for the next message would send it
-/// up to 1 ms late and the late start would show as broker latency. Open-loop publishers sleep
-/// only until this long before a message is due and yield from there (busy, so the load shard's
-/// core stays fully used in open loop; its short preemption timer keeps the sockets polled).
-const TIMER_SLACK_NS: u64 = 1_500_000;
-
 /// Nothing to send: sleep until the next message is due, or until an ack frees the window or a
 /// control packet is queued; ping when the connection was quiet for half the keep-alive.
 async fn wait(link: &Link, job: &Job<'_>, cursor: &mut Cursor, now: u64) {
@@ -181,13 +175,7 @@ async fn wait(link: &Link, job: &Job<'_>, cursor: &mut Cursor, now: u64) {
     let window_full = job.plan.qos != QoS::AtMostOnce && link.window.borrow().is_full();
     let sleep_ns = match job.plan.pacing {
         Pacing::Open { interval_ns } if !window_full => {
-            let due_in = (cursor.first_due_ns + cursor.seq * interval_ns).saturating_sub(now);
-            if due_in <= TIMER_SLACK_NS {
-                // Too close for a timer: let the other tasks run and look again.
-                shards::yield_now().await;
-                return;
-            }
-            due_in - TIMER_SLACK_NS
+            (cursor.first_due_ns + cursor.seq * interval_ns).saturating_sub(now)
         }
         // Only an ack (or the stop, checked at least every 10 ms) moves a full window.
         _ => 10_000_000,

@@ -3,7 +3,7 @@
 //! measurements into the report.
 
 use crate::clock;
-use crate::plan::{Mode, Pacing, Plan};
+use crate::plan::{Mode, Plan};
 use crate::report::{ConfigEcho, Percentiles, Rates, Report, Sample, Totals, elapsed};
 use crate::stats::{Counters, Shared, histogram};
 use anyhow::Context;
@@ -12,9 +12,6 @@ use shards::{CpuSet, RuntimeConfig, ShardCount, Topology};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// The load shards' preemption timer in open loop (see `RuntimeConfig::preempt_timer` below).
-const OPEN_LOOP_PREEMPT: Duration = Duration::from_micros(25);
 
 const TICK: Duration = Duration::from_millis(50);
 /// The drain ends early once nothing more arrived for this long.
@@ -52,13 +49,6 @@ pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
         mailbox_capacity: 1,
         listeners: Vec::new(),
         name: String::from("bench"),
-        // Open-loop publishers yield instead of sleeping shortly before a message is due
-        // (`publisher::TIMER_SLACK_NS`); a short preemption timer polls the sockets between
-        // turns, so receive times stay within tens of microseconds.
-        preempt_timer: match plan.publish.as_ref().map(|publish| publish.pacing) {
-            Some(Pacing::Open { .. }) => OPEN_LOOP_PREEMPT,
-            _ => RuntimeConfig::default().preempt_timer,
-        },
         ..RuntimeConfig::default()
     };
     let (entry_plan, entry_shared) = (plan.clone(), shared.clone());
