@@ -23,6 +23,8 @@ port="${PORT:-28860}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 cd "$root"
+# shellcheck source=lib/pinned-broker.sh
+source "$root/scripts/lib/pinned-broker.sh"
 command -v python3 >/dev/null 2>&1 || {
     echo "flood.sh: needs python3 (apt-get install python3)" >&2
     exit 1
@@ -46,32 +48,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$work/broker.toml" <<EOF
-[runtime]
-shards = 1
-cpus = [$broker_cpu]
-pin = true
-[listeners.tcp.default]
-bind = "127.0.0.1:$port"
-[admin]
+start_pinned_broker flood.sh "$target/release/ringmq" "$broker_cpu" "$port" "$work" "[admin]
 enabled = false
 [limits]
 connections_per_shard_max = $((conns + 100))
 connections_max = $((conns + 100))
-sessions_per_shard_max = $((conns + 100))
-EOF
-taskset -c "$broker_cpu" "$target/release/ringmq" --config "$work/broker.toml" >"$work/broker.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 "$broker_pid" 2>/dev/null || break
-    sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
-    echo "flood.sh: the broker did not start; its log:" >&2
-    cat "$work/broker.log" >&2
-    exit 1
-}
+sessions_per_shard_max = $((conns + 100))"
 
 stream() { # NAME
     taskset -c "$load_cpu" "$target/release/ringmq-bench" pubsub -p "$port" -V 4 --threads 1 \

@@ -29,6 +29,8 @@ ratio_max="${P99_RATIO_MAX:-2}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 cd "$root"
+# shellcheck source=lib/pinned-broker.sh
+source "$root/scripts/lib/pinned-broker.sh"
 for tool in taskset python3 curl; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "slow-consumer.sh: needs $tool (apt-get install util-linux python3 curl)" >&2
@@ -50,28 +52,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$work/broker.toml" <<EOF
-[runtime]
-shards = 1
-cpus = [$broker_cpu]
-pin = true
-[listeners.tcp.default]
-bind = "127.0.0.1:$port"
-[admin]
-bind = "127.0.0.1:$admin_port"
-EOF
-taskset -c "$broker_cpu" "$target/release/ringmq" --config "$work/broker.toml" >"$work/broker.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 "$broker_pid" 2>/dev/null || break
-    sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || {
-    echo "slow-consumer.sh: the broker did not start; its log:" >&2
-    cat "$work/broker.log" >&2
-    exit 1
-}
+start_pinned_broker slow-consumer.sh "$target/release/ringmq" "$broker_cpu" "$port" "$work" \
+    "$(printf '[admin]\nbind = "127.0.0.1:%s"' "$admin_port")"
 
 # The slow subscribers: CONNECT (3.1.1, clean session) and SUBSCRIBE to every publisher topic at
 # QoS 1, then sleep without reading until killed.

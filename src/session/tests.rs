@@ -30,6 +30,11 @@ impl SessionState {
     fn put(&mut self, d: Delivery, on: bool, l: &SessionLimits, h: &mut Held, t: Instant) -> Put {
         self.enqueue(d, on, l, h, t, &mut Vec::new())
     }
+
+    /// `put` for a test that does not look at the shard's totals.
+    fn put_alone(&mut self, d: Delivery, on: bool, l: &SessionLimits, t: Instant) -> Put {
+        self.put(d, on, l, &mut Held::default(), t)
+    }
 }
 
 fn evicted_for_queue(queue_full: usize) -> Evicted {
@@ -69,42 +74,23 @@ fn outbox_is_bounded_by_count_and_bytes() {
     let now = Instant::now();
     let mut s = session();
     for _ in 0..3 {
-        s.put(
-            delivery(QoS::AtLeastOnce, b"x", None),
-            true,
-            &limits(),
-            &mut Held::default(),
-            now,
-        )
-        .unwrap();
+        s.put_alone(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now)
+            .unwrap();
     }
     assert_eq!(
-        s.put(
-            delivery(QoS::AtLeastOnce, b"x", None),
-            true,
-            &limits(),
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now),
         Err(DropReason::QueueFull)
     );
     let mut small = limits();
     small.outbox_bytes_max = 100;
     let mut s = session();
-    s.put(
-        delivery(QoS::AtLeastOnce, b"x", None),
-        true,
-        &small,
-        &mut Held::default(),
-        now,
-    )
-    .unwrap();
+    s.put_alone(delivery(QoS::AtLeastOnce, b"x", None), true, &small, now)
+        .unwrap();
     assert_eq!(
-        s.put(
+        s.put_alone(
             delivery(QoS::AtLeastOnce, &[0; 64], None),
             true,
             &small,
-            &mut Held::default(),
             now
         ),
         Err(DropReason::QueueFull)
@@ -117,25 +103,13 @@ fn offline_sessions_keep_qos0_only_when_configured() {
     let now = Instant::now();
     let mut s = session();
     assert_eq!(
-        s.put(
-            delivery(QoS::AtMostOnce, b"x", None),
-            false,
-            &limits(),
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(QoS::AtMostOnce, b"x", None), false, &limits(), now),
         Err(DropReason::Qos0Offline)
     );
     let mut keep = limits();
     keep.queue_qos0_offline = true;
     assert_eq!(
-        s.put(
-            delivery(QoS::AtMostOnce, b"x", None),
-            false,
-            &keep,
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(QoS::AtMostOnce, b"x", None), false, &keep, now),
         Ok(Evicted::default())
     );
 }
@@ -160,49 +134,25 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
         (QoS::AtLeastOnce, b"3"),
     ] {
         assert_eq!(
-            s.put(
-                delivery(qos, payload, None),
-                true,
-                &oldest,
-                &mut Held::default(),
-                now
-            ),
+            s.put_alone(delivery(qos, payload, None), true, &oldest, now),
             Ok(Evicted::default())
         );
     }
     // Full: the QoS 0 goes first, although it is not the oldest.
     assert_eq!(
-        s.put(
-            delivery(QoS::ExactlyOnce, b"4", None),
-            true,
-            &oldest,
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(QoS::ExactlyOnce, b"4", None), true, &oldest, now),
         Ok(evicted_for_queue(1))
     );
     let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
     assert_eq!(queued(&s), [(q1, b'1'), (q1, b'3'), (q2, b'4')]);
     // No QoS 0 left: a QoS 0 newcomer is the one dropped ...
     assert_eq!(
-        s.put(
-            delivery(q0, b"5", None),
-            true,
-            &oldest,
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(q0, b"5", None), true, &oldest, now),
         Err(DropReason::QueueFull)
     );
     // ... and a QoS 1 newcomer displaces the oldest.
     assert_eq!(
-        s.put(
-            delivery(q1, b"6", None),
-            true,
-            &oldest,
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(q1, b"6", None), true, &oldest, now),
         Ok(evicted_for_queue(1))
     );
     assert_eq!(queued(&s), [(q1, b'3'), (q2, b'4'), (q1, b'6')]);
@@ -212,13 +162,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     // Three of 66 bytes queued; the newcomer has 67: one must go.
     bytes.outbox_bytes_max = 2 * 66 + 67;
     assert_eq!(
-        s.put(
-            delivery(q1, &[7, 7], None),
-            true,
-            &bytes,
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(q1, &[7, 7], None), true, &bytes, now),
         Ok(evicted_for_queue(1))
     );
     assert!(s.outbox_bytes() <= bytes.outbox_bytes_max);
@@ -229,13 +173,7 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     // One bigger than the whole budget is dropped itself and leaves the queue alone.
     bytes.outbox_bytes_max = 100;
     assert_eq!(
-        s.put(
-            delivery(q1, &[0; 64], None),
-            true,
-            &bytes,
-            &mut Held::default(),
-            now
-        ),
+        s.put_alone(delivery(q1, &[0; 64], None), true, &bytes, now),
         Err(DropReason::QueueFull)
     );
     assert_eq!(s.outbox_len(), 3);
@@ -246,14 +184,8 @@ fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
     let now = Instant::now();
     let mut s = session();
     for _ in 0..3 {
-        s.put(
-            delivery(QoS::AtLeastOnce, b"x", None),
-            true,
-            &limits(),
-            &mut Held::default(),
-            now,
-        )
-        .unwrap();
+        s.put_alone(delivery(QoS::AtLeastOnce, b"x", None), true, &limits(), now)
+            .unwrap();
     }
     let mut expired = 0;
     let a = s
@@ -286,14 +218,8 @@ fn window_limits_qos1_and_ids_are_unique_and_nonzero() {
 fn qos2_outgoing_goes_sent_released_completed() {
     let now = Instant::now();
     let mut s = session();
-    s.put(
-        delivery(QoS::ExactlyOnce, b"x", None),
-        true,
-        &limits(),
-        &mut Held::default(),
-        now,
-    )
-    .unwrap();
+    s.put_alone(delivery(QoS::ExactlyOnce, b"x", None), true, &limits(), now)
+        .unwrap();
     let id = s
         .next_to_send(2, now, &mut 0, &mut Held::default())
         .unwrap()
@@ -321,19 +247,17 @@ fn expired_messages_are_not_sent() {
     let now = Instant::now();
     let mut s = session();
     let past = now + Duration::from_millis(1);
-    s.put(
+    s.put_alone(
         delivery(QoS::AtLeastOnce, b"old", Some(past)),
         true,
         &limits(),
-        &mut Held::default(),
         now,
     )
     .unwrap();
-    s.put(
+    s.put_alone(
         delivery(QoS::AtLeastOnce, b"new", None),
         true,
         &limits(),
-        &mut Held::default(),
         now,
     )
     .unwrap();
@@ -369,14 +293,8 @@ fn packet_ids_skip_ids_in_use_and_wrap() {
     big.outbox_messages_max = 70_000;
     big.outbox_bytes_max = usize::MAX;
     for _ in 0..65_535 {
-        s.put(
-            delivery(QoS::AtLeastOnce, b"", None),
-            true,
-            &big,
-            &mut Held::default(),
-            now,
-        )
-        .unwrap();
+        s.put_alone(delivery(QoS::AtLeastOnce, b"", None), true, &big, now)
+            .unwrap();
     }
     let mut seen = std::collections::HashSet::new();
     while let Some(sent) = s.next_to_send(70_000, now, &mut 0, &mut Held::default()) {
