@@ -164,6 +164,10 @@ pub struct Common {
     /// Pin load shards to their cores.
     #[arg(long = "pin", default_value_t = true, action = ArgAction::Set)]
     pub pin: bool,
+    /// Microseconds an idle load shard busy-polls before it sleeps (needs `--pin true`). At low
+    /// rates this keeps the generator's own wake-ups out of the latency it measures.
+    #[arg(long = "spin-us", default_value_t = 0)]
+    pub spin_us: u64,
     /// Seconds of publishing (pub/pubsub) or holding (conn/sub); default: until -L or Ctrl-C.
     #[arg(long = "duration")]
     pub duration_secs: Option<f64>,

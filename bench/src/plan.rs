@@ -73,6 +73,8 @@ pub struct Plan {
     pub subscribe: Option<SubscribePlan>,
     pub threads: Option<usize>,
     pub pin: bool,
+    /// Busy-poll this long before a load shard sleeps.
+    pub spin: std::time::Duration,
     pub duration: Option<Duration>,
     pub drain: Duration,
     pub quiet: bool,
@@ -185,6 +187,7 @@ impl Plan {
             subscribe: None,
             threads: common.threads,
             pin: common.pin,
+            spin: std::time::Duration::from_micros(common.spin_us),
             duration: seconds("--duration", common.duration_secs)?,
             drain: seconds("--drain", Some(common.drain_secs))?.unwrap_or_default(),
             quiet: common.quiet,

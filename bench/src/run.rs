@@ -49,6 +49,7 @@ pub fn run(plan: Plan) -> anyhow::Result<Outcome> {
         mailbox_capacity: 1,
         listeners: Vec::new(),
         name: String::from("bench"),
+        spin_before_park: plan.spin,
         ..RuntimeConfig::default()
     };
     let (entry_plan, entry_shared) = (plan.clone(), shared.clone());

@@ -166,12 +166,14 @@ impl Future for Timer {
             }
             Poll::Ready(inner.when)
         } else {
-            // Register the timer and get handle (O(1), no HashMap!)
-            let id = inner
-                .reactor
-                .upgrade()
-                .unwrap()
-                .insert_timer(inner.when, cx.waker().clone());
+            let reactor = inner.reactor.upgrade().unwrap();
+            // ringmq patch: a timer polled again before it fires (say, inside a `select` whose
+            // other branch woke) used to register once more per poll, leaving the earlier
+            // registrations to fire for nothing. Replace the registration instead.
+            if let Some(id) = inner.id.take() {
+                reactor.remove_timer(id);
+            }
+            let id = reactor.insert_timer(inner.when, cx.waker().clone());
             inner.id = Some(id);
             inner.is_charged = true;
             Poll::Pending
