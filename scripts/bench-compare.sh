@@ -9,7 +9,7 @@
 #   BROKER_CPU core for the broker [0]                LOAD_CPU   core for ringmq-bench [1]
 #   BROKERS    which brokers ["ringmq mosquitto rumqttd"]
 #   SCENARIOS  which scenarios [all; see scenario_args]
-#   PORT       broker port [19883]                    OUT        results folder [target/bench-compare/<time>]
+#   PORT       first broker port [19883]; one more each run  OUT        results folder [target/bench-compare/<time>]
 #   IDLE_CONNS connections of the idle scenario [10000]
 #   SKIP_BUILD=1  use the release binaries already in CARGO_TARGET_DIR (or target/)
 set -euo pipefail
@@ -21,7 +21,8 @@ BROKER_CPU="${BROKER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BROKERS="${BROKERS:-ringmq mosquitto rumqttd}"
 SCENARIOS="${SCENARIOS:-fanin8-q0 fanin8-q1 pairs16-q0 fanout16-q0 pairs16-4k lat20k-q0 lat20k-q1 idle10k}"
-PORT="${PORT:-19883}"
+PORT_BASE="${PORT:-19883}"
+PORT="$PORT_BASE"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 OUT="${OUT:-$ROOT/target/bench-compare/$(date +%Y%m%d-%H%M%S)}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -174,9 +175,17 @@ broker_stats() {
   echo "$ticks $(awk '/VmHWM/{h=$2} /VmRSS/{r=$2} END{print h, r}' "/proc/$BROKER_PID/status")"
 }
 
+# Every broker start gets a port of its own: the 10,000 connections of idle10k (and every other
+# run's) leave client ports in TIME_WAIT towards the port they used, and a later run to the same
+# port would find its connects slowed by the search for a free client port.
+RUNS=0
+
 run_one() {
   local scenario="$1" broker="$2" rep="$3"
   local name="$scenario-$broker-$rep"
+  PORT=$((PORT_BASE + RUNS % 1000))
+  RUNS=$((RUNS + 1))
+  write_configs
   start_broker "$broker" || return 0
   sleep 0.3
   read -r ticks0 _ rss0 < <(broker_stats)

@@ -824,9 +824,18 @@ impl UringQueueState {
         self.submissions.is_empty() && self.cancellations.is_empty()
     }
 
-    pub(crate) fn cancel_request(&mut self, id: SourceId) {
+    /// ringmq patch: a timeout is withdrawn with TIMEOUT_REMOVE, which looks in the ring's list
+    /// of timeouts. ASYNC_CANCEL first searches the ring's table of pending polls, a few hash
+    /// buckets holding one poll per idle socket, so with thousands of connections each turn of
+    /// the run loop (which withdraws its preemption timeouts) paid a scan of thousands of polls.
+    pub(crate) fn cancel_request(&mut self, id: SourceId, is_timeout: bool) {
+        let user_data = to_user_data(id);
         self.cancellations.push_back(UringDescriptor {
-            args: UringOpDescriptor::Cancel(to_user_data(id)),
+            args: if is_timeout {
+                UringOpDescriptor::TimeoutRemove(user_data)
+            } else {
+                UringOpDescriptor::Cancel(user_data)
+            },
             fd: -1,
             flags: squeue::Flags::empty(),
             user_data: 0,
