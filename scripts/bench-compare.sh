@@ -175,10 +175,26 @@ broker_stats() {
   echo "$ticks $(awk '/VmHWM/{h=$2} /VmRSS/{r=$2} END{print h, r}' "/proc/$BROKER_PID/status")"
 }
 
-# Every broker start gets a port of its own: the 10,000 connections of idle10k (and every other
-# run's) leave client ports in TIME_WAIT towards the port they used, and a later run to the same
-# port would find its connects slowed by the search for a free client port.
+# Every broker start gets a port of its own: each run leaves its client ports in TIME_WAIT towards
+# the port it used, and a later run to the same port finds its connects slowed by the search for a
+# free client port.
 RUNS=0
+
+# Thousands of client ports in TIME_WAIT (from any earlier run) still slow the kernel's search for
+# a free one, so before a connection-rate run wait, at most 65 s, until they have expired.
+wait_for_time_wait() {
+  local count
+  if ! command -v ss >/dev/null; then
+    say "ss not found (apt install iproute2): not waiting for TIME_WAIT sockets to expire"
+    return 0
+  fi
+  for _ in $(seq 65); do
+    count="$(ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l)"
+    (( count < 1000 )) && return 0
+    sleep 1
+  done
+  say "still $count sockets in TIME_WAIT; connects may be slower in this run"
+}
 
 run_one() {
   local scenario="$1" broker="$2" rep="$3"
@@ -186,6 +202,7 @@ run_one() {
   PORT=$((PORT_BASE + RUNS % 1000))
   RUNS=$((RUNS + 1))
   write_configs
+  [[ "$scenario" == idle* ]] && wait_for_time_wait
   start_broker "$broker" || return 0
   sleep 0.3
   read -r ticks0 _ rss0 < <(broker_stats)
