@@ -20,7 +20,7 @@ REPS="${REPS:-3}"
 BROKER_CPU="${BROKER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BROKERS="${BROKERS:-ringmq mosquitto rumqttd}"
-SCENARIOS="${SCENARIOS:-fanin8-q0 fanin8-q1 pairs16-q0 fanout16-q0 pairs16-4k lat20k-q0 lat20k-q1 idle10k}"
+SCENARIOS="${SCENARIOS:-fanin8-q0 fanin8-q1 fanin8-q1s0 pairs16-q0 fanout16-q0 pairs16-4k lat20k-q0 lat20k-q1 idle10k}"
 PORT_BASE="${PORT:-19883}"
 PORT="$PORT_BASE"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
@@ -38,12 +38,13 @@ scenario_args() {
   local common=(-V 4 -i 1 --threads 1 --quiet --duration "$DURATION")
   case "$1" in
     fanin8-q0)   echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 0 -I 0 -s 64 ;;
-    fanin8-q1)   echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 1 -F 64 -I 0 -s 64 ;;
+    fanin8-q1)   echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 1 -F 100 -I 0 -s 64 ;;
+    fanin8-q1s0) echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 1 --sub-qos 0 -F 100 -I 0 -s 64 ;;
     pairs16-q0)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 64 ;;
     fanout16-q0) echo pubsub "${common[@]}" -c 1 --subs 16 -t bench/fan --sub-topic bench/fan -q 0 -I 0 -s 64 ;;
     pairs16-4k)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 4096 ;;
-    lat20k-q0)   echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 --rate 20000 -s 64 ;;
-    lat20k-q1)   echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 1 -F 64 --rate 20000 -s 64 ;;
+    lat20k-q0)   echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 --rate 20000 -s 64 --spin-us 1000 ;;
+    lat20k-q1)   echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 1 -F 64 --rate 20000 -s 64 --spin-us 1000 ;;
     idle10k)     echo conn -V 4 --threads 1 --quiet -c "$IDLE_CONNS" -R 20000 -k 300 --duration 2 ;;
     *) die "unknown scenario $1" ;;
   esac
