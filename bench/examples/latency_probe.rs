@@ -27,8 +27,8 @@ fn main() -> Result<(), String> {
     };
     let rate: u64 = rate.parse().map_err(|_| "RATE: messages per second")?;
     let seconds: u64 = seconds.parse().map_err(|_| "SECONDS: a whole number")?;
-    if rate == 0 || seconds == 0 {
-        return Err("RATE and SECONDS must be positive".into());
+    if rate == 0 || seconds < 2 {
+        return Err("RATE must be positive and SECONDS at least 2 (the first is warm-up)".into());
     }
     let total = rate * seconds;
     // Messages scheduled in the first second are sent and received but not counted.
@@ -175,10 +175,11 @@ fn next_packet(input: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
 
 /// The send time in a QoS 0 PUBLISH body (topic length, topic, payload).
 fn sent_time(body: &[u8]) -> Result<u64, String> {
-    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
-    let payload = &body[2 + topic_len..];
-    let stamp = payload
-        .get(..8)
-        .ok_or("a PUBLISH shorter than the probe's")?;
-    Ok(u64::from_le_bytes(stamp.try_into().map_err(|_| "stamp")?))
+    let short = || String::from("a PUBLISH shorter than the probe's");
+    let topic_len = body.get(..2).ok_or_else(short)?;
+    let topic_len = usize::from(u16::from_be_bytes([topic_len[0], topic_len[1]]));
+    let stamp = body
+        .get(2 + topic_len..2 + topic_len + 8)
+        .ok_or_else(short)?;
+    Ok(u64::from_le_bytes(stamp.try_into().map_err(|_| short())?))
 }
