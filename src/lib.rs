@@ -20,6 +20,7 @@ pub mod security;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod store;
 pub mod sys;
 pub mod tls;
 pub(crate) mod transport;

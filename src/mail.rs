@@ -139,6 +139,29 @@ pub enum Mail {
         client_id: ByteString,
         generation: u64,
     },
+    /// Persistence with `fsync = "always"`: the records made by the first `count` data mails
+    /// from the receiver (see `Mail::is_data`) are durable here.
+    Durable {
+        count: u64,
+    },
+    /// Persistence: the sender has installed the state it restored at start, and its interest
+    /// mail went before this one.
+    Restored,
+}
+
+impl Mail {
+    /// Mail that may make records in the receiver's log: what a durable acknowledgement waits
+    /// for (see `store::journal`).
+    pub fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Mail::Publish(_)
+                | Mail::SharedPublish(_)
+                | Mail::Retain(_)
+                | Mail::Forward(_)
+                | Mail::Handover { .. }
+        )
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Mail>() <= 64);

@@ -25,6 +25,11 @@ struct Cli {
     /// `ringmq print-default-config` prints. RINGMQ_<SECTION>__<KEY> variables override keys.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// With persistence on: when the store cannot be read whole (a damaged or foreign file),
+    /// start with what can be read and move the damaged generation to a quarantine folder
+    /// beside it, instead of refusing to start.
+    #[arg(long)]
+    ignore_corrupt_storage: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -66,7 +71,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        None => start(cli.config.as_deref()),
+        None => start(cli.config.as_deref(), cli.ignore_corrupt_storage),
     }
 }
 
@@ -90,8 +95,8 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-fn start(file: Option<&Path>) -> ExitCode {
-    let (config, shards) = match resolve(file) {
+fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
+    let (mut config, shards) = match resolve(file) {
         Ok(resolved) => resolved,
         Err(message) => {
             eprintln!("ringmq: {message}");
@@ -112,6 +117,7 @@ fn start(file: Option<&Path>) -> ExitCode {
     {
         tracing::info!("{line}");
     }
+    config.persistence.ignore_corrupt_storage = ignore_corrupt_storage;
     let status = run(config);
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }

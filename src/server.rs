@@ -24,6 +24,7 @@ use crate::security::{Security, Snapshot};
 
 mod listener_kind;
 mod reloader;
+mod store_task;
 
 use crate::shard::{ConnId, ConnMap, Event, Settings, Shard};
 use crate::sys::SysState;
@@ -60,6 +61,8 @@ pub enum BrokerError {
     Runtime(#[from] shards::RuntimeError),
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error(
         "admin.bind = {addr}: cannot listen: {source}; choose a free address or set admin.enabled = false"
     )]
@@ -81,6 +84,12 @@ pub fn start_with(
 ) -> Result<Broker, BrokerError> {
     let security = Arc::new(Security::load(&config, authenticators)?);
     let runtime_config = runtime_config(&config);
+    let store = if config.persistence.enabled {
+        let shard_count = shards::planned_shard_count(&runtime_config)?;
+        Some(Arc::new(StoreStart::prepare(&config, shard_count)?))
+    } else {
+        None
+    };
     let listener_count = runtime_config.listeners.len();
     let admin_config = config.admin.clone();
     // One slot per possible shard: the runtime settles the count, and only slots of running
@@ -98,7 +107,8 @@ pub fn start_with(
         let board = Arc::clone(&shard_board);
         let serving = Arc::clone(&shard_serving);
         let security = Arc::clone(&shard_security);
-        async move { run_shard(ctx, config, board, serving, security).await }
+        let store = store.clone();
+        async move { run_shard(ctx, config, board, serving, security, store).await }
     })?;
     wait_until_serving(&runtime, &serving);
     let admin = if admin_config.enabled {
@@ -243,6 +253,8 @@ pub(crate) struct ShardShell {
     pub tls_handshakes: Cell<usize>,
     /// Reused list of connections to wake after `handle`.
     dirty: RefCell<Vec<ConnId>>,
+    /// Wakes the store task (persistence on).
+    pub store_ready: Notify,
 }
 
 impl ShardShell {
@@ -268,11 +280,17 @@ impl ShardShell {
 
     fn after_handle(&self) {
         let mut dirty = self.dirty.borrow_mut();
-        let has_mail = {
+        let (has_mail, store_work) = {
             let mut shard = self.shard.borrow_mut();
+            if shard.store_enabled() {
+                shard.flush_store(&crate::store::Clock::now());
+            }
             shard.take_dirty(&mut dirty);
-            shard.has_mail()
+            (shard.has_mail(), shard.store_has_work())
         };
+        if store_work {
+            self.store_ready.notify_one();
+        }
         let writers = self.writers.borrow();
         for conn in dirty.drain(..) {
             if let Some(notify) = writers.get(&conn) {
@@ -326,9 +344,17 @@ async fn run_shard(
     board: Arc<SnapshotBoard>,
     serving: Arc<Serving>,
     security: Arc<Security>,
+    store: Option<Arc<StoreStart>>,
 ) {
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
     let mut shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
+    let restored = store.as_ref().map(|store| {
+        shard.enable_store(store.mode);
+        if ctx.id().index() == 0 {
+            shard.metrics.counts.set_recovery(&store.report);
+        }
+        store.take(ctx.id().index())
+    });
     let generation = security.generation();
     let snapshot = security.snapshot();
     shard.set_acl(snapshot.acl.clone(), generation);
@@ -344,8 +370,27 @@ async fn run_shard(
         snapshot_generation: Cell::new(generation),
         tls_handshakes: Cell::new(0),
         dirty: RefCell::new(Vec::new()),
+        store_ready: Notify::new(),
     });
     let mut tasks = Vec::new();
+    let stopping = Rc::new(Cell::new(false));
+    let mut store_task = None;
+    if let (Some(store), Some(restored)) = (&store, restored) {
+        let dir = crate::store::files::shard_dir(&store.dir, store.generation, ctx.id().index());
+        let files = store_task::StoreFiles::open(dir, 1).await;
+        store_task = Some(ctx.spawn(
+            TaskClass::Background,
+            store_task::store_loop(Rc::clone(&shell), files, store.mode, Rc::clone(&stopping)),
+        ));
+        shell.shard.borrow_mut().restore(restored);
+        tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
+        tasks.push(ctx.spawn(TaskClass::Mail, flush_loop(Rc::clone(&shell))));
+        shell.handle_all(std::iter::empty());
+        wait_for_peers_restored(&shell).await;
+    } else {
+        tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
+        tasks.push(ctx.spawn(TaskClass::Mail, flush_loop(Rc::clone(&shell))));
+    }
     // One bucket for all of this shard's listeners.
     let rate = Rc::new(RefCell::new(ConnectRate::new(
         config.limits.connect_rate_per_shard_max,
@@ -356,8 +401,6 @@ async fn run_shard(
         let rate = Rc::clone(&rate);
         tasks.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener, rate)));
     }
-    tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
-    tasks.push(ctx.spawn(TaskClass::Mail, flush_loop(Rc::clone(&shell))));
     let publisher = SnapshotPublisher::new(Arc::clone(&board), ctx.id().index());
     tasks.push(ctx.spawn(
         TaskClass::Background,
@@ -377,6 +420,13 @@ async fn run_shard(
     // Stop accepting, then let every connection say goodbye.
     drop(tasks);
     close_all(&shell).await;
+    if let Some(task) = store_task {
+        // Whatever the last connections left is written and synced before the shard stops.
+        stopping.set(true);
+        shell.handle_all(std::iter::empty());
+        shell.store_ready.notify_one();
+        let _ = shards::time::timeout(SHUTDOWN_GRACE, task).await;
+    }
     tracing::info!(shard = ctx.id().index(), "shard stopped");
 }
 
@@ -498,6 +548,14 @@ async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher) {
         shards::time::sleep(TICK).await;
         shell.refresh_security();
         shell.handle(Event::Tick);
+        if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) && shell.shard.borrow().store_broken() {
+            // The log cannot be written: try a snapshot about once a second until one works.
+            shell
+                .shard
+                .borrow_mut()
+                .retry_store(&crate::store::Clock::now());
+            shell.store_ready.notify_one();
+        }
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) {
             // About once a second the admin side gets a copy; a scrape never touches the shard.
@@ -538,5 +596,88 @@ async fn close_all(shell: &Rc<ShardShell>) {
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while shell.shard.borrow().connection_count() > 0 && Instant::now() < deadline {
         shards::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What persistence hands the shards at start: each shard's restored state, and where its log
+/// continues.
+pub(crate) struct StoreStart {
+    dir: std::path::PathBuf,
+    generation: u64,
+    mode: crate::store::FsyncMode,
+    parts: std::sync::Mutex<Vec<Option<crate::store::restore::Restored>>>,
+    report: crate::store::RecoveryReport,
+}
+
+impl StoreStart {
+    /// Reads the store back, splits it over `shard_count` shards and writes it as a new
+    /// generation (see `store::files`).
+    fn prepare(
+        config: &Config,
+        shard_count: usize,
+    ) -> Result<StoreStart, crate::store::StoreError> {
+        use crate::store::{Clock, FsyncMode, files, restore};
+        let persistence = &config.persistence;
+        let dir = persistence.dir.clone();
+        let (replayed, report) = files::recover(&dir, persistence.ignore_corrupt_storage)?;
+        let clock = Clock::now();
+        let orphans = replayed.orphans;
+        let parts = restore::split(
+            replayed,
+            shard_count,
+            |key| crate::shard::home_of(key, shard_count).index(),
+            &clock,
+        );
+        let snapshots: Vec<Vec<u8>> = parts.iter().map(|p| restore::snapshot(p, &clock)).collect();
+        let generation = report.generation + 1;
+        let previous = (report.generation > 0).then_some(report.generation);
+        files::write_generation(&dir, generation, &snapshots, previous, report.quarantined)?;
+        tracing::info!(
+            dir = %dir.display(),
+            generation,
+            sessions = report.sessions,
+            queued_messages = report.queued_messages,
+            retained = report.retained,
+            wills = report.wills,
+            bytes_read = report.bytes_read,
+            torn_bytes = report.torn_bytes,
+            orphan_records = orphans,
+            seconds = report.seconds,
+            "store: recovered"
+        );
+        let mode = match persistence.fsync {
+            config::Fsync::Always => FsyncMode::Always,
+            config::Fsync::Periodic => FsyncMode::Periodic(Duration::from_millis(u64::from(
+                persistence.fsync_interval_ms,
+            ))),
+        };
+        Ok(StoreStart {
+            dir,
+            generation,
+            mode,
+            parts: std::sync::Mutex::new(parts.into_iter().map(Some).collect()),
+            report,
+        })
+    }
+
+    /// Shard `index`'s part (once).
+    fn take(&self, index: usize) -> crate::store::restore::Restored {
+        let mut parts = self
+            .parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        parts
+            .get_mut(index)
+            .and_then(Option::take)
+            .unwrap_or_default()
+    }
+}
+
+/// Waits (bounded) until every other shard has installed its restored state, so that this
+/// shard's interest index holds every restored subscription before it takes a client.
+async fn wait_for_peers_restored(shell: &Rc<ShardShell>) {
+    let deadline = Instant::now() + SERVING_TIMEOUT;
+    while !shell.shard.borrow().peers_restored() && Instant::now() < deadline {
+        shards::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -130,6 +130,12 @@ impl RuntimeHandle {
 /// everything starts or nothing keeps running: on any error the started shards are stopped and
 /// joined before the error is returned. With port 0 the first bind picks the port and every
 /// other shard binds that same port.
+/// How many shards [`start`] would run with `config` on this machine (the same placement rules),
+/// for a caller that prepares per-shard state before starting.
+pub fn planned_shard_count(config: &RuntimeConfig) -> Result<usize, StartError> {
+    crate::preflight::place(config).map(|placement| placement.cpus.len())
+}
+
 pub fn start<M, F, Fut>(config: RuntimeConfig, f: F) -> Result<Runtime, StartError>
 where
     M: Send + 'static,

@@ -42,13 +42,14 @@ impl Range {
 }
 
 /// Every section's range table.
-pub(super) const TABLES: [&[Range]; 6] = [
+pub(super) const TABLES: [&[Range]; 7] = [
     runtime::RANGES,
     mqtt::RANGES,
     session::RANGES,
     observability::RANGES,
     limits::RANGES,
     auth::RANGES,
+    super::persistence::RANGES,
 ];
 
 /// Checks every numeric key against its range.

@@ -20,6 +20,7 @@ mod listeners;
 mod log;
 mod mqtt;
 mod observability;
+mod persistence;
 mod runtime;
 mod session;
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
 pub use log::{Log, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
 pub use observability::{Admin, Sys};
+pub use persistence::{Fsync, Persistence};
 pub use runtime::{CpuList, Runtime, SHARDS_MAX, ShardCount};
 pub use session::Session;
 
@@ -67,6 +69,8 @@ pub struct Config {
     pub sys: Sys,
     /// Password file, anonymous clients, ACL file.
     pub auth: Auth,
+    /// Sessions, queued and retained messages kept across a restart.
+    pub persistence: Persistence,
 }
 
 impl Config {

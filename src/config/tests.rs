@@ -162,7 +162,7 @@ fn syntax_and_type_errors() {
     check(
         "[limit]\n",
         "ringmq.toml:1: unknown key `limit`; valid keys in the top level: \
-         runtime, listeners, mqtt, session, limits, log, admin, sys, auth",
+         runtime, listeners, mqtt, session, limits, log, admin, sys, auth, persistence",
     );
     check(
         "[listeners.tcp.default]\nport = 1883\n",

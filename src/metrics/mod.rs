@@ -83,9 +83,28 @@ pub struct Counts {
     pub authentication_failure: u64,
     pub mail_sent: u64,
     pub mail_received: u64,
+    /// Persistence: writes or syncs of the log that failed.
+    pub store_failures: u64,
+    /// Persistence: 1 while the shard's log cannot be written (QoS 1/2 publishes refused).
+    pub store_broken: u64,
+    /// Persistence: acknowledgements waiting for their records to be durable.
+    pub store_acks_waiting: u64,
+    /// Persistence: what start-up read back (set once, by shard 0).
+    pub store_recovered_sessions: u64,
+    pub store_recovered_messages: u64,
+    pub store_recovered_retained: u64,
+    pub store_recovery_millis: u64,
 }
 
 impl Counts {
+    /// What persistence read back at start.
+    pub fn set_recovery(&mut self, report: &crate::store::RecoveryReport) {
+        self.store_recovered_sessions = report.sessions as u64;
+        self.store_recovered_messages = report.queued_messages as u64;
+        self.store_recovered_retained = report.retained as u64;
+        self.store_recovery_millis = (report.seconds * 1000.0) as u64;
+    }
+
     /// Adds `other` into `self`: every counter and every gauge.
     pub fn add(&mut self, other: &Counts) {
         // Destructured without `..` so that a new field cannot be forgotten here.
@@ -116,6 +135,13 @@ impl Counts {
             authentication_failure,
             mail_sent,
             mail_received,
+            store_failures,
+            store_broken,
+            store_acks_waiting,
+            store_recovered_sessions,
+            store_recovered_messages,
+            store_recovered_retained,
+            store_recovery_millis,
         } = other;
         let sum = |into: &mut u64, value: &u64| *into = into.saturating_add(*value);
         sum(&mut self.connections, connections);
@@ -144,6 +170,13 @@ impl Counts {
         sum(&mut self.authentication_failure, authentication_failure);
         sum(&mut self.mail_sent, mail_sent);
         sum(&mut self.mail_received, mail_received);
+        sum(&mut self.store_failures, store_failures);
+        sum(&mut self.store_broken, store_broken);
+        sum(&mut self.store_acks_waiting, store_acks_waiting);
+        sum(&mut self.store_recovered_sessions, store_recovered_sessions);
+        sum(&mut self.store_recovered_messages, store_recovered_messages);
+        sum(&mut self.store_recovered_retained, store_recovered_retained);
+        sum(&mut self.store_recovery_millis, store_recovery_millis);
     }
 
     /// Every packet received, of any type (Mosquitto's `messages/received`).

@@ -74,7 +74,7 @@ pub fn render_prometheus(
 }
 
 fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
-    let gauges: [Plain; 9] = [
+    let gauges: [Plain; 15] = [
         ("connections", "Open network connections.", |c| {
             c.connections
         }),
@@ -112,6 +112,36 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
             "Cross-shard mail queued for other shards, not yet in their rings.",
             |c| c.ring_depth,
         ),
+        (
+            "store_broken",
+            "1 while the shard's persistence log cannot be written (QoS 1/2 publishes refused).",
+            |c| c.store_broken,
+        ),
+        (
+            "store_acks_waiting",
+            "Acknowledgements waiting for their records to be synced (fsync = always).",
+            |c| c.store_acks_waiting,
+        ),
+        (
+            "store_recovered_sessions",
+            "Sessions read back from the store at start.",
+            |c| c.store_recovered_sessions,
+        ),
+        (
+            "store_recovered_messages",
+            "Queued and in-flight messages read back from the store at start.",
+            |c| c.store_recovered_messages,
+        ),
+        (
+            "store_recovered_retained",
+            "Retained messages read back from the store at start.",
+            |c| c.store_recovered_retained,
+        ),
+        (
+            "store_recovery_milliseconds",
+            "Time start-up took to read the store back.",
+            |c| c.store_recovery_millis,
+        ),
     ];
     for (name, help, get) in gauges {
         out.family(name, "gauge", help);
@@ -122,7 +152,7 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
 }
 
 fn render_counters(out: &mut Out, series: &[Series<'_>]) {
-    let counters: [Plain; 9] = [
+    let counters: [Plain; 10] = [
         ("connections_accepted_total", "Connections accepted.", |c| {
             c.connections_accepted
         }),
@@ -154,6 +184,11 @@ fn render_counters(out: &mut Out, series: &[Series<'_>]) {
         ("mail_received_total", "Cross-shard mails received.", |c| {
             c.mail_received
         }),
+        (
+            "store_write_failures_total",
+            "Writes or syncs of the persistence log that failed.",
+            |c| c.store_failures,
+        ),
     ];
     for (name, help, get) in counters {
         out.family(name, "counter", help);

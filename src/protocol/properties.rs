@@ -37,6 +37,22 @@ pub struct WillProperties {
     pub user_properties: UserProperties,
 }
 
+impl WillProperties {
+    /// The properties the will's PUBLISH carries (5.0 §3.1.3.2: all but the Will Delay
+    /// Interval).
+    pub fn to_publish(&self) -> PublishProperties {
+        PublishProperties {
+            payload_format_indicator: self.payload_format_indicator,
+            message_expiry_interval_secs: self.message_expiry_interval_secs,
+            content_type: self.content_type.clone(),
+            response_topic: self.response_topic.clone(),
+            correlation_data: self.correlation_data.clone(),
+            user_properties: self.user_properties.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// CONNACK properties (§3.2.2.3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnAckProperties {

@@ -86,6 +86,11 @@ impl<V> TopicTree<V> {
         self.nodes.len() - self.free.len()
     }
 
+    /// Every stored value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.nodes.iter().filter_map(|node| node.value.as_ref())
+    }
+
     /// Stores `value` under `topic`, returning the value it replaces.
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
         let mut index = ROOT;

@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU16;
 
-use super::{Delivery, Held};
+use super::{Delivery, Held, LogOp};
 use crate::protocol::{PacketId, QoS};
 
 /// Where one outgoing message stands.
@@ -19,6 +19,8 @@ pub enum InflightState {
 #[derive(Debug, Clone)]
 pub struct InflightEntry {
     pub packet_id: PacketId,
+    /// The entry's sequence number in its session (see `LogOp`).
+    pub seq: u64,
     pub state: InflightState,
 }
 
@@ -32,6 +34,8 @@ pub struct Inflight {
     /// Entries still holding their message (`Sent`), and the bytes of those messages.
     sent: usize,
     sent_bytes: usize,
+    /// Changes not yet taken by the store; `None` when the session is not persisted.
+    log: Option<Vec<LogOp>>,
 }
 
 impl Inflight {
@@ -67,7 +71,7 @@ impl Inflight {
 
     /// Adds a delivery with a fresh packet id (counted in `shard`); `None` only if all 65,535
     /// ids are in use.
-    pub fn push(&mut self, delivery: Delivery, shard: &mut Held) -> Option<PacketId> {
+    pub fn push(&mut self, seq: u64, delivery: Delivery, shard: &mut Held) -> Option<PacketId> {
         let packet_id = self.allocate()?;
         self.in_use.insert(packet_id.get());
         self.sent += 1;
@@ -75,9 +79,59 @@ impl Inflight {
         shard.take_in(delivery.size_bytes());
         self.entries.push_back(InflightEntry {
             packet_id,
+            seq,
             state: InflightState::Sent(delivery),
         });
         Some(packet_id)
+    }
+
+    /// Adds an entry read back from the store: `Some` delivery waits for its ack, `None` was
+    /// released (QoS 2 after PUBREC). Entries come in send order.
+    pub fn restore(
+        &mut self,
+        seq: u64,
+        packet_id: PacketId,
+        delivery: Option<Delivery>,
+        shard: &mut Held,
+    ) {
+        if !self.in_use.insert(packet_id.get()) {
+            return;
+        }
+        self.last_packet_id = packet_id.get();
+        let state = match delivery {
+            Some(delivery) => {
+                self.sent += 1;
+                self.sent_bytes += delivery.size_bytes();
+                shard.take_in(delivery.size_bytes());
+                InflightState::Sent(delivery)
+            }
+            None => InflightState::Released,
+        };
+        self.entries.push_back(InflightEntry {
+            packet_id,
+            seq,
+            state,
+        });
+    }
+
+    pub(super) fn set_logged(&mut self, logged: bool) {
+        self.log = logged.then(Vec::new);
+    }
+
+    pub(super) fn has_log(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| !log.is_empty())
+    }
+
+    pub(super) fn take_log(&mut self, out: &mut Vec<LogOp>) {
+        if let Some(log) = self.log.as_mut() {
+            out.append(log);
+        }
+    }
+
+    /// The entry with sequence number `seq`.
+    pub fn by_seq(&self, seq: u64) -> Option<&InflightEntry> {
+        let index = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        self.entries.get(index)
     }
 
     fn allocate(&mut self) -> Option<PacketId> {
@@ -96,6 +150,9 @@ impl Inflight {
     fn remove_at(&mut self, index: usize, shard: &mut Held) -> bool {
         match self.entries.remove(index) {
             Some(entry) => {
+                if let Some(log) = self.log.as_mut() {
+                    log.push(LogOp::Done(entry.seq));
+                }
                 self.in_use.remove(&entry.packet_id.get());
                 if let InflightState::Sent(delivery) = &entry.state {
                     self.let_go(delivery.size_bytes(), shard);
@@ -156,6 +213,9 @@ impl Inflight {
             InflightState::Sent(d) if d.qos == QoS::ExactlyOnce => {
                 let bytes = d.size_bytes();
                 entry.state = InflightState::Released;
+                if let Some(log) = self.log.as_mut() {
+                    log.push(LogOp::Released(entry.seq));
+                }
                 self.let_go(bytes, shard);
                 true
             }

@@ -154,6 +154,31 @@ pub enum DropReason {
     Qos0Offline,
 }
 
+/// One change to what a persistent session holds, in the order it happened, for the store to
+/// write (see `src/store`). Entries are named by their sequence number in the session: it is
+/// given when a delivery is queued and never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOp {
+    /// A delivery was queued.
+    Queued(u64),
+    /// A queued delivery went out under this packet id and is now in flight.
+    Sent(u64, PacketId),
+    /// A QoS 2 delivery was received by the client (PUBREC): only its packet id is kept.
+    Released(u64),
+    /// An entry left the session: acknowledged, sent at QoS 0, expired or dropped.
+    Done(u64),
+    /// An incoming QoS 2 packet id is now awaiting PUBREL (true) or was released (false).
+    IncomingQos2(PacketId, bool),
+}
+
+/// A queued delivery with when it was queued and its sequence number in the session.
+#[derive(Debug)]
+pub struct Queued {
+    pub at: Instant,
+    pub seq: u64,
+    pub delivery: Delivery,
+}
+
 /// Everything the server keeps for one client id between connections.
 #[derive(Debug)]
 pub struct SessionState {
@@ -165,12 +190,17 @@ pub struct SessionState {
     pub subscriptions: HashMap<ByteString, Subscription>,
     /// Session Expiry Interval in seconds after the connection closes; 0 ends it with the connection.
     pub expiry_secs: u32,
-    /// Deliveries waiting to be sent, each with when it was queued (for the outbox-wait metric).
-    outbox: VecDeque<(Instant, Delivery)>,
+    /// Deliveries waiting to be sent, each with when it was queued (for the outbox-wait metric),
+    /// in sequence order.
+    outbox: VecDeque<Queued>,
     outbox_bytes: usize,
     pub inflight: Inflight,
     /// QoS 2 packet ids received and acknowledged with PUBREC, not yet released (MQTT 4.3.3).
     incoming_qos2: HashSet<u16>,
+    /// The sequence number of the next delivery queued.
+    next_seq: u64,
+    /// Changes not yet taken by the store; `None` when the session is not persisted.
+    log: Option<Vec<LogOp>>,
 }
 
 impl SessionState {
@@ -185,7 +215,88 @@ impl SessionState {
             outbox_bytes: 0,
             inflight: Inflight::default(),
             incoming_qos2: HashSet::new(),
+            next_seq: 1,
+            log: None,
         }
+    }
+
+    /// Rebuilds a session read back from the store: `queued` in sequence order, `inflight` in
+    /// send order. What it holds is not counted anywhere yet (installing it does that).
+    pub fn restore(
+        mut self,
+        queued: Vec<(u64, Delivery)>,
+        inflight: Vec<(u64, PacketId, Option<Delivery>)>,
+        incoming_qos2: impl IntoIterator<Item = PacketId>,
+        next_seq: u64,
+        now: Instant,
+    ) -> SessionState {
+        let mut uncounted = Held::default();
+        for (seq, delivery) in queued {
+            self.outbox_bytes += delivery.size_bytes();
+            self.outbox.push_back(Queued {
+                at: now,
+                seq,
+                delivery,
+            });
+        }
+        for (seq, packet_id, delivery) in inflight {
+            self.inflight
+                .restore(seq, packet_id, delivery, &mut uncounted);
+        }
+        self.incoming_qos2 = incoming_qos2.into_iter().map(PacketId::get).collect();
+        self.next_seq = next_seq.max(self.next_seq);
+        self
+    }
+
+    /// Starts (or stops) keeping a log of changes for the store.
+    pub fn set_logged(&mut self, logged: bool) {
+        self.log = logged.then(Vec::new);
+        self.inflight.set_logged(logged);
+    }
+
+    pub fn is_logged(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Whether changes wait for the store.
+    pub fn has_log(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| !log.is_empty()) || self.inflight.has_log()
+    }
+
+    /// Takes the changes since the last call into `out`, in an order that keeps each entry's
+    /// own changes in the order they happened.
+    pub fn take_log(&mut self, out: &mut Vec<LogOp>) {
+        if let Some(log) = self.log.as_mut() {
+            out.append(log);
+        }
+        self.inflight.take_log(out);
+    }
+
+    fn log(&mut self, op: LogOp) {
+        if let Some(log) = self.log.as_mut() {
+            log.push(op);
+        }
+    }
+
+    /// The sequence number the next queued delivery gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Queued deliveries with their sequence numbers, front first.
+    pub fn queued(&self) -> impl Iterator<Item = &Queued> {
+        self.outbox.iter()
+    }
+
+    /// The queued delivery with sequence number `seq`.
+    pub fn queued_by_seq(&self, seq: u64) -> Option<&Queued> {
+        let index = self.outbox.binary_search_by_key(&seq, |q| q.seq).ok()?;
+        self.outbox.get(index)
+    }
+
+    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    pub fn incoming_qos2(&self) -> impl Iterator<Item = u16> + '_ {
+        self.incoming_qos2.iter().copied()
     }
 
     /// Queues a delivery. `online` says whether a connection will drain it; offline sessions keep
@@ -231,7 +342,14 @@ impl SessionState {
         }
         self.outbox_bytes += size;
         shard.take_in(size);
-        self.outbox.push_back((now, delivery));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outbox.push_back(Queued {
+            at: now,
+            seq,
+            delivery,
+        });
+        self.log(LogOp::Queued(seq));
         Ok(evicted)
     }
 
@@ -271,16 +389,19 @@ impl SessionState {
         let position = match self
             .outbox
             .iter()
-            .position(|(_, d)| d.qos == QoS::AtMostOnce)
+            .position(|q| q.delivery.qos == QoS::AtMostOnce)
         {
             Some(position) => position,
             None if incoming != QoS::AtMostOnce && !self.outbox.is_empty() => 0,
             None => return Err(()),
         };
-        let (_, removed) = self.outbox.remove(position).ok_or(())?;
-        self.outbox_bytes = self.outbox_bytes.saturating_sub(removed.size_bytes());
-        shard.let_go(removed.size_bytes());
-        Ok(removed)
+        let removed = self.outbox.remove(position).ok_or(())?;
+        self.outbox_bytes = self
+            .outbox_bytes
+            .saturating_sub(removed.delivery.size_bytes());
+        shard.let_go(removed.delivery.size_bytes());
+        self.log(LogOp::Done(removed.seq));
+        Ok(removed.delivery)
     }
 
     /// What this session holds for its client: queued, and in flight awaiting an ack (a QoS 2
@@ -317,46 +438,60 @@ impl SessionState {
         shard: &mut Held,
     ) -> Option<Outgoing> {
         loop {
-            let (_, front) = self.outbox.front()?;
+            let front = &self.outbox.front()?.delivery;
             if front.message.is_expired(now) {
-                self.pop_front(shard);
+                let queued = self.pop_front(shard)?;
+                self.log(LogOp::Done(queued.seq));
                 *expired += 1;
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
-                let (queued_at, delivery) = self.pop_front(shard)?;
+                let queued = self.pop_front(shard)?;
+                self.log(LogOp::Done(queued.seq));
                 return Some(Outgoing {
                     packet_id: None,
-                    delivery,
-                    queued_at,
+                    delivery: queued.delivery,
+                    queued_at: queued.at,
                 });
             }
             if !self.has_window(window) {
                 return None;
             }
             // From the outbox into the window: still held.
-            let (queued_at, delivery) = self.pop_front(shard)?;
-            let packet_id = self.inflight.push(delivery.clone(), shard)?;
+            let queued = self.pop_front(shard)?;
+            let packet_id = self
+                .inflight
+                .push(queued.seq, queued.delivery.clone(), shard)?;
+            self.log(LogOp::Sent(queued.seq, packet_id));
             return Some(Outgoing {
                 packet_id: Some(packet_id),
-                delivery,
-                queued_at,
+                delivery: queued.delivery,
+                queued_at: queued.at,
             });
         }
     }
 
-    fn pop_front(&mut self, shard: &mut Held) -> Option<(Instant, Delivery)> {
-        let (queued_at, delivery) = self.outbox.pop_front()?;
-        self.outbox_bytes = self.outbox_bytes.saturating_sub(delivery.size_bytes());
-        shard.let_go(delivery.size_bytes());
-        Some((queued_at, delivery))
+    fn pop_front(&mut self, shard: &mut Held) -> Option<Queued> {
+        let queued = self.outbox.pop_front()?;
+        self.outbox_bytes = self
+            .outbox_bytes
+            .saturating_sub(queued.delivery.size_bytes());
+        shard.let_go(queued.delivery.size_bytes());
+        Some(queued)
     }
 
     /// Drops queued QoS 0 messages (when a connection closes: they were only for that connection).
     pub fn drop_queued_qos0(&mut self, shard: &mut Held) -> usize {
         let before = self.held();
-        self.outbox.retain(|(_, d)| d.qos != QoS::AtMostOnce);
-        self.outbox_bytes = self.outbox.iter().map(|(_, d)| d.size_bytes()).sum();
+        if let Some(log) = self.log.as_mut() {
+            let dropped = self
+                .outbox
+                .iter()
+                .filter(|q| q.delivery.qos == QoS::AtMostOnce);
+            log.extend(dropped.map(|q| LogOp::Done(q.seq)));
+        }
+        self.outbox.retain(|q| q.delivery.qos != QoS::AtMostOnce);
+        self.outbox_bytes = self.outbox.iter().map(|q| q.delivery.size_bytes()).sum();
         let after = self.held();
         let dropped = Held {
             messages: before.messages.saturating_sub(after.messages),
@@ -369,19 +504,27 @@ impl SessionState {
     /// Records an incoming QoS 2 packet id. Returns false when it is already awaiting PUBREL: the
     /// message was delivered onward once and must not be again (MQTT 4.3.3).
     pub fn receive_qos2(&mut self, packet_id: PacketId) -> bool {
-        self.incoming_qos2.insert(packet_id.get())
+        let first = self.incoming_qos2.insert(packet_id.get());
+        if first {
+            self.log(LogOp::IncomingQos2(packet_id, true));
+        }
+        first
     }
 
     /// PUBREL: releases an incoming QoS 2 id; false if it was unknown.
     pub fn release_qos2(&mut self, packet_id: PacketId) -> bool {
-        self.incoming_qos2.remove(&packet_id.get())
+        let known = self.incoming_qos2.remove(&packet_id.get());
+        if known {
+            self.log(LogOp::IncomingQos2(packet_id, false));
+        }
+        known
     }
 
     /// Takes out the QoS > 0 messages of shared subscriptions not yet completed (queued, or sent
     /// and not acknowledged), for another member of their group.
     pub fn take_unfinished_shared(&mut self) -> Vec<(Arc<Message>, ByteString, ByteString)> {
         let mut taken = Vec::new();
-        let queued = self.outbox.iter().map(|(_, delivery)| delivery);
+        let queued = self.outbox.iter().map(|q| &q.delivery);
         for delivery in queued.chain(self.inflight.unacknowledged()) {
             if let (Some((filter, group)), true) =
                 (delivery.shared.as_deref(), delivery.qos != QoS::AtMostOnce)

@@ -118,7 +118,12 @@ fn offline_sessions_keep_qos0_only_when_configured() {
 fn queued(s: &SessionState) -> Vec<(QoS, u8)> {
     s.outbox
         .iter()
-        .map(|(_, d)| (d.qos, d.message.payload.first().copied().unwrap_or(0)))
+        .map(|q| {
+            (
+                q.delivery.qos,
+                q.delivery.message.payload.first().copied().unwrap_or(0),
+            )
+        })
         .collect()
 }
 
@@ -168,7 +173,10 @@ fn drop_oldest_makes_room_qos0_first_and_never_for_qos0() {
     assert!(s.outbox_bytes() <= bytes.outbox_bytes_max);
     assert_eq!(
         s.outbox_bytes(),
-        s.outbox.iter().map(|(_, d)| d.size_bytes()).sum::<usize>()
+        s.outbox
+            .iter()
+            .map(|q| q.delivery.size_bytes())
+            .sum::<usize>()
     );
     // One bigger than the whole budget is dropped itself and leaves the queue alone.
     bytes.outbox_bytes_max = 100;

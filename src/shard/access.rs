@@ -113,6 +113,7 @@ impl Shard {
                     && let Some(session) = self.sessions.get_mut(key)
                 {
                     session.state.receive_qos2(packet_id);
+                    self.store_touch(key);
                 }
                 self.write_packet(conn_id, &Packet::PubRec(response));
             }

@@ -296,7 +296,11 @@ impl Shard {
         // The client is back before its will was due: the will is not sent, unless the new
         // connection ends the session (Clean Start), which is when a delayed will goes (5.0
         // §3.1.3.2.2).
-        if let Some((_, username, will)) = self.delayed_wills.remove(&client_id)
+        let delayed = self.delayed_wills.remove(&client_id);
+        if delayed.is_some() {
+            self.store_will_gone(&client_id);
+        }
+        if let Some((_, username, will)) = delayed
             && !resumes
         {
             self.publish_will(client_id.clone(), username, will, now);

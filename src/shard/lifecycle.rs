@@ -14,8 +14,21 @@ use crate::protocol::Will;
 use crate::session::SessionState;
 
 impl Shard {
-    /// Installs a session this shard claimed with `ticket` (granted under `generation`).
+    /// Installs a session this shard claimed with `ticket` (granted under `generation`); the
+    /// store writes it whole when it outlives its connection.
     pub(super) fn install_session(
+        &mut self,
+        state: SessionState,
+        generation: u64,
+        ticket: crate::mail::Ticket,
+    ) -> SessionKey {
+        let key = self.install_session_unlogged(state, generation, ticket);
+        self.store_installed(key);
+        key
+    }
+
+    /// `install_session` without telling the store (a session restored from it).
+    pub(super) fn install_session_unlogged(
         &mut self,
         state: SessionState,
         generation: u64,
@@ -36,6 +49,7 @@ impl Shard {
             moved_from: None,
             dedup: None,
             held: None,
+            store: super::StoreMark::default(),
         });
         self.sessions_by_client.insert(client_id, key);
         self.add_session_subscriptions(key);
@@ -53,6 +67,9 @@ impl Shard {
         if self.sessions_by_client.get(&session.state.client_id) == Some(&key) {
             self.sessions_by_client.remove(&session.state.client_id);
         }
+        if session.state.is_logged() {
+            self.store_gone(session.state.client_id.clone(), false);
+        }
         Some(session.state)
     }
 
@@ -69,6 +86,7 @@ impl Shard {
         } else {
             let expiry = Duration::from_secs(u64::from(session.state.expiry_secs));
             session.expires_at = Some(now + expiry);
+            self.store_meta(key);
         }
     }
 
@@ -76,6 +94,7 @@ impl Shard {
         let generation = self.sessions.get(key).map(|s| s.generation);
         if let (Some(mut state), Some(generation)) = (self.remove_session(key), generation) {
             if let Some((_, username, will)) = self.delayed_wills.remove(&state.client_id) {
+                self.store_will_gone(&state.client_id);
                 self.publish_will(state.client_id.clone(), username, will, now);
             }
             let unfinished = state.take_unfinished_shared();
@@ -122,6 +141,7 @@ impl Shard {
         match session_expiry {
             Some(expiry) if delay > 0 => {
                 let wait = Duration::from_secs(u64::from(delay.min(expiry)));
+                self.store_will(&client_id, &username, now + wait, &will);
                 self.delayed_wills
                     .insert(client_id, (now + wait, username, will));
             }
@@ -139,6 +159,7 @@ impl Shard {
             .collect();
         for client_id in due {
             if let Some((_, username, will)) = self.delayed_wills.remove(&client_id) {
+                self.store_will_gone(&client_id);
                 self.publish_will(client_id, username, will, now);
             }
         }
@@ -162,16 +183,7 @@ impl Shard {
             .properties
             .message_expiry_interval_secs
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        let properties = crate::protocol::PublishProperties {
-            payload_format_indicator: will.properties.payload_format_indicator,
-            message_expiry_interval_secs: will.properties.message_expiry_interval_secs,
-            content_type: will.properties.content_type.clone(),
-            response_topic: will.properties.response_topic.clone(),
-            correlation_data: will.properties.correlation_data.clone(),
-            user_properties: will.properties.user_properties.clone(),
-            ..Default::default()
-        }
-        .into();
+        let properties = will.properties.to_publish().into();
         let message = Arc::new(Message {
             id: self.take_message_id(),
             topic: will.topic,

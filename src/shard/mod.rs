@@ -17,6 +17,7 @@ mod connect;
 mod directory;
 mod lifecycle;
 mod moving;
+mod persist;
 mod problem;
 mod publish;
 mod retained;
@@ -42,6 +43,7 @@ use crate::session::{SessionState, Subscription};
 
 pub use conn::{Conn, ConnId, ConnIdHasher, ConnMap, EnhancedAuth, Phase};
 pub use moving::Hop;
+pub use persist::StoreMark;
 pub use settings::Settings;
 
 use directory::Directory;
@@ -113,6 +115,8 @@ pub struct LocalSession {
     pub dedup: Option<std::collections::HashSet<u64>>,
     /// Messages routed here directly while the former owner still forwards older ones.
     pub held: Option<Vec<crate::session::Delivery>>,
+    /// How the session is written to the store at the end of the batch.
+    pub store: StoreMark,
 }
 
 /// Counters kept by the shard (the metrics issue exports them).
@@ -205,6 +209,16 @@ pub struct Shard {
     /// Names `acl` (the security reload generation + 1, the same on every shard), for the read
     /// decisions cached in subscriptions.
     acl_generation: u64,
+    /// The log of what this shard persists, when persistence is on (see `persist`).
+    store: Option<Box<crate::store::Journal>>,
+    /// Sessions changed in this batch, for the store (may repeat).
+    store_dirty: Vec<SessionKey>,
+    /// Changes other than sessions' own, in order, for the store.
+    store_pending: Vec<persist::Pending>,
+    /// Scratch space for one session's changes.
+    store_ops: Vec<crate::session::LogOp>,
+    /// Shards that said they installed their restored state (`Mail::Restored`).
+    restored_peers: usize,
 }
 
 impl Shard {
@@ -247,6 +261,11 @@ impl Shard {
             evicted_shared: Vec::new(),
             acl: None,
             acl_generation: 1,
+            store: None,
+            store_dirty: Vec::new(),
+            store_pending: Vec::new(),
+            store_ops: Vec::new(),
+            restored_peers: 0,
         }
     }
 
@@ -279,6 +298,7 @@ impl Shard {
             Event::Closed { conn } => self.on_closed(conn, now),
             Event::Mail { from, mail } => {
                 self.counters.mail_received += 1;
+                self.store_mail_handled(from, &mail);
                 self.on_mail(from, mail, now);
             }
             Event::Tick => self.on_tick(now),
@@ -398,6 +418,8 @@ impl Shard {
                 client_id,
                 generation,
             } => self.directory.release(&client_id, generation),
+            Mail::Durable { count } => self.on_durable(from, count),
+            Mail::Restored => self.on_restored(),
         }
     }
 
@@ -408,6 +430,7 @@ impl Shard {
 
     /// Queues mail for `to` (itself included: the shell hands self-mail straight back).
     fn send_mail(&mut self, to: ShardId, mail: Mail) {
+        self.store_mailed(to, &mail);
         if let Some(queue) = self.outgoing.get_mut(to.index()) {
             self.counters.mail_sent += 1;
             queue.push_back(mail);
@@ -567,6 +590,8 @@ impl Shard {
         counts.retained_messages = self.retained.len() as u64;
         counts.retained_bytes = self.retained_bytes as u64;
         counts.ring_depth = self.outgoing.iter().map(|q| q.len() as u64).sum();
+        counts.store_broken = u64::from(self.store.as_ref().is_some_and(|j| j.is_broken()));
+        counts.store_acks_waiting = self.store.as_ref().map_or(0, |j| j.pending_acks() as u64);
         let c = &self.counters;
         counts.connections_accepted = c.connections_accepted;
         counts.mail_sent = c.mail_sent;

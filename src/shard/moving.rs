@@ -105,6 +105,9 @@ impl Shard {
             self.sessions_by_client.remove(&client_id);
         }
         self.stubs.push(key);
+        if state.is_logged() {
+            self.store_gone(client_id, true);
+        }
         Some(Moved { state, seen })
     }
 

@@ -90,6 +90,19 @@ impl Shard {
         if !allowed {
             return self.deny_publish(conn_id, key, publish.qos, publish.packet_id, now);
         }
+        if publish.qos != QoS::AtMostOnce && !self.store_accepts() {
+            // The log cannot take records: nothing is promised that it cannot keep.
+            if let Some(packet_id) = publish.packet_id {
+                let response = ack(packet_id);
+                let packet = if publish.qos == QoS::AtLeastOnce {
+                    Packet::PubAck(response)
+                } else {
+                    Packet::PubRec(response)
+                };
+                self.refuse_ack(conn_id, packet);
+            }
+            return;
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -107,21 +120,23 @@ impl Shard {
                 // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum.
                 return self.close_with_reason(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
             }
+            self.store_begin_route();
             if first_time {
+                self.store_touch(key);
                 let id = self.take_message_id();
                 self.route(make_message(id, publish, publisher, now), now);
             }
-            let pubrec = Packet::PubRec(ack(packet_id));
-            return self.write_packet(conn_id, &pubrec);
+            return self.ack_when_durable(conn_id, Packet::PubRec(ack(packet_id)));
         }
         let qos = publish.qos;
         let packet_id = publish.packet_id;
         let id = self.take_message_id();
+        self.store_begin_route();
         self.route(make_message(id, publish, publisher, now), now);
         if qos == QoS::AtLeastOnce
             && let Some(packet_id) = packet_id
         {
-            self.write_packet(conn_id, &Packet::PubAck(ack(packet_id)));
+            self.ack_when_durable(conn_id, Packet::PubAck(ack(packet_id)));
         }
     }
 
@@ -363,6 +378,7 @@ impl Shard {
             Err(DropReason::Expired) => self.counters.dropped_expired += 1,
             Err(DropReason::Qos0Offline) => self.counters.dropped_qos0_offline += 1,
         }
+        self.store_touch(key);
         if let Some(conn_id) = online {
             self.pump_conn(conn_id, now);
         }
@@ -444,6 +460,7 @@ impl Shard {
         if was_empty && !conn.out.is_empty() {
             dirty.push(conn_id);
         }
+        self.store_touch(key);
     }
 
     /// After a reconnect: unacknowledged PUBLISH again with DUP set, and PUBREL for released
@@ -491,6 +508,7 @@ impl Shard {
         if let Some(session) = self.sessions.get_mut(key) {
             session.state.inflight.puback(ack.packet_id, &mut self.held);
         }
+        self.store_touch(key);
         self.pump_conn(conn_id, now);
     }
 
@@ -507,9 +525,11 @@ impl Shard {
         if rec.reason.is_error() {
             // 5.0 §4.3.3: a PUBREC with an error ends the exchange.
             session.state.inflight.forget(rec.packet_id, &mut self.held);
+            self.store_touch(key);
             return self.pump_conn(conn_id, now);
         }
         let known = session.state.inflight.pubrec(rec.packet_id, &mut self.held);
+        self.store_touch(key);
         self.write_packet(conn_id, &Packet::PubRel(ack_known(rec.packet_id, known)));
     }
 
@@ -524,6 +544,7 @@ impl Shard {
             return;
         };
         let known = session.state.release_qos2(rel.packet_id);
+        self.store_touch(key);
         self.write_packet(conn_id, &Packet::PubComp(ack_known(rel.packet_id, known)));
     }
 
@@ -540,6 +561,7 @@ impl Shard {
                 .inflight
                 .pubcomp(comp.packet_id, &mut self.held);
         }
+        self.store_touch(key);
         self.pump_conn(conn_id, now);
     }
 
@@ -547,6 +569,9 @@ impl Shard {
     pub(super) fn store_retained(&mut self, message: Arc<Message>) {
         if let Some(old) = self.retained.remove(&message.topic) {
             self.retained_bytes = self.retained_bytes.saturating_sub(old.size_bytes());
+            if message.payload.is_empty() {
+                self.store_retained_change(&message);
+            }
         }
         if message.payload.is_empty() {
             return;
@@ -559,6 +584,7 @@ impl Shard {
             return;
         }
         self.retained_bytes += size;
+        self.store_retained_change(&message);
         let topic = message.topic.clone();
         self.retained.insert(&topic, message);
     }

@@ -193,6 +193,7 @@ impl Shard {
         if !existed {
             self.subscription_count += 1;
         }
+        self.store_meta(key);
         (subscription, existed)
     }
 
@@ -257,6 +258,7 @@ impl Shard {
                 .is_some();
             if existed {
                 self.subscription_count = self.subscription_count.saturating_sub(1);
+                self.store_meta(key);
                 match parse_subscription(filter.clone()) {
                     Ok(TopicSubscription::Shared {
                         group,

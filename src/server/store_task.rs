@@ -1,0 +1,216 @@
+//! The store task of a shard: writes what the shard's journal hands it, in order, on the shard's
+//! own io_uring (`shards::storage`), syncs, and tells the shard how far its log is durable.
+//!
+//! Group commit comes from the loop's shape: while a write and its `fdatasync` are under way,
+//! the shard keeps handling events and queuing records; the next turn takes all of them at once,
+//! so one sync covers every record written since the last one, however many messages that is.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shards::storage::{AppendFile, remove_file, sync_dir};
+
+use super::ShardShell;
+use crate::store::FsyncMode;
+use crate::store::files::{log_path, snapshot_path};
+use crate::store::journal::{Chunk, StoreJob};
+use crate::store::record::MAGIC;
+
+/// The shard's log files and where it stands in them.
+pub(crate) struct StoreFiles {
+    dir: PathBuf,
+    /// The log being appended (`log-{number}`); `None` after a failure until a snapshot works.
+    log: Option<AppendFile>,
+    number: u64,
+    /// Bytes appended since the last sync.
+    unsynced: bool,
+}
+
+impl StoreFiles {
+    /// Opens the newest log of a shard directory that start-up has just written.
+    pub async fn open(dir: PathBuf, number: u64) -> StoreFiles {
+        let log = match AppendFile::open(&log_path(&dir, number)).await {
+            Ok(log) => Some(log),
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), %error, "store: log not opened");
+                None
+            }
+        };
+        StoreFiles {
+            dir,
+            log,
+            number,
+            unsynced: false,
+        }
+    }
+}
+
+/// Runs until the shard stops (`stopping`), then writes and syncs what is left.
+pub(crate) async fn store_loop(
+    shell: Rc<ShardShell>,
+    mut files: StoreFiles,
+    mode: FsyncMode,
+    stopping: Rc<Cell<bool>>,
+) {
+    let interval = match mode {
+        FsyncMode::Always => None,
+        FsyncMode::Periodic(interval) => Some(interval),
+    };
+    let mut last_sync = Instant::now();
+    loop {
+        let woken = match interval {
+            None => {
+                shell.store_ready.notified().await;
+                true
+            }
+            Some(interval) => {
+                let wait = interval.saturating_sub(last_sync.elapsed());
+                shards::time::timeout(wait.max(Duration::from_millis(1)), async {
+                    shell.store_ready.notified().await;
+                })
+                .await
+                .is_ok()
+            }
+        };
+        loop {
+            let job = shell.shard.borrow_mut().take_store_job();
+            let Some(job) = job else {
+                break;
+            };
+            let StoreJob {
+                chunks,
+                appended,
+                received,
+            } = job;
+            let outcome = write_job(&mut files, chunks).await;
+            let sync_now =
+                interval.is_none() || last_sync.elapsed() >= interval.unwrap_or_default();
+            let outcome = match outcome {
+                Ok(recovered) if sync_now => sync(&mut files).await.map(|()| recovered),
+                other => other,
+            };
+            if sync_now {
+                last_sync = Instant::now();
+            }
+            {
+                let mut shard = shell.shard.borrow_mut();
+                if matches!(outcome, Ok(true)) {
+                    shard.on_store_recovered();
+                }
+                shard.on_stored(appended, received, outcome.is_err());
+            }
+            shell.handle_all(std::iter::empty());
+        }
+        if !woken && files.unsynced {
+            // Periodic mode: the interval passed with records written since the last sync.
+            if sync(&mut files).await.is_err() {
+                shell.shard.borrow_mut().on_stored(0, None, true);
+            }
+            last_sync = Instant::now();
+        }
+        if stopping.get() && !shell.shard.borrow().store_has_work() {
+            let _ = sync(&mut files).await;
+            return;
+        }
+    }
+}
+
+/// Writes a job's chunks; `Ok(true)` when it included a snapshot that made the log whole again.
+async fn write_job(files: &mut StoreFiles, chunks: Vec<Chunk>) -> std::io::Result<bool> {
+    let mut recovered = false;
+    for chunk in chunks {
+        match chunk {
+            Chunk::Records(bytes) => {
+                let log = files.log.as_mut().ok_or_else(|| {
+                    std::io::Error::other("log closed after a failure; waiting for a snapshot")
+                })?;
+                let result = log.append(bytes).await;
+                files.unsynced = true;
+                if let Err(error) = result {
+                    tracing::error!(file = %log.path().display(), %error, "store: write failed");
+                    files.log = None;
+                    return Err(error);
+                }
+            }
+            Chunk::Snapshot(bytes) => {
+                recovered |= files.log.is_none();
+                if let Err(error) = rotate(files, &bytes).await {
+                    tracing::error!(dir = %files.dir.display(), %error, "store: snapshot failed");
+                    files.log = None;
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(recovered)
+}
+
+async fn sync(files: &mut StoreFiles) -> std::io::Result<()> {
+    let Some(log) = files.log.as_ref() else {
+        return Err(std::io::Error::other("no log"));
+    };
+    if let Err(error) = log.sync().await {
+        tracing::error!(file = %log.path().display(), %error, "store: sync failed");
+        files.log = None;
+        return Err(error);
+    }
+    files.unsynced = false;
+    Ok(())
+}
+
+/// A snapshot covers every log up to the current one: it is written as the next snapshot file
+/// (whole and synced before its name appears), a new log is started after it, and only then are
+/// the logs and snapshots it replaces removed.
+async fn rotate(files: &mut StoreFiles, snapshot: &[u8]) -> std::io::Result<()> {
+    if let Some(log) = files.log.as_ref() {
+        log.sync().await?;
+    }
+    let next = files.number + 1;
+    let path = snapshot_path(&files.dir, next);
+    let tmp = path.with_extension("tmp");
+    remove_file(&tmp).await?;
+    let mut file = AppendFile::open(&tmp).await?;
+    let mut bytes = Vec::with_capacity(MAGIC.len() + snapshot.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(snapshot);
+    file.append(bytes).await?;
+    file.sync().await?;
+    let _ = file.close().await;
+    std::fs::rename(&tmp, &path)?;
+    let mut log = AppendFile::open(&log_path(&files.dir, next)).await?;
+    if log.is_empty() {
+        log.append(MAGIC.to_vec()).await?;
+    }
+    log.sync().await?;
+    sync_dir(&files.dir).await?;
+    if let Some(old) = files.log.replace(log) {
+        let _ = old.close().await;
+    }
+    files.number = next;
+    files.unsynced = false;
+    remove_older(&files.dir, next).await;
+    Ok(())
+}
+
+/// Removes logs and snapshots numbered below `number`: the snapshot `number` covers them.
+async fn remove_older(dir: &Path, number: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let older = ["log-", "snap-"].iter().any(|prefix| {
+            name.strip_prefix(prefix)
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n < number)
+        });
+        if older && let Err(error) = remove_file(&entry.path()).await {
+            tracing::warn!(file = %entry.path().display(), %error, "store: old file not removed");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The shard's side of its log: the records not yet written, how far the log is durable, and
+//! the acknowledgements that wait for it.
+//!
+//! With `fsync = "always"` a PUBACK or PUBREC leaves only when every record its message caused
+//! is on disk: the records on this shard (its position in this shard's log) and those on every
+//! shard the message was mailed to. For the latter each shard counts the data mails it sent to
+//! each other shard; a receiving shard, once the records of the mails it has handled are synced,
+//! replies with how many it has handled (`Mail::Durable`). Rings are FIFO, so a count covers
+//! every mail before it. Acknowledgements wait in one FIFO queue, so they leave in the order the
+//! PUBLISHes came in (MQTT 4.6), and a later one never waits for less than an earlier one.
+
+use std::collections::VecDeque;
+
+use shards::{ShardId, ShardSet};
+
+use super::FsyncMode;
+use crate::protocol::Packet;
+use crate::shard::ConnId;
+
+/// What the store task writes next, in order.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Records appended to the current log.
+    Records(Vec<u8>),
+    /// A snapshot of the whole shard as of the records before it: the store task starts a new
+    /// log after the current one and writes this as the next snapshot file.
+    Snapshot(Vec<u8>),
+}
+
+/// Work for the store task: chunks to write, and what becomes durable once they are.
+#[derive(Debug, Default)]
+pub struct StoreJob {
+    pub chunks: Vec<Chunk>,
+    /// Record bytes appended up to the end of `chunks`.
+    pub appended: u64,
+    /// Data mails handled from each shard when `chunks` were taken (always mode), to reply
+    /// with once they are durable.
+    pub received: Option<Vec<u64>>,
+}
+
+/// An acknowledgement waiting for its records to be durable.
+#[derive(Debug)]
+pub struct PendingAck {
+    pub conn: ConnId,
+    pub packet: Packet,
+    /// Record bytes of this shard's log that must be durable (`u64::MAX` until the batch that
+    /// queued it has written its records).
+    local: u64,
+    /// Per shard the message was mailed to: how many data mails it must report durable.
+    remote: Vec<(ShardId, u64)>,
+}
+
+/// Per-shard journal state (see the module doc).
+#[derive(Debug)]
+pub struct Journal {
+    pub mode: FsyncMode,
+    /// Records not yet taken by the store task.
+    records: Vec<u8>,
+    /// Chunks sealed by a snapshot, before `records`.
+    sealed: Vec<Chunk>,
+    appended: u64,
+    durable: u64,
+    /// A message written whole since the last snapshot (see `RecordWriter`).
+    pub last_inline: Option<u64>,
+    last_stamp: u64,
+    /// Record bytes since the last snapshot, and that snapshot's size.
+    since_snapshot: u64,
+    snapshot_bytes: u64,
+    /// The last write or sync failed: records are not kept until a snapshot succeeds.
+    broken: bool,
+    sent_to: Vec<u64>,
+    durable_at: Vec<u64>,
+    received_from: Vec<u64>,
+    received_changed: bool,
+    /// Shards mailed since `begin_route`.
+    touched: ShardSet,
+    /// This shard made records since `begin_route`.
+    touched_local: bool,
+    acks: VecDeque<PendingAck>,
+}
+
+/// A snapshot is due when the records since the last one pass this, or twice its size.
+const SNAPSHOT_AFTER_BYTES_MIN: u64 = 64 << 20;
+
+impl Journal {
+    pub fn new(mode: FsyncMode, shard_count: usize) -> Journal {
+        Journal {
+            mode,
+            records: Vec::new(),
+            sealed: Vec::new(),
+            appended: 0,
+            durable: 0,
+            last_inline: None,
+            last_stamp: 0,
+            since_snapshot: 0,
+            snapshot_bytes: 0,
+            broken: false,
+            sent_to: vec![0; shard_count],
+            durable_at: vec![0; shard_count],
+            received_from: vec![0; shard_count],
+            received_changed: false,
+            touched: ShardSet::new(),
+            touched_local: false,
+            acks: VecDeque::new(),
+        }
+    }
+
+    /// Where records go, with the message last written whole; a broken log takes none (a
+    /// snapshot will bring the disk up to date).
+    pub fn records(&mut self) -> Option<(&mut Vec<u8>, &mut Option<u64>)> {
+        (!self.broken).then_some((&mut self.records, &mut self.last_inline))
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// A stamp for a session image: after every earlier one on this shard, and after the wall
+    /// clock (so images written on different shards order by time).
+    pub fn next_stamp(&mut self, wall_ms: u64) -> u64 {
+        self.last_stamp = (self.last_stamp + 1).max(wall_ms.saturating_mul(1000));
+        self.last_stamp
+    }
+
+    /// Whether the store task has something to do.
+    pub fn has_work(&self) -> bool {
+        !self.records.is_empty() || !self.sealed.is_empty() || self.received_changed
+    }
+
+    pub fn snapshot_due(&self) -> bool {
+        self.since_snapshot + self.records.len() as u64
+            > SNAPSHOT_AFTER_BYTES_MIN.max(2 * self.snapshot_bytes)
+    }
+
+    /// Seals the records so far and queues a snapshot after them. A broken log takes records
+    /// again from here: they follow the snapshot, and are dropped with it if it fails too.
+    pub fn push_snapshot(&mut self, snapshot: Vec<u8>) {
+        self.broken = false;
+        self.seal();
+        self.since_snapshot = 0;
+        self.snapshot_bytes = snapshot.len() as u64;
+        self.sealed.push(Chunk::Snapshot(snapshot));
+    }
+
+    fn seal(&mut self) {
+        if !self.records.is_empty() {
+            let records = std::mem::take(&mut self.records);
+            self.appended += records.len() as u64;
+            self.since_snapshot += records.len() as u64;
+            self.sealed.push(Chunk::Records(records));
+        }
+    }
+
+    /// Everything to write now.
+    pub fn take_job(&mut self) -> StoreJob {
+        self.seal();
+        let received =
+            std::mem::take(&mut self.received_changed).then(|| self.received_from.clone());
+        StoreJob {
+            chunks: std::mem::take(&mut self.sealed),
+            appended: self.appended,
+            received,
+        }
+    }
+
+    /// Record bytes appended so far, including those not yet taken.
+    fn end(&self) -> u64 {
+        self.appended + self.records.len() as u64
+    }
+
+    /// The store task wrote and synced up to `appended`.
+    pub fn durable_to(&mut self, appended: u64) {
+        self.durable = self.durable.max(appended);
+    }
+
+    /// The store task failed: nothing queued is kept, and the next snapshot must succeed before
+    /// records are kept again. Returns the acknowledgements that can no longer be given.
+    pub fn fail(&mut self) -> Vec<PendingAck> {
+        self.broken = true;
+        self.records.clear();
+        self.sealed.clear();
+        self.last_inline = None;
+        self.acks.drain(..).collect()
+    }
+
+    // ---- Acknowledgements (always mode) ----
+
+    pub fn holds_acks(&self) -> bool {
+        self.mode == FsyncMode::Always
+    }
+
+    /// Starts routing one message: the data mails sent from now on are its.
+    pub fn begin_route(&mut self) {
+        self.touched = ShardSet::new();
+        self.touched_local = false;
+    }
+
+    /// The message being routed made records on this shard.
+    pub fn touched_local(&mut self) {
+        self.touched_local = true;
+    }
+
+    /// A data mail (one that may make records there) went to `to`.
+    pub fn mailed(&mut self, to: ShardId) {
+        if let Some(count) = self.sent_to.get_mut(to.index()) {
+            *count += 1;
+            self.touched.insert(to);
+        }
+    }
+
+    /// A data mail from `from` was handled.
+    pub fn mail_handled(&mut self, from: ShardId) {
+        if let Some(count) = self.received_from.get_mut(from.index()) {
+            *count += 1;
+            self.received_changed = true;
+        }
+    }
+
+    /// `from` reports `count` of our data mails durable.
+    pub fn durable_reply(&mut self, from: ShardId, count: u64) {
+        if let Some(at) = self.durable_at.get_mut(from.index()) {
+            *at = (*at).max(count);
+        }
+    }
+
+    /// Holds `packet` for `conn` until the records of the message routed since `begin_route`
+    /// are durable; returns it at once when nothing needs to wait (and nothing waits before it).
+    pub fn hold_ack(&mut self, conn: ConnId, packet: Packet) -> Option<Packet> {
+        let local_records = self.touched_local;
+        let remote: Vec<(ShardId, u64)> = self
+            .touched
+            .iter()
+            .filter_map(|shard| Some((shard, *self.sent_to.get(shard.index())?)))
+            .collect();
+        if self.acks.is_empty() && !local_records && remote.is_empty() {
+            return Some(packet);
+        }
+        let local = if local_records {
+            u64::MAX
+        } else {
+            self.durable
+        };
+        self.acks.push_back(PendingAck {
+            conn,
+            packet,
+            local,
+            remote,
+        });
+        None
+    }
+
+    /// After a batch wrote its records: the acknowledgements it queued wait for them.
+    pub fn batch_written(&mut self) {
+        let end = self.end();
+        for ack in self.acks.iter_mut().rev() {
+            if ack.local != u64::MAX {
+                break;
+            }
+            ack.local = end;
+        }
+    }
+
+    /// The acknowledgements whose records are all durable now, in order.
+    pub fn ready_acks(&mut self, out: &mut Vec<PendingAck>) {
+        while let Some(front) = self.acks.front() {
+            let local_ok = front.local <= self.durable;
+            let remote_ok = front.remote.iter().all(|(shard, count)| {
+                self.durable_at
+                    .get(shard.index())
+                    .is_some_and(|at| at >= count)
+            });
+            if !(local_ok && remote_ok) {
+                break;
+            }
+            if let Some(ack) = self.acks.pop_front() {
+                out.push(ack);
+            }
+        }
+    }
+
+    pub fn pending_acks(&self) -> usize {
+        self.acks.len()
+    }
+}

@@ -1,0 +1,227 @@
+//! Records in, state out: what a shard's log says it owned when it stopped. Pure: no files
+//! (see `recover` for those), so every rule here is tested with records alone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytestring::ByteString;
+
+use super::record::{MessageRef, QueuedRecord, Record, SessionRecord, StoredMessage, WillRecord};
+
+/// One session as its log left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayedSession {
+    pub meta: SessionRecord,
+    /// Left for another shard; kept only if that shard's image did not survive.
+    pub moved: bool,
+    /// Entries by sequence number, each with its message resolved.
+    pub entries: BTreeMap<u64, ReplayedEntry>,
+    pub incoming_qos2: BTreeSet<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayedEntry {
+    pub record: QueuedRecord,
+    /// `None` for a released QoS 2 entry (only its packet id is owed).
+    pub message: Option<StoredMessage>,
+}
+
+/// The state one log (or several merged) describes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub sessions: HashMap<ByteString, ReplayedSession>,
+    pub retained: HashMap<ByteString, StoredMessage>,
+    pub wills: HashMap<ByteString, WillRecord>,
+    /// Records that named something the log did not have (a session or a message): counted,
+    /// not fatal; a correct log has none.
+    pub orphans: u64,
+    /// The largest message id seen, so new ids never repeat one.
+    pub max_message_id: u64,
+}
+
+/// Applies records in log order. `messages` resolves `MessageRef::Earlier` within one replay.
+#[derive(Default)]
+pub struct Replayer {
+    state: Replayed,
+    messages: HashMap<u64, StoredMessage>,
+}
+
+impl Replayer {
+    pub fn new() -> Replayer {
+        Replayer::default()
+    }
+
+    pub fn apply(&mut self, record: Record) {
+        let state = &mut self.state;
+        match record {
+            Record::SnapshotBegin | Record::SnapshotEnd => {}
+            Record::Session(meta) => self.session(meta),
+            Record::SessionGone { client_id, moved } => {
+                if moved {
+                    if let Some(session) = state.sessions.get_mut(&client_id) {
+                        session.moved = true;
+                    }
+                } else {
+                    state.sessions.remove(&client_id);
+                }
+            }
+            Record::Queued(queued) => self.queued(queued),
+            Record::Sent {
+                client_id,
+                seq,
+                packet_id,
+            } => match self.entry(&client_id, seq) {
+                Some(entry) => entry.record.packet_id = Some(packet_id),
+                None => self.state.orphans += 1,
+            },
+            Record::Released { client_id, seq } => match self.entry(&client_id, seq) {
+                Some(entry) => entry.record.released = true,
+                None => self.state.orphans += 1,
+            },
+            Record::Done { client_id, seq } => {
+                let removed = state
+                    .sessions
+                    .get_mut(&client_id)
+                    .and_then(|session| session.entries.remove(&seq));
+                if removed.is_none() {
+                    state.orphans += 1;
+                }
+            }
+            Record::IncomingQos2 {
+                client_id,
+                packet_id,
+                awaiting,
+            } => match state.sessions.get_mut(&client_id) {
+                Some(session) if awaiting => {
+                    session.incoming_qos2.insert(packet_id.get());
+                }
+                Some(session) => {
+                    session.incoming_qos2.remove(&packet_id.get());
+                }
+                None => state.orphans += 1,
+            },
+            Record::RetainSet(message) => {
+                state.max_message_id = state.max_message_id.max(message.id);
+                state.retained.insert(message.topic.clone(), message);
+            }
+            Record::RetainClear { topic } => {
+                state.retained.remove(&topic);
+            }
+            Record::WillSet(will) => {
+                state.wills.insert(will.client_id.clone(), will);
+            }
+            Record::WillGone { client_id } => {
+                state.wills.remove(&client_id);
+            }
+        }
+    }
+
+    /// A session image: a new stamp starts the session afresh (it came back to this shard, or
+    /// is a new session); the same stamp updates its own data and keeps what it holds.
+    fn session(&mut self, meta: SessionRecord) {
+        match self.state.sessions.get_mut(&meta.client_id) {
+            Some(session) if session.meta.stamp == meta.stamp => {
+                session.meta = meta;
+                session.moved = false;
+            }
+            _ => {
+                self.state.sessions.insert(
+                    meta.client_id.clone(),
+                    ReplayedSession {
+                        meta,
+                        moved: false,
+                        entries: BTreeMap::new(),
+                        incoming_qos2: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn queued(&mut self, mut queued: QueuedRecord) {
+        let message = match std::mem::replace(&mut queued.message, MessageRef::Absent) {
+            MessageRef::Inline(message) => {
+                self.messages.insert(message.id, message.clone());
+                Some(message)
+            }
+            MessageRef::Earlier(id) => match self.messages.get(&id) {
+                Some(message) => Some(message.clone()),
+                None => {
+                    self.state.orphans += 1;
+                    return;
+                }
+            },
+            MessageRef::Absent => None,
+        };
+        if let Some(message) = &message {
+            queued.message = MessageRef::Earlier(message.id);
+            self.state.max_message_id = self.state.max_message_id.max(message.id);
+        }
+        match self.state.sessions.get_mut(&queued.client_id) {
+            Some(session) => {
+                session.entries.insert(
+                    queued.seq,
+                    ReplayedEntry {
+                        record: queued,
+                        message,
+                    },
+                );
+            }
+            None => self.state.orphans += 1,
+        }
+    }
+
+    fn entry(&mut self, client_id: &str, seq: u64) -> Option<&mut ReplayedEntry> {
+        self.state
+            .sessions
+            .get_mut(client_id)
+            .and_then(|session| session.entries.get_mut(&seq))
+    }
+
+    pub fn finish(mut self) -> Replayed {
+        // Wills of sessions that no longer exist still fire (a will outlives its session when
+        // the delay is longer: it is sent when the session ends).
+        for session in self.state.sessions.values() {
+            self.state.max_message_id = session
+                .entries
+                .values()
+                .filter_map(|e| e.message.as_ref().map(|m| m.id))
+                .fold(self.state.max_message_id, u64::max);
+        }
+        self.state
+    }
+}
+
+impl Replayed {
+    /// Merges the state of several shards' logs: per client id the newest image wins, and a
+    /// session that moved yields to any other image; retained messages and wills are per topic
+    /// and client id, the message with the larger id winning a conflict.
+    pub fn merge(parts: Vec<Replayed>) -> Replayed {
+        let mut merged = Replayed::default();
+        for part in parts {
+            merged.orphans += part.orphans;
+            merged.max_message_id = merged.max_message_id.max(part.max_message_id);
+            for (client_id, session) in part.sessions {
+                let keep_old = merged.sessions.get(&client_id).is_some_and(|old| {
+                    (old.moved, std::cmp::Reverse(old.meta.stamp))
+                        < (session.moved, std::cmp::Reverse(session.meta.stamp))
+                });
+                if !keep_old {
+                    merged.sessions.insert(client_id, session);
+                }
+            }
+            for (topic, message) in part.retained {
+                let newer = merged
+                    .retained
+                    .get(&topic)
+                    .is_none_or(|old| old.id < message.id);
+                if newer {
+                    merged.retained.insert(topic, message);
+                }
+            }
+            for (client_id, will) in part.wills {
+                merged.wills.entry(client_id).or_insert(will);
+            }
+        }
+        merged
+    }
+}

@@ -1,0 +1,298 @@
+//! The record codec (round trip, torn tail, bad CRC, unknown type) and replay rules.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::record::{
+    self, MessageRef, QueuedRecord, Record, RecordError, SessionRecord, StoredMessage, WillRecord,
+};
+use super::replay::{Replayed, Replayer};
+use crate::protocol::{PacketId, PublishProperties, QoS, SubscriptionOptions, Version};
+use crate::session::Subscription;
+
+fn id(client: &str) -> ByteString {
+    ByteString::from(client.to_owned())
+}
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+fn message(id: u64, topic: &str, payload: &'static [u8]) -> StoredMessage {
+    let properties = PublishProperties {
+        message_expiry_interval_secs: Some(60),
+        content_type: Some(ByteString::from_static("text/plain")),
+        ..Default::default()
+    };
+    StoredMessage {
+        id,
+        topic: ByteString::from(topic.to_owned()),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: properties.into(),
+        publisher: id_of("pub"),
+        expires_at_ms: Some(1_700_000_000_000),
+    }
+}
+
+fn id_of(text: &str) -> ByteString {
+    id(text)
+}
+
+fn session(client: &str, stamp: u64) -> SessionRecord {
+    SessionRecord {
+        stamp,
+        client_id: id(client),
+        username: Some(id("user")),
+        version: Version::V5,
+        expiry_secs: 3600,
+        expires_at_ms: None,
+        next_seq: 1,
+        subscriptions: vec![(
+            id("a/#"),
+            Subscription {
+                options: SubscriptionOptions {
+                    qos: QoS::ExactlyOnce,
+                    no_local: true,
+                    retain_as_published: true,
+                    retain_handling: crate::protocol::RetainHandling::Never,
+                },
+                identifier: Some(7),
+                read_granted_generation: 0,
+            },
+        )],
+    }
+}
+
+fn queued(client: &str, seq: u64, message: MessageRef) -> QueuedRecord {
+    QueuedRecord {
+        client_id: id(client),
+        seq,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        packet_id: None,
+        released: false,
+        subscription_identifiers: vec![7, 9],
+        shared: Some((id("x/+"), id("g"))),
+        reoffered: false,
+        message,
+    }
+}
+
+fn every_kind() -> Vec<Record> {
+    vec![
+        Record::SnapshotBegin,
+        Record::Session(session("c1", 5)),
+        Record::Queued(queued(
+            "c1",
+            1,
+            MessageRef::Inline(message(10, "a/b", b"hi")),
+        )),
+        Record::Queued(queued("c1", 2, MessageRef::Earlier(10))),
+        Record::Queued(QueuedRecord::released(id("c1"), 3, pid(4))),
+        Record::Sent {
+            client_id: id("c1"),
+            seq: 1,
+            packet_id: pid(3),
+        },
+        Record::Released {
+            client_id: id("c1"),
+            seq: 1,
+        },
+        Record::Done {
+            client_id: id("c1"),
+            seq: 2,
+        },
+        Record::IncomingQos2 {
+            client_id: id("c1"),
+            packet_id: pid(9),
+            awaiting: true,
+        },
+        Record::SessionGone {
+            client_id: id("c2"),
+            moved: true,
+        },
+        Record::RetainSet(message(11, "r/t", b"state")),
+        Record::RetainClear { topic: id("r/u") },
+        Record::WillSet(WillRecord {
+            client_id: id("c3"),
+            username: None,
+            due_ms: 1_700_000_005_000,
+            delay_secs: 5,
+            message: message(0, "w/t", b"gone"),
+        }),
+        Record::WillGone {
+            client_id: id("c4"),
+        },
+        Record::SnapshotEnd,
+    ]
+}
+
+fn encode_all(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        record::encode(r, &mut out);
+    }
+    out
+}
+
+fn decode_all(bytes: Vec<u8>) -> Result<Vec<Record>, RecordError> {
+    let mut buf = Bytes::from(bytes);
+    let mut records = Vec::new();
+    while let Some(r) = record::decode(&mut buf)? {
+        records.push(r);
+    }
+    Ok(records)
+}
+
+#[test]
+fn every_record_kind_reads_back_as_written() {
+    let records = every_kind();
+    assert_eq!(decode_all(encode_all(&records)).unwrap(), records);
+}
+
+#[test]
+fn a_torn_tail_is_reported_at_every_cut() {
+    let records = every_kind();
+    let bytes = encode_all(&records);
+    // Where each record ends: a cut there is a clean end, anywhere else a torn record.
+    let mut ends = vec![0];
+    let mut buf = Bytes::from(bytes.clone());
+    while record::decode(&mut buf).unwrap().is_some() {
+        ends.push(bytes.len() - buf.len());
+    }
+    for cut in 0..bytes.len() {
+        let result = decode_all(bytes[..cut].to_vec());
+        if ends.contains(&cut) {
+            assert!(result.is_ok(), "cut at a record boundary {cut}");
+        } else {
+            assert_eq!(result, Err(RecordError::Truncated), "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn a_flipped_bit_fails_the_checksum() {
+    let bytes = encode_all(&every_kind());
+    for position in [8, 9, 20, bytes.len() - 1] {
+        let mut damaged = bytes.clone();
+        damaged[position] ^= 0x10;
+        assert!(
+            matches!(
+                decode_all(damaged),
+                Err(RecordError::BadChecksum | RecordError::Truncated | RecordError::TooLarge(_))
+            ),
+            "bit flipped at {position}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_record_type_is_an_error_not_skipped() {
+    let body = [200u8, 1, 2, 3];
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    assert_eq!(decode_all(bytes), Err(RecordError::UnknownType(200)));
+}
+
+#[test]
+fn a_body_cut_short_inside_a_valid_frame_is_malformed() {
+    // A Done record without its sequence number, framed with a correct CRC.
+    let body = [8u8, 2, 0, b'c', b'1'];
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    assert!(matches!(decode_all(bytes), Err(RecordError::Malformed(_))));
+}
+
+fn replay(records: Vec<Record>) -> Replayed {
+    let mut replayer = Replayer::new();
+    for r in records {
+        replayer.apply(r);
+    }
+    replayer.finish()
+}
+
+#[test]
+fn entries_follow_their_changes() {
+    let state = replay(every_kind());
+    let c1 = &state.sessions[&id("c1")];
+    let seqs: Vec<u64> = c1.entries.keys().copied().collect();
+    assert_eq!(seqs, vec![1, 3], "seq 2 was done");
+    let first = &c1.entries[&1];
+    assert_eq!(first.record.packet_id, Some(pid(3)));
+    assert!(first.record.released);
+    assert_eq!(first.message.as_ref().unwrap().payload, &b"hi"[..]);
+    assert!(c1.entries[&3].message.is_none());
+    assert!(c1.incoming_qos2.contains(&9));
+    assert!(state.retained.contains_key(&id("r/t")));
+    assert!(state.wills.contains_key(&id("c3")));
+    assert_eq!(state.max_message_id, 11);
+    assert_eq!(state.orphans, 0);
+}
+
+#[test]
+fn a_new_image_starts_the_session_afresh_and_the_same_stamp_keeps_its_entries() {
+    let base = vec![
+        Record::Session(session("c", 1)),
+        Record::Queued(queued("c", 1, MessageRef::Inline(message(1, "a", b"x")))),
+    ];
+    let mut same = base.clone();
+    same.push(Record::Session(SessionRecord {
+        expiry_secs: 10,
+        ..session("c", 1)
+    }));
+    let state = replay(same);
+    assert_eq!(state.sessions[&id("c")].entries.len(), 1);
+    assert_eq!(state.sessions[&id("c")].meta.expiry_secs, 10);
+    let mut fresh = base;
+    fresh.push(Record::Session(session("c", 2)));
+    assert!(replay(fresh).sessions[&id("c")].entries.is_empty());
+}
+
+#[test]
+fn a_moved_session_yields_to_the_newer_image_elsewhere_but_not_to_nothing() {
+    let old = replay(vec![
+        Record::Session(session("c", 1)),
+        Record::SessionGone {
+            client_id: id("c"),
+            moved: true,
+        },
+    ]);
+    let new = replay(vec![Record::Session(SessionRecord {
+        expiry_secs: 99,
+        ..session("c", 2)
+    })]);
+    let merged = Replayed::merge(vec![old.clone(), new.clone()]);
+    assert_eq!(merged.sessions[&id("c")].meta.stamp, 2);
+    let merged = Replayed::merge(vec![new, old.clone()]);
+    assert_eq!(merged.sessions[&id("c")].meta.stamp, 2);
+    let alone = Replayed::merge(vec![old]);
+    assert_eq!(
+        alone.sessions[&id("c")].meta.stamp,
+        1,
+        "kept when nothing newer exists"
+    );
+}
+
+#[test]
+fn an_ended_session_is_gone_and_changes_for_unknown_sessions_are_counted() {
+    let state = replay(vec![
+        Record::Session(session("c", 1)),
+        Record::SessionGone {
+            client_id: id("c"),
+            moved: false,
+        },
+        Record::Done {
+            client_id: id("c"),
+            seq: 1,
+        },
+        Record::Queued(queued("c", 2, MessageRef::Earlier(77))),
+    ]);
+    assert!(state.sessions.is_empty());
+    assert_eq!(state.orphans, 2);
+}
