@@ -139,10 +139,11 @@ pub enum Mail {
         client_id: ByteString,
         generation: u64,
     },
-    /// Persistence with `fsync = "always"`: the records made by the first `count` data mails
-    /// from the receiver (see `Mail::is_data`) are durable here.
+    /// Persistence: the records made by the first `count` data mails from the receiver (see
+    /// `Mail::is_data`) are durable here (`ok`), or could not be written (the log failed).
     Durable {
         count: u64,
+        ok: bool,
     },
     /// Persistence: the sender has installed the state it restored at start, and its interest
     /// mail went before this one.

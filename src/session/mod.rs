@@ -244,7 +244,12 @@ impl SessionState {
                 .restore(seq, packet_id, delivery, &mut uncounted);
         }
         self.incoming_qos2 = incoming_qos2.into_iter().map(PacketId::get).collect();
-        self.next_seq = next_seq.max(self.next_seq);
+        // The session's own record may be older than its last entry: never reuse a number.
+        let last_queued = self.outbox.back().map_or(0, |q| q.seq);
+        let last_sent = self.inflight.iter().map(|e| e.seq).max().unwrap_or(0);
+        self.next_seq = next_seq
+            .max(self.next_seq)
+            .max(last_queued.max(last_sent) + 1);
         self
     }
 

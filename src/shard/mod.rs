@@ -418,7 +418,7 @@ impl Shard {
                 client_id,
                 generation,
             } => self.directory.release(&client_id, generation),
-            Mail::Durable { count } => self.on_durable(from, count),
+            Mail::Durable { count, ok } => self.on_durable(from, count, ok),
             Mail::Restored => self.on_restored(),
         }
     }

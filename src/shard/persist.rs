@@ -210,11 +210,11 @@ impl Shard {
         }
     }
 
-    /// Sends a PUBACK or PUBREC now, or (fsync = "always") once the records of the message routed
-    /// since `store_begin_route` are durable everywhere.
+    /// Sends a PUBACK or PUBREC now, or (persistence on) once the records of the message routed
+    /// since `store_begin_route` are durable everywhere it made any.
     pub(super) fn ack_when_durable(&mut self, conn: super::ConnId, packet: Packet) {
         let held = match self.store.as_mut() {
-            Some(journal) if journal.holds_acks() => journal.hold_ack(conn, packet),
+            Some(journal) => journal.hold_ack(conn, packet),
             _ => Some(packet),
         };
         if let Some(packet) = held {
@@ -227,7 +227,6 @@ impl Shard {
         if to != self.id
             && mail.is_data()
             && let Some(journal) = self.store.as_mut()
-            && journal.holds_acks()
         {
             journal.mailed(to);
         }
@@ -238,15 +237,14 @@ impl Shard {
         if from != self.id
             && mail.is_data()
             && let Some(journal) = self.store.as_mut()
-            && journal.holds_acks()
         {
             journal.mail_handled(from);
         }
     }
 
-    pub(super) fn on_durable(&mut self, from: ShardId, count: u64) {
+    pub(super) fn on_durable(&mut self, from: ShardId, count: u64, ok: bool) {
         if let Some(journal) = self.store.as_mut() {
-            journal.durable_reply(from, count);
+            journal.durable_reply(from, count, ok);
         }
         self.release_acks();
     }
@@ -256,8 +254,22 @@ impl Shard {
         if let Some(journal) = self.store.as_mut() {
             journal.ready_acks(&mut ready);
         }
-        for PendingAck { conn, packet, .. } in ready {
-            self.write_packet(conn, &packet);
+        for (PendingAck { conn, packet, .. }, durable) in ready {
+            if durable {
+                self.write_packet(conn, &packet);
+            } else {
+                self.refuse_ack(conn, packet);
+            }
+        }
+    }
+
+    /// Tells every shard how many of its data mails this shard has handled, and whether their
+    /// records are durable (`ok`) or lost with a failed write.
+    fn reply_durable(&mut self, received: Vec<u64>, ok: bool) {
+        for (index, count) in received.into_iter().enumerate() {
+            if index != self.id.index() && count > 0 {
+                self.send_mail(ShardId::new(index), Mail::Durable { count, ok });
+            }
         }
     }
 
@@ -346,19 +358,19 @@ impl Shard {
                 );
             }
             let lost = journal.fail();
+            let received = received.unwrap_or_else(|| journal.received_counts());
             self.metrics.counts.store_failures += 1;
             for ack in lost {
                 self.refuse_ack(ack.conn, ack.packet);
             }
+            self.reply_durable(received, false);
             return;
         }
         journal.durable_to(appended);
+        // While the log is broken nothing handled was written: say so.
+        let ok = !journal.is_broken();
         if let Some(received) = received {
-            for (index, count) in received.into_iter().enumerate() {
-                if index != self.id.index() && count > 0 {
-                    self.send_mail(ShardId::new(index), Mail::Durable { count });
-                }
-            }
+            self.reply_durable(received, ok);
         }
         self.release_acks();
     }

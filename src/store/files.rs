@@ -286,10 +286,15 @@ fn replay_log(
     let mut rest = data.slice(MAGIC.len()..);
     loop {
         let offset = total - rest.len() as u64;
+        if last && !rest.is_empty() && rest.iter().all(|&b| b == 0) {
+            // Space allocated for a write that never landed.
+            return Ok(total - offset);
+        }
         match record::decode(&mut rest) {
             Ok(Some(record)) => replayer.apply(record),
             Ok(None) => return Ok(0),
-            Err(RecordError::Truncated | RecordError::BadChecksum) if last => {
+            Err(RecordError::Truncated) if last => return Ok(total - offset),
+            Err(RecordError::BadChecksum) if last && torn_tail(&rest) => {
                 return Ok(total - offset);
             }
             Err(error) => {
@@ -301,6 +306,20 @@ fn replay_log(
             }
         }
     }
+}
+
+/// Whether a record that fails its checksum is the interrupted last write: it reaches the end
+/// of the file, or only zeros follow it (space the file system allocated and never filled).
+/// A bad record with more data after it is damage.
+fn torn_tail(rest: &Bytes) -> bool {
+    let declared = rest.get(..4).map_or(0, |len| {
+        u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize
+    });
+    let end = record::HEADER_BYTES.saturating_add(declared);
+    end >= rest.len()
+        || rest
+            .get(end..)
+            .is_some_and(|after| after.iter().all(|&b| b == 0))
 }
 
 /// Writes a new generation: each shard's first snapshot and an empty log, then switches

@@ -1,9 +1,9 @@
 //! The shard's side of its log: the records not yet written, how far the log is durable, and
 //! the acknowledgements that wait for it.
 //!
-//! With `fsync = "always"` a PUBACK or PUBREC leaves only when every record its message caused
-//! is on disk: the records on this shard (its position in this shard's log) and those on every
-//! shard the message was mailed to. For the latter each shard counts the data mails it sent to
+//! A PUBACK or PUBREC leaves only when every record its message caused is durable (synced with
+//! `fsync = "always"`, written to the page cache with `"periodic"`): the records on this shard
+//! (its position in this shard's log) and those on every shard the message was mailed to. For the latter each shard counts the data mails it sent to
 //! each other shard; a receiving shard, once the records of the mails it has handled are synced,
 //! replies with how many it has handled (`Mail::Durable`). Rings are FIFO, so a count covers
 //! every mail before it. Acknowledgements wait in one FIFO queue, so they leave in the order the
@@ -33,8 +33,8 @@ pub struct StoreJob {
     pub chunks: Vec<Chunk>,
     /// Record bytes appended up to the end of `chunks`.
     pub appended: u64,
-    /// Data mails handled from each shard when `chunks` were taken (always mode), to reply
-    /// with once they are durable.
+    /// Data mails handled from each shard when `chunks` were taken, to reply with once they
+    /// are durable.
     pub received: Option<Vec<u64>>,
 }
 
@@ -70,6 +70,9 @@ pub struct Journal {
     broken: bool,
     sent_to: Vec<u64>,
     durable_at: Vec<u64>,
+    /// Per shard: its log failed with this many of our data mails handled (their records are
+    /// not on disk).
+    failed_at: Vec<u64>,
     received_from: Vec<u64>,
     received_changed: bool,
     /// Shards mailed since `begin_route`.
@@ -77,6 +80,8 @@ pub struct Journal {
     /// This shard made records since `begin_route`.
     touched_local: bool,
     acks: VecDeque<PendingAck>,
+    /// Acknowledgements queued since the last `batch_written`.
+    acks_in_batch: usize,
 }
 
 /// A snapshot is due when the records since the last one pass this, or twice its size.
@@ -97,11 +102,13 @@ impl Journal {
             broken: false,
             sent_to: vec![0; shard_count],
             durable_at: vec![0; shard_count],
+            failed_at: vec![0; shard_count],
             received_from: vec![0; shard_count],
             received_changed: false,
             touched: ShardSet::new(),
             touched_local: false,
             acks: VecDeque::new(),
+            acks_in_batch: 0,
         }
     }
 
@@ -177,17 +184,16 @@ impl Journal {
     /// records are kept again. Returns the acknowledgements that can no longer be given.
     pub fn fail(&mut self) -> Vec<PendingAck> {
         self.broken = true;
+        self.acks_in_batch = 0;
         self.records.clear();
         self.sealed.clear();
         self.last_inline = None;
         self.acks.drain(..).collect()
     }
 
-    // ---- Acknowledgements (always mode) ----
-
-    pub fn holds_acks(&self) -> bool {
-        self.mode == FsyncMode::Always
-    }
+    // ---- Acknowledgements: they wait for their records in both modes, until synced
+    // (`always`) or until written to the page cache (`periodic`), where a crash of the process
+    // alone cannot take them. ----
 
     /// Starts routing one message: the data mails sent from now on are its.
     pub fn begin_route(&mut self) {
@@ -216,11 +222,21 @@ impl Journal {
         }
     }
 
-    /// `from` reports `count` of our data mails durable.
-    pub fn durable_reply(&mut self, from: ShardId, count: u64) {
-        if let Some(at) = self.durable_at.get_mut(from.index()) {
+    /// `from` reports `count` of our data mails durable (`ok`), or not written.
+    pub fn durable_reply(&mut self, from: ShardId, count: u64, ok: bool) {
+        let counts = if ok {
+            &mut self.durable_at
+        } else {
+            &mut self.failed_at
+        };
+        if let Some(at) = counts.get_mut(from.index()) {
             *at = (*at).max(count);
         }
+    }
+
+    /// Data mails handled from each shard so far.
+    pub fn received_counts(&self) -> Vec<u64> {
+        self.received_from.clone()
     }
 
     /// Holds `packet` for `conn` until the records of the message routed since `begin_route`
@@ -246,34 +262,42 @@ impl Journal {
             local,
             remote,
         });
+        self.acks_in_batch += 1;
         None
     }
 
     /// After a batch wrote its records: the acknowledgements it queued wait for them.
     pub fn batch_written(&mut self) {
         let end = self.end();
-        for ack in self.acks.iter_mut().rev() {
-            if ack.local != u64::MAX {
-                break;
+        let queued = std::mem::take(&mut self.acks_in_batch);
+        for ack in self.acks.iter_mut().rev().take(queued) {
+            if ack.local == u64::MAX {
+                ack.local = end;
             }
-            ack.local = end;
         }
     }
 
-    /// The acknowledgements whose records are all durable now, in order.
-    pub fn ready_acks(&mut self, out: &mut Vec<PendingAck>) {
+    /// The acknowledgements that are settled now, in order: `true` when all their records are
+    /// durable, `false` when a shard holding some of them failed to write them.
+    pub fn ready_acks(&mut self, out: &mut Vec<(PendingAck, bool)>) {
         while let Some(front) = self.acks.front() {
+            let failed = front.remote.iter().any(|(shard, count)| {
+                self.failed_at
+                    .get(shard.index())
+                    .is_some_and(|at| at >= count)
+            });
             let local_ok = front.local <= self.durable;
             let remote_ok = front.remote.iter().all(|(shard, count)| {
                 self.durable_at
                     .get(shard.index())
                     .is_some_and(|at| at >= count)
             });
-            if !(local_ok && remote_ok) {
+            let settled = failed || (local_ok && remote_ok);
+            if !settled {
                 break;
             }
             if let Some(ack) = self.acks.pop_front() {
-                out.push(ack);
+                out.push((ack, !failed));
             }
         }
     }

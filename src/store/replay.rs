@@ -34,8 +34,9 @@ pub struct Replayed {
     /// Records that named something the log did not have (a session or a message): counted,
     /// not fatal; a correct log has none.
     pub orphans: u64,
-    /// The largest message id seen, so new ids never repeat one.
-    pub max_message_id: u64,
+    /// The largest message counter seen (the low 48 bits of a message id, whichever shard
+    /// made it), so that new ids never repeat one: every shard starts counting above it.
+    pub max_message_counter: u64,
 }
 
 /// Applies records in log order. `messages` resolves `MessageRef::Earlier` within one replay.
@@ -100,7 +101,7 @@ impl Replayer {
                 None => state.orphans += 1,
             },
             Record::RetainSet(message) => {
-                state.max_message_id = state.max_message_id.max(message.id);
+                state.max_message_counter = state.max_message_counter.max(counter(message.id));
                 state.retained.insert(message.topic.clone(), message);
             }
             Record::RetainClear { topic } => {
@@ -154,7 +155,8 @@ impl Replayer {
         };
         if let Some(message) = &message {
             queued.message = MessageRef::Earlier(message.id);
-            self.state.max_message_id = self.state.max_message_id.max(message.id);
+            self.state.max_message_counter =
+                self.state.max_message_counter.max(counter(message.id));
         }
         match self.state.sessions.get_mut(&queued.client_id) {
             Some(session) => {
@@ -181,11 +183,11 @@ impl Replayer {
         // Wills of sessions that no longer exist still fire (a will outlives its session when
         // the delay is longer: it is sent when the session ends).
         for session in self.state.sessions.values() {
-            self.state.max_message_id = session
+            self.state.max_message_counter = session
                 .entries
                 .values()
-                .filter_map(|e| e.message.as_ref().map(|m| m.id))
-                .fold(self.state.max_message_id, u64::max);
+                .filter_map(|e| e.message.as_ref().map(|m| counter(m.id)))
+                .fold(self.state.max_message_counter, u64::max);
         }
         self.state
     }
@@ -199,7 +201,7 @@ impl Replayed {
         let mut merged = Replayed::default();
         for part in parts {
             merged.orphans += part.orphans;
-            merged.max_message_id = merged.max_message_id.max(part.max_message_id);
+            merged.max_message_counter = merged.max_message_counter.max(part.max_message_counter);
             for (client_id, session) in part.sessions {
                 let keep_old = merged.sessions.get(&client_id).is_some_and(|old| {
                     (old.moved, std::cmp::Reverse(old.meta.stamp))
@@ -224,4 +226,10 @@ impl Replayed {
         }
         merged
     }
+}
+
+/// The per-shard counter part of a message id (`Shard::take_message_id`: shard in the top 16
+/// bits, counter below).
+fn counter(id: u64) -> u64 {
+    id & ((1 << 48) - 1)
 }

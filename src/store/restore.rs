@@ -50,7 +50,7 @@ pub fn split(
     clock: &Clock,
 ) -> Vec<Restored> {
     let mut shards: Vec<Restored> = (0..shard_count).map(|_| Restored::default()).collect();
-    let floor = (replayed.max_message_id & ((1 << 48) - 1)) + 1;
+    let floor = replayed.max_message_counter + 1;
     for restored in &mut shards {
         restored.message_id_floor = floor;
     }

@@ -231,8 +231,19 @@ fn entries_follow_their_changes() {
     assert!(c1.incoming_qos2.contains(&9));
     assert!(state.retained.contains_key(&id("r/t")));
     assert!(state.wills.contains_key(&id("c3")));
-    assert_eq!(state.max_message_id, 11);
+    assert_eq!(state.max_message_counter, 11);
     assert_eq!(state.orphans, 0);
+}
+
+#[test]
+fn new_message_ids_start_above_every_recovered_counter_whichever_shard_made_it() {
+    // Shard 0's counter 500 is below shard 1's counter 7 as a whole id.
+    let state = replay(vec![
+        Record::Session(session("c", 1)),
+        Record::Queued(queued("c", 1, MessageRef::Inline(message(500, "a", b"x")))),
+        Record::RetainSet(message((1 << 48) | 7, "r", b"y")),
+    ]);
+    assert_eq!(state.max_message_counter, 500);
 }
 
 #[test]
@@ -295,4 +306,80 @@ fn an_ended_session_is_gone_and_changes_for_unknown_sessions_are_counted() {
     ]);
     assert!(state.sessions.is_empty());
     assert_eq!(state.orphans, 2);
+}
+
+mod acks {
+    use shards::ShardId;
+
+    use super::pid;
+    use crate::protocol::{Packet, PubResponse, ReasonCode};
+    use crate::store::FsyncMode;
+    use crate::store::journal::Journal;
+
+    fn puback(id: u16) -> Packet {
+        Packet::PubAck(PubResponse {
+            packet_id: pid(id),
+            reason: ReasonCode::SUCCESS,
+            properties: Default::default(),
+        })
+    }
+
+    fn ready(journal: &mut Journal) -> Vec<(u16, bool)> {
+        let mut out = Vec::new();
+        journal.ready_acks(&mut out);
+        out.into_iter()
+            .map(|(ack, durable)| match ack.packet {
+                Packet::PubAck(response) => (response.packet_id.get(), durable),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_local_and_remote_records_and_leave_in_order() {
+        let mut journal = Journal::new(FsyncMode::Always, 3);
+        let peer = ShardId::new(2);
+        // 1: a local record; 2: mailed to shard 2; 3: nothing to wait for, but behind them.
+        journal.begin_route();
+        journal.touched_local();
+        journal.records().unwrap().0.extend_from_slice(b"record");
+        assert!(journal.hold_ack(7, puback(1)).is_none());
+        journal.begin_route();
+        journal.mailed(peer);
+        assert!(journal.hold_ack(7, puback(2)).is_none());
+        journal.begin_route();
+        assert!(
+            journal.hold_ack(7, puback(3)).is_none(),
+            "queued behind the others"
+        );
+        journal.batch_written();
+        assert!(ready(&mut journal).is_empty());
+        let job = journal.take_job();
+        journal.durable_to(job.appended);
+        assert_eq!(ready(&mut journal), vec![(1, true)]);
+        journal.durable_reply(peer, 1, true);
+        assert_eq!(ready(&mut journal), vec![(2, true), (3, true)]);
+        journal.begin_route();
+        assert!(
+            journal.hold_ack(7, puback(4)).is_some(),
+            "nothing waits: at once"
+        );
+    }
+
+    #[test]
+    fn a_shard_that_failed_to_write_settles_the_acknowledgements_as_refused() {
+        let mut journal = Journal::new(FsyncMode::Always, 2);
+        let peer = ShardId::new(1);
+        journal.begin_route();
+        journal.mailed(peer);
+        assert!(journal.hold_ack(1, puback(1)).is_none());
+        journal.begin_route();
+        journal.mailed(peer);
+        assert!(journal.hold_ack(1, puback(2)).is_none());
+        journal.batch_written();
+        journal.durable_reply(peer, 1, false);
+        assert_eq!(ready(&mut journal), vec![(1, false)]);
+        journal.durable_reply(peer, 2, true);
+        assert_eq!(ready(&mut journal), vec![(2, true)]);
+    }
 }
