@@ -11,6 +11,9 @@
 #   SCENARIOS  which scenarios [all; see scenario_args]
 #   PORT       first broker port [19883]; one more each run  OUT        results folder [target/bench-compare/<time>]
 #   IDLE_CONNS connections of the idle scenario [10000]
+#   PERSIST    off | always | periodic [off]: ringmq's [persistence] fsync mode (a fresh store per
+#              run); anything but off also turns on Mosquitto's `persistence true` (its own
+#              model: a snapshot every autosave_interval, 1800 s by default, and at exit)
 #   SKIP_BUILD=1  use the release binaries already in CARGO_TARGET_DIR (or target/)
 set -euo pipefail
 
@@ -24,6 +27,7 @@ SCENARIOS="${SCENARIOS:-fanin8-q0 fanin8-q1 fanin8-q1s0 pairs16-q0 fanout16-q0 p
 PORT_BASE="${PORT:-19883}"
 PORT="$PORT_BASE"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
+PERSIST="${PERSIST:-off}"
 OUT="${OUT:-$ROOT/target/bench-compare/$(date +%Y%m%d-%H%M%S)}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 PEERS="$ROOT/target/peers"
@@ -40,6 +44,9 @@ scenario_args() {
     fanin8-q0)   echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 0 -I 0 -s 64 ;;
     fanin8-q1)   echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 1 -F 100 -I 0 -s 64 ;;
     fanin8-q1s0) echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 1 --sub-qos 0 -F 100 -I 0 -s 64 ;;
+    # Into persistent sessions (clean session 0): what persistence writes for.
+    fanin8-q1p)  echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 1 -F 100 -I 0 -s 64 -C false ;;
+    pairs16-q1p) echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 1 -F 100 -I 0 -s 64 -C false ;;
     pairs16-q0)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 64 ;;
     fanout16-q0) echo pubsub "${common[@]}" -c 1 --subs 16 -t bench/fan --sub-topic bench/fan -q 0 -I 0 -s 64 ;;
     pairs16-4k)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 4096 ;;
@@ -95,11 +102,20 @@ bind = "127.0.0.1:$PORT"
 [log]
 level = "warn"
 EOF
+  rm -rf "$OUT/ringmq-data" "$OUT/mosquitto-data"
+  if [[ "$PERSIST" != off ]]; then
+    printf '\n[persistence]\nenabled = true\ndir = "%s"\nfsync = "%s"\n' \
+      "$OUT/ringmq-data" "$PERSIST" >>"$OUT/ringmq.toml"
+  fi
   cat >"$OUT/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1
 allow_anonymous true
 log_dest none
 EOF
+  if [[ "$PERSIST" != off ]]; then
+    mkdir -p "$OUT/mosquitto-data"
+    printf 'persistence true\npersistence_location %s/\n' "$OUT/mosquitto-data" >>"$OUT/mosquitto.conf"
+  fi
   cat >"$OUT/rumqttd.toml" <<EOF
 id = 0
 
