@@ -113,7 +113,11 @@ pub fn start_with(
     wait_until_serving(&runtime, &serving);
     let admin = if admin_config.enabled {
         let handle = runtime.handle();
-        let readiness = move || handle.is_ready() && serving.all(handle.shard_count());
+        let ready_board = Arc::clone(&board);
+        // Not ready while a shard cannot write its persistence log: it refuses QoS 1/2 publishes.
+        let readiness = move || {
+            handle.is_ready() && serving.all(handle.shard_count()) && !ready_board.store_broken()
+        };
         let admin =
             crate::admin::Admin::start(admin_config.bind, board, readiness).map_err(|source| {
                 BrokerError::Admin {

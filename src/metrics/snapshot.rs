@@ -88,6 +88,14 @@ impl SnapshotBoard {
             .collect()
     }
 
+    /// Whether some shard's persistence log could not be written at its last snapshot (it
+    /// refuses QoS 1/2 publishes until it can).
+    pub fn store_broken(&self) -> bool {
+        self.latest()
+            .iter()
+            .any(|(_, snapshot)| snapshot.counts.store_broken > 0)
+    }
+
     /// Every shard's latest snapshot, merged.
     pub fn merged(&self) -> Merged {
         let snapshots: Vec<Arc<ShardSnapshot>> = self
