@@ -57,13 +57,16 @@ fn connect_broker(addr: SocketAddr) -> Option<TcpStream> {
     (stream.local_addr().ok()? != addr).then_some(stream)
 }
 
-fn write_config(dir: &Path, port: u16, shards: usize) -> PathBuf {
+fn write_config(dir: &Path, port: u16, shards: usize, admin: Option<u16>) -> PathBuf {
     let path = dir.join("ringmq.toml");
     let text = format!(
         "[runtime]\nshards = {shards}\npin = false\n\
          [listeners.tcp.default]\nbind = \"127.0.0.1:{port}\"\n\
-         [admin]\nenabled = false\n[sys]\nenabled = false\n\
+         {}[sys]\nenabled = false\n\
          [persistence]\nenabled = true\ndir = \"{}\"\nfsync = \"always\"\n",
+        admin.map_or(String::from("[admin]\nenabled = false\n"), |port| format!(
+            "[admin]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n"
+        )),
         dir.join("store").display()
     );
     std::fs::write(&path, text).unwrap();
@@ -229,7 +232,7 @@ fn no_acknowledged_message_is_lost_when_the_broker_is_killed() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let config = write_config(&dir, port, 4);
+    let config = write_config(&dir, port, 4, None);
     let received: Vec<Arc<Mutex<Vec<String>>>> =
         SUBSCRIBERS.iter().map(|_| Arc::default()).collect();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -405,7 +408,9 @@ fn a_full_disk_refuses_new_promises_keeps_old_ones_and_recovers_when_space_retur
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // One shard: every retained message goes to the one log the limit fills.
-    let config = write_config(&dir, port, 1);
+    let admin = free_port();
+    let config = write_config(&dir, port, 1, Some(admin));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
     let broker = start_with_file_limit(&config, addr, 256 << 10);
     let (mut client, _) = RawClient::connect(addr, Version::V5, "filler", true);
     let payload = vec![b'x'; 8 << 10];
@@ -432,6 +437,7 @@ fn a_full_disk_refuses_new_promises_keeps_old_ones_and_recovers_when_space_retur
         publish_retained(&mut client, "fill/again", &payload, refused + 1),
         0x97
     );
+    wait_for_ready(admin, 503);
     raise_file_limit(&broker);
     // The shard tries a snapshot about once a second; publishes are taken again after it.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -449,6 +455,7 @@ fn a_full_disk_refuses_new_promises_keeps_old_ones_and_recovers_when_space_retur
         std::thread::sleep(Duration::from_millis(200));
         id += 1;
     }
+    wait_for_ready(admin, 200);
     drop(client);
     broker.kill();
     // Every acknowledged retained message is there after a restart.
@@ -467,4 +474,17 @@ fn a_full_disk_refuses_new_promises_keeps_old_ones_and_recovers_when_space_retur
     }
     broker.kill();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (at most 10 s: metrics reach the admin listener about once a second) for `/ready` to
+/// answer `status`.
+fn wait_for_ready(admin: SocketAddr, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if common::http_get(admin, "/ready").0 == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/ready never answered {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
