@@ -57,17 +57,28 @@ fn connect_broker(addr: SocketAddr) -> Option<TcpStream> {
     (stream.local_addr().ok()? != addr).then_some(stream)
 }
 
-fn write_config(dir: &Path, port: u16, shards: usize, admin: Option<u16>) -> PathBuf {
+/// How the broker of a test runs.
+struct Setup {
+    shards: usize,
+    admin: Option<u16>,
+    fsync: &'static str,
+}
+
+fn write_config(dir: &Path, port: u16, setup: &Setup) -> PathBuf {
     let path = dir.join("ringmq.toml");
     let text = format!(
-        "[runtime]\nshards = {shards}\npin = false\n\
+        "[runtime]\nshards = {}\npin = false\n\
          [listeners.tcp.default]\nbind = \"127.0.0.1:{port}\"\n\
          {}[sys]\nenabled = false\n\
-         [persistence]\nenabled = true\ndir = \"{}\"\nfsync = \"always\"\n",
-        admin.map_or(String::from("[admin]\nenabled = false\n"), |port| format!(
-            "[admin]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n"
-        )),
-        dir.join("store").display()
+         [persistence]\nenabled = true\ndir = \"{}\"\nfsync = \"{}\"\n",
+        setup.shards,
+        setup
+            .admin
+            .map_or(String::from("[admin]\nenabled = false\n"), |port| format!(
+                "[admin]\nenabled = true\nbind = \"127.0.0.1:{port}\"\n"
+            )),
+        dir.join("store").display(),
+        setup.fsync,
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -227,12 +238,28 @@ fn kill_delay(round: usize) -> Duration {
 
 #[test]
 fn no_acknowledged_message_is_lost_when_the_broker_is_killed() {
-    let dir = std::env::temp_dir().join(format!("ringmq-crash-{}", std::process::id()));
+    kill_rounds("always", ROUNDS);
+}
+
+/// The same with `fsync = "periodic"`: acknowledged once written to the page cache, which a
+/// killed process does not take with it.
+#[test]
+fn no_acknowledged_message_is_lost_when_the_broker_is_killed_with_periodic_sync() {
+    kill_rounds("periodic", 2);
+}
+
+fn kill_rounds(fsync: &'static str, rounds: usize) {
+    let dir = std::env::temp_dir().join(format!("ringmq-crash-{fsync}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let config = write_config(&dir, port, 4, None);
+    let setup = Setup {
+        shards: 4,
+        admin: None,
+        fsync,
+    };
+    let config = write_config(&dir, port, &setup);
     let received: Vec<Arc<Mutex<Vec<String>>>> =
         SUBSCRIBERS.iter().map(|_| Arc::default()).collect();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -249,7 +276,7 @@ fn no_acknowledged_message_is_lost_when_the_broker_is_killed() {
     drop(retainer);
     let mut broker = Some(broker);
 
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let running = broker.take().unwrap_or_else(|| start(&config, addr));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -299,7 +326,7 @@ fn no_acknowledged_message_is_lost_when_the_broker_is_killed() {
 
     let acked = acked.lock().unwrap().clone();
     assert!(
-        acked.len() >= ROUNDS * PUBLISHERS,
+        acked.len() >= rounds * PUBLISHERS,
         "publishers got few acknowledgements ({}); the test did not exercise anything",
         acked.len()
     );
@@ -334,7 +361,7 @@ fn no_acknowledged_message_is_lost_when_the_broker_is_killed() {
         }
     }
     eprintln!(
-        "{} acknowledged messages over {ROUNDS} kills, all delivered to {} subscribers",
+        "{fsync}: {} acknowledged messages over {rounds} kills, all delivered to {} subscribers",
         acked.len(),
         SUBSCRIBERS.len()
     );
@@ -409,7 +436,12 @@ fn a_full_disk_refuses_new_promises_keeps_old_ones_and_recovers_when_space_retur
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // One shard: every retained message goes to the one log the limit fills.
     let admin = free_port();
-    let config = write_config(&dir, port, 1, Some(admin));
+    let setup = Setup {
+        shards: 1,
+        admin: Some(admin),
+        fsync: "always",
+    };
+    let config = write_config(&dir, port, &setup);
     let admin = SocketAddr::from(([127, 0, 0, 1], admin));
     let broker = start_with_file_limit(&config, addr, 256 << 10);
     let (mut client, _) = RawClient::connect(addr, Version::V5, "filler", true);
