@@ -551,11 +551,19 @@ fn put_message(message: &StoredMessage, out: &mut Vec<u8>) {
         properties: &message.properties,
         payload: &message.payload,
     };
-    let mut frame = BytesMut::new();
-    // Cannot fail: no size limit is passed, and a message's parts were checked when it arrived.
-    let _ = protocol::encode_publish(&publish, Version::V5, &mut frame, usize::MAX);
-    out.put_u32_le(u32::try_from(frame.len()).unwrap_or(u32::MAX));
-    out.extend_from_slice(&frame);
+    // One scratch buffer per thread, so that writing a message allocates nothing.
+    thread_local! {
+        static FRAME: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    FRAME.with(|frame| {
+        let mut frame = frame.borrow_mut();
+        frame.clear();
+        // Cannot fail: no size limit is passed, and a message's parts were checked when it
+        // arrived.
+        let _ = protocol::encode_publish(&publish, Version::V5, &mut frame, usize::MAX);
+        out.put_u32_le(u32::try_from(frame.len()).unwrap_or(u32::MAX));
+        out.extend_from_slice(&frame);
+    });
 }
 
 fn read_message(r: &mut Reader) -> Result<StoredMessage, RecordError> {
