@@ -343,3 +343,27 @@ fn periodic_sync_keeps_the_same_state_across_a_clean_restart() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_session_ended_by_a_clean_start_on_another_shard_stays_ended_after_a_restart() {
+    let dir = store_dir("clean-start");
+    let broker = start(4, &dir);
+    let (mut client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "fickle", false);
+    client.subscribe(1, &[("f/#", QoS::AtLeastOnce)]);
+    drop(client);
+    std::thread::sleep(Duration::from_millis(100));
+    // Clean session 1 on another shard: the persistent session ends; this one ends with it.
+    let (client, connack) = RawClient::connect(broker.shard(1), Version::V3_1_1, "fickle", true);
+    assert!(!connack.session_present);
+    client.disconnect();
+    std::thread::sleep(Duration::from_millis(100));
+    broker.shutdown();
+    let broker = start(4, &dir);
+    let (_client, connack) = RawClient::connect(broker.shard(2), Version::V3_1_1, "fickle", false);
+    assert!(
+        !connack.session_present,
+        "the ended session came back after the restart"
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

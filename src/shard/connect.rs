@@ -451,7 +451,11 @@ impl Shard {
         }
         let (mut state, seen) = match previous {
             Some(moved) if resume => (moved.state, Some(moved.seen)),
-            _ => {
+            discarded => {
+                if discarded.is_some_and(|moved| moved.state.is_logged()) {
+                    // Clean start: the persisted session ends here (its shard noted a move).
+                    self.store_gone(client_id.clone(), false);
+                }
                 let version = pending.connect.version;
                 let state = SessionState::new(client_id.clone(), version, pending.expiry_secs);
                 (state, None)

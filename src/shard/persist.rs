@@ -29,6 +29,7 @@ pub(super) enum Pending {
     SessionGone {
         client_id: ByteString,
         moved: bool,
+        stamp: u64,
     },
     Retain(Arc<Message>),
     RetainClear(ByteString),
@@ -141,7 +142,15 @@ impl Shard {
             return;
         };
         let persisted = self.store.is_some() && session.state.expiry_secs > 0;
+        // A session that was persisted where it came from and is not any more (a clean start,
+        // or an expiry of 0 now) ends on disk here: its former shard only noted that it moved.
+        let was_persisted = session.state.is_logged();
         session.state.set_logged(persisted);
+        if was_persisted && !persisted {
+            let client_id = session.state.client_id.clone();
+            self.store_gone(client_id, false);
+            return;
+        }
         if persisted && let Some(journal) = self.store.as_mut() {
             let wall_ms = Clock::at(Instant::now()).wall_ms;
             session.store = StoreMark {
@@ -155,9 +164,13 @@ impl Shard {
 
     /// A persisted session left this shard (ended, or `moved` to another shard).
     pub(super) fn store_gone(&mut self, client_id: ByteString, moved: bool) {
-        if self.store.is_some() {
-            self.store_pending
-                .push(Pending::SessionGone { client_id, moved });
+        if let Some(journal) = self.store.as_mut() {
+            let stamp = journal.next_stamp(Clock::at(Instant::now()).wall_ms);
+            self.store_pending.push(Pending::SessionGone {
+                client_id,
+                moved,
+                stamp,
+            });
         }
     }
 
@@ -420,7 +433,15 @@ impl Shard {
 
 fn write_pending(writer: &mut RecordWriter<'_>, change: Pending, clock: &Clock) {
     let record = match change {
-        Pending::SessionGone { client_id, moved } => Record::SessionGone { client_id, moved },
+        Pending::SessionGone {
+            client_id,
+            moved,
+            stamp,
+        } => Record::SessionGone {
+            client_id,
+            moved,
+            stamp,
+        },
         Pending::Retain(message) => {
             Record::RetainSet(crate::store::stored_message(&message, clock))
         }

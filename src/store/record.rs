@@ -143,10 +143,11 @@ pub enum Record {
     SnapshotEnd,
     Session(SessionRecord),
     /// The session left this shard: ended, or `moved` to another shard (whose newer image wins;
-    /// without one this image is kept).
+    /// without one this image is kept). `stamp` orders an end against images on other shards.
     SessionGone {
         client_id: ByteString,
         moved: bool,
+        stamp: u64,
     },
     Queued(QueuedRecord),
     Sent {
@@ -253,10 +254,15 @@ fn put_body(record: &Record, out: &mut Vec<u8>) {
             out.put_u8(kind::SESSION);
             put_session(session, out);
         }
-        Record::SessionGone { client_id, moved } => {
+        Record::SessionGone {
+            client_id,
+            moved,
+            stamp,
+        } => {
             out.put_u8(kind::SESSION_GONE);
             put_str(out, client_id);
             out.put_u8(u8::from(*moved));
+            out.put_u64_le(*stamp);
         }
         Record::Queued(queued) => {
             out.put_u8(kind::QUEUED);
@@ -323,6 +329,7 @@ fn read_body(r: &mut Reader) -> Result<Record, RecordError> {
         kind::SESSION_GONE => Record::SessionGone {
             client_id: r.str()?,
             moved: r.bool()?,
+            stamp: r.u64()?,
         },
         kind::QUEUED => Record::Queued(read_queued(r)?),
         kind::SENT => Record::Sent {

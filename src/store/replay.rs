@@ -34,6 +34,9 @@ pub struct Replayed {
     /// Records that named something the log did not have (a session or a message): counted,
     /// not fatal; a correct log has none.
     pub orphans: u64,
+    /// Client ids whose session ended, with the stamp of the end: an image elsewhere older
+    /// than it is stale (the client ended the session after it moved).
+    pub ended: HashMap<ByteString, u64>,
     /// The largest message counter seen (the low 48 bits of a message id, whichever shard
     /// made it), so that new ids never repeat one: every shard starts counting above it.
     pub max_message_counter: u64,
@@ -56,13 +59,19 @@ impl Replayer {
         match record {
             Record::SnapshotBegin | Record::SnapshotEnd => {}
             Record::Session(meta) => self.session(meta),
-            Record::SessionGone { client_id, moved } => {
+            Record::SessionGone {
+                client_id,
+                moved,
+                stamp,
+            } => {
                 if moved {
                     if let Some(session) = state.sessions.get_mut(&client_id) {
                         session.moved = true;
                     }
                 } else {
                     state.sessions.remove(&client_id);
+                    let ended = state.ended.entry(client_id).or_insert(0);
+                    *ended = (*ended).max(stamp);
                 }
             }
             Record::Queued(queued) => self.queued(queued),
@@ -194,14 +203,19 @@ impl Replayer {
 }
 
 impl Replayed {
-    /// Merges the state of several shards' logs: per client id the newest image wins, and a
-    /// session that moved yields to any other image; retained messages and wills are per topic
-    /// and client id, the message with the larger id winning a conflict.
+    /// Merges the state of several shards' logs: per client id the newest event wins (images and
+    /// ends by stamp; of equal stamps, a session that did not move), so a session that moved
+    /// yields to any newer image elsewhere and is dropped if it ended there; retained messages
+    /// and wills are per topic and client id, the message with the larger id winning a conflict.
     pub fn merge(parts: Vec<Replayed>) -> Replayed {
         let mut merged = Replayed::default();
         for part in parts {
             merged.orphans += part.orphans;
             merged.max_message_counter = merged.max_message_counter.max(part.max_message_counter);
+            for (client_id, stamp) in part.ended {
+                let ended = merged.ended.entry(client_id).or_insert(0);
+                *ended = (*ended).max(stamp);
+            }
             for (client_id, session) in part.sessions {
                 let keep_old = merged.sessions.get(&client_id).is_some_and(|old| {
                     (old.moved, std::cmp::Reverse(old.meta.stamp))
@@ -224,6 +238,12 @@ impl Replayed {
                 merged.wills.entry(client_id).or_insert(will);
             }
         }
+        let ended = &merged.ended;
+        merged.sessions.retain(|client_id, session| {
+            ended
+                .get(client_id)
+                .is_none_or(|&at| at < session.meta.stamp)
+        });
         merged
     }
 }

@@ -112,6 +112,7 @@ fn every_kind() -> Vec<Record> {
         Record::SessionGone {
             client_id: id("c2"),
             moved: true,
+            stamp: 1,
         },
         Record::RetainSet(message(11, "r/t", b"state")),
         Record::RetainClear { topic: id("r/u") },
@@ -272,6 +273,7 @@ fn a_moved_session_yields_to_the_newer_image_elsewhere_but_not_to_nothing() {
         Record::SessionGone {
             client_id: id("c"),
             moved: true,
+            stamp: 1,
         },
     ]);
     let new = replay(vec![Record::Session(SessionRecord {
@@ -291,12 +293,44 @@ fn a_moved_session_yields_to_the_newer_image_elsewhere_but_not_to_nothing() {
 }
 
 #[test]
+fn a_session_ended_on_another_shard_after_it_moved_does_not_come_back() {
+    let old = replay(vec![
+        Record::Session(session("c", 1)),
+        Record::SessionGone {
+            client_id: id("c"),
+            moved: true,
+            stamp: 2,
+        },
+    ]);
+    let ended = replay(vec![Record::SessionGone {
+        client_id: id("c"),
+        moved: false,
+        stamp: 3,
+    }]);
+    assert!(
+        Replayed::merge(vec![old.clone(), ended.clone()])
+            .sessions
+            .is_empty()
+    );
+    assert!(Replayed::merge(vec![ended, old]).sessions.is_empty());
+    // An image newer than the end is a session begun again.
+    let again = replay(vec![Record::Session(session("c", 4))]);
+    let ended = replay(vec![Record::SessionGone {
+        client_id: id("c"),
+        moved: false,
+        stamp: 3,
+    }]);
+    assert_eq!(Replayed::merge(vec![again, ended]).sessions.len(), 1);
+}
+
+#[test]
 fn an_ended_session_is_gone_and_changes_for_unknown_sessions_are_counted() {
     let state = replay(vec![
         Record::Session(session("c", 1)),
         Record::SessionGone {
             client_id: id("c"),
             moved: false,
+            stamp: 1,
         },
         Record::Done {
             client_id: id("c"),
