@@ -190,6 +190,13 @@ impl Shard {
         });
     }
 
+    /// A retained topic of this shard's partition lost its message.
+    pub(super) fn store_retained_clear(&mut self, topic: &ByteString) {
+        if self.store.is_some() && crate::store::persists_retained(topic) {
+            self.store_pending.push(Pending::RetainClear(topic.clone()));
+        }
+    }
+
     pub(super) fn store_will(
         &mut self,
         client_id: &ByteString,

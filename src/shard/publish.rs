@@ -567,13 +567,14 @@ impl Shard {
 
     /// Stores, replaces or (empty payload) deletes a retained message in this shard's partition.
     pub(super) fn store_retained(&mut self, message: Arc<Message>) {
-        if let Some(old) = self.retained.remove(&message.topic) {
+        let replaced = self.retained.remove(&message.topic).is_some_and(|old| {
             self.retained_bytes = self.retained_bytes.saturating_sub(old.size_bytes());
-            if message.payload.is_empty() {
+            true
+        });
+        if message.payload.is_empty() {
+            if replaced {
                 self.store_retained_change(&message);
             }
-        }
-        if message.payload.is_empty() {
             return;
         }
         let size = message.size_bytes();
@@ -581,6 +582,10 @@ impl Shard {
             || self.retained_bytes + size > self.settings.retained_bytes_max
         {
             self.counters.dropped_retained_full += 1;
+            if replaced {
+                // The old message is gone too: the log says so.
+                self.store_retained_clear(&message.topic);
+            }
             return;
         }
         self.retained_bytes += size;
