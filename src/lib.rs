@@ -23,3 +23,4 @@ pub mod shard;
 pub mod sys;
 pub mod tls;
 pub(crate) mod transport;
+pub mod ws;
