@@ -25,8 +25,9 @@ use futures_sink::Sink;
 
 use crate::tls::TlsConnection;
 
-/// Control messages (pings, pongs) one poll of the read half handles before it lets the shard's
-/// other tasks run: a client sending nothing but pings cannot hold the shard.
+/// Messages without MQTT bytes (pings, pongs, empty ones) one poll of the read half handles
+/// before it lets the shard's other tasks run: a client sending nothing but pings cannot hold the
+/// shard.
 const CONTROL_MESSAGES_PER_POLL: u32 = 64;
 
 /// The connection under the WebSocket: plain TCP or TLS. During the opening handshake it refuses
@@ -147,6 +148,7 @@ where
         WsReadHalf {
             shared: Rc::clone(&shared),
             message: Bytes::new(),
+            error: None,
         },
         WsWriteHalf { shared },
     )
@@ -157,6 +159,8 @@ pub struct WsReadHalf<S = Socket> {
     shared: Rc<Shared<S>>,
     /// What is left of the message being read.
     message: Bytes,
+    /// The error that ended the stream after the bytes a read returned.
+    error: Option<io::Error>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsReadHalf<S> {
@@ -164,45 +168,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReadHalf<S> {
         poll_fn(|cx| self.poll_read(cx, buf)).await
     }
 
-    /// Bytes of the current binary message, reading the next one when it is used up; `Ok(0)`
-    /// once the client closed. `Pending` leaves `buf` untouched.
+    /// The bytes of as many of the client's binary messages as are here and fit in `buf`: a
+    /// client that sends one packet per message (browsers do) still gets a batch of packets per
+    /// read, as on TCP. `Ok(0)` once the client closed; `Pending` leaves `buf` untouched. An
+    /// error after some bytes is returned by the next call, after those bytes.
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let mut control = 0;
+        if let Some(error) = self.error.take() {
+            return Poll::Ready(Err(error));
+        }
+        let mut filled = 0;
+        let mut empty = 0;
         loop {
             if !self.message.is_empty() {
-                let n = self.message.len().min(buf.len());
+                let room = buf.get_mut(filled..).unwrap_or_default();
+                let n = self.message.len().min(room.len());
                 let chunk = self.message.split_to(n);
-                if let Some(to) = buf.get_mut(..n) {
+                if let Some(to) = room.get_mut(..n) {
                     to.copy_from_slice(&chunk);
                 }
-                return Poll::Ready(Ok(n));
+                filled += n;
+                if filled == buf.len() {
+                    return Poll::Ready(Ok(filled));
+                }
             }
             let next = match self.shared.with(|ws| ws.poll_next(cx)) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending if filled == 0 => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Ok(filled)),
                 Poll::Ready(next) => next,
             };
-            match next {
+            let error = match next {
                 // The client's close was answered (tungstenite replies itself), or the
-                // connection ended.
-                None => return Poll::Ready(Ok(0)),
-                Some(Ok(Message::Binary(payload))) => self.message = payload,
-                Some(Ok(Message::Text(_))) => {
-                    return Poll::Ready(Err(self.failed(
-                        CloseCode::Unsupported,
-                        "text frame: MQTT travels in binary frames only (MQTT-6.0.0-1)",
-                    )));
+                // connection ended: `None` again on the next call.
+                None => return Poll::Ready(Ok(filled)),
+                Some(Ok(Message::Binary(payload))) => {
+                    self.message = payload;
+                    if !self.message.is_empty() {
+                        continue;
+                    }
+                    None
                 }
+                Some(Ok(Message::Text(_))) => Some(self.failed(
+                    CloseCode::Unsupported,
+                    "text frame: MQTT travels in binary frames only (MQTT-6.0.0-1)",
+                )),
                 // Pings are answered by tungstenite; a close is answered on the next poll,
                 // which then ends the stream.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {
-                    control += 1;
-                    if control >= CONTROL_MESSAGES_PER_POLL {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
+                Some(Ok(
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
+                )) => None,
+                Some(Err(error)) => Some(self.broken(error)),
+            };
+            if let Some(error) = error {
+                if filled == 0 {
+                    return Poll::Ready(Err(error));
                 }
-                Some(Ok(Message::Frame(_))) => {}
-                Some(Err(error)) => return Poll::Ready(Err(self.broken(error))),
+                self.error = Some(error);
+                return Poll::Ready(Ok(filled));
+            }
+            // A message that brought no bytes: bounded, so that a client sending nothing but
+            // pings cannot hold the shard.
+            empty += 1;
+            if empty >= CONTROL_MESSAGES_PER_POLL {
+                if filled > 0 {
+                    return Poll::Ready(Ok(filled));
+                }
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
         }
     }
