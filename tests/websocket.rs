@@ -361,7 +361,7 @@ fn the_opening_handshake_answers_each_case() {
     assert!(matches!(read_once(&mut slow, &mut byte), Ok(0) | Err(_)));
     let waited = started.elapsed();
     assert!(
-        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(4500),
         "slow handshake closed after {waited:?}"
     );
 }
