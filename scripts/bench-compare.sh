@@ -4,10 +4,17 @@
 # reported. Prints one table (msgs/s, broker CPU-seconds per million messages, latency
 # percentiles, peak RSS, ratio to ringmq) and keeps every run's JSON under OUT.
 #
+# MQTT over WebSocket: the brokers `ringmq-ws`, `rumqttd-ws` and `mosquitto-ws` run the same
+# scenarios with ringmq-bench --ws (path /mqtt, subprotocol mqtt, each client write one binary
+# message) against the broker's WebSocket listener, e.g.
+#   BROKERS="ringmq ringmq-ws rumqttd-ws" SCENARIOS="pairs16-q0 fanin8-q0" scripts/bench-compare.sh
+# Debian's mosquitto 2.0.11 (bookworm) is built without libwebsockets: its `protocol websockets`
+# listener does not start, and mosquitto-ws is skipped with a note.
+#
 # Environment (defaults in brackets):
 #   DURATION   seconds per scenario run [10]          REPS       repetitions, median reported [3]
 #   BROKER_CPU core for the broker [0]                LOAD_CPU   core for ringmq-bench [1]
-#   BROKERS    which brokers ["ringmq mosquitto rumqttd"]
+#   BROKERS    which brokers ["ringmq mosquitto rumqttd"]; also ringmq-ws, rumqttd-ws, mosquitto-ws
 #   SCENARIOS  which scenarios [all; see scenario_args]
 #   PORT       first broker port [19883]; one more each run  OUT        results folder [target/bench-compare/<time>]
 #   IDLE_CONNS connections of the idle scenario [10000]
@@ -50,6 +57,9 @@ scenario_args() {
     pairs16-q0)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 64 ;;
     fanout16-q0) echo pubsub "${common[@]}" -c 1 --subs 16 -t bench/fan --sub-topic bench/fan -q 0 -I 0 -s 64 ;;
     pairs16-4k)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 4096 ;;
+    # One packet per client write (per WebSocket message under --ws), as browsers send them.
+    pairs16-q0-p1) echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 64 --batch-bytes 1 ;;
+    fanin8-q0-p1)  echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 0 -I 0 -s 64 --batch-bytes 1 ;;
     lat20k-q0)   echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 --rate 20000 -s 64 --spin-us 1000 ;;
     lat20k-q1)   echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 1 -F 64 --rate 20000 -s 64 --spin-us 1000 ;;
     idle10k)     echo conn -V 4 --threads 1 --quiet -c "$IDLE_CONNS" -R 20000 -k 300 --duration 2 ;;
@@ -78,6 +88,15 @@ need_mosquitto() {
     || die "mosquitto not found: install the Debian package (sudo apt-get install mosquitto), or drop it from BROKERS"
 }
 
+# True when this mosquitto can open a `protocol websockets` listener (Debian's 2.0.11 cannot).
+mosquitto_has_websockets() {
+  local conf="$OUT/mosquitto-probe.conf"
+  printf 'listener %s 127.0.0.1\nprotocol websockets\nallow_anonymous true\n' "$PORT_BASE" >"$conf"
+  local said
+  said="$(timeout 2 mosquitto -c "$conf" 2>&1 || true)"
+  [[ "$said" != *"Unable to start any listening sockets"* ]]
+}
+
 need_rumqttd() {
   [[ -x "$PEERS/bin/rumqttd" ]] && return 0
   say "installing rumqttd 0.20.0 into $PEERS"
@@ -101,6 +120,25 @@ bind = "127.0.0.1:$PORT"
 
 [log]
 level = "warn"
+EOF
+  cat >"$OUT/ringmq-ws.toml" <<EOF
+[runtime]
+shards = 1
+cpus = [$BROKER_CPU]
+pin = true
+
+[listeners.ws.default]
+bind = "127.0.0.1:$PORT"
+path = "/mqtt"
+
+[log]
+level = "warn"
+EOF
+  cat >"$OUT/mosquitto-ws.conf" <<EOF
+listener $PORT 127.0.0.1
+protocol websockets
+allow_anonymous true
+log_dest none
 EOF
   rm -rf "$OUT/ringmq-data" "$OUT/mosquitto-data"
   if [[ "$PERSIST" != off ]]; then
@@ -126,11 +164,21 @@ max_outgoing_packet_count = 200
 max_segment_size = 104857600
 max_segment_count = 10
 
-[v4.1]
-name = "v4-1"
+EOF
+  # rumqttd-ws: the same router, a WebSocket listener instead of the TCP one.
+  cp "$OUT/rumqttd.toml" "$OUT/rumqttd-ws.toml"
+  rumqttd_listener v4 >>"$OUT/rumqttd.toml"
+  rumqttd_listener ws >>"$OUT/rumqttd-ws.toml"
+}
+
+rumqttd_listener() { # v4 | ws
+  cat <<EOF
+
+[$1.1]
+name = "$1-1"
 listen = "127.0.0.1:$PORT"
 next_connection_delay_ms = 0
-    [v4.1.connections]
+    [$1.1.connections]
     connection_timeout_ms = 60000
     max_payload_size = 65536
     max_inflight_count = 100
@@ -143,9 +191,11 @@ BROKER_PID=""
 start_broker() {
   local log="$OUT/$1.log"
   case "$1" in
-    ringmq)    taskset -c "$BROKER_CPU" "$TARGET/release/ringmq" --config "$OUT/ringmq.toml" >"$log" 2>&1 & ;;
-    mosquitto) taskset -c "$BROKER_CPU" mosquitto -c "$OUT/mosquitto.conf" >"$log" 2>&1 & ;;
-    rumqttd)   taskset -c "$BROKER_CPU" "$PEERS/bin/rumqttd" --config "$OUT/rumqttd.toml" >"$log" 2>&1 & ;;
+    ringmq | ringmq-ws)
+      taskset -c "$BROKER_CPU" "$TARGET/release/ringmq" --config "$OUT/$1.toml" >"$log" 2>&1 & ;;
+    mosquitto | mosquitto-ws) taskset -c "$BROKER_CPU" mosquitto -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
+    rumqttd | rumqttd-ws)
+      taskset -c "$BROKER_CPU" "$PEERS/bin/rumqttd" --config "$OUT/$1.toml" >"$log" 2>&1 & ;;
   esac
   BROKER_PID=$!
   for _ in $(seq 100); do
@@ -223,9 +273,11 @@ run_one() {
   start_broker "$broker" || return 0
   sleep 0.3
   read -r ticks0 _ rss0 < <(broker_stats)
+  local transport=()
+  [[ "$broker" == *-ws ]] && transport=(--ws --ws-path /mqtt)
   # shellcheck disable=SC2046
   taskset -c "$LOAD_CPU" "$TARGET/release/ringmq-bench" $(scenario_args "$scenario") \
-    -p "$PORT" --json "$OUT/$name.json" >"$OUT/$name.out" 2>&1 \
+    "${transport[@]}" -p "$PORT" --json "$OUT/$name.json" >"$OUT/$name.out" 2>&1 \
     || echo "bench-compare: $name: ringmq-bench exited non-zero (see $OUT/$name.out)" >&2
   read -r ticks1 hwm rss1 < <(broker_stats)
   echo "{\"cpu_secs\": $(awk -v a="$ticks0" -v b="$ticks1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}'), \"hwm_kib\": $hwm, \"rss_before_kib\": $rss0, \"rss_after_kib\": $rss1}" \
@@ -241,10 +293,17 @@ main() {
   local brokers=()
   for broker in $BROKERS; do
     case "$broker" in
-      ringmq) brokers+=(ringmq) ;;
+      ringmq | ringmq-ws) brokers+=("$broker") ;;
       mosquitto) need_mosquitto && brokers+=(mosquitto) ;;
-      rumqttd) if need_rumqttd; then brokers+=(rumqttd); fi ;;
-      *) die "unknown broker $broker (ringmq, mosquitto, rumqttd)" ;;
+      mosquitto-ws)
+        need_mosquitto
+        if mosquitto_has_websockets; then
+          brokers+=(mosquitto-ws)
+        else
+          say "mosquitto-ws skipped: this mosquitto ($(mosquitto -h 2>&1 | head -1)) is built without websockets (libwebsockets)"
+        fi ;;
+      rumqttd | rumqttd-ws) if need_rumqttd; then brokers+=("$broker"); fi ;;
+      *) die "unknown broker $broker (ringmq, mosquitto, rumqttd, ringmq-ws, mosquitto-ws, rumqttd-ws)" ;;
     esac
   done
   write_configs

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop: the ringmq binary against independent clients, mosquitto_pub/mosquitto_sub (MQTT 5.0,
-# 3.1.1 and 3.1) and paho-mqtt (tests/interop/paho_scenario.py); then a second broker with TLS,
-# mutual TLS, a password file written by Debian's mosquitto_passwd and an ACL file.
+# 3.1.1 and 3.1) and paho-mqtt (tests/interop/paho_scenario.py, and over WebSocket
+# tests/interop/paho_websocket.py); then a second broker with TLS, mutual TLS, secure WebSocket, a
+# password file written by Debian's mosquitto_passwd and an ACL file.
 #
 # Usage: scripts/interop.sh BINARY
 #
@@ -76,6 +77,7 @@ free_port() {
 }
 port=$(free_port)
 admin_port=$(free_port)
+ws_port=$(free_port)
 cat >"$work/ringmq.toml" <<EOF
 [runtime]
 shards = 4
@@ -83,6 +85,10 @@ pin = false
 
 [listeners.tcp.default]
 bind = "127.0.0.1:$port"
+
+[listeners.ws.default]
+bind = "127.0.0.1:$ws_port"
+path = "/mqtt"
 
 # Room for every message of the 10,000-line check: at the default (1,000) a subscriber that falls
 # behind a fast publisher has QoS 1/2 messages dropped as the limit says, and on a loaded machine
@@ -252,6 +258,12 @@ timeout 120 "$python" tests/interop/paho_scenario.py 127.0.0.1 "$port" ||
     fail "tests/interop/paho_scenario.py exited with status $?"
 ok "paho-mqtt scenario"
 
+for version in "" --v5; do
+    timeout 60 "$python" tests/interop/paho_websocket.py 127.0.0.1 "$port" "$ws_port" /mqtt $version ||
+        fail "tests/interop/paho_websocket.py $version exited with status $?"
+done
+ok "paho-mqtt over WebSocket (transport=\"websockets\", MQTT 3.1.1 and 5.0)"
+
 kill -0 "$broker_pid" 2>/dev/null || fail "the broker died during the run"
 # --- observability ------------------------------------------------------------------------------
 
@@ -295,6 +307,7 @@ EOF
 secure_port=$(free_port)
 tls_port=$(free_port)
 mtls_port=$(free_port)
+wss_port=$(free_port)
 cat >"$work/secure.toml" <<EOF
 [runtime]
 shards = 4
@@ -315,6 +328,12 @@ key_file = "$certs/server-key.pem"
 ca_file = "$certs/ca.pem"
 require_certificate = true
 use_identity_as_username = true
+
+[listeners.wss.secure]
+bind = "127.0.0.1:$wss_port"
+path = "/mqtt"
+cert_chain_file = "$certs/server.pem"
+key_file = "$certs/server-key.pem"
 
 [admin]
 enabled = false
@@ -373,6 +392,11 @@ if timeout "$WAIT_SECS" mosquitto_pub -h 127.0.0.1 -p "$mtls_port" --cafile "$ce
     fail "mutual TLS accepted a client without a certificate"
 fi
 ok "mutual TLS refuses a client without a certificate"
+
+timeout 60 "$python" tests/interop/paho_websocket.py 127.0.0.1 "$secure_port" "$wss_port" /mqtt \
+    --tls "$certs/ca.pem" --user alice secret --v5 ||
+    fail "tests/interop/paho_websocket.py over wss exited with status $?"
+ok "paho-mqtt over secure WebSocket with --cafile and passwords (ACL applies)"
 
 kill -HUP "$secure_pid"
 for _ in $(seq 50); do

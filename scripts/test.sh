@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (through apt when root), then runs formatting
-# and lint checks, `cargo test --workspace`, the interop tests against the release binary and a
-# 60-second churn soak.
+# and lint checks, `cargo test --workspace`, the interop tests against the release binary, the
+# browser suite (chromium + MQTT.js over WebSocket) and a 60-second churn soak.
 # A missing tool is a failure that says what to install, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,11 @@ command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 /usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
+# The browser suite: Debian's chromium (playwright-core drives it; nothing downloads a browser),
+# node and npm for its packages.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "scripts/test.sh: installing ${missing[*]} with apt-get"
@@ -46,5 +51,7 @@ if [ -x scripts/interop.sh ]; then
     cargo build --release --quiet --bin ringmq
     scripts/interop.sh "${CARGO_TARGET_DIR:-target}/release/ringmq"
 fi
+echo "== browser (chromium + MQTT.js over ws:// and wss://)"
+scripts/browser.sh "${CARGO_TARGET_DIR:-target}/release/ringmq"
 echo "== churn soak (60 s, 1,000 clients connecting, subscribing, publishing, disconnecting)"
 CLIENTS=500 scripts/soak.sh 60

@@ -3,12 +3,14 @@
 //! Neither holds a borrow of the shard across an `.await`.
 //!
 //! Before that, on a TLS listener: the first bytes are looked at (plain MQTT is closed at once),
-//! then the handshake runs with its deadline. On a plain listener a TLS ClientHello as the first
-//! bytes closes the connection. The first CONNECT is authenticated here (`authenticate`), off the
+//! then the handshake runs with its deadline; on a WebSocket listener the opening handshake
+//! follows (`websocket`). On a plain listener a TLS ClientHello as the first bytes closes the
+//! connection. The first CONNECT is authenticated here (`authenticate`), off the
 //! shard's synchronous core, when the configuration asks for it.
 
 mod authenticate;
 mod read_buffer;
+mod websocket;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use shards::{TaskClass, TcpStream};
 
 use crate::packet_trace::{self, Direction};
 use crate::protocol::{self, Connect, Packet, Version};
-use crate::server::{ListenerKind, ShardShell};
+use crate::server::{ListenerKind, ShardShell, TlsListenerKind};
 use crate::shard::{ConnId, Event};
 use crate::transport::{Reader, Writer};
 
@@ -54,6 +56,11 @@ pub(crate) async fn run(
     let Some(opened) = open(&shell, &kind, stream, peer).await else {
         return;
     };
+    shell
+        .shard
+        .borrow_mut()
+        .metrics
+        .connection_opened(kind.transport());
     let conn = shell.next_conn_id();
     let notify = Rc::new(Notify::new());
     shell.writers.borrow_mut().insert(conn, Rc::clone(&notify));
@@ -108,35 +115,46 @@ async fn open(
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<Opened> {
-    let ListenerKind::Tls(_) = kind else {
-        let (reader, writer) = stream.split();
-        return Some(Opened {
-            reader: Reader::Tcp(reader),
-            writer: Writer::Tcp(writer),
-            identity: None,
-        });
-    };
     // Boxed, like authentication below: a future is as large as its largest await, and the
     // handshake's state would otherwise stay in every connection's task for its lifetime.
-    Box::pin(open_tls(shell, kind, stream, peer)).await
+    match kind {
+        ListenerKind::Plain(_) => {
+            let (reader, writer) = stream.split();
+            Some(Opened {
+                reader: Reader::Tcp(reader),
+                writer: Writer::Tcp(writer),
+                identity: None,
+            })
+        }
+        ListenerKind::Tls(tls) => Box::pin(open_tls(shell, tls, stream, peer)).await,
+        ListenerKind::WebSocket(ws) => Box::pin(websocket::open(shell, ws, stream, peer)).await,
+    }
 }
 
 async fn open_tls(
     shell: &ShardShell,
-    kind: &ListenerKind,
-    mut stream: TcpStream,
+    tls: &TlsListenerKind,
+    stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<Opened> {
-    let ListenerKind::Tls(tls) = kind else {
-        return None;
-    };
-    let limit = shell.shard.borrow().settings().connections_per_shard_max;
-    let pending = shell.tls_handshakes.get() + shell.shard.borrow().connection_count();
-    if pending >= limit {
-        tracing::debug!(%peer, listener = %tls.name, "too many connections: closed before TLS");
-        return None;
-    }
-    let _handshake = Handshake::start(shell);
+    let _handshake = Handshake::start(shell, peer, &tls.name)?;
+    let (connection, identity) = tls_handshake(shell, tls, stream, peer).await?;
+    let (reader, writer) = connection.split();
+    Some(Opened {
+        reader: Reader::Tls(reader),
+        writer: Writer::Tls(writer),
+        identity,
+    })
+}
+
+/// The TLS handshake within the listener's deadline: the connection and, when the listener uses
+/// it as the username, the client certificate's identity.
+async fn tls_handshake(
+    shell: &ShardShell,
+    tls: &TlsListenerKind,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(crate::tls::TlsConnection, Option<String>)> {
     // The first bytes tell a TLS client from a plain MQTT one, which is closed at once.
     let mut head = vec![0; SNIFF_BYTES];
     let read = shards::time::timeout(tls.handshake_timeout, stream.read(&mut head)).await;
@@ -162,12 +180,7 @@ async fn open_tls(
                     "client certificate has neither a CN nor a DNS name to use as username: closed");
                 return None;
             }
-            let (reader, writer) = connection.split();
-            Some(Opened {
-                reader: Reader::Tls(reader),
-                writer: Writer::Tls(writer),
-                identity,
-            })
+            Some((connection, identity))
         }
         Err(error) => {
             tracing::info!(%peer, listener = %tls.name, %error, "TLS handshake failed: closed");
@@ -176,21 +189,28 @@ async fn open_tls(
     }
 }
 
-/// Counts a TLS handshake under way for as long as it lives.
+/// Counts a TLS or WebSocket handshake under way for as long as it lives.
 struct Handshake<'a>(&'a ShardShell);
 
 impl Handshake<'_> {
-    fn start(shell: &ShardShell) -> Handshake<'_> {
-        shell.tls_handshakes.set(shell.tls_handshakes.get() + 1);
-        Handshake(shell)
+    /// `None` when the shard has no room for one more connection.
+    fn start<'a>(shell: &'a ShardShell, peer: SocketAddr, listener: &str) -> Option<Handshake<'a>> {
+        let limit = shell.shard.borrow().settings().connections_per_shard_max;
+        let pending = shell.handshakes.get() + shell.shard.borrow().connection_count();
+        if pending >= limit {
+            tracing::debug!(%peer, listener, "too many connections: closed before the handshake");
+            return None;
+        }
+        shell.handshakes.set(shell.handshakes.get() + 1);
+        Some(Handshake(shell))
     }
 }
 
 impl Drop for Handshake<'_> {
     fn drop(&mut self) {
         self.0
-            .tls_handshakes
-            .set(self.0.tls_handshakes.get().saturating_sub(1));
+            .handshakes
+            .set(self.0.handshakes.get().saturating_sub(1));
     }
 }
 

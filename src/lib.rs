@@ -24,3 +24,4 @@ pub mod store;
 pub mod sys;
 pub mod tls;
 pub(crate) mod transport;
+pub mod ws;

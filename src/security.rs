@@ -41,9 +41,10 @@ pub enum SecurityError {
         source: AuthFileError,
     },
     #[error(
-        "listeners.tls.{listener}: {source}; fix the PEM files or the listener's keys \
+        "listeners.{listener}: {source}; fix the PEM files or the listener's keys \
          (`scripts/certs.sh` writes test certificates)"
     )]
+    /// `listener` is the listener's kind and name, `tls.secure` or `wss.browser`.
     Tls { listener: String, source: TlsError },
 }
 
@@ -52,7 +53,8 @@ pub enum SecurityError {
 pub struct Snapshot {
     pub passwords: Option<Arc<PasswordFile>>,
     pub acl: Option<Arc<Acl>>,
-    /// The rustls config of each TLS listener, in the order of `config.listeners.tls`.
+    /// The rustls config of each TLS listener, in the order of `config.listeners.tls`, then of
+    /// each secure WebSocket listener, in the order of `config.listeners.wss`.
     pub tls: Vec<Arc<ServerConfig>>,
 }
 
@@ -134,7 +136,12 @@ fn sources(config: &Config) -> Sources {
             .listeners
             .tls
             .iter()
-            .map(|(name, listener)| (name.clone(), TlsSettings::of(listener)))
+            .map(|(name, listener)| (format!("tls.{name}"), TlsSettings::of(listener)))
+            .chain(
+                config.listeners.wss.iter().map(|(name, listener)| {
+                    (format!("wss.{name}"), TlsSettings::of(&listener.tls()))
+                }),
+            )
             .collect(),
     }
 }

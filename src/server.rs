@@ -28,7 +28,7 @@ mod store_task;
 
 use crate::shard::{ConnId, ConnMap, Event, Settings, Shard};
 use crate::sys::SysState;
-pub(crate) use listener_kind::{ListenerKind, listener_kinds};
+pub(crate) use listener_kind::{ListenerKind, TlsListenerKind, WsListenerKind, listener_kinds};
 use reloader::{Reloader, reload};
 
 /// How often keepalive, CONNECT deadlines and session expiry are checked.
@@ -206,17 +206,11 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
             Some(base) => PortPerShard::Base(base),
         },
     };
-    let tcp = config
-        .listeners
-        .tcp
-        .values()
-        .map(|l| spec(l.bind, l.backlog, l.shard_port_base));
-    let tls = config
-        .listeners
-        .tls
-        .values()
-        .map(|l| spec(l.bind, l.backlog, l.shard_port_base));
-    let listeners = tcp.chain(tls).collect();
+    let listeners = config
+        .listener_binds()
+        .into_iter()
+        .map(|(bind, backlog, shard_port_base)| spec(bind, backlog, shard_port_base))
+        .collect();
     RuntimeConfig {
         topology: Topology {
             shards: match runtime.shards {
@@ -252,9 +246,9 @@ pub(crate) struct ShardShell {
     /// The security tables this shard uses, and the reload generation they came from.
     snapshot: RefCell<Arc<Snapshot>>,
     snapshot_generation: Cell<u64>,
-    /// TLS handshakes under way on this shard (they count against `connections_per_shard_max`
-    /// before the connection reaches the shard).
-    pub tls_handshakes: Cell<usize>,
+    /// TLS and WebSocket handshakes under way on this shard (they count against
+    /// `connections_per_shard_max` before the connection reaches the shard).
+    pub handshakes: Cell<usize>,
     /// Reused list of connections to wake after `handle`.
     dirty: RefCell<Vec<ConnId>>,
     /// Wakes the store task (persistence on).
@@ -372,7 +366,7 @@ async fn run_shard(
         security,
         snapshot: RefCell::new(snapshot),
         snapshot_generation: Cell::new(generation),
-        tls_handshakes: Cell::new(0),
+        handshakes: Cell::new(0),
         dirty: RefCell::new(Vec::new()),
         store_ready: Notify::new(),
     });

@@ -1,5 +1,5 @@
-//! The two halves of a client connection, plain TCP or TLS, so `connection` reads and writes
-//! without caring which.
+//! The two halves of a client connection, plain TCP, TLS or WebSocket (over either), so
+//! `connection` reads and writes MQTT bytes without caring which.
 
 use std::io;
 use std::net::Shutdown;
@@ -9,15 +9,18 @@ use std::task::{Context, Poll};
 use futures_io::AsyncRead;
 
 use crate::tls::{TlsReadHalf, TlsWriteHalf};
+use crate::ws::{WsReadHalf, WsWriteHalf};
 
 pub enum Reader {
     Tcp(shards::ReadHalf),
     Tls(TlsReadHalf),
+    Ws(WsReadHalf),
 }
 
 pub enum Writer {
     Tcp(shards::WriteHalf),
     Tls(TlsWriteHalf),
+    Ws(WsWriteHalf),
 }
 
 impl Reader {
@@ -25,15 +28,17 @@ impl Reader {
         match self {
             Reader::Tcp(half) => half.read(buf).await,
             Reader::Tls(half) => half.read(buf).await,
+            Reader::Ws(half) => half.read(buf).await,
         }
     }
 
     /// One poll of a read: `Pending` leaves `buf` untouched, so a caller may lend a buffer for
-    /// this poll only (both kinds wait for readiness, not for a buffer handed to the kernel).
+    /// this poll only (every kind waits for readiness, not for a buffer handed to the kernel).
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
             Reader::Tcp(half) => Pin::new(half).poll_read(cx, buf),
             Reader::Tls(half) => Pin::new(half).poll_read(cx, buf),
+            Reader::Ws(half) => half.poll_read(cx, buf),
         }
     }
 }
@@ -43,14 +48,16 @@ impl Writer {
         match self {
             Writer::Tcp(half) => half.write_all(buf).await,
             Writer::Tls(half) => half.write_all(buf).await,
+            Writer::Ws(half) => half.write_all(buf).await,
         }
     }
 
-    /// Ends the connection: TLS sends close_notify first.
+    /// Ends the connection: TLS sends close_notify first, WebSocket a close frame before that.
     pub async fn shutdown(&mut self) {
         let _ = match self {
             Writer::Tcp(half) => half.shutdown(Shutdown::Both).await,
             Writer::Tls(half) => half.shutdown().await,
+            Writer::Ws(half) => half.shutdown().await,
         };
     }
 }

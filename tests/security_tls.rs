@@ -6,154 +6,45 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use common::pki::Pki;
 use common::{RawClient, TestBroker, connect_packet, pid, test_config};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
 use ringmq::config::{Config, TlsListener};
 use ringmq::protocol::{
     self, Packet, Publish, QoS, ReasonCode, Subscribe, SubscribeFilter, Version,
 };
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 
 /// Listener indices: TCP first, then TLS in name order.
 const MUTUAL: usize = 1;
 const SECURE: usize = 2;
 
-/// A CA, a server certificate (localhost, 127.0.0.1), a client certificate (CN=client1), and a
-/// client certificate from another CA, as PEM files in a directory of their own.
-struct Pki {
-    dir: PathBuf,
-    ca: CertificateDer<'static>,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn leaf(
-    names: &[&str],
-    common_name: Option<&str>,
-    usage: ExtendedKeyUsagePurpose,
-) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    for name in names {
-        params.subject_alt_names.push(match name.parse() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName((*name).try_into().unwrap()),
-        });
-    }
-    params.distinguished_name = DistinguishedName::new();
-    if let Some(name) = common_name {
-        params.distinguished_name.push(DnType::CommonName, name);
-    }
-    params.extended_key_usages = vec![usage];
-    params
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("ringmq-sectls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_cert = ca("ringmq test CA");
-        let other = ca("other CA");
-        let write = |file: &str, text: String| std::fs::write(dir.join(file), text).unwrap();
-        write("ca.pem", ca_cert.pem());
-        let server = leaf(
-            &["localhost", "127.0.0.1"],
-            None,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let client = leaf(&[], Some("client1"), ExtendedKeyUsagePurpose::ClientAuth);
-        let rogue = leaf(&[], Some("client1"), ExtendedKeyUsagePurpose::ClientAuth);
-        let renewed = leaf(&["localhost"], None, ExtendedKeyUsagePurpose::ServerAuth);
-        for (name, params, issuer) in [
-            ("server", server, &ca_cert),
-            ("renewed", renewed, &ca_cert),
-            ("client", client, &ca_cert),
-            ("rogue", rogue, &other),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let certificate = params.signed_by(&key, issuer).unwrap();
-            write(&format!("{name}.pem"), certificate.pem());
-            write(&format!("{name}-key.pem"), key.serialize_pem());
-        }
-        Pki {
-            dir,
-            ca: ca_cert.der().clone(),
-        }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    fn client_config(&self, certificate: Option<&str>) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.clone()).unwrap();
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-        let config = match certificate {
-            None => builder.with_no_client_auth(),
-            Some(name) => {
-                let chain = CertificateDer::pem_file_iter(self.path(&format!("{name}.pem")))
-                    .unwrap()
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap();
-                let key =
-                    PrivateKeyDer::from_pem_file(self.path(&format!("{name}-key.pem"))).unwrap();
-                builder.with_client_auth_cert(chain, key).unwrap()
-            }
-        };
-        Arc::new(config)
-    }
-
-    /// A 4-shard broker: TCP `default`, TLS `secure` (server certificate only) and TLS `mutual`
-    /// (client certificates from our CA, identity as username), each with a port per shard.
-    fn config(&self) -> Config {
-        let mut config = test_config(4);
-        let secure = TlsListener {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            shard_port_base: Some(0),
-            cert_chain_file: self.path("server.pem"),
-            key_file: self.path("server-key.pem"),
-            ..TlsListener::default()
-        };
-        let mutual = TlsListener {
-            ca_file: Some(self.path("ca.pem")),
-            require_certificate: true,
-            use_identity_as_username: true,
-            min_version: String::from("1.3"),
-            ..secure.clone()
-        };
-        config.listeners.tls.insert(String::from("secure"), secure);
-        config.listeners.tls.insert(String::from("mutual"), mutual);
-        config
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A 4-shard broker: TCP `default`, TLS `secure` (server certificate only) and TLS `mutual`
+/// (client certificates from our CA, identity as username), each with a port per shard.
+fn tls_config(pki: &Pki) -> Config {
+    let mut config = test_config(4);
+    let secure = TlsListener {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shard_port_base: Some(0),
+        cert_chain_file: pki.path("server.pem"),
+        key_file: pki.path("server-key.pem"),
+        ..TlsListener::default()
+    };
+    let mutual = TlsListener {
+        ca_file: Some(pki.path("ca.pem")),
+        require_certificate: true,
+        use_identity_as_username: true,
+        min_version: String::from("1.3"),
+        ..secure.clone()
+    };
+    config.listeners.tls.insert(String::from("secure"), secure);
+    config.listeners.tls.insert(String::from("mutual"), mutual);
+    config
 }
 
 /// A blocking MQTT client over rustls.
@@ -256,7 +147,7 @@ impl TlsClient {
 #[test]
 fn mqtt_over_tls_on_every_shard() {
     let pki = Pki::new("basic");
-    let broker = TestBroker::with_config(pki.config());
+    let broker = TestBroker::with_config(tls_config(&pki));
     let config = pki.client_config(None);
     for version in [Version::V3_1_1, Version::V5] {
         let mut subscriber = TlsClient::open(
@@ -298,7 +189,7 @@ fn mqtt_over_tls_on_every_shard() {
 #[test]
 fn mutual_tls_identity_is_the_username() {
     let pki = Pki::new("mutual");
-    let mut config = pki.config();
+    let mut config = tls_config(&pki);
     let acl = pki.path("acl");
     std::fs::write(&acl, "user client1\ntopic client1/#\n").unwrap();
     config.auth.acl_file = Some(acl);
@@ -357,7 +248,7 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
 #[test]
 fn wrong_protocol_is_closed_quickly() {
     let pki = Pki::new("sniff");
-    let broker = TestBroker::with_config(pki.config());
+    let broker = TestBroker::with_config(tls_config(&pki));
     // A TLS ClientHello on the plain port.
     let mut socket = TcpStream::connect(broker.addr).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
@@ -378,7 +269,7 @@ fn wrong_protocol_is_closed_quickly() {
 #[test]
 fn reload_renews_the_certificate_and_refuses_a_bad_one() {
     let pki = Pki::new("reload");
-    let broker = TestBroker::with_config(pki.config());
+    let broker = TestBroker::with_config(tls_config(&pki));
     let config = pki.client_config(None);
     let addr = broker.listener_addr(SECURE);
     let mut kept = TlsClient::open(addr, Arc::clone(&config), Version::V5).unwrap();
@@ -422,7 +313,7 @@ fn reload_renews_the_certificate_and_refuses_a_bad_one() {
 #[test]
 fn a_missing_certificate_stops_the_start_with_the_key_named() {
     let pki = Pki::new("missing");
-    let mut config = pki.config();
+    let mut config = tls_config(&pki);
     config.listeners.tls.get_mut("secure").unwrap().key_file = pki.path("nowhere.pem");
     let error = match ringmq::server::start(config) {
         Ok(_) => panic!("started without its key"),
@@ -437,7 +328,7 @@ fn a_missing_certificate_stops_the_start_with_the_key_named() {
 #[test]
 fn min_version_refuses_older_clients() {
     let pki = Pki::new("versions");
-    let broker = TestBroker::with_config(pki.config());
+    let broker = TestBroker::with_config(tls_config(&pki));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.clone()).unwrap();
     let tls12_only = Arc::new(
@@ -471,7 +362,7 @@ fn rumqttc_over_mutual_tls() {
     // rumqttc builds its rustls config with the process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pki = Pki::new("rumqttc");
-    let mut config = pki.config();
+    let mut config = tls_config(&pki);
     let acl = pki.path("acl");
     std::fs::write(&acl, "user client1\ntopic client1/#\n").unwrap();
     config.auth.acl_file = Some(acl);

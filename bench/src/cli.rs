@@ -207,12 +207,22 @@ pub struct Common {
     /// TLS without verifying the broker's certificate (emqtt-bench's default; test brokers only).
     #[arg(long = "insecure", default_value_t = false)]
     pub insecure: bool,
+    /// MQTT over WebSocket (`ws://host:port/<--ws-path>`, subprotocol `mqtt`), as emqtt-bench's
+    /// `--ws`; with -S over TLS. Each write of a client is one binary message.
+    #[arg(long = "ws", default_value_t = false)]
+    pub ws: bool,
+    /// MQTT over secure WebSocket: `--ws -S`.
+    #[arg(long = "wss", default_value_t = false)]
+    pub wss: bool,
+    /// The request path of `--ws` and `--wss`.
+    #[arg(long = "ws-path", default_value = "/mqtt")]
+    pub ws_path: String,
 }
 
 impl Common {
     pub fn tls_flags(&self) -> TlsFlags {
         TlsFlags {
-            ssl: self.ssl,
+            ssl: self.ssl || self.wss,
             cacertfile: self.cacertfile.clone(),
             certfile: self.certfile.clone(),
             keyfile: self.keyfile.clone(),

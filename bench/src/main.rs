@@ -22,6 +22,7 @@ mod stream;
 mod template;
 mod tls;
 mod tracker;
+mod ws;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};

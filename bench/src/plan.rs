@@ -53,6 +53,8 @@ pub struct Plan {
     pub hosts: Vec<SocketAddr>,
     /// `-S`: every connection is TLS.
     pub tls: Option<Tls>,
+    /// `--ws` / `--wss`: every connection is a WebSocket at this request path.
+    pub websocket: Option<String>,
     pub shard_port_base: Option<u16>,
     pub broker_shards: usize,
     /// `--sub-shard-offset`: subscriber i connects where client i + this would.
@@ -169,6 +171,7 @@ impl Plan {
             mode,
             hosts: hosts.into_iter().map(|(_, addr)| addr).collect(),
             tls: Tls::from_flags(&common.tls_flags(), &host_names)?,
+            websocket: websocket_path(common)?,
             shard_port_base: common.shard_port_base,
             broker_shards: common.broker_shards,
             sub_shard_offset: common.sub_shard_offset,
@@ -291,6 +294,20 @@ fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
         Some(secs) if secs >= 0.0 && secs.is_finite() => Ok(Some(Duration::from_secs_f64(secs))),
         Some(secs) => bail!("{flag} {secs}: give a number of seconds, 0 or more"),
     }
+}
+
+/// The WebSocket request path under `--ws` or `--wss`.
+fn websocket_path(common: &Common) -> anyhow::Result<Option<String>> {
+    if !(common.ws || common.wss) {
+        return Ok(None);
+    }
+    if !common.ws_path.starts_with('/') {
+        bail!(
+            "--ws-path {}: a request path starts with '/', e.g. /mqtt",
+            common.ws_path
+        );
+    }
+    Ok(Some(common.ws_path.clone()))
 }
 
 /// `-h` items are `host` (with `-p`) or `host:port`; each is resolved once, before the run. Each

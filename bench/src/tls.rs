@@ -186,21 +186,15 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// The TLS handshake over a connected socket (the caller bounds how long it may take).
+/// The TLS handshake over a connected socket (the caller bounds how long it may take), for a
+/// read and a write half.
 pub async fn connect(
     tls: &Tls,
     server_name: ServerName<'static>,
     addr: SocketAddr,
     stream: shards::TcpStream,
 ) -> anyhow::Result<(TlsReadHalf, TlsWriteHalf)> {
-    let connector = futures_rustls::TlsConnector::from(tls.config.clone());
-    let stream = connector
-        .connect_with(server_name, stream, |connection| {
-            connection.set_buffer_limit(Some(PLAINTEXT_BUFFER_BYTES));
-        })
-        .await
-        .map_err(explain)
-        .with_context(|| format!("TLS handshake with {addr}"))?;
+    let stream = handshake(tls, server_name, addr, stream).await?;
     let stream = Rc::new(RefCell::new(stream));
     Ok((
         TlsReadHalf {
@@ -208,6 +202,24 @@ pub async fn connect(
         },
         TlsWriteHalf { stream },
     ))
+}
+
+/// The TLS handshake over a connected socket: the stream, whole (WebSocket over TLS splits it
+/// itself).
+pub async fn handshake(
+    tls: &Tls,
+    server_name: ServerName<'static>,
+    addr: SocketAddr,
+    stream: shards::TcpStream,
+) -> anyhow::Result<Stream> {
+    let connector = futures_rustls::TlsConnector::from(tls.config.clone());
+    connector
+        .connect_with(server_name, stream, |connection| {
+            connection.set_buffer_limit(Some(PLAINTEXT_BUFFER_BYTES));
+        })
+        .await
+        .map_err(explain)
+        .with_context(|| format!("TLS handshake with {addr}"))
 }
 
 /// A refused certificate says which flag to look at.
@@ -227,7 +239,7 @@ fn explain(error: io::Error) -> anyhow::Error {
     }
 }
 
-type Stream = TlsStream<shards::TcpStream>;
+pub type Stream = TlsStream<shards::TcpStream>;
 
 /// The receiving half of a TLS connection.
 pub struct TlsReadHalf {

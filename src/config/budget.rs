@@ -17,6 +17,8 @@ use super::{Config, ConfigError};
 pub const READ_CHUNK_BYTES: u64 = 16 * 1024;
 /// Bytes waiting in a connection's write buffer above which deliveries stay in the outbox.
 pub const WRITE_BUFFER_BYTES: u64 = 64 * 1024;
+/// The read buffer each WebSocket connection keeps for its life (`ws.rs`).
+pub const WEBSOCKET_READ_BUFFER_BYTES: u64 = 8 * 1024;
 /// Packets a connection may send before its CONNACK is out (`shard/mod.rs`).
 pub const EARLY_PACKETS_MAX: u64 = 64;
 /// Estimated fixed cost of one connection: its tasks, `Conn`, session and map entries.
@@ -70,6 +72,17 @@ impl Budget {
             .min(u64::from(limits.connections_max).div_ceil(shards_u64));
         let sessions = u64::from(limits.sessions_per_shard_max);
         let peers = shards_u64.saturating_sub(1);
+        // Any connection may be a WebSocket one once a WebSocket listener exists: it holds its
+        // read buffer, a frame and a fragmented message being assembled (at most the largest
+        // listener's limits) and a copy of the batch being written.
+        let websocket_limits = config
+            .listeners
+            .ws
+            .values()
+            .cloned()
+            .chain(config.listeners.wss.values().map(|l| l.websocket()))
+            .map(|l| u64::from(l.frame_bytes_max) + u64::from(l.message_bytes_max))
+            .max();
         let mailbox = u64::from(config.runtime.mailbox_messages_max);
         let term = |name, count, each_bytes, keys| Term {
             name,
@@ -88,6 +101,14 @@ impl Budget {
                     + packet
                     + EARLY_PACKETS_MAX * DELIVERY_OVERHEAD_BYTES,
                 "limits.connections_per_shard_max, limits.packet_bytes_max",
+            ),
+            term(
+                "WebSocket buffers (read + frame + message + write)",
+                websocket_limits.map_or(0, |_| connections),
+                websocket_limits.map_or(0, |limits| {
+                    WEBSOCKET_READ_BUFFER_BYTES + limits + WRITE_BUFFER_BYTES
+                }),
+                "listeners.ws.<name>.message_bytes_max, listeners.ws.<name>.frame_bytes_max",
             ),
             term(
                 "messages held by sessions (queued + in flight)",
@@ -260,6 +281,27 @@ mod tests {
     fn term<'a>(budget: &'a Budget, name: &str) -> &'a Term {
         let found = budget.terms.iter().find(|term| term.name == name);
         found.unwrap_or_else(|| panic!("no term {name:?} in {budget}"))
+    }
+
+    #[test]
+    fn the_defaults_with_a_websocket_listener_fit_the_default_budget() {
+        let mut config = Config::default();
+        config
+            .listeners
+            .ws
+            .insert(String::from("ws"), Default::default());
+        let budget = Budget::of(&config, 1);
+        assert!(budget.check().is_ok(), "{budget}");
+        let websocket = term(
+            &budget,
+            "WebSocket buffers (read + frame + message + write)",
+        );
+        assert_eq!(websocket.count, 100_000);
+        assert_eq!(websocket.each_bytes, (8 + 256 + 256 + 64) * 1024);
+        assert_eq!(
+            term(&Budget::of(&Config::default(), 1), websocket.name).total_bytes(),
+            0
+        );
     }
 
     #[test]

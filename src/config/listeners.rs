@@ -1,5 +1,7 @@
-//! `[listeners.tcp.<name>]` and `[listeners.tls.<name>]`: the addresses the broker accepts MQTT
-//! connections on, plain or over TLS. Every shard
+//! `[listeners.tcp.<name>]`, `[listeners.tls.<name>]`, `[listeners.ws.<name>]` and
+//! `[listeners.wss.<name>]`: the addresses the broker accepts MQTT connections on, plain, over
+//! TLS, over WebSocket or over WebSocket and TLS (the WebSocket keys are in `websocket.rs`). Every
+//! shard
 //! listens on every address (SO_REUSEPORT), and the kernel spreads connections over the shards.
 
 use std::collections::BTreeMap;
@@ -9,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::runtime::ShardCount;
+use super::websocket::{self, WsListener, WssListener};
 use super::{Config, ConfigError};
 
 /// The listener tables. A file with a `[listeners]` table (or any `[listeners.tcp.*]`) replaces
@@ -22,6 +25,12 @@ pub struct Listeners {
     /// TLS listeners by name (MQTT over TLS, port 8883 by convention).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tls: BTreeMap<String, TlsListener>,
+    /// MQTT over WebSocket listeners by name (port 8083 by convention).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ws: BTreeMap<String, WsListener>,
+    /// MQTT over WebSocket over TLS listeners by name (port 8084 by convention).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub wss: BTreeMap<String, WssListener>,
 }
 
 impl Default for Listeners {
@@ -31,6 +40,8 @@ impl Default for Listeners {
         Listeners {
             tcp,
             tls: BTreeMap::new(),
+            ws: BTreeMap::new(),
+            wss: BTreeMap::new(),
         }
     }
 }
@@ -115,17 +126,18 @@ impl Default for TlsListener {
 /// The values `min_version` may take (`crate::tls::TlsVersion::parse` accepts each of them).
 pub const TLS_VERSIONS: [&str; 2] = ["1.2", "1.3"];
 
-/// What every listener, plain or TLS, has.
-struct Common<'a> {
+/// What every listener, of any kind, has.
+pub(super) struct Common<'a> {
     kind: &'static str,
     name: &'a str,
-    bind: SocketAddr,
-    backlog: u32,
-    shard_port_base: Option<u16>,
+    pub(super) bind: SocketAddr,
+    pub(super) backlog: u32,
+    pub(super) shard_port_base: Option<u16>,
 }
 
-/// Every listener of both kinds, TCP first, each in name order (the runtime's listener order).
-fn all(config: &Config) -> Vec<Common<'_>> {
+/// Every listener of every kind: TCP, TLS, WebSocket, secure WebSocket, each kind in name order
+/// (the runtime's listener order).
+pub(super) fn all(config: &Config) -> Vec<Common<'_>> {
     let tcp = config.listeners.tcp.iter().map(|(name, l)| Common {
         kind: "tcp",
         name,
@@ -140,7 +152,21 @@ fn all(config: &Config) -> Vec<Common<'_>> {
         backlog: l.backlog,
         shard_port_base: l.shard_port_base,
     });
-    tcp.chain(tls).collect()
+    let ws = config.listeners.ws.iter().map(|(name, l)| Common {
+        kind: "ws",
+        name,
+        bind: l.bind,
+        backlog: l.backlog,
+        shard_port_base: l.shard_port_base,
+    });
+    let wss = config.listeners.wss.iter().map(|(name, l)| Common {
+        kind: "wss",
+        name,
+        bind: l.bind,
+        backlog: l.backlog,
+        shard_port_base: l.shard_port_base,
+    });
+    tcp.chain(tls).chain(ws).chain(wss).collect()
 }
 
 /// The per-shard port bases of every listener, for `Config::shard_count`.
@@ -199,7 +225,14 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
         }
     }
     for (name, listener) in &config.listeners.tls {
-        check_tls(name, listener)?;
+        check_tls("tls", name, listener)?;
+    }
+    for (name, listener) in &config.listeners.ws {
+        websocket::check("ws", name, listener)?;
+    }
+    for (name, listener) in &config.listeners.wss {
+        check_tls("wss", name, &listener.tls())?;
+        websocket::check("wss", name, &listener.websocket())?;
     }
     Ok(())
 }
@@ -233,8 +266,8 @@ fn check_name(kind: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 /// The TLS keys that can be checked without reading files (the files are read at start).
-fn check_tls(name: &str, listener: &TlsListener) -> Result<(), ConfigError> {
-    let key = |field: &str| format!("listeners.tls.{name}.{field}");
+fn check_tls(kind: &str, name: &str, listener: &TlsListener) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("listeners.{kind}.{name}.{field}");
     for (field, path) in [
         ("cert_chain_file", &listener.cert_chain_file),
         ("key_file", &listener.key_file),

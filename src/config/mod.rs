@@ -25,6 +25,7 @@ mod runtime;
 mod session;
 #[cfg(test)]
 mod tests;
+mod websocket;
 
 use std::path::Path;
 
@@ -40,6 +41,7 @@ pub use observability::{Admin, Sys};
 pub use persistence::{Fsync, Persistence};
 pub use runtime::{CpuList, Runtime, SHARDS_MAX, ShardCount};
 pub use session::Session;
+pub use websocket::{WsListener, WssListener};
 
 /// The documented default configuration, as `ringmq print-default-config` prints it. It parses
 /// to exactly `Config::default()` (a unit test holds the two together).
@@ -107,10 +109,20 @@ impl Config {
         Ok(count)
     }
 
-    /// How many listeners each shard opens (not counting per-shard ports): the TCP ones, then
-    /// the TLS ones, each in name order.
+    /// The address, backlog and per-shard port base of every listener, in the runtime's order
+    /// (the one `listener_count` describes).
+    pub fn listener_binds(&self) -> Vec<(std::net::SocketAddr, u32, Option<u16>)> {
+        listeners::all(self)
+            .into_iter()
+            .map(|l| (l.bind, l.backlog, l.shard_port_base))
+            .collect()
+    }
+
+    /// How many listeners each shard opens (not counting per-shard ports): the TCP ones, the
+    /// TLS ones, the WebSocket ones, then the secure WebSocket ones, each in name order.
     pub fn listener_count(&self) -> usize {
-        self.listeners.tcp.len() + self.listeners.tls.len()
+        let listeners = &self.listeners;
+        listeners.tcp.len() + listeners.tls.len() + listeners.ws.len() + listeners.wss.len()
     }
 }
 

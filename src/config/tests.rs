@@ -43,6 +43,23 @@ fn all_keys() -> BTreeSet<String> {
             ..TlsListener::default()
         },
     );
+    config.listeners.ws.insert(
+        String::from("default"),
+        WsListener {
+            shard_port_base: Some(22_000),
+            path: Some(String::from("/mqtt")),
+            ..WsListener::default()
+        },
+    );
+    config.listeners.wss.insert(
+        String::from("default"),
+        WssListener {
+            shard_port_base: Some(23_000),
+            ca_file: Some("ca.pem".into()),
+            path: Some(String::from("/mqtt")),
+            ..WssListener::default()
+        },
+    );
     config.auth.password_file = Some("passwd".into());
     config.auth.acl_file = Some("acl".into());
     config.auth.allow_anonymous = Some(true);
@@ -74,13 +91,19 @@ fn default_file_sets_every_key() {
         assert!(expected.remove(&format!("auth.{key}")));
         assert!(DEFAULT_TOML.contains(&format!("\n# {key} = ")), "{key}");
     }
-    // No TLS listener by default: each key is shown in a commented-out example.
-    expected.retain(|key| match key.strip_prefix("listeners.tls.<name>.") {
-        Some(name) => {
-            assert!(DEFAULT_TOML.contains(&format!("\n# {name} = ")), "{name}");
-            false
+    // No TLS or WebSocket listener by default: each key is shown in a commented-out example
+    // (a secure WebSocket listener's keys are those of the other two).
+    expected.retain(|key| {
+        let name = ["tls", "ws", "wss"]
+            .iter()
+            .find_map(|kind| key.strip_prefix(&format!("listeners.{kind}.<name>.")));
+        match name {
+            Some(name) => {
+                assert!(DEFAULT_TOML.contains(&format!("\n# {name} = ")), "{name}");
+                false
+            }
+            None => true,
         }
-        None => true,
     });
     assert_eq!(written, expected);
 }
@@ -93,6 +116,8 @@ fn docs_list_every_key() {
         let name = name
             .strip_prefix("tcp.<name>.")
             .or_else(|| name.strip_prefix("tls.<name>."))
+            .or_else(|| name.strip_prefix("ws.<name>."))
+            .or_else(|| name.strip_prefix("wss.<name>."))
             .unwrap_or(name);
         assert!(
             docs.contains(&format!("| `{name}`")),
@@ -269,6 +294,29 @@ fn value_errors() {
         "[listeners.tcp.a]\n[listeners.tcp.b]\n",
         "ringmq.toml: listeners.tcp.b.bind = \"0.0.0.0:1883\": listener `tcp.a` already binds \
          this address; give each listener its own address or port",
+    );
+    check(
+        "[listeners.ws.browser]\npath = \"mqtt\"\n",
+        "ringmq.toml: listeners.ws.browser.path = \"mqtt\": a request path starts with '/' and \
+         has no spaces; write e.g. \"/mqtt\", or remove the key to accept any path",
+    );
+    check(
+        "[listeners.ws.browser]\nframe_bytes_max = 4096\nmessage_bytes_max = 1024\n",
+        "ringmq.toml: listeners.ws.browser.message_bytes_max = 1024: smaller than \
+         frame_bytes_max (4096): a message is one or more frames; raise message_bytes_max or \
+         lower frame_bytes_max",
+    );
+    check(
+        "[listeners.wss.browser]\nallowed_origins = [\"app.example\"]\n\
+         cert_chain_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        "ringmq.toml: listeners.wss.browser.allowed_origins = \"app.example\": an origin is a \
+         scheme, host and optional port, as browsers send it; write e.g. \
+         \"https://dashboard.example.com\" (no path, no trailing '/')",
+    );
+    check(
+        "[listeners.tcp.a]\n[listeners.ws.b]\nbind = \"0.0.0.0:1883\"\n",
+        "ringmq.toml: listeners.ws.b.bind = \"0.0.0.0:1883\": listener `tcp.a` already \
+         binds this address; give each listener its own address or port",
     );
     check(
         "[listeners.tls.secure]\nkey_file = \"k.pem\"\n",

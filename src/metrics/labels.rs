@@ -100,6 +100,16 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// What a client connection runs over, label `transport`: the kind of its listener.
+    pub enum Transport {
+        Tcp => "tcp",
+        Tls => "tls",
+        WebSocket => "ws",
+        SecureWebSocket => "wss",
+    }
+}
+
 impl PacketKind {
     pub fn of(packet: &Packet) -> PacketKind {
         match packet {

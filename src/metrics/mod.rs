@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use crate::protocol::QoS;
 
-pub use labels::{ConnectRejection, DropReason, PacketKind, PerLabel};
+pub use labels::{ConnectRejection, DropReason, PacketKind, PerLabel, Transport};
 pub use latency::{
     BUCKET_BOUNDS_MICROS, LATENCY_HIGHEST_MICROS, Latencies, LatencyHistogram, QUANTILES,
 };
@@ -65,6 +65,8 @@ pub struct Counts {
 
     // ---- Counters ----
     pub connections_accepted: u64,
+    /// Connections that passed their TLS and WebSocket handshakes, by transport.
+    pub connections_opened: PerLabel<{ Transport::COUNT }>,
     pub connections_rejected: PerLabel<{ ConnectRejection::COUNT }>,
     pub sessions_created: u64,
     pub sessions_resumed: u64,
@@ -119,6 +121,7 @@ impl Counts {
             queued_bytes,
             ring_depth,
             connections_accepted,
+            connections_opened,
             connections_rejected,
             sessions_created,
             sessions_resumed,
@@ -154,6 +157,7 @@ impl Counts {
         sum(&mut self.queued_bytes, queued_bytes);
         sum(&mut self.ring_depth, ring_depth);
         sum(&mut self.connections_accepted, connections_accepted);
+        self.connections_opened.add_all(connections_opened);
         self.connections_rejected.add_all(connections_rejected);
         sum(&mut self.sessions_created, sessions_created);
         sum(&mut self.sessions_resumed, sessions_resumed);
@@ -268,6 +272,11 @@ impl ShardMetrics {
 
     pub fn connection_accepted(&mut self) {
         self.counts.connections_accepted += 1;
+    }
+
+    /// A connection passed its handshakes (TLS, WebSocket) and reads MQTT now.
+    pub fn connection_opened(&mut self, transport: Transport) {
+        self.counts.connections_opened.add(transport.index(), 1);
     }
 
     pub fn connection_rejected(&mut self, reason: ConnectRejection) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::{
     BUCKET_BOUNDS_MICROS, ConnectRejection, Counts, DropReason, Latencies, LatencyHistogram,
-    PacketKind, QUANTILES, ShardSnapshot, merge,
+    PacketKind, QUANTILES, ShardSnapshot, Transport, merge,
 };
 
 /// A plain family: name (after the prefix), help, and the value of one series.
@@ -199,7 +199,15 @@ fn render_counters(out: &mut Out, series: &[Series<'_>]) {
     let rejections: Vec<&str> = ConnectRejection::ALL.iter().map(|r| r.label()).collect();
     let kinds: Vec<&str> = PacketKind::ALL.iter().map(|k| k.label()).collect();
     let drops: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
-    let labelled: [Labelled<'_>; 6] = [
+    let transports: Vec<&str> = Transport::ALL.iter().map(|t| t.label()).collect();
+    let labelled: [Labelled<'_>; 7] = [
+        Labelled {
+            name: "connections_opened_total",
+            help: "Connections that passed their TLS and WebSocket handshakes, by transport.",
+            label: "transport",
+            values: &transports,
+            get: |c| &c.connections_opened.values()[..],
+        },
         Labelled {
             name: "connections_rejected_total",
             help: "Connections refused before or at CONNACK, by reason.",

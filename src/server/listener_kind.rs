@@ -1,16 +1,20 @@
-//! What each listener is (plain TCP or TLS) and what its connections need to know, by the
-//! listener's index in the runtime's list: the TCP listeners, then the TLS ones.
+//! What each listener is (plain TCP, TLS or WebSocket) and what its connections need to know, by
+//! the listener's index in the runtime's list: the TCP listeners, the TLS ones, the WebSocket
+//! ones, then the secure WebSocket ones.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::metrics::Transport;
+use crate::ws::WsSettings;
 
-/// What a listener is: plain TCP or TLS, with what each connection needs to know.
+/// What a listener is: plain TCP, TLS or WebSocket, with what each connection needs to know.
 #[derive(Debug, Clone)]
 pub(crate) enum ListenerKind {
     Plain(PlainListener),
     Tls(Rc<TlsListenerKind>),
+    WebSocket(Rc<WsListenerKind>),
 }
 
 #[derive(Debug, Clone)]
@@ -28,34 +32,73 @@ pub(crate) struct TlsListenerKind {
     pub use_identity_as_username: bool,
 }
 
+/// A WebSocket listener; a secure one has its TLS part too.
+#[derive(Debug)]
+pub(crate) struct WsListenerKind {
+    pub name: String,
+    pub nodelay: bool,
+    pub settings: WsSettings,
+    pub tls: Option<TlsListenerKind>,
+}
+
 impl ListenerKind {
+    /// The `transport` label of this listener's connections in the metrics.
+    pub(crate) fn transport(&self) -> Transport {
+        match self {
+            ListenerKind::Plain(_) => Transport::Tcp,
+            ListenerKind::Tls(_) => Transport::Tls,
+            ListenerKind::WebSocket(ws) if ws.tls.is_some() => Transport::SecureWebSocket,
+            ListenerKind::WebSocket(_) => Transport::WebSocket,
+        }
+    }
+
     pub(super) fn nodelay(&self) -> bool {
         match self {
             ListenerKind::Plain(plain) => plain.nodelay,
             ListenerKind::Tls(tls) => tls.nodelay,
+            ListenerKind::WebSocket(ws) => ws.nodelay,
         }
     }
 }
 
 pub(crate) fn listener_kinds(config: &Config) -> Vec<ListenerKind> {
-    let tcp = config
-        .listeners
+    let listeners = &config.listeners;
+    let tcp = listeners
         .tcp
         .values()
         .map(|l| ListenerKind::Plain(PlainListener { nodelay: l.nodelay }));
-    let tls = config
-        .listeners
+    let tls = listeners
         .tls
         .iter()
         .enumerate()
-        .map(|(index, (name, l))| {
-            ListenerKind::Tls(Rc::new(TlsListenerKind {
-                name: name.clone(),
-                index,
-                nodelay: l.nodelay,
-                handshake_timeout: Duration::from_millis(u64::from(l.handshake_timeout_ms)),
-                use_identity_as_username: l.use_identity_as_username,
-            }))
-        });
-    tcp.chain(tls).collect()
+        .map(|(index, (name, l))| ListenerKind::Tls(Rc::new(tls_kind(name, index, l))));
+    let ws = listeners.ws.iter().map(|(name, l)| {
+        ListenerKind::WebSocket(Rc::new(WsListenerKind {
+            name: format!("ws.{name}"),
+            nodelay: l.nodelay,
+            settings: WsSettings::of(l),
+            tls: None,
+        }))
+    });
+    // The rustls configs of secure WebSocket listeners follow the TLS listeners' (`Snapshot::tls`).
+    let wss = listeners.wss.iter().enumerate().map(|(index, (name, l))| {
+        let tls = tls_kind(name, listeners.tls.len() + index, &l.tls());
+        ListenerKind::WebSocket(Rc::new(WsListenerKind {
+            name: format!("wss.{name}"),
+            nodelay: l.nodelay,
+            settings: WsSettings::of(&l.websocket()),
+            tls: Some(tls),
+        }))
+    });
+    tcp.chain(tls).chain(ws).chain(wss).collect()
+}
+
+fn tls_kind(name: &str, index: usize, l: &crate::config::TlsListener) -> TlsListenerKind {
+    TlsListenerKind {
+        name: name.to_owned(),
+        index,
+        nodelay: l.nodelay,
+        handshake_timeout: Duration::from_millis(u64::from(l.handshake_timeout_ms)),
+        use_identity_as_username: l.use_identity_as_username,
+    }
 }

@@ -432,6 +432,7 @@ fn counts_add_covers_every_field() {
         ..Counts::default()
     };
     one.connection_rejected(ConnectRejection::Other);
+    one.connection_opened(Transport::SecureWebSocket);
     one.packet_received(PacketKind::Auth);
     one.packet_sent(PacketKind::Auth);
     one.message_received(QoS::ExactlyOnce);
