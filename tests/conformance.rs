@@ -7,5 +7,6 @@ mod common;
 
 mod conformance {
     pub mod connack;
+    pub mod publish;
     pub mod raw;
 }

@@ -352,7 +352,9 @@ impl Shard {
 
     fn on_mail(&mut self, from: ShardId, mail: Mail, now: Instant) {
         match mail {
-            Mail::Publish(message) => self.deliver_local(&message, now),
+            Mail::Publish(message) => {
+                self.deliver_local(&message, now);
+            }
             Mail::Interest { add, remove } => self.on_interest(from, add, remove),
             Mail::SharedInterest(interest) => {
                 let count = interest.members as usize;
