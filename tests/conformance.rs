@@ -9,4 +9,5 @@ mod conformance {
     pub mod connack;
     pub mod publish;
     pub mod raw;
+    pub mod will;
 }

@@ -335,9 +335,10 @@ impl Shard {
         self.send_mail(new_owner, Mail::Handover { ticket, session });
     }
 
-    /// The taken-over connection's will (5.0): a new connection to the session is made now, so
-    /// a will with a delay is not sent, unless that connection ends the session (Clean Start);
-    /// a will without delay was due when the connection closed (§3.1.2.5, §3.1.3.2.2).
+    /// The taken-over connection's will: it never sent DISCONNECT, so its will is due (3.1.1
+    /// §3.1.2.5, 5.0 §3.1.4). In 5.0 a new connection to the session is made now, so a will with
+    /// a delay is not sent, unless that connection ends the session (Clean Start); a will
+    /// without delay was due when the connection closed (§3.1.3.2.2). 3.x wills have no delay.
     fn will_on_takeover(
         &mut self,
         conn_id: super::ConnId,
@@ -352,7 +353,7 @@ impl Shard {
             return;
         };
         let delayed = will.properties.will_delay_interval_secs.unwrap_or(0) > 0;
-        if conn.version.is_v5() && !(delayed && resumes) {
+        if !(delayed && resumes) {
             let username = conn.username.clone();
             self.publish_will(client_id, username, will, now);
         }
