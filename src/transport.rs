@@ -46,6 +46,15 @@ impl Writer {
         }
     }
 
+    /// Ends the sending side only (FIN), so the client reads what was sent and then the end of
+    /// the stream while its input is still read: TLS sends close_notify first.
+    pub async fn close_write(&mut self) {
+        let _ = match self {
+            Writer::Tcp(half) => half.shutdown(Shutdown::Write).await,
+            Writer::Tls(half) => half.shutdown().await,
+        };
+    }
+
     /// Ends the connection: TLS sends close_notify first.
     pub async fn shutdown(&mut self) {
         let _ = match self {

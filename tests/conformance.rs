@@ -7,6 +7,7 @@ mod common;
 
 mod conformance {
     pub mod connack;
+    pub mod disconnect;
     pub mod publish;
     pub mod raw;
     pub mod will;
