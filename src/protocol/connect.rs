@@ -222,7 +222,8 @@ pub fn decode_connack(reader: &mut Reader, version: Version) -> Result<ConnAck, 
     };
     reader.finish()?;
     Ok(ConnAck {
-        session_present: flags & 1 != 0,
+        // 3.1 reserves the whole byte: a bit set there says nothing.
+        session_present: flags & 1 != 0 && version != Version::V3_1,
         reason,
         properties,
     })
