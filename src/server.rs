@@ -24,6 +24,7 @@ use crate::security::{Security, Snapshot};
 
 mod listener_kind;
 mod reloader;
+mod urgent_mail;
 
 use crate::shard::{ConnId, ConnMap, Event, Settings, Shard};
 use crate::sys::SysState;
@@ -243,6 +244,8 @@ pub(crate) struct ShardShell {
     pub tls_handshakes: Cell<usize>,
     /// Reused list of connections to wake after `handle`.
     dirty: RefCell<Vec<ConnId>>,
+    /// The flush task holds a batch it is sending (see `urgent_mail`).
+    flushing: Cell<bool>,
 }
 
 impl ShardShell {
@@ -280,6 +283,9 @@ impl ShardShell {
             }
         }
         if has_mail {
+            if self.shard.borrow_mut().take_urgent_mail() {
+                self.send_urgent_mail();
+            }
             self.mail_ready.notify_one();
         }
     }
@@ -344,6 +350,7 @@ async fn run_shard(
         snapshot_generation: Cell::new(generation),
         tls_handshakes: Cell::new(0),
         dirty: RefCell::new(Vec::new()),
+        flushing: Cell::new(false),
     });
     let mut tasks = Vec::new();
     // One bucket for all of this shard's listeners.
@@ -478,12 +485,14 @@ async fn flush_loop(shell: Rc<ShardShell>) {
                 }
                 // One clock read per batch; waiting for ring space counts as time in the ring.
                 let posted = Stamp::at(Instant::now());
+                shell.flushing.set(true);
                 for mail in batch.drain(..) {
                     if shell.ctx.send(to, Envelope { mail, posted }).await.is_err() {
                         // The peer is gone: the broker is shutting down.
                         return;
                     }
                 }
+                shell.flushing.set(false);
             }
             if !moved {
                 break;
