@@ -8,7 +8,9 @@ mod common;
 mod conformance {
     pub mod connack;
     pub mod disconnect;
+    pub mod malformed;
     pub mod publish;
     pub mod raw;
+    pub mod subscribe;
     pub mod will;
 }

@@ -76,3 +76,23 @@ fn connack_fits_a_small_maximum_packet_size_or_refuses() {
         "{packets:?}"
     );
 }
+
+/// MQTT 3.1 (§3.1 Client Identifier): 1 to 23 characters, always present; a longer or empty one
+/// gets return code 2 (Identifier rejected) and the close.
+#[test]
+fn v31_client_ids_are_1_to_23_characters() {
+    let broker = TestBroker::start(2);
+    let (client, _) = RawClient::connect(broker.shard(0), Version::V3_1, &"a".repeat(23), true);
+    client.disconnect();
+    for id in [String::new(), "a".repeat(24)] {
+        let mut client = RawClient::connect_tcp(broker.shard(1), Version::V3_1);
+        let connect = connect_packet(Version::V3_1, &id, true, None);
+        client.send(&Packet::Connect(Box::new(connect)));
+        let packets = client.expect_closed();
+        assert!(
+            matches!(packets.as_slice(), [Packet::ConnAck(c)] if c.reason == ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+            "{} characters: {packets:?}",
+            id.len()
+        );
+    }
+}

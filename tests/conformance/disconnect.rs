@@ -63,7 +63,7 @@ fn read_to_end(client: &mut RawClient) -> Vec<Packet> {
     packets
 }
 
-/// 5.0 §4.13.1 / MQTT-3.4.4 flow control: a client over the broker's Receive Maximum gets
+/// 5.0 §4.13.1, §4.9 flow control: a client over the broker's Receive Maximum gets
 /// DISCONNECT 0x93, and reads it even though it went on writing before it looked: the broker
 /// half-closes and discards the input for a bounded time instead of closing with unread input
 /// (which resets the connection and loses the DISCONNECT).
@@ -85,7 +85,11 @@ fn disconnect_reason_survives_a_client_that_keeps_writing() {
         .iter()
         .map(|p| match p {
             Packet::PubRec(rec) => (1, rec.reason),
-            Packet::Disconnect(d) => (14, d.reason),
+            Packet::Disconnect(d) => {
+                // MQTT-3.14.2-2: never a Session Expiry Interval from the server.
+                assert_eq!(d.properties.session_expiry_interval_secs, None);
+                (14, d.reason)
+            }
             other => panic!("unexpected {other:?}"),
         })
         .collect();

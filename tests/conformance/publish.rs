@@ -62,3 +62,97 @@ fn puback_and_pubrec_say_no_matching_subscribers() {
     let bytes = raw::read_exact(&mut old, 4, Duration::from_secs(5));
     assert_eq!(bytes, [0x40, 0x02, 0x00, 0x07]);
 }
+
+/// 5.0 MQTT-3.3.2-4, -15, -16, -17, -18, -20: Payload Format Indicator, Response Topic,
+/// Correlation Data, User Properties (all of them, in order, repeated names included) and
+/// Content Type reach a subscriber on another shard unaltered; MQTT-3.1.3-10: so do a will's
+/// User Properties, in order.
+#[test]
+fn publish_and_will_properties_are_forwarded_unaltered() {
+    use bytes::Bytes;
+    use bytestring::ByteString;
+    use ringmq::protocol::{PublishProperties, Will, WillProperties};
+
+    let broker = TestBroker::start(2);
+    let (mut sub, _) = RawClient::connect(broker.shard(1), Version::V5, "sub", true);
+    sub.subscribe(1, &[("props/#", QoS::AtLeastOnce)]);
+    let pair = |k: &str, v: &str| (ByteString::from(k), ByteString::from(v));
+    let user_properties = vec![pair("b", "1"), pair("a", "2"), pair("b", "3")];
+    let properties = PublishProperties {
+        payload_format_indicator: Some(true),
+        response_topic: Some(ByteString::from("reply/here")),
+        correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
+        user_properties: user_properties.clone(),
+        content_type: Some(ByteString::from("text/plain")),
+        ..Default::default()
+    };
+    let (mut publisher, _) = RawClient::connect(broker.shard(0), Version::V5, "pub", true);
+    publisher.send(&Packet::Publish(ringmq::protocol::Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: ByteString::from("props/a"),
+        packet_id: Some(pid(1)),
+        properties: properties.clone().into(),
+        payload: Bytes::from_static(b"hello"),
+    }));
+    let got = sub.recv_publish();
+    sub.ack(&got);
+    assert_eq!(got.properties.into_inner(), properties);
+
+    let will = Will {
+        topic: ByteString::from("props/will"),
+        payload: Bytes::from_static(b"bye"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties {
+            user_properties: user_properties.clone(),
+            content_type: Some(ByteString::from("text/plain")),
+            ..Default::default()
+        },
+    };
+    let mut dying = RawClient::connect_tcp(broker.shard(0), Version::V5);
+    dying.handshake(crate::common::connect_packet(
+        Version::V5,
+        "dying",
+        true,
+        Some(will),
+    ));
+    drop(dying);
+    let got = sub.recv_publish();
+    let got = got.properties.into_inner();
+    assert_eq!(got.user_properties, user_properties);
+    assert_eq!(got.content_type.as_deref(), Some("text/plain"));
+}
+
+/// 5.0 and 3.1.1 MQTT-3.3.1-3: the DUP flag a publisher sets is not passed on: a subscriber's
+/// first delivery has DUP 0 (and QoS 0 always has DUP 0, MQTT-3.3.1-2).
+#[test]
+fn dup_of_the_publisher_is_not_forwarded() {
+    let broker = TestBroker::start(2);
+    for version in [Version::V3_1_1, Version::V5] {
+        let (mut sub, _) = RawClient::connect(broker.shard(1), version, "sub", true);
+        sub.subscribe(1, &[("d/+", QoS::AtLeastOnce)]);
+        let (mut publisher, _) = RawClient::connect(broker.shard(0), version, "pub", true);
+        let mut publish = |topic: &str, qos: QoS, id: Option<u16>| {
+            publisher.send(&Packet::Publish(ringmq::protocol::Publish {
+                dup: qos != QoS::AtMostOnce,
+                qos,
+                retain: false,
+                topic: topic.into(),
+                packet_id: id.map(pid),
+                properties: Default::default(),
+                payload: bytes::Bytes::from_static(b"x"),
+            }));
+        };
+        publish("d/1", QoS::AtLeastOnce, Some(1));
+        publish("d/0", QoS::AtMostOnce, None);
+        for _ in 0..2 {
+            let got = sub.recv_publish();
+            assert!(!got.dup, "{version:?} {}", got.topic);
+            sub.ack(&got);
+        }
+        sub.disconnect();
+        publisher.disconnect();
+    }
+}

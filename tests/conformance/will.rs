@@ -184,3 +184,57 @@ fn will_on_takeover_for_every_version_session_and_delay() {
     // Nothing else came: no will twice, none for a resumed delayed will.
     assert_eq!(watcher.try_recv(Duration::from_millis(300)), None);
 }
+
+/// 5.0 MQTT-3.2.2-12 / -13: a will over the broker's Maximum QoS, or retained where retain is
+/// unavailable, is refused with CONNACK 0x9B / 0x9A and the close; 3.1.1 hears 0x03 (Server
+/// unavailable), its one refusal for this. MQTT-3.1.2-15 (3.1.1 MQTT-3.1.2-17): with retain
+/// available, a retained will is published retained.
+#[test]
+fn wills_beyond_the_broker_limits_are_refused_and_retained_wills_retained() {
+    let mut config = crate::common::test_config(2);
+    config.mqtt.max_qos = 1;
+    config.mqtt.retain_available = false;
+    let limited = TestBroker::with_config(config);
+    let mut over_qos = will("over", None);
+    over_qos.qos = QoS::ExactlyOnce;
+    let mut retained = will("kept", None);
+    retained.retain = true;
+    for version in [Version::V5, Version::V3_1_1] {
+        for (w, reason) in [
+            (&over_qos, ReasonCode::QOS_NOT_SUPPORTED),
+            (&retained, ReasonCode::RETAIN_NOT_SUPPORTED),
+        ] {
+            let mut client = RawClient::connect_tcp(limited.shard(0), version);
+            let connect = connect_packet(version, "w", true, Some(w.clone()));
+            client.send(&Packet::Connect(Box::new(connect)));
+            let expected = if version.is_v5() {
+                reason
+            } else {
+                ReasonCode::SERVER_UNAVAILABLE
+            };
+            let packets = client.expect_closed();
+            assert!(
+                matches!(packets.as_slice(), [Packet::ConnAck(c)] if c.reason == expected && !c.session_present),
+                "{version:?}: {packets:?}"
+            );
+        }
+    }
+
+    let broker = TestBroker::start(2);
+    for version in [Version::V3_1_1, Version::V5] {
+        let mut dying = RawClient::connect_tcp(broker.shard(0), version);
+        dying.handshake(connect_packet(
+            version,
+            "kept",
+            true,
+            Some(retained.clone()),
+        ));
+        drop(dying);
+        std::thread::sleep(Duration::from_millis(200));
+        let (mut late, _) = RawClient::connect(broker.shard(1), version, "late", true);
+        late.subscribe(1, &[("will/kept", QoS::AtMostOnce)]);
+        let got = late.recv_publish();
+        assert!(got.retain, "{version:?}: the will was retained");
+        late.disconnect();
+    }
+}
