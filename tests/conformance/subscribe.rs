@@ -62,3 +62,50 @@ fn one_ack_with_a_code_per_filter_in_order() {
         old.disconnect();
     }
 }
+
+/// 5.0 MQTT-3.9.2-1 and MQTT-3.14.2-3: a client with a small Maximum Packet Size (and Request
+/// Problem Information on) gets the SUBACK of a refused filter and the DISCONNECT of a protocol
+/// error without the Reason String that would not fit; the same client with room gets it.
+#[test]
+fn reason_strings_that_would_not_fit_are_left_out() {
+    let broker = TestBroker::start(2);
+    for (max, fits) in [(16, false), (1024, true)] {
+        let mut client = RawClient::connect_tcp(broker.shard(1), Version::V5);
+        let mut connect = crate::common::connect_packet(Version::V5, "small", true, None);
+        connect.properties.maximum_packet_size = Some(max);
+        assert_eq!(client.handshake(connect).reason, ReasonCode::SUCCESS);
+        client.send(&Packet::Subscribe(ringmq::protocol::Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters: vec![ringmq::protocol::SubscribeFilter {
+                filter: ByteString::from("a/#/b"),
+                options: Default::default(),
+            }],
+        }));
+        match client.recv() {
+            Packet::SubAck(ack) => {
+                assert_eq!(ack.reasons, [ReasonCode::TOPIC_FILTER_INVALID]);
+                assert_eq!(
+                    ack.properties.reason_string.is_some(),
+                    fits,
+                    "SUBACK, max {max}"
+                );
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+        // PUBLISH QoS 3: malformed.
+        client.send_raw(&[0x36, 0x06, 0, 1, b't', 0, 1, 0]);
+        let packets = client.expect_closed();
+        match packets.as_slice() {
+            [Packet::Disconnect(d)] => {
+                assert_eq!(d.reason, ReasonCode::MALFORMED_PACKET);
+                assert_eq!(
+                    d.properties.reason_string.is_some(),
+                    fits,
+                    "DISCONNECT, max {max}"
+                );
+            }
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        }
+    }
+}
