@@ -156,3 +156,31 @@ fn dup_of_the_publisher_is_not_forwarded() {
         publisher.disconnect();
     }
 }
+
+/// 5.0 MQTT-4.3.3-9: after a PUBREC of 0x80 or more (here 0x87, the ACL refusing the topic), a
+/// PUBLISH with the same packet identifier is a new message: delivered, without a PUBREL first.
+#[test]
+fn after_a_refusing_pubrec_the_packet_id_is_new() {
+    use crate::common::security::{Files, secured, user};
+
+    let files = Files::new("pubrec-refused");
+    let acl = "user alice\ntopic readwrite open/#\n";
+    let broker = TestBroker::with_config(secured(&files, Some(acl)));
+    let mut alice = user(&broker, 0, Version::V5, "alice-1", "alice");
+    alice.subscribe(1, &[("open/#", QoS::ExactlyOnce)]);
+    alice.publish("closed/t", b"no", QoS::ExactlyOnce, false, Some(5));
+    match alice.recv() {
+        Packet::PubRec(rec) => assert_eq!(rec.reason, ReasonCode::NOT_AUTHORIZED),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    alice.publish("open/t", b"yes", QoS::ExactlyOnce, false, Some(5));
+    let mut delivered = None;
+    for _ in 0..2 {
+        match alice.recv() {
+            Packet::PubRec(rec) => assert_eq!(rec.reason, ReasonCode::SUCCESS),
+            Packet::Publish(publish) => delivered = Some(publish),
+            other => panic!("expected PUBREC and PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(&delivered.expect("delivered").payload[..], b"yes");
+}
