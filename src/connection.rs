@@ -37,6 +37,13 @@ const FRAMES_PER_BATCH: usize = 1024;
 const SNIFF_BYTES: usize = 4096;
 /// How long a connection being closed by the broker may take to write its last bytes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the broker's last packet (a DISCONNECT or CONNACK with a reason code) and its FIN, how
+/// long input is read and discarded before the socket closes, and how much of it. Closing with
+/// unread input makes the kernel reset the connection, and a client still writing then sees
+/// EPIPE or ECONNRESET instead of the reason code; a client that reads it closes at once, which
+/// ends the wait early.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+const CLOSE_LINGER_BYTES_MAX: usize = 1024 * 1024;
 
 thread_local! {
     /// The shard's batch of decoded events, lent to one connection's reader at a time (between
@@ -63,11 +70,16 @@ pub(crate) async fn run(
         .connection_opened(kind.transport());
     let conn = shell.next_conn_id();
     let notify = Rc::new(Notify::new());
+    let reader_done = Rc::new(Notify::new());
     shell.writers.borrow_mut().insert(conn, Rc::clone(&notify));
     shell.handle(Event::Accepted { conn, peer });
+    let writer = Ends {
+        notify: Rc::clone(&notify),
+        reader_done: Rc::clone(&reader_done),
+    };
     let writer_task = shell.ctx.spawn(
         TaskClass::Io,
-        write_loop(Rc::clone(&shell), conn, opened.writer, Rc::clone(&notify)),
+        write_loop(Rc::clone(&shell), conn, opened.writer, writer),
     );
     let client = Client {
         conn,
@@ -75,16 +87,20 @@ pub(crate) async fn run(
         listener: &kind,
         identity: opened.identity,
     };
-    read_loop(&shell, &client, opened.reader).await;
+    let mut reader = opened.reader;
+    read_loop(&shell, &client, &mut reader).await;
+    reader_done.notify_one();
     let closing = shell
         .shard
         .borrow()
         .conn(conn)
         .is_some_and(|c| c.is_closing());
     if closing {
-        // The broker closed it (or answered a protocol error): let the writer send the answer.
+        // The broker closed it (or answered a protocol error): let the writer send the answer
+        // and half-close, then give the client time to read it.
         let _ = shards::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task).await;
         shell.handle(Event::Closed { conn });
+        linger(&mut reader).await;
     } else {
         shell.handle(Event::Closed { conn });
         notify.notify_one();
@@ -267,7 +283,7 @@ struct ReadState {
     authenticate: bool,
 }
 
-async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) {
+async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader) {
     let conn = client.conn;
     let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
     let mut buf = BytesMut::new();
@@ -294,11 +310,7 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
             Batch::Connect(_) if is_closing(shell, conn) => return,
             Batch::Connect(connect) => {
                 let authentication = Box::pin(authenticate::connect(
-                    shell,
-                    client,
-                    connect,
-                    &mut reader,
-                    &mut buf,
+                    shell, client, connect, reader, &mut buf,
                 ));
                 match authentication.await {
                     Ok(events) => shell.handle_all(events),
@@ -314,7 +326,7 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
-        if !read_more(shell, client, &mut reader, &mut buf, packet_bytes_max).await {
+        if !read_more(shell, client, reader, &mut buf, packet_bytes_max).await {
             return;
         }
         if std::mem::take(&mut first_read)
@@ -417,9 +429,43 @@ async fn wait_for_mail_backlog(shell: &ShardShell) {
     }
 }
 
-async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, notify: Rc<Notify>) {
+/// Reads and discards input after the broker half-closed, until the client closes, for at most
+/// `CLOSE_LINGER` and `CLOSE_LINGER_BYTES_MAX` (with the shard's read buffer: no allocation).
+async fn linger(reader: &mut Reader) {
+    let deadline = std::time::Instant::now() + CLOSE_LINGER;
+    let mut discarded = 0;
+    while discarded < CLOSE_LINGER_BYTES_MAX {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let read = shards::time::timeout(left, read_buffer::read(reader, READ_CHUNK)).await;
+        match read {
+            Ok(Ok(bytes)) if !bytes.is_empty() => discarded += bytes.len(),
+            _ => return,
+        }
+    }
+}
+
+/// What the writer task is woken by: bytes to write, and the reader task being done.
+struct Ends {
+    notify: Rc<Notify>,
+    reader_done: Rc<Notify>,
+}
+
+/// The broker closes: its last bytes are out. Half-close, so the client reads them and an end
+/// of stream; the reader task lingers (`linger`). A reader still waiting for input (the close
+/// came from elsewhere: a takeover, a keepalive) is ended after `CLOSE_LINGER`.
+async fn half_close(writer: &mut Writer, reader_done: &Notify) {
+    writer.close_write().await;
+    if shards::time::timeout(CLOSE_LINGER, reader_done.notified())
+        .await
+        .is_err()
+    {
+        writer.shutdown().await;
+    }
+}
+
+async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, ends: Ends) {
     loop {
-        notify.notified().await;
+        ends.notify.notified().await;
         loop {
             // Take what is buffered; the shard keeps appending to the rest of the allocation while
             // this part is on the wire. Drained, a large buffer is let go: an idle connection
@@ -439,8 +485,7 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, not
             };
             if out.is_empty() {
                 if closing {
-                    writer.shutdown().await;
-                    return;
+                    return half_close(&mut writer, &ends.reader_done).await;
                 }
                 break;
             }

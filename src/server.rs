@@ -25,6 +25,7 @@ use crate::security::{Security, Snapshot};
 mod listener_kind;
 mod reloader;
 mod store_task;
+mod urgent_mail;
 
 use crate::shard::{ConnId, ConnMap, Event, Settings, Shard};
 use crate::sys::SysState;
@@ -253,6 +254,8 @@ pub(crate) struct ShardShell {
     dirty: RefCell<Vec<ConnId>>,
     /// Wakes the store task (persistence on).
     pub store_ready: Notify,
+    /// The flush task holds a batch it is sending (see `urgent_mail`).
+    flushing: Cell<bool>,
 }
 
 impl ShardShell {
@@ -296,6 +299,9 @@ impl ShardShell {
             }
         }
         if has_mail {
+            if self.shard.borrow_mut().take_urgent_mail() {
+                self.send_urgent_mail();
+            }
             self.mail_ready.notify_one();
         }
     }
@@ -369,6 +375,7 @@ async fn run_shard(
         handshakes: Cell::new(0),
         dirty: RefCell::new(Vec::new()),
         store_ready: Notify::new(),
+        flushing: Cell::new(false),
     });
     let mut tasks = Vec::new();
     let stopping = Rc::new(Cell::new(false));
@@ -526,12 +533,14 @@ async fn flush_loop(shell: Rc<ShardShell>) {
                 }
                 // One clock read per batch; waiting for ring space counts as time in the ring.
                 let posted = Stamp::at(Instant::now());
+                shell.flushing.set(true);
                 for mail in batch.drain(..) {
                     if shell.ctx.send(to, Envelope { mail, posted }).await.is_err() {
                         // The peer is gone: the broker is shutting down.
                         return;
                     }
                 }
+                shell.flushing.set(false);
             }
             if !moved {
                 break;

@@ -52,6 +52,17 @@ impl Writer {
         }
     }
 
+    /// Ends the sending side only (FIN), so the client reads what was sent and then the end of
+    /// the stream while its input is still read: TLS sends close_notify first, WebSocket a close
+    /// frame.
+    pub async fn close_write(&mut self) {
+        let _ = match self {
+            Writer::Tcp(half) => half.shutdown(Shutdown::Write).await,
+            Writer::Tls(half) => half.shutdown().await,
+            Writer::Ws(half) => half.shutdown().await,
+        };
+    }
+
     /// Ends the connection: TLS sends close_notify first, WebSocket a close frame before that.
     pub async fn shutdown(&mut self) {
         let _ = match self {

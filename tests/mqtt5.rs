@@ -430,7 +430,10 @@ fn connack_properties_and_authentication_method() {
     let p = &connack.properties;
     assert_eq!(p.receive_maximum, Some(32));
     assert_eq!(p.maximum_packet_size, Some(1_048_576));
-    assert_eq!(p.shared_subscription_available, Some(true));
+    assert_eq!(
+        p.shared_subscription_available, None,
+        "available is the default: not stated"
+    );
     assert_eq!(
         p.server_keep_alive_secs,
         Some(100),

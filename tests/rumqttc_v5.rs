@@ -324,9 +324,10 @@ async fn connack_assigns_an_id_lowers_the_keepalive_and_gives_response_informati
         properties.response_information.as_deref(),
         Some(format!("reply/{assigned}").as_str())
     );
-    assert_eq!(properties.shared_subscription_available, Some(1));
-    assert_eq!(properties.wildcard_subscription_available, Some(1));
-    assert_eq!(properties.subscription_identifiers_available, Some(1));
+    // Available is what their absence means: not stated (5.0 §3.2.2.3).
+    assert_eq!(properties.shared_subscription_available, None);
+    assert_eq!(properties.wildcard_subscription_available, None);
+    assert_eq!(properties.subscription_identifiers_available, None);
     assert_eq!(properties.topic_alias_max, Some(64));
     assert_eq!(
         properties.max_qos, None,

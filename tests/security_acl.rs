@@ -97,7 +97,9 @@ fn acl_on_retained_messages() {
     let mut bob = user(&broker, 0, Version::V5, "bob-r", "bob");
     for (topic, payload) in [("shared/open", "a"), ("shared/secret", "b")] {
         bob.publish(topic, payload.as_bytes(), QoS::AtLeastOnce, true, Some(1));
-        assert!(matches!(bob.recv(), Packet::PubAck(ack) if ack.reason == ReasonCode::SUCCESS));
+        assert!(
+            matches!(bob.recv(), Packet::PubAck(ack) if ack.reason == ReasonCode::NO_MATCHING_SUBSCRIBERS)
+        );
     }
     for version in [Version::V3_1_1, Version::V5] {
         let mut alice = user(&broker, 2, version, "alice-r", "alice");
@@ -220,7 +222,7 @@ fn reload_swaps_the_acl_and_keeps_connections() {
     let mut id = 2;
     assert!(eventually(|| {
         id += 1;
-        publish_reason(&mut alice, "later/topic", id) == ReasonCode::SUCCESS
+        publish_reason(&mut alice, "later/topic", id) == ReasonCode::NO_MATCHING_SUBSCRIBERS
     }));
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
@@ -239,7 +241,7 @@ fn reload_swaps_the_acl_and_keeps_connections() {
     id += 1;
     assert_eq!(
         publish_reason(&mut alice, "later/topic", id),
-        ReasonCode::SUCCESS
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
     );
     assert_eq!(
         publish_reason(&mut bob, "alice/inbox", 3),

@@ -222,7 +222,8 @@ pub fn decode_connack(reader: &mut Reader, version: Version) -> Result<ConnAck, 
     };
     reader.finish()?;
     Ok(ConnAck {
-        session_present: flags & 1 != 0,
+        // 3.1 reserves the whole byte: a bit set there says nothing.
+        session_present: flags & 1 != 0 && version != Version::V3_1,
         reason,
         properties,
     })
@@ -241,7 +242,10 @@ pub fn put_connack(
     version: Version,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    buf.put_u8(u8::from(connack.session_present));
+    // MQTT 3.1 has no Session Present flag: the whole byte is reserved (3.1 §3.2).
+    buf.put_u8(u8::from(
+        connack.session_present && version != Version::V3_1,
+    ));
     if version.is_v5() {
         buf.put_u8(connack.reason.0);
         connack.properties.put(buf)?;

@@ -339,9 +339,10 @@ impl Shard {
         self.send_mail(new_owner, Mail::Handover { ticket, session });
     }
 
-    /// The taken-over connection's will (5.0): a new connection to the session is made now, so
-    /// a will with a delay is not sent, unless that connection ends the session (Clean Start);
-    /// a will without delay was due when the connection closed (§3.1.2.5, §3.1.3.2.2).
+    /// The taken-over connection's will: it never sent DISCONNECT, so its will is due (3.1.1
+    /// §3.1.2.5, 5.0 §3.1.4). In 5.0 a new connection to the session is made now, so a will with
+    /// a delay is not sent, unless that connection ends the session (Clean Start); a will
+    /// without delay was due when the connection closed (§3.1.3.2.2). 3.x wills have no delay.
     fn will_on_takeover(
         &mut self,
         conn_id: super::ConnId,
@@ -356,7 +357,7 @@ impl Shard {
             return;
         };
         let delayed = will.properties.will_delay_interval_secs.unwrap_or(0) > 0;
-        if conn.version.is_v5() && !(delayed && resumes) {
+        if !(delayed && resumes) {
             let username = conn.username.clone();
             self.publish_will(client_id, username, will, now);
         }
@@ -523,19 +524,27 @@ impl Shard {
         };
         if version.is_v5() {
             let s = &self.settings;
-            properties.receive_maximum = u16::try_from(s.session.inflight_messages_max).ok();
-            properties.maximum_packet_size = u32::try_from(s.packet_bytes_max).ok();
-            properties.topic_alias_maximum = Some(s.topic_alias_max);
+            // A property equal to the default its absence means is left out (§3.2.2.3): the
+            // CONNACK stays small enough for a client with a small Maximum Packet Size.
+            properties.receive_maximum = u16::try_from(s.session.inflight_messages_max)
+                .ok()
+                .filter(|m| *m != u16::MAX);
+            properties.maximum_packet_size = u32::try_from(s.packet_bytes_max)
+                .ok()
+                .filter(|m| *m < NO_PACKET_LIMIT);
+            properties.topic_alias_maximum = Some(s.topic_alias_max).filter(|m| *m != 0);
             if s.max_qos < QoS::ExactlyOnce {
                 properties.maximum_qos = Some(s.max_qos.as_u8());
             }
             if !s.retain_available {
                 properties.retain_available = Some(false);
             }
-            properties.wildcard_subscription_available = Some(s.wildcard_subscription_available);
-            properties.shared_subscription_available = Some(s.shared_subscription_available);
+            properties.wildcard_subscription_available =
+                Some(false).filter(|_| !s.wildcard_subscription_available);
+            properties.shared_subscription_available =
+                Some(false).filter(|_| !s.shared_subscription_available);
             properties.subscription_identifiers_available =
-                Some(s.subscription_identifiers_available);
+                Some(false).filter(|_| !s.subscription_identifiers_available);
             if assigned {
                 properties.assigned_client_identifier = Some(client_id.clone());
             }
@@ -558,12 +567,25 @@ impl Shard {
                 )));
             }
         }
-        let connack = Packet::ConnAck(Box::new(ConnAck {
+        let connack = ConnAck {
             session_present,
             reason: ReasonCode::SUCCESS,
             properties,
-        }));
-        self.write_packet(conn_id, &connack);
+        };
+        let Some(connack) = connack_within(connack, version, conn.client_packet_bytes_max) else {
+            // Not even the properties the client needs fit its Maximum Packet Size: refuse
+            // rather than leave it waiting for a CONNACK that never comes.
+            conn.will = None;
+            let refusal = Packet::ConnAck(Box::new(ConnAck {
+                session_present: false,
+                reason: ReasonCode::PACKET_TOO_LARGE,
+                properties: Default::default(),
+            }));
+            self.write_packet(conn_id, &refusal);
+            self.counters.connections_rejected += 1;
+            return self.end_connection(conn_id, CloseKind::Normal, now);
+        };
+        self.write_packet(conn_id, &Packet::ConnAck(Box::new(connack)));
         self.metrics.record_connect_latency(connect_latency);
         self.resend_inflight(conn_id, key, now);
         self.pump_conn(conn_id, now);
@@ -614,6 +636,31 @@ impl Shard {
         }
         self.end_connection(conn_id, kind, now);
     }
+}
+
+/// The largest packet the remaining-length encoding allows (5.0 §2.1.4): a Maximum Packet Size
+/// of this or more says nothing, as its absence does (§3.2.2.3.6).
+const NO_PACKET_LIMIT: u32 = 1 + 4 + 268_435_455;
+
+/// The CONNACK as it fits the client's Maximum Packet Size (5.0 MQTT-3.1.2-24): whole; else
+/// without what only informs the client (Reason String and User Property, MQTT-3.2.2-19 and
+/// -20; Response Information, which the client may do without; Topic Alias Maximum, whose
+/// absence means 0, so the client just sends no aliases); `None` when even that does not fit.
+fn connack_within(connack: ConnAck, version: Version, max: usize) -> Option<ConnAck> {
+    let fits = |connack: &ConnAck| {
+        let packet = Packet::ConnAck(Box::new(connack.clone()));
+        crate::protocol::encode(&packet, version, &mut bytes::BytesMut::new(), max).is_ok()
+    };
+    if !version.is_v5() || fits(&connack) {
+        return Some(connack);
+    }
+    let mut reduced = connack;
+    let properties = &mut reduced.properties;
+    properties.reason_string = None;
+    properties.user_properties = Default::default();
+    properties.response_information = None;
+    properties.topic_alias_maximum = None;
+    fits(&reduced).then_some(reduced)
 }
 
 fn check_will(will: &Will, settings: &super::Settings) -> Result<(), ReasonCode> {

@@ -178,6 +178,8 @@ pub struct Shard {
     directory: Directory,
     /// Mail waiting to be moved into the ring to each shard (index = shard).
     outgoing: Vec<VecDeque<Mail>>,
+    /// Mail that should not wait for the flush task (a new subscription's interest).
+    urgent_mail: bool,
     /// Connections with bytes to write or a close to carry out.
     dirty: Vec<ConnId>,
     next_ticket: Ticket,
@@ -244,6 +246,7 @@ impl Shard {
             retained_settling: false,
             directory: Directory::default(),
             outgoing: (0..shard_count).map(|_| VecDeque::new()).collect(),
+            urgent_mail: false,
             dirty: Vec::new(),
             next_ticket: 1,
             barriers: HashMap::new(),
@@ -372,7 +375,9 @@ impl Shard {
 
     fn on_mail(&mut self, from: ShardId, mail: Mail, now: Instant) {
         match mail {
-            Mail::Publish(message) => self.deliver_local(&message, now),
+            Mail::Publish(message) => {
+                self.deliver_local(&message, now);
+            }
             Mail::Interest { add, remove } => self.on_interest(from, add, remove),
             Mail::SharedInterest(interest) => {
                 let count = interest.members as usize;
@@ -476,6 +481,20 @@ impl Shard {
             let n = queue.len().min(max);
             into.extend(queue.drain(..n));
         }
+    }
+
+    /// Puts mail the shell could not send back at the front of its queue, in order.
+    pub fn unsend_mail(&mut self, to: ShardId, mail: Vec<Mail>) {
+        if let Some(queue) = self.outgoing.get_mut(to.index()) {
+            for mail in mail.into_iter().rev() {
+                queue.push_front(mail);
+            }
+        }
+    }
+
+    /// Whether mail was queued since the last call that the shell should send at once.
+    pub fn take_urgent_mail(&mut self) -> bool {
+        std::mem::take(&mut self.urgent_mail)
     }
 
     /// Whether any mail is waiting to go out.

@@ -121,22 +121,25 @@ impl Shard {
                 return self.close_with_reason(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
             }
             self.store_begin_route();
+            let mut matched = true;
             if first_time {
                 self.store_touch(key);
                 let id = self.take_message_id();
-                self.route(make_message(id, publish, publisher, now), now);
+                matched = self.route(make_message(id, publish, publisher, now), now);
             }
-            return self.ack_when_durable(conn_id, Packet::PubRec(ack(packet_id)));
+            let pubrec = Packet::PubRec(ack_routed(packet_id, matched || !is_v5));
+            return self.ack_when_durable(conn_id, pubrec);
         }
         let qos = publish.qos;
         let packet_id = publish.packet_id;
         let id = self.take_message_id();
         self.store_begin_route();
-        self.route(make_message(id, publish, publisher, now), now);
+        let matched = self.route(make_message(id, publish, publisher, now), now);
         if qos == QoS::AtLeastOnce
             && let Some(packet_id) = packet_id
         {
-            self.ack_when_durable(conn_id, Packet::PubAck(ack(packet_id)));
+            let puback = Packet::PubAck(ack_routed(packet_id, matched || !is_v5));
+            self.ack_when_durable(conn_id, puback);
         }
     }
 
@@ -158,8 +161,9 @@ impl Shard {
     }
 
     /// Sends a message everywhere it goes: the retained store, local subscribers, and every shard
-    /// that has declared interest in a matching filter.
-    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) {
+    /// that has declared interest in a matching filter. False when no subscription matched here
+    /// and no other shard declared a matching interest (the PUBACK's 0x10, 5.0 §3.4.2.1).
+    pub(super) fn route(&mut self, message: Arc<Message>, now: Instant) -> bool {
         self.counters.messages_received += 1;
         if message.retain {
             let home = self.home_of(&message.topic);
@@ -169,8 +173,8 @@ impl Shard {
                 self.send_retained(home, Arc::clone(&message));
             }
         }
-        self.deliver_local(&message, now);
-        self.route_shared(&message, now);
+        let mut matched = self.deliver_local(&message, now);
+        matched |= self.route_shared(&message, now);
         let mut targets = ShardSet::new();
         self.interest
             .for_each_match(&message.topic, |set| targets = targets.union(set));
@@ -178,24 +182,28 @@ impl Shard {
         // the set followed by the iterator's copy of all of it stalled on store forwarding (the
         // hottest instructions of `route` in a fan-in profile).
         if targets.is_empty() {
-            return;
+            return matched;
         }
         for shard in targets.iter() {
             if shard != self.id {
+                matched = true;
                 self.send_mail(shard, Mail::Publish(Arc::clone(&message)));
             }
         }
+        matched
     }
 
     /// Delivers to the subscribers on this shard: once per session, at the highest QoS of its
     /// matching subscriptions, with all their Subscription Identifiers (MQTT-3.3.5-1, 5.0 §3.3.4).
-    pub(super) fn deliver_local(&mut self, message: &Arc<Message>, now: Instant) {
+    /// True when a subscription matched.
+    pub(super) fn deliver_local(&mut self, message: &Arc<Message>, now: Instant) -> bool {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.subscriptions
             .for_each_match(&message.topic, |subscribers| {
                 matches.extend(subscribers.iter().map(|(key, sub)| (*key, *sub)));
             });
+        let matched = !matches.is_empty();
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|(key, _)| *key);
         }
@@ -239,6 +247,7 @@ impl Shard {
         self.publish_cache.active = false;
         self.matches = matches;
         self.forward_to_tombstones(message);
+        matched
     }
 
     /// Queues one message for one session and, when it is online, writes what may go now.
@@ -601,6 +610,16 @@ fn ack(packet_id: crate::protocol::PacketId) -> PubResponse {
         reason: ReasonCode::SUCCESS,
         properties: Default::default(),
     }
+}
+
+/// The PUBACK or PUBREC of a message that found a subscriber (`matched`) or none: 0x10, which
+/// the encoder leaves off the wire before 5.0.
+fn ack_routed(packet_id: crate::protocol::PacketId, matched: bool) -> PubResponse {
+    let mut response = ack(packet_id);
+    if !matched {
+        response.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+    }
+    response
 }
 
 /// The answer to PUBREC or PUBREL: 0x92 when the packet id was not in use (5.0 §3.6.2.1,

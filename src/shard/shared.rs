@@ -131,10 +131,11 @@ impl Shard {
         }
     }
 
-    /// Sends a message to one member of every shared group whose filter matches its topic.
-    pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) {
+    /// Sends a message to one member of every shared group whose filter matches its topic; true
+    /// when a group matched.
+    pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) -> bool {
         if self.shared_interest.is_empty() {
-            return;
+            return false;
         }
         let mut matched: Vec<(ByteString, ByteString)> = Vec::new();
         self.shared_interest
@@ -146,9 +147,11 @@ impl Shard {
                         .map(|group| (shared.filter.clone(), group.clone())),
                 );
             });
+        let any = !matched.is_empty();
         for (filter, group) in matched {
             self.dispatch_shared(filter, group, Arc::clone(message), 0, None, now);
         }
+        any
     }
 
     /// Picks a shard for one group and delivers there (here, or by mail). `reoffer`: the message

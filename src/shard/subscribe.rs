@@ -150,6 +150,9 @@ impl Shard {
                 add: new_filters.clone(),
                 remove: Vec::new(),
             });
+            // A publish on another shard finds the subscription only once this arrives: the
+            // shell sends it at once rather than on the flush task's next turn.
+            self.urgent_mail = true;
         }
         let kind = BarrierKind::Subscribe {
             packet_id: subscribe.packet_id,

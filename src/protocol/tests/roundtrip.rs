@@ -217,9 +217,10 @@ fn connack(version: Version) -> BoxedStrategy<Packet> {
             any::<bool>(),
             prop::sample::select(vec![0x00u8, 0x84, 0x85, 0x88, 0x86, 0x87]),
         )
-            .prop_map(|(session_present, reason)| {
+            .prop_map(move |(session_present, reason)| {
                 Packet::ConnAck(Box::new(ConnAck {
-                    session_present,
+                    // 3.1 has no Session Present flag: its byte is reserved.
+                    session_present: session_present && version != Version::V3_1,
                     reason: ReasonCode(reason),
                     properties: Default::default(),
                 }))
