@@ -13,7 +13,7 @@ mod read_buffer;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shards::sync::Notify;
@@ -22,13 +22,14 @@ use shards::{TaskClass, TcpStream};
 use crate::packet_trace::{self, Direction};
 use crate::protocol::{self, Connect, Packet, Version};
 use crate::server::{ListenerKind, ShardShell};
-use crate::shard::{ConnId, Event};
+use crate::shard::{ConnId, Event, UNSENT_RUNS_IDLE_MAX, UnsentRun};
 use crate::transport::{Reader, Writer};
 
 /// Bytes asked of the kernel per read when nothing bigger is known to be coming.
 const READ_CHUNK: usize = 16 * 1024;
 /// Capacity a drained write buffer may keep while the connection waits for the next packet.
 const OUT_IDLE_BYTES_MAX: usize = 1024;
+
 /// Frames decoded per batch before the shard is asked to handle them (bounds one wake-up).
 const FRAMES_PER_BATCH: usize = 1024;
 /// Bytes of a TLS listener's first read, to tell a ClientHello from plain MQTT.
@@ -256,6 +257,9 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
         authenticate: client.identity.is_some() || shell.checks_connect(),
     };
     let mut first_read = true;
+    // The completion of the read that brought the bytes being decoded: it dates every message
+    // decoded from them (the start of the delivery latency). One clock reading per read.
+    let mut read_at = Instant::now();
     loop {
         let mut events = EVENTS.take();
         let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
@@ -263,7 +267,19 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
             if packet_trace::enabled() {
                 trace_received(shell, conn, &events);
             }
-            shell.handle_all(events.drain(..));
+            let publishes = events
+                .iter()
+                .filter(|event| {
+                    matches!(
+                        event,
+                        Event::Packet {
+                            packet: Packet::Publish(_),
+                            ..
+                        }
+                    )
+                })
+                .count();
+            shell.handle_read(events.drain(..), read_at, publishes as u64);
         }
         EVENTS.set(events);
         match batch {
@@ -284,6 +300,9 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
                     Ok(events) => shell.handle_all(events),
                     Err(refusal) => return shell.handle(refusal),
                 }
+                // Authentication may have read more: what follows the CONNECT is dated from
+                // here (an understatement by the authentication's duration at most).
+                read_at = Instant::now();
                 continue;
             }
         }
@@ -294,8 +313,9 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
-        if !read_more(shell, client, &mut reader, &mut buf, packet_bytes_max).await {
-            return;
+        match read_more(shell, client, &mut reader, &mut buf, packet_bytes_max).await {
+            Some(completed_at) => read_at = completed_at,
+            None => return,
         }
         if std::mem::take(&mut first_read)
             && matches!(client.listener, ListenerKind::Plain(_))
@@ -308,8 +328,8 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
     }
 }
 
-/// Reads more bytes into `buf`; false when the connection is done (closed by the peer, failed,
-/// or announcing a frame over the limit). With nothing buffered the read goes to the shard's
+/// Reads more bytes into `buf` and returns when the read completed; `None` when the connection is
+/// done (closed by the peer, failed, or announcing a frame over the limit). With nothing buffered the read goes to the shard's
 /// buffer (`read_buffer`); a partial frame is completed in a buffer of the connection's own,
 /// sized for what that frame still needs (at least a chunk).
 async fn read_more(
@@ -318,7 +338,7 @@ async fn read_more(
     reader: &mut Reader,
     buf: &mut BytesMut,
     packet_bytes_max: usize,
-) -> bool {
+) -> Option<Instant> {
     let conn = client.conn;
     let read = if buf.is_empty() {
         // Even empty, `buf` may hold its allocation (or a share of the shard's): not while idle.
@@ -334,7 +354,7 @@ async fn read_more(
             Ok(None) => READ_CHUNK,
             Err(error) => {
                 shell.handle(Event::Malformed { conn, error });
-                return false;
+                return None;
             }
         };
         read_into(reader, buf, wanted).await
@@ -342,16 +362,18 @@ async fn read_more(
     match read {
         Ok(0) => {
             tracing::debug!(conn, "peer closed the connection");
-            false
+            None
         }
         Ok(n) => {
+            // The read's completion: the one clock reading per read.
+            let completed_at = Instant::now();
             shell.shard.borrow_mut().metrics.bytes_received(n);
-            true
+            Some(completed_at)
         }
-        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => true,
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => Some(Instant::now()),
         Err(error) => {
             tracing::debug!(conn, %error, "read failed");
-            false
+            None
         }
     }
 }
@@ -398,6 +420,9 @@ async fn wait_for_mail_backlog(shell: &ShardShell) {
 }
 
 async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, notify: Rc<Notify>) {
+    // The deliveries of the write under way; swapped with the connection's list at each take, so
+    // tracking them allocates nothing per write.
+    let mut unsent: Vec<UnsentRun> = Vec::new();
     loop {
         notify.notified().await;
         loop {
@@ -410,6 +435,7 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, not
                 if out.is_empty() && state.out.capacity() > OUT_IDLE_BYTES_MAX {
                     state.out = BytesMut::new();
                 }
+                state.unsent.take(&mut unsent);
                 (out, state.is_closing())
             });
             let Some((out, closing)) = taken else {
@@ -431,11 +457,34 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, not
                 writer.shutdown().await;
                 return;
             }
-            shell.shard.borrow_mut().metrics.bytes_sent(out.len());
+            record_written(&shell, &mut unsent, out.len());
             drop(out);
             // Room in the buffer again: queued deliveries may follow.
             shell.handle(Event::Drained { conn });
         }
+    }
+}
+
+/// A write just completed: counts its bytes and times the deliveries it carried (one clock
+/// reading per write that carried any), then empties `unsent` for the next write.
+fn record_written(shell: &ShardShell, unsent: &mut Vec<UnsentRun>, bytes: usize) {
+    let metrics = &mut shell.shard.borrow_mut().metrics;
+    metrics.bytes_sent(bytes);
+    if unsent.is_empty() {
+        return;
+    }
+    let written_at = Instant::now();
+    for run in unsent.drain(..) {
+        let count = u64::from(run.count);
+        let delivery = crate::metrics::micros_between(run.read_at, written_at);
+        metrics.record_delivery(run.qos, run.path, delivery, count);
+        metrics.record_write(
+            crate::metrics::micros_between(run.encoded_at, written_at),
+            count,
+        );
+    }
+    if unsent.capacity() > UNSENT_RUNS_IDLE_MAX {
+        *unsent = Vec::new();
     }
 }
 
