@@ -29,7 +29,6 @@ use crate::transport::{Reader, Writer};
 const READ_CHUNK: usize = 16 * 1024;
 /// Capacity a drained write buffer may keep while the connection waits for the next packet.
 const OUT_IDLE_BYTES_MAX: usize = 1024;
-
 /// Frames decoded per batch before the shard is asked to handle them (bounds one wake-up).
 const FRAMES_PER_BATCH: usize = 1024;
 /// Bytes of a TLS listener's first read, to tell a ClientHello from plain MQTT.
@@ -328,10 +327,10 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, mut reader: Reader) 
     }
 }
 
-/// Reads more bytes into `buf` and returns when the read completed; `None` when the connection is
-/// done (closed by the peer, failed, or announcing a frame over the limit). With nothing buffered the read goes to the shard's
-/// buffer (`read_buffer`); a partial frame is completed in a buffer of the connection's own,
-/// sized for what that frame still needs (at least a chunk).
+/// Reads more bytes into `buf` and returns when the read completed; `None` when the connection
+/// is done (closed by the peer, failed, or announcing a frame over the limit). With nothing
+/// buffered the read goes to the shard's buffer (`read_buffer`); a partial frame is completed in
+/// a buffer of the connection's own, sized for what that frame still needs (at least a chunk).
 async fn read_more(
     shell: &ShardShell,
     client: &Client<'_>,

@@ -17,6 +17,9 @@ use super::{Config, ConfigError};
 pub const READ_CHUNK_BYTES: u64 = 16 * 1024;
 /// Bytes waiting in a connection's write buffer above which deliveries stay in the outbox.
 pub const WRITE_BUFFER_BYTES: u64 = 64 * 1024;
+/// The delivery runs a connection and its writer track for the delivery latency (`shard/unsent.rs`:
+/// two lists of at most 256 runs of 40 bytes; asserted there).
+pub const DELIVERY_RUNS_BYTES: u64 = 2 * 256 * 40;
 /// Packets a connection may send before its CONNACK is out (`shard/mod.rs`).
 pub const EARLY_PACKETS_MAX: u64 = 64;
 /// Estimated fixed cost of one connection: its tasks, `Conn`, session and map entries.
@@ -79,12 +82,13 @@ impl Budget {
         };
         let terms = vec![
             term(
-                "connection buffers (read + write + early packets)",
+                "connection buffers (read + write + early packets + delivery runs)",
                 connections,
                 CONNECTION_OVERHEAD_BYTES
                     + packet
                     + READ_CHUNK_BYTES
                     + WRITE_BUFFER_BYTES
+                    + DELIVERY_RUNS_BYTES
                     + packet
                     + EARLY_PACKETS_MAX * DELIVERY_OVERHEAD_BYTES,
                 "limits.connections_per_shard_max, limits.packet_bytes_max",

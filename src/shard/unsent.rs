@@ -22,6 +22,12 @@ use crate::protocol::QoS;
 /// hundreds of publishers' reads at saturation, small enough that a busy subscriber's tracking
 /// stays within about 10 KiB.
 pub const UNSENT_RUNS_MAX: usize = 256;
+// The memory budget counts two full lists per connection (the connection's and its writer's).
+const _: () = assert!(
+    2 * UNSENT_RUNS_MAX * std::mem::size_of::<UnsentRun>()
+        <= crate::config::budget::DELIVERY_RUNS_BYTES as usize
+);
+
 /// Runs of capacity a connection's list, and its writer's, keep between writes (640 bytes each):
 /// enough that a steady stream allocates nothing per write, little enough for idle connections.
 pub const UNSENT_RUNS_IDLE_MAX: usize = 16;
