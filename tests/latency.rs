@@ -194,18 +194,15 @@ fn scraped_delivery_latency_agrees_with_a_client_on_the_same_host() {
     // trips, taken a millisecond apart, do not meet a loaded machine's scheduler in the same
     // state, and a delivery wakes two client threads where a ping wakes one.
     //
-    // Checked at the median and on the mean (from the exact `_sum`), which weighs the tail too.
-    // Not at p99: there the client's figure is its own threads waiting for a core, sampled
-    // independently by the probe and the pings (the 10th-worst of 1000 of either can differ
-    // several-fold between two runs on a busy machine), so a p99 relation would test the
-    // scheduler rather than the broker.
+    // Checked at the median only. Not at p99 nor on the mean: there the client's figure is its
+    // own threads waiting for a core. One stall of the subscriber's thread (tens of ms on a busy
+    // machine) delays every message that arrives during it, while the pings run on the
+    // publisher's thread and do not see it, so a tail or mean relation would test the scheduler
+    // rather than the broker. (The broker's p99 and mean are still checked not to exceed the
+    // client's, above.)
     assert!(
         client.quantile(0.5).saturating_sub(scraped.p50) <= 2 * rtt.quantile(0.5),
         "the broker misses more than a round trip at p50: {report}"
-    );
-    assert!(
-        client.mean().saturating_sub(scraped.mean) <= 2 * rtt.mean(),
-        "the broker misses more than a round trip on average: {report}"
     );
     broker.shutdown();
 }
