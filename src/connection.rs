@@ -15,7 +15,7 @@ mod websocket;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shards::sync::Notify;
@@ -24,7 +24,7 @@ use shards::{TaskClass, TcpStream};
 use crate::packet_trace::{self, Direction};
 use crate::protocol::{self, Connect, Packet, Version};
 use crate::server::{ListenerKind, ShardShell, TlsListenerKind};
-use crate::shard::{ConnId, Event};
+use crate::shard::{ConnId, Event, UNSENT_RUNS_IDLE_MAX, UnsentRun};
 use crate::transport::{Reader, Writer};
 
 /// Bytes asked of the kernel per read when nothing bigger is known to be coming.
@@ -292,6 +292,9 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         authenticate: client.identity.is_some() || shell.checks_connect(),
     };
     let mut first_read = true;
+    // The completion of the read that brought the bytes being decoded: it dates every message
+    // decoded from them (the start of the delivery latency). One clock reading per read.
+    let mut read_at = Instant::now();
     loop {
         let mut events = EVENTS.take();
         let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
@@ -299,7 +302,19 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
             if packet_trace::enabled() {
                 trace_received(shell, conn, &events);
             }
-            shell.handle_all(events.drain(..));
+            let publishes = events
+                .iter()
+                .filter(|event| {
+                    matches!(
+                        event,
+                        Event::Packet {
+                            packet: Packet::Publish(_),
+                            ..
+                        }
+                    )
+                })
+                .count();
+            shell.handle_read(events.drain(..), read_at, publishes as u64);
         }
         EVENTS.set(events);
         match batch {
@@ -316,6 +331,9 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
                     Ok(events) => shell.handle_all(events),
                     Err(refusal) => return shell.handle(refusal),
                 }
+                // Authentication may have read more: what follows the CONNECT is dated from
+                // here (an understatement by the authentication's duration at most).
+                read_at = Instant::now();
                 continue;
             }
         }
@@ -326,8 +344,9 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
-        if !read_more(shell, client, reader, &mut buf, packet_bytes_max).await {
-            return;
+        match read_more(shell, client, reader, &mut buf, packet_bytes_max).await {
+            Some(completed_at) => read_at = completed_at,
+            None => return,
         }
         if std::mem::take(&mut first_read)
             && matches!(client.listener, ListenerKind::Plain(_))
@@ -340,17 +359,17 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
     }
 }
 
-/// Reads more bytes into `buf`; false when the connection is done (closed by the peer, failed,
-/// or announcing a frame over the limit). With nothing buffered the read goes to the shard's
-/// buffer (`read_buffer`); a partial frame is completed in a buffer of the connection's own,
-/// sized for what that frame still needs (at least a chunk).
+/// Reads more bytes into `buf` and returns when the read completed; `None` when the connection
+/// is done (closed by the peer, failed, or announcing a frame over the limit). With nothing
+/// buffered the read goes to the shard's buffer (`read_buffer`); a partial frame is completed in
+/// a buffer of the connection's own, sized for what that frame still needs (at least a chunk).
 async fn read_more(
     shell: &ShardShell,
     client: &Client<'_>,
     reader: &mut Reader,
     buf: &mut BytesMut,
     packet_bytes_max: usize,
-) -> bool {
+) -> Option<Instant> {
     let conn = client.conn;
     let read = if buf.is_empty() {
         // Even empty, `buf` may hold its allocation (or a share of the shard's): not while idle.
@@ -366,7 +385,7 @@ async fn read_more(
             Ok(None) => READ_CHUNK,
             Err(error) => {
                 shell.handle(Event::Malformed { conn, error });
-                return false;
+                return None;
             }
         };
         read_into(reader, buf, wanted).await
@@ -374,16 +393,18 @@ async fn read_more(
     match read {
         Ok(0) => {
             tracing::debug!(conn, "peer closed the connection");
-            false
+            None
         }
         Ok(n) => {
+            // The read's completion: the one clock reading per read.
+            let completed_at = Instant::now();
             shell.shard.borrow_mut().metrics.bytes_received(n);
-            true
+            Some(completed_at)
         }
-        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => true,
+        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => Some(Instant::now()),
         Err(error) => {
             tracing::debug!(conn, %error, "read failed");
-            false
+            None
         }
     }
 }
@@ -464,6 +485,9 @@ async fn half_close(writer: &mut Writer, reader_done: &Notify) {
 }
 
 async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, ends: Ends) {
+    // The deliveries of the write under way; swapped with the connection's list at each take, so
+    // tracking them allocates nothing per write.
+    let mut unsent: Vec<UnsentRun> = Vec::new();
     loop {
         ends.notify.notified().await;
         loop {
@@ -476,6 +500,7 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, end
                 if out.is_empty() && state.out.capacity() > OUT_IDLE_BYTES_MAX {
                     state.out = BytesMut::new();
                 }
+                state.unsent.take(&mut unsent);
                 (out, state.is_closing())
             });
             let Some((out, closing)) = taken else {
@@ -496,11 +521,34 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, end
                 writer.shutdown().await;
                 return;
             }
-            shell.shard.borrow_mut().metrics.bytes_sent(out.len());
+            record_written(&shell, &mut unsent, out.len());
             drop(out);
             // Room in the buffer again: queued deliveries may follow.
             shell.handle(Event::Drained { conn });
         }
+    }
+}
+
+/// A write just completed: counts its bytes and times the deliveries it carried (one clock
+/// reading per write that carried any), then empties `unsent` for the next write.
+fn record_written(shell: &ShardShell, unsent: &mut Vec<UnsentRun>, bytes: usize) {
+    let metrics = &mut shell.shard.borrow_mut().metrics;
+    metrics.bytes_sent(bytes);
+    if unsent.is_empty() {
+        return;
+    }
+    let written_at = Instant::now();
+    for run in unsent.drain(..) {
+        let count = u64::from(run.count);
+        let delivery = crate::metrics::micros_between(run.read_at, written_at);
+        metrics.record_delivery(run.qos, run.path, delivery, count);
+        metrics.record_write(
+            crate::metrics::micros_between(run.encoded_at, written_at),
+            count,
+        );
+    }
+    if unsent.capacity() > UNSENT_RUNS_IDLE_MAX {
+        *unsent = Vec::new();
     }
 }
 

@@ -271,6 +271,34 @@ impl ShardShell {
             for event in events {
                 shard.handle(event, now);
             }
+            if shard.has_unstamped() {
+                shard.stamp_encoded(Instant::now());
+            }
+        }
+        self.after_handle();
+    }
+
+    /// Handles the packets one read brought, `read_at` being that read's completion (it dates
+    /// the batch and every message in it). `publishes` of them are PUBLISH packets: each gets
+    /// one value of the handle stage. One clock reading ends the batch when it held a PUBLISH or
+    /// encoded a delivery; it also dates the deliveries encoded (`Shard::stamp_encoded`).
+    pub fn handle_read(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        read_at: Instant,
+        publishes: u64,
+    ) {
+        {
+            let mut shard = self.shard.borrow_mut();
+            for event in events {
+                shard.handle(event, read_at);
+            }
+            if publishes > 0 || shard.has_unstamped() {
+                let handled_at = Instant::now();
+                shard.stamp_encoded(handled_at);
+                let micros = crate::metrics::micros_between(read_at, handled_at);
+                shard.metrics.record_handle(micros, publishes);
+            }
         }
         self.after_handle();
     }

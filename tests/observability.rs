@@ -91,17 +91,22 @@ fn metrics_count_known_traffic_exactly_and_sys_topics_are_published() {
             "{series}\n{metrics}"
         );
     }
-    // Every delivery's latency was recorded: the QoS 1 histogram counts 5.
-    let count = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("ringmq_delivery_latency_seconds_count")
-                && l.contains("shard=\"all\"")
-                && l.contains("qos=\"1\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok());
-    assert_eq!(count, Some(5.0), "{metrics}");
+    // Every delivery's latency was recorded: the QoS 1 histogram of the cross-shard path counts
+    // 5 (the publisher is on shard 1, the subscriber on shard 0), the local one none.
+    let count = |path: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("ringmq_delivery_latency_seconds_count")
+                    && l.contains("shard=\"all\"")
+                    && l.contains("qos=\"1\"")
+                    && l.contains(&format!("path=\"{path}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(count("cross_shard"), Some(5.0), "{metrics}");
+    assert_eq!(count("local"), Some(0.0), "{metrics}");
 
     // $SYS: delivered to $SYS/#, retained, and not to #.
     let (mut everything, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "all", true);

@@ -19,6 +19,9 @@ pub const READ_CHUNK_BYTES: u64 = 16 * 1024;
 pub const WRITE_BUFFER_BYTES: u64 = 64 * 1024;
 /// The read buffer each WebSocket connection keeps for its life (`ws.rs`).
 pub const WEBSOCKET_READ_BUFFER_BYTES: u64 = 8 * 1024;
+/// The delivery runs a connection and its writer track for the delivery latency (`shard/unsent.rs`:
+/// two lists of at most 256 runs of 40 bytes; asserted there).
+pub const DELIVERY_RUNS_BYTES: u64 = 2 * 256 * 40;
 /// Packets a connection may send before its CONNACK is out (`shard/mod.rs`).
 pub const EARLY_PACKETS_MAX: u64 = 64;
 /// Estimated fixed cost of one connection: its tasks, `Conn`, session and map entries.
@@ -92,12 +95,13 @@ impl Budget {
         };
         let terms = vec![
             term(
-                "connection buffers (read + write + early packets)",
+                "connection buffers (read + write + early packets + delivery runs)",
                 connections,
                 CONNECTION_OVERHEAD_BYTES
                     + packet
                     + READ_CHUNK_BYTES
                     + WRITE_BUFFER_BYTES
+                    + DELIVERY_RUNS_BYTES
                     + packet
                     + EARLY_PACKETS_MAX * DELIVERY_OVERHEAD_BYTES,
                 "limits.connections_per_shard_max, limits.packet_bytes_max",

@@ -173,7 +173,10 @@ async fn read_packet(
             Ok(None) => {}
             Err(error) => return Err(error.reason_code()),
         }
-        if !super::read_more(shell, client, reader, buf, packet_bytes_max).await {
+        if super::read_more(shell, client, reader, buf, packet_bytes_max)
+            .await
+            .is_none()
+        {
             return Err(ReasonCode::UNSPECIFIED_ERROR);
         }
     }

@@ -93,6 +93,14 @@ impl LatencyHistogram {
         self.sum_micros = other.sum_micros;
     }
 
+    /// Takes away the values of `earlier`, an older copy of this histogram (counts only grow,
+    /// so every count of `earlier` is there to take).
+    pub fn subtract(&mut self, earlier: &LatencyHistogram) {
+        let subtracted = self.histogram.subtract(&earlier.histogram);
+        assert!(subtracted.is_ok(), "an earlier copy holds no more than now");
+        self.sum_micros = self.sum_micros.saturating_sub(earlier.sum_micros);
+    }
+
     pub fn count(&self) -> u64 {
         self.histogram.len()
     }
@@ -133,36 +141,75 @@ impl LatencyHistogram {
     }
 }
 
+/// Where a delivered message was published: on the delivering shard, or on another one (it came
+/// through a ring, so its delivery latency includes a ring wait).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Path {
+    #[default]
+    Local,
+    CrossShard,
+}
+
+impl Path {
+    pub const ALL: [Path; 2] = [Path::Local, Path::CrossShard];
+
+    /// The `path` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Local => "local",
+            Path::CrossShard => "cross_shard",
+        }
+    }
+}
+
 /// Every latency histogram one shard keeps.
 #[derive(Debug, Clone, Default)]
 pub struct Latencies {
-    /// PUBLISH received -> written to a subscriber's socket, by delivered QoS.
-    pub delivery_qos0: LatencyHistogram,
-    pub delivery_qos1: LatencyHistogram,
-    pub delivery_qos2: LatencyHistogram,
+    /// The read completion that brought a PUBLISH's last byte -> the completion of the write
+    /// that carried it to a subscriber, by delivered QoS (index) and path.
+    pub delivery: [[LatencyHistogram; 2]; 3],
+    /// Read completion -> the batch of packets it brought handled (decoded, routed, encoded for
+    /// local subscribers), once per PUBLISH.
+    pub handle: LatencyHistogram,
     /// Mail sent by one shard -> taken from the ring by another.
     pub ring_wait: LatencyHistogram,
-    /// Message queued in a subscriber's outbox -> written.
+    /// Message queued in a subscriber's outbox -> encoded into its write buffer.
     pub outbox_wait: LatencyHistogram,
+    /// Delivery encoded (end of the batch that encoded it) -> the write carrying it completed.
+    pub write: LatencyHistogram,
     /// CONNECT received -> CONNACK written.
     pub connect: LatencyHistogram,
 }
 
+/// The entry for `qos` and `path` of a delivery table (indexed by QoS, then path).
+fn pick<T>(table: [[T; 2]; 3], qos: QoS, path: Path) -> T {
+    let [by_qos0, by_qos1, by_qos2] = table;
+    let [local, cross_shard] = match qos {
+        QoS::AtMostOnce => by_qos0,
+        QoS::AtLeastOnce => by_qos1,
+        QoS::ExactlyOnce => by_qos2,
+    };
+    match path {
+        Path::Local => local,
+        Path::CrossShard => cross_shard,
+    }
+}
+
 impl Latencies {
-    pub fn delivery(&self, qos: QoS) -> &LatencyHistogram {
-        match qos {
-            QoS::AtMostOnce => &self.delivery_qos0,
-            QoS::AtLeastOnce => &self.delivery_qos1,
-            QoS::ExactlyOnce => &self.delivery_qos2,
-        }
+    pub fn delivery(&self, qos: QoS, path: Path) -> &LatencyHistogram {
+        pick(
+            self.delivery.each_ref().map(|by_path| by_path.each_ref()),
+            qos,
+            path,
+        )
     }
 
-    pub fn delivery_mut(&mut self, qos: QoS) -> &mut LatencyHistogram {
-        match qos {
-            QoS::AtMostOnce => &mut self.delivery_qos0,
-            QoS::AtLeastOnce => &mut self.delivery_qos1,
-            QoS::ExactlyOnce => &mut self.delivery_qos2,
-        }
+    pub fn delivery_mut(&mut self, qos: QoS, path: Path) -> &mut LatencyHistogram {
+        pick(
+            self.delivery.each_mut().map(|by_path| by_path.each_mut()),
+            qos,
+            path,
+        )
     }
 
     pub fn copy_from(&mut self, other: &Latencies) {
@@ -173,6 +220,11 @@ impl Latencies {
         self.each_with(other, LatencyHistogram::add);
     }
 
+    /// Takes away what `earlier`, an older copy of the same histograms, had recorded.
+    pub fn subtract(&mut self, earlier: &Latencies) {
+        self.each_with(earlier, LatencyHistogram::subtract);
+    }
+
     /// Applies `f` to each of this set's histograms with its counterpart in `other`.
     fn each_with(
         &mut self,
@@ -180,18 +232,22 @@ impl Latencies {
         f: impl Fn(&mut LatencyHistogram, &LatencyHistogram),
     ) {
         let Latencies {
-            delivery_qos0,
-            delivery_qos1,
-            delivery_qos2,
+            delivery,
+            handle,
             ring_wait,
             outbox_wait,
+            write,
             connect,
         } = other;
-        f(&mut self.delivery_qos0, delivery_qos0);
-        f(&mut self.delivery_qos1, delivery_qos1);
-        f(&mut self.delivery_qos2, delivery_qos2);
+        for (mine, theirs) in self.delivery.iter_mut().zip(delivery) {
+            for (mine, theirs) in mine.iter_mut().zip(theirs) {
+                f(mine, theirs);
+            }
+        }
+        f(&mut self.handle, handle);
         f(&mut self.ring_wait, ring_wait);
         f(&mut self.outbox_wait, outbox_wait);
+        f(&mut self.write, write);
         f(&mut self.connect, connect);
     }
 }

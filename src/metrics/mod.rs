@@ -31,10 +31,12 @@ use crate::protocol::QoS;
 
 pub use labels::{ConnectRejection, DropReason, PacketKind, PerLabel, Transport};
 pub use latency::{
-    BUCKET_BOUNDS_MICROS, LATENCY_HIGHEST_MICROS, Latencies, LatencyHistogram, QUANTILES,
+    BUCKET_BOUNDS_MICROS, LATENCY_HIGHEST_MICROS, Latencies, LatencyHistogram, Path, QUANTILES,
 };
 pub use prometheus::render_prometheus;
-pub use snapshot::{Merged, ShardSnapshot, SnapshotBoard, SnapshotPublisher, merge};
+pub use snapshot::{
+    Merged, ShardSnapshot, SnapshotBoard, SnapshotPublisher, WINDOW_STEP_PUBLISHES, merge,
+};
 
 /// Counters and gauges of one shard (or, in [`Merged`], of the whole broker).
 ///
@@ -204,16 +206,13 @@ pub struct ShardMetrics {
     /// Counters and gauges; gauges are set directly (`metrics.counts.connections = n`).
     pub counts: Counts,
     latency: Latencies,
-    /// The last run of equal delivery latencies (same QoS), not yet in `latency`.
-    delivery_run: Run,
-    delivery_run_qos: QoS,
     /// The last run of equal outbox waits, not yet in `latency`.
     outbox_run: Run,
 }
 
-/// `count` equal values waiting to be recorded at once. Deliveries come in runs of one value: a
+/// `count` equal values waiting to be recorded at once. Outbox waits come in runs of one value: a
 /// fan-out writes one message to many subscribers at the same instant, and a batch of messages
-/// received and written at the same instant waits the same; one `record_n` per run costs a
+/// queued and written at the same instant waits the same; one `record_n` per run costs a
 /// fraction of one HDR record per delivery. Readers see the run added to their copy, so every
 /// snapshot is exact.
 #[derive(Debug, Clone, Copy, Default)]
@@ -248,25 +247,26 @@ impl ShardMetrics {
     /// An owned copy for other threads (about 0.8 MiB, mostly histogram buckets). A shard that
     /// publishes every second should use `SnapshotPublisher`, which recycles the buffers.
     pub fn snapshot(&self) -> ShardSnapshot {
-        let mut snapshot = ShardSnapshot {
+        let mut latency = self.latency.clone();
+        self.add_runs(&mut latency);
+        ShardSnapshot {
             counts: self.counts,
-            latency: self.latency.clone(),
-        };
-        self.add_runs(&mut snapshot.latency);
-        snapshot
+            recent: latency.clone(),
+            latency,
+        }
     }
 
-    /// Overwrites `snapshot` with the current values, reusing its histogram buffers.
+    /// Overwrites `snapshot` with the current values, reusing its histogram buffers. Its
+    /// `recent` is everything since start too; `SnapshotPublisher` narrows it to the window.
     pub fn snapshot_into(&self, snapshot: &mut ShardSnapshot) {
         snapshot.counts = self.counts;
         snapshot.latency.copy_from(&self.latency);
         self.add_runs(&mut snapshot.latency);
+        snapshot.recent.copy_from(&snapshot.latency);
     }
 
     /// Adds the runs not yet recorded to a copy of `latency`.
     fn add_runs(&self, latency: &mut Latencies) {
-        self.delivery_run
-            .record_into(latency.delivery_mut(self.delivery_run_qos));
         self.outbox_run.record_into(&mut latency.outbox_wait);
     }
 
@@ -321,16 +321,23 @@ impl ShardMetrics {
         }
     }
 
-    /// PUBLISH received -> written into a subscriber's socket buffer, by delivered QoS.
-    pub fn record_delivery_latency(&mut self, qos: QoS, micros: u64) {
-        if qos != self.delivery_run_qos {
-            let ended = std::mem::take(&mut self.delivery_run);
-            ended.record_into(self.latency.delivery_mut(self.delivery_run_qos));
-            self.delivery_run_qos = qos;
+    /// `count` deliveries whose PUBLISH was read `micros` before the write that carried them to
+    /// a subscriber completed, by delivered QoS and path. Called by the writer once per run of
+    /// deliveries that share their read (see `shard::unsent`), not once per message.
+    pub fn record_delivery(&mut self, qos: QoS, path: Path, micros: u64, count: u64) {
+        self.latency.delivery_mut(qos, path).record_n(micros, count);
+    }
+
+    /// `count` PUBLISH packets of one read, handled `micros` after the read completed.
+    pub fn record_handle(&mut self, micros: u64, count: u64) {
+        if count > 0 {
+            self.latency.handle.record_n(micros, count);
         }
-        if let Some(ended) = self.delivery_run.push(micros) {
-            ended.record_into(self.latency.delivery_mut(qos));
-        }
+    }
+
+    /// `count` deliveries encoded `micros` before the write that carried them completed.
+    pub fn record_write(&mut self, micros: u64, count: u64) {
+        self.latency.write.record_n(micros, count);
     }
 
     /// Time a mail waited in a cross-shard ring (sent -> taken by the receiving shard).

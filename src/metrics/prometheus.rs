@@ -8,8 +8,9 @@
 //!
 //! Latencies are exported twice: as histograms (`_bucket`/`_sum`/`_count`, buckets from 10 µs to
 //! 10 s) that Prometheus can aggregate and rate, and as `_quantile_seconds` gauges computed from
-//! the HDR histograms (p50, p90, p99, p99.9 and max as `quantile="1"`), which are exact to 0.1%
-//! over everything since start. An empty histogram's quantiles are `NaN`.
+//! the HDR histograms (p50, p90, p99, p99.9 and max as `quantile="1"`), which are exact to 0.1%,
+//! once over everything since start and once (`_recent_quantile_seconds`) over the recent window.
+//! An empty histogram's quantiles are `NaN`.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use std::time::Duration;
 
 use super::{
     BUCKET_BOUNDS_MICROS, ConnectRejection, Counts, DropReason, Latencies, LatencyHistogram,
-    PacketKind, QUANTILES, ShardSnapshot, Transport, merge,
+    PacketKind, Path, QUANTILES, ShardSnapshot, Transport, merge,
 };
+use crate::protocol::QoS;
 
 /// A plain family: name (after the prefix), help, and the value of one series.
 type Plain = (&'static str, &'static str, fn(&Counts) -> u64);
@@ -28,6 +30,7 @@ struct Series<'a> {
     shard: String,
     counts: &'a Counts,
     latency: &'a Latencies,
+    recent: &'a Latencies,
 }
 
 /// Renders every metric of every shard, plus the merged series, plus process-wide gauges.
@@ -44,12 +47,14 @@ pub fn render_prometheus(
             shard: index.to_string(),
             counts: &snapshot.counts,
             latency: &snapshot.latency,
+            recent: &snapshot.recent,
         })
         .collect();
     series.push(Series {
         shard: String::from("all"),
         counts: &merged.counts,
         latency: &merged.latency,
+        recent: &merged.recent,
     });
 
     let mut out = Out::default();
@@ -292,80 +297,138 @@ impl Labelled<'_> {
     }
 }
 
-/// The histogram families and which histogram of a `Latencies` each series reads.
-type LatencyFamily = (
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    fn(&Latencies) -> &LatencyHistogram,
-);
+/// One row of the latency table: a family, its extra labels, and which histogram of a
+/// `Latencies` the row's series read.
+struct LatencyRow {
+    name: &'static str,
+    help: &'static str,
+    labels: Vec<(&'static str, &'static str)>,
+    get: Box<dyn Fn(&Latencies) -> &LatencyHistogram>,
+}
 
-fn latency_families() -> [LatencyFamily; 6] {
-    [
+/// Which histogram of a `Latencies` a series reads.
+type Getter = fn(&Latencies) -> &LatencyHistogram;
+
+fn latency_rows() -> Vec<LatencyRow> {
+    let mut rows = Vec::new();
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        for path in Path::ALL {
+            rows.push(LatencyRow {
+                name: "delivery_latency",
+                help: "Read completion that brought a PUBLISH's last byte -> completion of the \
+                    write that carried it to a subscriber, by delivered QoS and by path (local: \
+                    published on this shard; cross_shard: came through a ring).",
+                labels: vec![("qos", qos_label(qos)), ("path", path.label())],
+                get: Box::new(move |l: &Latencies| l.delivery(qos, path)),
+            });
+        }
+    }
+    let stages: [(&'static str, &'static str, Getter); 5] = [
         (
-            "delivery_latency",
-            "PUBLISH received -> written to a subscriber's socket, by delivered QoS.",
-            Some("0"),
-            |l| &l.delivery_qos0,
+            "handle_latency",
+            "Stage: read completion -> the packets it brought handled (decoded, routed, \
+                encoded for local subscribers), one value per PUBLISH.",
+            |l| &l.handle,
         ),
-        ("delivery_latency", "", Some("1"), |l| &l.delivery_qos1),
-        ("delivery_latency", "", Some("2"), |l| &l.delivery_qos2),
         (
             "ring_wait",
-            "Time a cross-shard mail waited in a ring.",
-            None,
+            "Stage: time a cross-shard mail waited in a ring.",
             |l| &l.ring_wait,
         ),
         (
             "outbox_wait",
-            "Time a message waited in a subscriber's outbox.",
-            None,
+            "Stage: time a message waited in a subscriber's outbox.",
             |l| &l.outbox_wait,
+        ),
+        (
+            "write_latency",
+            "Stage: delivery encoded into the write buffer -> the write carrying it completed.",
+            |l| &l.write,
         ),
         (
             "connect_latency",
             "CONNECT received -> CONNACK written.",
-            None,
             |l| &l.connect,
         ),
-    ]
+    ];
+    for (name, help, get) in stages {
+        rows.push(LatencyRow {
+            name,
+            help,
+            labels: Vec::new(),
+            get: Box::new(get),
+        });
+    }
+    rows
+}
+
+fn qos_label(qos: QoS) -> &'static str {
+    match qos {
+        QoS::AtMostOnce => "0",
+        QoS::AtLeastOnce => "1",
+        QoS::ExactlyOnce => "2",
+    }
 }
 
 fn render_latencies(out: &mut Out, series: &[Series<'_>]) {
-    let families = latency_families();
-    // Families with a `qos` label span several table rows; each name is rendered once.
+    let rows = latency_rows();
+    // Families with `qos` and `path` labels span several rows; each name is rendered once.
     let mut names: Vec<(&str, &str)> = Vec::new();
-    for (name, help, _, _) in &families {
-        if !names.iter().any(|(seen, _)| seen == name) {
-            names.push((name, help));
+    for row in &rows {
+        if !names.iter().any(|(seen, _)| *seen == row.name) {
+            names.push((row.name, row.help));
         }
     }
     for (name, help) in &names {
-        let rows: Vec<&LatencyFamily> = families.iter().filter(|f| f.0 == *name).collect();
+        let family: Vec<&LatencyRow> = rows.iter().filter(|row| row.name == *name).collect();
         let histogram_name = format!("{name}_seconds");
         out.family(&histogram_name, "histogram", help);
         for s in series {
-            for (_, _, qos, get) in &rows {
-                histogram(out, &histogram_name, &s.shard, *qos, get(s.latency));
+            for row in &family {
+                histogram(
+                    out,
+                    &histogram_name,
+                    &s.shard,
+                    &row.labels,
+                    (row.get)(s.latency),
+                );
             }
         }
-        let quantile_name = format!("{name}_quantile_seconds");
-        let quantile_help = format!("{help} Quantiles since start from HDR; quantile 1 is max.");
-        out.family(&quantile_name, "gauge", &quantile_help);
-        for s in series {
-            for (_, _, qos, get) in &rows {
-                quantiles(out, &quantile_name, &s.shard, *qos, get(s.latency));
-            }
+        let since_start = format!("{help} Quantiles since start from HDR; quantile 1 is max.");
+        let name_since_start = format!("{name}_quantile_seconds");
+        quantile_family(out, &name_since_start, &since_start, series, &family, |s| {
+            s.latency
+        });
+        let recent = format!(
+            "{help} Quantiles over the last 30 to 60 s (since start when younger) from HDR; \
+                quantile 1 is max."
+        );
+        let name_recent = format!("{name}_recent_quantile_seconds");
+        quantile_family(out, &name_recent, &recent, series, &family, |s| s.recent);
+    }
+}
+
+/// One family of quantile gauges: every row of `family` for every series, from the histograms
+/// `window` picks (since start or recent).
+fn quantile_family(
+    out: &mut Out,
+    name: &str,
+    help: &str,
+    series: &[Series<'_>],
+    family: &[&LatencyRow],
+    window: for<'a> fn(&Series<'a>) -> &'a Latencies,
+) {
+    out.family(name, "gauge", help);
+    for s in series {
+        for row in family {
+            quantiles(out, name, &s.shard, &row.labels, (row.get)(window(s)));
         }
     }
 }
 
-fn histogram(out: &mut Out, name: &str, shard: &str, qos: Option<&str>, h: &LatencyHistogram) {
+fn histogram(out: &mut Out, name: &str, shard: &str, extra: &[(&str, &str)], h: &LatencyHistogram) {
     let bucket = format!("{name}_bucket");
-    let mut labels: Vec<(&str, &str)> = vec![("shard", shard)];
-    if let Some(qos) = qos {
-        labels.push(("qos", qos));
-    }
+    let labels: Vec<(&str, &str)> = [&[("shard", shard)], extra].concat();
     for (bound, count) in BUCKET_BOUNDS_MICROS.iter().zip(h.cumulative_buckets()) {
         let le = micros_as_seconds(*bound);
         let with_le = [labels.as_slice(), &[("le", le.as_str())]].concat();
@@ -382,13 +445,10 @@ fn histogram(out: &mut Out, name: &str, shard: &str, qos: Option<&str>, h: &Late
     out.sample(&format!("{name}_count"), &labels, &count);
 }
 
-fn quantiles(out: &mut Out, name: &str, shard: &str, qos: Option<&str>, h: &LatencyHistogram) {
+fn quantiles(out: &mut Out, name: &str, shard: &str, extra: &[(&str, &str)], h: &LatencyHistogram) {
     for (quantile, label) in QUANTILES {
-        let mut labels: Vec<(&str, &str)> = vec![("shard", shard)];
-        if let Some(qos) = qos {
-            labels.push(("qos", qos));
-        }
-        labels.push(("quantile", label));
+        let labels: Vec<(&str, &str)> =
+            [&[("shard", shard)], extra, &[("quantile", label)]].concat();
         let value = h
             .quantile_micros(quantile)
             .map_or_else(|| String::from("NaN"), micros_as_seconds);

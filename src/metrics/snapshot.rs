@@ -12,7 +12,11 @@ use super::{Counts, Latencies, ShardMetrics};
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     pub counts: Counts,
+    /// Everything recorded since start.
     pub latency: Latencies,
+    /// What was recorded in the recent window (see `SnapshotPublisher`): the last 30 to 60
+    /// seconds, or since start when the shard is younger than that.
+    pub recent: Latencies,
 }
 
 /// The whole broker: the sum of the shards' snapshots.
@@ -22,6 +26,7 @@ pub struct Merged {
     pub shards: usize,
     pub counts: Counts,
     pub latency: Latencies,
+    pub recent: Latencies,
 }
 
 /// Adds up snapshots: counters and gauges sum, histograms merge (HDR), not averaged.
@@ -31,6 +36,7 @@ pub fn merge(snapshots: &[Arc<ShardSnapshot>]) -> Merged {
         merged.shards += 1;
         merged.counts.add(&snapshot.counts);
         merged.latency.add(&snapshot.latency);
+        merged.recent.add(&snapshot.recent);
     }
     merged
 }
@@ -107,13 +113,27 @@ impl SnapshotBoard {
     }
 }
 
+/// Publishes between two baselines of the recent window. A shard publishes about once a second,
+/// so the window's start moves on about every 30 s.
+pub const WINDOW_STEP_PUBLISHES: u32 = 30;
+
 /// A shard's side of the board: publishes its metrics about once a second, copying them into the
 /// buffers of the snapshot it published last time when no reader still holds that one.
+///
+/// It also keeps the recent window: every `WINDOW_STEP_PUBLISHES` publishes it keeps a copy of
+/// the since-start histograms as a baseline, two at a time; a snapshot's `recent` is the
+/// since-start histograms minus the older baseline (HDR counts subtract exactly), so it covers
+/// the last 30 to 60 publishes. Nothing is recorded twice on the data path, and the two baselines
+/// reuse their buffers.
 #[derive(Debug)]
 pub struct SnapshotPublisher {
     board: Arc<SnapshotBoard>,
     shard: usize,
     spare: Option<ShardSnapshot>,
+    published: u32,
+    /// The baselines, older first; `None` until taken.
+    older: Option<Latencies>,
+    newer: Option<Latencies>,
 }
 
 impl SnapshotPublisher {
@@ -126,18 +146,31 @@ impl SnapshotPublisher {
             board,
             shard,
             spare: None,
+            published: 0,
+            older: None,
+            newer: None,
         }
     }
 
     /// Publishes the current values of `metrics` for readers.
     pub fn publish(&mut self, metrics: &ShardMetrics) {
-        let snapshot = match self.spare.take() {
+        let mut snapshot = match self.spare.take() {
             Some(mut spare) => {
                 metrics.snapshot_into(&mut spare);
                 spare
             }
             None => metrics.snapshot(),
         };
+        self.published = self.published.wrapping_add(1);
+        if self.published.is_multiple_of(WINDOW_STEP_PUBLISHES) {
+            // The older baseline's buffers become the newer one.
+            let mut baseline = self.older.take().unwrap_or_default();
+            baseline.copy_from(&snapshot.latency);
+            self.older = self.newer.replace(baseline);
+        }
+        if let Some(older) = &self.older {
+            snapshot.recent.subtract(older);
+        }
         self.spare = self.board.publish(self.shard, snapshot);
     }
 }

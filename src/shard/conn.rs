@@ -95,6 +95,8 @@ pub struct Conn {
     pub aliases_to_client: super::aliases::TopicAliases,
     /// Bytes for the shell to write.
     pub out: BytesMut,
+    /// The deliveries in `out`, for the writer to time when its write completes.
+    pub unsent: super::Unsent,
     /// Set when the shell should write what is buffered and then close.
     close: bool,
     /// Packets that arrived while CONNECT was being claimed, handled after CONNACK.
@@ -126,6 +128,7 @@ impl Conn {
             topic_aliases: HashMap::new(),
             aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),
+            unsent: super::Unsent::default(),
             close: false,
             early_packets: Vec::new(),
             over_limit: false,

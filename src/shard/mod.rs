@@ -24,6 +24,7 @@ mod retained;
 mod settings;
 mod shared;
 mod subscribe;
+mod unsent;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -45,6 +46,15 @@ pub use conn::{Conn, ConnId, ConnIdHasher, ConnMap, EnhancedAuth, Phase};
 pub use moving::Hop;
 pub use persist::StoreMark;
 pub use settings::Settings;
+pub use unsent::{UNSENT_RUNS_IDLE_MAX, UNSENT_RUNS_MAX, Unsent, UnsentRun};
+
+/// A message id holds the index of the shard that accepted the message above this bit.
+const MESSAGE_ID_SHARD_SHIFT: u32 = 48;
+
+/// The index of the shard that accepted message `id` (see `Shard::take_message_id`).
+fn message_shard(id: u64) -> usize {
+    (id >> MESSAGE_ID_SHARD_SHIFT) as usize
+}
 
 use directory::Directory;
 use subscribe::PendingBarrier;
@@ -182,6 +192,9 @@ pub struct Shard {
     urgent_mail: bool,
     /// Connections with bytes to write or a close to carry out.
     dirty: Vec<ConnId>,
+    /// Connections with deliveries encoded in the batch under way, to be dated when it ends
+    /// (`stamp_encoded`).
+    unstamped: Vec<ConnId>,
     next_ticket: Ticket,
     barriers: HashMap<Ticket, PendingBarrier>,
     connects: HashMap<Ticket, connect::PendingConnect>,
@@ -248,6 +261,7 @@ impl Shard {
             outgoing: (0..shard_count).map(|_| VecDeque::new()).collect(),
             urgent_mail: false,
             dirty: Vec::new(),
+            unstamped: Vec::new(),
             next_ticket: 1,
             barriers: HashMap::new(),
             connects: HashMap::new(),
@@ -454,7 +468,8 @@ impl Shard {
     /// A process-wide unique message id: this shard's index and its own counter.
     fn take_message_id(&mut self) -> u64 {
         self.next_message_id += 1;
-        ((self.id.index() as u64) << 48) | (self.next_message_id & ((1 << 48) - 1))
+        ((self.id.index() as u64) << MESSAGE_ID_SHARD_SHIFT)
+            | (self.next_message_id & ((1 << MESSAGE_ID_SHARD_SHIFT) - 1))
     }
 
     fn take_ticket(&mut self) -> Ticket {
@@ -473,6 +488,21 @@ impl Shard {
     /// Connections whose write buffer or close flag changed since the last call.
     pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
         into.append(&mut self.dirty);
+    }
+
+    /// Whether deliveries were encoded since the last `stamp_encoded`.
+    pub fn has_unstamped(&self) -> bool {
+        !self.unstamped.is_empty()
+    }
+
+    /// Dates the deliveries encoded in the batch that just ended: the shell reads the clock
+    /// once at the end of a batch that encoded any.
+    pub fn stamp_encoded(&mut self, at: Instant) {
+        for conn_id in self.unstamped.drain(..) {
+            if let Some(conn) = self.conns.get_mut(&conn_id) {
+                conn.unsent.stamp(at);
+            }
+        }
     }
 
     /// Moves up to `max` mails for shard `to` into `into`.

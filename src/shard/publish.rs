@@ -401,11 +401,13 @@ impl Shard {
     /// window and the buffer allow.
     pub(super) fn pump_conn(&mut self, conn_id: ConnId, now: Instant) {
         let Shard {
+            id,
             conns,
             sessions,
             settings,
             counters,
             dirty,
+            unstamped,
             metrics,
             held,
             publish_cache,
@@ -427,7 +429,7 @@ impl Shard {
         }
         let was_empty = conn.out.is_empty();
         let mut expired = 0;
-        while conn.out.len() < settings.write_buffer_bytes_max {
+        while conn.out.len() < settings.write_buffer_bytes_max && conn.unsent.has_room() {
             let Some(crate::session::Outgoing {
                 packet_id,
                 delivery,
@@ -453,9 +455,22 @@ impl Shard {
                 counters.messages_sent += 1;
                 metrics.packet_sent(crate::metrics::PacketKind::Publish);
                 metrics.message_sent(delivery.qos);
-                let latency = crate::metrics::micros_between(delivery.message.received_at, now);
-                metrics.record_delivery_latency(delivery.qos, latency);
                 metrics.record_outbox_wait(crate::metrics::micros_between(queued_at, now));
+                // The delivery latency is recorded by the writer when the write completes. A
+                // delivery with the retain flag is left out: sent because of a subscription, its
+                // age is the retained store's, not the broker's delay (live messages forwarded
+                // with Retain As Published are left out with them).
+                if !delivery.retain {
+                    let path = if super::message_shard(delivery.message.id) == id.index() {
+                        crate::metrics::Path::Local
+                    } else {
+                        crate::metrics::Path::CrossShard
+                    };
+                    let read_at = delivery.message.received_at;
+                    if conn.unsent.push(read_at, delivery.qos, path, now) {
+                        unstamped.push(conn_id);
+                    }
+                }
             } else {
                 // Larger than the client accepts (5.0 §3.1.2.11.4): dropped, and its packet id
                 // freed at once.

@@ -452,12 +452,19 @@ impl World {
     fn collect_output(&mut self, shard: usize) {
         let mut dirty = Vec::new();
         self.shards[shard].take_dirty(&mut dirty);
+        // As the shell does: the batch's deliveries are dated, and the writer takes them with
+        // the bytes (a connection whose runs are never taken stops being written to).
+        let now = self.now();
+        self.shards[shard].stamp_encoded(now);
+        let mut runs = Vec::new();
         let open: Vec<ConnId> = self.open[shard].iter().copied().collect();
         for conn_id in open {
             let Some(conn) = self.shards[shard].conn_mut(conn_id) else {
                 panic!("shard {shard} forgot connection {conn_id} before it was closed");
             };
             let mut bytes = conn.out.split();
+            conn.unsent.take(&mut runs);
+            runs.clear();
             let closing = conn.is_closing();
             if (!bytes.is_empty() || closing) && !dirty.contains(&conn_id) {
                 panic!(

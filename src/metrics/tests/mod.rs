@@ -39,7 +39,7 @@ fn two_shards() -> Vec<Arc<ShardSnapshot>> {
         m.authentication(false);
         m.bytes_received(100);
         for micros in [5, 10, 11, 100, 1_500, 2_000_000] {
-            m.record_delivery_latency(QoS::AtLeastOnce, micros);
+            m.record_delivery(QoS::AtLeastOnce, Path::Local, micros, 1);
         }
     });
     let second = snapshot_with(|m| {
@@ -56,7 +56,7 @@ fn two_shards() -> Vec<Arc<ShardSnapshot>> {
         m.messages_dropped(DropReason::Qos0Offline, 2);
         m.authentication(true);
         m.bytes_received(23);
-        m.record_delivery_latency(QoS::AtLeastOnce, 20);
+        m.record_delivery(QoS::AtLeastOnce, Path::Local, 20, 1);
         m.record_ring_wait(7);
     });
     vec![first, second]
@@ -151,7 +151,15 @@ fn histogram_buckets_are_cumulative_with_exact_values() {
     let exposition = render(&two_shards());
     let bucket = "ringmq_delivery_latency_seconds_bucket";
     let le = |shard: &str, le: &str| {
-        exposition.get(bucket, &[("shard", shard), ("qos", "1"), ("le", le)])
+        exposition.get(
+            bucket,
+            &[
+                ("shard", shard),
+                ("qos", "1"),
+                ("path", "local"),
+                ("le", le),
+            ],
+        )
     };
     // Shard 0 recorded 5, 10, 11, 100, 1500 µs and 2 s.
     let expected = [
@@ -170,7 +178,7 @@ fn histogram_buckets_are_cumulative_with_exact_values() {
     }
     let sum = exposition.get(
         "ringmq_delivery_latency_seconds_sum",
-        &[("shard", "0"), ("qos", "1")],
+        &[("shard", "0"), ("qos", "1"), ("path", "local")],
     );
     assert_eq!(sum, 2.001626);
     // Merged: shard 1 added 20 µs.
@@ -191,7 +199,7 @@ fn every_histogram_is_cumulative_and_inf_equals_count() {
         .filter(|(_, kind)| *kind == "histogram")
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(histograms.len(), 4);
+    assert_eq!(histograms.len(), 6);
     for name in histograms {
         for (count_key, count) in exposition.matching(&format!("{name}_count"), ("shard", "")) {
             let labels = &count_key[count_key.find('{').unwrap()..];
@@ -466,7 +474,7 @@ fn publisher_recycles_snapshots_without_changing_values() {
         let held = (round == 2).then(|| board.latest());
         metrics.connection_accepted();
         metrics.record_connect_latency(round * 100);
-        metrics.record_delivery_latency(QoS::ExactlyOnce, round);
+        metrics.record_delivery(QoS::ExactlyOnce, Path::Local, round, 1);
         publisher.publish(&metrics);
         let expected = render_prometheus(&[(0, Arc::new(metrics.snapshot()))], Duration::ZERO, "0");
         assert_eq!(rendered(&board), expected, "round {round}");
@@ -474,4 +482,62 @@ fn publisher_recycles_snapshots_without_changing_values() {
     }
     assert_eq!(board.merged().counts.connections_accepted, 4);
     assert_eq!(board.merged().latency.connect.count(), 4);
+}
+
+#[test]
+fn recent_quantiles_cover_the_window_and_since_start_everything() {
+    let board = Arc::new(SnapshotBoard::new(1));
+    let mut publisher = SnapshotPublisher::new(Arc::clone(&board), 0);
+    let mut metrics = ShardMetrics::new();
+    let quantile = |name: &str, q: &str| {
+        let text = render_prometheus(&board.latest(), Duration::ZERO, "0");
+        let labels = [
+            ("shard", "0"),
+            ("qos", "0"),
+            ("path", "cross_shard"),
+            ("quantile", q),
+        ];
+        parse(&text).get(name, &labels)
+    };
+    let since_start = "ringmq_delivery_latency_quantile_seconds";
+    let recent = "ringmq_delivery_latency_recent_quantile_seconds";
+    // An incident long ago: a thousand deliveries of 2 s each.
+    metrics.record_delivery(QoS::AtMostOnce, Path::CrossShard, 2_000_000, 1000);
+    publisher.publish(&metrics);
+    // Quantiles are HDR values: equal to 0.1%.
+    let near = |value: f64, expected: f64| (value - expected).abs() <= expected * 0.001;
+    assert!(
+        near(quantile(recent, "0.5"), 2.0),
+        "younger than the window: since start"
+    );
+    // Two window steps of calm: 100 µs deliveries, fewer than the incident's.
+    for _ in 0..2 * WINDOW_STEP_PUBLISHES {
+        metrics.record_delivery(QoS::AtMostOnce, Path::CrossShard, 100, 10);
+        publisher.publish(&metrics);
+    }
+    assert!(near(quantile(since_start, "0.5"), 2.0));
+    assert!(
+        near(quantile(recent, "1"), 0.0001),
+        "the incident left the window"
+    );
+    assert!(near(quantile(recent, "0.5"), 0.0001));
+    let count = |window: &Latencies| window.delivery(QoS::AtMostOnce, Path::CrossShard).count();
+    let latest = board.latest();
+    let snapshot = &latest.first().unwrap().1;
+    // The window holds between one and two steps of publishes (10 deliveries each).
+    let in_window = count(&snapshot.recent);
+    assert!(
+        (10 * u64::from(WINDOW_STEP_PUBLISHES)..=20 * u64::from(WINDOW_STEP_PUBLISHES))
+            .contains(&in_window),
+        "{in_window}"
+    );
+    assert_eq!(
+        count(&snapshot.latency),
+        1000 + 20 * u64::from(WINDOW_STEP_PUBLISHES)
+    );
+    let recent_sum = snapshot
+        .recent
+        .delivery(QoS::AtMostOnce, Path::CrossShard)
+        .sum_micros();
+    assert_eq!(recent_sum, in_window * 100, "the window's sum is exact too");
 }
