@@ -111,7 +111,22 @@ pub fn start_with(
         async move { run_shard(ctx, together).await }
     })?;
     wait_until_serving(&runtime, &serving);
-    let supervisor = if serving.all(runtime.shard_count()) {
+    let all_serving = serving.all(runtime.shard_count());
+    let admin = if admin_config.enabled {
+        let handle = runtime.handle();
+        let readiness = move || handle.is_ready() && serving.all(handle.shard_count());
+        let admin = crate::admin::Admin::start(admin_config.bind, Arc::clone(&board), readiness)
+            .map_err(|source| BrokerError::Admin {
+                addr: admin_config.bind,
+                source,
+            })?;
+        Some(admin)
+    } else {
+        None
+    };
+    let reloader = Reloader::start(Arc::clone(&security));
+    // READY=1 only once everything that can fail to start has started.
+    let supervisor = if all_serving {
         let listening: Vec<String> = (0..listener_count)
             .map(|index| runtime.listener_addr(index).to_string())
             .collect();
@@ -126,21 +141,6 @@ pub fn start_with(
         tracing::error!("not every shard began serving: not telling the service manager READY=1");
         Supervisor::idle()
     };
-    let admin = if admin_config.enabled {
-        let handle = runtime.handle();
-        let readiness = move || handle.is_ready() && serving.all(handle.shard_count());
-        let admin =
-            crate::admin::Admin::start(admin_config.bind, board, readiness).map_err(|source| {
-                BrokerError::Admin {
-                    addr: admin_config.bind,
-                    source,
-                }
-            })?;
-        Some(admin)
-    } else {
-        None
-    };
-    let reloader = Reloader::start(Arc::clone(&security));
     Ok(Broker {
         runtime,
         listener_count,
