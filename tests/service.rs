@@ -3,6 +3,7 @@
 //! (a client connects the moment it arrives), WATCHDOG=1 at the interval, none while a shard is
 //! blocked (the debug-build hook TEST_STALL_SHARD), STOPPING=1 on SIGTERM; then a 5.0
 //! client gets DISCONNECT 0x8B and the process exits 0 within `runtime.shutdown_timeout_ms`.
+//! Also `log.format = "json"` and `--version`.
 
 mod common;
 
@@ -46,6 +47,18 @@ impl Drop for Scratch {
 
 /// The broker process; killed if the test fails before it exits.
 struct Broker(Child);
+
+impl Broker {
+    /// SIGTERM, as `systemctl stop` sends it.
+    fn terminate(&self) {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM");
+    }
+}
 
 impl Drop for Broker {
     fn drop(&mut self) {
@@ -189,12 +202,7 @@ fn notify_protocol_watchdog_and_graceful_stop_of_the_binary() {
 
     // SIGTERM: STOPPING=1, the 5.0 client gets 0x8B, exit 0 within the shutdown timeout.
     let stop = Instant::now();
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(broker.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    broker.terminate();
     let stopping = loop {
         let message = next_message(&socket, Duration::from_secs(10)).expect("STOPPING=1");
         if message.lines().any(|line| line == "STOPPING=1") {
@@ -227,5 +235,75 @@ fn notify_protocol_watchdog_and_graceful_stop_of_the_binary() {
     assert!(
         log.contains("watchdog notification withheld"),
         "the stalled shard is logged; log:\n{log}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_version_names_the_build() {
+    let version = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    assert!(
+        version.starts_with(&format!("ringmq {}", env!("CARGO_PKG_VERSION"))),
+        "{version:?}"
+    );
+
+    let scratch = Scratch::new("json");
+    let config = scratch.0.join("ringmq.toml");
+    std::fs::write(&config, format!("{CONFIG}[log]\nformat = \"json\"\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = child.stdout.take().unwrap();
+    let mut broker = Broker(child);
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen
+        .iter()
+        .any(|line: &String| line.contains("\"message\":\"listening\""))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no \"listening\" line within 30 s: {seen:#?}"),
+        }
+    }
+    broker.terminate();
+    assert_eq!(broker.0.wait().unwrap().code(), Some(0));
+    // The reader ends at the pipe's end, after the last line.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    for line in &seen {
+        assert!(
+            line.starts_with("{\"timestamp\":\"") && line.ends_with('}'),
+            "not a JSON object: {line}"
+        );
+        for field in ["\"level\":\"", "\"message\":\"", "\"target\":\""] {
+            assert!(line.contains(field), "{field} missing: {line}");
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|line| line.contains("\"message\":\"stopped\"")),
+        "{seen:#?}"
     );
 }
