@@ -2,16 +2,20 @@
 //! log: `BUILD_VERSION` is "0.1.0 (commit 1a2b3c4d5e6f)", or "0.1.0" alone when the source is
 //! not a git checkout (a crate tarball) or git is missing. `BUILD_GIT_COMMIT` in the build
 //! environment names the commit instead, for builds from an exported tree.
+//!
+//! Only release builds (what is packaged and deployed) look at git: a stamp makes every commit
+//! and checkout rebuild the crate, which debug builds during development need not pay for.
 
 use std::process::Command;
 
 fn main() {
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
     println!("cargo:rerun-if-env-changed=BUILD_GIT_COMMIT");
+    let release = std::env::var("PROFILE").is_ok_and(|profile| profile == "release");
     let commit = std::env::var("BUILD_GIT_COMMIT")
         .ok()
         .filter(|commit| !commit.trim().is_empty())
-        .or_else(git_commit);
+        .or_else(|| if release { git_commit() } else { None });
     let stamped = match commit {
         Some(commit) => format!("{version} (commit {})", commit.trim()),
         None => version,
