@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need (through apt when root), then runs formatting
-# and lint checks, `cargo test --workspace`, the interop tests against the release binary, the
-# browser suite (chromium + MQTT.js over WebSocket) and a 60-second churn soak.
+# The whole test suite: installs what the tests need (through apt when root, cargo-deb through
+# cargo install), then runs formatting and lint checks, the Prometheus alert rules check,
+# `cargo test --workspace`, the interop tests against the release binary, the browser suite
+# (chromium + MQTT.js over WebSocket), the Debian package checks and a 60-second churn soak.
 # A missing tool is a failure that says what to install, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,21 +18,39 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The package checks (scripts/package.sh) and the alert rules check.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v adduser >/dev/null 2>&1 || missing+=(adduser)
+[ -x /bin/kill ] || missing+=(procps)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "scripts/test.sh: installing ${missing[*]} with apt-get"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        # No recommends: prometheus would bring node-exporter and its friends; promtool is enough.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
     else
         echo "scripts/test.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
         exit 1
     fi
 fi
 
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing cargo-deb with cargo install (about 5 minutes)"
+    cargo install cargo-deb --locked --quiet || {
+        echo "scripts/test.sh: cannot install cargo-deb; install it with:" \
+            "cargo install cargo-deb --locked" >&2
+        exit 1
+    }
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== alert rules (promtool check rules docs/prometheus/alerts.yml)"
+promtool check rules docs/prometheus/alerts.yml
 echo "== cargo test --workspace"
 # Build first, then run under a time limit: a test that hangs fails the suite with a message
 # instead of stalling CI until its own limit. cargo prints "has been running for over 60 seconds"
@@ -48,10 +67,13 @@ if [ "$status" != 0 ]; then
 fi
 if [ -x scripts/interop.sh ]; then
     echo "== interop (release binary against mosquitto clients and paho)"
-    cargo build --release --quiet --bin ringmq
+    # The same build as the package's (scripts/package.sh), so the broker is linked once.
+    cargo build --release --quiet -p ringmq -p bench --bins
     scripts/interop.sh "${CARGO_TARGET_DIR:-target}/release/ringmq"
 fi
 echo "== browser (chromium + MQTT.js over ws:// and wss://)"
 scripts/browser.sh "${CARGO_TARGET_DIR:-target}/release/ringmq"
+echo "== Debian package (build, inspect, install, upgrade, purge)"
+scripts/package.sh
 echo "== churn soak (60 s, 1,000 clients connecting, subscribing, publishing, disconnecting)"
 CLIENTS=500 scripts/soak.sh 60

@@ -18,6 +18,7 @@ pub mod readiness;
 pub mod router;
 pub mod security;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod shard;
 pub mod store;

@@ -8,17 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringmq::config::{self, Config, ConfigError, LogLevel};
+use ringmq::config::{self, Config, ConfigError, Log, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Exit status for a configuration (or `RUST_LOG`) that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
+/// The package version and the commit it was built from (see `build.rs`).
+const VERSION: &str = env!("BUILD_VERSION");
+
 #[derive(Parser)]
 #[command(
     name = "ringmq",
-    version,
-    about = "A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker"
+    version = VERSION,
+    about = "A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker",
+    after_help = "Run `ringmq --help` for signals, environment, files and exit statuses.",
+    after_long_help = LONG_HELP
 )]
 struct Cli {
     /// Configuration file (TOML). Without it the broker runs with the built-in defaults, which
@@ -33,6 +38,33 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+const LONG_HELP: &str = "\
+Without a subcommand, serves MQTT on the configured listeners until SIGTERM or SIGINT.
+
+Signals:
+  SIGTERM, SIGINT  Graceful shutdown: stop accepting, publish every will, send 5.0 clients
+                   DISCONNECT 0x8B (Server shutting down), close every connection, exit 0;
+                   at most runtime.shutdown_timeout_ms. A second signal exits at once (130).
+  SIGHUP           Re-read the password file, the ACL file and the TLS certificates; a bad
+                   file is refused and the previous ones stay. Connections stay open.
+
+Environment:
+  RINGMQ_<SECTION>__<KEY>  Override one config key, e.g. RINGMQ_LIMITS__PACKET_BYTES_MAX=2097152.
+  RUST_LOG                 A tracing filter that overrides log.level, e.g. ringmq=debug,info.
+  NOTIFY_SOCKET            Set by systemd (Type=notify): READY=1 once every shard listens,
+                           STATUS=, WATCHDOG=1 while every shard's loop turns (WatchdogSec),
+                           STOPPING=1 when shutdown begins.
+
+Files (Debian package):
+  /etc/ringmq/ringmq.toml   The configuration (every key with its default).
+  /var/lib/ringmq           State directory, owned by the ringmq user.
+  ringmq.service            The systemd unit: systemctl start|reload|stop ringmq.
+
+Exit status: 0 after a clean shutdown, 1 when the broker could not start or a shard failed,
+2 for a configuration error (the message names the key and the fix).
+
+Operations guide: docs/OPERATIONS.md; every key: docs/CONFIGURATION.md.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -103,14 +135,14 @@ fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(message) = init_logging(config.log.level) {
+    if let Err(message) = init_logging(&config.log) {
         eprintln!("ringmq: {message}");
         return ExitCode::from(EXIT_CONFIG);
     }
     let origin = file.map_or(String::from("built-in defaults"), |file| {
         file.display().to_string()
     });
-    tracing::info!(config = %origin, shards, listeners = config.listener_count(), "configuration loaded");
+    tracing::info!(version = VERSION, config = %origin, shards, listeners = config.listener_count(), "configuration loaded");
     for line in config::budget::Budget::of(&config, shards)
         .to_string()
         .lines()
@@ -192,8 +224,9 @@ fn environment() -> impl Iterator<Item = (String, String)> {
     })
 }
 
-/// Logs at the configured level; `RUST_LOG`, when set, overrides it with a full filter.
-fn init_logging(level: LogLevel) -> Result<(), String> {
+/// Logs at the configured level, as text or JSON lines; `RUST_LOG`, when set, overrides the
+/// level with a full filter.
+fn init_logging(log: &Log) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).map_err(|error| {
             format!(
@@ -201,10 +234,19 @@ fn init_logging(level: LogLevel) -> Result<(), String> {
                  `ringmq=debug,info`, or unset it to use log.level"
             )
         })?,
-        _ => EnvFilter::new(level.to_string()),
+        _ => EnvFilter::new(log.level.to_string()),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .try_init()
-        .map_err(|error| format!("cannot set up logging: {error}"))
+    let logger = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match log.format {
+        LogFormat::Text => logger.try_init(),
+        // One object per line, the event's fields flattened next to the message, and no ANSI
+        // colour codes inside strings.
+        LogFormat::Json => logger
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init(),
+    };
+    installed.map_err(|error| format!("cannot set up logging: {error}"))
 }

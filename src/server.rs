@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use shards::sync::Notify;
 use shards::{
-    CpuSet, ListenerSpec, PortPerShard, RuntimeConfig, ShardContext, ShardCount, ShardId,
+    CpuSet, ListenerSpec, PortPerShard, RuntimeConfig, ShardContext, ShardCount, ShardId, Task,
     TaskClass, Topology,
 };
 
@@ -21,9 +21,11 @@ use crate::mail::{Envelope, Stamp};
 use crate::metrics::{SnapshotBoard, SnapshotPublisher};
 use crate::readiness::Serving;
 use crate::security::{Security, Snapshot};
+use crate::service::{Service, Supervisor};
 
 mod listener_kind;
 mod reloader;
+mod shutdown;
 mod store_task;
 mod urgent_mail;
 
@@ -31,6 +33,7 @@ use crate::shard::{ConnId, ConnMap, Event, Settings, Shard};
 use crate::sys::SysState;
 pub(crate) use listener_kind::{ListenerKind, TlsListenerKind, WsListenerKind, listener_kinds};
 use reloader::{Reloader, reload};
+use shutdown::{Rendezvous, shut_down};
 
 /// How often keepalive, CONNECT deadlines and session expiry are checked.
 const TICK: Duration = Duration::from_millis(250);
@@ -40,8 +43,6 @@ const MAIL_BATCH: usize = 256;
 const SNAPSHOT_EVERY_TICKS: u32 = 4;
 /// How long `start` waits for every shard to begin serving once its executor runs.
 const SERVING_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for connections to flush their last packets.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A running broker: one shard per configured core.
 pub struct Broker {
@@ -51,6 +52,8 @@ pub struct Broker {
     admin: Option<crate::admin::Admin>,
     security: Arc<Security>,
     _reloader: Reloader,
+    /// Tells systemd (when it started us) that the broker is ready, and keeps its watchdog fed.
+    _supervisor: Supervisor,
 }
 
 /// Why the broker did not start or did not stop cleanly.
@@ -103,15 +106,23 @@ pub fn start_with(
     let serving = Serving::new();
     let shard_serving = Arc::clone(&serving);
     let shard_security = Arc::clone(&security);
+    let service = Service::new(shards::MAX_SHARDS);
+    let shard_service = Arc::clone(&service);
+    let rendezvous = Arc::new(Rendezvous::default());
     let runtime = shards::start(runtime_config, move |ctx: ShardContext<Envelope>| {
-        let config = Arc::clone(&config);
-        let board = Arc::clone(&shard_board);
-        let serving = Arc::clone(&shard_serving);
-        let security = Arc::clone(&shard_security);
-        let store = store.clone();
-        async move { run_shard(ctx, config, board, serving, security, store).await }
+        let together = Together {
+            config: Arc::clone(&config),
+            board: Arc::clone(&shard_board),
+            serving: Arc::clone(&shard_serving),
+            security: Arc::clone(&shard_security),
+            service: Arc::clone(&shard_service),
+            rendezvous: Arc::clone(&rendezvous),
+            store: store.clone(),
+        };
+        async move { run_shard(ctx, together).await }
     })?;
     wait_until_serving(&runtime, &serving);
+    let all_serving = serving.all(runtime.shard_count());
     let admin = if admin_config.enabled {
         let handle = runtime.handle();
         let ready_board = Arc::clone(&board);
@@ -119,24 +130,39 @@ pub fn start_with(
         let readiness = move || {
             handle.is_ready() && serving.all(handle.shard_count()) && !ready_board.store_broken()
         };
-        let admin =
-            crate::admin::Admin::start(admin_config.bind, board, readiness).map_err(|source| {
-                BrokerError::Admin {
-                    addr: admin_config.bind,
-                    source,
-                }
+        let admin = crate::admin::Admin::start(admin_config.bind, Arc::clone(&board), readiness)
+            .map_err(|source| BrokerError::Admin {
+                addr: admin_config.bind,
+                source,
             })?;
         Some(admin)
     } else {
         None
     };
     let reloader = Reloader::start(Arc::clone(&security));
+    // READY=1 only once everything that can fail to start has started.
+    let supervisor = if all_serving {
+        let listening: Vec<String> = (0..listener_count)
+            .map(|index| runtime.listener_addr(index).to_string())
+            .collect();
+        let listening = listening.join(", ");
+        Supervisor::start(
+            service,
+            runtime.shard_count(),
+            Arc::clone(&board),
+            listening,
+        )
+    } else {
+        tracing::error!("not every shard began serving: not telling the service manager READY=1");
+        Supervisor::idle()
+    };
     Ok(Broker {
         runtime,
         listener_count,
         admin,
         security,
         _reloader: reloader,
+        _supervisor: supervisor,
     })
 }
 
@@ -254,7 +280,7 @@ pub(crate) struct ShardShell {
     dirty: RefCell<Vec<ConnId>>,
     /// Wakes the store task (persistence on).
     pub store_ready: Notify,
-    /// The flush task holds a batch it is sending (see `urgent_mail`).
+    /// The flush task holds mail it took from the shard and has not yet put in a ring.
     flushing: Cell<bool>,
 }
 
@@ -363,6 +389,11 @@ impl ShardShell {
         self.snapshot_generation.set(generation);
     }
 
+    /// Every mail the shard queued is in a ring (or handled, when it was to this shard).
+    fn mail_flushed(&self) -> bool {
+        !self.flushing.get() && !self.shard.borrow().has_mail()
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
@@ -370,14 +401,27 @@ impl ShardShell {
     }
 }
 
-async fn run_shard(
-    ctx: ShardContext<Envelope>,
+/// What every shard shares with the others and the broker.
+struct Together {
     config: Arc<Config>,
     board: Arc<SnapshotBoard>,
     serving: Arc<Serving>,
     security: Arc<Security>,
+    service: Arc<Service>,
+    rendezvous: Arc<Rendezvous>,
     store: Option<Arc<StoreStart>>,
-) {
+}
+
+async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
+    let Together {
+        config,
+        board,
+        serving,
+        security,
+        service,
+        rendezvous,
+        store,
+    } = together;
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
     let mut shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
     let restored = store.as_ref().map(|store| {
@@ -405,7 +449,8 @@ async fn run_shard(
         store_ready: Notify::new(),
         flushing: Cell::new(false),
     });
-    let mut tasks = Vec::new();
+    let mut accepts = Vec::new();
+    let mut tasks: Vec<Task<()>> = Vec::new();
     let stopping = Rc::new(Cell::new(false));
     let mut store_task = None;
     if let (Some(store), Some(restored)) = (&store, restored) {
@@ -432,12 +477,12 @@ async fn run_shard(
     for listener in ctx.take_listeners() {
         let shell = Rc::clone(&shell);
         let rate = Rc::clone(&rate);
-        tasks.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener, rate)));
+        accepts.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener, rate)));
     }
     let publisher = SnapshotPublisher::new(Arc::clone(&board), ctx.id().index());
     tasks.push(ctx.spawn(
         TaskClass::Background,
-        tick_loop(Rc::clone(&shell), publisher),
+        tick_loop(Rc::clone(&shell), publisher, service.clone()),
     ));
     if config.sys.enabled && ctx.id().index() == 0 {
         let interval = Duration::from_secs(u64::from(config.sys.interval_secs));
@@ -449,16 +494,17 @@ async fn run_shard(
     let serving = serving.enter();
     tracing::info!(shard = ctx.id().index(), "shard started");
     ctx.shutdown_requested().await;
+    service.stopping();
     drop(serving);
-    // Stop accepting, then let every connection say goodbye.
-    drop(tasks);
-    close_all(&shell).await;
+    let timeout = Duration::from_millis(u64::from(config.runtime.shutdown_timeout_ms));
+    shut_down(&shell, accepts, tasks, &rendezvous, timeout).await;
     if let Some(task) = store_task {
-        // Whatever the last connections left is written and synced before the shard stops.
+        // Connections are closed and wills published: what they left is written and synced
+        // before the shard stops.
         stopping.set(true);
         shell.handle_all(std::iter::empty());
         shell.store_ready.notify_one();
-        let _ = shards::time::timeout(SHUTDOWN_GRACE, task).await;
+        let _ = shards::time::timeout(timeout, task).await;
     }
     tracing::info!(shard = ctx.id().index(), "shard stopped");
 }
@@ -554,9 +600,11 @@ async fn flush_loop(shell: Rc<ShardShell>) {
                     continue;
                 }
                 moved = true;
+                shell.flushing.set(true);
                 if to == me {
                     // Mail to ourselves is handled right here, in order.
                     shell.handle_all(batch.drain(..).map(|mail| Event::Mail { from: me, mail }));
+                    shell.flushing.set(false);
                     continue;
                 }
                 // One clock read per batch; waiting for ring space counts as time in the ring.
@@ -565,6 +613,7 @@ async fn flush_loop(shell: Rc<ShardShell>) {
                 for mail in batch.drain(..) {
                     if shell.ctx.send(to, Envelope { mail, posted }).await.is_err() {
                         // The peer is gone: the broker is shutting down.
+                        shell.flushing.set(false);
                         return;
                     }
                 }
@@ -577,10 +626,19 @@ async fn flush_loop(shell: Rc<ShardShell>) {
     }
 }
 
-async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher) {
+async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher, service: Arc<Service>) {
+    let shard = shell.ctx.id().index();
+    #[cfg(debug_assertions)]
+    let mut stall = crate::service::TestStall::from_env(shard);
     let mut ticks: u32 = 0;
     loop {
         shards::time::sleep(TICK).await;
+        #[cfg(debug_assertions)]
+        if let Some(stall) = stall.as_mut() {
+            stall.at_tick();
+        }
+        // The watchdog's proof that this shard's loop turns (see `service`).
+        service.beat(shard);
         shell.refresh_security();
         shell.handle(Event::Tick);
         if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) && shell.shard.borrow().store_broken() {
@@ -620,17 +678,6 @@ async fn sys_loop(shell: Rc<ShardShell>, board: Arc<SnapshotBoard>, interval: Du
             }
         }
         shell.handle_all(std::iter::empty());
-    }
-}
-
-/// Graceful shutdown of one shard: every connection gets DISCONNECT 0x8B (5.0) and is closed
-/// after its buffer is written; waits a bounded time for them.
-async fn close_all(shell: &Rc<ShardShell>) {
-    shell.shard.borrow_mut().begin_shutdown(Instant::now());
-    shell.handle_all(std::iter::empty());
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while shell.shard.borrow().connection_count() > 0 && Instant::now() < deadline {
-        shards::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

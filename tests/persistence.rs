@@ -367,3 +367,45 @@ fn a_session_ended_by_a_clean_start_on_another_shard_stays_ended_after_a_restart
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_delayed_will_of_a_client_connected_at_shutdown_waits_on_disk_for_its_delay() {
+    let dir = store_dir("will-at-shutdown");
+    let broker = start(2, &dir);
+    let (mut watcher, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "watcher2", false);
+    watcher.subscribe(1, &[("wills/#", QoS::AtLeastOnce)]);
+    drop(watcher);
+    let mut connect = connect_packet(
+        Version::V5,
+        "sleeper",
+        false,
+        Some(Will {
+            topic: "wills/sleeper".into(),
+            payload: "late".into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: ringmq::protocol::WillProperties {
+                will_delay_interval_secs: Some(2),
+                ..Default::default()
+            },
+        }),
+    );
+    connect.properties.session_expiry_interval_secs = Some(600);
+    let mut client = RawClient::connect_tcp(broker.shard(1), Version::V5);
+    client.handshake(connect);
+    // Still connected when the broker stops: the session survives, so the will waits.
+    broker.shutdown();
+    drop(client);
+    let started = std::time::Instant::now();
+    let broker = start(2, &dir);
+    let (mut watcher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "watcher2", false);
+    let will = watcher.recv_publish();
+    assert_eq!(payload(&will), "late");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the will waited for its delay, not fired at shutdown ({:?})",
+        started.elapsed()
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

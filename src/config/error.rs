@@ -172,6 +172,7 @@ fn type_hint(key: &str, message: &str) -> String {
         }
         "auth.denied_publish_v3" => "write \"acknowledge\" or \"disconnect\"",
         "log.level" => "write one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
+        "log.format" => "write \"text\" or \"json\"",
         "limits.outbox_drop_policy" => "write \"drop_new\" or \"drop_oldest\"",
         _ if message.contains("expected a boolean") => "write true or false",
         _ if message.contains("expected a string") => "write a string in double quotes",

@@ -9,6 +9,18 @@ use serde::{Deserialize, Serialize};
 pub struct Log {
     /// The least severe level logged.
     pub level: LogLevel,
+    /// How each line is written: for people, or one JSON object per line for log shippers.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Timestamp, level, target, message and fields on one line.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ pub use auth::{Auth, DeniedPublish};
 pub use error::ConfigError;
 pub use limits::{DropPolicy, Limits};
 pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
-pub use log::{Log, LogLevel};
+pub use log::{Log, LogFormat, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
 pub use observability::{Admin, Sys};
 pub use persistence::{Fsync, Persistence};

@@ -31,6 +31,9 @@ pub struct Runtime {
     pub io_memory_bytes: u64,
     /// io_uring submission queue entries per shard (a power of two).
     pub ring_depth: u32,
+    /// How long a graceful shutdown (SIGTERM, SIGINT) may take, in milliseconds: wills
+    /// published, DISCONNECT sent, connections closed. The process exits when it has passed.
+    pub shutdown_timeout_ms: u32,
 }
 
 impl Default for Runtime {
@@ -42,6 +45,7 @@ impl Default for Runtime {
             mailbox_messages_max: 4096,
             io_memory_bytes: 262_144,
             ring_depth: 256,
+            shutdown_timeout_ms: 10_000,
         }
     }
 }
@@ -70,6 +74,14 @@ pub(super) const RANGES: &[Range] = &[
         max: 32_768,
         unit: "entries",
         fix: "use a power of two, e.g. 256",
+    },
+    Range {
+        key: "runtime.shutdown_timeout_ms",
+        value: |c| c.runtime.shutdown_timeout_ms.into(),
+        min: 100,
+        max: 600_000,
+        unit: "milliseconds",
+        fix: "keep it below the service manager's stop timeout (TimeoutStopSec); e.g. 10000",
     },
 ];
 

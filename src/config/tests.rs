@@ -136,7 +136,7 @@ fn file_values() {
         "[runtime]\nshards = 4\ncpus = [0, 2]\npin = false\n\
          [listeners.tcp.public]\nbind = \"[::]:8883\"\nshard_port_base = 20000\n\
          [listeners.tcp.local]\nbind = \"127.0.0.1:1883\"\n\
-         [limits]\npacket_bytes_max = 2097152\n[log]\nlevel = \"debug\"\n",
+         [limits]\npacket_bytes_max = 2097152\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
         FILE,
     )
     .unwrap();
@@ -151,6 +151,7 @@ fn file_values() {
     assert_eq!(config.limits.packet_bytes_max, 2_097_152);
     assert_eq!(config.limits.outbox_messages_max, 1000);
     assert_eq!(config.log.level, LogLevel::Debug);
+    assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.shard_count(2).unwrap(), 4);
 }
 
@@ -229,6 +230,11 @@ fn syntax_and_type_errors() {
          \"trace\"",
     );
     check(
+        "[log]\nformat = \"xml\"\n",
+        "ringmq.toml:2: log.format: unknown variant `xml`, expected `text` or `json`; write \
+         \"text\" or \"json\"",
+    );
+    check(
         "[limits]\noutbox_drop_policy = \"drop_all\"\n",
         "ringmq.toml:2: limits.outbox_drop_policy: unknown variant `drop_all`, expected \
          `drop_new` or `drop_oldest`; write \"drop_new\" or \"drop_oldest\"",
@@ -273,6 +279,12 @@ fn value_errors() {
         "ringmq.toml: runtime.shards = 3: runtime.pin = true gives each shard its own CPU, but \
          only 2 are available; lower runtime.shards to 2, make more CPUs available in \
          runtime.cpus, or set runtime.pin = false",
+    );
+    check(
+        "[runtime]\nshutdown_timeout_ms = 0\n",
+        "ringmq.toml: runtime.shutdown_timeout_ms = 0: must be between 100 and 600000 \
+         milliseconds; keep it below the service manager's stop timeout (TimeoutStopSec); e.g. \
+         10000",
     );
     check(
         "[runtime]\nring_depth = 100\n",

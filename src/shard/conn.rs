@@ -164,7 +164,8 @@ pub enum CloseKind {
     Abnormal,
     /// Taken over by a new connection of the same client.
     TakenOver,
-    /// The broker is shutting down: no will (its subscribers are being disconnected too).
+    /// The broker is shutting down: no will here, `publish_wills_at_shutdown` sent them all
+    /// before the goodbyes, while their subscribers were still connected.
     Shutdown,
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
-use super::{LocalSession, SessionKey, Shard};
+use super::conn::Phase;
+use super::{ConnId, LocalSession, SessionKey, Shard};
 use crate::mail::Mail;
 use crate::message::Message;
 use crate::protocol::Will;
@@ -146,6 +147,59 @@ impl Shard {
                     .insert(client_id, (now + wait, username, will));
             }
             _ => self.publish_will(client_id, username, will, now),
+        }
+    }
+
+    /// Graceful shutdown ends every session with the process, so every will is due now: those
+    /// of the connections still open (3.1.1 MQTT-3.1.2-8: closed without DISCONNECT; 5.0
+    /// §3.1.2.5: the server closes without a DISCONNECT 0x00) and the delayed ones (5.0
+    /// §3.1.3.2.2: the session ends before the delay passes). The connections stay open, so
+    /// subscribers on this shard get the wills before their own goodbye.
+    pub fn publish_wills_at_shutdown(&mut self, now: Instant) {
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                conn.will.is_some()
+                    && !conn.is_closing()
+                    && matches!(conn.phase, Phase::Active { .. } | Phase::Resuming { .. })
+            })
+            .map(|(conn_id, _)| *conn_id)
+            .collect();
+        // With persistence a session outlives the process: a will with a delay waits for it on
+        // disk (5.0 §3.1.3.2.2: until the delay passes or the session ends), as it would after
+        // any other close. Without it every session ends now, and so every will is due.
+        let sessions_survive = self.store_enabled();
+        for conn_id in open {
+            let Some(conn) = self.conns.get_mut(&conn_id) else {
+                continue;
+            };
+            let Some(will) = conn.will.take() else {
+                continue;
+            };
+            let (client_id, username) = (conn.client_id.clone(), conn.username.clone());
+            let persisted_expiry = match conn.phase {
+                Phase::Active { session } | Phase::Resuming { session } => self
+                    .sessions
+                    .get(session)
+                    .filter(|s| s.state.is_logged())
+                    .map(|s| s.state.expiry_secs),
+                _ => None,
+            };
+            let delay = will.properties.will_delay_interval_secs.unwrap_or(0);
+            match persisted_expiry {
+                Some(expiry) if sessions_survive && delay > 0 => {
+                    let due = now + Duration::from_secs(u64::from(delay.min(expiry)));
+                    self.store_will(&client_id, &username, due, &will);
+                    self.delayed_wills.insert(client_id, (due, username, *will));
+                }
+                _ => self.publish_will(client_id, username, *will, now),
+            }
+        }
+        if !sessions_survive {
+            for (client_id, (_, username, will)) in std::mem::take(&mut self.delayed_wills) {
+                self.publish_will(client_id, username, will, now);
+            }
         }
     }
 
