@@ -64,12 +64,16 @@ struct Setup {
     fsync: &'static str,
 }
 
+/// The offline subscriber's outbox holds every message of a test run: with the default of
+/// 1,000 it would drop the overflow by its policy, as it should, and the test would count those
+/// as lost.
 fn write_config(dir: &Path, port: u16, setup: &Setup) -> PathBuf {
     let path = dir.join("ringmq.toml");
     let text = format!(
         "[runtime]\nshards = {}\npin = false\n\
          [listeners.tcp.default]\nbind = \"127.0.0.1:{port}\"\n\
          {}[sys]\nenabled = false\n\
+         [limits]\noutbox_messages_max = 100000\n\
          [persistence]\nenabled = true\ndir = \"{}\"\nfsync = \"{}\"\n",
         setup.shards,
         setup
