@@ -54,6 +54,8 @@ scenario_args() {
     # Into persistent sessions (clean session 0): what persistence writes for.
     fanin8-q1p)  echo pubsub "${common[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -q 1 -F 100 -I 0 -s 64 -C false ;;
     pairs16-q1p) echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 1 -F 100 -I 0 -s 64 -C false ;;
+    # The same at a fixed 100k msgs/s that every mode sustains: CPU per message like for like.
+    pairs16-q1p-100k) echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 1 -F 100 --rate 100000 -s 64 -C false ;;
     pairs16-q0)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 64 ;;
     fanout16-q0) echo pubsub "${common[@]}" -c 1 --subs 16 -t bench/fan --sub-topic bench/fan -q 0 -I 0 -s 64 ;;
     pairs16-4k)  echo pubsub "${common[@]}" -c 16 --subs 16 -t 'bench/%i' -q 0 -I 0 -s 4096 ;;

@@ -47,7 +47,6 @@ fn main() {
             expires_at: None,
         })
     };
-    // Everything in shard 0's part: start-up splits it by the running shard count anyway.
     let retained_messages: Vec<Arc<Message>> = (0..retained)
         .map(|n| message(format!("fill/r/{n}"), QoS::AtMostOnce, true))
         .collect();
@@ -83,21 +82,21 @@ fn main() {
         states.push(state);
     }
     let expires_at = clock.instant + std::time::Duration::from_secs(86_400);
-    let snapshot = write_snapshot(
-        states.iter().map(|s| (1, s, Some(expires_at))),
-        retained_messages.iter(),
-        std::iter::empty(),
-        &clock,
-    );
-    let mut snapshots = vec![snapshot];
-    snapshots.resize_with(shards, || {
-        write_snapshot(
-            std::iter::empty(),
-            std::iter::empty(),
-            std::iter::empty(),
-            &clock,
-        )
-    });
+    // Each shard's part, as a broker with that many shards leaves it: by home shard.
+    let home = |key: &str| ringmq::shard::home_of(key, shards).index();
+    let snapshots: Vec<Vec<u8>> = (0..shards)
+        .map(|shard| {
+            write_snapshot(
+                states
+                    .iter()
+                    .filter(|s| home(&s.client_id) == shard)
+                    .map(|s| (1, s, Some(expires_at))),
+                retained_messages.iter().filter(|m| home(&m.topic) == shard),
+                std::iter::empty(),
+                &clock,
+            )
+        })
+        .collect();
     let _ = std::fs::remove_dir_all(&dir);
     files::write_generation(&dir, 1, &snapshots, None, false).expect("store written");
     let bytes: usize = snapshots.iter().map(Vec::len).sum();
