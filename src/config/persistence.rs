@@ -14,7 +14,7 @@ pub struct Persistence {
     /// restart. Off by default: the embedded default keeps its speed and writes nothing.
     pub enabled: bool,
     /// Where the log lives (one folder per shard inside). Relative paths are from the working
-    /// directory; the packaged service uses /var/lib/ringmq.
+    /// directory; the packaged service runs in /var/lib/ringmq.
     pub dir: PathBuf,
     /// "always": a QoS 1/2 PUBLISH is acknowledged once its records are synced (group commit);
     /// "periodic": at once, with a sync every `fsync_interval_ms`.
