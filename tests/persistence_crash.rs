@@ -118,6 +118,14 @@ fn start(config: &Path, addr: SocketAddr) -> Broker {
     Broker { child, addr }
 }
 
+/// A test that fails half-way still stops its broker process.
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Broker {
     /// SIGKILL, then waits until nothing listens on the port any more: the kernel tears a dead
     /// process's io_uring down after the process is reaped, and until then its listening socket
