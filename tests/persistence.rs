@@ -165,24 +165,7 @@ fn a_change_of_shard_count_brings_every_session_and_retained_message_back() {
 fn a_delayed_will_fires_after_a_restart() {
     let dir = store_dir("will");
     let broker = start(2, &dir);
-    let mut connect = connect_packet(
-        Version::V5,
-        "mortal",
-        false,
-        Some(Will {
-            topic: "wills/mortal".into(),
-            payload: "gone".into(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: ringmq::protocol::WillProperties {
-                will_delay_interval_secs: Some(2),
-                ..Default::default()
-            },
-        }),
-    );
-    connect.properties.session_expiry_interval_secs = Some(600);
-    let mut client = RawClient::connect_tcp(broker.shard(1), Version::V5);
-    client.handshake(connect);
+    let client = connect_with_delayed_will(broker.shard(1), "mortal", "gone");
     let (mut watcher, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "watcher", false);
     watcher.subscribe(1, &[("wills/#", QoS::AtLeastOnce)]);
     drop(watcher);
@@ -375,24 +358,7 @@ fn a_delayed_will_of_a_client_connected_at_shutdown_waits_on_disk_for_its_delay(
     let (mut watcher, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "watcher2", false);
     watcher.subscribe(1, &[("wills/#", QoS::AtLeastOnce)]);
     drop(watcher);
-    let mut connect = connect_packet(
-        Version::V5,
-        "sleeper",
-        false,
-        Some(Will {
-            topic: "wills/sleeper".into(),
-            payload: "late".into(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: ringmq::protocol::WillProperties {
-                will_delay_interval_secs: Some(2),
-                ..Default::default()
-            },
-        }),
-    );
-    connect.properties.session_expiry_interval_secs = Some(600);
-    let mut client = RawClient::connect_tcp(broker.shard(1), Version::V5);
-    client.handshake(connect);
+    let client = connect_with_delayed_will(broker.shard(1), "sleeper", "late");
     // Still connected when the broker stops: the session survives, so the will waits.
     broker.shutdown();
     drop(client);
@@ -408,4 +374,32 @@ fn a_delayed_will_of_a_client_connected_at_shutdown_waits_on_disk_for_its_delay(
     );
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 5.0 client with a persistent session (expiry 600 s) and a will on `wills/{client_id}` with a
+/// Will Delay Interval of 2 s.
+fn connect_with_delayed_will(
+    addr: std::net::SocketAddr,
+    client_id: &str,
+    will_payload: &'static str,
+) -> RawClient {
+    let mut connect = connect_packet(
+        Version::V5,
+        client_id,
+        false,
+        Some(Will {
+            topic: format!("wills/{client_id}").into(),
+            payload: will_payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: ringmq::protocol::WillProperties {
+                will_delay_interval_secs: Some(2),
+                ..Default::default()
+            },
+        }),
+    );
+    connect.properties.session_expiry_interval_secs = Some(600);
+    let mut client = RawClient::connect_tcp(addr, Version::V5);
+    client.handshake(connect);
+    client
 }
