@@ -488,14 +488,21 @@ fn write_session(
     if std::mem::take(&mut session.store.meta) {
         writer.session_meta(session.store.stamp, state, session.expires_at, clock);
     }
-    // Sequence numbers whose `Queued` record this batch wrote (with their state as it is now)
-    // or skipped (gone already): later changes to them need no record.
-    let mut written: Vec<u64> = Vec::new();
+    // Entries queued in this batch had their `Queued` record written with their state as it is
+    // now, or skipped (gone already): later changes to them need no record. Sequence numbers are
+    // given in order, so those are exactly the ones from the batch's first `Queued` on.
+    let first_queued = ops
+        .iter()
+        .find_map(|op| match op {
+            LogOp::Queued(seq) => Some(*seq),
+            _ => None,
+        })
+        .unwrap_or(u64::MAX);
+    let written = |seq: u64| seq >= first_queued;
     let client_id = &state.client_id;
     for op in ops.iter() {
         match *op {
             LogOp::Queued(seq) => {
-                written.push(seq);
                 if let Some(queued) = state.queued_by_seq(seq) {
                     let record = writer.queued_record(state, seq, &queued.delivery, None, clock);
                     writer.record(&Record::Queued(record));
@@ -515,20 +522,20 @@ fn write_session(
                     writer.record(&Record::Queued(record));
                 }
             }
-            LogOp::Sent(seq, packet_id) if written.binary_search(&seq).is_err() => {
+            LogOp::Sent(seq, packet_id) if !written(seq) => {
                 writer.record(&Record::Sent {
                     client_id: client_id.clone(),
                     seq,
                     packet_id,
                 });
             }
-            LogOp::Released(seq) if written.binary_search(&seq).is_err() => {
+            LogOp::Released(seq) if !written(seq) => {
                 writer.record(&Record::Released {
                     client_id: client_id.clone(),
                     seq,
                 });
             }
-            LogOp::Done(seq) if written.binary_search(&seq).is_err() => {
+            LogOp::Done(seq) if !written(seq) => {
                 writer.record(&Record::Done {
                     client_id: client_id.clone(),
                     seq,
