@@ -67,7 +67,7 @@ pub(crate) async fn run(
         .shard
         .borrow_mut()
         .metrics
-        .connection_opened(kind.transport());
+        .connection_opened(kind.transport(), listener);
     let conn = shell.next_conn_id();
     let notify = Rc::new(Notify::new());
     let reader_done = Rc::new(Notify::new());
@@ -107,6 +107,7 @@ pub(crate) async fn run(
         let _ = shards::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task).await;
     }
     shell.writers.borrow_mut().remove(&conn);
+    shell.shard.borrow_mut().metrics.connection_closed(listener);
 }
 
 /// What the reader task knows about its client.

@@ -98,7 +98,10 @@ pub fn start_with(
     let admin_config = config.admin.clone();
     // One slot per possible shard: the runtime settles the count, and only slots of running
     // shards are ever filled.
-    let board = Arc::new(SnapshotBoard::new(shards::MAX_SHARDS));
+    let board = Arc::new(SnapshotBoard::with_listeners(
+        shards::MAX_SHARDS,
+        listener_kind::listener_labels(&config),
+    ));
     let config = Arc::new(config);
     // Fix the epoch of cross-shard mail stamps before any shard stamps anything.
     crate::mail::epoch();

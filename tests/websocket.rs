@@ -286,6 +286,19 @@ fn mqtt_over_websocket_on_every_shard() {
         opened("ws"),
         opened("tcp")
     );
+    // And by the listener they came through: the old client is still connected.
+    let by_listener = |family: &str| {
+        let prefix =
+            format!("ringmq_{family}{{shard=\"all\",listener=\"ws.browser\",transport=\"ws\"}} ");
+        metric(&admin_get(admin, "/metrics"), &prefix)
+    };
+    assert!(
+        eventually(|| by_listener("listener_connections_opened_total") == 5.0
+            && by_listener("listener_connections") == 1.0),
+        "opened {} open {}",
+        by_listener("listener_connections_opened_total"),
+        by_listener("listener_connections")
+    );
 }
 
 /// Sends a raw upgrade request with `extra` header lines; the status of the answer, or `None`

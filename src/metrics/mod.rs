@@ -208,6 +208,39 @@ pub struct ShardMetrics {
     latency: Latencies,
     /// The last run of equal outbox waits, not yet in `latency`.
     outbox_run: Run,
+    /// Connections by listener, indexed like the runtime's listener list; grown on a listener's
+    /// first connection, so at most one entry per configured listener.
+    listeners: Vec<ListenerCount>,
+}
+
+/// What a metrics scrape calls one listener: label `listener` (its config table, for example
+/// `ws.browsers`) and `transport`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerLabel {
+    pub name: String,
+    pub transport: Transport,
+}
+
+/// One listener's connections on one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerCount {
+    /// Connections that passed their handshakes, since start (counter).
+    pub opened: u64,
+    /// Of those, the ones open now (gauge).
+    pub open: u64,
+}
+
+impl ListenerCount {
+    /// Adds `from` into `into` entry by entry, for the merged series.
+    pub fn add_all(into: &mut Vec<ListenerCount>, from: &[ListenerCount]) {
+        if into.len() < from.len() {
+            into.resize(from.len(), ListenerCount::default());
+        }
+        for (sum, count) in into.iter_mut().zip(from) {
+            sum.opened += count.opened;
+            sum.open += count.open;
+        }
+    }
 }
 
 /// `count` equal values waiting to be recorded at once. Outbox waits come in runs of one value: a
@@ -251,6 +284,7 @@ impl ShardMetrics {
         self.add_runs(&mut latency);
         ShardSnapshot {
             counts: self.counts,
+            listeners: self.listeners.clone(),
             recent: latency.clone(),
             latency,
         }
@@ -260,6 +294,7 @@ impl ShardMetrics {
     /// `recent` is everything since start too; `SnapshotPublisher` narrows it to the window.
     pub fn snapshot_into(&self, snapshot: &mut ShardSnapshot) {
         snapshot.counts = self.counts;
+        snapshot.listeners.clone_from(&self.listeners);
         snapshot.latency.copy_from(&self.latency);
         self.add_runs(&mut snapshot.latency);
         snapshot.recent.copy_from(&snapshot.latency);
@@ -274,9 +309,25 @@ impl ShardMetrics {
         self.counts.connections_accepted += 1;
     }
 
-    /// A connection passed its handshakes (TLS, WebSocket) and reads MQTT now.
-    pub fn connection_opened(&mut self, transport: Transport) {
+    /// A connection of listener `listener` (its index in the runtime's list) passed its
+    /// handshakes (TLS, WebSocket) and reads MQTT now.
+    pub fn connection_opened(&mut self, transport: Transport, listener: usize) {
         self.counts.connections_opened.add(transport.index(), 1);
+        if self.listeners.len() <= listener {
+            self.listeners
+                .resize(listener + 1, ListenerCount::default());
+        }
+        if let Some(count) = self.listeners.get_mut(listener) {
+            count.opened += 1;
+            count.open += 1;
+        }
+    }
+
+    /// A connection counted by `connection_opened` closed.
+    pub fn connection_closed(&mut self, listener: usize) {
+        if let Some(count) = self.listeners.get_mut(listener) {
+            count.open = count.open.saturating_sub(1);
+        }
     }
 
     pub fn connection_rejected(&mut self, reason: ConnectRejection) {

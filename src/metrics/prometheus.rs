@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::{
     BUCKET_BOUNDS_MICROS, ConnectRejection, Counts, DropReason, Latencies, LatencyHistogram,
-    PacketKind, Path, QUANTILES, ShardSnapshot, Transport, merge,
+    ListenerCount, ListenerLabel, PacketKind, Path, QUANTILES, ShardSnapshot, Transport, merge,
 };
 use crate::protocol::QoS;
 
@@ -29,13 +29,16 @@ type Plain = (&'static str, &'static str, fn(&Counts) -> u64);
 struct Series<'a> {
     shard: String,
     counts: &'a Counts,
+    listeners: &'a [ListenerCount],
     latency: &'a Latencies,
     recent: &'a Latencies,
 }
 
 /// Renders every metric of every shard, plus the merged series, plus process-wide gauges.
+/// `listeners` names the listeners the snapshots count connections of, by index.
 pub fn render_prometheus(
     snapshots: &[(usize, Arc<ShardSnapshot>)],
+    listeners: &[ListenerLabel],
     uptime: Duration,
     version: &str,
 ) -> String {
@@ -46,6 +49,7 @@ pub fn render_prometheus(
         .map(|(index, snapshot)| Series {
             shard: index.to_string(),
             counts: &snapshot.counts,
+            listeners: &snapshot.listeners,
             latency: &snapshot.latency,
             recent: &snapshot.recent,
         })
@@ -53,6 +57,7 @@ pub fn render_prometheus(
     series.push(Series {
         shard: String::from("all"),
         counts: &merged.counts,
+        listeners: &merged.listeners,
         latency: &merged.latency,
         recent: &merged.recent,
     });
@@ -74,8 +79,42 @@ pub fn render_prometheus(
     out.sample("shards", &[], &snapshots.len().to_string());
     render_gauges(&mut out, &series);
     render_counters(&mut out, &series);
+    render_listeners(&mut out, &series, listeners);
     render_latencies(&mut out, &series);
     out.text
+}
+
+/// Connections per listener: open now, and opened since start.
+fn render_listeners(out: &mut Out, series: &[Series<'_>], listeners: &[ListenerLabel]) {
+    type Get = fn(&ListenerCount) -> u64;
+    let families: [(&str, &str, &str, Get); 2] = [
+        (
+            "listener_connections",
+            "gauge",
+            "Open connections that passed their handshakes, by listener.",
+            |c| c.open,
+        ),
+        (
+            "listener_connections_opened_total",
+            "counter",
+            "Connections that passed their TLS and WebSocket handshakes, by listener.",
+            |c| c.opened,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        out.family(name, kind, help);
+        for s in series {
+            for (index, listener) in listeners.iter().enumerate() {
+                let count = s.listeners.get(index).copied().unwrap_or_default();
+                let labels = [
+                    ("shard", s.shard.as_str()),
+                    ("listener", listener.name.as_str()),
+                    ("transport", listener.transport.label()),
+                ];
+                out.sample(name, &labels, &get(&count).to_string());
+            }
+        }
+    }
 }
 
 fn render_gauges(out: &mut Out, series: &[Series<'_>]) {

@@ -6,12 +6,14 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Counts, Latencies, ShardMetrics};
+use super::{Counts, Latencies, ListenerCount, ListenerLabel, ShardMetrics};
 
 /// One shard's metrics at one moment: owned, `Send`, read by other threads.
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     pub counts: Counts,
+    /// Connections by listener index (`SnapshotBoard::listeners` names them).
+    pub listeners: Vec<ListenerCount>,
     /// Everything recorded since start.
     pub latency: Latencies,
     /// What was recorded in the recent window (see `SnapshotPublisher`): the last 30 to 60
@@ -25,6 +27,7 @@ pub struct Merged {
     /// How many shard snapshots went in.
     pub shards: usize,
     pub counts: Counts,
+    pub listeners: Vec<ListenerCount>,
     pub latency: Latencies,
     pub recent: Latencies,
 }
@@ -35,6 +38,7 @@ pub fn merge(snapshots: &[Arc<ShardSnapshot>]) -> Merged {
     for snapshot in snapshots {
         merged.shards += 1;
         merged.counts.add(&snapshot.counts);
+        ListenerCount::add_all(&mut merged.listeners, &snapshot.listeners);
         merged.latency.add(&snapshot.latency);
         merged.recent.add(&snapshot.recent);
     }
@@ -46,15 +50,28 @@ pub fn merge(snapshots: &[Arc<ShardSnapshot>]) -> Merged {
 pub struct SnapshotBoard {
     started: Instant,
     slots: Vec<Mutex<Option<Arc<ShardSnapshot>>>>,
+    /// The names of the listeners whose connections the snapshots count, by index.
+    listeners: Vec<ListenerLabel>,
 }
 
 impl SnapshotBoard {
     /// A board for `shard_count` shards; created at broker start, it also dates the uptime.
     pub fn new(shard_count: usize) -> SnapshotBoard {
+        SnapshotBoard::with_listeners(shard_count, Vec::new())
+    }
+
+    /// A board whose snapshots count the connections of `listeners` (by index).
+    pub fn with_listeners(shard_count: usize, listeners: Vec<ListenerLabel>) -> SnapshotBoard {
         SnapshotBoard {
             started: Instant::now(),
             slots: (0..shard_count).map(|_| Mutex::new(None)).collect(),
+            listeners,
         }
+    }
+
+    /// The listeners' labels, by the index the snapshots count them under.
+    pub fn listeners(&self) -> &[ListenerLabel] {
+        &self.listeners
     }
 
     pub fn shard_count(&self) -> usize {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::metrics::Transport;
+use crate::metrics::{ListenerLabel, Transport};
 use crate::ws::WsSettings;
 
 /// What a listener is: plain TCP, TLS or WebSocket, with what each connection needs to know.
@@ -19,6 +19,8 @@ pub(crate) enum ListenerKind {
 
 #[derive(Debug, Clone)]
 pub(crate) struct PlainListener {
+    /// `tcp.NAME`, the `listener` label of its connections.
+    pub label: Rc<str>,
     pub nodelay: bool,
 }
 
@@ -52,6 +54,16 @@ impl ListenerKind {
         }
     }
 
+    /// The `listener` label of this listener's connections in the metrics: its table in the
+    /// config, `tcp.NAME`, `tls.NAME`, `ws.NAME` or `wss.NAME`.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            ListenerKind::Plain(plain) => plain.label.to_string(),
+            ListenerKind::Tls(tls) => format!("tls.{}", tls.name),
+            ListenerKind::WebSocket(ws) => ws.name.clone(),
+        }
+    }
+
     pub(super) fn nodelay(&self) -> bool {
         match self {
             ListenerKind::Plain(plain) => plain.nodelay,
@@ -63,10 +75,12 @@ impl ListenerKind {
 
 pub(crate) fn listener_kinds(config: &Config) -> Vec<ListenerKind> {
     let listeners = &config.listeners;
-    let tcp = listeners
-        .tcp
-        .values()
-        .map(|l| ListenerKind::Plain(PlainListener { nodelay: l.nodelay }));
+    let tcp = listeners.tcp.iter().map(|(name, l)| {
+        ListenerKind::Plain(PlainListener {
+            label: Rc::from(format!("tcp.{name}")),
+            nodelay: l.nodelay,
+        })
+    });
     let tls = listeners
         .tls
         .iter()
@@ -101,4 +115,16 @@ fn tls_kind(name: &str, index: usize, l: &crate::config::TlsListener) -> TlsList
         handshake_timeout: Duration::from_millis(u64::from(l.handshake_timeout_ms)),
         use_identity_as_username: l.use_identity_as_username,
     }
+}
+
+/// The metrics labels of every listener, by its index in the runtime's list (the order of
+/// `listener_kinds`).
+pub(crate) fn listener_labels(config: &Config) -> Vec<ListenerLabel> {
+    listener_kinds(config)
+        .iter()
+        .map(|kind| ListenerLabel {
+            name: kind.label(),
+            transport: kind.transport(),
+        })
+        .collect()
 }

@@ -19,7 +19,7 @@ fn snapshot_with(fill: impl FnOnce(&mut ShardMetrics)) -> Arc<ShardSnapshot> {
 
 fn render(shards: &[Arc<ShardSnapshot>]) -> Exposition {
     let indexed: Vec<(usize, Arc<ShardSnapshot>)> = shards.iter().cloned().enumerate().collect();
-    let text = render_prometheus(&indexed, Duration::from_secs(42), "1.2.3");
+    let text = render_prometheus(&indexed, &[], Duration::from_secs(42), "1.2.3");
     parse(&text)
 }
 
@@ -299,7 +299,7 @@ fn quantiles_of_a_known_distribution() {
 
 #[test]
 fn empty_histograms_export_nan_quantiles_and_zero_counts() {
-    let text = render_prometheus(&[(0, snapshot_with(|_| ()))], Duration::ZERO, "0");
+    let text = render_prometheus(&[(0, snapshot_with(|_| ()))], &[], Duration::ZERO, "0");
     assert!(
         text.contains(
             "ringmq_connect_latency_quantile_seconds{shard=\"0\",quantile=\"0.99\"} NaN\n"
@@ -346,7 +346,7 @@ fn seconds_are_exact_decimals() {
 
 #[test]
 fn label_escaping() {
-    let text = render_prometheus(&[], Duration::ZERO, "a\"b\\c\nd");
+    let text = render_prometheus(&[], &[], Duration::ZERO, "a\"b\\c\nd");
     assert!(text.contains("ringmq_build_info{version=\"a\\\"b\\\\c\\nd\"} 1\n"));
 }
 
@@ -440,7 +440,7 @@ fn counts_add_covers_every_field() {
         ..Counts::default()
     };
     one.connection_rejected(ConnectRejection::Other);
-    one.connection_opened(Transport::SecureWebSocket);
+    one.connection_opened(Transport::SecureWebSocket, 0);
     one.packet_received(PacketKind::Auth);
     one.packet_sent(PacketKind::Auth);
     one.message_received(QoS::ExactlyOnce);
@@ -468,7 +468,8 @@ fn publisher_recycles_snapshots_without_changing_values() {
     let board = Arc::new(SnapshotBoard::new(1));
     let mut publisher = SnapshotPublisher::new(Arc::clone(&board), 0);
     let mut metrics = ShardMetrics::new();
-    let rendered = |board: &SnapshotBoard| render_prometheus(&board.latest(), Duration::ZERO, "0");
+    let rendered =
+        |board: &SnapshotBoard| render_prometheus(&board.latest(), &[], Duration::ZERO, "0");
     for round in 1..=4u64 {
         // Round 2 holds the published snapshot like a slow reader: no recycling that time.
         let held = (round == 2).then(|| board.latest());
@@ -476,7 +477,12 @@ fn publisher_recycles_snapshots_without_changing_values() {
         metrics.record_connect_latency(round * 100);
         metrics.record_delivery(QoS::ExactlyOnce, Path::Local, round, 1);
         publisher.publish(&metrics);
-        let expected = render_prometheus(&[(0, Arc::new(metrics.snapshot()))], Duration::ZERO, "0");
+        let expected = render_prometheus(
+            &[(0, Arc::new(metrics.snapshot()))],
+            &[],
+            Duration::ZERO,
+            "0",
+        );
         assert_eq!(rendered(&board), expected, "round {round}");
         drop(held);
     }
@@ -490,7 +496,7 @@ fn recent_quantiles_cover_the_window_and_since_start_everything() {
     let mut publisher = SnapshotPublisher::new(Arc::clone(&board), 0);
     let mut metrics = ShardMetrics::new();
     let quantile = |name: &str, q: &str| {
-        let text = render_prometheus(&board.latest(), Duration::ZERO, "0");
+        let text = render_prometheus(&board.latest(), &[], Duration::ZERO, "0");
         let labels = [
             ("shard", "0"),
             ("qos", "0"),
@@ -540,4 +546,47 @@ fn recent_quantiles_cover_the_window_and_since_start_everything() {
         .delivery(QoS::AtMostOnce, Path::CrossShard)
         .sum_micros();
     assert_eq!(recent_sum, in_window * 100, "the window's sum is exact too");
+}
+
+#[test]
+fn connections_are_counted_by_listener_name() {
+    let listeners = [
+        ListenerLabel {
+            name: String::from("tcp.default"),
+            transport: Transport::Tcp,
+        },
+        ListenerLabel {
+            name: String::from("ws.browsers"),
+            transport: Transport::WebSocket,
+        },
+    ];
+    let first = snapshot_with(|m| {
+        m.connection_opened(Transport::WebSocket, 1);
+        m.connection_opened(Transport::WebSocket, 1);
+        m.connection_closed(1);
+    });
+    let second = snapshot_with(|m| m.connection_opened(Transport::WebSocket, 1));
+    let text = render_prometheus(&[(0, first), (1, second)], &listeners, Duration::ZERO, "0");
+    let parsed = parse(&text);
+    let value = |family: &str, shard: &str, listener: &str, transport: &str| {
+        let labels = [
+            ("shard", shard),
+            ("listener", listener),
+            ("transport", transport),
+        ];
+        parsed.get(family, &labels)
+    };
+    let ws = |family: &str, shard: &str| value(family, shard, "ws.browsers", "ws");
+    let tcp = |family: &str, shard: &str| value(family, shard, "tcp.default", "tcp");
+    let (open, opened) = (
+        "ringmq_listener_connections",
+        "ringmq_listener_connections_opened_total",
+    );
+    assert_eq!(ws(open, "0"), 1.0);
+    assert_eq!(ws(open, "all"), 2.0);
+    assert_eq!(ws(opened, "0"), 2.0);
+    assert_eq!(ws(opened, "all"), 3.0);
+    // A listener without connections yet is there with 0, on every shard.
+    assert_eq!(tcp(open, "1"), 0.0);
+    assert_eq!(tcp(opened, "all"), 0.0);
 }
