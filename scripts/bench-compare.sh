@@ -8,8 +8,8 @@
 # scenarios with ringmq-bench --ws (path /mqtt, subprotocol mqtt, each client write one binary
 # message) against the broker's WebSocket listener, e.g.
 #   BROKERS="ringmq ringmq-ws rumqttd-ws" SCENARIOS="pairs16-q0 fanin8-q0" scripts/bench-compare.sh
-# Debian's mosquitto 2.0.11 (bookworm) is built without libwebsockets: its `protocol websockets`
-# listener does not start, and mosquitto-ws is skipped with a note.
+# Debian's mosquitto 2.0.11 (bookworm) is built without libwebsockets, so for mosquitto-ws the
+# script uses scripts/mosquitto-ws.sh: the same Debian source package built with websockets.
 #
 # Environment (defaults in brackets):
 #   DURATION   seconds per scenario run [10]          REPS       repetitions, median reported [3]
@@ -90,13 +90,18 @@ need_mosquitto() {
     || die "mosquitto not found: install the Debian package (sudo apt-get install mosquitto), or drop it from BROKERS"
 }
 
-# True when this mosquitto can open a `protocol websockets` listener (Debian's 2.0.11 cannot).
-mosquitto_has_websockets() {
+# The mosquitto binary of mosquitto-ws: the installed one when it can open a `protocol
+# websockets` listener (Debian's 2.0.11 cannot), else Debian's source built with websockets.
+MOSQUITTO_WS=mosquitto
+need_mosquitto_ws() {
   local conf="$OUT/mosquitto-probe.conf"
   printf 'listener %s 127.0.0.1\nprotocol websockets\nallow_anonymous true\n' "$PORT_BASE" >"$conf"
   local said
   said="$(timeout 2 mosquitto -c "$conf" 2>&1 || true)"
-  [[ "$said" != *"Unable to start any listening sockets"* ]]
+  [[ "$said" != *"Unable to start any listening sockets"* ]] && return 0
+  say "this mosquitto is built without websockets; using Debian's source built with them"
+  MOSQUITTO_WS="$("$ROOT/scripts/mosquitto-ws.sh")" \
+    || die "scripts/mosquitto-ws.sh could not build mosquitto with websockets (see above), or drop mosquitto-ws from BROKERS"
 }
 
 need_rumqttd() {
@@ -195,7 +200,8 @@ start_broker() {
   case "$1" in
     ringmq | ringmq-ws)
       taskset -c "$BROKER_CPU" "$TARGET/release/ringmq" --config "$OUT/$1.toml" >"$log" 2>&1 & ;;
-    mosquitto | mosquitto-ws) taskset -c "$BROKER_CPU" mosquitto -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
+    mosquitto) taskset -c "$BROKER_CPU" mosquitto -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
+    mosquitto-ws) taskset -c "$BROKER_CPU" "$MOSQUITTO_WS" -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
     rumqttd | rumqttd-ws)
       taskset -c "$BROKER_CPU" "$PEERS/bin/rumqttd" --config "$OUT/$1.toml" >"$log" 2>&1 & ;;
   esac
@@ -297,13 +303,7 @@ main() {
     case "$broker" in
       ringmq | ringmq-ws) brokers+=("$broker") ;;
       mosquitto) need_mosquitto && brokers+=(mosquitto) ;;
-      mosquitto-ws)
-        need_mosquitto
-        if mosquitto_has_websockets; then
-          brokers+=(mosquitto-ws)
-        else
-          say "mosquitto-ws skipped: this mosquitto ($(mosquitto -h 2>&1 | head -1)) is built without websockets (libwebsockets)"
-        fi ;;
+      mosquitto-ws) need_mosquitto && need_mosquitto_ws && brokers+=(mosquitto-ws) ;;
       rumqttd | rumqttd-ws) if need_rumqttd; then brokers+=("$broker"); fi ;;
       *) die "unknown broker $broker (ringmq, mosquitto, rumqttd, ringmq-ws, mosquitto-ws, rumqttd-ws)" ;;
     esac
@@ -351,7 +351,7 @@ def median(rows, key):
 def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
-header = f"{'scenario':<12} {'broker':<10} {'msgs/s':>10} {'cpu-s/M':>8} {'p50 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9} {'RSS MiB':>8} {'lost':>9} {'x ringmq':>9}"
+header = f"{'scenario':<12} {'broker':<12} {'msgs/s':>10} {'cpu-s/M':>8} {'p50 ms':>9} {'p99 ms':>9} {'p99.9 ms':>9} {'RSS MiB':>8} {'lost':>9} {'x ringmq':>9}"
 print(header)
 print("-" * len(header))
 for scenario in scenarios:
@@ -362,11 +362,11 @@ for scenario in scenarios:
         if scenario.startswith("idle"):
             if broker == "ringmq": base = m["conn_rate"]
             ratio = m["conn_rate"] / base if base and m["conn_rate"] else None
-            print(f"{scenario:<12} {broker:<10} {fmt(m['conn_rate'], '>10,.0f')} conn/s  {fmt(m['conns'], '>8,.0f')} conns  {fmt(m['bytes_per_conn'], '>8,.0f')} B/conn  RSS {fmt(m['rss'], '.1f')} MiB  x{fmt(ratio, '.2f')}")
+            print(f"{scenario:<12} {broker:<12} {fmt(m['conn_rate'], '>10,.0f')} conn/s  {fmt(m['conns'], '>8,.0f')} conns  {fmt(m['bytes_per_conn'], '>8,.0f')} B/conn  RSS {fmt(m['rss'], '.1f')} MiB  x{fmt(ratio, '.2f')}")
             continue
         if broker == "ringmq": base = m["msgs"]
         ratio = m["msgs"] / base if base and m["msgs"] else None
-        print(f"{scenario:<12} {broker:<10} {fmt(m['msgs'], '>10,.0f')} {fmt(m['cpu_per_m'], '>8.2f')} {fmt(m['p50'], '>9.3f')} {fmt(m['p99'], '>9.3f')} {fmt(m['p999'], '>9.3f')} {fmt(m['rss'], '>8.1f')} {fmt(m['lost'], '>9,.0f')} {fmt(ratio, '>9.2f')}")
+        print(f"{scenario:<12} {broker:<12} {fmt(m['msgs'], '>10,.0f')} {fmt(m['cpu_per_m'], '>8.2f')} {fmt(m['p50'], '>9.3f')} {fmt(m['p99'], '>9.3f')} {fmt(m['p999'], '>9.3f')} {fmt(m['rss'], '>8.1f')} {fmt(m['lost'], '>9,.0f')} {fmt(ratio, '>9.2f')}")
 print(f"\nmedian of {reps} run(s); msgs/s = messages received by subscribers per second; cpu-s/M = broker CPU seconds per million received; x ringmq = msgs/s (conn/s for idle) relative to ringmq. Runs: {out}")
 EOF
 }
