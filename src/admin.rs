@@ -277,7 +277,8 @@ fn route(
         "/metrics" => Response {
             status: 200,
             content_type: CONTENT_TYPE_METRICS,
-            body: render_prometheus(&board.latest(), board.uptime(), env!("CARGO_PKG_VERSION")),
+            body: render_prometheus(&board.latest(), board.uptime(), env!("CARGO_PKG_VERSION"))
+                + &crate::metrics::bridge::render(&board.bridges()),
         },
         "/ready" if readiness() => Response::text(200, "ready"),
         "/ready" => Response::text(503, "not ready"),
