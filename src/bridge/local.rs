@@ -29,6 +29,9 @@ const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIF
 
 /// The bridge's session on its shard.
 pub(crate) struct Local {
+    /// Held to close the connection when the bridge stops (its task dropped at shutdown or
+    /// reload): the session then waits offline, as any persistent session.
+    shell: Rc<ShardShell>,
     pub conn: ConnId,
     pub notify: Rc<Notify>,
     /// Bytes the shard wrote and the bridge has not decoded yet.
@@ -40,7 +43,7 @@ impl Local {
     /// Opens the session: CONNECT (persistent, `inflight_max` as Receive Maximum) and one
     /// SUBSCRIBE per `out` filter, with the filter's rule index + 1 as Subscription Identifier.
     pub(crate) fn open(
-        shell: &ShardShell,
+        shell: &Rc<ShardShell>,
         client_id: &str,
         inflight_max: u16,
         expiry_secs: u32,
@@ -101,6 +104,7 @@ impl Local {
         }
         shell.handle_all(events);
         Local {
+            shell: Rc::clone(shell),
             conn,
             notify,
             buf: BytesMut::new(),
@@ -176,7 +180,18 @@ impl Local {
             };
             self.send(shell, [Packet::Disconnect(disconnect)]);
         }
-        shell.handle(Event::Closed { conn: self.conn });
-        shell.writers.borrow_mut().remove(&self.conn);
+        drop(self);
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Dropped from inside `handle` only if the executor itself is being torn down; then
+        // the shard goes too and there is nothing to tell it.
+        if self.shell.shard.try_borrow_mut().is_err() {
+            return;
+        }
+        self.shell.handle(Event::Closed { conn: self.conn });
+        self.shell.writers.borrow_mut().remove(&self.conn);
     }
 }

@@ -143,6 +143,31 @@ fn publish_state(shell: &ShardShell, name: &str, connected: bool) {
     shell.handle_all(std::iter::empty());
 }
 
+/// How long a starting bridge waits for its local subscriptions to be in place everywhere.
+const SUBSCRIBED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) for the SUBACK of each local subscription: once they are in, every shard
+/// routes the `out` rules' messages to the bridge (the SUBACK barrier), and only then is the
+/// bridge's state published.
+async fn wait_subscribed(shell: &ShardShell, local: &mut Local, relay: &mut Relay, count: usize) {
+    let deadline = Instant::now() + SUBSCRIBED_TIMEOUT;
+    let mut acknowledged = 0;
+    let mut packets = Vec::new();
+    while acknowledged < count && Instant::now() < deadline {
+        local.take(shell, &mut packets, usize::MAX);
+        for packet in packets.drain(..) {
+            if matches!(packet, crate::protocol::Packet::SubAck(_)) {
+                acknowledged += 1;
+            }
+            relay.from_local(packet, Instant::now());
+        }
+        if acknowledged < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = shards::time::timeout(left, local.notify.notified()).await;
+        }
+    }
+}
+
 /// Runs one bridge until its task is dropped (shutdown): the local session, then connections
 /// to the remote, one after another.
 pub(crate) async fn run(shell: Rc<ShardShell>, settings: Settings, stats: Arc<BridgeStats>) {
@@ -164,6 +189,7 @@ pub(crate) async fn run(shell: Rc<ShardShell>, settings: Settings, stats: Arc<Br
         settings.local_expiry_secs,
         &local_filters,
     );
+    wait_subscribed(&shell, &mut local, &mut relay, local_filters.len()).await;
     publish_state(&shell, &name, false);
     let mut backoff = Backoff::new(bridge.reconnect_min_ms, bridge.reconnect_max_ms, &name);
     let mut attempt = 0usize;
