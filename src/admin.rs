@@ -282,7 +282,7 @@ fn route(
                 board.listeners(),
                 board.uptime(),
                 env!("CARGO_PKG_VERSION"),
-            ),
+            ) + &crate::metrics::bridge::render(&board.bridges()),
         },
         "/ready" if readiness() => Response::text(200, "ready"),
         "/ready" => Response::text(503, "not ready"),

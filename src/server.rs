@@ -67,6 +67,11 @@ pub enum BrokerError {
     Security(#[from] crate::security::SecurityError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("bridges.{name}: {source}; fix the file or the key that names it")]
+    Bridge {
+        name: String,
+        source: Box<crate::tls::TlsError>,
+    },
     #[error(
         "admin.bind = {addr}: cannot listen: {source}; choose a free address or set admin.enabled = false"
     )]
@@ -94,6 +99,7 @@ pub fn start_with(
     } else {
         None
     };
+    let bridges = Arc::new(bridge_settings(&config)?);
     let listener_count = runtime_config.listeners.len();
     let admin_config = config.admin.clone();
     // One slot per possible shard: the runtime settles the count, and only slots of running
@@ -121,6 +127,7 @@ pub fn start_with(
             service: Arc::clone(&shard_service),
             rendezvous: Arc::clone(&rendezvous),
             store: store.clone(),
+            bridges: Arc::clone(&bridges),
         };
         async move { run_shard(ctx, together).await }
     })?;
@@ -413,6 +420,7 @@ struct Together {
     service: Arc<Service>,
     rendezvous: Arc<Rendezvous>,
     store: Option<Arc<StoreStart>>,
+    bridges: Arc<Vec<crate::bridge::Settings>>,
 }
 
 async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
@@ -424,6 +432,7 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         service,
         rendezvous,
         store,
+        bridges,
     } = together;
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
     let mut shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
@@ -482,6 +491,8 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         let rate = Rc::clone(&rate);
         accepts.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener, rate)));
     }
+    // Bridges stop first at shutdown, with the accept loops: their local sessions stay.
+    accepts.extend(spawn_bridges(&shell, &bridges, &board));
     let publisher = SnapshotPublisher::new(Arc::clone(&board), ctx.id().index());
     tasks.push(ctx.spawn(
         TaskClass::Background,
@@ -510,6 +521,50 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         let _ = shards::time::timeout(timeout, task).await;
     }
     tracing::info!(shard = ctx.id().index(), "shard stopped");
+}
+
+/// Every bridge's settings, TLS files read: a bad file stops the start with the bridge's name.
+fn bridge_settings(config: &Config) -> Result<Vec<crate::bridge::Settings>, BrokerError> {
+    config
+        .bridges
+        .iter()
+        .map(|(name, bridge)| {
+            crate::bridge::Settings::new(
+                name,
+                bridge,
+                config.session.expiry_max_secs,
+                config.limits.packet_bytes_max as usize,
+            )
+            .map_err(|source| BrokerError::Bridge {
+                name: name.clone(),
+                source: Box::new(source),
+            })
+        })
+        .collect()
+}
+
+/// Starts the bridges that run on this shard.
+fn spawn_bridges(
+    shell: &Rc<ShardShell>,
+    bridges: &[crate::bridge::Settings],
+    board: &SnapshotBoard,
+) -> Vec<Task<()>> {
+    let shard = shell.ctx.id().index();
+    let shard_count = shell.ctx.shard_count();
+    bridges
+        .iter()
+        .filter(|settings| {
+            crate::bridge::shard_of(&settings.name, &settings.bridge, shard_count) == shard
+        })
+        .map(|settings| {
+            let stats = Arc::new(crate::metrics::bridge::BridgeStats::new(&settings.name));
+            board.register_bridge(Arc::clone(&stats));
+            shell.ctx.spawn(
+                TaskClass::Io,
+                crate::bridge::run(Rc::clone(shell), settings.clone(), stats),
+            )
+        })
+        .collect()
 }
 
 /// Accepts in a row before the accept loop lets the shard's other tasks run.

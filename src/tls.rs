@@ -359,3 +359,33 @@ fn identity_of(certificate: &CertificateDer<'_>) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The rustls client config of a bridge to a remote broker: the remote's certificate verified
+/// against `ca_file`; with `cert_key`, the bridge's own certificate for mutual TLS.
+pub fn build_client_config(
+    ca_file: &Path,
+    cert_key: Option<(&Path, &Path)>,
+    alpn: &[String],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = load_roots(ca_file)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(TlsVersion::V1_2.protocol_versions())
+        .map_err(|source| TlsError::Config { source })?
+        .with_root_certificates(roots);
+    let mut config = match cert_key {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = load_certificates(cert)?;
+            let private_key = load_private_key(key)?;
+            builder
+                .with_client_auth_cert(chain, private_key)
+                .map_err(|source| TlsError::BadKey {
+                    path: key.to_path_buf(),
+                    source,
+                })?
+        }
+    };
+    config.alpn_protocols = alpn_protocols(alpn)?;
+    Ok(Arc::new(config))
+}

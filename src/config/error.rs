@@ -174,6 +174,11 @@ fn type_hint(key: &str, message: &str) -> String {
         "log.level" => "write one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
         "log.format" => "write \"text\" or \"json\"",
         "limits.outbox_drop_policy" => "write \"drop_new\" or \"drop_oldest\"",
+        "bridges.<name>.version" => "write \"5.0\" or \"3.1.1\"",
+        "bridges.<name>.topics" => {
+            "a topic rule has topic (a string), direction (\"out\", \"in\" or \"both\"), qos \
+             (0, 1 or 2), local_prefix and remote_prefix (strings)"
+        }
         _ if message.contains("expected a boolean") => "write true or false",
         _ if message.contains("expected a string") => "write a string in double quotes",
         _ => "compare with the documented default in `ringmq print-default-config`",
@@ -188,6 +193,11 @@ pub(super) fn key_pattern(key: &str) -> String {
     let mut segments: Vec<&str> = key.split('.').collect();
     if segments.first() == Some(&"listeners")
         && let Some(name) = segments.get_mut(2)
+    {
+        *name = "<name>";
+    }
+    if segments.first() == Some(&"bridges")
+        && let Some(name) = segments.get_mut(1)
     {
         *name = "<name>";
     }

@@ -11,6 +11,7 @@
 //! file, with its range table next to its fields.
 
 mod auth;
+pub mod bridges;
 pub mod budget;
 mod check;
 mod environment;
@@ -32,6 +33,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{Auth, DeniedPublish};
+pub use bridges::{Bridge, BridgeVersion, Bridges, Direction, TopicRule};
 pub use error::ConfigError;
 pub use limits::{DropPolicy, Limits};
 pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
@@ -73,6 +75,9 @@ pub struct Config {
     pub auth: Auth,
     /// Sessions, queued and retained messages kept across a restart.
     pub persistence: Persistence,
+    /// Connections to other MQTT brokers (`[bridges.<name>]`), none by default.
+    #[serde(skip_serializing_if = "Bridges::is_empty")]
+    pub bridges: Bridges,
 }
 
 impl Config {
@@ -85,6 +90,7 @@ impl Config {
         mqtt::check(self)?;
         session::check(self)?;
         auth::check(self)?;
+        bridges::check(self)?;
         limits::check(self)
     }
 

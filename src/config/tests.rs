@@ -63,6 +63,23 @@ fn all_keys() -> BTreeSet<String> {
     config.auth.password_file = Some("passwd".into());
     config.auth.acl_file = Some("acl".into());
     config.auth.allow_anonymous = Some(true);
+    config.bridges.insert(
+        String::from("cloud"),
+        crate::config::Bridge {
+            addresses: vec![String::from("remote:1883")],
+            shard: Some(0),
+            client_id: Some(String::from("edge")),
+            username: Some(String::from("u")),
+            password: Some(String::from("p")),
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            sni: Some(String::from("remote")),
+            alpn: vec![String::from("mqtt")],
+            topics: vec![crate::config::TopicRule::default()],
+            ..crate::config::Bridge::default()
+        },
+    );
     keys(&toml::Table::try_from(&config).unwrap())
 }
 
@@ -93,10 +110,15 @@ fn default_file_sets_every_key() {
     }
     // No TLS or WebSocket listener by default: each key is shown in a commented-out example
     // (a secure WebSocket listener's keys are those of the other two).
+    // No bridge either: its keys are shown commented out, its topic rules as a
+    // commented-out [[bridges.NAME.topics]] table.
+    assert!(expected.remove("bridges.<name>.topics"));
+    assert!(DEFAULT_TOML.contains("\n# [[bridges.cloud.topics]]"));
     expected.retain(|key| {
         let name = ["tls", "ws", "wss"]
             .iter()
-            .find_map(|kind| key.strip_prefix(&format!("listeners.{kind}.<name>.")));
+            .find_map(|kind| key.strip_prefix(&format!("listeners.{kind}.<name>.")))
+            .or_else(|| key.strip_prefix("bridges.<name>."));
         match name {
             Some(name) => {
                 assert!(DEFAULT_TOML.contains(&format!("\n# {name} = ")), "{name}");
@@ -118,6 +140,7 @@ fn docs_list_every_key() {
             .or_else(|| name.strip_prefix("tls.<name>."))
             .or_else(|| name.strip_prefix("ws.<name>."))
             .or_else(|| name.strip_prefix("wss.<name>."))
+            .or_else(|| name.strip_prefix("<name>."))
             .unwrap_or(name);
         assert!(
             docs.contains(&format!("| `{name}`")),
@@ -188,7 +211,7 @@ fn syntax_and_type_errors() {
     check(
         "[limit]\n",
         "ringmq.toml:1: unknown key `limit`; valid keys in the top level: \
-         runtime, listeners, mqtt, session, limits, log, admin, sys, auth, persistence",
+         runtime, listeners, mqtt, session, limits, log, admin, sys, auth, persistence, bridges",
     );
     check(
         "[listeners.tcp.default]\nport = 1883\n",
@@ -513,4 +536,58 @@ fn shard_count() {
         ports.unwrap_err().key(),
         Some("listeners.tcp.default.shard_port_base")
     );
+}
+
+#[test]
+fn bridge_errors_name_the_key() {
+    let bridge = "[bridges.cloud]\naddresses = [\"remote:1883\"]\n";
+    let rule = "[[bridges.cloud.topics]]\ntopic = \"a/#\"\n";
+    check(
+        bridge,
+        "ringmq.toml: bridges.cloud.topics = []: a bridge without topic rules forwards nothing; \
+         add [[bridges.NAME.topics]] with topic = \"sensors/#\" and direction = \"out\"",
+    );
+    check(
+        &format!("[bridges.cloud]\n{rule}"),
+        "ringmq.toml: bridges.cloud.addresses = []: a bridge needs the remote broker's address; \
+         write e.g. addresses = [\"broker.example.com:1883\"]",
+    );
+    check(
+        "[bridges.cloud]\naddresses = [\"remote\"]\n",
+        "ringmq.toml: bridges.cloud.addresses = \"remote\": not of the form host:port; \
+         write e.g. \"broker.example.com:1883\" or \"[::1]:1883\"",
+    );
+    check(
+        &format!("{bridge}{rule}qos = 3\n"),
+        "ringmq.toml: bridges.cloud.topics[0].qos = 3: QoS is 0, 1 or 2; write 0, 1 or 2",
+    );
+    check(
+        &format!("{bridge}{rule}local_prefix = \"a/+/\"\n"),
+        "ringmq.toml: bridges.cloud.topics[0].local_prefix = \"a/+/\": a prefix may not hold \
+         wildcards; write a plain topic prefix, e.g. \"site1/\"",
+    );
+    check(
+        &format!("{bridge}{rule}direction = \"sideways\"\n"),
+        "ringmq.toml:5: bridges.cloud.topics[0].direction: unknown variant `sideways`, expected \
+         one of `out`, `in`, `both`; a topic rule has topic (a string), direction (\"out\", \
+         \"in\" or \"both\"), qos (0, 1 or 2), local_prefix and remote_prefix (strings)",
+    );
+    check(
+        &format!("{bridge}cert_file = \"c.pem\"\n{rule}"),
+        "ringmq.toml: bridges.cloud.cert_file = (set): TLS keys need TLS, which ca_file turns \
+         on; set ca_file to the CA that signed the remote's certificate",
+    );
+    check(
+        &format!("{bridge}reconnect_min_ms = 5000\nreconnect_max_ms = 1000\n{rule}"),
+        "ringmq.toml: bridges.cloud.reconnect_min_ms = 5000: must be at least 1 and at most \
+         reconnect_max_ms (1000); e.g. reconnect_min_ms = 1000 and reconnect_max_ms = 30000",
+    );
+    let config = parse(
+        &format!("{bridge}{rule}direction = \"both\"\nqos = 1\n"),
+        FILE,
+    )
+    .unwrap();
+    let parsed = &config.bridges["cloud"];
+    assert_eq!(parsed.topics[0].direction, crate::config::Direction::Both);
+    assert_eq!(parsed.version, crate::config::BridgeVersion::V5);
 }

@@ -18,6 +18,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod bridge;
 mod labels;
 mod latency;
 mod prometheus;

@@ -52,6 +52,8 @@ pub struct SnapshotBoard {
     slots: Vec<Mutex<Option<Arc<ShardSnapshot>>>>,
     /// The names of the listeners whose connections the snapshots count, by index.
     listeners: Vec<ListenerLabel>,
+    /// The counters of the running bridges (registered when a bridge starts).
+    bridges: Mutex<Vec<Arc<super::bridge::BridgeStats>>>,
 }
 
 impl SnapshotBoard {
@@ -66,6 +68,7 @@ impl SnapshotBoard {
             started: Instant::now(),
             slots: (0..shard_count).map(|_| Mutex::new(None)).collect(),
             listeners,
+            bridges: Mutex::new(Vec::new()),
         }
     }
 
@@ -97,6 +100,22 @@ impl SnapshotBoard {
             .replace(snapshot);
         // Unwrapped (or freed) outside the lock.
         previous.and_then(|previous| Arc::try_unwrap(previous).ok())
+    }
+
+    /// Shows a bridge's counters in `/metrics` (in place of an earlier bridge of that name).
+    pub fn register_bridge(&self, stats: Arc<super::bridge::BridgeStats>) {
+        let mut bridges = self.bridges.lock().unwrap_or_else(PoisonError::into_inner);
+        bridges.retain(|bridge| bridge.name != stats.name);
+        bridges.push(stats);
+        bridges.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// The counters of every registered bridge.
+    pub fn bridges(&self) -> Vec<Arc<super::bridge::BridgeStats>> {
+        self.bridges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The latest snapshot of every shard that has published one, with its shard index.

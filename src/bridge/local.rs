@@ -1,0 +1,197 @@
+//! The bridge's side on this broker: a 5.0 session on the bridge's shard, driven through the
+//! same events a client connection sends (`Accepted`, `Authenticated`, `Packet`, `Drained`,
+//! `Closed`) and reading the bytes the shard writes for it. To the rest of the broker it is a
+//! client like any other: its `out` rules are subscriptions (found through the interest index on
+//! every shard), its `in` rules publishes. Its outbox is the bridge's queue: bounded by the
+//! session limits, dropping by the session drop policy, and kept across a restart with
+//! persistence on (the session is persistent).
+//!
+//! Every subscription carries No Local, so what the bridge publishes here from the remote never
+//! goes back out through the same bridge, and Retain As Published, so the retain flag crosses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use shards::sync::Notify;
+
+use super::rules::Filter;
+use crate::protocol::{
+    self, Connect, ConnectProperties, Packet, RetainHandling, Subscribe, SubscribeFilter,
+    SubscribeProperties, SubscriptionOptions, Version,
+};
+use crate::server::ShardShell;
+use crate::shard::{ConnId, Event};
+
+/// The address a bridge's local session shows as its peer (logs, metrics).
+const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// The bridge's session on its shard.
+pub(crate) struct Local {
+    /// Held to close the connection when the bridge stops (its task dropped at shutdown or
+    /// reload): the session then waits offline, as any persistent session.
+    shell: Rc<ShardShell>,
+    pub conn: ConnId,
+    pub notify: Rc<Notify>,
+    /// Bytes the shard wrote and the bridge has not decoded yet.
+    buf: BytesMut,
+    pub client_id: String,
+}
+
+impl Local {
+    /// Opens the session: CONNECT (persistent, `inflight_max` as Receive Maximum) and one
+    /// SUBSCRIBE per `out` filter, with the filter's rule index + 1 as Subscription Identifier.
+    pub(crate) fn open(
+        shell: &Rc<ShardShell>,
+        client_id: &str,
+        inflight_max: u16,
+        expiry_secs: u32,
+        filters: &[Filter],
+    ) -> Local {
+        let conn = shell.next_conn_id();
+        let notify = Rc::new(Notify::new());
+        shell.writers.borrow_mut().insert(conn, Rc::clone(&notify));
+        let connect = Connect {
+            version: Version::V5,
+            clean_start: false,
+            keep_alive_secs: 0,
+            client_id: ByteString::from(client_id),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties {
+                session_expiry_interval_secs: Some(expiry_secs),
+                receive_maximum: Some(inflight_max),
+                ..ConnectProperties::default()
+            },
+        };
+        let mut events = vec![
+            Event::Accepted { conn, peer: PEER },
+            Event::Authenticated {
+                conn,
+                enhanced: None,
+            },
+            Event::Packet {
+                conn,
+                packet: Packet::Connect(Box::new(connect)),
+            },
+        ];
+        for (index, filter) in filters.iter().enumerate() {
+            let subscribe = Subscribe {
+                packet_id: u16::try_from(index + 1)
+                    .ok()
+                    .and_then(crate::protocol::PacketId::new)
+                    .unwrap_or(crate::protocol::PacketId::MAX),
+                properties: SubscribeProperties {
+                    subscription_identifier: u32::try_from(filter.rule + 1).ok(),
+                    user_properties: Vec::new(),
+                },
+                filters: vec![SubscribeFilter {
+                    filter: ByteString::from(filter.filter.as_str()),
+                    options: SubscriptionOptions {
+                        qos: filter.qos,
+                        no_local: true,
+                        retain_as_published: true,
+                        retain_handling: RetainHandling::OnNewSubscription,
+                    },
+                }],
+            };
+            events.push(Event::Packet {
+                conn,
+                packet: Packet::Subscribe(subscribe),
+            });
+        }
+        shell.handle_all(events);
+        Local {
+            shell: Rc::clone(shell),
+            conn,
+            notify,
+            buf: BytesMut::new(),
+            client_id: client_id.to_owned(),
+        }
+    }
+
+    /// True once the shard closed the session's connection (a client took the id over, or the
+    /// broker is stopping).
+    pub(crate) fn is_closed(&self, shell: &ShardShell) -> bool {
+        shell
+            .shard
+            .borrow()
+            .conn(self.conn)
+            .is_none_or(|conn| conn.is_closing())
+    }
+
+    /// Takes what the shard wrote for the bridge and decodes the whole packets in it into
+    /// `packets`, at most `max` of them (the rest stays for the next call).
+    pub(crate) fn take(&mut self, shell: &ShardShell, packets: &mut Vec<Packet>, max: usize) {
+        if self.buf.is_empty() || packets.len() < max {
+            let taken = shell.shard.borrow_mut().conn_mut(self.conn).map(|conn| {
+                let mut discarded = Vec::new();
+                conn.unsent.take(&mut discarded);
+                conn.out.split()
+            });
+            if let Some(out) = taken
+                && !out.is_empty()
+            {
+                self.buf.extend_from_slice(&out);
+                // Room in the shard's buffer again: queued deliveries may follow.
+                shell.handle(Event::Drained { conn: self.conn });
+            }
+        }
+        while packets.len() < max {
+            match protocol::decode(&mut self.buf, Version::V5, usize::MAX) {
+                Ok(Some(packet)) => packets.push(packet),
+                Ok(None) => break,
+                Err(error) => {
+                    // Our own broker's output: a bug, not input. Said loudly, then dropped.
+                    tracing::error!(%error, "bridge: undecodable output from the local session");
+                    self.buf.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// True when decoded-but-unread packets remain buffered.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Hands packets to the shard as if the bridge's client had sent them.
+    pub(crate) fn send(&self, shell: &ShardShell, packets: impl IntoIterator<Item = Packet>) {
+        let conn = self.conn;
+        shell.handle_all(
+            packets
+                .into_iter()
+                .map(|packet| Event::Packet { conn, packet }),
+        );
+    }
+
+    /// Ends the connection; the session stays (it is persistent) unless `end_session`.
+    pub(crate) fn close(self, shell: &ShardShell, end_session: bool) {
+        if end_session {
+            let disconnect = protocol::Disconnect {
+                reason: protocol::ReasonCode::SUCCESS,
+                properties: protocol::DisconnectProperties {
+                    session_expiry_interval_secs: Some(0),
+                    ..protocol::DisconnectProperties::default()
+                },
+            };
+            self.send(shell, [Packet::Disconnect(disconnect)]);
+        }
+        drop(self);
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Dropped from inside `handle` only if the executor itself is being torn down; then
+        // the shard goes too and there is nothing to tell it.
+        if self.shell.shard.try_borrow_mut().is_err() {
+            return;
+        }
+        self.shell.handle(Event::Closed { conn: self.conn });
+        self.shell.writers.borrow_mut().remove(&self.conn);
+    }
+}
