@@ -4,8 +4,8 @@
 //!
 //! Before that, on a TLS listener: the first bytes are looked at (plain MQTT is closed at once),
 //! then the handshake runs with its deadline; on a WebSocket listener the opening handshake
-//! follows (`websocket`). On a plain listener a TLS ClientHello as the first bytes closes the
-//! connection. The first CONNECT is authenticated here (`authenticate`), off the
+//! follows (`websocket`). First bytes that cannot start a CONNECT (a TLS ClientHello on a plain
+//! listener, an HTTP request) close the connection at once. The first CONNECT is authenticated here (`authenticate`), off the
 //! shard's synchronous core, when the configuration asks for it.
 
 mod authenticate;
@@ -348,15 +348,37 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
             Some(completed_at) => read_at = completed_at,
             None => return,
         }
-        if std::mem::take(&mut first_read)
-            && matches!(client.listener, ListenerKind::Plain(_))
-            && crate::tls::looks_like_tls_client_hello(&buf)
-        {
-            tracing::warn!(peer = %client.peer,
-                "TLS ClientHello on a plain MQTT listener: closed; the client must use the TLS port (8883)");
+        if std::mem::take(&mut first_read) && !first_bytes_may_be_connect(shell, client, &buf) {
             return;
         }
     }
+}
+
+/// The first byte of a connection's first packet must be CONNECT's (0x10: type 1, flags 0;
+/// 3.1.1 §3.1, 5.0 §3.1, and a first packet other than CONNECT is a protocol violation,
+/// [MQTT-3.1.0-1]). Anything else (an HTTP request, a TLS ClientHello, a stray protocol) closes
+/// the connection at once instead of waiting for the length its first byte seems to announce
+/// and then the CONNECT deadline; it is counted as a `bad_protocol` rejection.
+fn first_bytes_may_be_connect(shell: &ShardShell, client: &Client<'_>, buf: &[u8]) -> bool {
+    const CONNECT_FIRST_BYTE: u8 = 0x10;
+    if buf.first().is_none_or(|first| *first == CONNECT_FIRST_BYTE) {
+        return true;
+    }
+    if matches!(client.listener, ListenerKind::Plain(_))
+        && crate::tls::looks_like_tls_client_hello(buf)
+    {
+        tracing::warn!(peer = %client.peer,
+            "TLS ClientHello on a plain MQTT listener: closed; the client must use the TLS port (8883)");
+    } else {
+        tracing::debug!(peer = %client.peer, first_byte = buf.first().copied().unwrap_or(0),
+            "first packet is not CONNECT: closed");
+    }
+    shell
+        .shard
+        .borrow_mut()
+        .metrics
+        .connection_rejected(crate::metrics::ConnectRejection::BadProtocol);
+    false
 }
 
 /// Reads more bytes into `buf` and returns when the read completed; `None` when the connection
