@@ -8,22 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{
     Bystanders, RawClient, Received, TestBroker, connect_packet, expect_disconnect, pid, response,
-    test_config,
+    test_config, vbi,
 };
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version};
-
-/// A Variable Byte Integer (1.5.5).
-fn vbi(mut value: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = (value % 128) as u8;
-        value /= 128;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
 
 /// A packet from its first byte and body.
 fn frame(first: u8, body: &[u8]) -> Vec<u8> {
