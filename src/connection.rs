@@ -4,13 +4,16 @@
 //!
 //! Before that, on a TLS listener: the first bytes are looked at (plain MQTT is closed at once),
 //! then the handshake runs with its deadline; on a WebSocket listener the opening handshake
-//! follows (`websocket`). On a plain listener a TLS ClientHello as the first bytes closes the
-//! connection. The first CONNECT is authenticated here (`authenticate`), off the
+//! follows (`websocket`). First bytes that cannot start a CONNECT (a TLS ClientHello on a plain
+//! listener, an HTTP request) close the connection at once. The first CONNECT is authenticated here (`authenticate`), off the
 //! shard's synchronous core, when the configuration asks for it.
 
 mod authenticate;
+mod partial;
 mod read_buffer;
 mod websocket;
+
+pub(crate) use partial::PartialBytes;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -286,8 +289,15 @@ struct ReadState {
 
 async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader) {
     let conn = client.conn;
-    let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+    let (packet_bytes_max, packet_timeout) = {
+        let shard = shell.shard.borrow();
+        let settings = shard.settings();
+        (settings.packet_bytes_max, settings.packet_timeout)
+    };
     let mut buf = BytesMut::new();
+    let mut reservation = partial::Reservation::new(&shell.partial);
+    // When the partial packet at the front of `buf` (if any) began: the packet deadline.
+    let mut partial_since: Option<Instant> = None;
     let mut state = ReadState {
         version: Version::V5,
         authenticate: client.identity.is_some() || shell.checks_connect(),
@@ -298,7 +308,14 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
     let mut read_at = Instant::now();
     loop {
         let mut events = EVENTS.take();
+        let buffered = buf.len();
         let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
+        partial_since = match partial_since {
+            _ if buf.is_empty() => None,
+            Some(since) if buf.len() == buffered => Some(since),
+            // A packet completed and the next began in the same read.
+            _ => Some(read_at),
+        };
         if !events.is_empty() {
             if packet_trace::enabled() {
                 trace_received(shell, conn, &events);
@@ -345,42 +362,91 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
-        match read_more(shell, client, reader, &mut buf, packet_bytes_max).await {
+        let more = read_more(shell, client, reader, &mut buf, &mut reservation);
+        let more = match partial_since {
+            None => more.await,
+            Some(since) => {
+                let left = (since + packet_timeout).saturating_duration_since(Instant::now());
+                match shards::time::timeout(left, more).await {
+                    Ok(more) => more,
+                    Err(_) => return packet_timed_out(shell, client, packet_timeout),
+                }
+            }
+        };
+        match more {
             Some(completed_at) => read_at = completed_at,
             None => return,
         }
-        if std::mem::take(&mut first_read)
-            && matches!(client.listener, ListenerKind::Plain(_))
-            && crate::tls::looks_like_tls_client_hello(&buf)
-        {
-            tracing::warn!(peer = %client.peer,
-                "TLS ClientHello on a plain MQTT listener: closed; the client must use the TLS port (8883)");
+        if std::mem::take(&mut first_read) && !first_bytes_may_be_connect(shell, client, &buf) {
             return;
         }
     }
 }
 
+/// The first byte of a connection's first packet must be CONNECT's (0x10: type 1, flags 0;
+/// 3.1.1 §3.1, 5.0 §3.1, and a first packet other than CONNECT is a protocol violation,
+/// [MQTT-3.1.0-1]). Anything else (an HTTP request, a TLS ClientHello, a stray protocol) closes
+/// the connection at once instead of waiting for the length its first byte seems to announce
+/// and then the CONNECT deadline; it is counted as a `bad_protocol` rejection.
+fn first_bytes_may_be_connect(shell: &ShardShell, client: &Client<'_>, buf: &[u8]) -> bool {
+    const CONNECT_FIRST_BYTE: u8 = 0x10;
+    if buf.first().is_none_or(|first| *first == CONNECT_FIRST_BYTE) {
+        return true;
+    }
+    if matches!(client.listener, ListenerKind::Plain(_))
+        && crate::tls::looks_like_tls_client_hello(buf)
+    {
+        tracing::warn!(peer = %client.peer,
+            "TLS ClientHello on a plain MQTT listener: closed; the client must use the TLS port (8883)");
+    } else {
+        tracing::debug!(peer = %client.peer, first_byte = buf.first().copied().unwrap_or(0),
+            "first packet is not CONNECT: closed");
+    }
+    shell
+        .shard
+        .borrow_mut()
+        .metrics
+        .connection_rejected(crate::metrics::ConnectRejection::BadProtocol);
+    false
+}
+
+/// A packet did not complete within `limits.packet_timeout_ms`: the connection is closed (as for
+/// a keepalive timeout: no DISCONNECT, the will is published), and counted.
+fn packet_timed_out(shell: &ShardShell, client: &Client<'_>, timeout: Duration) {
+    tracing::debug!(conn = client.conn, peer = %client.peer, ?timeout,
+        "packet incomplete after limits.packet_timeout_ms: closed");
+    shell
+        .shard
+        .borrow_mut()
+        .metrics
+        .limit_reached(crate::metrics::LimitReached::PacketTimeout);
+}
+
 /// Reads more bytes into `buf` and returns when the read completed; `None` when the connection
 /// is done (closed by the peer, failed, or announcing a frame over the limit). With nothing
-/// buffered the read goes to the shard's buffer (`read_buffer`); a partial frame is completed in
-/// a buffer of the connection's own, sized for what that frame still needs (at least a chunk).
+/// buffered the read goes to the shard's buffer (`read_buffer`) and the connection's reservation
+/// of the shard's partial-packet allowance is given back; a partial frame is completed in a
+/// buffer of the connection's own, sized for what that frame still needs (at least a chunk),
+/// whose capacity is first reserved (`partial`), waiting without reading while there is no room.
 async fn read_more(
     shell: &ShardShell,
     client: &Client<'_>,
     reader: &mut Reader,
     buf: &mut BytesMut,
-    packet_bytes_max: usize,
+    reservation: &mut partial::Reservation<'_>,
 ) -> Option<Instant> {
     let conn = client.conn;
     let read = if buf.is_empty() {
         // Even empty, `buf` may hold its allocation (or a share of the shard's): not while idle.
         *buf = BytesMut::new();
+        reservation.release();
         read_buffer::read(reader, READ_CHUNK).await.map(|bytes| {
             let n = bytes.len();
             *buf = bytes;
             n
         })
     } else {
+        let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
         let wanted = match protocol::frame_len(buf, packet_bytes_max) {
             Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
             Ok(None) => READ_CHUNK,
@@ -389,6 +455,7 @@ async fn read_more(
                 return None;
             }
         };
+        reserve(shell, buf, reservation, buf.len() + wanted).await;
         read_into(reader, buf, wanted).await
     };
     match read {
@@ -408,6 +475,32 @@ async fn read_more(
             None
         }
     }
+}
+
+/// Grows the connection's reservation to `bytes`, waiting while the shard's allowance has no
+/// room (bounded by the packet deadline around the read). A waiting connection first moves its
+/// partial packet to an allocation of its exact size, so that it pins no shared read chunk.
+async fn reserve(
+    shell: &ShardShell,
+    buf: &mut BytesMut,
+    reservation: &mut partial::Reservation<'_>,
+    bytes: usize,
+) {
+    if reservation.grow_to(bytes) {
+        return;
+    }
+    tracing::debug!(
+        bytes,
+        held = shell.partial.held(),
+        "partial-packet allowance spent: reading paused"
+    );
+    shell
+        .shard
+        .borrow_mut()
+        .metrics
+        .limit_reached(crate::metrics::LimitReached::PartialBytes);
+    *buf = BytesMut::from(&buf[..]);
+    reservation.grow_to_when_room(bytes).await;
 }
 
 /// Appends up to `wanted` bytes to `buf`, which becomes the connection's own allocation: the

@@ -292,6 +292,8 @@ pub(crate) struct ShardShell {
     pub store_ready: Notify,
     /// The flush task holds mail it took from the shard and has not yet put in a ring.
     flushing: Cell<bool>,
+    /// The shard's allowance for bytes of partly read packets.
+    pub partial: crate::connection::PartialBytes,
 }
 
 impl ShardShell {
@@ -460,6 +462,9 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         dirty: RefCell::new(Vec::new()),
         store_ready: Notify::new(),
         flushing: Cell::new(false),
+        partial: crate::connection::PartialBytes::new(
+            config.limits.partial_packet_bytes_per_shard_max,
+        ),
     });
     let mut accepts = Vec::new();
     let mut tasks: Vec<Task<()>> = Vec::new();

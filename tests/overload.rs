@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{RawClient, TestBroker, admin_get, connect_packet, metric, test_config};
+use common::{RawClient, TestBroker, admin_get, connect_packet, metric, rss_bytes, test_config};
 use ringmq::config::DropPolicy;
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version};
 use socket2::{Domain, Socket, Type};
@@ -28,17 +28,6 @@ fn stalled_subscriber(addr: SocketAddr, filter: &str) -> RawClient {
     assert_eq!(connack.reason, ReasonCode::SUCCESS);
     client.subscribe(1, &[(filter, QoS::AtLeastOnce)]);
     client
-}
-
-/// Resident memory of this process (broker and clients), from /proc.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
 }
 
 fn slow_consumer_is_held_to_its_limits(policy: DropPolicy) {

@@ -119,6 +119,64 @@ impl Drop for Notified<'_> {
     }
 }
 
+/// Wakes every task waiting when `notify_all` is called, keeping no permit: for a condition each
+/// waiter checks again for itself (room in a shared allowance), where waking only one could wake
+/// one that still does not fit while another would.
+#[derive(Default)]
+pub struct Signal {
+    generation: Cell<u64>,
+    waiters: Waiters,
+}
+
+impl Signal {
+    pub fn new() -> Signal {
+        Signal::default()
+    }
+
+    pub fn notify_all(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        self.waiters.wake_all();
+    }
+
+    /// Resolves at the next `notify_all`.
+    pub fn wait(&self) -> SignalWait<'_> {
+        SignalWait {
+            signal: self,
+            generation: self.generation.get(),
+            slot: None,
+        }
+    }
+}
+
+pub struct SignalWait<'a> {
+    signal: &'a Signal,
+    generation: u64,
+    slot: Option<usize>,
+}
+
+impl Future for SignalWait<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.generation.get() != self.generation {
+            if let Some(slot) = self.slot.take() {
+                self.signal.waiters.remove(slot);
+            }
+            return Poll::Ready(());
+        }
+        let slot = self.signal.waiters.register(self.slot, cx.waker());
+        self.slot = Some(slot);
+        Poll::Pending
+    }
+}
+
+impl Drop for SignalWait<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.signal.waiters.remove(slot);
+        }
+    }
+}
+
 /// A one-way switch: once set, every present and future waiter resolves. Used for "go" and
 /// "shutdown has begun" on a shard.
 #[derive(Default)]

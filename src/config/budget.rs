@@ -36,6 +36,8 @@ const SUBSCRIPTION_OVERHEAD_BYTES: u64 = 256;
 const RETAINED_OVERHEAD_BYTES: u64 = 128;
 /// Estimated cost of one pending control request (a barrier or a claim).
 const CONTROL_OVERHEAD_BYTES: u64 = 512;
+/// Estimated cost of one topic alias besides its topic (`shard/aliases.rs`).
+pub const ALIAS_ENTRY_BYTES: u64 = 64;
 /// The size bound of one `Mail` (asserted in `mail.rs`).
 const MAIL_BYTES: u64 = 64;
 
@@ -94,17 +96,24 @@ impl Budget {
             keys,
         };
         let terms = vec![
+            // A connection's read is at most one chunk of the shard's buffer (or a partial packet
+            // waiting for room); buffers beyond that come from the shard-wide allowance below.
             term(
                 "connection buffers (read + write + early packets + delivery runs)",
                 connections,
                 CONNECTION_OVERHEAD_BYTES
-                    + packet
                     + READ_CHUNK_BYTES
                     + WRITE_BUFFER_BYTES
                     + DELIVERY_RUNS_BYTES
                     + packet
                     + EARLY_PACKETS_MAX * DELIVERY_OVERHEAD_BYTES,
                 "limits.connections_per_shard_max, limits.packet_bytes_max",
+            ),
+            term(
+                "partly read packets (shard-wide allowance)",
+                1,
+                limits.partial_packet_bytes_per_shard_max,
+                "limits.partial_packet_bytes_per_shard_max",
             ),
             term(
                 "WebSocket buffers (read + frame + message + write)",
@@ -150,10 +159,16 @@ impl Budget {
                 "limits.subscriptions_per_shard_max, limits.topic_bytes_max",
             ),
             term(
-                "topic aliases from clients",
-                connections,
-                u64::from(config.mqtt.topic_alias_max) * (topic + 64),
-                "mqtt.topic_alias_max, limits.topic_bytes_max",
+                "topic aliases (both directions)",
+                1,
+                connections
+                    .saturating_mul(
+                        u64::from(config.mqtt.topic_alias_max)
+                            + u64::from(config.mqtt.topic_alias_to_client_max),
+                    )
+                    .saturating_mul(topic + ALIAS_ENTRY_BYTES)
+                    .min(limits.topic_alias_bytes_per_shard_max),
+                "limits.topic_alias_bytes_per_shard_max",
             ),
             term(
                 "wills",
@@ -289,12 +304,7 @@ mod tests {
 
     #[test]
     fn the_defaults_with_a_websocket_listener_fit_the_default_budget() {
-        let mut config = Config::default();
-        config
-            .listeners
-            .ws
-            .insert(String::from("ws"), Default::default());
-        let budget = Budget::of(&config, 1);
+        let budget = Budget::of(&with_websocket_listener(), 1);
         assert!(budget.check().is_ok(), "{budget}");
         let websocket = term(
             &budget,
@@ -386,12 +396,22 @@ mod tests {
         assert_eq!(term(&budget, "subscriptions").count, 300);
     }
 
+    fn with_websocket_listener() -> Config {
+        let mut config = Config::default();
+        config
+            .listeners
+            .ws
+            .insert(String::from("ws"), Default::default());
+        config
+    }
+
     #[test]
     fn the_default_budget_is_what_the_default_limits_need_not_more() {
-        // The default budget is the worst case of the defaults rounded up, not a number picked
-        // to let anything start: the slack is under a fifth of the worst case.
+        // The default budget is the worst case of the defaults with a WebSocket listener rounded
+        // up, not a number picked to let anything start: the slack is under a fifth of it.
+        let config = with_websocket_listener();
         let worst = (1..=256)
-            .map(|shards| Budget::of(&Config::default(), shards).total_bytes())
+            .map(|shards| Budget::of(&config, shards).total_bytes())
             .max()
             .unwrap_or(0);
         let budget = Config::default().limits.memory_budget_bytes;

@@ -10,13 +10,22 @@ use super::{Config, ConfigError};
 /// The largest Remaining Length MQTT can encode (2.2.3).
 const PACKET_BYTES_LIMIT: u64 = 268_435_455;
 
-/// The default per-shard budget: what the default limits need in the worst case (about 665 GiB
-/// on one shard), rounded up to 768 GiB (see `budget::tests`). With the shard-wide caps on the
-/// messages and subscriptions sessions hold, what remains large are the connection terms (100,000
-/// connections, each with a 1 MiB packet being read and one being written, and 64 topic aliases
-/// of up to 64 KiB). Lower it to the memory a shard may really use, then lower limits until
-/// `ringmq check-config` passes.
-pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 768 << 30;
+/// The default per-shard budget. The default limits need about 179 GiB on one shard in the worst
+/// case (see `budget::tests`): the connection write buffers (100,000 connections, each with one
+/// packet of up to 1 MiB beyond its 64 KiB) and the subscriptions (a million filters of up to
+/// 64 KiB) are what remains large. A WebSocket listener adds 58 GiB; the default is that
+/// rounded up, 256 GiB. Lower it to the memory a shard may really use, then lower
+/// limits until `ringmq check-config` passes.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 256 << 30;
+
+/// The default of `partial_packet_bytes_per_shard_max`: 64 MiB, room for 48 packets of the default
+/// 1 MiB `packet_bytes_max` assembled at once (three quarters of it), or 4,096 small ones.
+pub const DEFAULT_PARTIAL_PACKET_BYTES_PER_SHARD_MAX: u64 = 64 << 20;
+
+/// Packets above this size being assembled may take only three quarters of
+/// `partial_packet_bytes_per_shard_max`; the last quarter is kept for small ones, so that clients
+/// sending small packets keep being read while large packets have spent the rest.
+pub const LARGE_PARTIAL_PACKET_BYTES: u64 = 32 * 1024;
 
 /// The default of `queued_bytes_per_shard_max`: 1 GiB.
 pub const DEFAULT_QUEUED_BYTES_PER_SHARD_MAX: u64 = 1 << 30;
@@ -70,6 +79,16 @@ pub struct Limits {
     /// New connections one shard accepts per second (a token bucket holding 10 ms worth).
     /// Over it, the shard delays `accept`: the kernel backlog holds the rest.
     pub connect_rate_per_shard_max: u32,
+    /// Bytes of partly read packets all connections of one shard may hold together (the buffers
+    /// a packet larger than one read is assembled in). A connection that needs more waits, not
+    /// reading, until there is room; packets over 32 KiB may take only three quarters of it.
+    pub partial_packet_bytes_per_shard_max: u64,
+    /// Time a packet may take from its first byte to its last; a connection whose packet is still
+    /// incomplete then is closed (slow loris).
+    pub packet_timeout_ms: u64,
+    /// Bytes of topic alias tables (both directions) all connections of one shard may hold
+    /// together, topic bytes plus an entry overhead each.
+    pub topic_alias_bytes_per_shard_max: u64,
     /// What a full outbox does with one more message.
     pub outbox_drop_policy: DropPolicy,
     /// The worst-case memory one shard may need, from the limits above (see `budget`); the broker
@@ -114,6 +133,9 @@ impl Default for Limits {
             will_bytes_max: 65_536,
             control_pending_max: 1_024,
             connect_rate_per_shard_max: 5_000,
+            partial_packet_bytes_per_shard_max: DEFAULT_PARTIAL_PACKET_BYTES_PER_SHARD_MAX,
+            packet_timeout_ms: 30_000,
+            topic_alias_bytes_per_shard_max: 64 << 20,
             outbox_drop_policy: DropPolicy::DropNew,
             memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
         }
@@ -182,6 +204,12 @@ pub(super) const RANGES: &[Range] = &[
         "requests", "e.g. 1024"),
     range("limits.connect_rate_per_shard_max", |c| c.limits.connect_rate_per_shard_max.into(),
         (1, 10_000_000), "connections per second", "e.g. 5000"),
+    range("limits.partial_packet_bytes_per_shard_max", |c| c.limits.partial_packet_bytes_per_shard_max,
+        (64 * 1024, 1 << 40), "bytes", "e.g. 67108864 (64 MiB)"),
+    range("limits.packet_timeout_ms", |c| c.limits.packet_timeout_ms, (100, 3_600_000),
+        "milliseconds", "e.g. 30000"),
+    range("limits.topic_alias_bytes_per_shard_max", |c| c.limits.topic_alias_bytes_per_shard_max,
+        (1024, 1 << 40), "bytes", "e.g. 67108864 (64 MiB)"),
     range("limits.memory_budget_bytes", |c| c.limits.memory_budget_bytes, (1 << 20, 1 << 50),
         "bytes", "set it to the memory one shard may use, e.g. 4294967296 (4 GiB)"),
 ];
@@ -208,6 +236,21 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
         packet,
         "retained",
     )?;
+    // A packet of the largest size must fit in the part of the allowance large packets may use,
+    // with the read beyond it.
+    let large_share = limits.partial_packet_bytes_per_shard_max / 4 * 3;
+    if large_share < packet + super::budget::READ_CHUNK_BYTES {
+        return Err(ConfigError::invalid(
+            "limits.partial_packet_bytes_per_shard_max",
+            limits.partial_packet_bytes_per_shard_max,
+            format!(
+                "three quarters of it ({large_share}) must hold a packet of \
+                 limits.packet_bytes_max ({packet}) and one read more (16 KiB), or such a packet \
+                 could never be read"
+            ),
+            "raise it to at least 4/3 x (packet_bytes_max + 16384), or lower limits.packet_bytes_max",
+        ));
+    }
     if u64::from(limits.will_bytes_max) > packet {
         return Err(ConfigError::invalid(
             "limits.will_bytes_max",

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{Auth, DeniedPublish};
 pub use bridges::{Bridge, BridgeVersion, Bridges, Direction, TopicRule};
 pub use error::ConfigError;
-pub use limits::{DropPolicy, Limits};
+pub use limits::{DropPolicy, LARGE_PARTIAL_PACKET_BYTES, Limits};
 pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
 pub use log::{Log, LogFormat, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};

@@ -206,7 +206,8 @@ fn syntax_and_type_errors() {
          filters_per_subscribe_max, user_properties_max, connections_per_shard_max, \
          sessions_per_shard_max, queued_bytes_per_shard_max, queued_messages_per_shard_max, \
          subscriptions_per_shard_max, connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
-         control_pending_max, connect_rate_per_shard_max, outbox_drop_policy, memory_budget_bytes",
+         control_pending_max, connect_rate_per_shard_max, partial_packet_bytes_per_shard_max, \
+         packet_timeout_ms, topic_alias_bytes_per_shard_max, outbox_drop_policy, memory_budget_bytes",
     );
     check(
         "[limit]\n",

@@ -167,13 +167,16 @@ async fn read_packet(
     buf: &mut BytesMut,
 ) -> Result<Packet, ReasonCode> {
     let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+    // The exchange's own reservation of the partial-packet allowance: what it leaves in `buf` is
+    // reserved again by the reader's next read.
+    let mut reservation = super::partial::Reservation::new(&shell.partial);
     loop {
         match protocol::decode(buf, Version::V5, packet_bytes_max) {
             Ok(Some(packet)) => return Ok(packet),
             Ok(None) => {}
             Err(error) => return Err(error.reason_code()),
         }
-        if super::read_more(shell, client, reader, buf, packet_bytes_max)
+        if super::read_more(shell, client, reader, buf, &mut reservation)
             .await
             .is_none()
         {

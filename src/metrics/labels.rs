@@ -101,6 +101,18 @@ label_enum! {
 }
 
 label_enum! {
+    /// Which memory cap or deadline stopped a client, label `reason`.
+    pub enum LimitReached {
+        /// A packet's body did not arrive within `limits.packet_timeout_ms`: connection closed.
+        PacketTimeout => "packet_timeout",
+        /// The shard's allowance for partly read packets was spent: reading paused.
+        PartialBytes => "partial_bytes",
+        /// The shard's topic alias tables were full: a new alias refused.
+        TopicAliases => "topic_aliases",
+    }
+}
+
+label_enum! {
     /// What a client connection runs over, label `transport`: the kind of its listener.
     pub enum Transport {
         Tcp => "tcp",

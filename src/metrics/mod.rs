@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use crate::protocol::QoS;
 
-pub use labels::{ConnectRejection, DropReason, PacketKind, PerLabel, Transport};
+pub use labels::{ConnectRejection, DropReason, LimitReached, PacketKind, PerLabel, Transport};
 pub use latency::{
     BUCKET_BOUNDS_MICROS, LATENCY_HIGHEST_MICROS, Latencies, LatencyHistogram, Path, QUANTILES,
 };
@@ -84,6 +84,8 @@ pub struct Counts {
     /// PUBLISH messages written to subscribers, by the QoS they were delivered with.
     pub messages_sent: PerLabel<3>,
     pub messages_dropped: PerLabel<{ DropReason::COUNT }>,
+    /// Times a shard-wide memory cap or a deadline stopped a client, by reason.
+    pub limits_reached: PerLabel<{ LimitReached::COUNT }>,
     pub authentication_success: u64,
     pub authentication_failure: u64,
     pub mail_sent: u64,
@@ -137,6 +139,7 @@ impl Counts {
             messages_received,
             messages_sent,
             messages_dropped,
+            limits_reached,
             authentication_success,
             authentication_failure,
             mail_sent,
@@ -173,6 +176,7 @@ impl Counts {
         self.messages_received.add_all(messages_received);
         self.messages_sent.add_all(messages_sent);
         self.messages_dropped.add_all(messages_dropped);
+        self.limits_reached.add_all(limits_reached);
         sum(&mut self.authentication_success, authentication_success);
         sum(&mut self.authentication_failure, authentication_failure);
         sum(&mut self.mail_sent, mail_sent);
@@ -363,6 +367,10 @@ impl ShardMetrics {
 
     pub fn messages_dropped(&mut self, reason: DropReason, messages: u64) {
         self.counts.messages_dropped.add(reason.index(), messages);
+    }
+
+    pub fn limit_reached(&mut self, reason: LimitReached) {
+        self.counts.limits_reached.add(reason.index(), 1);
     }
 
     pub fn authentication(&mut self, success: bool) {

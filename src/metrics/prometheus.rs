@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use super::{
     BUCKET_BOUNDS_MICROS, ConnectRejection, Counts, DropReason, Latencies, LatencyHistogram,
-    ListenerCount, ListenerLabel, PacketKind, Path, QUANTILES, ShardSnapshot, Transport, merge,
+    LimitReached, ListenerCount, ListenerLabel, PacketKind, Path, QUANTILES, ShardSnapshot, Transport,
+    merge,
 };
 use crate::protocol::QoS;
 
@@ -244,7 +245,8 @@ fn render_counters(out: &mut Out, series: &[Series<'_>]) {
     let kinds: Vec<&str> = PacketKind::ALL.iter().map(|k| k.label()).collect();
     let drops: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
     let transports: Vec<&str> = Transport::ALL.iter().map(|t| t.label()).collect();
-    let labelled: [Labelled<'_>; 7] = [
+    let limits: Vec<&str> = LimitReached::ALL.iter().map(|r| r.label()).collect();
+    let labelled: [Labelled<'_>; 8] = [
         Labelled {
             name: "connections_opened_total",
             help: "Connections that passed their TLS and WebSocket handshakes, by transport.",
@@ -293,6 +295,13 @@ fn render_counters(out: &mut Out, series: &[Series<'_>]) {
             label: "reason",
             values: &drops,
             get: |c| &c.messages_dropped.values()[..],
+        },
+        Labelled {
+            name: "limits_reached_total",
+            help: "Times a shard-wide memory cap or a deadline stopped a client, by reason.",
+            label: "reason",
+            values: &limits,
+            get: |c| &c.limits_reached.values()[..],
         },
     ];
     for family in &labelled {

@@ -90,7 +90,7 @@ pub struct Conn {
     /// The Session Expiry Interval the client asked for in CONNECT (5.0; absent is 0).
     pub requested_session_expiry_secs: u32,
     /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
-    pub topic_aliases: HashMap<u16, ByteString>,
+    pub topic_aliases: super::aliases::ClientAliases,
     /// Broker-to-client topic aliases.
     pub aliases_to_client: super::aliases::TopicAliases,
     /// Bytes for the shell to write.
@@ -125,7 +125,7 @@ impl Conn {
             request_response_information: false,
             requested_keepalive_secs: 0,
             requested_session_expiry_secs: 0,
-            topic_aliases: HashMap::new(),
+            topic_aliases: super::aliases::ClientAliases::default(),
             aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),
             unsent: super::Unsent::default(),
@@ -323,9 +323,12 @@ impl Shard {
         if closing == Some(false) {
             self.end_connection(conn_id, CloseKind::Abnormal, now);
         }
-        if let Some(conn) = self.conns.remove(&conn_id)
-            && let Phase::Claiming { ticket } = conn.phase
-        {
+        let Some(mut conn) = self.conns.remove(&conn_id) else {
+            return;
+        };
+        conn.topic_aliases.release(&mut self.alias_allowance);
+        conn.aliases_to_client.release(&mut self.alias_allowance);
+        if let Phase::Claiming { ticket } = conn.phase {
             self.abandon_connect(ticket, now);
         }
     }

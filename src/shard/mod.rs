@@ -167,6 +167,9 @@ pub struct Shard {
     held: crate::session::Held,
     /// Subscriptions of the sessions in `sessions` (against `limits.subscriptions_per_shard_max`).
     subscription_count: usize,
+    /// What the topic alias tables of all connections hold (against
+    /// `limits.topic_alias_bytes_per_shard_max`).
+    alias_allowance: aliases::AliasAllowance,
     /// Local subscriptions: filter -> session -> subscription.
     subscriptions: Trie<HashMap<SessionKey, Subscription>>,
     /// Replicated interest: filter -> remote shards with at least one subscriber.
@@ -239,6 +242,7 @@ pub struct Shard {
 impl Shard {
     pub fn new(id: ShardId, shard_count: usize, settings: Arc<Settings>) -> Shard {
         assert!(id.index() < shard_count, "shard id out of range");
+        let alias_bytes_max = settings.topic_alias_bytes_per_shard_max;
         Shard {
             id,
             shard_count,
@@ -248,6 +252,7 @@ impl Shard {
             sessions_by_client: HashMap::new(),
             held: crate::session::Held::default(),
             subscription_count: 0,
+            alias_allowance: aliases::AliasAllowance::new(alias_bytes_max),
             subscriptions: Trie::new(),
             interest: Trie::new(),
             shared_local: Trie::new(),

@@ -40,12 +40,18 @@ impl Shard {
                 return self.close_with_reason(conn_id, ReasonCode::TOPIC_ALIAS_INVALID, now);
             }
             if publish.topic.is_empty() {
-                match conn.topic_aliases.get(&alias) {
+                match conn.topic_aliases.get(alias) {
                     Some(topic) => publish.topic = topic.clone(),
                     None => return self.close_protocol_error(conn_id, now),
                 }
-            } else {
-                conn.topic_aliases.insert(alias, publish.topic.clone());
+            } else if conn
+                .topic_aliases
+                .bind(alias, &publish.topic, &mut self.alias_allowance)
+                .is_err()
+            {
+                self.metrics
+                    .limit_reached(crate::metrics::LimitReached::TopicAliases);
+                return self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now);
             }
         }
         if publish.topic.is_empty() {
@@ -411,6 +417,7 @@ impl Shard {
             metrics,
             held,
             publish_cache,
+            alias_allowance,
             ..
         } = self;
         let Some(conn) = conns.get_mut(&conn_id) else {
@@ -447,7 +454,7 @@ impl Shard {
                 &delivery,
                 packet_id,
                 false,
-                Some(&mut conn.aliases_to_client),
+                Some((&mut conn.aliases_to_client, &mut *alias_allowance)),
                 Some(&mut *publish_cache).filter(|cache| cache.active),
                 now,
             );
@@ -481,6 +488,9 @@ impl Shard {
             }
         }
         counters.dropped_expired += expired;
+        for _ in 0..alias_allowance.take_refused() {
+            metrics.limit_reached(crate::metrics::LimitReached::TopicAliases);
+        }
         if was_empty && !conn.out.is_empty() {
             dirty.push(conn_id);
         }
@@ -767,13 +777,19 @@ fn write_publish(
     delivery: &Delivery,
     packet_id: Option<crate::protocol::PacketId>,
     dup: bool,
-    aliases: Option<&mut super::aliases::TopicAliases>,
+    aliases: Option<(
+        &mut super::aliases::TopicAliases,
+        &mut super::aliases::AliasAllowance,
+    )>,
     cache: Option<&mut PublishCache>,
     now: Instant,
 ) -> bool {
     let message = &delivery.message;
     let alias = match aliases {
-        Some(aliases) if version.is_v5() => aliases.alias_for(&message.topic),
+        // Without room in the shard's alias tables the full topic goes (counted by the caller).
+        Some((aliases, allowance)) if version.is_v5() => {
+            aliases.alias_for(&message.topic, allowance).ok().flatten()
+        }
         _ => None,
     };
     let adjusted;

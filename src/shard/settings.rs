@@ -17,6 +17,8 @@ pub struct Settings {
     pub topic_alias_max: u16,
     pub keepalive_max_secs: u16,
     pub connect_timeout: Duration,
+    /// Time a packet may take from its first byte to its last (`limits.packet_timeout_ms`).
+    pub packet_timeout: Duration,
     pub allow_zero_length_client_id: bool,
     pub assigned_client_id_prefix: String,
     /// 5.0 Response Information prefix (the client id is appended); empty: none is sent.
@@ -25,6 +27,8 @@ pub struct Settings {
     pub payload_format_check: bool,
     /// Aliases the broker may use towards each 5.0 client (capped by the client's maximum).
     pub topic_alias_to_client_max: u16,
+    /// Bytes of topic alias tables, both directions, of all connections of one shard.
+    pub topic_alias_bytes_per_shard_max: usize,
     pub session_expiry_default_secs: u32,
     pub session_expiry_max_secs: u32,
     pub session: SessionLimits,
@@ -67,11 +71,16 @@ impl Settings {
             topic_alias_max: mqtt.topic_alias_max,
             keepalive_max_secs: mqtt.keepalive_max_secs,
             connect_timeout: Duration::from_millis(mqtt.connect_timeout_ms),
+            packet_timeout: Duration::from_millis(limits.packet_timeout_ms),
             allow_zero_length_client_id: mqtt.allow_zero_length_client_id,
             assigned_client_id_prefix: mqtt.assigned_client_id_prefix.clone(),
             response_information: mqtt.response_information.clone(),
             payload_format_check: mqtt.payload_format_check,
             topic_alias_to_client_max: mqtt.topic_alias_to_client_max,
+            topic_alias_bytes_per_shard_max: usize::try_from(
+                limits.topic_alias_bytes_per_shard_max,
+            )
+            .unwrap_or(usize::MAX),
             session_expiry_default_secs: config.session.expiry_default_secs,
             session_expiry_max_secs: config.session.expiry_max_secs,
             session: SessionLimits {

@@ -466,3 +466,27 @@ pub fn expect_disconnect(client: &mut RawClient, reason: ReasonCode, what: &str)
         "{what}: {packets:?}"
     );
 }
+
+/// Resident memory of this process (broker and clients), from /proc.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Appends a Variable Byte Integer (1.5.5).
+pub fn vbi(mut value: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value % 128) as u8;
+        value /= 128;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
