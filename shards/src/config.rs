@@ -90,9 +90,9 @@ pub struct RuntimeConfig {
     /// `shards² × mailbox_capacity × size_of::<M>()` bytes in all.
     pub mailbox_capacity: usize,
     /// Memory each executor registers with io_uring for storage I/O (at least 64 KiB). It is
-    /// pinned and charged to RLIMIT_MEMLOCK three times per shard: see the crate docs.
+    /// pinned and charged to RLIMIT_MEMLOCK twice per shard: see the crate docs.
     pub io_memory_bytes: usize,
-    /// Submission queue entries of each of the executor's three io_uring rings.
+    /// Submission queue entries of each of the executor's two io_uring rings (main, and the poll ring of O_DIRECT storage).
     pub ring_depth: usize,
     pub listeners: Vec<ListenerSpec>,
     /// Thread name prefix: threads are named `{name}-{index}`.

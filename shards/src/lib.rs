@@ -48,18 +48,18 @@
 //! # Locked memory: how many shards fit under RLIMIT_MEMLOCK
 //!
 //! Each executor allocates `io_memory_bytes` (rounded up to 4 KiB pages, at least 64 KiB) and
-//! registers it as a fixed buffer with each of its three io_uring rings (main, latency, poll). The
-//! kernel pins and charges every registration, so one shard costs `3 × io_memory`. Since Linux 5.12
+//! registers it as a fixed buffer with each of its two io_uring rings (main, poll). The
+//! kernel pins and charges every registration, so one shard costs `2 × io_memory`. Since Linux 5.12
 //! the rings themselves are charged to the memory cgroup, not to the memlock limit. The executor also
 //! refuses to start below 512 KiB of limit. So
 //!
 //! ```text
-//! needed = max(512 KiB, shards × 3 × max(64 KiB, round_up(io_memory_bytes, 4 KiB)))
+//! needed = max(512 KiB, shards × 2 × max(64 KiB, round_up(io_memory_bytes, 4 KiB)))
 //! ```
 //!
-//! With the default `io_memory_bytes` = 64 KiB: 192 KiB per shard, 4 shards = 768 KiB (measured:
-//! `VmPin` = 768 KiB with 4 shards), and an 8 MiB limit holds 42 shards. The executor's own default
-//! of 10 MiB would need 30 MiB for one shard. [`memlock_needed_bytes`] computes this, and `start`
+//! With the default `io_memory_bytes` = 64 KiB: 128 KiB per shard, 4 shards = 512 KiB (measured:
+//! `VmPin` = 512 KiB with 4 shards), and an 8 MiB limit holds 64 shards. The executor's own default
+//! of 10 MiB would need 20 MiB for one shard. [`memlock_needed_bytes`] computes this, and `start`
 //! refuses to run when the limit is lower ([`StartError::MemlockTooLow`] says how to raise it). The
 //! kernel accounts locked memory per user, across processes: several brokers (or test runs) of one
 //! user share the limit. If a registration fails anyway, the executor logs it and runs without fixed

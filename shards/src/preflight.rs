@@ -11,9 +11,9 @@ pub(crate) struct Placement {
     pub(crate) cpus: Vec<Option<usize>>,
 }
 
-/// Executors register their io memory in each of their three rings (main, latency, poll), and the
-/// kernel charges every registration to RLIMIT_MEMLOCK.
-pub(crate) const RINGS_PER_EXECUTOR: u64 = 3;
+/// Executors register their io memory in each of their two rings (main, poll), and the kernel
+/// charges every registration to RLIMIT_MEMLOCK.
+pub(crate) const RINGS_PER_EXECUTOR: u64 = 2;
 /// The executor rounds io memory up to pages and to at least this.
 pub(crate) const IO_MEMORY_MIN: u64 = 64 * 1024;
 /// The executor refuses to start below this limit whatever it registers.
@@ -190,8 +190,8 @@ mod tests {
 
     #[test]
     fn memlock_arithmetic() {
-        // Four shards at the default 64 KiB: 4 × 3 × 64 KiB = 768 KiB.
-        assert_eq!(memlock_needed_bytes(4, 64 * 1024), 768 * 1024);
+        // Four shards at the default 64 KiB: 4 × 2 × 64 KiB = 512 KiB.
+        assert_eq!(memlock_needed_bytes(4, 64 * 1024), 512 * 1024);
         // Small io memory is rounded up to the executor's minimum, and the total to its floor.
         assert_eq!(memlock_needed_bytes(1, 1), 512 * 1024);
         // The executor's default 10 MiB would not fit one shard in 8 MiB.

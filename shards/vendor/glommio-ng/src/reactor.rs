@@ -20,7 +20,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use io_uring::CompletionStatus;
 use nix::sys::socket::{MsgFlags, SockaddrLike, SockaddrStorage};
 use smallvec::SmallVec;
 
@@ -148,14 +147,6 @@ pub(crate) struct Reactor {
     io_scheduler: Rc<IoScheduler>,
     record_io_latencies: bool,
 
-    /// Whether there are events in the latency ring.
-    ///
-    /// Acquired once during initialization: the ring is behind a `RefCell`, and
-    /// `need_preempt` runs on every scheduler iteration and every cooperative
-    /// yield point, so borrowing the queue to ask would cost far more than the
-    /// comparison does. `CompletionStatus` borrows nothing and answers in two
-    /// loads without entering the kernel.
-    preempt_status: CompletionStatus,
 }
 
 impl Reactor {
@@ -167,14 +158,12 @@ impl Reactor {
         blocking_thread: BlockingThreadPool,
     ) -> io::Result<Reactor> {
         let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
-        let preempt_status = sys.preempt_status();
         Ok(Reactor {
             sys,
             timers: RefCell::new(Timers::new()),
             shared_channels: RefCell::new(SharedChannels::new()),
             io_scheduler: Rc::new(IoScheduler::new()),
             record_io_latencies,
-            preempt_status,
         })
     }
 
@@ -188,7 +177,7 @@ impl Reactor {
 
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
-        !self.preempt_status.is_empty()
+        self.sys.need_preempt()
     }
 
     pub(crate) fn id(&self) -> usize {

@@ -375,6 +375,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // ringmq patch: pairs with the fence the sleeper issues after `prepare_to_sleep` (which
+        // replaced a `membarrier` system call on every park): either it sees what the caller
+        // queued before this, or this sees its flag and writes the eventfd.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

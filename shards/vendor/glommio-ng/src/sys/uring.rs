@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use io_uring::{cqueue, opcode, squeue, types, CompletionStatus, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::{
     free_list::{FreeList, Idx},
@@ -35,7 +35,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, SockAddrStorage, Source, SourceType, Statx, TimeSpec64,
     },
     GlommioError, IoRequirements, IoStats, ReactorErrorKind, RingIoStats, TaskQueueHandle,
@@ -1110,10 +1110,6 @@ impl SleepableRing {
         })
     }
 
-    fn ring_fd(&self) -> RawFd {
-        std::os::unix::io::AsRawFd::as_raw_fd(&self.ring)
-    }
-
     /// This function prepares a timer that fires unconditionally after a
     /// certain duration. The timer is added at the front of the queue such
     /// that it will be the first SQE submitted the next time we enter the
@@ -1147,50 +1143,6 @@ impl SleepableRing {
                 ),
             });
         source
-    }
-
-    /// This function prepares a timer that fires only after a given number of
-    /// CQEs are available on the main ring. This timer is linked with a write
-    /// to the latency ring's event fd such that this timer triggers a
-    /// preemption via the latency ring.
-    #[allow(dead_code)] // ringmq patch: no longer armed, see `Reactor::wait`
-    fn prepare_throughput_preemption_timer(&mut self, min_events: u32, event_fd: RawFd) -> Source {
-        assert!(min_events >= 1, "min_events should be at least 1");
-        let timer_source = Source::new(
-            IoRequirements::default(),
-            -1,
-            SourceType::Timeout(TimeSpec64::MAX, min_events),
-            None,
-            None,
-        );
-
-        const EVENTFD_WAKEUP: &[u64; 1] = &[1u64; 1];
-        let write_op = UringDescriptor {
-            fd: event_fd,
-            flags: squeue::Flags::empty(),
-            user_data: 0,
-            args: UringOpDescriptor::Write(EVENTFD_WAKEUP as *const u64 as _, 8, 0),
-        };
-
-        let op = match &*timer_source.source_type() {
-            SourceType::Timeout(ts, events) => {
-                UringOpDescriptor::Timeout(&ts.raw as *const _, *events)
-            }
-            _ => unreachable!(),
-        };
-        let queue = self.submission_queue();
-        queue.borrow_mut().submissions.push_front(write_op);
-        queue.borrow_mut().submissions.push_front(UringDescriptor {
-            args: op,
-            fd: -1,
-            flags: squeue::Flags::IO_LINK,
-            user_data: to_user_data(
-                self.source_map
-                    .borrow_mut()
-                    .add_source(&timer_source, queue.clone()),
-            ),
-        });
-        timer_source
     }
 
     fn install_eventfd(&mut self, eventfd_src: &Source) -> bool {
@@ -1235,9 +1187,11 @@ impl SleepableRing {
                     .expect("submission queue was checked to have room");
             }
 
+            // ringmq patch: the read goes to the kernel with the next enter (at the latest the
+            // one a park sleeps in) instead of a submit of its own after every foreign wake-up.
             match &mut *eventfd_src.source_type_mut() {
                 SourceType::ForeignNotifier(_, installed) => {
-                    *installed = self.submit_sqes().is_ok();
+                    *installed = true;
                     *installed
                 }
                 _ => unreachable!("Expected ForeignNotifier source type"),
@@ -1247,75 +1201,45 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        if !self.ring.submission().is_full() {
-            let op = UringDescriptor {
-                fd: link.raw(),
-                flags: squeue::Flags::empty(),
-                user_data: to_user_data(
-                    self.source_map
-                        .borrow_mut()
-                        .add_source(link, self.submission_queue.clone()),
-                ),
-                args: UringOpDescriptor::PollAdd(common_flags() | read_flags()),
-            };
-            let entry = fill_sqe(&op, DmaBuffer::new, &mut self.source_map.borrow_mut());
-            // SAFETY: the poll targets the latency ring's fd, which outlives
-            // this reactor, and the source is held by the `SourceMap` until its
-            // completion is reaped. The emptiness check above means the push
-            // cannot fail.
-            unsafe {
-                self.ring
-                    .submission()
-                    .push(&entry)
-                    .expect("submission queue was checked to have room");
-            }
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
+    /// ringmq patch: moves the queued cancellations, then the queued requests, into the
+    /// submission queue without entering the kernel (unless the queue fills). False if some are
+    /// still queued (the queue stayed full).
+    fn stage(&mut self) -> io::Result<bool> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        for _ in 0..4 {
+            self.consume_sqe_queue(&mut queue.cancellations, false)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                //
-                // The entry stays queued rather than being repaired. io-uring
-                // cannot rewrite an entry once pushed, and does not need to:
-                // the poll goes out with the next submit, arms on the latency
-                // ring, and completes almost immediately, and that completion
-                // is what retires the source registration. A `LinkRings`
-                // completion wakes nobody, so the only cost is a spurious CQE.
-                // See docs/investigations/iou-replacement/sleep-failure-path.md.
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .submit_and_wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
-            }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
+                .or_else(Reactor::intr_ok)?;
+            self.consume_sqe_queue(&mut queue.submissions, false)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
+                .or_else(Reactor::intr_ok)?;
+            if queue.is_empty() {
+                return Ok(true);
+            }
         }
+        Ok(false)
+    }
+
+    /// Nothing queued outside the ring and nothing to reap: the ring may be slept on (requests
+    /// staged in the submission queue go in with the sleep).
+    fn idle(&mut self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
+    }
+
+    /// ringmq patch: one `io_uring_enter` that submits what is staged and waits for a
+    /// completion.
+    fn submit_and_wait(&mut self) -> io::Result<()> {
+        let submitted = self
+            .ring
+            .submit_and_wait(1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.in_kernel += submitted;
+        Ok(())
     }
 }
 
@@ -1412,14 +1336,14 @@ impl UringCommon for SleepableRing {
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
-    latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
-    #[allow(dead_code)] // ringmq patch: no longer armed, see `Reactor::wait`
-    throughput_preemption_timeout_src: Cell<Option<Source>>,
-
-    link_fd: RawFd,
+    /// ringmq patch: the timeout that ends a sleep at the next user timer, and its deadline. It
+    /// stays armed across turns and parks while no earlier deadline needs it (see `wait`).
+    sleep_timer: Cell<Option<(Instant, Source)>>,
+    /// ringmq patch: when the running task queue should yield (`need_preempt`); a clock
+    /// comparison instead of a timeout armed in a second ring on every turn.
+    preempt_deadline: Cell<Instant>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1510,8 +1434,8 @@ impl Reactor {
         let mut main_ring =
             SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
         let mut poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
-        let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+        // ringmq patch: no latency ring. Sockets, timeouts and the eventfd share the main ring,
+        // so a park is one `io_uring_enter` that submits and waits on it (see `wait`).
 
         // SAFETY: `registry` borrows the allocator's arena, which lives as long as
         // the reactor and therefore outlives the registration.
@@ -1523,21 +1447,10 @@ impl Reactor {
                     main_ring.submitter().unregister_buffers().unwrap();
                 }
                 Ok(_) => {
-                    match unsafe { latency_ring.submitter().register_buffers(&registry) } {
-                        Err(x) => {
-                            warn!("Error: registering buffers in the poll ring. Skipping{x:#?}");
-                            poll_ring.submitter().unregister_buffers().unwrap();
-                            main_ring.submitter().unregister_buffers().unwrap();
-                        }
-                        Ok(_) => {
-                            allocator.activate_registered_buffers(0);
-                        }
-                    };
+                    allocator.activate_registered_buffers(0);
                 }
             },
         }
-
-        let link_fd = latency_ring.ring_fd();
 
         let eventfd_src = Source::new(
             IoRequirements::default(),
@@ -1548,17 +1461,15 @@ impl Reactor {
         );
 
         if !eventfd_src.is_installed().unwrap() {
-            latency_ring.install_eventfd(&eventfd_src);
+            main_ring.install_eventfd(&eventfd_src);
         }
 
         Ok(Reactor {
             main_ring: RefCell::new(main_ring),
-            latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
-            throughput_preemption_timeout_src: Cell::new(None),
+            sleep_timer: Cell::new(None),
+            preempt_deadline: Cell::new(Instant::now()),
             blocking_thread,
-            link_fd,
             notifier,
             eventfd_src,
             source_map,
@@ -1576,7 +1487,7 @@ impl Reactor {
 
     pub(crate) fn install_eventfd(&self) {
         if !self.eventfd_src.is_installed().unwrap() {
-            self.latency_ring
+            self.main_ring
                 .borrow_mut()
                 .install_eventfd(&self.eventfd_src);
         }
@@ -1948,28 +1859,9 @@ impl Reactor {
         }
     }
 
-    /// We want to go to sleep, but we can only go to sleep in one of the rings,
-    /// as we only have one thread. There are more than one sleepable rings, so
-    /// what we do is we take advantage of the fact that the ring's `ring_fd` is
-    /// pollable and register a `POLL_ADD` event into the ring we will wait on.
-    ///
-    /// We may not be able to register an `SQE` at this point, so we return an
-    /// Error and will just not sleep.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
-    }
-
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
         self.main_ring.borrow_mut().poll(woke)?;
-        self.latency_ring.borrow_mut().poll(woke)?;
         *woke += self.flush_syscall_thread();
         Ok(())
     }
@@ -1983,47 +1875,24 @@ impl Reactor {
         }
     }
 
-    /// This function can be passed two timers. Because they play different
-    /// roles we keep them separate instead of overloading the same
-    /// parameter.
+    /// One turn of the reactor: reap completions, submit what the tasks queued, and, when
+    /// `preempt_timer` returns `None` and nothing is ready, sleep until a completion arrives.
     ///
-    /// * The first is the preempt timer. It is designed to take the current
-    ///   task queue out of the cpu. If nothing else fires in the latency ring
-    ///   the preempt timer will, making need_preempt return true. Currently, we
-    ///   always install a preempt timer in the upper layers but from the point
-    ///   of view of the io_uring implementation it is optional: it is perfectly
-    ///   valid not to have one. Preempt timers are installed by Glommio
-    ///   executor runtime.
+    /// * `preempt_timer` sets how long the task queues may now run before `need_preempt` says
+    ///   to yield. The release armed it as a timeout in the latency ring, withdrew it on the
+    ///   next turn and read the latency ring's completion queue to know it fired: two
+    ///   submissions, two completions and an `io_uring_enter` on every turn. It is now a
+    ///   deadline compared with the clock (ringmq patch).
+    /// * `user_timer` is when the next user timer is due: a sleep must end by then. Its timeout
+    ///   stays armed in the ring across turns while it is not later than the next deadline,
+    ///   instead of being armed before every sleep and withdrawn after it (ringmq patch).
     ///
-    /// * The second is the user timer. It is installed per a user request when
-    ///   the user creates a `Timer` (or `TimerAction`).
-    ///
-    /// At some level, those are both just timers and can be coalesced. And they
-    /// certainly are: if there is a user timer that needs to fire in 1ms, and
-    /// we want the preempt_timer to also fire around 1ms, there is no need
-    /// to register two timers. At the end of the day, all that matters is
-    /// that the latency ring flares and that we leave the CPU. That is
-    /// because unlike I/O, we don't have one Source per timer, and
-    /// parking.rs just keeps them on a wheel and just tell us about what is
-    /// the next expiration.
-    ///
-    /// However, they are also different. The main source of difference is sleep
-    /// and wake behavior:
-    ///
-    /// * When there is no more work to do, and we go to sleep, we do not want
-    ///   to register the preempt timer: it is designed to fire periodically to
-    ///   take us out of the CPU and if there is no task queue running, we don't
-    ///   want to wake up and spend power just for that. However, if there is a
-    ///   user timer that needs to fire in the future we must register it.
-    ///   Otherwise, we will sleep and never wake up.
-    ///
-    /// * The user timer point of expiration never changes. So once we register
-    ///   it we don't need to rearm it until it fires. But the preempt timer has
-    ///   to be rearmed every time. Moreover, it needs to give every task queue
-    ///   a fair shot at running. So it needs to be rearmed as close as possible
-    ///   to the point where we *leave* this method. For instance: if we spin
-    ///   here for 3ms and the preempt timer is 10ms that would leave the next
-    ///   task queue just 7ms to run.
+    /// ringmq patch: the release slept in the main ring after linking the latency ring to it
+    /// with a poll on its fd: a submit for the latency ring's work, a submit for the link, a
+    /// `membarrier` and a wait, four system calls per park before any I/O. Everything is now in
+    /// the main ring, the sleeper's fence is a `SeqCst` fence paired with one in
+    /// `SleepNotifier::notify`, and a park is a single `io_uring_enter` that submits the turn's
+    /// requests and waits.
     pub(crate) fn wait<Preempt, F>(
         &self,
         preempt_timer: Preempt,
@@ -2039,104 +1908,87 @@ impl Reactor {
 
         let mut poll_ring = self.poll_ring.borrow_mut();
         let mut main_ring = self.main_ring.borrow_mut();
-        let mut lat_ring = self.latency_ring.borrow_mut();
 
-        // consume all events from the rings
-        consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+        consume_rings!(into &mut woke; poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // A sleep timer that fired is spent.
+        let armed = self
+            .sleep_timer
+            .take()
+            .filter(|(_, source)| source.result().is_none());
+        self.sleep_timer.set(armed);
 
-        // ringmq patch: the release armed a "throughput" preemption timeout here on every turn
-        // (a timeout that completes after `ring_depth` main-ring completions, linked to an
-        // eventfd write that raises the preemption flag) and withdrew the previous turn's one:
-        // three submissions and two completions per turn, on every wake-up of an otherwise idle
-        // shard. The time-based preemption timer below still bounds how long a task queue runs;
-        // a busy broker's tasks yield on their own after each batch. Measured on a one-shard
-        // broker at 20k msgs/s: 37.0 -> 32.5-33.1 broker CPU-s per million messages.
+        // The poll ring (O_DIRECT storage) is rarely used; it is submitted as before.
+        flush_cancellations!(into &mut woke; poll_ring);
+        flush_rings!(poll_ring)?;
+        // The main ring's requests go into its submission queue; the kernel sees them at the
+        // next enter, which is the sleep itself when this turn parks.
+        let staged = main_ring.stage()?;
+        consume_rings!(into &mut woke; poll_ring, main_ring);
 
-        // This will only dispatch if we run out of sqes. Which means until
-        // flush_rings! nothing is really send to the kernel...
-        flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
-        // ... which happens right here. If you ever reorder this code just
-        // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
-        // pick up the results of any cancellations
-        consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+        let preempt = preempt_timer();
+        let should_sleep =
+            preempt.is_none() && woke == 0 && staged && poll_ring.can_sleep() && main_ring.idle();
 
-        // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
-            && (woke == 0)
-            && poll_ring.can_sleep()
-            && main_ring.can_sleep()
-            && lat_ring.can_sleep();
-
+        let mut slept = false;
         if should_sleep {
-            // We are about to go to sleep. It's ok to sleep, but if there
-            // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                self.arm_sleep_timer(&mut main_ring, dur)?;
             }
-            // From this moment on the remote executors are aware that we are sleeping
-            // We have to sweep the remote channels function once more because since
-            // last time until now it could be that something happened in a remote executor
-            // that opened up room. If it did we bail on sleep and go process it.
+            // From this moment on the remote executors are aware that we are sleeping. Sweep the
+            // remote channels once more: something may have arrived since the last sweep. The
+            // fence pairs with the one in `SleepNotifier::notify`: either the sender sees our
+            // flag and writes the eventfd, or we see its message here.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
-            if events == 0 {
-                if self.eventfd_src.is_installed().unwrap() {
-                    self.link_rings_and_sleep(&mut main_ring)
-                        .expect("some error");
-                    // May have new cancellations related to the link ring fd.
-                    flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
-                    flush_rings!(lat_ring, poll_ring, main_ring)?;
-                    consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
-                }
-                // Woke up, so no need to notify us anymore.
-                self.notifier.wake_up();
+            if events == 0 && self.eventfd_src.is_installed().unwrap() {
+                main_ring.submit_and_wait()?;
+                slept = true;
             }
+            self.notifier.wake_up();
+        }
+        if !slept && main_ring.waiting_kernel_submission() > 0 {
+            main_ring
+                .submit_sqes()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        if let Some(preempt) = preempt {
+            self.preempt_deadline.set(Instant::now() + preempt);
         }
-
-        // A Note about `need_preempt`:
-        //
-        // If in the last call to consume_rings! some events completed, the tail and
-        // head would have moved to match. So it does not matter that events were
-        // generated after we registered the timer: since we consumed them here,
-        // need_preempt() should be false at this point. As soon as the next event
-        // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Makes sure a timeout in the main ring ends the coming sleep by `dur` from now. One armed
+    /// earlier that fires no later than that is kept: if it fires early, the next park arms the
+    /// rest. Withdrawing it costs a submission and a completion, and a completion on the way
+    /// would end the sleep at once.
+    fn arm_sleep_timer(&self, main_ring: &mut SleepableRing, dur: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + dur;
+        match self.sleep_timer.take() {
+            Some((at, source)) if at <= deadline => {
+                self.sleep_timer.set(Some((at, source)));
+                return Ok(());
+            }
+            // Later than needed: dropping it queues its removal.
+            later => drop(later),
+        }
+        let source = main_ring.prepare_latency_preemption_timer(dur);
+        self.sleep_timer.set(Some((deadline, source)));
+        main_ring.stage()?;
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(crate) fn need_preempt(&self) -> bool {
+        Instant::now() >= self.preempt_deadline.get()
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
         self.blocking_thread.flush()
-    }
-
-    pub(crate) fn preempt_status(&self) -> CompletionStatus {
-        let mut lat_ring = self.latency_ring.borrow_mut();
-        // SAFETY: the status must not outlive the ring. The ring lives in
-        // `self.latency_ring`, and the `Reactor` that stores the status owns
-        // this whole structure, so it is dropped first.
-        // Bind before returning: the `CompletionQueue` is a temporary borrowing
-        // `lat_ring`, and only the owned status outlives it.
-        let status = unsafe { lat_ring.ring.completion().status() };
-        status
     }
 
     /// RAII-truncate asynchronously files that required it, e.g. because of
@@ -2161,23 +2013,14 @@ impl Reactor {
     }
 
     pub(crate) fn ring_for_source(&self, source: &Source) -> RefMut<'_, dyn UringCommon> {
-        // Dispatch requests according to the following rules:
-        // * Disk reads/writes go to the poll ring if possible, or the main ring
-        //   otherwise;
-        // * Network Rx and connect/accept go the latency ring;
-        // * Every other request are dispatched to the main ring;
-        // We avoid putting requests that come in high numbers on the latency ring
-        // because the more request we issue there, the less effective it becomes.
-
+        // Disk reads/writes go to the poll ring if possible; everything else to the main ring
+        // (ringmq patch: the release sent network receives, accepts and connects to a latency
+        // ring, which no longer exists).
         match &*source.source_type() {
             SourceType::Read(p, _) | SourceType::Write(p, _) => match p {
                 PollableStatus::Pollable => self.poll_ring.borrow_mut(),
                 PollableStatus::NonPollable(_) => self.main_ring.borrow_mut(),
             },
-            SourceType::SockRecv(_)
-            | SourceType::SockRecvMsg(_, _, _, _)
-            | SourceType::Accept(_)
-            | SourceType::Connect(_) => self.latency_ring.borrow_mut(),
             SourceType::Invalid => {
                 unreachable!("called ring_for_source on invalid source")
             }
@@ -2188,7 +2031,7 @@ impl Reactor {
     pub(crate) fn io_stats(&self) -> IoStats {
         IoStats::new(
             std::mem::take(&mut self.main_ring.borrow_mut().stats),
-            std::mem::take(&mut self.latency_ring.borrow_mut().stats),
+            RingIoStats::default(),
             std::mem::take(&mut self.poll_ring.borrow_mut().stats),
         )
     }
@@ -2200,12 +2043,7 @@ impl Reactor {
             .task_queue_stats
             .get_mut(h)
             .map(std::mem::take);
-        let lat = self
-            .latency_ring
-            .borrow_mut()
-            .task_queue_stats
-            .get_mut(h)
-            .map(std::mem::take);
+        let lat: Option<RingIoStats> = None;
         let poll = self
             .poll_ring
             .borrow_mut()
