@@ -13,6 +13,7 @@
 mod auth;
 pub mod budget;
 mod check;
+mod cluster;
 mod environment;
 mod error;
 mod limits;
@@ -32,6 +33,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{Auth, DeniedPublish};
+pub use cluster::{CLUSTER_TOKEN_BYTES_MAX, Cluster};
 pub use error::ConfigError;
 pub use limits::{DropPolicy, Limits};
 pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
@@ -73,6 +75,7 @@ pub struct Config {
     pub auth: Auth,
     /// Sessions, queued and retained messages kept across a restart.
     pub persistence: Persistence,
+    pub cluster: Cluster,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
         mqtt::check(self)?;
         session::check(self)?;
         auth::check(self)?;
+        cluster::check(self)?;
         limits::check(self)
     }
 
