@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod connect_rate;
 mod connection;

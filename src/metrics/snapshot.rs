@@ -52,6 +52,8 @@ pub struct SnapshotBoard {
     slots: Vec<Mutex<Option<Arc<ShardSnapshot>>>>,
     /// The names of the listeners whose connections the snapshots count, by index.
     listeners: Vec<ListenerLabel>,
+    /// The cluster link's counters, on a cluster node.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterStats>>,
 }
 
 impl SnapshotBoard {
@@ -66,6 +68,7 @@ impl SnapshotBoard {
             started: Instant::now(),
             slots: (0..shard_count).map(|_| Mutex::new(None)).collect(),
             listeners,
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -113,6 +116,15 @@ impl SnapshotBoard {
 
     /// Whether some shard's persistence log could not be written at its last snapshot (it
     /// refuses QoS 1/2 publishes until it can).
+    /// Shows the cluster link's counters in `/metrics` (once, at start).
+    pub fn set_cluster(&self, stats: Arc<crate::cluster::ClusterStats>) {
+        let _ = self.cluster.set(stats);
+    }
+
+    pub fn cluster(&self) -> Option<&crate::cluster::ClusterStats> {
+        self.cluster.get().map(Arc::as_ref)
+    }
+
     pub fn store_broken(&self) -> bool {
         self.latest()
             .iter()
