@@ -373,3 +373,23 @@ fn nats_killed_and_restarted_nodes_serve_locally_then_resume() {
         node.shutdown();
     }
 }
+
+#[test]
+fn a_node_starts_and_serves_its_clients_without_nats() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lone = node("alone", "n1", port);
+    let mut sub = client(&lone, 0, "sub");
+    // The SUBACK comes (the link answers barriers at once while NATS is unreachable).
+    sub.subscribe(1, &[("alone/#", QoS::AtLeastOnce)]);
+    let mut publisher = client(&lone, 1, "pub");
+    publish_numbered(&mut publisher, "alone/x", "x", 50, QoS::AtLeastOnce);
+    receive_numbered(&mut sub, &[("x", 50)], |_| QoS::AtLeastOnce);
+    assert_eq!(cluster_metric(&lone, "cluster_connected"), 0.0);
+    assert_eq!(messages_out(&lone), 0.0);
+    lone.shutdown();
+}
