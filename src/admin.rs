@@ -277,12 +277,19 @@ fn route(
         "/metrics" => Response {
             status: 200,
             content_type: CONTENT_TYPE_METRICS,
-            body: render_prometheus(
-                &board.latest(),
-                board.listeners(),
-                board.uptime(),
-                env!("CARGO_PKG_VERSION"),
-            ) + &crate::metrics::bridge::render(&board.bridges()),
+            body: {
+                let mut body = render_prometheus(
+                    &board.latest(),
+                    board.listeners(),
+                    board.uptime(),
+                    env!("CARGO_PKG_VERSION"),
+                );
+                body.push_str(&crate::metrics::bridge::render(&board.bridges()));
+                if let Some(cluster) = board.cluster() {
+                    body.push_str(&crate::metrics::render_cluster(cluster));
+                }
+                body
+            },
         },
         "/ready" if readiness() => Response::text(200, "ready"),
         "/ready" => Response::text(503, "not ready"),

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 mod connect_rate;
 mod connection;

@@ -148,6 +148,9 @@ pub enum Mail {
     /// Persistence: the sender has installed the state it restored at start, and its interest
     /// mail went before this one.
     Restored,
+    /// From the cluster link (`from` is the receiving shard itself): a message published on
+    /// another node, for this node's subscribers (see docs/CLUSTER.md).
+    Remote(Arc<Message>),
 }
 
 impl Mail {

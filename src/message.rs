@@ -1,12 +1,13 @@
 //! A message as the broker routes it: immutable once received, shared by reference count between
 //! every subscriber and every shard it reaches (the one allocation per PUBLISH).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::protocol::{PublishProps, QoS};
+use crate::protocol::{Publish, PublishProps, QoS};
 
 /// One published message. Properties are kept as received, minus the Topic Alias and Subscription
 /// Identifiers, which belong to a hop and not to the message.
@@ -28,6 +29,38 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message a PUBLISH carries, received at `now` from `publisher` (a client, or another
+    /// node of the cluster); its Topic Alias is dropped.
+    pub fn from_publish(
+        id: u64,
+        publish: Publish,
+        publisher: ByteString,
+        now: Instant,
+    ) -> Arc<Message> {
+        // The Topic Alias belongs to the publisher's connection, not to the message.
+        let properties = if publish.properties.topic_alias.is_some() {
+            let mut properties = publish.properties.into_inner();
+            properties.topic_alias = None;
+            properties.into()
+        } else {
+            publish.properties
+        };
+        let expires_at = properties
+            .message_expiry_interval_secs
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        Arc::new(Message {
+            id,
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            publisher,
+            received_at: now,
+            expires_at,
+        })
+    }
+
     /// Bytes this message holds beyond its fixed size, for queue accounting.
     pub fn size_bytes(&self) -> usize {
         self.topic.len() + self.payload.len() + 64

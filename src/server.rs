@@ -54,6 +54,8 @@ pub struct Broker {
     _reloader: Reloader,
     /// Tells systemd (when it started us) that the broker is ready, and keeps its watchdog fed.
     _supervisor: Supervisor,
+    /// The NATS link thread of a cluster node; stopped after the shards.
+    cluster: Option<crate::cluster::LinkThread>,
 }
 
 /// Why the broker did not start or did not stop cleanly.
@@ -72,6 +74,8 @@ pub enum BrokerError {
         name: String,
         source: Box<crate::tls::TlsError>,
     },
+    #[error("cluster: cannot start the NATS link: {0}")]
+    Cluster(#[source] std::io::Error),
     #[error(
         "admin.bind = {addr}: cannot listen: {source}; choose a free address or set admin.enabled = false"
     )]
@@ -100,6 +104,18 @@ pub fn start_with(
         None
     };
     let bridges = Arc::new(bridge_settings(&config)?);
+    let (cluster_link, cluster) = if config.cluster.enabled {
+        let shard_count = shards::planned_shard_count(&runtime_config)?;
+        let started =
+            crate::cluster::start(&config.cluster, shard_count).map_err(BrokerError::Cluster)?;
+        let shared = ShardsCluster {
+            handle: started.handle,
+            inboxes: Arc::new(started.inboxes),
+        };
+        (Some(started.thread), Some(shared))
+    } else {
+        (None, None)
+    };
     let listener_count = runtime_config.listeners.len();
     let admin_config = config.admin.clone();
     // One slot per possible shard: the runtime settles the count, and only slots of running
@@ -108,6 +124,9 @@ pub fn start_with(
         shards::MAX_SHARDS,
         listener_kind::listener_labels(&config),
     ));
+    if let Some(cluster) = &cluster {
+        board.set_cluster(Arc::clone(&cluster.handle.stats));
+    }
     let config = Arc::new(config);
     // Fix the epoch of cross-shard mail stamps before any shard stamps anything.
     crate::mail::epoch();
@@ -128,6 +147,7 @@ pub fn start_with(
             rendezvous: Arc::clone(&rendezvous),
             store: store.clone(),
             bridges: Arc::clone(&bridges),
+            cluster: cluster.clone(),
         };
         async move { run_shard(ctx, together).await }
     })?;
@@ -173,6 +193,7 @@ pub fn start_with(
         security,
         _reloader: reloader,
         _supervisor: supervisor,
+        cluster: cluster_link,
     })
 }
 
@@ -223,7 +244,11 @@ impl Broker {
     /// Stops accepting, closes every connection, and waits for the shards.
     pub fn shutdown(self) -> Result<(), BrokerError> {
         self.runtime.handle().shutdown();
-        Ok(self.runtime.join()?)
+        let joined = self.runtime.join();
+        if let Some(link) = self.cluster {
+            link.stop();
+        }
+        Ok(joined?)
     }
 
     /// Runs until SIGINT or SIGTERM (or a shard fails), then shuts down gracefully.
@@ -423,6 +448,14 @@ struct Together {
     rendezvous: Arc<Rendezvous>,
     store: Option<Arc<StoreStart>>,
     bridges: Arc<Vec<crate::bridge::Settings>>,
+    cluster: Option<ShardsCluster>,
+}
+
+/// The cluster link as the shards see it: the handle, and each shard's inbox by index.
+#[derive(Clone)]
+struct ShardsCluster {
+    handle: crate::cluster::ClusterHandle,
+    inboxes: Arc<Vec<flume::Receiver<crate::mail::Mail>>>,
 }
 
 async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
@@ -435,9 +468,13 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         rendezvous,
         store,
         bridges,
+        cluster,
     } = together;
     let settings = Arc::new(Settings::from_config(&config, ctx.shard_count()));
     let mut shard = Shard::new(ctx.id(), ctx.shard_count(), settings);
+    if let Some(cluster) = &cluster {
+        shard.set_cluster(cluster.handle.clone());
+    }
     let restored = store.as_ref().map(|store| {
         shard.enable_store(store.mode);
         if ctx.id().index() == 0 {
@@ -485,6 +522,13 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
     } else {
         tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
         tasks.push(ctx.spawn(TaskClass::Mail, flush_loop(Rc::clone(&shell))));
+    }
+    let cluster_inbox = cluster.and_then(|cluster| cluster.inboxes.get(ctx.id().index()).cloned());
+    if let Some(inbox) = cluster_inbox {
+        tasks.push(ctx.spawn(
+            TaskClass::Mail,
+            cluster_inbox_loop(Rc::clone(&shell), inbox),
+        ));
     }
     // One bucket for all of this shard's listeners.
     let rate = Rc::new(RefCell::new(ConnectRate::new(
@@ -640,6 +684,21 @@ async fn inbox_loop(shell: Rc<ShardShell>) {
             mail: envelope.mail,
         });
         shell.handle_all_at(events, now);
+    }
+}
+
+/// Mail from the cluster link (messages from other nodes, barrier answers), in batches.
+async fn cluster_inbox_loop(shell: Rc<ShardShell>, inbox: flume::Receiver<crate::mail::Mail>) {
+    let me = shell.ctx.id();
+    let mut batch = Vec::with_capacity(MAIL_BATCH);
+    while let Ok(first) = inbox.recv_async().await {
+        batch.push(first);
+        while batch.len() < MAIL_BATCH {
+            let Ok(mail) = inbox.try_recv() else { break };
+            batch.push(mail);
+        }
+        let events = batch.drain(..).map(|mail| Event::Mail { from: me, mail });
+        shell.handle_all(events);
     }
 }
 

@@ -42,7 +42,7 @@ impl Range {
 }
 
 /// Every section's range table.
-pub(super) const TABLES: [&[Range]; 7] = [
+pub(super) const TABLES: [&[Range]; 8] = [
     runtime::RANGES,
     mqtt::RANGES,
     session::RANGES,
@@ -50,6 +50,7 @@ pub(super) const TABLES: [&[Range]; 7] = [
     limits::RANGES,
     auth::RANGES,
     super::persistence::RANGES,
+    super::cluster::RANGES,
 ];
 
 /// Checks every numeric key against its range.

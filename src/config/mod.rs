@@ -14,6 +14,7 @@ mod auth;
 pub mod bridges;
 pub mod budget;
 mod check;
+mod cluster;
 mod environment;
 mod error;
 mod limits;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{Auth, DeniedPublish};
 pub use bridges::{Bridge, BridgeVersion, Bridges, Direction, TopicRule};
+pub use cluster::{CLUSTER_TOKEN_BYTES_MAX, Cluster};
 pub use error::ConfigError;
 pub use limits::{DropPolicy, LARGE_PARTIAL_PACKET_BYTES, Limits};
 pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
@@ -78,6 +80,7 @@ pub struct Config {
     /// Connections to other MQTT brokers (`[bridges.<name>]`), none by default.
     #[serde(skip_serializing_if = "Bridges::is_empty")]
     pub bridges: Bridges,
+    pub cluster: Cluster,
 }
 
 impl Config {
@@ -91,6 +94,7 @@ impl Config {
         session::check(self)?;
         auth::check(self)?;
         bridges::check(self)?;
+        cluster::check(self)?;
         limits::check(self)
     }
 

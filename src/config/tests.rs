@@ -212,7 +212,7 @@ fn syntax_and_type_errors() {
     check(
         "[limit]\n",
         "ringmq.toml:1: unknown key `limit`; valid keys in the top level: \
-         runtime, listeners, mqtt, session, limits, log, admin, sys, auth, persistence, bridges",
+         runtime, listeners, mqtt, session, limits, log, admin, sys, auth, persistence, bridges, cluster",
     );
     check(
         "[listeners.tcp.default]\nport = 1883\n",
@@ -263,6 +263,42 @@ fn syntax_and_type_errors() {
         "ringmq.toml:2: limits.outbox_drop_policy: unknown variant `drop_all`, expected \
          `drop_new` or `drop_oldest`; write \"drop_new\" or \"drop_oldest\"",
     );
+}
+
+#[test]
+fn cluster_errors() {
+    check(
+        "[cluster]\nenabled = true\n",
+        "ringmq.toml: cluster.node_id = \"\": required when cluster.enabled = true; give each \
+         node its own id, e.g. node_id = \"node-1\"",
+    );
+    check(
+        "[cluster]\nenabled = true\nnode_id = \"a.b\"\n",
+        "ringmq.toml: cluster.node_id = \"a.b\": must be 1 to 64 letters, digits, '-' or '_' \
+         (it is part of NATS subjects); e.g. node_id = \"node-1\", unique in the cluster",
+    );
+    check(
+        "[cluster]\nname = \"x>\"\n",
+        "ringmq.toml: cluster.name = \"x>\": must be 1 to 64 letters, digits, '-' or '_' (it \
+         is part of NATS subjects); e.g. name = \"ringmq\"; every node of one cluster uses the \
+         same name",
+    );
+    check(
+        "[cluster]\nenabled = true\nnode_id = \"n1\"\nnats_urls = []\n",
+        "ringmq.toml: cluster.nats_urls = []: needs at least one NATS server when \
+         cluster.enabled = true; e.g. nats_urls = [\"nats://10.0.0.5:4222\"]",
+    );
+    check(
+        "[cluster]\nheartbeat_ms = 1000\nnode_timeout_ms = 1000\n",
+        "ringmq.toml: cluster.node_timeout_ms = 1000: must be longer than cluster.heartbeat_ms \
+         (1000); e.g. five heartbeats: node_timeout_ms = 5000 with heartbeat_ms = 1000",
+    );
+    let config = parse(
+        "[cluster]\nenabled = true\nnode_id = \"node-1\"\nname = \"prod_eu\"\n",
+        FILE,
+    )
+    .unwrap();
+    assert_eq!(config.cluster.node_id, "node-1");
 }
 
 #[test]

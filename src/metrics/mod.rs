@@ -34,7 +34,7 @@ pub use labels::{ConnectRejection, DropReason, LimitReached, PacketKind, PerLabe
 pub use latency::{
     BUCKET_BOUNDS_MICROS, LATENCY_HIGHEST_MICROS, Latencies, LatencyHistogram, Path, QUANTILES,
 };
-pub use prometheus::render_prometheus;
+pub use prometheus::{render_cluster, render_prometheus};
 pub use snapshot::{
     Merged, ShardSnapshot, SnapshotBoard, SnapshotPublisher, WINDOW_STEP_PUBLISHES, merge,
 };

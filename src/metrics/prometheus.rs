@@ -515,6 +515,72 @@ pub(super) fn micros_as_seconds(micros: u64) -> String {
     format!("{seconds}.{}", digits.trim_end_matches('0'))
 }
 
+/// The cluster link's series (docs/CLUSTER.md): its state, the nodes it knows, messages to and
+/// from other nodes, and what it dropped, by reason.
+pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = Out::default();
+    out.family(
+        "cluster_connected",
+        "gauge",
+        "1 while the cluster link is connected to NATS.",
+    );
+    let connected = stats.connected.load(std::sync::atomic::Ordering::Acquire);
+    out.sample("cluster_connected", &[], if connected { "1" } else { "0" });
+    out.family("cluster_nodes", "gauge", "Other nodes this node hears.");
+    out.sample("cluster_nodes", &[], &stats.nodes.load(Relaxed).to_string());
+    out.family(
+        "cluster_messages_total",
+        "counter",
+        "Messages sent to other nodes (once per target node) and received from them.",
+    );
+    for (direction, counter) in [("out", &stats.messages_out), ("in", &stats.messages_in)] {
+        let value = counter.load(Relaxed).to_string();
+        out.sample(
+            "cluster_messages_total",
+            &[("direction", direction)],
+            &value,
+        );
+    }
+    out.family(
+        "cluster_batches_sent_total",
+        "counter",
+        "NATS messages carrying batches of messages to other nodes.",
+    );
+    let batches = stats.batches_out.load(Relaxed).to_string();
+    out.sample("cluster_batches_sent_total", &[], &batches);
+    out.family(
+        "cluster_dropped_total",
+        "counter",
+        "Messages (or interest changes) the cluster link could not pass on, by reason.",
+    );
+    for (reason, counter) in [
+        ("link_full", &stats.dropped_link_full),
+        ("control_full", &stats.dropped_control_full),
+        ("disconnected", &stats.dropped_disconnected),
+        ("inbound_full", &stats.dropped_inbound_full),
+        ("undecodable", &stats.dropped_undecodable),
+    ] {
+        let value = counter.load(Relaxed).to_string();
+        out.sample("cluster_dropped_total", &[("reason", reason)], &value);
+    }
+    out.family(
+        "cluster_barrier_timeouts_total",
+        "counter",
+        "SUBACKs sent before every node acknowledged the new interest (interest_ack_timeout_ms).",
+    );
+    let timeouts = stats.barrier_timeouts.load(Relaxed).to_string();
+    out.sample("cluster_barrier_timeouts_total", &[], &timeouts);
+    out.family(
+        "cluster_connects_total",
+        "counter",
+        "Times the cluster link (re)connected to NATS.",
+    );
+    let connects = stats.reconnects.load(Relaxed).to_string();
+    out.sample("cluster_connects_total", &[], &connects);
+    out.text
+}
+
 /// The text being built.
 #[derive(Default)]
 struct Out {

@@ -54,6 +54,8 @@ pub struct SnapshotBoard {
     listeners: Vec<ListenerLabel>,
     /// The counters of the running bridges (registered when a bridge starts).
     bridges: Mutex<Vec<Arc<super::bridge::BridgeStats>>>,
+    /// The cluster link's counters, on a cluster node.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterStats>>,
 }
 
 impl SnapshotBoard {
@@ -69,6 +71,7 @@ impl SnapshotBoard {
             slots: (0..shard_count).map(|_| Mutex::new(None)).collect(),
             listeners,
             bridges: Mutex::new(Vec::new()),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -132,6 +135,15 @@ impl SnapshotBoard {
 
     /// Whether some shard's persistence log could not be written at its last snapshot (it
     /// refuses QoS 1/2 publishes until it can).
+    /// Shows the cluster link's counters in `/metrics` (once, at start).
+    pub fn set_cluster(&self, stats: Arc<crate::cluster::ClusterStats>) {
+        let _ = self.cluster.set(stats);
+    }
+
+    pub fn cluster(&self) -> Option<&crate::cluster::ClusterStats> {
+        self.cluster.get().map(Arc::as_ref)
+    }
+
     pub fn store_broken(&self) -> bool {
         self.latest()
             .iter()

@@ -237,6 +237,8 @@ pub struct Shard {
     store_ops: Vec<crate::session::LogOp>,
     /// Shards that said they installed their restored state (`Mail::Restored`).
     restored_peers: usize,
+    /// The link to the other nodes of the cluster, when there is one.
+    cluster: Option<crate::cluster::ShardLink>,
 }
 
 impl Shard {
@@ -288,7 +290,14 @@ impl Shard {
             store_pending: Vec::new(),
             store_ops: Vec::new(),
             restored_peers: 0,
+            cluster: None,
         }
+    }
+
+    /// Joins the cluster: publishes with remote interest go to the link, interest changes and
+    /// subscribe barriers too (docs/CLUSTER.md).
+    pub fn set_cluster(&mut self, cluster: crate::cluster::ClusterHandle) {
+        self.cluster = Some(crate::cluster::ShardLink::new(cluster));
     }
 
     pub fn id(&self) -> ShardId {
@@ -444,6 +453,7 @@ impl Shard {
             } => self.directory.release(&client_id, generation),
             Mail::Durable { count, ok } => self.on_durable(from, count, ok),
             Mail::Restored => self.on_restored(),
+            Mail::Remote(message) => self.route_remote(message, now),
         }
     }
 

@@ -8,7 +8,7 @@
 //! and the shell writes each buffer once per batch.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shards::ShardSet;
 
@@ -131,7 +131,7 @@ impl Shard {
             if first_time {
                 self.store_touch(key);
                 let id = self.take_message_id();
-                matched = self.route(make_message(id, publish, publisher, now), now);
+                matched = self.route(Message::from_publish(id, publish, publisher, now), now);
             }
             let pubrec = Packet::PubRec(ack_routed(packet_id, matched || !is_v5));
             return self.ack_when_durable(conn_id, pubrec);
@@ -140,7 +140,7 @@ impl Shard {
         let packet_id = publish.packet_id;
         let id = self.take_message_id();
         self.store_begin_route();
-        let matched = self.route(make_message(id, publish, publisher, now), now);
+        let matched = self.route(Message::from_publish(id, publish, publisher, now), now);
         if qos == QoS::AtLeastOnce
             && let Some(packet_id) = packet_id
         {
@@ -181,6 +181,36 @@ impl Shard {
         }
         let mut matched = self.deliver_local(&message, now);
         matched |= self.route_shared(&message, now);
+        // `$SYS` topics describe this node: they stay on it.
+        if let Some(cluster) = self
+            .cluster
+            .as_mut()
+            .filter(|_| !is_sys_topic(&message.topic))
+        {
+            let nodes = cluster.nodes_for(&message.topic);
+            if nodes != 0 {
+                // Another node has a subscriber, whether or not the link has room for it.
+                matched = true;
+                cluster
+                    .handle()
+                    .publish(Arc::clone(&message), nodes, self.id);
+            }
+        }
+        matched | self.mail_interested_shards(&message)
+    }
+
+    /// A message from another node of the cluster: to this node's subscribers only (never back
+    /// to NATS, not into the retained store, not to shared groups: docs/CLUSTER.md).
+    /// Counted by the link (`ringmq_cluster_messages_total{direction="in"}`), not as received
+    /// from a client.
+    pub(super) fn route_remote(&mut self, message: Arc<Message>, now: Instant) {
+        self.deliver_local(&message, now);
+        self.mail_interested_shards(&message);
+    }
+
+    /// Mails the message to every other shard whose replicated interest matches its topic.
+    fn mail_interested_shards(&mut self, message: &Arc<Message>) -> bool {
+        let mut matched = false;
         let mut targets = ShardSet::new();
         self.interest
             .for_each_match(&message.topic, |set| targets = targets.union(set));
@@ -193,7 +223,7 @@ impl Shard {
         for shard in targets.iter() {
             if shard != self.id {
                 matched = true;
-                self.send_mail(shard, Mail::Publish(Arc::clone(&message)));
+                self.send_mail(shard, Mail::Publish(Arc::clone(message)));
             }
         }
         matched
@@ -657,34 +687,11 @@ fn ack_known(packet_id: crate::protocol::PacketId, known: bool) -> PubResponse {
     response
 }
 
-fn make_message(
-    id: u64,
-    publish: Publish,
-    publisher: bytestring::ByteString,
-    now: Instant,
-) -> Arc<Message> {
-    // The Topic Alias belongs to the publisher's connection, not to the message.
-    let properties = if publish.properties.topic_alias.is_some() {
-        let mut properties = publish.properties.into_inner();
-        properties.topic_alias = None;
-        properties.into()
-    } else {
-        publish.properties
-    };
-    let expires_at = properties
-        .message_expiry_interval_secs
-        .map(|secs| now + Duration::from_secs(u64::from(secs)));
-    Arc::new(Message {
-        id,
-        topic: publish.topic,
-        payload: publish.payload,
-        qos: publish.qos,
-        retain: publish.retain,
-        properties,
-        publisher,
-        received_at: now,
-        expires_at,
-    })
+/// `$SYS` or a topic under it: the broker's own, per node.
+fn is_sys_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix("$SYS")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The PUBLISH last encoded for a subscriber, so that the next subscribers of the same message
@@ -850,6 +857,8 @@ fn write_publish(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::protocol::{PacketId, Version};
 

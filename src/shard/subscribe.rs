@@ -146,10 +146,7 @@ impl Shard {
             reasons.push(reason);
         }
         if !new_filters.is_empty() {
-            self.broadcast_mail(|| Mail::Interest {
-                add: new_filters.clone(),
-                remove: Vec::new(),
-            });
+            self.announce_interest(new_filters, Vec::new());
             // A publish on another shard finds the subscription only once this arrives: the
             // shell sends it at once rather than on the flush task's next turn.
             self.urgent_mail = true;
@@ -284,10 +281,7 @@ impl Shard {
             });
         }
         if !gone.is_empty() {
-            self.broadcast_mail(|| Mail::Interest {
-                add: Vec::new(),
-                remove: gone.clone(),
-            });
+            self.announce_interest(Vec::new(), gone);
         }
         let version = self.conns.get(&conn_id).map_or(Version::V5, |c| c.version);
         let unsuback = Packet::UnsubAck(UnsubAck {
@@ -368,10 +362,7 @@ impl Shard {
             }
         }
         if !new_filters.is_empty() {
-            self.broadcast_mail(|| Mail::Interest {
-                add: new_filters.clone(),
-                remove: Vec::new(),
-            });
+            self.announce_interest(new_filters, Vec::new());
         }
     }
 
@@ -397,11 +388,23 @@ impl Shard {
             }
         }
         if !gone.is_empty() {
-            self.broadcast_mail(|| Mail::Interest {
-                add: Vec::new(),
-                remove: gone.clone(),
+            self.announce_interest(Vec::new(), gone);
+        }
+    }
+
+    /// Tells the other shards, and the cluster link, that filters got their first local
+    /// subscriber or lost their last.
+    fn announce_interest(&mut self, add: Vec<ByteString>, remove: Vec<ByteString>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.handle().control(crate::cluster::ToLink::Interest {
+                add: add.clone(),
+                remove: remove.clone(),
             });
         }
+        self.broadcast_mail(|| Mail::Interest {
+            add: add.clone(),
+            remove: remove.clone(),
+        });
     }
 
     pub(super) fn on_interest(
@@ -435,22 +438,35 @@ impl Shard {
         now: Instant,
     ) {
         let retained = self.find_retained(&queries, now);
-        let mut pending = PendingBarrier {
+        let ticket = self.take_ticket();
+        // A subscription (or a resumed session's) is promised cluster-wide: the link answers
+        // once every known node has its interest (docs/CLUSTER.md). Sent after the interest,
+        // on the same FIFO queue.
+        let cluster_waits = matches!(
+            kind,
+            BarrierKind::Subscribe { .. } | BarrierKind::Connect { .. }
+        ) && self.cluster.as_ref().is_some_and(|cluster| {
+            cluster.handle().control(crate::cluster::ToLink::Barrier {
+                shard: self.id,
+                ticket,
+            })
+        });
+        let pending = PendingBarrier {
             conn: conn_id,
             session: key,
-            waiting: self.shard_count - 1,
+            waiting: self.shard_count - 1 + usize::from(cluster_waits),
             kind,
             retained,
         };
         if pending.waiting == 0 {
             return self.complete_barrier(pending, now);
         }
-        let ticket = self.take_ticket();
-        self.broadcast_mail(|| Mail::Barrier {
-            ticket,
-            queries: queries.clone(),
-        });
-        pending.waiting = self.shard_count - 1;
+        if self.shard_count > 1 {
+            self.broadcast_mail(|| Mail::Barrier {
+                ticket,
+                queries: queries.clone(),
+            });
+        }
         self.barriers.insert(ticket, pending);
     }
 
@@ -471,7 +487,7 @@ impl Shard {
             session_present,
             assigned,
         };
-        if has_subscriptions && self.shard_count > 1 {
+        if has_subscriptions && (self.shard_count > 1 || self.cluster.is_some()) {
             self.start_barrier(conn_id, key, kind, Vec::new(), now);
         } else {
             self.complete_barrier(

@@ -23,8 +23,15 @@ fn names_in(text: &str) -> BTreeSet<String> {
     names
 }
 
+/// The shards' families and, on a cluster node, the link's.
 fn families() -> BTreeSet<String> {
-    render(&two_shards()).types.keys().cloned().collect()
+    let mut families: BTreeSet<String> = render(&two_shards()).types.keys().cloned().collect();
+    let cluster = crate::metrics::render_cluster(&crate::cluster::ClusterStats::default());
+    families.extend(cluster.lines().filter_map(|line| {
+        let rest = line.strip_prefix("# TYPE ")?;
+        rest.split(' ').next().map(str::to_owned)
+    }));
+    families
 }
 
 /// Whether `name` is a family or a histogram's series of one.

@@ -1,0 +1,712 @@
+//! The NATS link: a thread with a tokio current-thread runtime and one async-nats client. It
+//! batches this node's messages per target node, replicates interest (deltas, heartbeats,
+//! snapshots, acks: docs/CLUSTER.md) and hands messages from other nodes to the shards. It never
+//! waits on a shard: everything it sends them is a `try_send`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_nats::{Client, ServerAddr};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use shards::ShardId;
+
+use super::wire::{self, Control};
+use super::{ClusterStats, InterestTable, NODES_MAX, ToLink};
+use crate::config::Cluster;
+use crate::mail::{Mail, Ticket};
+
+/// A batch for one node is sent once it passes this many bytes (and at the end of every turn).
+const BATCH_BYTES: usize = 64 * 1024;
+/// Mail taken from the shards in one turn, before batches go out and NATS is read again.
+const TURN_MAIL_MAX: usize = 4096;
+/// How often barriers, the connection state and the heartbeat clock are looked at.
+const HOUSEKEEPING: Duration = Duration::from_millis(20);
+/// Message ids of messages from other nodes have this above every shard index (see
+/// `shard::message_shard`), so they never collide with a shard's own.
+const REMOTE_ID_BASE: u64 = 0xFFFF << 48;
+/// A barrier whose interest changes are announced at the end of the current turn.
+const THIS_TURN: u64 = u64::MAX;
+
+/// The running link thread; stops it when stopped or dropped.
+pub struct LinkThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LinkThread {
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the cluster link thread panicked");
+        }
+    }
+}
+
+impl Drop for LinkThread {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+pub(super) fn spawn(
+    config: Cluster,
+    from_shards: flume::Receiver<ToLink>,
+    to_shards: Vec<flume::Sender<Mail>>,
+    interest: Published,
+    stats: Arc<ClusterStats>,
+) -> std::io::Result<LinkThread> {
+    let mut addrs = Vec::with_capacity(config.nats_urls.len());
+    for url in &config.nats_urls {
+        let addr = url.parse::<ServerAddr>().map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "cluster.nats_urls: {url:?} is not a NATS URL ({error}); write e.g. \"nats://10.0.0.5:4222\""
+                ),
+            )
+        })?;
+        addrs.push(addr);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(String::from("ringmq-cluster"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let link = Link::new(config, to_shards, interest, stats);
+                link.run(addrs, from_shards, stopped).await;
+            });
+        })?;
+    Ok(LinkThread {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+/// Where the link publishes the other nodes' interest for the shards.
+pub(super) struct Published {
+    pub table: Arc<ArcSwap<InterestTable>>,
+    pub version: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Another node, as this one knows it.
+struct Node {
+    incarnation: u64,
+    /// The last change of its interest applied here.
+    seq: u64,
+    /// Its interest is known here (a snapshot was applied for this incarnation).
+    synced: bool,
+    filters: HashSet<String>,
+    last_heard: Instant,
+    /// When a snapshot was last asked of it.
+    requested: Option<Instant>,
+    slot: usize,
+    /// Our own interest change it last acknowledged (of our incarnation).
+    acked: u64,
+}
+
+struct PendingBarrier {
+    shard: ShardId,
+    ticket: Ticket,
+    seq: u64,
+    deadline: Instant,
+}
+
+struct Link {
+    config: Cluster,
+    me: String,
+    incarnation: u64,
+    seq: u64,
+    interest_subject: String,
+    /// Filter -> shards of this node with a subscriber to it.
+    local: HashMap<String, u32>,
+    /// Filters announced to the other nodes.
+    announced: HashSet<String>,
+    /// Filters whose shard count changed this turn.
+    changed: HashSet<String>,
+    nodes: HashMap<String, Node>,
+    slots: Vec<Option<String>>,
+    batches: Vec<BytesMut>,
+    scratch: BytesMut,
+    barriers: Vec<PendingBarrier>,
+    acks: Vec<(String, u64, u64)>,
+    interest_dirty: bool,
+    to_shards: Vec<flume::Sender<Mail>>,
+    interest: Published,
+    stats: Arc<ClusterStats>,
+    next_id: u64,
+    last_heartbeat: Instant,
+    was_connected: bool,
+}
+
+fn subject_ctl(name: &str, node: &str) -> String {
+    format!("ringmq.{name}.node.{node}.ctl")
+}
+
+fn subject_msg(name: &str, node: &str) -> String {
+    format!("ringmq.{name}.node.{node}.msg")
+}
+
+impl Link {
+    fn new(
+        config: Cluster,
+        to_shards: Vec<flume::Sender<Mail>>,
+        interest: Published,
+        stats: Arc<ClusterStats>,
+    ) -> Link {
+        let interest_subject = format!("ringmq.{}.interest", config.name);
+        Link {
+            me: config.node_id.clone(),
+            incarnation: rand::random::<u64>() | 1,
+            seq: 0,
+            interest_subject,
+            local: HashMap::new(),
+            announced: HashSet::new(),
+            changed: HashSet::new(),
+            nodes: HashMap::new(),
+            slots: vec![None; NODES_MAX],
+            batches: (0..NODES_MAX).map(|_| BytesMut::new()).collect(),
+            scratch: BytesMut::new(),
+            barriers: Vec::new(),
+            acks: Vec::new(),
+            interest_dirty: false,
+            to_shards,
+            interest,
+            stats,
+            next_id: 0,
+            last_heartbeat: Instant::now(),
+            was_connected: false,
+            config,
+        }
+    }
+
+    async fn run(
+        mut self,
+        addrs: Vec<ServerAddr>,
+        from_shards: flume::Receiver<ToLink>,
+        mut stopped: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let events = Arc::clone(&self.stats);
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("ringmq {} {}", self.config.name, self.me))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            // Quick retries first: a restarted NATS server is usually back within a second.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((50 * attempts as u64).min(2_000))
+            })
+            .event_callback(move |event| {
+                let stats = Arc::clone(&events);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("cluster: connected to NATS");
+                            stats.connected.store(true, Ordering::Release);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("cluster: disconnected from NATS; reconnecting");
+                            stats.connected.store(false, Ordering::Release);
+                        }
+                        other => tracing::info!(event = %other, "cluster: NATS event"),
+                    }
+                }
+            });
+        let client = match options.connect(addrs).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "cluster: cannot set up the NATS client; cluster off");
+                return;
+            }
+        };
+        let name = self.config.name.clone();
+        let subscribe = |subject: String| {
+            let client = client.clone();
+            async move { client.subscribe(subject).await }
+        };
+        let subscribed = (
+            subscribe(subject_msg(&name, &self.me)).await,
+            subscribe(self.interest_subject.clone()).await,
+            subscribe(subject_ctl(&name, &self.me)).await,
+        );
+        let (Ok(mut data), Ok(mut interest), Ok(mut ctl)) = subscribed else {
+            tracing::error!("cluster: cannot subscribe on NATS; cluster off");
+            return;
+        };
+        tracing::info!(node = %self.me, cluster = %name, "cluster link started");
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                mail = from_shards.recv_async() => {
+                    let Ok(mail) = mail else { break };
+                    self.on_shard_mail(&client, mail).await;
+                    for _ in 1..TURN_MAIL_MAX {
+                        let Ok(mail) = from_shards.try_recv() else { break };
+                        self.on_shard_mail(&client, mail).await;
+                    }
+                }
+                Some(message) = data.next() => self.on_data(message.payload),
+                Some(message) = interest.next() => self.on_control(&client, message.payload).await,
+                Some(message) = ctl.next() => self.on_control(&client, message.payload).await,
+                _ = housekeeping.tick() => self.housekeeping(&client).await,
+            }
+            self.end_turn(&client).await;
+        }
+        // What is queued goes out if NATS is there; a link that cannot reach it does not wait.
+        if self.connected() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+        }
+        tracing::info!("cluster link stopped");
+    }
+
+    fn connected(&self) -> bool {
+        self.stats.connected.load(Ordering::Acquire)
+    }
+
+    async fn on_shard_mail(&mut self, client: &Client, mail: ToLink) {
+        match mail {
+            ToLink::Publish {
+                message,
+                nodes,
+                shard,
+            } => {
+                if !self.connected() {
+                    ClusterStats::add(&self.stats.dropped_disconnected, 1);
+                    return;
+                }
+                self.scratch.clear();
+                if !wire::put_message(&mut self.scratch, &message, shard, Instant::now()) {
+                    ClusterStats::add(&self.stats.dropped_undecodable, 1);
+                    return;
+                }
+                let mut rest = nodes;
+                while rest != 0 {
+                    let slot = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    let Some(batch) = self.batches.get_mut(slot) else {
+                        continue;
+                    };
+                    if self.slots.get(slot).is_none_or(Option::is_none) {
+                        continue;
+                    }
+                    batch.extend_from_slice(&self.scratch);
+                    ClusterStats::add(&self.stats.messages_out, 1);
+                    if batch.len() >= BATCH_BYTES {
+                        self.flush_slot(client, slot).await;
+                    }
+                }
+            }
+            ToLink::Interest { add, remove } => {
+                for filter in add {
+                    let filter = String::from(&*filter);
+                    *self.local.entry(filter.clone()).or_insert(0) += 1;
+                    self.changed.insert(filter);
+                }
+                for filter in remove {
+                    let filter = String::from(&*filter);
+                    if let Some(count) = self.local.get_mut(&filter) {
+                        *count = count.saturating_sub(1);
+                        if *count == 0 {
+                            self.local.remove(&filter);
+                        }
+                    }
+                    self.changed.insert(filter);
+                }
+            }
+            ToLink::Barrier { shard, ticket } => {
+                let deadline = Instant::now()
+                    + Duration::from_millis(u64::from(self.config.interest_ack_timeout_ms));
+                self.barriers.push(PendingBarrier {
+                    shard,
+                    ticket,
+                    seq: THIS_TURN,
+                    deadline,
+                });
+            }
+        }
+    }
+
+    async fn flush_slot(&mut self, client: &Client, slot: usize) {
+        let Some(Some(node)) = self.slots.get(slot) else {
+            return;
+        };
+        let subject = subject_msg(&self.config.name, node);
+        let Some(batch) = self.batches.get_mut(slot) else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let payload = batch.split().freeze();
+        match client.publish(subject, payload).await {
+            Ok(()) => ClusterStats::add(&self.stats.batches_out, 1),
+            Err(error) => tracing::warn!(%error, "cluster: a batch of messages was not sent"),
+        }
+    }
+
+    /// Messages from another node: to the shard its origin shard maps to, in order.
+    fn on_data(&mut self, mut payload: Bytes) {
+        let now = Instant::now();
+        let shards = self.to_shards.len().max(1);
+        while !payload.is_empty() {
+            self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
+            let Some(received) =
+                wire::next_message(&mut payload, REMOTE_ID_BASE | self.next_id, now)
+            else {
+                ClusterStats::add(&self.stats.dropped_undecodable, 1);
+                return;
+            };
+            ClusterStats::add(&self.stats.messages_in, 1);
+            let shard = usize::from(received.origin_shard) % shards;
+            let delivered = self
+                .to_shards
+                .get(shard)
+                .is_some_and(|to| to.try_send(Mail::Remote(received.message)).is_ok());
+            if !delivered {
+                ClusterStats::add(&self.stats.dropped_inbound_full, 1);
+            }
+        }
+    }
+
+    async fn on_control(&mut self, client: &Client, payload: Bytes) {
+        let Some(control) = Control::decode(payload) else {
+            tracing::debug!("cluster: a control record that does not decode");
+            return;
+        };
+        let now = Instant::now();
+        match control {
+            Control::Delta {
+                node,
+                incarnation,
+                seq,
+                add,
+                remove,
+            } => {
+                if node == self.me {
+                    return;
+                }
+                let Some(entry) = self.node(&node, incarnation, now) else {
+                    return;
+                };
+                if entry.synced && seq == entry.seq + 1 {
+                    entry.seq = seq;
+                    for filter in remove {
+                        entry.filters.remove(&filter);
+                    }
+                    entry.filters.extend(add);
+                    self.interest_dirty = true;
+                    self.acks.push((node, incarnation, seq));
+                } else if !entry.synced || seq > entry.seq {
+                    self.request_snapshot(client, &node, now).await;
+                }
+            }
+            Control::Heartbeat {
+                node,
+                incarnation,
+                seq,
+            } => {
+                if node == self.me {
+                    return;
+                }
+                let Some(entry) = self.node(&node, incarnation, now) else {
+                    return;
+                };
+                if !entry.synced || seq > entry.seq {
+                    self.request_snapshot(client, &node, now).await;
+                }
+            }
+            Control::SnapshotRequest { from } => {
+                let mut filters: Vec<String> = self.announced.iter().cloned().collect();
+                filters.sort_unstable();
+                let snapshot = Control::Snapshot {
+                    node: self.me.clone(),
+                    incarnation: self.incarnation,
+                    seq: self.seq,
+                    filters,
+                };
+                let subject = subject_ctl(&self.config.name, &from);
+                if let Err(error) = client.publish(subject, snapshot.encode()).await {
+                    tracing::error!(%error, node = %from, "cluster: interest snapshot not sent");
+                }
+            }
+            Control::Snapshot {
+                node,
+                incarnation,
+                seq,
+                filters,
+            } => {
+                let Some(entry) = self.node(&node, incarnation, now) else {
+                    return;
+                };
+                if entry.synced && seq < entry.seq {
+                    return;
+                }
+                entry.synced = true;
+                entry.seq = seq;
+                entry.requested = None;
+                entry.filters = filters.into_iter().collect();
+                self.interest_dirty = true;
+                self.acks.push((node, incarnation, seq));
+            }
+            Control::Ack {
+                from,
+                incarnation,
+                seq,
+            } => {
+                if incarnation != self.incarnation {
+                    return;
+                }
+                if let Some(entry) = self.nodes.get_mut(&from) {
+                    entry.acked = entry.acked.max(seq);
+                }
+            }
+        }
+    }
+
+    /// The entry of `node`, made (or reset for a new incarnation) as needed; `None` when every
+    /// node slot is taken.
+    fn node(&mut self, node: &str, incarnation: u64, now: Instant) -> Option<&mut Node> {
+        if !self.nodes.contains_key(node) {
+            let Some(slot) = self.slots.iter().position(Option::is_none) else {
+                tracing::error!(%node, "cluster: more than {NODES_MAX} nodes; ignoring this one");
+                return None;
+            };
+            if let Some(free) = self.slots.get_mut(slot) {
+                *free = Some(node.to_owned());
+            }
+            tracing::info!(%node, "cluster: node joined");
+            self.nodes.insert(
+                node.to_owned(),
+                Node {
+                    incarnation,
+                    seq: 0,
+                    synced: false,
+                    filters: HashSet::new(),
+                    last_heard: now,
+                    requested: None,
+                    slot,
+                    acked: 0,
+                },
+            );
+            self.stats
+                .nodes
+                .store(self.nodes.len() as u64, Ordering::Relaxed);
+        }
+        let entry = self.nodes.get_mut(node)?;
+        entry.last_heard = now;
+        if entry.incarnation != incarnation {
+            tracing::info!(%node, "cluster: node restarted");
+            entry.incarnation = incarnation;
+            entry.seq = 0;
+            entry.synced = false;
+            entry.requested = None;
+            entry.acked = 0;
+            entry.filters.clear();
+            self.interest_dirty = true;
+        }
+        Some(entry)
+    }
+
+    async fn request_snapshot(&mut self, client: &Client, node: &str, now: Instant) {
+        let again_after = Duration::from_millis(u64::from(self.config.heartbeat_ms));
+        let Some(entry) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if entry
+            .requested
+            .is_some_and(|at| now.duration_since(at) < again_after)
+        {
+            return;
+        }
+        entry.requested = Some(now);
+        let request = Control::SnapshotRequest {
+            from: self.me.clone(),
+        };
+        let subject = subject_ctl(&self.config.name, node);
+        if let Err(error) = client.publish(subject, request.encode()).await {
+            tracing::warn!(%error, %node, "cluster: snapshot request not sent");
+        }
+    }
+
+    async fn housekeeping(&mut self, client: &Client) {
+        let now = Instant::now();
+        let connected = self.connected();
+        if connected && !self.was_connected {
+            ClusterStats::add(&self.stats.reconnects, 1);
+            // Tell the others at once that this node is here (and where its interest is).
+            self.last_heartbeat = now - Duration::from_millis(u64::from(self.config.heartbeat_ms));
+        }
+        self.was_connected = connected;
+        let heartbeat = Duration::from_millis(u64::from(self.config.heartbeat_ms));
+        if now.duration_since(self.last_heartbeat) >= heartbeat {
+            self.last_heartbeat = now;
+            if connected {
+                let beat = Control::Heartbeat {
+                    node: self.me.clone(),
+                    incarnation: self.incarnation,
+                    seq: self.seq,
+                };
+                let _ = client
+                    .publish(self.interest_subject.clone(), beat.encode())
+                    .await;
+            }
+            let timeout = Duration::from_millis(u64::from(self.config.node_timeout_ms));
+            let gone: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(_, node)| now.duration_since(node.last_heard) > timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                if let Some(node) = self.nodes.remove(&id) {
+                    tracing::warn!(node = %id, "cluster: node not heard; forgetting it");
+                    if let Some(slot) = self.slots.get_mut(node.slot) {
+                        *slot = None;
+                    }
+                    if let Some(batch) = self.batches.get_mut(node.slot) {
+                        batch.clear();
+                    }
+                    self.interest_dirty = true;
+                }
+            }
+            self.stats
+                .nodes
+                .store(self.nodes.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// After each turn: batches out, this node's interest change announced, the other nodes'
+    /// interest published to the shards, then acknowledged, then barriers answered.
+    async fn end_turn(&mut self, client: &Client) {
+        for slot in 0..NODES_MAX {
+            if self.batches.get(slot).is_some_and(|b| !b.is_empty()) {
+                self.flush_slot(client, slot).await;
+            }
+        }
+        self.announce(client).await;
+        if self.interest_dirty {
+            self.interest_dirty = false;
+            let mut table: HashMap<&str, u64> = HashMap::new();
+            for node in self.nodes.values().filter(|node| node.synced) {
+                for filter in &node.filters {
+                    *table.entry(filter).or_insert(0) |= 1 << node.slot;
+                }
+            }
+            let table: InterestTable = table
+                .into_iter()
+                .map(|(filter, nodes)| (filter.to_owned(), nodes))
+                .collect();
+            self.interest.table.store(Arc::new(table));
+            // After the table: a shard that sees the new version loads this table or a newer one.
+            self.interest.version.fetch_add(1, Ordering::AcqRel);
+        }
+        for (node, incarnation, seq) in std::mem::take(&mut self.acks) {
+            let ack = Control::Ack {
+                from: self.me.clone(),
+                incarnation,
+                seq,
+            };
+            let subject = subject_ctl(&self.config.name, &node);
+            let _ = client.publish(subject, ack.encode()).await;
+        }
+        self.answer_barriers();
+    }
+
+    async fn announce(&mut self, client: &Client) {
+        if self.changed.is_empty() {
+            for barrier in &mut self.barriers {
+                if barrier.seq == THIS_TURN {
+                    barrier.seq = self.seq;
+                }
+            }
+            return;
+        }
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        for filter in self.changed.drain() {
+            let present = self.local.contains_key(&filter);
+            if present && !self.announced.contains(&filter) {
+                self.announced.insert(filter.clone());
+                add.push(filter);
+            } else if !present && self.announced.remove(&filter) {
+                remove.push(filter);
+            }
+        }
+        if !add.is_empty() || !remove.is_empty() {
+            self.seq += 1;
+            // Sent even when disconnected it would be lost: the heartbeat's seq tells the others
+            // to ask for a snapshot instead.
+            if self.connected() {
+                let delta = Control::Delta {
+                    node: self.me.clone(),
+                    incarnation: self.incarnation,
+                    seq: self.seq,
+                    add,
+                    remove,
+                };
+                if let Err(error) = client
+                    .publish(self.interest_subject.clone(), delta.encode())
+                    .await
+                {
+                    tracing::warn!(%error, "cluster: interest change not sent");
+                }
+            }
+        }
+        for barrier in &mut self.barriers {
+            if barrier.seq == THIS_TURN {
+                barrier.seq = self.seq;
+            }
+        }
+    }
+
+    /// Answers every barrier whose interest every known node has acknowledged, all of them
+    /// while NATS is unreachable, and those that waited too long.
+    fn answer_barriers(&mut self) {
+        if self.barriers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let connected = self.connected();
+        let nodes = &self.nodes;
+        let to_shards = &self.to_shards;
+        let stats = &self.stats;
+        self.barriers.retain(|barrier| {
+            if barrier.seq == THIS_TURN {
+                return true;
+            }
+            let acknowledged = nodes.values().all(|node| node.acked >= barrier.seq);
+            let late = now >= barrier.deadline;
+            if connected && !acknowledged && !late {
+                return true;
+            }
+            if connected && !acknowledged {
+                ClusterStats::add(&stats.barrier_timeouts, 1);
+            }
+            let reply = Mail::BarrierReply {
+                ticket: barrier.ticket,
+                retained: Vec::new(),
+            };
+            // A full inbox keeps the barrier for the next turn: a SUBACK must not be lost.
+            match to_shards.get(barrier.shard.index()) {
+                Some(to) => to.try_send(reply).is_err(),
+                None => false,
+            }
+        });
+    }
+}

@@ -1,0 +1,207 @@
+//! The cluster (docs/CLUSTER.md): this node's link to the other nodes through NATS.
+//!
+//! The link runs on a thread of its own (async-nats needs tokio); shards reach it through
+//! [`ClusterHandle`], whose every call is a non-blocking `try_send`, and it reaches each shard
+//! through a bounded channel that the shard's cluster task drains into `Shard::handle`. The
+//! interest of the other nodes is a table the link publishes whole through an `ArcSwap` with a
+//! version number: a shard reads the version (one atomic load) per routed message and rebuilds
+//! its own trie from the table when it changed.
+
+mod link;
+pub mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use shards::ShardId;
+
+use crate::config::Cluster;
+use crate::mail::{Mail, Ticket};
+use crate::message::Message;
+use crate::router::Trie;
+
+pub use link::LinkThread;
+
+/// Most nodes a cluster may have: a node set is one 64-bit word.
+pub const NODES_MAX: usize = 64;
+
+/// Filter -> the remote nodes (bit per node slot) with a subscriber to it, as the link publishes
+/// it (a trie keeps a scratch buffer for matching, so each shard builds its own).
+pub type InterestTable = Vec<(String, u64)>;
+
+/// What a shard sends the link.
+#[derive(Debug)]
+pub enum ToLink {
+    /// A message published on this node for the nodes in `nodes` (slots of the link's table).
+    Publish {
+        message: Arc<Message>,
+        nodes: u64,
+        shard: u8,
+    },
+    /// The shard's set of filters with a local subscriber changed (as `Mail::Interest`).
+    Interest {
+        add: Vec<bytestring::ByteString>,
+        remove: Vec<bytestring::ByteString>,
+    },
+    /// Answer `ticket` on `shard` once every interest change so far is acknowledged by every
+    /// known node (or the link is down, or the wait timed out).
+    Barrier { shard: ShardId, ticket: Ticket },
+}
+
+/// Counters and the link state, written by the link and the shards, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub connected: AtomicBool,
+    pub nodes: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub batches_out: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub dropped_link_full: AtomicU64,
+    pub dropped_control_full: AtomicU64,
+    pub dropped_disconnected: AtomicU64,
+    pub dropped_inbound_full: AtomicU64,
+    pub dropped_undecodable: AtomicU64,
+    pub barrier_timeouts: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+impl ClusterStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A shard's side of the link. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    to_link: flume::Sender<ToLink>,
+    /// Publishes stop here, below the channel's capacity: the rest is for control mail.
+    publish_room: usize,
+    interest: Arc<ArcSwap<InterestTable>>,
+    /// Bumped by the link after each new table is stored.
+    version: Arc<AtomicU64>,
+    pub stats: Arc<ClusterStats>,
+}
+
+impl std::fmt::Debug for ClusterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterHandle").finish_non_exhaustive()
+    }
+}
+
+/// A shard's side of the link: the handle and the shard's copy of the other nodes' interest.
+#[derive(Debug)]
+pub struct ShardLink {
+    handle: ClusterHandle,
+    trie: Trie<u64>,
+    seen: u64,
+}
+
+impl ShardLink {
+    pub fn new(handle: ClusterHandle) -> ShardLink {
+        ShardLink {
+            handle,
+            trie: Trie::new(),
+            seen: 0,
+        }
+    }
+
+    /// The remote nodes interested in `topic` (empty: send nothing to NATS).
+    pub fn nodes_for(&mut self, topic: &str) -> u64 {
+        let version = self.handle.version.load(Ordering::Acquire);
+        if version != self.seen {
+            // The table read may be newer than `version`: then the next call rebuilds again.
+            self.seen = version;
+            let table = self.handle.interest.load_full();
+            self.trie = Trie::new();
+            for (filter, nodes) in table.iter() {
+                *self.trie.get_or_insert_with(filter, || 0) |= *nodes;
+            }
+        }
+        let mut nodes = 0;
+        self.trie.for_each_match(topic, |set| nodes |= *set);
+        nodes
+    }
+
+    pub fn handle(&self) -> &ClusterHandle {
+        &self.handle
+    }
+}
+
+impl ClusterHandle {
+    /// Queues a message for the other nodes; false (counted) when the link's queue is full.
+    pub fn publish(&self, message: Arc<Message>, nodes: u64, shard: ShardId) -> bool {
+        if self.to_link.len() >= self.publish_room {
+            ClusterStats::add(&self.stats.dropped_link_full, 1);
+            return false;
+        }
+        let shard = u8::try_from(shard.index()).unwrap_or(u8::MAX);
+        let sent = self
+            .to_link
+            .try_send(ToLink::Publish {
+                message,
+                nodes,
+                shard,
+            })
+            .is_ok();
+        if !sent {
+            ClusterStats::add(&self.stats.dropped_link_full, 1);
+        }
+        sent
+    }
+
+    /// Queues interest or a barrier; false (counted) when even the control room is full.
+    pub fn control(&self, mail: ToLink) -> bool {
+        let sent = self.to_link.try_send(mail).is_ok();
+        if !sent {
+            ClusterStats::add(&self.stats.dropped_control_full, 1);
+        }
+        sent
+    }
+}
+
+/// A started link: the shards' handle, one inbox per shard, and the thread.
+pub struct Started {
+    pub handle: ClusterHandle,
+    pub inboxes: Vec<flume::Receiver<Mail>>,
+    pub thread: LinkThread,
+}
+
+/// Starts the link thread for `shard_count` shards. It connects in the background: a node
+/// whose NATS is unreachable still starts and serves its local clients.
+pub fn start(config: &Cluster, shard_count: usize) -> std::io::Result<Started> {
+    let capacity = config.link_queue_max as usize;
+    let (to_link, from_shards) = flume::bounded(capacity);
+    let mut inboxes = Vec::with_capacity(shard_count);
+    let mut to_shards = Vec::with_capacity(shard_count);
+    for _ in 0..shard_count {
+        let (sender, receiver) = flume::bounded(config.inbound_queue_max as usize);
+        to_shards.push(sender);
+        inboxes.push(receiver);
+    }
+    let interest = Arc::new(ArcSwap::from_pointee(InterestTable::new()));
+    let version = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(ClusterStats::default());
+    let thread = link::spawn(
+        config.clone(),
+        from_shards,
+        to_shards,
+        link::Published {
+            table: Arc::clone(&interest),
+            version: Arc::clone(&version),
+        },
+        Arc::clone(&stats),
+    )?;
+    Ok(Started {
+        handle: ClusterHandle {
+            to_link,
+            publish_room: capacity - capacity / 4,
+            interest,
+            version,
+            stats,
+        },
+        inboxes,
+        thread,
+    })
+}

@@ -1,0 +1,151 @@
+//! `[cluster]`: several nodes acting as one broker over NATS (docs/CLUSTER.md).
+
+use serde::{Deserialize, Serialize};
+
+use super::check::Range;
+use super::{Config, ConfigError};
+
+/// Longest `name` and `node_id`: they are tokens of NATS subjects.
+pub const CLUSTER_TOKEN_BYTES_MAX: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// Join the cluster through NATS. Off: the node is a broker on its own.
+    pub enabled: bool,
+    /// NATS servers to connect to (`nats://host:port`, `tls://host:port`); the client tries
+    /// them in turn and reconnects forever.
+    pub nats_urls: Vec<String>,
+    /// The cluster's name: the nodes of one cluster share it, and it prefixes every subject.
+    pub name: String,
+    /// This node's id, unique in the cluster. Required when `enabled`.
+    pub node_id: String,
+    /// Messages and control mail queued from all shards to the NATS link.
+    pub link_queue_max: u32,
+    /// Messages queued from the NATS link to each shard.
+    pub inbound_queue_max: u32,
+    /// Milliseconds between two heartbeats of this node.
+    pub heartbeat_ms: u32,
+    /// A node not heard for this long is forgotten (its interest removed).
+    pub node_timeout_ms: u32,
+    /// Longest wait of a SUBACK for the other nodes to acknowledge the new interest.
+    pub interest_ack_timeout_ms: u32,
+}
+
+impl Default for Cluster {
+    fn default() -> Cluster {
+        Cluster {
+            enabled: false,
+            nats_urls: vec![String::from("nats://127.0.0.1:4222")],
+            name: String::from("ringmq"),
+            node_id: String::new(),
+            link_queue_max: 65_536,
+            inbound_queue_max: 16_384,
+            heartbeat_ms: 1_000,
+            node_timeout_ms: 5_000,
+            interest_ack_timeout_ms: 2_000,
+        }
+    }
+}
+
+pub(super) const RANGES: &[Range] = &[
+    Range {
+        key: "cluster.link_queue_max",
+        value: |c| c.cluster.link_queue_max.into(),
+        min: 64,
+        max: 16_777_216,
+        unit: "messages",
+        fix: "e.g. 65536: what the shards may queue for NATS while the link is busy",
+    },
+    Range {
+        key: "cluster.inbound_queue_max",
+        value: |c| c.cluster.inbound_queue_max.into(),
+        min: 64,
+        max: 16_777_216,
+        unit: "messages",
+        fix: "e.g. 16384: what the NATS link may queue for one shard",
+    },
+    Range {
+        key: "cluster.heartbeat_ms",
+        value: |c| c.cluster.heartbeat_ms.into(),
+        min: 50,
+        max: 60_000,
+        unit: "milliseconds",
+        fix: "e.g. 1000",
+    },
+    Range {
+        key: "cluster.node_timeout_ms",
+        value: |c| c.cluster.node_timeout_ms.into(),
+        min: 100,
+        max: 600_000,
+        unit: "milliseconds",
+        fix: "e.g. 5000, several heartbeats",
+    },
+    Range {
+        key: "cluster.interest_ack_timeout_ms",
+        value: |c| c.cluster.interest_ack_timeout_ms.into(),
+        min: 1,
+        max: 60_000,
+        unit: "milliseconds",
+        fix: "e.g. 2000",
+    },
+];
+
+/// A NATS subject token: what `name` and `node_id` may be.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= CLUSTER_TOKEN_BYTES_MAX
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
+    let cluster = &config.cluster;
+    if !is_token(&cluster.name) {
+        return Err(ConfigError::invalid(
+            "cluster.name",
+            format!("{:?}", cluster.name),
+            "must be 1 to 64 letters, digits, '-' or '_' (it is part of NATS subjects)",
+            "e.g. name = \"ringmq\"; every node of one cluster uses the same name",
+        ));
+    }
+    if cluster.enabled || !cluster.node_id.is_empty() {
+        if cluster.node_id.is_empty() {
+            return Err(ConfigError::invalid(
+                "cluster.node_id",
+                "\"\"",
+                "required when cluster.enabled = true",
+                "give each node its own id, e.g. node_id = \"node-1\"",
+            ));
+        }
+        if !is_token(&cluster.node_id) {
+            return Err(ConfigError::invalid(
+                "cluster.node_id",
+                format!("{:?}", cluster.node_id),
+                "must be 1 to 64 letters, digits, '-' or '_' (it is part of NATS subjects)",
+                "e.g. node_id = \"node-1\", unique in the cluster",
+            ));
+        }
+    }
+    if cluster.enabled && cluster.nats_urls.is_empty() {
+        return Err(ConfigError::invalid(
+            "cluster.nats_urls",
+            "[]",
+            "needs at least one NATS server when cluster.enabled = true",
+            "e.g. nats_urls = [\"nats://10.0.0.5:4222\"]",
+        ));
+    }
+    if cluster.node_timeout_ms <= cluster.heartbeat_ms {
+        return Err(ConfigError::invalid(
+            "cluster.node_timeout_ms",
+            cluster.node_timeout_ms,
+            format!(
+                "must be longer than cluster.heartbeat_ms ({})",
+                cluster.heartbeat_ms
+            ),
+            "e.g. five heartbeats: node_timeout_ms = 5000 with heartbeat_ms = 1000",
+        ));
+    }
+    Ok(())
+}
