@@ -14,6 +14,7 @@ use shards::{
     TaskClass, Topology,
 };
 
+use crate::bridge::set::BridgeSet;
 use crate::config::{self, Config};
 use crate::connect_rate::ConnectRate;
 use crate::connection;
@@ -52,6 +53,8 @@ pub struct Broker {
     admin: Option<crate::admin::Admin>,
     security: Arc<Security>,
     _reloader: Reloader,
+    /// The bridge definitions in force (replaced on reload).
+    bridges: Arc<BridgeSet>,
     /// Tells systemd (when it started us) that the broker is ready, and keeps its watchdog fed.
     _supervisor: Supervisor,
 }
@@ -99,7 +102,7 @@ pub fn start_with(
     } else {
         None
     };
-    let bridges = Arc::new(bridge_settings(&config)?);
+    let bridges = Arc::new(BridgeSet::new(bridge_settings(&config)?));
     let listener_count = runtime_config.listeners.len();
     let admin_config = config.admin.clone();
     // One slot per possible shard: the runtime settles the count, and only slots of running
@@ -115,6 +118,7 @@ pub fn start_with(
     let service = Service::new(shards::MAX_SHARDS);
     let shard_service = Arc::clone(&service);
     let rendezvous = Arc::new(Rendezvous::default());
+    let shard_bridges = Arc::clone(&bridges);
     let runtime = shards::start(runtime_config, move |ctx: ShardContext<Envelope>| {
         let together = Together {
             config: Arc::clone(&config),
@@ -124,7 +128,7 @@ pub fn start_with(
             service: Arc::clone(&shard_service),
             rendezvous: Arc::clone(&rendezvous),
             store: store.clone(),
-            bridges: Arc::clone(&bridges),
+            bridges: Arc::clone(&shard_bridges),
         };
         async move { run_shard(ctx, together).await }
     })?;
@@ -146,7 +150,7 @@ pub fn start_with(
     } else {
         None
     };
-    let reloader = Reloader::start(Arc::clone(&security));
+    let reloader = Reloader::start(Arc::clone(&security), Arc::clone(&bridges));
     // READY=1 only once everything that can fail to start has started.
     let supervisor = if all_serving {
         let listening: Vec<String> = (0..listener_count)
@@ -169,6 +173,7 @@ pub fn start_with(
         admin,
         security,
         _reloader: reloader,
+        bridges,
         _supervisor: supervisor,
     })
 }
@@ -215,6 +220,19 @@ impl Broker {
     /// connections stay open.
     pub fn reload(&self) -> Result<(), crate::security::SecurityError> {
         reload(&self.security)
+    }
+
+    /// Takes the bridge definitions of `config` (what SIGHUP does with the config file): added
+    /// bridges start, removed ones stop (their queue dropped), changed ones restart, within a
+    /// tick (250 ms). On an error (a TLS file) the bridges in force stay.
+    pub fn reload_bridges(&self, config: &Config) -> Result<(), BrokerError> {
+        self.bridges.replace(bridge_settings(config)?);
+        Ok(())
+    }
+
+    /// The config file SIGHUP reads the bridge definitions from.
+    pub fn set_config_file(&self, file: Option<std::path::PathBuf>) {
+        self.bridges.set_file(file);
     }
 
     /// Stops accepting, closes every connection, and waits for the shards.
@@ -289,6 +307,9 @@ pub(crate) struct ShardShell {
     pub store_ready: Notify,
     /// The flush task holds mail it took from the shard and has not yet put in a ring.
     flushing: Cell<bool>,
+    /// The bridges running on this shard, and the generation of definitions they follow.
+    pub bridges: RefCell<crate::bridge::set::RunningBridges>,
+    pub bridge_generation: Cell<u64>,
 }
 
 impl ShardShell {
@@ -417,7 +438,7 @@ struct Together {
     service: Arc<Service>,
     rendezvous: Arc<Rendezvous>,
     store: Option<Arc<StoreStart>>,
-    bridges: Arc<Vec<crate::bridge::Settings>>,
+    bridges: Arc<BridgeSet>,
 }
 
 async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
@@ -457,6 +478,8 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         dirty: RefCell::new(Vec::new()),
         store_ready: Notify::new(),
         flushing: Cell::new(false),
+        bridges: RefCell::new(Default::default()),
+        bridge_generation: Cell::new(0),
     });
     let mut accepts = Vec::new();
     let mut tasks: Vec<Task<()>> = Vec::new();
@@ -488,12 +511,16 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         let rate = Rc::clone(&rate);
         accepts.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener, rate)));
     }
-    // Bridges stop first at shutdown, with the accept loops: their local sessions stay.
-    accepts.extend(spawn_bridges(&shell, &bridges, &board));
+    crate::bridge::set::reconcile(&shell, &bridges, &board);
     let publisher = SnapshotPublisher::new(Arc::clone(&board), ctx.id().index());
     tasks.push(ctx.spawn(
         TaskClass::Background,
-        tick_loop(Rc::clone(&shell), publisher, service.clone()),
+        tick_loop(
+            Rc::clone(&shell),
+            publisher,
+            service.clone(),
+            (Arc::clone(&bridges), Arc::clone(&board)),
+        ),
     ));
     if config.sys.enabled && ctx.id().index() == 0 {
         let interval = Duration::from_secs(u64::from(config.sys.interval_secs));
@@ -521,7 +548,9 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
 }
 
 /// Every bridge's settings, TLS files read: a bad file stops the start with the bridge's name.
-fn bridge_settings(config: &Config) -> Result<Vec<crate::bridge::Settings>, BrokerError> {
+pub(crate) fn bridge_settings(
+    config: &Config,
+) -> Result<Vec<crate::bridge::Settings>, BrokerError> {
     config
         .bridges
         .iter()
@@ -536,30 +565,6 @@ fn bridge_settings(config: &Config) -> Result<Vec<crate::bridge::Settings>, Brok
                 name: name.clone(),
                 source: Box::new(source),
             })
-        })
-        .collect()
-}
-
-/// Starts the bridges that run on this shard.
-fn spawn_bridges(
-    shell: &Rc<ShardShell>,
-    bridges: &[crate::bridge::Settings],
-    board: &SnapshotBoard,
-) -> Vec<Task<()>> {
-    let shard = shell.ctx.id().index();
-    let shard_count = shell.ctx.shard_count();
-    bridges
-        .iter()
-        .filter(|settings| {
-            crate::bridge::shard_of(&settings.name, &settings.bridge, shard_count) == shard
-        })
-        .map(|settings| {
-            let stats = Arc::new(crate::metrics::bridge::BridgeStats::new(&settings.name));
-            board.register_bridge(Arc::clone(&stats));
-            shell.ctx.spawn(
-                TaskClass::Io,
-                crate::bridge::run(Rc::clone(shell), settings.clone(), stats),
-            )
         })
         .collect()
 }
@@ -681,7 +686,12 @@ async fn flush_loop(shell: Rc<ShardShell>) {
     }
 }
 
-async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher, service: Arc<Service>) {
+async fn tick_loop(
+    shell: Rc<ShardShell>,
+    mut publisher: SnapshotPublisher,
+    service: Arc<Service>,
+    (bridges, board): (Arc<BridgeSet>, Arc<SnapshotBoard>),
+) {
     let shard = shell.ctx.id().index();
     #[cfg(debug_assertions)]
     let mut stall = crate::service::TestStall::from_env(shard);
@@ -695,6 +705,7 @@ async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher, serv
         // The watchdog's proof that this shard's loop turns (see `service`).
         service.beat(shard);
         shell.refresh_security();
+        crate::bridge::set::reconcile(&shell, &bridges, &board);
         shell.handle(Event::Tick);
         if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) && shell.shard.borrow().store_broken() {
             // The log cannot be written: try a snapshot about once a second until one works.
