@@ -551,22 +551,10 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
 pub(crate) fn bridge_settings(
     config: &Config,
 ) -> Result<Vec<crate::bridge::Settings>, BrokerError> {
-    config
-        .bridges
-        .iter()
-        .map(|(name, bridge)| {
-            crate::bridge::Settings::new(
-                name,
-                bridge,
-                config.session.expiry_max_secs,
-                config.limits.packet_bytes_max as usize,
-            )
-            .map_err(|source| BrokerError::Bridge {
-                name: name.clone(),
-                source: Box::new(source),
-            })
-        })
-        .collect()
+    crate::bridge::set::settings_of(config).map_err(|(name, source)| BrokerError::Bridge {
+        name,
+        source: Box::new(source),
+    })
 }
 
 /// Accepts in a row before the accept loop lets the shard's other tasks run.

@@ -534,3 +534,21 @@ fn a_reload_restarts_a_changed_bridge_and_stops_a_removed_one() {
     let metrics = admin_get(broker.admin_addr().unwrap(), "/metrics");
     assert!(!metrics.contains("bridge=\"up\""), "{metrics}");
 }
+
+#[test]
+fn an_unreadable_ca_file_stops_the_start_naming_the_bridge() {
+    let mut config = bridged(
+        SocketAddr::from(([127, 0, 0, 1], 1)),
+        BridgeVersion::V5,
+        vec![rule("a/#", Direction::Out, 0, "", "")],
+    );
+    config.bridges.get_mut("up").unwrap().ca_file = Some("/nonexistent/ca.pem".into());
+    let Err(error) = ringmq::server::start(config) else {
+        panic!("started with an unreadable ca_file");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("bridges.up") && message.contains("/nonexistent/ca.pem"),
+        "{message}"
+    );
+}

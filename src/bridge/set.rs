@@ -58,6 +58,25 @@ impl BridgeSet {
     }
 }
 
+/// Every bridge's settings, TLS files read; an error names the bridge.
+pub fn settings_of(
+    config: &crate::config::Config,
+) -> Result<Vec<Settings>, (String, crate::tls::TlsError)> {
+    config
+        .bridges
+        .iter()
+        .map(|(name, bridge)| {
+            Settings::new(
+                name,
+                bridge,
+                config.session.expiry_max_secs,
+                config.limits.packet_bytes_max as usize,
+            )
+            .map_err(|error| (name.clone(), error))
+        })
+        .collect()
+}
+
 /// A bridge running on this shard: its definition and its task (dropping the task stops it).
 pub struct Running {
     bridge: Bridge,

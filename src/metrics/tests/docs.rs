@@ -24,7 +24,15 @@ fn names_in(text: &str) -> BTreeSet<String> {
 }
 
 fn families() -> BTreeSet<String> {
-    render(&two_shards()).types.keys().cloned().collect()
+    let mut families: BTreeSet<String> = render(&two_shards()).types.keys().cloned().collect();
+    // The bridges' families, written after the shards' when a bridge runs.
+    let bridge = std::sync::Arc::new(crate::metrics::bridge::BridgeStats::new("b"));
+    let text = crate::metrics::bridge::render(&[bridge]);
+    families.extend(text.lines().filter_map(|line| {
+        let name = line.strip_prefix("# TYPE ")?.split(' ').next()?;
+        Some(name.to_owned())
+    }));
+    families
 }
 
 /// Whether `name` is a family or a histogram's series of one.
