@@ -150,14 +150,14 @@ fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
         tracing::info!("{line}");
     }
     config.persistence.ignore_corrupt_storage = ignore_corrupt_storage;
-    let status = run(config);
+    let status = run(config, file);
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }
 
 /// Starts every shard and serves until SIGINT or SIGTERM, then shuts down gracefully. Returns the
 /// process exit status: 0 after a clean shutdown, 1 if the broker could not start or a shard
 /// failed (the error says why and what to do).
-fn run(config: Config) -> i32 {
+fn run(config: Config, file: Option<&Path>) -> i32 {
     let broker = match ringmq::server::start(config) {
         Ok(broker) => broker,
         Err(error @ ringmq::server::BrokerError::Security(_)) => {
@@ -170,6 +170,8 @@ fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    // SIGHUP re-reads the bridge definitions from it.
+    broker.set_config_file(file.map(Path::to_path_buf));
     for index in 0.. {
         let Some(addr) = broker.listener_addr_checked(index) else {
             break;

@@ -14,6 +14,7 @@ use shards::{
     TaskClass, Topology,
 };
 
+use crate::bridge::set::BridgeSet;
 use crate::config::{self, Config};
 use crate::connect_rate::ConnectRate;
 use crate::connection;
@@ -52,6 +53,8 @@ pub struct Broker {
     admin: Option<crate::admin::Admin>,
     security: Arc<Security>,
     _reloader: Reloader,
+    /// The bridge definitions in force (replaced on reload).
+    bridges: Arc<BridgeSet>,
     /// Tells systemd (when it started us) that the broker is ready, and keeps its watchdog fed.
     _supervisor: Supervisor,
     /// The NATS link thread of a cluster node; stopped after the shards.
@@ -103,7 +106,7 @@ pub fn start_with(
     } else {
         None
     };
-    let bridges = Arc::new(bridge_settings(&config)?);
+    let bridges = Arc::new(BridgeSet::new(bridge_settings(&config)?));
     let (cluster_link, cluster) = if config.cluster.enabled {
         let shard_count = shards::planned_shard_count(&runtime_config)?;
         let started =
@@ -137,6 +140,7 @@ pub fn start_with(
     let service = Service::new(shards::MAX_SHARDS);
     let shard_service = Arc::clone(&service);
     let rendezvous = Arc::new(Rendezvous::default());
+    let shard_bridges = Arc::clone(&bridges);
     let runtime = shards::start(runtime_config, move |ctx: ShardContext<Envelope>| {
         let together = Together {
             config: Arc::clone(&config),
@@ -146,7 +150,7 @@ pub fn start_with(
             service: Arc::clone(&shard_service),
             rendezvous: Arc::clone(&rendezvous),
             store: store.clone(),
-            bridges: Arc::clone(&bridges),
+            bridges: Arc::clone(&shard_bridges),
             cluster: cluster.clone(),
         };
         async move { run_shard(ctx, together).await }
@@ -169,7 +173,7 @@ pub fn start_with(
     } else {
         None
     };
-    let reloader = Reloader::start(Arc::clone(&security));
+    let reloader = Reloader::start(Arc::clone(&security), Arc::clone(&bridges));
     // READY=1 only once everything that can fail to start has started.
     let supervisor = if all_serving {
         let listening: Vec<String> = (0..listener_count)
@@ -192,6 +196,7 @@ pub fn start_with(
         admin,
         security,
         _reloader: reloader,
+        bridges,
         _supervisor: supervisor,
         cluster: cluster_link,
     })
@@ -239,6 +244,19 @@ impl Broker {
     /// connections stay open.
     pub fn reload(&self) -> Result<(), crate::security::SecurityError> {
         reload(&self.security)
+    }
+
+    /// Takes the bridge definitions of `config` (what SIGHUP does with the config file): added
+    /// bridges start, removed ones stop (their queue dropped), changed ones restart, within a
+    /// tick (250 ms). On an error (a TLS file) the bridges in force stay.
+    pub fn reload_bridges(&self, config: &Config) -> Result<(), BrokerError> {
+        self.bridges.replace(bridge_settings(config)?);
+        Ok(())
+    }
+
+    /// The config file SIGHUP reads the bridge definitions from.
+    pub fn set_config_file(&self, file: Option<std::path::PathBuf>) {
+        self.bridges.set_file(file);
     }
 
     /// Stops accepting, closes every connection, and waits for the shards.
@@ -319,6 +337,9 @@ pub(crate) struct ShardShell {
     flushing: Cell<bool>,
     /// The shard's allowance for bytes of partly read packets.
     pub partial: crate::connection::PartialBytes,
+    /// The bridges running on this shard, and the generation of definitions they follow.
+    pub bridges: RefCell<crate::bridge::set::RunningBridges>,
+    pub bridge_generation: Cell<u64>,
 }
 
 impl ShardShell {
@@ -447,7 +468,7 @@ struct Together {
     service: Arc<Service>,
     rendezvous: Arc<Rendezvous>,
     store: Option<Arc<StoreStart>>,
-    bridges: Arc<Vec<crate::bridge::Settings>>,
+    bridges: Arc<BridgeSet>,
     cluster: Option<ShardsCluster>,
 }
 
@@ -502,6 +523,8 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         partial: crate::connection::PartialBytes::new(
             config.limits.partial_packet_bytes_per_shard_max,
         ),
+        bridges: RefCell::new(Default::default()),
+        bridge_generation: Cell::new(0),
     });
     let mut accepts = Vec::new();
     let mut tasks: Vec<Task<()>> = Vec::new();
@@ -540,12 +563,16 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         let rate = Rc::clone(&rate);
         accepts.push(ctx.spawn(TaskClass::Io, accept_loop(shell, listener, rate)));
     }
-    // Bridges stop first at shutdown, with the accept loops: their local sessions stay.
-    accepts.extend(spawn_bridges(&shell, &bridges, &board));
+    crate::bridge::set::reconcile(&shell, &bridges, &board);
     let publisher = SnapshotPublisher::new(Arc::clone(&board), ctx.id().index());
     tasks.push(ctx.spawn(
         TaskClass::Background,
-        tick_loop(Rc::clone(&shell), publisher, service.clone()),
+        tick_loop(
+            Rc::clone(&shell),
+            publisher,
+            service.clone(),
+            (Arc::clone(&bridges), Arc::clone(&board)),
+        ),
     ));
     if config.sys.enabled && ctx.id().index() == 0 {
         let interval = Duration::from_secs(u64::from(config.sys.interval_secs));
@@ -573,47 +600,13 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
 }
 
 /// Every bridge's settings, TLS files read: a bad file stops the start with the bridge's name.
-fn bridge_settings(config: &Config) -> Result<Vec<crate::bridge::Settings>, BrokerError> {
-    config
-        .bridges
-        .iter()
-        .map(|(name, bridge)| {
-            crate::bridge::Settings::new(
-                name,
-                bridge,
-                config.session.expiry_max_secs,
-                config.limits.packet_bytes_max as usize,
-            )
-            .map_err(|source| BrokerError::Bridge {
-                name: name.clone(),
-                source: Box::new(source),
-            })
-        })
-        .collect()
-}
-
-/// Starts the bridges that run on this shard.
-fn spawn_bridges(
-    shell: &Rc<ShardShell>,
-    bridges: &[crate::bridge::Settings],
-    board: &SnapshotBoard,
-) -> Vec<Task<()>> {
-    let shard = shell.ctx.id().index();
-    let shard_count = shell.ctx.shard_count();
-    bridges
-        .iter()
-        .filter(|settings| {
-            crate::bridge::shard_of(&settings.name, &settings.bridge, shard_count) == shard
-        })
-        .map(|settings| {
-            let stats = Arc::new(crate::metrics::bridge::BridgeStats::new(&settings.name));
-            board.register_bridge(Arc::clone(&stats));
-            shell.ctx.spawn(
-                TaskClass::Io,
-                crate::bridge::run(Rc::clone(shell), settings.clone(), stats),
-            )
-        })
-        .collect()
+pub(crate) fn bridge_settings(
+    config: &Config,
+) -> Result<Vec<crate::bridge::Settings>, BrokerError> {
+    crate::bridge::set::settings_of(config).map_err(|(name, source)| BrokerError::Bridge {
+        name,
+        source: Box::new(source),
+    })
 }
 
 /// Accepts in a row before the accept loop lets the shard's other tasks run.
@@ -748,7 +741,12 @@ async fn flush_loop(shell: Rc<ShardShell>) {
     }
 }
 
-async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher, service: Arc<Service>) {
+async fn tick_loop(
+    shell: Rc<ShardShell>,
+    mut publisher: SnapshotPublisher,
+    service: Arc<Service>,
+    (bridges, board): (Arc<BridgeSet>, Arc<SnapshotBoard>),
+) {
     let shard = shell.ctx.id().index();
     #[cfg(debug_assertions)]
     let mut stall = crate::service::TestStall::from_env(shard);
@@ -762,6 +760,7 @@ async fn tick_loop(shell: Rc<ShardShell>, mut publisher: SnapshotPublisher, serv
         // The watchdog's proof that this shard's loop turns (see `service`).
         service.beat(shard);
         shell.refresh_security();
+        crate::bridge::set::reconcile(&shell, &bridges, &board);
         shell.handle(Event::Tick);
         if ticks.is_multiple_of(SNAPSHOT_EVERY_TICKS) && shell.shard.borrow().store_broken() {
             // The log cannot be written: try a snapshot about once a second until one works.

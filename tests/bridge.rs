@@ -488,3 +488,67 @@ fn the_queue_of_a_disconnected_bridge_survives_a_restart_with_persistence_on() {
     drop(broker);
     let _ = std::fs::remove_dir_all(store);
 }
+
+/// Publishes `topic` on `broker` until `client` receives one (a bridge restarting after a
+/// reload connects within the wait); returns the topic it received.
+fn publish_until_received(broker: &TestBroker, topic: &str, client: &mut RawClient) -> String {
+    for _ in 0..20 {
+        publish_on(broker.addr, "pub", topic, QoS::AtMostOnce, false);
+        if let Some(Packet::Publish(publish)) = client.try_recv(Duration::from_millis(500)) {
+            return publish.topic.to_string();
+        }
+    }
+    panic!("{topic} never crossed the bridge");
+}
+
+#[test]
+fn a_reload_restarts_a_changed_bridge_and_stops_a_removed_one() {
+    let mosquitto = Mosquitto::start("reload", "");
+    let mut config = bridged(
+        mosquitto.addr(),
+        BridgeVersion::V5,
+        vec![rule("a/#", Direction::Out, 0, "", "one/")],
+    );
+    let broker = TestBroker::with_config(config.clone());
+    wait_connected(&broker, "up");
+    let mut remote = subscriber(mosquitto.addr(), "sink", &["#"]);
+    assert_eq!(
+        publish_until_received(&broker, "a/x", &mut remote),
+        "one/a/x"
+    );
+    // Changed: the new prefix, and the old rule's subscription is gone.
+    config.bridges.get_mut("up").unwrap().topics = vec![rule("b/#", Direction::Out, 0, "", "two/")];
+    broker.reload_bridges(&config);
+    assert_eq!(
+        publish_until_received(&broker, "b/x", &mut remote),
+        "two/b/x"
+    );
+    publish_on(broker.addr, "pub", "a/x", QoS::AtMostOnce, false);
+    expect_quiet(&mut remote, "the old rule after the change");
+    // Removed: stopped, and gone from the metrics.
+    config.bridges.clear();
+    broker.reload_bridges(&config);
+    std::thread::sleep(Duration::from_millis(600));
+    publish_on(broker.addr, "pub", "b/x", QoS::AtMostOnce, false);
+    expect_quiet(&mut remote, "after the removal");
+    let metrics = admin_get(broker.admin_addr().unwrap(), "/metrics");
+    assert!(!metrics.contains("bridge=\"up\""), "{metrics}");
+}
+
+#[test]
+fn an_unreadable_ca_file_stops_the_start_naming_the_bridge() {
+    let mut config = bridged(
+        SocketAddr::from(([127, 0, 0, 1], 1)),
+        BridgeVersion::V5,
+        vec![rule("a/#", Direction::Out, 0, "", "")],
+    );
+    config.bridges.get_mut("up").unwrap().ca_file = Some("/nonexistent/ca.pem".into());
+    let Err(error) = ringmq::server::start(config) else {
+        panic!("started with an unreadable ca_file");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("bridges.up") && message.contains("/nonexistent/ca.pem"),
+        "{message}"
+    );
+}

@@ -66,6 +66,7 @@ impl Local {
                 ..ConnectProperties::default()
             },
         };
+        let stale = stale_filters(shell, client_id, filters);
         let mut events = vec![
             Event::Accepted { conn, peer: PEER },
             Event::Authenticated {
@@ -100,6 +101,17 @@ impl Local {
             events.push(Event::Packet {
                 conn,
                 packet: Packet::Subscribe(subscribe),
+            });
+        }
+        if !stale.is_empty() {
+            // Rules removed from the config while the session was kept: their subscriptions go.
+            events.push(Event::Packet {
+                conn,
+                packet: Packet::Unsubscribe(protocol::Unsubscribe {
+                    packet_id: protocol::PacketId::MAX,
+                    properties: protocol::UnsubscribeProperties::default(),
+                    filters: stale,
+                }),
             });
         }
         shell.handle_all(events);
@@ -181,6 +193,40 @@ impl Local {
             self.send(shell, [Packet::Disconnect(disconnect)]);
         }
         drop(self);
+    }
+}
+
+/// The subscriptions the bridge's session (when it is on this shard) has beyond `filters`.
+fn stale_filters(shell: &ShardShell, client_id: &str, filters: &[Filter]) -> Vec<ByteString> {
+    let shard = shell.shard.borrow();
+    let Some(session) = shard.session(client_id) else {
+        return Vec::new();
+    };
+    session
+        .state
+        .subscriptions
+        .keys()
+        .filter(|existing| {
+            !filters
+                .iter()
+                .any(|f| f.filter == existing.as_ref() as &str)
+        })
+        .cloned()
+        .collect()
+}
+
+impl Local {
+    /// Ends the bridge's session and drops what it queued (a bridge removed from the config);
+    /// returns how many messages it held.
+    pub(crate) fn discard(shell: &Rc<ShardShell>, client_id: &str) -> usize {
+        let queued = shell
+            .shard
+            .borrow()
+            .session(client_id)
+            .map_or(0, |session| session.state.outbox_len());
+        let local = Local::open(shell, client_id, 1, 0, &[]);
+        local.close(shell, true);
+        queued
     }
 }
 

@@ -14,6 +14,7 @@ mod local;
 mod relay;
 pub mod remote;
 pub mod rules;
+pub mod set;
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -113,6 +113,12 @@ impl SnapshotBoard {
         bridges.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
+    /// Takes a stopped bridge's counters off `/metrics`.
+    pub fn unregister_bridge(&self, name: &str) {
+        let mut bridges = self.bridges.lock().unwrap_or_else(PoisonError::into_inner);
+        bridges.retain(|bridge| bridge.name != name);
+    }
+
     /// The counters of every registered bridge.
     pub fn bridges(&self) -> Vec<Arc<super::bridge::BridgeStats>> {
         self.bridges

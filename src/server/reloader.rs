@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::bridge::set::BridgeSet;
 use crate::security::{Security, SecurityError};
 
 /// Reloads the security files on SIGHUP, on a thread of its own.
@@ -12,7 +13,7 @@ pub(super) struct Reloader {
 }
 
 impl Reloader {
-    pub(super) fn start(security: Arc<Security>) -> Reloader {
+    pub(super) fn start(security: Arc<Security>, bridges: Arc<BridgeSet>) -> Reloader {
         let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
             Ok(signals) => signals,
             Err(error) => {
@@ -30,6 +31,7 @@ impl Reloader {
             .spawn(move || {
                 for _ in signals.forever() {
                     let _ = reload(&security);
+                    reload_bridges(&bridges);
                 }
             })
             .map_err(|error| tracing::warn!(%error, "reload thread not started"))
@@ -62,6 +64,30 @@ pub(super) fn reload(security: &Security) -> Result<(), SecurityError> {
         Err(error) => {
             tracing::error!(%error, "reload refused; the previous files stay in force");
             Err(error)
+        }
+    }
+}
+
+/// Re-reads the bridge definitions from the config file the broker started with (the rest of
+/// the file is not reloaded); logs the outcome. An unusable file leaves the bridges as they are.
+fn reload_bridges(bridges: &BridgeSet) {
+    let Some(file) = bridges.file() else {
+        return;
+    };
+    let config = match crate::config::load(Some(&file), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "bridges not reloaded; the previous ones stay in force");
+            return;
+        }
+    };
+    match super::bridge_settings(&config) {
+        Ok(settings) => {
+            tracing::info!(bridges = settings.len(), file = %file.display(), "reloaded the bridge definitions");
+            bridges.replace(settings);
+        }
+        Err(error) => {
+            tracing::error!(%error, "bridges not reloaded; the previous ones stay in force");
         }
     }
 }

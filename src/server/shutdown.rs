@@ -56,6 +56,9 @@ pub(super) async fn shut_down(
 ) {
     let started = Instant::now();
     drop(accepts);
+    // Bridges stop with the accept loops; their local sessions stay (persistent).
+    let bridges = std::mem::take(&mut *shell.bridges.borrow_mut());
+    drop(bridges);
     publish_wills(shell, rendezvous, started + timeout / 2).await;
     close_all(shell, started + timeout).await;
     // Connections are closed and every will due is published: what the shard persists is final.

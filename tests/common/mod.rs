@@ -98,6 +98,15 @@ impl TestBroker {
         self.broker.as_ref().expect("running").reload()
     }
 
+    /// What SIGHUP does with the bridge definitions of the config file.
+    pub fn reload_bridges(&self, config: &Config) {
+        self.broker
+            .as_ref()
+            .expect("running")
+            .reload_bridges(config)
+            .expect("bridges reload");
+    }
+
     /// The shared address of listener `index` (TCP listeners first, then TLS ones).
     pub fn listener_addr(&self, index: usize) -> SocketAddr {
         self.broker.as_ref().expect("running").listener_addr(index)

@@ -23,13 +23,20 @@ fn names_in(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The shards' families and, on a cluster node, the link's.
+/// The shards' families, the bridges' and, on a cluster node, the link's.
 fn families() -> BTreeSet<String> {
     let mut families: BTreeSet<String> = render(&two_shards()).types.keys().cloned().collect();
     let cluster = crate::metrics::render_cluster(&crate::cluster::ClusterStats::default());
     families.extend(cluster.lines().filter_map(|line| {
         let rest = line.strip_prefix("# TYPE ")?;
         rest.split(' ').next().map(str::to_owned)
+    }));
+    // The bridges' families, written after the shards' when a bridge runs.
+    let bridge = std::sync::Arc::new(crate::metrics::bridge::BridgeStats::new("b"));
+    let text = crate::metrics::bridge::render(&[bridge]);
+    families.extend(text.lines().filter_map(|line| {
+        let name = line.strip_prefix("# TYPE ")?.split(' ').next()?;
+        Some(name.to_owned())
     }));
     families
 }
