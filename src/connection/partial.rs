@@ -10,8 +10,8 @@
 //! large packets (the expensive ones) have spent it, the connections assembling them are the
 //! ones that stop, and clients sending small packets keep being read. A connection that holds
 //! its reservation keeps reading to the end of its packet, so nothing waits for itself; a
-//! client that stalls in the middle of a packet is closed by `limits.packet_timeout_ms`, which
-//! gives its reservation back.
+//! client that stalls in the middle of a packet is closed by `limits.packet_timeout_ms` (the
+//! shard's tick checks it), which gives its reservation back.
 
 use std::cell::Cell;
 
@@ -34,6 +34,11 @@ impl PartialBytes {
             max: usize::try_from(max).unwrap_or(usize::MAX),
             released: Signal::new(),
         }
+    }
+
+    /// Resolves when some reservation is given back.
+    pub(super) fn released(&self) -> shards::sync::SignalWait<'_> {
+        self.released.wait()
     }
 
     /// Bytes reserved by all connections of the shard.
@@ -62,13 +67,6 @@ impl<'a> Reservation<'a> {
         Reservation {
             allowance,
             bytes: 0,
-        }
-    }
-
-    /// Grows the reservation to `bytes`, waiting until the allowance has room.
-    pub(super) async fn grow_to_when_room(&mut self, bytes: usize) {
-        while !self.grow_to(bytes) {
-            self.allowance.released.wait().await;
         }
     }
 
