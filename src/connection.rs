@@ -430,8 +430,16 @@ async fn read_more(
         })
     } else {
         let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+        // A read ahead of a chunk past the frame, but within what is reserved once something
+        // is: a connection holding a reservation for its frame never needs more to finish it.
+        let reserved_room = reservation.bytes().saturating_sub(buf.len());
+        let read_ahead = if reservation.bytes() == 0 {
+            READ_CHUNK
+        } else {
+            READ_CHUNK.min(reserved_room)
+        };
         let wanted = match protocol::frame_len(buf, packet_bytes_max) {
-            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
+            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(read_ahead),
             Ok(None) => READ_CHUNK,
             Err(error) => {
                 shell.handle(Event::Malformed { conn, error });
@@ -465,7 +473,8 @@ async fn read_more(
 /// Grows the connection's reservation to `bytes`, waiting while the shard's allowance has no
 /// room; `false` when the connection was closed meanwhile (the packet deadline, checked by the
 /// shard's tick, bounds the wait). A waiting connection first moves its partial packet to an
-/// allocation of its exact size, so that it pins no shared read chunk.
+/// allocation of its exact size, so that it pins no shared read chunk, and keeps only that much
+/// of its reservation: waiting connections cannot hold room the others need to finish.
 async fn reserve(
     shell: &ShardShell,
     conn: ConnId,
@@ -486,7 +495,9 @@ async fn reserve(
         .borrow_mut()
         .metrics
         .limit_reached(crate::metrics::LimitReached::PartialBytes);
+    // While it waits the connection holds only its partial packet, in an allocation of its own.
     *buf = BytesMut::from(&buf[..]);
+    reservation.shrink_to(buf.len());
     while !reservation.grow_to(bytes) {
         // Woken when room is given back, and at least once a second to see whether the shard
         // closed the connection (its socket is not being read, so nothing else would tell).

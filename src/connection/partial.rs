@@ -84,6 +84,24 @@ impl<'a> Reservation<'a> {
         true
     }
 
+    /// Bytes reserved.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Gives back what is reserved beyond `bytes`.
+    pub(super) fn shrink_to(&mut self, bytes: usize) {
+        if bytes >= self.bytes {
+            return;
+        }
+        let held = self.allowance.held.get();
+        self.allowance
+            .held
+            .set(held.saturating_sub(self.bytes - bytes));
+        self.bytes = bytes;
+        self.allowance.released.notify_all();
+    }
+
     /// Gives the whole reservation back (the connection holds no partial packet any more).
     pub(super) fn release(&mut self) {
         if self.bytes == 0 {
@@ -127,6 +145,9 @@ mod tests {
         assert_eq!(allowance.held(), 1 << 20);
         // Growing within what is reserved needs nothing more; giving back makes room.
         assert!(large.grow_to(600 * 1024));
+        large.shrink_to(700 * 1024);
+        assert_eq!(allowance.held(), (1 << 20) - 4 * 1024);
+        assert!(!one_more.grow_to(16 * 1024));
         drop(large);
         assert!(one_more.grow_to(16 * 1024));
         small.clear();
