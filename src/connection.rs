@@ -47,6 +47,9 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// ends the wait early.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 const CLOSE_LINGER_BYTES_MAX: usize = 1024 * 1024;
+/// How often a connection waiting for room in the shard's partial-packet allowance checks that
+/// it is still open.
+const ALLOWANCE_RECHECK: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// The shard's batch of decoded events, lent to one connection's reader at a time (between
@@ -289,11 +292,7 @@ struct ReadState {
 
 async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader) {
     let conn = client.conn;
-    let (packet_bytes_max, packet_timeout) = {
-        let shard = shell.shard.borrow();
-        let settings = shard.settings();
-        (settings.packet_bytes_max, settings.packet_timeout)
-    };
+    let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
     let mut buf = BytesMut::new();
     let mut reservation = partial::Reservation::new(&shell.partial);
     // When the partial packet at the front of `buf` (if any) began: the packet deadline.
@@ -310,12 +309,20 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         let mut events = EVENTS.take();
         let buffered = buf.len();
         let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
-        partial_since = match partial_since {
+        let since = match partial_since {
             _ if buf.is_empty() => None,
             Some(since) if buf.len() == buffered => Some(since),
             // A packet completed and the next began in the same read.
             _ => Some(read_at),
         };
+        if since != partial_since {
+            // The shard's tick closes a connection whose packet is overdue
+            // (`limits.packet_timeout_ms`): no timer per read.
+            partial_since = since;
+            if let Some(state) = shell.shard.borrow_mut().conn_mut(conn) {
+                state.partial_since = since;
+            }
+        }
         if !events.is_empty() {
             if packet_trace::enabled() {
                 trace_received(shell, conn, &events);
@@ -362,18 +369,7 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
-        let more = read_more(shell, client, reader, &mut buf, &mut reservation);
-        let more = match partial_since {
-            None => more.await,
-            Some(since) => {
-                let left = (since + packet_timeout).saturating_duration_since(Instant::now());
-                match shards::time::timeout(left, more).await {
-                    Ok(more) => more,
-                    Err(_) => return packet_timed_out(shell, client, packet_timeout),
-                }
-            }
-        };
-        match more {
+        match read_more(shell, client, reader, &mut buf, &mut reservation).await {
             Some(completed_at) => read_at = completed_at,
             None => return,
         }
@@ -410,18 +406,6 @@ fn first_bytes_may_be_connect(shell: &ShardShell, client: &Client<'_>, buf: &[u8
     false
 }
 
-/// A packet did not complete within `limits.packet_timeout_ms`: the connection is closed (as for
-/// a keepalive timeout: no DISCONNECT, the will is published), and counted.
-fn packet_timed_out(shell: &ShardShell, client: &Client<'_>, timeout: Duration) {
-    tracing::debug!(conn = client.conn, peer = %client.peer, ?timeout,
-        "packet incomplete after limits.packet_timeout_ms: closed");
-    shell
-        .shard
-        .borrow_mut()
-        .metrics
-        .limit_reached(crate::metrics::LimitReached::PacketTimeout);
-}
-
 /// Reads more bytes into `buf` and returns when the read completed; `None` when the connection
 /// is done (closed by the peer, failed, or announcing a frame over the limit). With nothing
 /// buffered the read goes to the shard's buffer (`read_buffer`) and the connection's reservation
@@ -447,15 +431,25 @@ async fn read_more(
         })
     } else {
         let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+        // A read ahead of a chunk past the frame, but within what is reserved once something
+        // is: a connection holding a reservation for its frame never needs more to finish it.
+        let reserved_room = reservation.bytes().saturating_sub(buf.len());
+        let read_ahead = if reservation.bytes() == 0 {
+            READ_CHUNK
+        } else {
+            READ_CHUNK.min(reserved_room)
+        };
         let wanted = match protocol::frame_len(buf, packet_bytes_max) {
-            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(READ_CHUNK),
+            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(read_ahead),
             Ok(None) => READ_CHUNK,
             Err(error) => {
                 shell.handle(Event::Malformed { conn, error });
                 return None;
             }
         };
-        reserve(shell, buf, reservation, buf.len() + wanted).await;
+        if !reserve(shell, conn, buf, reservation, buf.len() + wanted).await {
+            return None;
+        }
         read_into(reader, buf, wanted).await
     };
     match read {
@@ -478,16 +472,19 @@ async fn read_more(
 }
 
 /// Grows the connection's reservation to `bytes`, waiting while the shard's allowance has no
-/// room (bounded by the packet deadline around the read). A waiting connection first moves its
-/// partial packet to an allocation of its exact size, so that it pins no shared read chunk.
+/// room; `false` when the connection was closed meanwhile (the packet deadline, checked by the
+/// shard's tick, bounds the wait). A waiting connection first moves its partial packet to an
+/// allocation of its exact size, so that it pins no shared read chunk, and keeps only that much
+/// of its reservation: waiting connections cannot hold room the others need to finish.
 async fn reserve(
     shell: &ShardShell,
+    conn: ConnId,
     buf: &mut BytesMut,
     reservation: &mut partial::Reservation<'_>,
     bytes: usize,
-) {
+) -> bool {
     if reservation.grow_to(bytes) {
-        return;
+        return true;
     }
     tracing::debug!(
         bytes,
@@ -499,8 +496,19 @@ async fn reserve(
         .borrow_mut()
         .metrics
         .limit_reached(crate::metrics::LimitReached::PartialBytes);
+    // While it waits the connection holds only its partial packet, in an allocation of its own.
     *buf = BytesMut::from(&buf[..]);
-    reservation.grow_to_when_room(bytes).await;
+    reservation.shrink_to(buf.len());
+    while !reservation.grow_to(bytes) {
+        // Woken when room is given back, and at least once a second to see whether the shard
+        // closed the connection (its socket is not being read, so nothing else would tell).
+        let released = shell.partial.released();
+        let _ = shards::time::timeout(ALLOWANCE_RECHECK, released).await;
+        if is_closing(shell, conn) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Appends up to `wanted` bytes to `buf`, which becomes the connection's own allocation: the

@@ -118,6 +118,12 @@ fn check_config(file: &Path) -> ExitCode {
             println!("{}: OK", file.display());
             println!("shards: {shards}");
             println!("{}", config::budget::Budget::of(&config, shards));
+            let machine = config::machine::detect();
+            let budget = config.limits.memory_budget_bytes;
+            println!(
+                "{}",
+                config::machine::summary(budget, shards, machine.as_ref())
+            );
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -148,6 +154,14 @@ fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
         .lines()
     {
         tracing::info!("{line}");
+    }
+    let machine = config::machine::detect();
+    let budget = config.limits.memory_budget_bytes;
+    let summary = config::machine::summary(budget, shards, machine.as_ref());
+    if machine.is_some_and(|machine| budget.saturating_mul(shards as u64) > machine.bytes) {
+        tracing::warn!("{summary}");
+    } else {
+        tracing::info!("{summary}");
     }
     config.persistence.ignore_corrupt_storage = ignore_corrupt_storage;
     let status = run(config, file);

@@ -20,6 +20,7 @@ mod error;
 mod limits;
 mod listeners;
 mod log;
+pub mod machine;
 mod mqtt;
 mod observability;
 mod persistence;

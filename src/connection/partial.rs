@@ -10,8 +10,8 @@
 //! large packets (the expensive ones) have spent it, the connections assembling them are the
 //! ones that stop, and clients sending small packets keep being read. A connection that holds
 //! its reservation keeps reading to the end of its packet, so nothing waits for itself; a
-//! client that stalls in the middle of a packet is closed by `limits.packet_timeout_ms`, which
-//! gives its reservation back.
+//! client that stalls in the middle of a packet is closed by `limits.packet_timeout_ms` (the
+//! shard's tick checks it), which gives its reservation back.
 
 use std::cell::Cell;
 
@@ -34,6 +34,11 @@ impl PartialBytes {
             max: usize::try_from(max).unwrap_or(usize::MAX),
             released: Signal::new(),
         }
+    }
+
+    /// Resolves when some reservation is given back.
+    pub(super) fn released(&self) -> shards::sync::SignalWait<'_> {
+        self.released.wait()
     }
 
     /// Bytes reserved by all connections of the shard.
@@ -65,13 +70,6 @@ impl<'a> Reservation<'a> {
         }
     }
 
-    /// Grows the reservation to `bytes`, waiting until the allowance has room.
-    pub(super) async fn grow_to_when_room(&mut self, bytes: usize) {
-        while !self.grow_to(bytes) {
-            self.allowance.released.wait().await;
-        }
-    }
-
     /// Grows the reservation to `bytes` if the allowance has room; `false` (unchanged) if not.
     pub(super) fn grow_to(&mut self, bytes: usize) -> bool {
         let Some(growth) = bytes.checked_sub(self.bytes) else {
@@ -84,6 +82,24 @@ impl<'a> Reservation<'a> {
         self.allowance.held.set(held + growth);
         self.bytes = bytes;
         true
+    }
+
+    /// Bytes reserved.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Gives back what is reserved beyond `bytes`.
+    pub(super) fn shrink_to(&mut self, bytes: usize) {
+        if bytes >= self.bytes {
+            return;
+        }
+        let held = self.allowance.held.get();
+        self.allowance
+            .held
+            .set(held.saturating_sub(self.bytes - bytes));
+        self.bytes = bytes;
+        self.allowance.released.notify_all();
     }
 
     /// Gives the whole reservation back (the connection holds no partial packet any more).
@@ -129,6 +145,9 @@ mod tests {
         assert_eq!(allowance.held(), 1 << 20);
         // Growing within what is reserved needs nothing more; giving back makes room.
         assert!(large.grow_to(600 * 1024));
+        large.shrink_to(700 * 1024);
+        assert_eq!(allowance.held(), (1 << 20) - 4 * 1024);
+        assert!(!one_more.grow_to(16 * 1024));
         drop(large);
         assert!(one_more.grow_to(16 * 1024));
         small.clear();

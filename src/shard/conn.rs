@@ -103,6 +103,9 @@ pub struct Conn {
     pub early_packets: Vec<Packet>,
     /// Accepted over `connections_per_shard_max`: its CONNECT is refused with "server busy".
     pub over_limit: bool,
+    /// When the partial packet the reader holds (if any) began: set by the shell, checked
+    /// against `limits.packet_timeout_ms` by the tick.
+    pub partial_since: Option<Instant>,
 }
 
 impl Conn {
@@ -132,6 +135,7 @@ impl Conn {
             close: false,
             early_packets: Vec::new(),
             over_limit: false,
+            partial_since: None,
         }
     }
 
@@ -371,12 +375,21 @@ impl Shard {
         self.close_with_reason(conn_id, reason, now);
     }
 
-    /// Keepalive (1.5 x, MQTT-3.1.2-24) and the CONNECT deadline.
+    /// Keepalive (1.5 x, MQTT-3.1.2-24), the CONNECT deadline and the packet deadline.
     pub(super) fn check_connections(&mut self, now: Instant) {
         let connect_timeout = self.settings.connect_timeout;
         let mut expired = Vec::new();
+        let packet_timeout = self.settings.packet_timeout;
+        let mut overdue = Vec::new();
         for (id, conn) in &self.conns {
             if conn.is_closing() {
+                continue;
+            }
+            if conn
+                .partial_since
+                .is_some_and(|since| now.saturating_duration_since(since) > packet_timeout)
+            {
+                overdue.push(*id);
                 continue;
             }
             match conn.phase {
@@ -396,6 +409,14 @@ impl Shard {
             }
         }
         // A stable order, so a replay of the same events closes in the same order.
+        overdue.sort_unstable();
+        for id in overdue {
+            // A packet begun and not finished in time (slow loris): closed as on a network
+            // error, no DISCONNECT (the client is inside a packet), the will is published.
+            self.metrics
+                .limit_reached(crate::metrics::LimitReached::PacketTimeout);
+            self.end_connection(id, CloseKind::Abnormal, now);
+        }
         expired.sort_unstable();
         for (id, active) in expired {
             if active {
@@ -405,6 +426,28 @@ impl Shard {
                 conn.will = None;
                 self.end_connection(id, CloseKind::Normal, now);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// What each connection costs in the shard's own tables (docs/BENCHMARKS.md on idle
+    /// connections): a `Box<Conn>` per connection and a `LocalSession` in the sessions' slab. A
+    /// field added here is paid by every idle connection.
+    #[test]
+    fn per_connection_state_stays_small() {
+        let sizes = [
+            ("Conn", size_of::<super::Conn>(), 512),
+            ("LocalSession", size_of::<super::super::LocalSession>(), 536),
+            (
+                "SessionState",
+                size_of::<crate::session::SessionState>(),
+                368,
+            ),
+        ];
+        for (name, size, max) in sizes {
+            assert!(size <= max, "{name} is {size} bytes, over {max}");
         }
     }
 }
