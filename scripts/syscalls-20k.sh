@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# What one message costs a broker at a moderate load, in counts that do not depend on how busy the
-# machine is: system calls, io_uring_enter calls and context switches per message, plus CPU time,
-# from `perf stat -p` on the broker while ringmq-bench sends 16 pairs at a fixed 20k msgs/s, QoS 0,
-# 64 B (bench-compare's lat20k-q0). The broker runs on BROKER_CPU, the load on LOAD_CPU.
+# What one message costs a broker at a moderate load, in counts rather than time: system calls,
+# io_uring_enter calls and context switches per message and per read, plus CPU time, from
+# `perf stat -p` on the broker while ringmq-bench sends 16 pairs at a fixed 20k msgs/s, QoS 0,
+# 64 B (the load of bench-compare's lat20k-q0). Broker on BROKER_CPU, load on LOAD_CPU.
 #
 #   scripts/syscalls-20k.sh ringmq mosquitto rumqttd relay
 #
 # Brokers: ringmq (RINGMQ, default $CARGO_TARGET_DIR/release/ringmq), mosquitto (PATH), rumqttd
 # (RUMQTTD, default target/peers/bin/rumqttd, as bench-compare installs it), relay (RELAY, the
-# shards example `mqtt_relay`: the runtime with no broker in it). Environment: DURATION of the
-# load [8], WINDOW of perf stat inside it [5], RATE [20000], QOS [0], PORT [19950].
-# Needs perf (Debian: linux-perf) and the syscalls tracepoints (root).
+# shards example `mqtt_relay`: the runtime with no broker in it).
+#
+# Environment: DURATION of the load [8], WINDOW of perf stat inside it [5], RATE [20000],
+# QOS [0], PORT [19950]; RT [10] runs the broker SCHED_FIFO at that priority (`chrt -f`; 0: an
+# ordinary task); LOAD_RT [0] the same for the generator; SPIN_US [1000] the generator's spin
+# before sleeping (bench-compare's value; a spinning generator must not run at real-time
+# priority, the kernel's RT throttling would stop it 50 ms in every second). KEEP=1 keeps the
+# temporary folder (configs, logs).
+#
+# On a machine busy with other work an ordinary broker waits for its core, messages pile up and
+# each wake-up handles a batch: per-message counts then measure the machine's load. Real-time
+# priority gives the broker its core the moment it wakes. How many messages one read brings still
+# varies with the generator's timing, so the columns per read (a read is one wake-up of one
+# connection) are the ones to compare between runs. Needs perf (Debian: linux-perf) and root (the
+# syscalls tracepoints, chrt).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,21 +38,30 @@ WINDOW="${WINDOW:-5}"
 RATE="${RATE:-20000}"
 QOS="${QOS:-0}"
 PORT="${PORT:-19950}"
+RT="${RT:-10}"
 OUT="$(mktemp -d)"
-trap 'rm -rf "$OUT"' EXIT
+trap '[[ -n "${KEEP:-}" ]] || rm -rf "$OUT"' EXIT
 
 command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf" >&2; exit 1; }
 [[ -x "$BENCH" ]] || { echo "$BENCH missing: cargo build --release -p bench" >&2; exit 1; }
 
+# Runs "$@" on CPU $1 (shifted off), at real-time priority RT unless RT=0. Only in the background
+# (`on_cpu ... &`): it execs, so $! is the command's own pid, the one perf attaches to.
+on_cpu() {
+  local cpu="$1"; shift
+  if [[ "$RT" == 0 ]]; then exec taskset -c "$cpu" "$@"; fi
+  exec chrt -f "$RT" taskset -c "$cpu" "$@"
+}
+
 start() { # name port
   case "$1" in
     ringmq)
-      printf '[runtime]\nshards = 1\ncpus = [%s]\npin = true\n\n[listeners.tcp.default]\nbind = "127.0.0.1:%s"\n\n[log]\nlevel = "warn"\n' \
+      printf '[runtime]\nshards = 1\ncpus = [%s]\npin = true\n\n[listeners.tcp.default]\nbind = "127.0.0.1:%s"\n\n[admin]\nenabled = false\n\n[log]\nlevel = "warn"\n' \
         "$BROKER_CPU" "$2" >"$OUT/ringmq.toml"
-      taskset -c "$BROKER_CPU" "$RINGMQ" --config "$OUT/ringmq.toml" >"$OUT/log" 2>&1 & ;;
+      on_cpu "$BROKER_CPU" "$RINGMQ" --config "$OUT/ringmq.toml" >"$OUT/log" 2>&1 & ;;
     mosquitto)
       printf 'listener %s 127.0.0.1\nallow_anonymous true\nlog_dest none\n' "$2" >"$OUT/m.conf"
-      taskset -c "$BROKER_CPU" mosquitto -c "$OUT/m.conf" >"$OUT/log" 2>&1 & ;;
+      on_cpu "$BROKER_CPU" mosquitto -c "$OUT/m.conf" >"$OUT/log" 2>&1 & ;;
     rumqttd)
       cat >"$OUT/r.toml" <<EOF
 id = 0
@@ -60,8 +81,8 @@ next_connection_delay_ms = 0
     max_inflight_count = 100
     dynamic_filters = true
 EOF
-      taskset -c "$BROKER_CPU" "$RUMQTTD" --config "$OUT/r.toml" >"$OUT/log" 2>&1 & ;;
-    relay) taskset -c "$BROKER_CPU" "$RELAY" "$2" "$BROKER_CPU" >"$OUT/log" 2>&1 & ;;
+      on_cpu "$BROKER_CPU" "$RUMQTTD" --config "$OUT/r.toml" >"$OUT/log" 2>&1 & ;;
+    relay) on_cpu "$BROKER_CPU" "$RELAY" "$2" "$BROKER_CPU" >"$OUT/log" 2>&1 & ;;
     *) echo "unknown broker $1" >&2; exit 1 ;;
   esac
   PID=$!
@@ -72,19 +93,27 @@ EOF
   echo "$1 did not listen on $2" >&2; cat "$OUT/log" >&2; exit 1
 }
 
-printf '| broker | syscalls/msg | io_uring_enter/msg | recv+send/msg | ctx switches/msg | CPU-s per million | top syscalls per msg |\n'
-printf '|---|---|---|---|---|---|---|\n'
+printf '| broker | syscalls/msg | io_uring_enter/msg | reads/msg | syscalls per read | io_uring_enter per read | ctx switches/msg | CPU-s per million | top syscalls per msg |\n'
+printf '|---|---|---|---|---|---|---|---|---|\n'
 for broker in "$@"; do
   PORT=$((PORT + 1))
   start "$broker" "$PORT"
-  taskset -c "$LOAD_CPU" "$BENCH" pubsub -V 4 -i 1 --threads 1 --quiet -c 16 --subs 16 -t 'bench/%i' \
-    -q "$QOS" --rate "$RATE" -s 64 --duration "$DURATION" -p "$PORT" >"$OUT/bench.log" 2>&1 &
+  # bench-compare's lat20k-q0: the generator spins up to 1 ms instead of sleeping between sends,
+  # so it sends each message on time (a sleeping generator wakes late and sends bursts). It runs
+  # at ordinary priority: spinning at real-time priority would trip the kernel's RT throttling.
+  RT="${LOAD_RT:-0}" on_cpu "$LOAD_CPU" "$BENCH" pubsub -V 4 -i 1 --threads 1 --quiet -c 16 --subs 16 \
+    -t 'bench/%i' -q "$QOS" --rate "$RATE" -s 64 --spin-us "${SPIN_US:-1000}" --duration "$DURATION" \
+    -p "$PORT" >"$OUT/bench.log" 2>&1 &
   LOAD=$!
   sleep $(((DURATION - WINDOW) / 2 + 1))
   perf stat -x, -e 'syscalls:sys_enter_*,context-switches,task-clock' -p "$PID" -- sleep "$WINDOW" \
     2>"$OUT/perf.csv" >/dev/null || true
   wait "$LOAD" || true
-  kill "$PID"; wait "$PID" 2>/dev/null || true
+  kill "$PID"
+  for _ in $(seq 20); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  grep -E "^(messages|e2e)" "$OUT/bench.log" | sed "s/^/  $broker: /" >&2
   # Deliveries in the window: the fixed rate times the window (the load generator holds the rate).
   python3 - "$OUT/perf.csv" "$broker" "$((RATE * WINDOW))" <<'EOF'
 import sys
@@ -98,11 +127,14 @@ for line in open(path):
 sys_total = sum(v for k, v in counts.items() if k.startswith("syscalls:"))
 name = lambda k: k.replace("syscalls:sys_enter_", "")
 enter = counts.get("syscalls:sys_enter_io_uring_enter", 0)
-io = sum(counts.get("syscalls:sys_enter_" + k, 0) for k in ("recvfrom", "sendto", "read", "write", "readv", "writev", "sendmsg", "recvmsg"))
+reads = sum(counts.get("syscalls:sys_enter_" + k, 0) for k in ("recvfrom", "read", "readv", "recvmsg"))
 top = sorted(((v, name(k)) for k, v in counts.items() if k.startswith("syscalls:") and v > 0), reverse=True)[:5]
 cpu_ms = counts.get("task-clock", 0)
-print(f"| {broker} | {sys_total / msgs:.2f} | {enter / msgs:.2f} | {io / msgs:.2f} | "
-      f"{counts.get('context-switches', 0) / msgs:.2f} | {cpu_ms / 1000 / msgs * 1e6:.1f} | "
+switches = counts.get("context-switches", 0)
+per_read = lambda n: n / max(reads, 1)
+print(f"| {broker} | {sys_total / msgs:.2f} | {enter / msgs:.2f} | {reads / msgs:.2f} | "
+      f"{per_read(sys_total):.2f} | {per_read(enter):.2f} | {switches / msgs:.2f} | "
+      f"{cpu_ms / 1000 / msgs * 1e6:.1f} | "
       + ", ".join(f"{n} {v / msgs:.2f}" for v, n in top) + " |")
 EOF
 done

@@ -179,7 +179,15 @@ fn main() {
         let topics: Topics = Rc::default();
         let listener = context.take_listeners().remove(0);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            // SIGINT/SIGTERM (`run_until_signal`) ends the loop, and with it the shard.
+            let accepted =
+                futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                    context.shutdown_requested().await;
+                    None
+                })
+                .await;
+            let Some(accepted) = accepted else { return };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             context

@@ -1097,8 +1097,20 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         check_uring_support()?;
+        // ringmq patch: only this executor's thread submits to and waits on its ring, so the
+        // kernel may run completions in that thread when it asks for them (Linux 6.1+), instead
+        // of interrupting it (task work with a signal-like notification, an IPI when it runs on
+        // another CPU) as each socket becomes ready. `TASKRUN_FLAG` tells us when completions
+        // are waiting to be run, so a busy turn enters the kernel only then. An older kernel
+        // refuses the flags and gets the release's ring.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(size as _)
+            .or_else(|_| IoUring::new(size as _))?;
         Ok(SleepableRing {
-            ring: IoUring::new(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1265,9 +1277,10 @@ impl UringCommon for SleepableRing {
     }
 
     fn needs_kernel_enter(&mut self) -> bool {
-        // We only need to enter the kernel to submit SQEs, not to collect CQEs (the
-        // kernel posts the CQEs asynchronously for us)
-        self.waiting_kernel_submission() > 0
+        // We need to enter the kernel to submit SQEs, and (ringmq patch) to run completions a
+        // `DEFER_TASKRUN` ring holds until asked: the kernel raises IORING_SQ_TASKRUN for them,
+        // and `submit` then enters with GETEVENTS.
+        self.waiting_kernel_submission() > 0 || self.ring.submission().taskrun()
     }
 
     fn can_sleep(&mut self) -> bool {
@@ -1948,12 +1961,13 @@ impl Reactor {
             }
             self.notifier.wake_up();
         }
-        if !slept && main_ring.waiting_kernel_submission() > 0 {
+        if !slept && main_ring.needs_kernel_enter() {
             main_ring
                 .submit_sqes()
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
                 .or_else(Reactor::intr_ok)?;
+            consume_rings!(into &mut woke; main_ring);
         }
 
         if let Some(preempt) = preempt {
