@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shards::sync::Notify;
@@ -535,7 +536,13 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         let files = store_task::StoreFiles::open(dir, 1).await;
         store_task = Some(ctx.spawn(
             TaskClass::Background,
-            store_task::store_loop(Rc::clone(&shell), files, store.mode, Rc::clone(&stopping)),
+            store_task::store_loop(
+                Rc::clone(&shell),
+                files,
+                store.mode,
+                Arc::clone(&store.written),
+                Rc::clone(&stopping),
+            ),
         ));
         shell.shard.borrow_mut().restore(restored);
         tasks.push(ctx.spawn(TaskClass::Mail, inbox_loop(Rc::clone(&shell))));
@@ -810,6 +817,9 @@ pub(crate) struct StoreStart {
     mode: crate::store::FsyncMode,
     parts: std::sync::Mutex<Vec<Option<crate::store::restore::Restored>>>,
     report: crate::store::RecoveryReport,
+    /// The new generation is in force (`finish_generation_in_background`): until then no
+    /// shard's store task writes, so nothing is reported durable.
+    written: Arc<AtomicBool>,
 }
 
 impl StoreStart {
@@ -820,6 +830,7 @@ impl StoreStart {
         shard_count: usize,
     ) -> Result<StoreStart, crate::store::StoreError> {
         use crate::store::{Clock, FsyncMode, files, restore};
+        let started = Instant::now();
         let persistence = &config.persistence;
         let dir = persistence.dir.clone();
         let (replayed, report) = files::recover(&dir, persistence.ignore_corrupt_storage)?;
@@ -831,10 +842,26 @@ impl StoreStart {
             |key| crate::shard::home_of(key, shard_count).index(),
             &clock,
         );
-        let snapshots: Vec<Vec<u8>> = parts.iter().map(|p| restore::snapshot(p, &clock)).collect();
         let generation = report.generation + 1;
         let previous = (report.generation > 0).then_some(report.generation);
-        files::write_generation(&dir, generation, &snapshots, previous, report.quarantined)?;
+        files::begin_generation(&dir, generation, shard_count)?;
+        // Each new snapshot takes about what was read per shard (less when logs held history):
+        // sized once, the buffer is not copied as it grows.
+        let size_hint = usize::try_from(report.bytes_read).unwrap_or(0) / shard_count.max(1);
+        let snapshots = encode_snapshots(&parts, &clock, size_hint + size_hint / 8);
+        let written = Arc::new(AtomicBool::new(false));
+        finish_generation_in_background(
+            dir.clone(),
+            generation,
+            snapshots,
+            previous,
+            report.quarantined,
+            Arc::clone(&written),
+        )
+        .map_err(|source| crate::store::StoreError::Directory {
+            dir: dir.clone(),
+            source,
+        })?;
         tracing::info!(
             dir = %dir.display(),
             generation,
@@ -846,6 +873,7 @@ impl StoreStart {
             torn_bytes = report.torn_bytes,
             orphan_records = orphans,
             seconds = report.seconds,
+            seconds_to_prepare = started.elapsed().as_secs_f64(),
             "store: recovered"
         );
         let mode = match persistence.fsync {
@@ -860,6 +888,7 @@ impl StoreStart {
             mode,
             parts: std::sync::Mutex::new(parts.into_iter().map(Some).collect()),
             report,
+            written,
         })
     }
 
@@ -874,6 +903,70 @@ impl StoreStart {
             .and_then(Option::take)
             .unwrap_or_default()
     }
+}
+
+/// Each shard's part as its first snapshot, a thread per shard.
+fn encode_snapshots(
+    parts: &[crate::store::restore::Restored],
+    clock: &crate::store::Clock,
+    size_hint: usize,
+) -> Vec<Vec<u8>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|part| {
+                scope.spawn(move || crate::store::restore::snapshot(part, clock, size_hint))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Writes the new generation's first snapshots and switches `CURRENT` to it, on a thread of its
+/// own while the shards serve (see `store::files::finish_generation`); sets `written` once it is
+/// in force. A failure (a full disk) is logged and tried again every second: until it works the
+/// shards hold their acknowledgements, and the old generation stays in force.
+fn finish_generation_in_background(
+    dir: std::path::PathBuf,
+    generation: u64,
+    snapshots: Vec<Vec<u8>>,
+    previous: Option<u64>,
+    quarantine: bool,
+    written: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let write = move || {
+        let started = Instant::now();
+        loop {
+            match crate::store::files::finish_generation(
+                &dir, generation, &snapshots, previous, quarantine,
+            ) {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::error!(%error, "store: new generation not written; trying again in a second");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        let bytes: usize = snapshots.iter().map(Vec::len).sum();
+        drop(snapshots);
+        written.store(true, Ordering::Release);
+        tracing::info!(
+            generation,
+            bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "store: new generation in force"
+        );
+    };
+    std::thread::Builder::new()
+        .name(String::from("ringmq-store-generation"))
+        .spawn(write)
+        .map(drop)
 }
 
 /// Waits (bounded) until every other shard has installed its restored state, so that this

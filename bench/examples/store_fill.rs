@@ -94,11 +94,13 @@ fn main() {
                 retained_messages.iter().filter(|m| home(&m.topic) == shard),
                 std::iter::empty(),
                 &clock,
+                0,
             )
         })
         .collect();
     let _ = std::fs::remove_dir_all(&dir);
-    files::write_generation(&dir, 1, &snapshots, None, false).expect("store written");
+    files::begin_generation(&dir, 1, shards).expect("store written");
+    files::finish_generation(&dir, 1, &snapshots, None, false).expect("store written");
     let bytes: usize = snapshots.iter().map(Vec::len).sum();
     println!(
         "{}: {retained} retained, {sessions} sessions x {queued} queued, {:.1} MiB in {:.2} s",

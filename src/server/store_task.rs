@@ -8,6 +8,8 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shards::storage::{AppendFile, remove_file, sync_dir};
@@ -47,13 +49,23 @@ impl StoreFiles {
     }
 }
 
+/// How often the store task looks whether the new generation is in force, at start.
+const GENERATION_POLL: Duration = Duration::from_millis(2);
+
 /// Runs until the shard stops (`stopping`), then writes and syncs what is left.
 pub(crate) async fn store_loop(
     shell: Rc<ShardShell>,
     mut files: StoreFiles,
     mode: FsyncMode,
+    generation_written: Arc<AtomicBool>,
     stopping: Rc<Cell<bool>>,
 ) {
+    // The log belongs to the generation start-up put in force in the background: nothing is
+    // written, so nothing is reported durable, before it is (a crash before then restarts from
+    // the old generation). The shard serves meanwhile; acknowledgements wait.
+    while !generation_written.load(Ordering::Acquire) {
+        shards::time::sleep(GENERATION_POLL).await;
+    }
     let interval = match mode {
         FsyncMode::Always => None,
         FsyncMode::Periodic(interval) => Some(interval),

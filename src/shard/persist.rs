@@ -347,7 +347,9 @@ impl Shard {
             .delayed_wills
             .iter()
             .map(|(client_id, (due, username, will))| (client_id, username, *due, will));
-        let out = crate::store::write_snapshot(sessions, self.retained.values(), wills, clock);
+        let size_hint = self.store.as_ref().map_or(0, |j| j.snapshot_bytes());
+        let out =
+            crate::store::write_snapshot(sessions, self.retained.values(), wills, clock, size_hint);
         if let Some(journal) = self.store.as_mut() {
             journal.last_inline = None;
             journal.push_snapshot(out);

@@ -7,11 +7,13 @@
 //! ```
 //!
 //! At every start the generation in force is read back (each shard directory on its own thread),
-//! merged, and split again by the current shard count; each shard's part is written as the first
-//! snapshot of a new generation, `CURRENT` is switched to it by an atomic rename, and only then
-//! is the old generation removed. A crash at any point leaves either the old or the new
-//! generation whole. So a change of shard count between two runs costs nothing special, and
-//! start-up time and disk use follow the live state, not the history.
+//! merged, and split again by the current shard count. The new generation's directories and
+//! empty logs are made before the shards start (`begin_generation`); each shard's part is then
+//! written as its first snapshot while the shards serve, `CURRENT` is switched to it by an
+//! atomic rename, and only then is the old generation removed (`finish_generation`). Until the
+//! switch no shard writes its log, so nothing is reported durable. A crash at any point leaves
+//! either the old or the new generation whole. So a change of shard count between two runs
+//! costs nothing special, and start-up time and disk use follow the live state, not the history.
 
 use std::fs;
 use std::io::{self, Write};
@@ -204,17 +206,18 @@ fn recover_shard(dir: &Path) -> Result<(Replayed, u64, u64), StoreError> {
     logs.sort();
     let mut bytes_read = 0;
     // The newest snapshot that was written whole; an older one is kept on disk until a newer
-    // one is complete, so a crash while writing one falls back to the previous.
+    // one is complete, so a crash while writing one falls back to the previous. Each is replayed
+    // as it is decoded; one that turns out cut short is dropped with its replay.
     let mut base = None;
     for (number, path) in snapshots.iter().rev() {
         let data = read_file(path)?;
         bytes_read += data.len() as u64;
-        if let Some(records) = whole_snapshot(&data) {
-            base = Some((*number, records));
+        if let Some(replayer) = replay_snapshot(data) {
+            base = Some((*number, replayer));
             break;
         }
     }
-    let Some((base_number, records)) = base else {
+    let Some((base_number, mut replayer)) = base else {
         let file = snapshots
             .last()
             .map_or_else(|| dir.to_path_buf(), |(_, p)| p.clone());
@@ -224,10 +227,6 @@ fn recover_shard(dir: &Path) -> Result<(Replayed, u64, u64), StoreError> {
             reason: String::from("no complete snapshot"),
         });
     };
-    let mut replayer = Replayer::new();
-    for record in records {
-        replayer.apply(record);
-    }
     let later: Vec<&(u64, PathBuf)> = logs.iter().filter(|(n, _)| *n >= base_number).collect();
     let mut torn = 0;
     for (index, (_, path)) in later.iter().enumerate() {
@@ -248,18 +247,18 @@ fn read_file(path: &Path) -> Result<Bytes, StoreError> {
         })
 }
 
-/// The records of a snapshot file, if it is whole: magic, records, `SnapshotEnd` last.
-fn whole_snapshot(data: &Bytes) -> Option<Vec<Record>> {
-    let mut rest = data.slice(..);
-    if rest.len() < MAGIC.len() || &rest[..MAGIC.len()] != MAGIC {
+/// The state a snapshot file holds, if it is whole: magic, records, `SnapshotEnd` last.
+fn replay_snapshot(data: Bytes) -> Option<Replayer> {
+    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
         return None;
     }
-    rest = rest.slice(MAGIC.len()..);
-    let mut records = Vec::new();
+    let mut rest = data.slice(MAGIC.len()..);
+    drop(data);
+    let mut replayer = Replayer::new();
     loop {
         match record::decode(&mut rest) {
-            Ok(Some(Record::SnapshotEnd)) => return rest.is_empty().then_some(records),
-            Ok(Some(record)) => records.push(record),
+            Ok(Some(Record::SnapshotEnd)) => return rest.is_empty().then_some(replayer),
+            Ok(Some(record)) => replayer.apply(record),
             Ok(None) | Err(_) => return None,
         }
     }
@@ -322,15 +321,11 @@ fn torn_tail(rest: &Bytes) -> bool {
             .is_some_and(|after| after.iter().all(|&b| b == 0))
 }
 
-/// Writes a new generation: each shard's first snapshot and an empty log, then switches
-/// `CURRENT` to it and removes the old one (or, `quarantine`, moves it aside).
-pub fn write_generation(
-    dir: &Path,
-    generation: u64,
-    snapshots: &[Vec<u8>],
-    previous: Option<u64>,
-    quarantine: bool,
-) -> Result<(), StoreError> {
+/// The first step of a new generation, done before the shards start: its directories, each
+/// with an empty first log, synced. It is not in force yet (`CURRENT` names the old one), so a
+/// crash from here until `finish_generation` switches leaves the old generation in force; this
+/// step fails early on a directory the broker cannot write.
+pub fn begin_generation(dir: &Path, generation: u64, shards: usize) -> Result<(), StoreError> {
     let gen_dir = dir.join(format!("gen-{generation}"));
     if gen_dir.exists() {
         // Left by a start that crashed before switching to it.
@@ -339,33 +334,60 @@ pub fn write_generation(
             source,
         })?;
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = snapshots
-            .iter()
-            .enumerate()
-            .map(|(shard, snapshot)| {
-                let path = shard_dir(dir, generation, shard);
-                scope.spawn(move || write_first_snapshot(&path, snapshot))
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join().unwrap_or_else(|_| {
-                Err(StoreError::Directory {
-                    dir: dir.to_path_buf(),
-                    source: io::Error::other("writer thread panicked"),
+    for shard in 0..shards {
+        let path = shard_dir(dir, generation, shard);
+        fs::create_dir_all(&path).map_err(|source| StoreError::Directory {
+            dir: path.clone(),
+            source,
+        })?;
+        write_synced(&log_path(&path, 1), MAGIC)?;
+        sync_dir(&path)?;
+    }
+    sync_dir(&gen_dir)?;
+    sync_dir(dir)
+}
+
+/// The second step, which may run while the shards serve: each shard's first snapshot, then
+/// `CURRENT` switched to the new generation by an atomic rename, and only then the old one
+/// removed (or, `quarantine`, moved aside). Until the switch nothing the shards append to the
+/// new logs may be reported durable. Safe to call again after a failure: once `CURRENT` names
+/// the generation, only the steps after the switch are done again.
+pub fn finish_generation(
+    dir: &Path,
+    generation: u64,
+    snapshots: &[Vec<u8>],
+    previous: Option<u64>,
+    quarantine: bool,
+) -> Result<(), StoreError> {
+    let gen_dir = dir.join(format!("gen-{generation}"));
+    if current_generation(dir)? != Some(generation) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = snapshots
+                .iter()
+                .enumerate()
+                .map(|(shard, snapshot)| {
+                    let path = shard_dir(dir, generation, shard);
+                    scope.spawn(move || write_first_snapshot(&path, snapshot))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(StoreError::Directory {
+                        dir: dir.to_path_buf(),
+                        source: io::Error::other("writer thread panicked"),
+                    })
                 })
             })
-        })
-    })?;
-    sync_dir(&gen_dir)?;
-    sync_dir(dir)?;
-    let tmp = dir.join("CURRENT.tmp");
-    let current = dir.join("CURRENT");
-    write_synced(&tmp, format!("{generation}\n").as_bytes())?;
-    fs::rename(&tmp, &current).map_err(|source| StoreError::Io {
-        file: current.clone(),
-        source,
-    })?;
+        })?;
+        sync_dir(&gen_dir)?;
+        let tmp = dir.join("CURRENT.tmp");
+        let current = dir.join("CURRENT");
+        write_synced(&tmp, format!("{generation}\n").as_bytes())?;
+        fs::rename(&tmp, &current).map_err(|source| StoreError::Io {
+            file: current.clone(),
+            source,
+        })?;
+    }
     sync_dir(dir)?;
     // Anything but the new generation is old: the one just read, and any left by a crash.
     for path in read_dir(dir)? {
@@ -395,26 +417,25 @@ pub fn write_generation(
     Ok(())
 }
 
+/// A shard's first snapshot in a new generation (its first log is there already).
 fn write_first_snapshot(dir: &Path, snapshot: &[u8]) -> Result<(), StoreError> {
-    fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    let mut bytes = Vec::with_capacity(MAGIC.len() + snapshot.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(snapshot);
-    write_synced(&snapshot_path(dir, 1), &bytes)?;
-    write_synced(&log_path(dir, 1), MAGIC)?;
+    write_synced_parts(&snapshot_path(dir, 1), &[MAGIC, snapshot])?;
     sync_dir(dir)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_synced_parts(path, &[bytes])
+}
+
+fn write_synced_parts(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         file: path.to_path_buf(),
         source,
     };
     let mut file = fs::File::create(path).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
+    for part in parts {
+        file.write_all(part).map_err(io)?;
+    }
     file.sync_all().map_err(io)
 }
 

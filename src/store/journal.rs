@@ -134,6 +134,11 @@ impl Journal {
         !self.records.is_empty() || !self.sealed.is_empty() || self.received_changed
     }
 
+    /// The size of the last snapshot (0 before the first of this run).
+    pub fn snapshot_bytes(&self) -> usize {
+        usize::try_from(self.snapshot_bytes).unwrap_or(usize::MAX)
+    }
+
     pub fn snapshot_due(&self) -> bool {
         self.since_snapshot + self.records.len() as u64
             > SNAPSHOT_AFTER_BYTES_MIN.max(2 * self.snapshot_bytes)

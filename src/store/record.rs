@@ -63,7 +63,8 @@ pub struct StoredMessage {
     pub expires_at_ms: Option<u64>,
 }
 
-/// A queued entry's message: written whole, or naming a message written earlier in the log.
+/// A queued entry's message: written whole, or naming the message written whole last before it
+/// in the shard's records (a replay keeps only that one at hand).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageRef {
     Inline(StoredMessage),

@@ -1,11 +1,15 @@
 //! Records in, state out: what a shard's log says it owned when it stopped. Pure: no files
 //! (see `recover` for those), so every rule here is tested with records alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytestring::ByteString;
 
 use super::record::{MessageRef, QueuedRecord, Record, SessionRecord, StoredMessage, WillRecord};
+
+/// The maps of a replay hold millions of entries at start: hashed with ahash (keyed per
+/// process), several times faster here than the standard SipHash.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// One session as its log left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +46,13 @@ pub struct Replayed {
     pub max_message_counter: u64,
 }
 
-/// Applies records in log order. `messages` resolves `MessageRef::Earlier` within one replay.
+/// Applies records in log order. `last_inline` resolves `MessageRef::Earlier`: a writer names
+/// only the message it wrote whole last (`RecordWriter::message_ref`), so that is the one
+/// message a replay keeps at hand; any other reference counts as an orphan.
 #[derive(Default)]
 pub struct Replayer {
     state: Replayed,
-    messages: HashMap<u64, StoredMessage>,
+    last_inline: Option<StoredMessage>,
 }
 
 impl Replayer {
@@ -150,12 +156,12 @@ impl Replayer {
     fn queued(&mut self, mut queued: QueuedRecord) {
         let message = match std::mem::replace(&mut queued.message, MessageRef::Absent) {
             MessageRef::Inline(message) => {
-                self.messages.insert(message.id, message.clone());
+                self.last_inline = Some(message.clone());
                 Some(message)
             }
-            MessageRef::Earlier(id) => match self.messages.get(&id) {
-                Some(message) => Some(message.clone()),
-                None => {
+            MessageRef::Earlier(id) => match &self.last_inline {
+                Some(message) if message.id == id => Some(message.clone()),
+                _ => {
                     self.state.orphans += 1;
                     return;
                 }
@@ -208,7 +214,17 @@ impl Replayed {
     /// yields to any newer image elsewhere and is dropped if it ended there; retained messages
     /// and wills are per topic and client id, the message with the larger id winning a conflict.
     pub fn merge(parts: Vec<Replayed>) -> Replayed {
-        let mut merged = Replayed::default();
+        // The first part is the base, as merging it into an empty state would leave it: its
+        // entries are not moved again, and the maps grow once for the others.
+        let mut parts = parts.into_iter();
+        let Some(mut merged) = parts.next() else {
+            return Replayed::default();
+        };
+        let parts: Vec<Replayed> = parts.collect();
+        let rest_sessions: usize = parts.iter().map(|p| p.sessions.len()).sum();
+        let rest_retained: usize = parts.iter().map(|p| p.retained.len()).sum();
+        merged.sessions.reserve(rest_sessions);
+        merged.retained.reserve(rest_retained);
         for part in parts {
             merged.orphans += part.orphans;
             merged.max_message_counter = merged.max_message_counter.max(part.max_message_counter);

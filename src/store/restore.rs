@@ -2,14 +2,13 @@
 //! client id, retained messages on the home shard of their topic, delayed wills with their
 //! session. The same split works for any shard count, so the count may change between runs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
 use super::record::StoredMessage;
-use super::replay::{Replayed, ReplayedSession};
+use super::replay::{HashMap, Replayed, ReplayedSession};
 use super::{Clock, message_from, will_from};
 use crate::message::Message;
 use crate::protocol::{PacketId, Will};
@@ -42,20 +41,77 @@ pub struct Restored {
     pub message_id_floor: u64,
 }
 
-/// Splits the state over `shard_count` shards by `home`.
+/// Splits the state over `shard_count` shards by `home`. The sessions and the retained messages
+/// are rebuilt on two threads (they share nothing: a retained message is its own copy).
 pub fn split(
     replayed: Replayed,
+    shard_count: usize,
+    home: impl Fn(&str) -> usize + Sync,
+    clock: &Clock,
+) -> Vec<Restored> {
+    let Replayed {
+        sessions,
+        retained,
+        wills,
+        max_message_counter,
+        ..
+    } = replayed;
+    let share = |n: usize| n / shard_count.max(1) + n / 16;
+    let home = &home;
+    let (mut shards, retained) = std::thread::scope(|scope| {
+        let retained = scope.spawn(move || {
+            let mut parts: Vec<Vec<Arc<Message>>> = (0..shard_count)
+                .map(|_| Vec::with_capacity(share(retained.len())))
+                .collect();
+            for (topic, stored) in retained {
+                let message = message_from(stored, clock);
+                if message.is_expired(clock.instant) {
+                    continue;
+                }
+                if let Some(part) = parts.get_mut(home(&topic)) {
+                    part.push(message);
+                }
+            }
+            parts
+        });
+        let shards = split_sessions(sessions, shard_count, home, clock);
+        (shards, retained.join())
+    });
+    // A panic on the retained thread is a bug; it is raised here rather than lost.
+    let retained = retained.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    for (shard, part) in shards.iter_mut().zip(retained) {
+        shard.retained = part;
+        shard.message_id_floor = max_message_counter + 1;
+    }
+    for (client_id, record) in wills {
+        if let Some(shard) = shards.get_mut(home(&client_id)) {
+            shard.wills.push(RestoredWill {
+                client_id,
+                username: record.username.clone(),
+                due: clock.to_instant(record.due_ms),
+                will: will_from(&record),
+            });
+        }
+    }
+    shards
+}
+
+/// The sessions of each shard, one `Arc` per message however many sessions hold it.
+fn split_sessions(
+    sessions: HashMap<ByteString, ReplayedSession>,
     shard_count: usize,
     home: impl Fn(&str) -> usize,
     clock: &Clock,
 ) -> Vec<Restored> {
-    let mut shards: Vec<Restored> = (0..shard_count).map(|_| Restored::default()).collect();
-    let floor = replayed.max_message_counter + 1;
-    for restored in &mut shards {
-        restored.message_id_floor = floor;
-    }
-    // One `Arc` per message, however many sessions hold it.
-    let mut messages: HashMap<u64, Arc<Message>> = HashMap::new();
+    let mut shards: Vec<Restored> = (0..shard_count)
+        .map(|_| Restored {
+            sessions: Vec::with_capacity(sessions.len() / shard_count.max(1) + sessions.len() / 16),
+            ..Restored::default()
+        })
+        .collect();
+    let queued: usize = sessions.values().map(|s| s.entries.len()).sum();
+    let mut messages: HashMap<u64, Arc<Message>> =
+        HashMap::with_capacity_and_hasher(queued, ahash::RandomState::new());
     let mut arc = |stored: &StoredMessage| {
         Arc::clone(
             messages
@@ -63,7 +119,7 @@ pub fn split(
                 .or_insert_with(|| message_from(stored.clone(), clock)),
         )
     };
-    for (client_id, session) in replayed.sessions {
+    for (client_id, session) in sessions {
         let expires_at = session.meta.expires_at_ms.map_or_else(
             || clock.instant + Duration::from_secs(u64::from(session.meta.expiry_secs)),
             |ms| clock.to_instant(ms),
@@ -78,25 +134,6 @@ pub fn split(
                 state,
                 stamp,
                 expires_at,
-            });
-        }
-    }
-    for (topic, stored) in replayed.retained {
-        let message = message_from(stored, clock);
-        if message.is_expired(clock.instant) {
-            continue;
-        }
-        if let Some(shard) = shards.get_mut(home(&topic)) {
-            shard.retained.push(message);
-        }
-    }
-    for (client_id, record) in replayed.wills {
-        if let Some(shard) = shards.get_mut(home(&client_id)) {
-            shard.wills.push(RestoredWill {
-                client_id,
-                username: record.username.clone(),
-                due: clock.to_instant(record.due_ms),
-                will: will_from(&record),
             });
         }
     }
@@ -139,8 +176,9 @@ fn rebuild(
     state.restore(queued, inflight, incoming, meta.next_seq, clock.instant)
 }
 
-/// The first snapshot of a shard in a new generation: exactly what it starts with.
-pub fn snapshot(restored: &Restored, clock: &Clock) -> Vec<u8> {
+/// The first snapshot of a shard in a new generation: exactly what it starts with (`size_hint`
+/// as for `write_snapshot`).
+pub fn snapshot(restored: &Restored, clock: &Clock, size_hint: usize) -> Vec<u8> {
     super::write_snapshot(
         restored
             .sessions
@@ -152,5 +190,6 @@ pub fn snapshot(restored: &Restored, clock: &Clock) -> Vec<u8> {
             .iter()
             .map(|w| (&w.client_id, &w.username, w.due, &w.will)),
         clock,
+        size_hint,
     )
 }
