@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use super::{
     BUCKET_BOUNDS_MICROS, ConnectRejection, Counts, DropReason, Latencies, LatencyHistogram,
-    LimitReached, ListenerCount, ListenerLabel, PacketKind, Path, QUANTILES, ShardSnapshot, Transport,
-    merge,
+    LimitReached, ListenerCount, ListenerLabel, PacketKind, Path, QUANTILES, ShardSnapshot,
+    Transport, merge,
 };
 use crate::protocol::QoS;
 
