@@ -109,8 +109,9 @@ fn set_connect_level(buf: &mut BytesMut, level: u8) {
     }
 }
 
-/// The `in` rules as one SUBSCRIBE: No Local and Retain As Published on every filter (5.0).
-pub fn subscribe_packet(rules: &Rules) -> Option<Packet> {
+/// The `in` rules as one SUBSCRIBE with `packet_id`: No Local and Retain As Published on every
+/// filter (5.0).
+pub fn subscribe_packet(rules: &Rules, packet_id: crate::protocol::PacketId) -> Option<Packet> {
     let filters: Vec<SubscribeFilter> = rules
         .remote_filters()
         .into_iter()
@@ -126,18 +127,20 @@ pub fn subscribe_packet(rules: &Rules) -> Option<Packet> {
         .collect();
     (!filters.is_empty()).then(|| {
         Packet::Subscribe(Subscribe {
-            packet_id: crate::protocol::PacketId::MIN,
+            packet_id,
             properties: SubscribeProperties::default(),
             filters,
         })
     })
 }
 
-/// Connects to `address`: stream, CONNECT, CONNACK (checked), SUBSCRIBE of the `in` rules.
+/// Connects to `address`: stream, CONNECT, CONNACK (checked), SUBSCRIBE of the `in` rules
+/// with `subscribe_id` (an id no outbound flow uses).
 pub async fn connect(
     settings: &Settings,
     address: &str,
     try_private: bool,
+    subscribe_id: crate::protocol::PacketId,
 ) -> Result<Connection, Failure> {
     let (host, port) =
         split_host_port(address).ok_or_else(|| Failure::Address(address.to_owned()))?;
@@ -177,7 +180,7 @@ pub async fn connect(
         ));
     }
     let rules = Rules::new(settings.bridge.topics.clone());
-    if let Some(subscribe) = subscribe_packet(&rules) {
+    if let Some(subscribe) = subscribe_packet(&rules, subscribe_id) {
         out.clear();
         protocol::encode(&subscribe, settings.version, &mut out, usize::MAX)
             .map_err(|_| Failure::Unexpected("an unencodable SUBSCRIBE"))?;

@@ -50,6 +50,11 @@ pub async fn serve(
     let mut last_sent = Instant::now();
     let mut last_received = Instant::now();
     let mut ping_due = false;
+    let write_limit = if keepalive.is_zero() {
+        WRITE_LIMIT_WITHOUT_KEEPALIVE
+    } else {
+        keepalive * 3 / 2
+    };
     loop {
         // The remote's packets already read.
         let mut decoded = 0;
@@ -87,8 +92,12 @@ pub async fn serve(
         }
         update_stats(shell, local, relay, stats);
         if !out.is_empty() {
-            if let Err(error) = connection.stream.write_all(&out).await {
-                return format!("write failed: {error}");
+            // A remote that stops reading must not hold the bridge: the write gets the time the
+            // keepalive gives a silent peer.
+            match shards::time::timeout(write_limit, connection.stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return format!("write failed: {error}"),
+                Err(_) => return format!("the remote took no bytes for {write_limit:?}"),
             }
             BridgeStats::add(&stats.bytes_out, out.len() as u64);
             out.clear();
@@ -102,6 +111,7 @@ pub async fn serve(
             continue;
         }
         let wake = wait(connection, local, &mut chunk, keepalive).await;
+        let ticked = matches!(wake, Wake::Timer);
         match wake {
             Wake::Read(Ok(0)) => return String::from("the remote closed the connection"),
             Wake::Read(Ok(n)) => {
@@ -112,23 +122,29 @@ pub async fn serve(
                 last_received = Instant::now();
             }
             Wake::Read(Err(error)) => return format!("read failed: {error}"),
-            Wake::Local => {}
-            Wake::Timer => {
-                let now = Instant::now();
-                if !keepalive.is_zero() {
-                    if now.saturating_duration_since(last_received) > keepalive * 3 / 2 {
-                        return format!(
-                            "no packet from the remote for {:?} (keepalive)",
-                            keepalive * 3 / 2
-                        );
-                    }
-                    ping_due = now.saturating_duration_since(last_sent) >= keepalive
-                        || now.saturating_duration_since(last_received) >= keepalive;
-                }
+            Wake::Local | Wake::Timer => {}
+        }
+        // Checked after every wake-up, not only when the tick fires: a remote that keeps
+        // sending wakes the bridge before any tick, and the bridge must still send within its
+        // keepalive (MQTT-3.1.2-24: the remote counts only what the bridge sends).
+        if !keepalive.is_zero() {
+            let now = Instant::now();
+            if now.saturating_duration_since(last_received) > keepalive * 3 / 2 {
+                return format!(
+                    "no packet from the remote for {:?} (keepalive)",
+                    keepalive * 3 / 2
+                );
             }
+            let quiet_out = now.saturating_duration_since(last_sent) >= keepalive;
+            let quiet_in = now.saturating_duration_since(last_received) >= keepalive;
+            // A silent remote is probed once per keepalive, not at every wake-up.
+            ping_due = quiet_out || (quiet_in && ticked);
         }
     }
 }
+
+/// How long a write may wait for the remote to take bytes when the keepalive is off.
+const WRITE_LIMIT_WITHOUT_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Waits for the remote's bytes, the local session's output, or the keepalive tick (a quarter
 /// of the keepalive; once a second without one, for the metrics).

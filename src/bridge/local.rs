@@ -135,9 +135,11 @@ impl Local {
     }
 
     /// Takes what the shard wrote for the bridge and decodes the whole packets in it into
-    /// `packets`, at most `max` of them (the rest stays for the next call).
+    /// `packets`, at most `max` of them (the rest stays for the next call). The shard's buffer
+    /// is taken only once the previous one is decoded, so messages the remote cannot take yet
+    /// wait in the session's outbox, under its limits, not in this buffer.
     pub(crate) fn take(&mut self, shell: &ShardShell, packets: &mut Vec<Packet>, max: usize) {
-        if self.buf.is_empty() || packets.len() < max {
+        if self.buf.is_empty() {
             let taken = shell.shard.borrow_mut().conn_mut(self.conn).map(|conn| {
                 let mut discarded = Vec::new();
                 conn.unsent.take(&mut discarded);

@@ -212,7 +212,8 @@ pub(crate) async fn run(shell: Rc<ShardShell>, settings: Settings, stats: Arc<Br
         let address = &bridge.addresses[attempt % bridge.addresses.len()];
         attempt = attempt.wrapping_add(1);
         let timeout = Duration::from_millis(u64::from(bridge.connect_timeout_ms));
-        let connecting = handshake::connect(&settings, address, try_private);
+        let connecting =
+            handshake::connect(&settings, address, try_private, relay.free_packet_id());
         let outcome = match shards::time::timeout(timeout, connecting).await {
             Ok(outcome) => outcome,
             Err(_) => Err(handshake::Failure::Timeout(timeout)),

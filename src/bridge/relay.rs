@@ -99,11 +99,28 @@ impl Relay {
         self.outflight.len() + self.held.len()
     }
 
+    /// A packet id no outbound flow uses now, for the SUBSCRIBE of the `in` rules
+    /// (MQTT-2.2.1-3: a new packet takes an unused id).
+    pub fn free_packet_id(&self) -> PacketId {
+        let held = |id: PacketId| self.held.iter().any(|p| p.packet_id == Some(id));
+        (1..=u16::MAX)
+            .filter_map(PacketId::new)
+            .find(|id| !self.outflight.contains_key(id) && !held(*id))
+            .unwrap_or(PacketId::MIN)
+    }
+
     /// The remote connected: its Receive Maximum (capped by ours) and whether it kept the
     /// session. Every unfinished flow goes again: a PUBLISH with DUP set, or the PUBREL when the
     /// remote kept the session and had received the message.
     pub fn connected(&mut self, remote_window: usize, session_present: bool, now: Instant) {
         self.window = remote_window.max(1);
+        // Flows queued before this connection (read while the bridge started or was away) are
+        // all in `outflight` and go again below: a queued copy would reach the remote twice.
+        self.to_remote.retain(|packet| match packet {
+            Packet::Publish(publish) => publish.packet_id.is_none(),
+            Packet::PubRel(_) => false,
+            _ => true,
+        });
         for (&packet_id, flow) in &mut self.outflight {
             match flow {
                 Outflight::Published { publish, sent_at } => {
@@ -162,10 +179,15 @@ impl Relay {
                         *flow = Outflight::Released { sent_at: now };
                         self.to_remote.push(Packet::PubRel(rel));
                     }
-                    // A flow the bridge completed itself (dropped message): complete it.
-                    None => self
-                        .to_local
-                        .push(Packet::PubComp(response(packet_id, ReasonCode::SUCCESS))),
+                    // Not known here: a flow of a previous run of the bridge (a restart, a
+                    // reload) that the remote may hold, or one the bridge completed itself (a
+                    // dropped message). The remote decides: PUBCOMP when it held the message,
+                    // 0x92 (or a plain PUBCOMP, 3.1.1) when not; either completes it locally.
+                    None => {
+                        self.outflight
+                            .insert(packet_id, Outflight::Released { sent_at: now });
+                        self.to_remote.push(Packet::PubRel(rel));
+                    }
                 }
             }
             Packet::SubAck(suback) => {

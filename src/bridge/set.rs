@@ -118,6 +118,10 @@ pub(crate) fn reconcile(shell: &Rc<ShardShell>, set: &BridgeSet, board: &Snapsho
         drop(running);
         if mine.contains_key(name.as_str()) {
             tracing::info!(bridge = %name, "bridge changed: restarting it");
+        } else if settings.iter().any(|s| s.name == name) {
+            // Moved to another shard (its `shard` key changed): that shard starts it and takes
+            // its session over, queue and all, and registers its own counters under the name.
+            tracing::info!(bridge = %name, "bridge moved to another shard: restarting it there");
         } else {
             board.unregister_bridge(&name);
             super::publish_state(shell, &name, false);

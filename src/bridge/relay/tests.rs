@@ -165,3 +165,64 @@ fn the_hop_guard_stops_a_message_that_crossed_too_many_bridges() {
     assert_eq!(relay.to_local, vec![Packet::PubAck(ack(5))]);
     assert_eq!(relay.counts.dropped, 1);
 }
+
+#[test]
+fn a_pubrel_of_a_previous_run_goes_to_the_remote_and_its_pubcomp_completes_it() {
+    // A restarted bridge: the resumed local session sends PUBREL for a flow the new relay never
+    // saw. The remote may hold the message, so the PUBREL goes there.
+    let now = Instant::now();
+    let mut relay = Relay::new(rules(), Version::V5, 8, 10);
+    relay.from_local(Packet::PubRel(ack(9)), now);
+    assert_eq!(relay.to_remote, vec![Packet::PubRel(ack(9))]);
+    assert!(relay.to_local.is_empty());
+    assert_eq!(relay.inflight(), 1);
+    relay.to_remote.clear();
+    let unknown = response(PacketId::new(9).unwrap(), ReasonCode(0x92));
+    relay.from_remote(Packet::PubComp(unknown.clone()), now);
+    assert_eq!(relay.to_local, vec![Packet::PubComp(unknown)]);
+    assert_eq!(relay.inflight(), 0);
+}
+
+#[test]
+fn flows_read_before_the_first_connection_reach_the_remote_once() {
+    // Messages the local session delivers while the bridge starts are queued and tracked; the
+    // connection sends each once, with DUP, not the queued copy as well.
+    let now = Instant::now();
+    let mut relay = Relay::new(rules(), Version::V5, 8, 10);
+    relay.from_local(
+        Packet::Publish(publish("s/a", QoS::AtLeastOnce, Some(4))),
+        now,
+    );
+    relay.from_local(Packet::Publish(publish("s/b", QoS::AtMostOnce, None)), now);
+    relay.from_local(Packet::PubRel(ack(5)), now);
+    relay.connected(10, false, now);
+    let ids: Vec<(Option<PacketId>, bool)> = relay
+        .to_remote
+        .iter()
+        .filter_map(|packet| match packet {
+            Packet::Publish(publish) => Some((publish.packet_id, publish.dup)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![(None, false), (PacketId::new(4), true)]);
+    let releases = relay
+        .to_remote
+        .iter()
+        .filter(|packet| matches!(packet, Packet::PubRel(_)))
+        .count();
+    assert_eq!(releases, 1);
+}
+
+#[test]
+fn the_subscribe_of_the_in_rules_takes_an_id_no_flow_uses() {
+    let now = Instant::now();
+    let mut relay = Relay::new(rules(), Version::V5, 8, 10);
+    assert_eq!(relay.free_packet_id(), PacketId::MIN);
+    for id in [1, 2, 4] {
+        relay.from_local(
+            Packet::Publish(publish("s/a", QoS::AtLeastOnce, Some(id))),
+            now,
+        );
+    }
+    assert_eq!(relay.free_packet_id(), PacketId::new(3).unwrap());
+}
