@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shards::sync::Notify;
@@ -540,7 +540,7 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
                 Rc::clone(&shell),
                 files,
                 store.mode,
-                Arc::clone(&store.written),
+                Arc::clone(&store.new_generation),
                 Rc::clone(&stopping),
             ),
         ));
@@ -817,9 +817,9 @@ pub(crate) struct StoreStart {
     mode: crate::store::FsyncMode,
     parts: std::sync::Mutex<Vec<Option<crate::store::restore::Restored>>>,
     report: crate::store::RecoveryReport,
-    /// The new generation is in force (`finish_generation_in_background`): until then no
-    /// shard's store task writes, so nothing is reported durable.
-    written: Arc<AtomicBool>,
+    /// Whether the new generation is in force (`finish_generation_in_background`): until then
+    /// no shard's store task writes, so nothing is reported durable.
+    new_generation: Arc<store_task::NewGeneration>,
 }
 
 impl StoreStart {
@@ -849,14 +849,14 @@ impl StoreStart {
         // sized once, the buffer is not copied as it grows.
         let size_hint = usize::try_from(report.bytes_read).unwrap_or(0) / shard_count.max(1);
         let snapshots = encode_snapshots(&parts, &clock, size_hint + size_hint / 8);
-        let written = Arc::new(AtomicBool::new(false));
+        let new_generation = Arc::new(store_task::NewGeneration::default());
         finish_generation_in_background(
             dir.clone(),
             generation,
             snapshots,
             previous,
             report.quarantined,
-            Arc::clone(&written),
+            Arc::clone(&new_generation),
         )
         .map_err(|source| crate::store::StoreError::Directory {
             dir: dir.clone(),
@@ -888,7 +888,7 @@ impl StoreStart {
             mode,
             parts: std::sync::Mutex::new(parts.into_iter().map(Some).collect()),
             report,
-            written,
+            new_generation,
         })
     }
 
@@ -930,15 +930,16 @@ fn encode_snapshots(
 
 /// Writes the new generation's first snapshots and switches `CURRENT` to it, on a thread of its
 /// own while the shards serve (see `store::files::finish_generation`); sets `written` once it is
-/// in force. A failure (a full disk) is logged and tried again every second: until it works the
-/// shards hold their acknowledgements, and the old generation stays in force.
+/// in force. A failure (a full disk) is logged, counted in `failures` (the shards then refuse
+/// QoS 1/2 and drop their records, as after a failed write) and tried again every second; the
+/// old generation stays in force until it works.
 fn finish_generation_in_background(
     dir: std::path::PathBuf,
     generation: u64,
     snapshots: Vec<Vec<u8>>,
     previous: Option<u64>,
     quarantine: bool,
-    written: Arc<AtomicBool>,
+    new_generation: Arc<store_task::NewGeneration>,
 ) -> std::io::Result<()> {
     let write = move || {
         let started = Instant::now();
@@ -949,13 +950,14 @@ fn finish_generation_in_background(
                 Ok(()) => break,
                 Err(error) => {
                     tracing::error!(%error, "store: new generation not written; trying again in a second");
+                    new_generation.failures.fetch_add(1, Ordering::AcqRel);
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
         let bytes: usize = snapshots.iter().map(Vec::len).sum();
         drop(snapshots);
-        written.store(true, Ordering::Release);
+        new_generation.written.store(true, Ordering::Release);
         tracing::info!(
             generation,
             bytes,

@@ -19,7 +19,8 @@ const PACKET_BYTES_LIMIT: u64 = 268_435_455;
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 256 << 30;
 
 /// The default of `partial_packet_bytes_per_shard_max`: 64 MiB, room for 48 packets of the default
-/// 1 MiB `packet_bytes_max` assembled at once (three quarters of it), or 4,096 small ones.
+/// 1 MiB `packet_bytes_max` assembled at once (three quarters of it), or about 2,000 small ones
+/// (each reserves what it holds plus up to 16 KiB of read-ahead).
 pub const DEFAULT_PARTIAL_PACKET_BYTES_PER_SHARD_MAX: u64 = 64 << 20;
 
 /// Packets above this size being assembled may take only three quarters of

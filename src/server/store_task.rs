@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shards::storage::{AppendFile, remove_file, sync_dir};
@@ -49,6 +49,17 @@ impl StoreFiles {
     }
 }
 
+/// How far start-up's background write of the new generation got
+/// (`server::finish_generation_in_background`).
+#[derive(Debug, Default)]
+pub(crate) struct NewGeneration {
+    /// In force: the shards' store tasks may write.
+    pub written: AtomicBool,
+    /// Attempts that failed so far (a full disk); each one breaks the shards' logs, as a failed
+    /// write does, so nothing piles up in memory while the disk refuses.
+    pub failures: AtomicU64,
+}
+
 /// How often the store task looks whether the new generation is in force, at start.
 const GENERATION_POLL: Duration = Duration::from_millis(2);
 
@@ -57,13 +68,27 @@ pub(crate) async fn store_loop(
     shell: Rc<ShardShell>,
     mut files: StoreFiles,
     mode: FsyncMode,
-    generation_written: Arc<AtomicBool>,
+    new_generation: Arc<NewGeneration>,
     stopping: Rc<Cell<bool>>,
 ) {
     // The log belongs to the generation start-up put in force in the background: nothing is
     // written, so nothing is reported durable, before it is (a crash before then restarts from
-    // the old generation). The shard serves meanwhile; acknowledgements wait.
-    while !generation_written.load(Ordering::Acquire) {
+    // the old generation). The shard serves meanwhile; acknowledgements wait. Each failed
+    // attempt counts as a failed write here: records are dropped and the acknowledgements
+    // waiting for them refused, and QoS 1/2 publishes are refused until a snapshot is written
+    // (the tick retries one), so a disk that stays full does not make records pile up.
+    let mut failures_seen = 0;
+    while !new_generation.written.load(Ordering::Acquire) {
+        if stopping.get() {
+            // Nothing since start can be written without the new generation.
+            return;
+        }
+        let failures = new_generation.failures.load(Ordering::Acquire);
+        if failures > failures_seen {
+            failures_seen = failures;
+            shell.shard.borrow_mut().on_stored(0, None, true);
+            shell.handle_all(std::iter::empty());
+        }
         shards::time::sleep(GENERATION_POLL).await;
     }
     let interval = match mode {
