@@ -282,7 +282,8 @@ fn nothing_goes_to_nats_without_remote_interest() {
         0.0,
         "sent to NATS for a filter that does not match"
     );
-    // A matching one: exactly one message out per publish, and it arrives.
+    // A matching one: exactly one message out per publish, and it arrives. The link counts in
+    // order, so this also shows that none of the 250 before went out.
     publish_numbered(&mut publisher, "quiet/y", "y", 10, QoS::AtLeastOnce);
     receive_numbered(&mut there, &[("y", 10)], |_| QoS::AtMostOnce);
     assert_eq!(messages_out(&nodes[0]), 10.0);
@@ -301,9 +302,15 @@ fn nothing_goes_to_nats_without_remote_interest() {
         },
     );
     publish_numbered(&mut publisher, "quiet/y", "y", 20, QoS::AtLeastOnce);
+    // The link counts what it takes from the shards in order: once a marker with remote
+    // interest has arrived, anything wrongly sent before it has been counted too.
+    let mut marker = client(&nodes[2], 3, "marker");
+    marker.subscribe(1, &[("quiet/z", QoS::AtMostOnce)]);
+    publish_numbered(&mut publisher, "quiet/z", "z", 1, QoS::AtLeastOnce);
+    receive_numbered(&mut marker, &[("z", 1)], |_| QoS::AtMostOnce);
     assert_eq!(
         messages_out(&nodes[0]),
-        sent,
+        sent + 1.0,
         "sent after the remote interest went"
     );
     for node in nodes {
