@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use common::{RawClient, TestBroker, admin_get, metric, pki::Pki, test_config};
 use ringmq::config::{Bridge, BridgeVersion, Config, Direction, TopicRule};
 use ringmq::protocol::{
-    Packet, Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions, Version,
+    Packet, Publish, PublishProperties, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
+    Version,
 };
 
 /// How long any one expected message may take to cross a bridge (connects included).
@@ -375,6 +376,72 @@ fn tls_to_mosquitto_with_a_test_ca() {
     let mut remote = subscriber(mosquitto.addr(), "sink", &["tls/#"]);
     publish_on(broker.addr, "pub", "t/x", QoS::AtLeastOnce, false);
     assert_eq!(&next_publish(&mut remote).topic[..], "tls/t/x");
+}
+
+/// A QoS 1 PUBLISH with every property a publisher may set (5.0 §3.3.2.3).
+fn with_properties(topic: &str) -> Publish {
+    let properties = PublishProperties {
+        payload_format_indicator: Some(true),
+        message_expiry_interval_secs: Some(600),
+        response_topic: Some("reply/here".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"corr-17")),
+        user_properties: vec![("k".into(), "v".into())],
+        content_type: Some("text/plain".into()),
+        ..PublishProperties::default()
+    };
+    Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.into(),
+        packet_id: Some(common::pid(1)),
+        properties: properties.into(),
+        payload: bytes::Bytes::from_static(b"{}"),
+    }
+}
+
+/// What crossed the bridge kept what its publisher set; the expiry may have counted down.
+fn assert_properties_kept(got: &Publish) {
+    let p = &got.properties;
+    assert_eq!(p.payload_format_indicator, Some(true));
+    assert!(
+        p.message_expiry_interval_secs
+            .is_some_and(|s| s > 500 && s <= 600)
+    );
+    assert_eq!(p.response_topic.as_deref(), Some("reply/here"));
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"corr-17"[..]));
+    assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+    assert!(
+        p.user_properties
+            .iter()
+            .any(|(key, value)| key == "k" && value == "v"),
+        "user property lost: {:?}",
+        p.user_properties
+    );
+}
+
+#[test]
+fn properties_of_5_0_messages_cross_the_bridge_both_ways() {
+    let mosquitto = Mosquitto::start("props", "");
+    let topics = vec![
+        rule("up/#", Direction::Out, 1, "", ""),
+        rule("down/#", Direction::In, 1, "", ""),
+    ];
+    let broker = TestBroker::with_config(bridged(mosquitto.addr(), BridgeVersion::V5, topics));
+    wait_connected(&broker, "up");
+    let mut remote = subscriber(mosquitto.addr(), "remote-sink", &["up/#"]);
+    let mut local = subscriber(broker.shard(2), "local-sink", &["down/#"]);
+    for (addr, topic, sink) in [
+        (broker.shard(1), "up/p", &mut remote),
+        (mosquitto.addr(), "down/p", &mut local),
+    ] {
+        let (mut publisher, _) = RawClient::connect(addr, Version::V5, "props-pub", true);
+        publisher.send(&Packet::Publish(with_properties(topic)));
+        assert!(matches!(publisher.recv(), Packet::PubAck(_)));
+        let got = next_publish(sink);
+        assert_eq!(&got.topic[..], topic);
+        assert_properties_kept(&got);
+    }
 }
 
 #[test]
