@@ -256,18 +256,26 @@ fn a_damaged_log_stops_the_start_with_the_file_named_unless_told_to_quarantine_i
     let mut config = config;
     config.persistence.ignore_corrupt_storage = true;
     let broker = TestBroker::with_config(config);
-    let quarantined = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| {
-            let entry = e.as_ref().unwrap();
-            entry
-                .file_name()
-                .to_str()
-                .unwrap()
-                .starts_with("quarantine-")
-        })
-        .count();
-    assert_eq!(quarantined, 1, "the damaged generation is kept aside");
+    // The new generation is written, and the damaged one moved aside, by a background thread
+    // while the shards already serve: wait (bounded) for it.
+    let quarantined = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                let entry = e.as_ref().unwrap();
+                entry
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("quarantine-")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while quarantined() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(quarantined(), 1, "the damaged generation is kept aside");
     let (mut client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "after", true);
     client.publish("x", b"y", QoS::AtLeastOnce, false, Some(1));
     assert!(matches!(client.recv(), Packet::PubAck(_)), "serving");
