@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,27 +28,6 @@ const PUBLISHERS: usize = 2;
 struct Broker {
     child: Child,
     addr: SocketAddr,
-}
-
-/// A port the broker process can listen on. Outside the kernel's ephemeral range (32768 and up
-/// by default): a port from there may meanwhile become some client socket's local port, and a
-/// client connecting to it before the broker listens would connect to itself.
-fn free_port() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    // Tests of this file run in parallel: each call starts from another place.
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    let seed = u64::from(std::process::id()) ^ u64::from(nanos) ^ (call * 3001);
-    for attempt in 0..2000u64 {
-        let port = 20_000 + ((seed.wrapping_mul(7919) + attempt * 104_729) % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between 20000 and 32000 on 127.0.0.1");
 }
 
 /// Connects, refusing a socket connected to itself (possible when nothing listens yet).
@@ -88,22 +67,27 @@ fn write_config(dir: &Path, port: u16, setup: &Setup) -> PathBuf {
     path
 }
 
-fn start(config: &Path, addr: SocketAddr) -> Broker {
-    // With CRASH_DEBUG set, each run's log goes beside the config.
-    let log = match std::env::var("CRASH_DEBUG") {
+/// With CRASH_DEBUG set, each run's log (stdout and stderr) goes beside the config.
+fn broker_log(config: &Path) -> (Stdio, Stdio) {
+    match std::env::var("CRASH_DEBUG") {
         Ok(_) => {
             let n = std::fs::read_dir(config.parent().unwrap()).unwrap().count();
-            Stdio::from(
-                std::fs::File::create(config.with_file_name(format!("broker-{n}.log"))).unwrap(),
-            )
+            let file =
+                std::fs::File::create(config.with_file_name(format!("broker-{n}.log"))).unwrap();
+            let err = file.try_clone().unwrap();
+            (Stdio::from(file), Stdio::from(err))
         }
-        Err(_) => Stdio::null(),
-    };
+        Err(_) => (Stdio::null(), Stdio::null()),
+    }
+}
+
+fn start(config: &Path, addr: SocketAddr) -> Broker {
+    let (log, errors) = broker_log(config);
     let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .arg("--config")
         .arg(config)
         .stdout(log)
-        .stderr(Stdio::null())
+        .stderr(errors)
         .env(
             "RUST_LOG",
             std::env::var("CRASH_LOG").unwrap_or_else(|_| String::from("info")),
@@ -264,14 +248,14 @@ fn kill_rounds(fsync: &'static str, rounds: usize) {
     let dir = std::env::temp_dir().join(format!("ringmq-crash-{fsync}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let port = common::reserve_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.port));
     let setup = Setup {
         shards: 4,
         admin: None,
         fsync,
     };
-    let config = write_config(&dir, port, &setup);
+    let config = write_config(&dir, port.port, &setup);
     let received: Vec<Arc<Mutex<Vec<String>>>> =
         SUBSCRIBERS.iter().map(|_| Arc::default()).collect();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -384,12 +368,17 @@ fn kill_rounds(fsync: &'static str, rounds: usize) {
 /// (EFBIG, SIGXFSZ ignored) as it would on a full disk.
 fn start_with_file_limit(config: &Path, addr: SocketAddr, limit: u64) -> Broker {
     use std::os::unix::process::CommandExt;
+    let (log, errors) = broker_log(config);
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringmq"));
     command
         .arg("--config")
         .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(log)
+        .stderr(errors)
+        .env(
+            "RUST_LOG",
+            std::env::var("CRASH_LOG").unwrap_or_else(|_| String::from("info")),
+        );
     // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -446,16 +435,17 @@ fn a_full_disk_refuses_new_promises_keeps_old_ones_and_recovers_when_space_retur
     let dir = std::env::temp_dir().join(format!("ringmq-full-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let port = common::reserve_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.port));
     // One shard: every retained message goes to the one log the limit fills.
-    let admin = free_port();
+    let admin_port = common::reserve_port();
+    let admin = admin_port.port;
     let setup = Setup {
         shards: 1,
         admin: Some(admin),
         fsync: "always",
     };
-    let config = write_config(&dir, port, &setup);
+    let config = write_config(&dir, port.port, &setup);
     let admin = SocketAddr::from(([127, 0, 0, 1], admin));
     let broker = start_with_file_limit(&config, addr, 256 << 10);
     let (mut client, _) = RawClient::connect(addr, Version::V5, "filler", true);

@@ -370,6 +370,35 @@ impl Received {
     }
 }
 
+/// A loopback port held for a broker *process* that a test starts, for as long as the test runs.
+///
+/// The socket is bound (port 0: the kernel picks a port nobody holds) with SO_REUSEADDR and
+/// SO_REUSEPORT but never listens: the broker's own listeners (SO_REUSEPORT, same user) and an
+/// admin listener (SO_REUSEADDR) bind the same port next to it, and it takes no connection. While
+/// it lives no other bind can take the port (a port picked by binding and closing again can be
+/// taken by a parallel test before the broker binds it, or between a kill and a restart, and
+/// two brokers sharing a port answer each other's clients), and the kernel never makes it a
+/// client socket's local port.
+pub struct PortReservation {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+pub fn reserve_port() -> PortReservation {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    PortReservation {
+        _socket: socket,
+        port,
+    }
+}
+
 pub fn response(packet_id: PacketId) -> PubResponse {
     PubResponse {
         packet_id,
