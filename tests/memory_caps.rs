@@ -57,7 +57,7 @@ fn stalled_subscribers_hold_at_most_the_write_buffer_cap() {
     let mut served = WellBehaved::start(config, Version::V3_1_1);
     let (mut flooder, _) =
         RawClient::connect(served.broker.shard(1), Version::V3_1_1, "flood", true);
-    let _stalled: Vec<RawClient> = (0..STALLED)
+    let stalled: Vec<RawClient> = (0..STALLED)
         .map(|i| stalled_subscriber(served.broker.shard(0), &format!("s{i}"), "big"))
         .collect();
     served.exchange(10);
@@ -85,6 +85,28 @@ fn stalled_subscribers_hold_at_most_the_write_buffer_cap() {
     assert!(rss_held < RSS_BUDGET_BYTES, "RSS {rss_held} bytes");
     let waits = limits_reached(served.admin, "write_bytes", 1.0);
     assert!(waits >= 1.0, "write_bytes waits counted: {waits}");
+
+    // Their bytes are given back when they go: a message larger than a connection's share
+    // (which needs room under the cap) reaches the well-behaved subscriber again.
+    drop(stalled);
+    served.exchange(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    served
+        .publisher
+        .publish("ok", &payload, QoS::AtMostOnce, false, None);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "a 256 KiB message did not get through");
+        match served.subscriber.try_recv(left) {
+            Some(ringmq::protocol::Packet::Publish(publish))
+                if publish.payload.len() == payload.len() =>
+            {
+                break;
+            }
+            Some(_) => {}
+            None => panic!("a 256 KiB message did not get through"),
+        }
+    }
 }
 
 /// A will of about 60 KB.
