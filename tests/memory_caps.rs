@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use common::memory::{WellBehaved, limits_reached};
+use common::memory::{WellBehaved, limits_reached, shard_gauge_settles};
 use common::{RawClient, connect_packet, rss_bytes, test_config};
 use ringmq::protocol::{QoS, ReasonCode, Version, Will, WillProperties};
 use socket2::{Domain, Socket, Type};
@@ -107,6 +107,8 @@ fn stalled_subscribers_hold_at_most_the_write_buffer_cap() {
             None => panic!("a 256 KiB message did not get through"),
         }
     }
+    let left = shard_gauge_settles(served.admin, "ringmq_write_buffer_bytes", 0.0);
+    assert_eq!(left, 0.0, "write buffer bytes left");
 }
 
 /// A will of about 60 KB.
@@ -172,18 +174,21 @@ fn wills_stop_at_the_shard_cap() {
         client.disconnect();
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let _again = loop {
         let mut client = RawClient::connect_tcp(served.broker.shard(0), Version::V5);
         let connect = connect_packet(Version::V5, "again", true, Some(large_will(0)));
         if client.handshake(connect).reason == ReasonCode::SUCCESS {
-            break;
+            break client;
         }
         assert!(
             Instant::now() < deadline,
             "the wills' bytes were not given back"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    // Only the last will is held: its topic and payload.
+    let held = shard_gauge_settles(served.admin, "ringmq_will_bytes", 60_006.0);
+    assert_eq!(held, 60_006.0, "will bytes");
     served.exchange(10);
 }
 
@@ -262,5 +267,9 @@ fn subscription_filters_stop_at_the_shard_cap() {
         std::thread::sleep(Duration::from_millis(100));
         packet_id += 1;
     }
+    // The bystander's `ok` and the new filter.
+    let expected = (2 + filter.len()) as f64;
+    let held = shard_gauge_settles(served.admin, "ringmq_subscription_bytes", expected);
+    assert_eq!(held, expected, "subscription filter bytes");
     served.exchange(10);
 }

@@ -684,6 +684,9 @@ impl Shard {
         counts.retained_messages = self.retained.len() as u64;
         counts.retained_bytes = self.retained_bytes as u64;
         counts.ring_depth = self.outgoing.iter().map(|q| q.len() as u64).sum();
+        counts.write_buffer_bytes = self.write_bytes as u64;
+        counts.will_bytes = self.will_bytes.get() as u64;
+        counts.subscription_bytes = self.subscription_bytes as u64;
         counts.store_broken = u64::from(self.store.as_ref().is_some_and(|j| j.is_broken()));
         counts.store_acks_waiting = self.store.as_ref().map_or(0, |j| j.pending_acks() as u64);
         let c = &self.counters;

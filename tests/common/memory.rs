@@ -60,3 +60,17 @@ pub fn limits_reached(admin: SocketAddr, reason: &str, at_least: f64) -> f64 {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Shard 0's value of the gauge `family` once it equals `expected`, or the last value seen after
+/// 10 s.
+pub fn shard_gauge_settles(admin: SocketAddr, family: &str, expected: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = admin_get(admin, "/metrics");
+        let value = metric(&metrics, &format!("{family}{{shard=\"0\"}} "));
+        if value == expected || Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
