@@ -366,6 +366,7 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
             return;
         }
         wait_for_mail_backlog(shell).await;
+        wait_for_write_room(shell, conn).await;
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
@@ -552,6 +553,32 @@ async fn wait_for_mail_backlog(shell: &ShardShell) {
     }
 }
 
+/// Backpressure on a client that does not read what the broker writes: while its write buffer
+/// holds `WRITE_BUFFER_BYTES` or more (acks and other answers are not capped as deliveries are,
+/// see `shard::writes`), its input is not read either, so its requests cannot pile up answers.
+/// Checked at a falling rate (1 ms, doubling to 64 ms) until there is room or it closes.
+async fn wait_for_write_room(shell: &ShardShell, conn: ConnId) {
+    let full = |shell: &ShardShell| {
+        shell.shard.borrow().conn(conn).is_some_and(|state| {
+            !state.is_closing()
+                && state.out.len() as u64 >= crate::config::budget::WRITE_BUFFER_BYTES
+        })
+    };
+    if !full(shell) {
+        return;
+    }
+    shell
+        .shard
+        .borrow_mut()
+        .metrics
+        .limit_reached(crate::metrics::LimitReached::WriteBytes);
+    let mut pause = Duration::from_millis(1);
+    while full(shell) {
+        shards::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(64));
+    }
+}
+
 /// Reads and discards input after the broker half-closed, until the client closes, for at most
 /// `CLOSE_LINGER` and `CLOSE_LINGER_BYTES_MAX` (with the shard's read buffer: no allocation).
 async fn linger(reader: &mut Reader) {
@@ -597,14 +624,10 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, end
             // this part is on the wire. Drained, a large buffer is let go: an idle connection
             // holds no write buffer, the next packet allocates one. The borrow ends before any
             // await.
-            let taken = shell.shard.borrow_mut().conn_mut(conn).map(|state| {
-                let out = state.out.split();
-                if out.is_empty() && state.out.capacity() > OUT_IDLE_BYTES_MAX {
-                    state.out = BytesMut::new();
-                }
-                state.unsent.take(&mut unsent);
-                (out, state.is_closing())
-            });
+            let taken = shell
+                .shard
+                .borrow_mut()
+                .take_out(conn, &mut unsent, OUT_IDLE_BYTES_MAX);
             let Some((out, closing)) = taken else {
                 tracing::debug!(conn, "writer: connection gone");
                 writer.shutdown().await;
@@ -619,7 +642,10 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, end
             if packet_trace::enabled() {
                 trace_sent(&shell, conn, &out);
             }
-            if writer.write_all(&out).await.is_err() {
+            let result = writer.write_all(&out).await;
+            // Written or not, the buffer is let go: no longer held (`shard::writes`).
+            shell.shard.borrow_mut().written(out.len());
+            if result.is_err() {
                 writer.shutdown().await;
                 return;
             }

@@ -108,22 +108,19 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &Path) -> ExitCode {
-    let resolved = resolve(Some(file)).and_then(|(config, shards)| {
+    let resolved = resolve(Some(file)).and_then(|resolved| {
         // The password, ACL and certificate files are read and checked too.
-        ringmq::security::check(&config).map_err(|error| format!("{}: {error}", file.display()))?;
-        Ok((config, shards))
+        ringmq::security::check(&resolved.derived.config)
+            .map_err(|error| format!("{}: {error}", file.display()))?;
+        Ok(resolved)
     });
     match resolved {
-        Ok((config, shards)) => {
+        Ok(resolved) => {
             println!("{}: OK", file.display());
-            println!("shards: {shards}");
-            println!("{}", config::budget::Budget::of(&config, shards));
-            let machine = config::machine::detect();
-            let budget = config.limits.memory_budget_bytes;
-            println!(
-                "{}",
-                config::machine::summary(budget, shards, machine.as_ref())
-            );
+            println!("shards: {}", resolved.shards);
+            for (_, line) in resolved.summary() {
+                println!("{line}");
+            }
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -134,13 +131,15 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
-    let (mut config, shards) = match resolve(file) {
+    let resolved = match resolve(file) {
         Ok(resolved) => resolved,
         Err(message) => {
             eprintln!("ringmq: {message}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let shards = resolved.shards;
+    let mut config = resolved.derived.config.clone();
     if let Err(message) = init_logging(&config.log) {
         eprintln!("ringmq: {message}");
         return ExitCode::from(EXIT_CONFIG);
@@ -149,19 +148,12 @@ fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
         file.display().to_string()
     });
     tracing::info!(version = VERSION, config = %origin, shards, listeners = config.listener_count(), "configuration loaded");
-    for line in config::budget::Budget::of(&config, shards)
-        .to_string()
-        .lines()
-    {
-        tracing::info!("{line}");
-    }
-    let machine = config::machine::detect();
-    let budget = config.limits.memory_budget_bytes;
-    let summary = config::machine::summary(budget, shards, machine.as_ref());
-    if machine.is_some_and(|machine| budget.saturating_mul(shards as u64) > machine.bytes) {
-        tracing::warn!("{summary}");
-    } else {
-        tracing::info!("{summary}");
+    for (warning, line) in resolved.summary() {
+        if warning {
+            tracing::warn!("{line}");
+        } else {
+            tracing::info!("{line}");
+        }
     }
     config.persistence.ignore_corrupt_storage = ignore_corrupt_storage;
     let status = run(config, file);
@@ -204,20 +196,75 @@ fn run(config: Config, file: Option<&Path>) -> i32 {
     }
 }
 
+/// The configuration to run with on this machine: its budget and scaled defaults, and the
+/// number of shards.
+struct Resolved {
+    derived: config::derived::Derived,
+    shards: usize,
+    machine: Option<config::machine::MachineMemory>,
+}
+
+impl Resolved {
+    /// What start-up logs and `ringmq check-config` prints: the worst case term by term, the
+    /// budget and where it came from, the keys scaled to fit it, the machine; each line with
+    /// whether it is a warning.
+    fn summary(&self) -> Vec<(bool, String)> {
+        let config = &self.derived.config;
+        let budget = config::budget::Budget::of(config, self.shards);
+        let mut lines: Vec<(bool, String)> = budget
+            .to_string()
+            .lines()
+            .map(|line| (false, line.to_owned()))
+            .collect();
+        lines.extend(
+            self.derived
+                .summary(self.shards)
+                .into_iter()
+                .map(|line| (false, line)),
+        );
+        if let Err(error) = budget.check() {
+            // Only a derived budget gets here (a set one refuses to start in `resolve`).
+            lines.push((true, format!("{error}")));
+        }
+        let all = config.limits.memory_budget_bytes;
+        let summary = config::machine::summary(all, self.shards, self.machine.as_ref());
+        let over = self
+            .machine
+            .as_ref()
+            .is_some_and(|machine| all.saturating_mul(self.shards as u64) > machine.bytes);
+        lines.push((over, summary));
+        lines
+    }
+}
+
 /// The validated configuration and the number of shards it gives on this machine, or the
 /// message to print.
-fn resolve(file: Option<&Path>) -> Result<(Config, usize), String> {
-    let config = config::load(file, environment()).map_err(|error| error.to_string())?;
+fn resolve(file: Option<&Path>) -> Result<Resolved, String> {
+    let (config, keys) =
+        config::load_with_keys(file, environment()).map_err(|error| error.to_string())?;
     let cpus = std::thread::available_parallelism().map_or(1, NonZero::get);
     let shards = config
         .shard_count(cpus)
         .map_err(|error| on_this_machine(file, &error))?;
-    // The worst case depends on the shard count, so it is checked here and not in `validate`.
-    let budget = config::budget::Budget::of(&config, shards);
-    budget
-        .check()
-        .map_err(|error| format!("{}\n{budget}", on_this_machine(file, &error)))?;
-    Ok((config, shards))
+    let machine = config::machine::detect();
+    let derived = config::derived::derive(config, &keys, machine.as_ref(), shards);
+    derived
+        .config
+        .validate()
+        .map_err(|error| on_this_machine(file, &error))?;
+    // The worst case depends on the shard count, so it is checked here and not in `validate`;
+    // over a budget that is set it refuses to start, over a derived one it warns (`summary`).
+    let budget = config::budget::Budget::of(&derived.config, shards);
+    if derived.source == config::derived::BudgetSource::Set {
+        budget
+            .check()
+            .map_err(|error| format!("{}\n{budget}", on_this_machine(file, &error)))?;
+    }
+    Ok(Resolved {
+        derived,
+        shards,
+        machine,
+    })
 }
 
 /// A `shard_count` error names the key; say which file it came from and that it is about the

@@ -66,6 +66,26 @@ impl Message {
         self.topic.len() + self.payload.len() + 64
     }
 
+    /// At least the bytes of the PUBLISH this message becomes, properties included (the fixed
+    /// header, packet id and property lengths are within the 64 of `size_bytes`, the
+    /// subscription identifiers within 64 more), for the room in a write buffer.
+    pub fn publish_bytes_max(&self) -> usize {
+        let properties = &*self.properties;
+        if properties.is_empty() {
+            return self.size_bytes();
+        }
+        self.size_bytes()
+            + 64
+            + properties.response_topic.as_ref().map_or(0, |s| s.len())
+            + properties.content_type.as_ref().map_or(0, |s| s.len())
+            + properties.correlation_data.as_ref().map_or(0, Bytes::len)
+            + properties
+                .user_properties
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 5)
+                .sum::<usize>()
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
     }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use common::{RawClient, TestBroker, admin_get, metric, rss_bytes, test_config, vbi};
+use common::memory::{WellBehaved, limits_reached};
+use common::{RawClient, rss_bytes, test_config, vbi};
 use ringmq::protocol::{Packet, Publish, PublishProperties, QoS, ReasonCode, Version};
 
 /// The tests here measure the process (RSS): they run one at a time.
@@ -68,15 +69,6 @@ fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
     }
 }
 
-/// A publisher and a subscriber on shard 0 exchange `count` small messages.
-fn well_behaved_exchange(publisher: &mut RawClient, subscriber: &mut RawClient, count: usize) {
-    let payload = [5u8; 1000];
-    for _ in 0..count {
-        publisher.publish("ok", &payload, QoS::AtMostOnce, false, None);
-        assert_eq!(subscriber.recv_publish().payload.len(), payload.len());
-    }
-}
-
 /// A 5.0 QoS 0 PUBLISH binding (or, with an empty topic, using) `alias`.
 fn publish_with_alias(client: &mut RawClient, topic: &str, alias: u16) {
     client.send(&Packet::Publish(Publish {
@@ -94,22 +86,6 @@ fn publish_with_alias(client: &mut RawClient, topic: &str, alias: u16) {
     }));
 }
 
-/// A count from the merged `ringmq_limits_reached_total`, once the snapshot shows at least `at_least`.
-fn limits_reached(admin: std::net::SocketAddr, reason: &str, at_least: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = admin_get(admin, "/metrics");
-        let count = metric(
-            &metrics,
-            &format!("ringmq_limits_reached_total{{shard=\"all\",reason=\"{reason}\"}}"),
-        );
-        if count >= at_least || Instant::now() > deadline {
-            return count;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn topic_alias_tables_stop_at_the_shard_cap() {
     let _serial = SERIAL
@@ -120,11 +96,7 @@ fn topic_alias_tables_stop_at_the_shard_cap() {
     const CAP: u64 = 4 << 20;
     let mut config = test_config(2);
     config.limits.topic_alias_bytes_per_shard_max = CAP;
-    let broker = TestBroker::with_config(config);
-    let admin = broker.admin_addr().expect("admin listener");
-    let (mut subscriber, _) = RawClient::connect(broker.shard(0), Version::V5, "sub", true);
-    subscriber.subscribe(1, &[("ok", QoS::AtMostOnce)]);
-    let (mut publisher, _) = RawClient::connect(broker.shard(0), Version::V5, "pub", true);
+    let mut served = WellBehaved::start(config, Version::V5);
 
     // 160 clients binding 8 aliases of 60 KB topics each would hold 77 MB without the cap.
     let rss_before = rss_bytes();
@@ -132,7 +104,7 @@ fn topic_alias_tables_stop_at_the_shard_cap() {
     let mut hostile = Vec::new();
     for i in 0..CLIENTS {
         let (mut client, _) =
-            RawClient::connect(broker.shard(0), Version::V5, &format!("a{i}"), true);
+            RawClient::connect(served.broker.shard(0), Version::V5, &format!("a{i}"), true);
         for alias in 1..=ALIASES {
             let topic = format!("{i}/{alias}/{}", "t".repeat(60_000));
             publish_with_alias(&mut client, &topic, alias);
@@ -147,7 +119,7 @@ fn topic_alias_tables_stop_at_the_shard_cap() {
             other => panic!("client {i}: {other:?}"),
         }
         if i % 16 == 0 {
-            well_behaved_exchange(&mut publisher, &mut subscriber, 5);
+            served.exchange(5);
         }
     }
     let growth = rss_bytes().saturating_sub(rss_before);
@@ -159,7 +131,7 @@ fn topic_alias_tables_stop_at_the_shard_cap() {
     assert!(refused >= CLIENTS - 10, "refused {refused}");
     assert!(growth < 32 << 20, "RSS grew by {growth} bytes");
     assert_eq!(
-        limits_reached(admin, "topic_aliases", refused as f64),
+        limits_reached(served.admin, "topic_aliases", refused as f64),
         refused as f64
     );
 
@@ -168,12 +140,12 @@ fn topic_alias_tables_stop_at_the_shard_cap() {
         client.disconnect();
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (mut again, _) = RawClient::connect(broker.shard(0), Version::V5, "again", true);
+    let (mut again, _) = RawClient::connect(served.broker.shard(0), Version::V5, "again", true);
     publish_with_alias(&mut again, &format!("again/{}", "t".repeat(60_000)), 1);
     publish_with_alias(&mut again, "", 1);
     again.send(&Packet::PingReq);
     assert!(matches!(again.recv(), Packet::PingResp));
-    well_behaved_exchange(&mut publisher, &mut subscriber, 10);
+    served.exchange(10);
 }
 
 #[test]
@@ -187,20 +159,20 @@ fn partial_large_packets_hold_the_shard_allowance_and_time_out() {
     let mut config = test_config(2);
     config.limits.partial_packet_bytes_per_shard_max = ALLOWANCE;
     config.limits.packet_timeout_ms = packet_timeout.as_millis() as u64;
-    let broker = TestBroker::with_config(config);
-    let admin = broker.admin_addr().expect("admin listener");
-    let (mut subscriber, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "sub", true);
-    subscriber.subscribe(1, &[("ok", QoS::AtMostOnce)]);
-    let (mut publisher, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "pub", true);
-    well_behaved_exchange(&mut publisher, &mut subscriber, 10);
+    let mut served = WellBehaved::start(config, Version::V3_1_1);
+    served.exchange(10);
 
     let rss_before = rss_bytes();
     let large = most_of_a_large_publish();
     let started = Instant::now();
     let mut hostile: Vec<TcpStream> = (0..HOSTILE)
         .map(|i| {
-            let (client, _) =
-                RawClient::connect(broker.shard(0), Version::V3_1_1, &format!("h{i}"), true);
+            let (client, _) = RawClient::connect(
+                served.broker.shard(0),
+                Version::V3_1_1,
+                &format!("h{i}"),
+                true,
+            );
             let mut stream = client.stream;
             write_what_fits(&mut stream, &large);
             stream
@@ -210,7 +182,7 @@ fn partial_large_packets_hold_the_shard_allowance_and_time_out() {
     // The broker reads what its allowance lets it; then the well-behaved clients on the same shard
     // are still served, and the process stays within its budget.
     std::thread::sleep(Duration::from_millis(500));
-    well_behaved_exchange(&mut publisher, &mut subscriber, 100);
+    served.exchange(100);
     let rss_held = rss_bytes();
     let growth = rss_held.saturating_sub(rss_before);
     eprintln!(
@@ -240,9 +212,9 @@ fn partial_large_packets_hold_the_shard_allowance_and_time_out() {
         "closed before the packet deadline: {:?}",
         started.elapsed()
     );
-    well_behaved_exchange(&mut publisher, &mut subscriber, 100);
-    let timeouts = limits_reached(admin, "packet_timeout", HOSTILE as f64);
+    served.exchange(100);
+    let timeouts = limits_reached(served.admin, "packet_timeout", HOSTILE as f64);
     assert_eq!(timeouts, HOSTILE as f64, "packet_timeout closes counted");
-    let paused = limits_reached(admin, "partial_bytes", 1.0);
+    let paused = limits_reached(served.admin, "partial_bytes", 1.0);
     assert!(paused > 0.0, "partial_bytes pauses counted: {paused}");
 }

@@ -140,11 +140,15 @@ impl Local {
     /// wait in the session's outbox, under its limits, not in this buffer.
     pub(crate) fn take(&mut self, shell: &ShardShell, packets: &mut Vec<Packet>, max: usize) {
         if self.buf.is_empty() {
-            let taken = shell.shard.borrow_mut().conn_mut(self.conn).map(|conn| {
+            let taken = {
+                let mut shard = shell.shard.borrow_mut();
                 let mut discarded = Vec::new();
-                conn.unsent.take(&mut discarded);
-                conn.out.split()
-            });
+                let taken = shard.take_out(self.conn, &mut discarded, usize::MAX);
+                // Copied into the bridge's buffer at once: no longer held by the shard.
+                let taken = taken.map(|(out, _)| out);
+                shard.written(taken.as_ref().map_or(0, BytesMut::len));
+                taken
+            };
             if let Some(out) = taken
                 && !out.is_empty()
             {

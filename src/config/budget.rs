@@ -89,6 +89,9 @@ impl Budget {
             .map(|l| u64::from(l.frame_bytes_max) + u64::from(l.message_bytes_max))
             .max();
         let mailbox = u64::from(config.runtime.mailbox_messages_max);
+        let subscriptions = sessions
+            .saturating_mul(u64::from(limits.subscriptions_per_session_max))
+            .min(limits.subscriptions_per_shard_max);
         let term = |name, count, each_bytes, keys| Term {
             name,
             count,
@@ -99,15 +102,23 @@ impl Budget {
             // A connection's read is at most one chunk of the shard's buffer (or a partial packet
             // waiting for room); buffers beyond that come from the shard-wide allowance below.
             term(
-                "connection buffers (read + write + early packets + delivery runs)",
+                "connections (state + read + early packets + delivery runs)",
                 connections,
                 CONNECTION_OVERHEAD_BYTES
                     + READ_CHUNK_BYTES
-                    + WRITE_BUFFER_BYTES
                     + DELIVERY_RUNS_BYTES
-                    + packet
                     + EARLY_PACKETS_MAX * DELIVERY_OVERHEAD_BYTES,
-                "limits.connections_per_shard_max, limits.packet_bytes_max",
+                "limits.connections_per_shard_max",
+            ),
+            // Connections within their fair share write even at the cap: twice it at most
+            // (`shard/writes.rs`).
+            term(
+                "write buffers (shard-wide cap, twice)",
+                1,
+                connections
+                    .saturating_mul(WRITE_BUFFER_BYTES + packet)
+                    .min(limits.write_buffer_bytes_per_shard_max.saturating_mul(2)),
+                "limits.write_buffer_bytes_per_shard_max",
             ),
             term(
                 "partly read packets (shard-wide allowance)",
@@ -151,12 +162,18 @@ impl Budget {
                 "limits.sessions_per_shard_max, limits.inflight_messages_max",
             ),
             term(
-                "subscriptions",
-                sessions
-                    .saturating_mul(u64::from(limits.subscriptions_per_session_max))
-                    .min(limits.subscriptions_per_shard_max),
-                topic + SUBSCRIPTION_OVERHEAD_BYTES,
-                "limits.subscriptions_per_shard_max, limits.topic_bytes_max",
+                "subscriptions (entries)",
+                subscriptions,
+                SUBSCRIPTION_OVERHEAD_BYTES,
+                "limits.subscriptions_per_shard_max",
+            ),
+            term(
+                "subscription filters (shard-wide cap)",
+                1,
+                subscriptions
+                    .saturating_mul(topic)
+                    .min(limits.subscription_bytes_per_shard_max),
+                "limits.subscription_bytes_per_shard_max, limits.topic_bytes_max",
             ),
             term(
                 "topic aliases (both directions)",
@@ -171,10 +188,12 @@ impl Budget {
                 "limits.topic_alias_bytes_per_shard_max",
             ),
             term(
-                "wills",
-                connections,
-                u64::from(limits.will_bytes_max),
-                "limits.will_bytes_max",
+                "wills (shard-wide cap)",
+                1,
+                sessions
+                    .saturating_mul(u64::from(limits.will_bytes_max))
+                    .min(limits.will_bytes_per_shard_max),
+                "limits.will_bytes_per_shard_max, limits.will_bytes_max",
             ),
             term(
                 "retained store (this shard's part)",
@@ -285,7 +304,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Config;
 
@@ -339,14 +358,14 @@ mod tests {
             "{error}"
         );
         config.limits.queued_bytes_per_shard_max = 1 << 30;
-        config.limits.subscriptions_per_shard_max = 1 << 32;
+        config.limits.subscription_bytes_per_shard_max = 1 << 40;
         let error = Budget::of(&config, 2).check().unwrap_err().to_string();
         assert!(
-            error.contains("the largest term is subscriptions"),
+            error.contains("the largest term is subscription filters"),
             "{error}"
         );
         assert!(
-            error.contains("lower limits.subscriptions_per_shard_max, limits.topic_bytes_max"),
+            error.contains("lower limits.subscription_bytes_per_shard_max, limits.topic_bytes_max"),
             "{error}"
         );
     }
@@ -386,17 +405,17 @@ mod tests {
         assert_eq!(held.total_bytes(), 2 << 30);
         let entries = term(&budget, "entries of messages held by sessions");
         assert_eq!(entries.count, 10_000);
-        let subscriptions = term(&budget, "subscriptions");
+        let subscriptions = term(&budget, "subscriptions (entries)");
         assert_eq!(subscriptions.count, 7_000);
         // Sessions times the per-session limits where that is the smaller.
         config.limits.sessions_per_shard_max = 100;
         config.limits.connections_per_shard_max = 100;
         config.limits.subscriptions_per_session_max = 3;
         let budget = Budget::of(&config, 4);
-        assert_eq!(term(&budget, "subscriptions").count, 300);
+        assert_eq!(term(&budget, "subscriptions (entries)").count, 300);
     }
 
-    fn with_websocket_listener() -> Config {
+    pub(crate) fn with_websocket_listener() -> Config {
         let mut config = Config::default();
         config
             .listeners

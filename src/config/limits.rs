@@ -10,13 +10,12 @@ use super::{Config, ConfigError};
 /// The largest Remaining Length MQTT can encode (2.2.3).
 const PACKET_BYTES_LIMIT: u64 = 268_435_455;
 
-/// The default per-shard budget. The default limits need about 179 GiB on one shard in the worst
-/// case (see `budget::tests`): the connection write buffers (100,000 connections, each with one
-/// packet of up to 1 MiB beyond its 64 KiB) and the subscriptions (a million filters of up to
-/// 64 KiB) are what remains large. A WebSocket listener adds 58 GiB; the default is that
-/// rounded up, 256 GiB. Lower it to the memory a shard may really use, then lower
-/// limits until `ringmq check-config` passes.
-pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 256 << 30;
+/// The per-shard budget the documented defaults fit, used when the machine's memory cannot be
+/// read (otherwise the budget is derived from it, see `derived`). The default limits need 9.2
+/// GiB on one shard in the worst case, now that write buffers, subscription filters and wills
+/// have shard-wide caps; a WebSocket listener adds 56 GiB (its frame and message buffers are
+/// still per connection). The default is that rounded up, 72 GiB.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 72 << 30;
 
 /// The default of `partial_packet_bytes_per_shard_max`: 64 MiB, room for 48 packets of the default
 /// 1 MiB `packet_bytes_max` assembled at once (three quarters of it), or about 2,000 small ones
@@ -27,6 +26,9 @@ pub const DEFAULT_PARTIAL_PACKET_BYTES_PER_SHARD_MAX: u64 = 64 << 20;
 /// `partial_packet_bytes_per_shard_max`; the last quarter is kept for small ones, so that clients
 /// sending small packets keep being read while large packets have spent the rest.
 pub const LARGE_PARTIAL_PACKET_BYTES: u64 = 32 * 1024;
+
+/// The default of `subscription_bytes_per_shard_max`: 256 MiB, a million filters of 256 bytes.
+pub const DEFAULT_SUBSCRIPTION_BYTES_PER_SHARD_MAX: u64 = 256 << 20;
 
 /// The default of `queued_bytes_per_shard_max`: 1 GiB.
 pub const DEFAULT_QUEUED_BYTES_PER_SHARD_MAX: u64 = 1 << 30;
@@ -90,11 +92,27 @@ pub struct Limits {
     /// Bytes of topic alias tables (both directions) all connections of one shard may hold
     /// together, topic bytes plus an entry overhead each.
     pub topic_alias_bytes_per_shard_max: u64,
+    /// Bytes of topic filters all subscriptions of one shard hold together; a SUBSCRIBE filter
+    /// that would pass it gets 0x97 Quota exceeded.
+    pub subscription_bytes_per_shard_max: u64,
+    /// Bytes of will messages all sessions of one shard hold together; a CONNECT whose will
+    /// would pass it gets CONNACK 0x97 Quota exceeded (3.1.1: 0x03 Server unavailable).
+    pub will_bytes_per_shard_max: u64,
+    /// Bytes of all connections' write buffers and writes under way on one shard. A connection
+    /// over its fair share (this divided by `connections_per_shard_max`) gets no more
+    /// deliveries while the shard is at it: they wait in its outbox.
+    pub write_buffer_bytes_per_shard_max: u64,
     /// What a full outbox does with one more message.
     pub outbox_drop_policy: DropPolicy,
-    /// The worst-case memory one shard may need, from the limits above (see `budget`); the broker
+    /// The worst-case memory one shard may need, from the limits above (see `budget`). When the
+    /// configuration does not set it, it is `memory_budget_percent` of the machine's memory
+    /// divided by the shards, and the caps that are not set are scaled to fit it (`derived`);
+    /// this value is then only the reference the documented defaults fit. Set, the broker
     /// refuses to start over it.
     pub memory_budget_bytes: u64,
+    /// The share of the machine's memory (`MemTotal`, or the cgroup limit when smaller) that all
+    /// shards' budgets take together when `memory_budget_bytes` is not set, in percent.
+    pub memory_budget_percent: u64,
 }
 
 /// What a full outbox (`outbox_messages_max` or `outbox_bytes_max` reached) does with one more
@@ -137,8 +155,12 @@ impl Default for Limits {
             partial_packet_bytes_per_shard_max: DEFAULT_PARTIAL_PACKET_BYTES_PER_SHARD_MAX,
             packet_timeout_ms: 30_000,
             topic_alias_bytes_per_shard_max: 64 << 20,
+            subscription_bytes_per_shard_max: DEFAULT_SUBSCRIPTION_BYTES_PER_SHARD_MAX,
+            will_bytes_per_shard_max: 64 << 20,
+            write_buffer_bytes_per_shard_max: 256 << 20,
             outbox_drop_policy: DropPolicy::DropNew,
             memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            memory_budget_percent: 50,
         }
     }
 }
@@ -211,8 +233,16 @@ pub(super) const RANGES: &[Range] = &[
         "milliseconds", "e.g. 30000"),
     range("limits.topic_alias_bytes_per_shard_max", |c| c.limits.topic_alias_bytes_per_shard_max,
         (1024, 1 << 40), "bytes", "e.g. 67108864 (64 MiB)"),
+    range("limits.subscription_bytes_per_shard_max", |c| c.limits.subscription_bytes_per_shard_max,
+        (1024, 1 << 44), "bytes", "e.g. 268435456 (256 MiB)"),
+    range("limits.will_bytes_per_shard_max", |c| c.limits.will_bytes_per_shard_max,
+        (1024, 1 << 40), "bytes", "e.g. 67108864 (64 MiB)"),
+    range("limits.write_buffer_bytes_per_shard_max", |c| c.limits.write_buffer_bytes_per_shard_max,
+        (128 * 1024, 1 << 44), "bytes", "e.g. 268435456 (256 MiB)"),
     range("limits.memory_budget_bytes", |c| c.limits.memory_budget_bytes, (1 << 20, 1 << 50),
         "bytes", "set it to the memory one shard may use, e.g. 4294967296 (4 GiB)"),
+    range("limits.memory_budget_percent", |c| c.limits.memory_budget_percent, (1, 100),
+        "percent", "the share of the machine's memory the broker may use, e.g. 50"),
 ];
 
 /// The relations between `[limits]` keys.
@@ -250,6 +280,43 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
                  could never be read"
             ),
             "raise it to at least 4/3 x (packet_bytes_max + 16384), or lower limits.packet_bytes_max",
+        ));
+    }
+    if u64::from(limits.will_bytes_max) > limits.will_bytes_per_shard_max {
+        return Err(ConfigError::invalid(
+            "limits.will_bytes_per_shard_max",
+            limits.will_bytes_per_shard_max,
+            format!(
+                "must be at least limits.will_bytes_max ({}), or a will of that size could never \
+                 be held",
+                limits.will_bytes_max
+            ),
+            "raise it or lower limits.will_bytes_max",
+        ));
+    }
+    // A delivery of the largest size must fit when the shard's write buffers are empty.
+    let write_needed = packet + super::budget::WRITE_BUFFER_BYTES;
+    if limits.write_buffer_bytes_per_shard_max < write_needed {
+        return Err(ConfigError::invalid(
+            "limits.write_buffer_bytes_per_shard_max",
+            limits.write_buffer_bytes_per_shard_max,
+            format!(
+                "must be at least limits.packet_bytes_max + 64 KiB ({write_needed}), or a \
+                 message of the largest size could never be written"
+            ),
+            "raise it or lower limits.packet_bytes_max",
+        ));
+    }
+    if u64::from(limits.topic_bytes_max) > limits.subscription_bytes_per_shard_max {
+        return Err(ConfigError::invalid(
+            "limits.subscription_bytes_per_shard_max",
+            limits.subscription_bytes_per_shard_max,
+            format!(
+                "must be at least limits.topic_bytes_max ({}), or a filter of that length could \
+                 never be held",
+                limits.topic_bytes_max
+            ),
+            "raise it or lower limits.topic_bytes_max",
         ));
     }
     if u64::from(limits.will_bytes_max) > packet {

@@ -1,6 +1,7 @@
-//! The memory of the machine the broker runs on, for the start-up summary: the smaller of
-//! `MemTotal` (/proc/meminfo) and the cgroup v2 limit (`memory.max` of the process's cgroup,
-//! when it is not "max"). A budget that, times the shards, exceeds it protects nothing: the
+//! The memory of the machine the broker runs on, from which the default budget is derived: the
+//! smaller of `MemTotal` (/proc/meminfo) and the cgroup limit of the process (v2 `memory.max`
+//! when it is not "max", v1 `memory.limit_in_bytes`, whose "no limit" is a number larger than
+//! any machine's memory). A budget that, times the shards, exceeds it protects nothing: the
 //! machine runs out before the limits are reached.
 
 use super::budget::human;
@@ -31,6 +32,19 @@ fn cgroup_path(text: &str) -> Option<&str> {
     text.lines().find_map(|line| line.strip_prefix("0::"))
 }
 
+/// The cgroup v1 memory controller's directory of this process ("N:memory:/path", or a line
+/// naming several controllers, "N:cpu,memory:/path").
+fn cgroup_v1_memory_path(text: &str) -> Option<&str> {
+    text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })
+}
+
 /// The smaller of the two bounds; `None` when neither can be read (not Linux, no /proc).
 pub fn of(meminfo: Option<u64>, cgroup: Option<u64>) -> Option<MachineMemory> {
     match (meminfo, cgroup) {
@@ -55,15 +69,25 @@ pub fn detect() -> Option<MachineMemory> {
     let meminfo = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| parse_meminfo(&text));
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|text| cgroup_path(&text).map(str::to_owned))
-        .and_then(|path| {
-            let file = format!("/sys/fs/cgroup{}/memory.max", path.trim_end_matches('/'));
-            std::fs::read_to_string(file).ok()
-        })
-        .and_then(|text| parse_cgroup_max(&text));
-    of(meminfo, cgroup)
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let read = |file: String| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| parse_cgroup_max(&text))
+    };
+    let v2 = cgroup_path(&cgroups).and_then(|path| {
+        read(format!(
+            "/sys/fs/cgroup{}/memory.max",
+            path.trim_end_matches('/')
+        ))
+    });
+    let v1 = cgroup_v1_memory_path(&cgroups).and_then(|path| {
+        read(format!(
+            "/sys/fs/cgroup/memory{}/memory.limit_in_bytes",
+            path.trim_end_matches('/')
+        ))
+    });
+    of(meminfo, v2.or(v1))
 }
 
 /// The line for the start-up summary: the budget of all shards against the machine, with a
@@ -109,6 +133,15 @@ mod tests {
         assert_eq!(
             cgroup_path("0::/system.slice/ringmq.service\n"),
             Some("/system.slice/ringmq.service")
+        );
+        let v1 = "12:cpu,cpuacct:/a\n4:memory:/docker/abc\n0::/\n";
+        assert_eq!(cgroup_v1_memory_path(v1), Some("/docker/abc"));
+        assert_eq!(cgroup_v1_memory_path("0::/\n"), None);
+        // v1's "no limit" is larger than the machine: MemTotal wins.
+        let unlimited = parse_cgroup_max("9223372036854771712\n");
+        assert_eq!(
+            of(Some(24 << 30), unlimited).map(|m| m.source),
+            Some("MemTotal")
         );
         // The smaller bound wins, and says where it came from.
         let cgroup = of(Some(24 << 30), Some(4 << 30));

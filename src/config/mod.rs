@@ -15,6 +15,7 @@ pub mod bridges;
 pub mod budget;
 mod check;
 mod cluster;
+pub mod derived;
 mod environment;
 mod error;
 mod limits;
@@ -151,18 +152,32 @@ pub fn load(
     path: Option<&Path>,
     environment: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    let (config, origin) = match path {
+    load_with_keys(path, environment).map(|(config, _)| config)
+}
+
+/// As [`load`], with the dotted `[limits]` and `[runtime]` keys the file and the environment
+/// set: the others take their values from the memory budget (see `derived`).
+pub fn load_with_keys(
+    path: Option<&Path>,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, std::collections::BTreeSet<String>), ConfigError> {
+    let (config, origin, mut keys) = match path {
         Some(path) => {
             let origin = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: origin.clone(),
                 source,
             })?;
-            (read(&text, &origin)?, origin)
+            (read(&text, &origin)?, origin, derived::keys_set(&text))
         }
-        None => (Config::default(), String::from(BUILT_IN)),
+        None => (
+            Config::default(),
+            String::from(BUILT_IN),
+            std::collections::BTreeSet::new(),
+        ),
     };
     let overrides = environment::overrides(environment)?;
+    keys.extend(overrides.iter().map(|each| each.key.clone()));
     let config = environment::apply(config, &overrides)?;
     config.validate().map_err(|error| {
         let blamed = error
@@ -178,7 +193,7 @@ pub fn load(
         };
         error.located(&location)
     })?;
-    Ok(config)
+    Ok((config, keys))
 }
 
 /// Reads a `Config` out of TOML text, without validating it.

@@ -108,6 +108,12 @@ fn default_file_sets_every_key() {
         assert!(expected.remove(&format!("auth.{key}")));
         assert!(DEFAULT_TOML.contains(&format!("\n# {key} = ")), "{key}");
     }
+    // Scaled with the memory budget unless set, so shown commented out with their values.
+    for key in crate::config::derived::scaled_keys().chain(["limits.memory_budget_bytes"]) {
+        assert!(expected.remove(key), "{key}");
+        let (_, name) = key.split_once('.').unwrap();
+        assert!(DEFAULT_TOML.contains(&format!("\n# {name} = ")), "{key}");
+    }
     // No TLS or WebSocket listener by default: each key is shown in a commented-out example
     // (a secure WebSocket listener's keys are those of the other two).
     // No bridge either: its keys are shown commented out, its topic rules as a
@@ -207,7 +213,8 @@ fn syntax_and_type_errors() {
          sessions_per_shard_max, queued_bytes_per_shard_max, queued_messages_per_shard_max, \
          subscriptions_per_shard_max, connections_max, retained_messages_max, retained_bytes_max, will_bytes_max, \
          control_pending_max, connect_rate_per_shard_max, partial_packet_bytes_per_shard_max, \
-         packet_timeout_ms, topic_alias_bytes_per_shard_max, outbox_drop_policy, memory_budget_bytes",
+         packet_timeout_ms, topic_alias_bytes_per_shard_max, subscription_bytes_per_shard_max, \
+         will_bytes_per_shard_max, write_buffer_bytes_per_shard_max, outbox_drop_policy, memory_budget_bytes, memory_budget_percent",
     );
     check(
         "[limit]\n",

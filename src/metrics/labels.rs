@@ -109,6 +109,14 @@ label_enum! {
         PartialBytes => "partial_bytes",
         /// The shard's topic alias tables were full: a new alias refused.
         TopicAliases => "topic_aliases",
+        /// The shard's wills were at `limits.will_bytes_per_shard_max`: a CONNECT refused.
+        WillBytes => "will_bytes",
+        /// The shard's subscription filters were at `limits.subscription_bytes_per_shard_max`:
+        /// a filter refused.
+        SubscriptionBytes => "subscription_bytes",
+        /// The shard's write buffers were at `limits.write_buffer_bytes_per_shard_max`: a
+        /// connection's deliveries wait in its outbox.
+        WriteBytes => "write_bytes",
     }
 }
 

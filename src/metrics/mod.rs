@@ -65,6 +65,13 @@ pub struct Counts {
     pub queued_bytes: u64,
     /// Cross-shard mail this shard has queued for other shards and not yet moved into their rings.
     pub ring_depth: u64,
+    /// Bytes of write buffers and writes under way (what
+    /// `limits.write_buffer_bytes_per_shard_max` bounds).
+    pub write_buffer_bytes: u64,
+    /// Bytes of held wills (what `limits.will_bytes_per_shard_max` bounds).
+    pub will_bytes: u64,
+    /// Bytes of subscription filters (what `limits.subscription_bytes_per_shard_max` bounds).
+    pub subscription_bytes: u64,
 
     // ---- Counters ----
     pub connections_accepted: u64,
@@ -125,6 +132,9 @@ impl Counts {
             queued_messages,
             queued_bytes,
             ring_depth,
+            write_buffer_bytes,
+            will_bytes,
+            subscription_bytes,
             connections_accepted,
             connections_opened,
             connections_rejected,
@@ -162,6 +172,9 @@ impl Counts {
         sum(&mut self.queued_messages, queued_messages);
         sum(&mut self.queued_bytes, queued_bytes);
         sum(&mut self.ring_depth, ring_depth);
+        sum(&mut self.write_buffer_bytes, write_buffer_bytes);
+        sum(&mut self.will_bytes, will_bytes);
+        sum(&mut self.subscription_bytes, subscription_bytes);
         sum(&mut self.connections_accepted, connections_accepted);
         self.connections_opened.add_all(connections_opened);
         self.connections_rejected.add_all(connections_rejected);

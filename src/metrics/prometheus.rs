@@ -119,7 +119,7 @@ fn render_listeners(out: &mut Out, series: &[Series<'_>], listeners: &[ListenerL
 }
 
 fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
-    let gauges: [Plain; 15] = [
+    let gauges: [Plain; 18] = [
         ("connections", "Open network connections.", |c| {
             c.connections
         }),
@@ -151,6 +151,17 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
             "queued_bytes",
             "Bytes of messages held for subscribers, queued and in flight.",
             |c| c.queued_bytes,
+        ),
+        (
+            "write_buffer_bytes",
+            "Bytes of write buffers and writes under way.",
+            |c| c.write_buffer_bytes,
+        ),
+        ("will_bytes", "Bytes of held wills.", |c| c.will_bytes),
+        (
+            "subscription_bytes",
+            "Bytes of subscription filters.",
+            |c| c.subscription_bytes,
         ),
         (
             "ring_depth_messages",

@@ -409,6 +409,12 @@ impl SessionState {
         Ok(removed.delivery)
     }
 
+    /// Bytes of this session's subscription filters (against the shard's
+    /// `limits.subscription_bytes_per_shard_max`).
+    pub fn subscription_bytes(&self) -> usize {
+        self.subscriptions.keys().map(|filter| filter.len()).sum()
+    }
+
     /// What this session holds for its client: queued, and in flight awaiting an ack (a QoS 2
     /// message after PUBREC is no longer held, only its packet id).
     pub fn held(&self) -> Held {
@@ -435,6 +441,14 @@ impl SessionState {
     /// Takes the next queued delivery that may be sent now. QoS 0 goes whenever it is at the front;
     /// QoS > 0 waits for room in the in-flight window and then gets a packet id. Expired deliveries
     /// are dropped on the way and counted in `expired`.
+    /// The bytes of the PUBLISH the next message `next_to_send` gives may take, at most, for
+    /// the room in the write buffer.
+    pub fn next_size(&self) -> Option<usize> {
+        self.outbox
+            .front()
+            .map(|queued| queued.delivery.message.publish_bytes_max())
+    }
+
     pub fn next_to_send(
         &mut self,
         window: usize,

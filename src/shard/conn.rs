@@ -12,7 +12,7 @@ use bytestring::ByteString;
 use super::{SessionKey, Shard};
 use crate::mail::Ticket;
 use crate::protocol::{
-    self, ConnAck, Disconnect, DisconnectProperties, Packet, ReasonCode, Version, Will,
+    self, ConnAck, Disconnect, DisconnectProperties, Packet, ReasonCode, Version,
 };
 
 /// Connection ids are never reused, so a late event for a closed connection finds nothing.
@@ -78,7 +78,7 @@ pub struct Conn {
     /// The enhanced authentication the connection task completed (5.0 §4.12).
     pub enhanced_auth: Option<EnhancedAuth>,
     /// Boxed: most clients set no will, and a connection's state stays small without one.
-    pub will: Option<Box<Will>>,
+    pub will: Option<super::wills::HeldWill>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
     pub send_window: usize,
     /// The client's Maximum Packet Size (5.0); our packet limit otherwise.
@@ -95,6 +95,10 @@ pub struct Conn {
     pub aliases_to_client: super::aliases::TopicAliases,
     /// Bytes for the shell to write.
     pub out: BytesMut,
+    /// Bytes of deliveries in `out`, counted in the shard's write bytes (see `writes`).
+    pub out_counted: u32,
+    /// Waiting in the shard's list for room under `limits.write_buffer_bytes_per_shard_max`.
+    pub write_waiting: bool,
     /// The deliveries in `out`, for the writer to time when its write completes.
     pub unsent: super::Unsent,
     /// Set when the shell should write what is buffered and then close.
@@ -131,6 +135,8 @@ impl Conn {
             topic_aliases: super::aliases::ClientAliases::default(),
             aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),
+            out_counted: 0,
+            write_waiting: false,
             unsent: super::Unsent::default(),
             close: false,
             early_packets: Vec::new(),
@@ -274,8 +280,10 @@ impl Shard {
             return;
         };
         let will = match kind {
-            CloseKind::Abnormal => conn.will.take().map(|will| *will),
-            CloseKind::TakenOver if conn.version.is_v5() => conn.will.take().map(|will| *will),
+            CloseKind::Abnormal => conn.will.take().map(super::wills::HeldWill::into_will),
+            CloseKind::TakenOver if conn.version.is_v5() => {
+                conn.will.take().map(super::wills::HeldWill::into_will)
+            }
             _ => None,
         };
         conn.will = None;
@@ -330,6 +338,7 @@ impl Shard {
         let Some(mut conn) = self.conns.remove(&conn_id) else {
             return;
         };
+        self.write_bytes = self.write_bytes.saturating_sub(conn.out_counted as usize);
         conn.topic_aliases.release(&mut self.alias_allowance);
         conn.aliases_to_client.release(&mut self.alias_allowance);
         if let Phase::Claiming { ticket } = conn.phase {

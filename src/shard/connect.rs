@@ -16,6 +16,7 @@ use shards::ShardId;
 use super::conn::CloseKind;
 use super::{Phase, SessionKey, Shard};
 use crate::mail::{Mail, Moved, Ticket};
+use crate::metrics::LimitReached;
 use crate::protocol::{
     ConnAck, ConnAckProperties, Connect, Disconnect, Packet, QoS, ReasonCode, Version, Will,
     validate_topic_name,
@@ -143,6 +144,19 @@ impl Shard {
         {
             return self.refuse_connect(conn_id, reason);
         }
+        let will = match connect.will.clone() {
+            None => None,
+            Some(will) => match self
+                .will_bytes
+                .try_hold(will, settings.will_bytes_per_shard_max)
+            {
+                Some(held) => Some(held),
+                None => {
+                    self.metrics.limit_reached(LimitReached::WillBytes);
+                    return self.refuse_connect(conn_id, ReasonCode::QUOTA_EXCEEDED);
+                }
+            },
+        };
         let expiry_secs = session_expiry(&connect, &settings);
         let ticket = self.take_ticket();
         let Some(conn) = self.conns.get_mut(&conn_id) else {
@@ -151,7 +165,7 @@ impl Shard {
         conn.client_id = client_id.clone();
         conn.username = connect.username.clone();
         conn.keepalive = Duration::from_secs(u64::from(keepalive_secs(&connect, &settings)));
-        conn.will = connect.will.clone().map(Box::new);
+        conn.will = will;
         let props = &connect.properties;
         let our_window = settings.session.inflight_messages_max;
         conn.send_window = props
@@ -303,7 +317,7 @@ impl Shard {
         if let Some((_, username, will)) = delayed
             && !resumes
         {
-            self.publish_will(client_id.clone(), username, will, now);
+            self.publish_will(client_id.clone(), username, will.into_will(), now);
         }
         let session = match self.sessions_by_client.get(&client_id).copied() {
             Some(key) => {
@@ -353,7 +367,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        let Some(will) = conn.will.take().map(|will| *will) else {
+        let Some(will) = conn.will.take().map(super::wills::HeldWill::into_will) else {
             return;
         };
         let delayed = will.properties.will_delay_interval_secs.unwrap_or(0) > 0;

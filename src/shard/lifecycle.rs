@@ -40,6 +40,7 @@ impl Shard {
         // a connection already admitted, and what it holds was acknowledged to its publishers.
         self.held.add(state.held());
         self.subscription_count += state.subscriptions.len();
+        self.subscription_bytes += state.subscription_bytes();
         let key = self.sessions.insert(LocalSession {
             state,
             conn: None,
@@ -65,6 +66,9 @@ impl Shard {
         self.subscription_count = self
             .subscription_count
             .saturating_sub(session.state.subscriptions.len());
+        self.subscription_bytes = self
+            .subscription_bytes
+            .saturating_sub(session.state.subscription_bytes());
         if self.sessions_by_client.get(&session.state.client_id) == Some(&key) {
             self.sessions_by_client.remove(&session.state.client_id);
         }
@@ -96,7 +100,7 @@ impl Shard {
         if let (Some(mut state), Some(generation)) = (self.remove_session(key), generation) {
             if let Some((_, username, will)) = self.delayed_wills.remove(&state.client_id) {
                 self.store_will_gone(&state.client_id);
-                self.publish_will(state.client_id.clone(), username, will, now);
+                self.publish_will(state.client_id.clone(), username, will.into_will(), now);
             }
             let unfinished = state.take_unfinished_shared();
             self.redispatch_shared(unfinished, now);
@@ -143,6 +147,8 @@ impl Shard {
             Some(expiry) if delay > 0 => {
                 let wait = Duration::from_secs(u64::from(delay.min(expiry)));
                 self.store_will(&client_id, &username, now + wait, &will);
+                // It was held by its connection a moment ago: held again, whatever the count.
+                let will = self.will_bytes.hold(will);
                 self.delayed_wills
                     .insert(client_id, (now + wait, username, will));
             }
@@ -191,14 +197,14 @@ impl Shard {
                 Some(expiry) if sessions_survive && delay > 0 => {
                     let due = now + Duration::from_secs(u64::from(delay.min(expiry)));
                     self.store_will(&client_id, &username, due, &will);
-                    self.delayed_wills.insert(client_id, (due, username, *will));
+                    self.delayed_wills.insert(client_id, (due, username, will));
                 }
-                _ => self.publish_will(client_id, username, *will, now),
+                _ => self.publish_will(client_id, username, will.into_will(), now),
             }
         }
         if !sessions_survive {
             for (client_id, (_, username, will)) in std::mem::take(&mut self.delayed_wills) {
-                self.publish_will(client_id, username, will, now);
+                self.publish_will(client_id, username, will.into_will(), now);
             }
         }
     }
@@ -214,7 +220,7 @@ impl Shard {
         for client_id in due {
             if let Some((_, username, will)) = self.delayed_wills.remove(&client_id) {
                 self.store_will_gone(&client_id);
-                self.publish_will(client_id, username, will, now);
+                self.publish_will(client_id, username, will.into_will(), now);
             }
         }
     }

@@ -25,6 +25,8 @@ mod settings;
 mod shared;
 mod subscribe;
 mod unsent;
+mod wills;
+mod writes;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -167,6 +169,9 @@ pub struct Shard {
     held: crate::session::Held,
     /// Subscriptions of the sessions in `sessions` (against `limits.subscriptions_per_shard_max`).
     subscription_count: usize,
+    /// Bytes of the filters of those subscriptions (against
+    /// `limits.subscription_bytes_per_shard_max`).
+    subscription_bytes: usize,
     /// What the topic alias tables of all connections hold (against
     /// `limits.topic_alias_bytes_per_shard_max`).
     alias_allowance: aliases::AliasAllowance,
@@ -213,7 +218,15 @@ pub struct Shard {
     counters_reported: Counters,
     /// Wills waiting for their Will Delay Interval, by client id (5.0).
     /// The username is the publisher's, for the ACL check when the will is sent.
-    delayed_wills: HashMap<ByteString, (Instant, Option<ByteString>, crate::protocol::Will)>,
+    delayed_wills: HashMap<ByteString, (Instant, Option<ByteString>, wills::HeldWill)>,
+    /// Bytes of the shard's write buffers and writes under way (against
+    /// `limits.write_buffer_bytes_per_shard_max`, see `writes`).
+    write_bytes: usize,
+    /// Connections whose deliveries wait for room under that cap.
+    write_waiting: Vec<ConnId>,
+    /// Bytes of the wills held by connections and in `delayed_wills` (against
+    /// `limits.will_bytes_per_shard_max`).
+    will_bytes: wills::WillBytes,
     pub counters: Counters,
     /// Scratch space for one fan-out, reused so routing does not allocate per message.
     matches: Vec<(SessionKey, Subscription)>,
@@ -254,6 +267,7 @@ impl Shard {
             sessions_by_client: HashMap::new(),
             held: crate::session::Held::default(),
             subscription_count: 0,
+            subscription_bytes: 0,
             alias_allowance: aliases::AliasAllowance::new(alias_bytes_max),
             subscriptions: Trie::new(),
             interest: Trie::new(),
@@ -274,6 +288,9 @@ impl Shard {
             connects: HashMap::new(),
             next_assigned_id: 0,
             delayed_wills: HashMap::new(),
+            will_bytes: wills::WillBytes::default(),
+            write_bytes: 0,
+            write_waiting: Vec::new(),
             stubs: Vec::new(),
             links: Vec::new(),
             next_message_id: 0,
@@ -325,7 +342,10 @@ impl Shard {
             } => self.on_auth_refused(conn, version, reason),
             Event::AuthChallenge { conn, auth } => self.on_auth_challenge(conn, auth),
             Event::Malformed { conn, error } => self.on_malformed(conn, error, now),
-            Event::Drained { conn } => self.pump_conn(conn, now),
+            Event::Drained { conn } => {
+                self.pump_conn(conn, now);
+                self.pump_write_waiting(now);
+            }
             Event::Closed { conn } => self.on_closed(conn, now),
             Event::Mail { from, mail } => {
                 self.counters.mail_received += 1;
@@ -581,6 +601,16 @@ impl Shard {
         self.subscription_count
     }
 
+    /// Bytes of the filters of this shard's subscriptions.
+    pub fn subscription_bytes(&self) -> usize {
+        self.subscription_bytes
+    }
+
+    /// Bytes of the wills this shard holds (connections' and delayed ones).
+    pub fn will_bytes(&self) -> usize {
+        self.will_bytes.get()
+    }
+
     /// `held()` and `subscription_count()` counted again by walking every session: what the
     /// kept totals must equal (for tests; O(sessions)).
     pub fn recount_held(&self) -> (crate::session::Held, usize) {
@@ -654,6 +684,9 @@ impl Shard {
         counts.retained_messages = self.retained.len() as u64;
         counts.retained_bytes = self.retained_bytes as u64;
         counts.ring_depth = self.outgoing.iter().map(|q| q.len() as u64).sum();
+        counts.write_buffer_bytes = self.write_bytes as u64;
+        counts.will_bytes = self.will_bytes.get() as u64;
+        counts.subscription_bytes = self.subscription_bytes as u64;
         counts.store_broken = u64::from(self.store.as_ref().is_some_and(|j| j.is_broken()));
         counts.store_acks_waiting = self.store.as_ref().map_or(0, |j| j.pending_acks() as u64);
         let c = &self.counters;

@@ -91,8 +91,10 @@ impl Shard {
             self.retained.insert(&topic, message);
         }
         for will in restored.wills {
-            self.delayed_wills
-                .insert(will.client_id, (will.due, will.username, will.will));
+            self.delayed_wills.insert(
+                will.client_id,
+                (will.due, will.username, self.will_bytes.hold(will.will)),
+            );
         }
         self.broadcast_mail(|| Mail::Restored);
     }
@@ -346,7 +348,7 @@ impl Shard {
         let wills = self
             .delayed_wills
             .iter()
-            .map(|(client_id, (due, username, will))| (client_id, username, *due, will));
+            .map(|(client_id, (due, username, will))| (client_id, username, *due, &**will));
         let size_hint = self.store.as_ref().map_or(0, |j| j.snapshot_bytes());
         let out =
             crate::store::write_snapshot(sessions, self.retained.values(), wills, clock, size_hint);

@@ -448,6 +448,8 @@ impl Shard {
             held,
             publish_cache,
             alias_allowance,
+            write_bytes,
+            write_waiting,
             ..
         } = self;
         let Some(conn) = conns.get_mut(&conn_id) else {
@@ -467,6 +469,23 @@ impl Shard {
         let was_empty = conn.out.is_empty();
         let mut expired = 0;
         while conn.out.len() < settings.write_buffer_bytes_max && conn.unsent.has_room() {
+            let Some(size) = session.state.next_size() else {
+                break;
+            };
+            let (share, cap) = (
+                settings.write_share_bytes,
+                settings.write_buffer_bytes_per_shard_max,
+            );
+            let counted = conn.out_counted as usize;
+            if !super::writes::write_room(counted, *write_bytes, size, share, cap) {
+                if !conn.write_waiting {
+                    conn.write_waiting = true;
+                    write_waiting.push(conn_id);
+                    metrics.limit_reached(crate::metrics::LimitReached::WriteBytes);
+                }
+                break;
+            }
+            let before = conn.out.len();
             let Some(crate::session::Outgoing {
                 packet_id,
                 delivery,
@@ -488,6 +507,10 @@ impl Shard {
                 Some(&mut *publish_cache).filter(|cache| cache.active),
                 now,
             );
+            let added = conn.out.len() - before;
+            // At most the buffer's limit and one packet: well within u32.
+            conn.out_counted = conn.out_counted.saturating_add(added as u32);
+            *write_bytes += added;
             if written {
                 counters.messages_sent += 1;
                 metrics.packet_sent(crate::metrics::PacketKind::Publish);

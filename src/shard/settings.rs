@@ -45,12 +45,20 @@ pub struct Settings {
     pub retained_messages_max: usize,
     pub retained_bytes_max: usize,
     pub will_bytes_max: usize,
+    /// Bytes of wills all sessions of one shard hold together.
+    pub will_bytes_per_shard_max: usize,
+    /// Bytes of topic filters all subscriptions of one shard hold together.
+    pub subscription_bytes_per_shard_max: usize,
     pub control_pending_max: usize,
     /// Queued mail to one peer shard above which publishers on this shard stop reading.
     pub mail_backlog_max: usize,
     /// Bytes waiting in a connection's write buffer above which deliveries wait in the session's
     /// outbox instead (so a slow reader is held to its outbox limits).
     pub write_buffer_bytes_max: usize,
+    /// Bytes of all connections' write buffers and writes under way.
+    pub write_buffer_bytes_per_shard_max: usize,
+    /// One connection's fair share of it: deliveries within it are written even at the cap.
+    pub write_share_bytes: usize,
     /// The 3.1.1 answer to a PUBLISH the ACL refuses.
     pub denied_publish_v3: crate::config::DeniedPublish,
 }
@@ -114,9 +122,23 @@ impl Settings {
             retained_messages_max: (limits.retained_messages_max as usize).div_ceil(shards),
             retained_bytes_max: (limits.retained_bytes_max as usize).div_ceil(shards),
             will_bytes_max: limits.will_bytes_max as usize,
+            will_bytes_per_shard_max: usize::try_from(limits.will_bytes_per_shard_max)
+                .unwrap_or(usize::MAX),
+            subscription_bytes_per_shard_max: usize::try_from(
+                limits.subscription_bytes_per_shard_max,
+            )
+            .unwrap_or(usize::MAX),
             control_pending_max: limits.control_pending_max as usize,
             mail_backlog_max: config.runtime.mailbox_messages_max as usize,
             write_buffer_bytes_max: crate::config::budget::WRITE_BUFFER_BYTES as usize,
+            write_buffer_bytes_per_shard_max: usize::try_from(
+                limits.write_buffer_bytes_per_shard_max,
+            )
+            .unwrap_or(usize::MAX),
+            write_share_bytes: fair_share(
+                limits.write_buffer_bytes_per_shard_max,
+                limits.connections_per_shard_max.into(),
+            ),
             denied_publish_v3: config.auth.denied_publish_v3,
         }
     }

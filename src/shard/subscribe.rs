@@ -18,6 +18,7 @@ use shards::{ShardId, ShardSet};
 use super::{ConnId, SessionKey, Shard};
 use crate::mail::{Mail, RetainedQuery, Ticket};
 use crate::message::Message;
+use crate::metrics::LimitReached;
 use crate::protocol::{
     Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription as TopicSubscription,
     UnsubAck, Unsubscribe, Version, parse_subscription,
@@ -103,6 +104,11 @@ impl Shard {
                     Err(ReasonCode::NOT_AUTHORIZED)
                 }
             });
+            if checked == Err(ReasonCode::QUOTA_EXCEEDED)
+                && self.over_subscription_bytes(key, &request.filter)
+            {
+                self.metrics.limit_reached(LimitReached::SubscriptionBytes);
+            }
             let reason = match checked {
                 Err(reason) => reason,
                 Ok(TopicSubscription::Shared { group, filter }) => {
@@ -192,6 +198,7 @@ impl Shard {
             .is_some();
         if !existed {
             self.subscription_count += 1;
+            self.subscription_bytes += request.filter.len();
         }
         self.store_meta(key);
         (subscription, existed)
@@ -230,10 +237,22 @@ impl Shard {
         if !session.state.subscriptions.contains_key(filter)
             && (session.state.subscriptions.len() >= settings.session.subscriptions_max
                 || self.subscription_count >= settings.subscriptions_per_shard_max)
+            || self.over_subscription_bytes(key, filter)
         {
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
         Ok(parsed)
+    }
+
+    /// Whether `filter`, new to the session, would take the shard's filters over
+    /// `limits.subscription_bytes_per_shard_max` (replacing a subscription adds nothing).
+    fn over_subscription_bytes(&self, key: SessionKey, filter: &ByteString) -> bool {
+        let new = self
+            .sessions
+            .get(key)
+            .is_some_and(|s| !s.state.subscriptions.contains_key(filter));
+        new && self.subscription_bytes + filter.len()
+            > self.settings.subscription_bytes_per_shard_max
     }
 
     pub(super) fn on_unsubscribe(
@@ -258,6 +277,7 @@ impl Shard {
                 .is_some();
             if existed {
                 self.subscription_count = self.subscription_count.saturating_sub(1);
+                self.subscription_bytes = self.subscription_bytes.saturating_sub(filter.len());
                 self.store_meta(key);
                 match parse_subscription(filter.clone()) {
                     Ok(TopicSubscription::Shared {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod memory;
 pub mod pki;
 pub mod security;
 
