@@ -151,6 +151,12 @@ pub enum Mail {
     /// From the cluster link (`from` is the receiving shard itself): a message published on
     /// another node, for this node's subscribers (see docs/CLUSTER.md).
     Remote(Arc<Message>),
+    /// From the cluster link: the stream holds (`ok`), or did not take in time, every message
+    /// this shard numbered up to `upto` (see `cluster::ShardLink::send`).
+    ClusterStored {
+        upto: u64,
+        ok: bool,
+    },
 }
 
 impl Mail {

@@ -12,6 +12,7 @@
 
 mod access;
 mod aliases;
+mod cluster;
 mod conn;
 mod connect;
 mod directory;
@@ -454,6 +455,7 @@ impl Shard {
             Mail::Durable { count, ok } => self.on_durable(from, count, ok),
             Mail::Restored => self.on_restored(),
             Mail::Remote(message) => self.route_remote(message, now),
+            Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
         }
     }
 
