@@ -157,6 +157,9 @@ pub enum Mail {
         upto: u64,
         ok: bool,
     },
+    /// From the cluster link, to the topic's home shard: a retained write from the cluster's
+    /// retained stream (empty payload deletes).
+    RemoteRetain(Arc<Message>),
 }
 
 impl Mail {

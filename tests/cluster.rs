@@ -567,3 +567,75 @@ fn qos1_acknowledged_across_nodes_survives_nats_and_receiver_restarts() {
     sender.shutdown();
     n2.shutdown();
 }
+
+/// The retained messages a new subscriber to `filter` on `broker` gets: (topic, payload), sorted.
+fn retained_on(broker: &TestBroker, filter: &str) -> Vec<(String, String)> {
+    let mut probe = client(broker, 2, "retained-probe");
+    probe.subscribe(1, &[(filter, QoS::AtLeastOnce)]);
+    let mut got = Vec::new();
+    while let Some(packet) = probe.try_recv(Duration::from_millis(300)) {
+        if let Packet::Publish(publish) = packet {
+            probe.ack(&publish);
+            assert!(publish.retain, "a retained message has the retain flag");
+            got.push((
+                publish.topic.to_string(),
+                String::from_utf8_lossy(&publish.payload).into_owned(),
+            ));
+        }
+    }
+    probe.disconnect();
+    got.sort();
+    got
+}
+
+#[test]
+fn retained_messages_are_cluster_wide() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let n1 = node("retained", "n1", nats.port);
+    let n2 = node("retained", "n2", nats.port);
+    wait_hearing(&[&n1, &n2]);
+    let mut publisher = client(&n1, 0, "rpub");
+    publisher.publish("ret/a", b"A1", QoS::AtLeastOnce, true, Some(1));
+    match publisher.recv() {
+        Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    publisher.publish("ret/b", b"B", QoS::AtMostOnce, true, None);
+    publisher.publish("ret/a", b"A2", QoS::AtLeastOnce, true, Some(2));
+    match publisher.recv() {
+        Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let both = vec![
+        (String::from("ret/a"), String::from("A2")),
+        (String::from("ret/b"), String::from("B")),
+    ];
+    // Published on node 1, no subscriber anywhere: a new subscriber on node 2 gets them.
+    wait_for("node 2 has node 1's retained messages", || {
+        retained_on(&n2, "ret/#") == both
+    });
+    // A node that joins later gets them too.
+    let n3 = node("retained", "n3", nats.port);
+    wait_hearing(&[&n1, &n2, &n3]);
+    wait_for("a node started later has the retained messages", || {
+        retained_on(&n3, "ret/#") == both
+    });
+    // An empty retained publish on node 3 clears the topic everywhere.
+    let mut clearer = client(&n3, 1, "rclear");
+    clearer.publish("ret/a", b"", QoS::AtLeastOnce, true, Some(1));
+    match clearer.recv() {
+        Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let only_b = vec![(String::from("ret/b"), String::from("B"))];
+    for (index, node) in [&n1, &n2, &n3].into_iter().enumerate() {
+        wait_for(&format!("node {} cleared ret/a", index + 1), || {
+            retained_on(node, "ret/#") == only_b
+        });
+    }
+    drop(nats);
+    for node in [n1, n2, n3] {
+        node.shutdown();
+    }
+}

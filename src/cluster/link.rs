@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_nats::jetstream::{self, AckKind, consumer};
 use async_nats::{Client, ServerAddr};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesOrdered;
@@ -193,6 +193,25 @@ struct Link {
     sent_remote: Vec<u64>,
     routed_remote: Arc<[AtomicU64]>,
     taken: VecDeque<Taken>,
+    /// Retained writes from the retained stream for a home shard whose queue was full, in order.
+    retained_waiting: VecDeque<(usize, Arc<crate::message::Message>)>,
+}
+
+/// This node's readers of the streams: its consumer of the message stream and its ordered
+/// reader of the retained stream.
+struct Readers {
+    stored: consumer::pull::Stream,
+    retained: consumer::pull::Ordered,
+}
+
+async fn open_readers(
+    js: jetstream::Context,
+    config: crate::config::Cluster,
+) -> Result<Readers, String> {
+    Ok(Readers {
+        stored: stream::open(js.clone(), config.clone()).await?,
+        retained: stream::open_retained(js, config).await?,
+    })
 }
 
 fn subject_ctl(name: &str, node: &str) -> String {
@@ -244,6 +263,7 @@ impl Link {
             sent_remote: vec![0; shards],
             routed_remote,
             taken: VecDeque::new(),
+            retained_waiting: VecDeque::new(),
             config,
         }
     }
@@ -305,21 +325,20 @@ impl Link {
         if self.config.jetstream {
             self.js = Some(jetstream::new(client.clone()));
         }
-        // This node's consumer of the stream, and its opening while that is under way.
-        let mut stored: Option<consumer::pull::Stream> = None;
-        let mut opening: Option<LocalBoxFuture<'static, Result<consumer::pull::Stream, String>>> =
-            None;
+        // This node's readers of the streams, and their opening while that is under way.
+        let mut readers: Option<Readers> = None;
+        let mut opening: Option<LocalBoxFuture<'static, Result<Readers, String>>> = None;
         let mut open_after = Instant::now();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if stored.is_none()
+            if readers.is_none()
                 && opening.is_none()
                 && self.connected()
                 && Instant::now() >= open_after
                 && let Some(js) = &self.js
             {
-                opening = Some(Box::pin(stream::open(js.clone(), self.config.clone())));
+                opening = Some(Box::pin(open_readers(js.clone(), self.config.clone())));
             }
             tokio::select! {
                 _ = &mut stopped => break,
@@ -338,9 +357,9 @@ impl Link {
                 opened = maybe(&mut opening) => {
                     opening = None;
                     match opened {
-                        Ok(messages) => {
+                        Ok(opened) => {
                             tracing::info!("cluster: reading this node's messages from the stream");
-                            stored = Some(messages);
+                            readers = Some(opened);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "cluster: cannot open the stream; trying again");
@@ -348,15 +367,16 @@ impl Link {
                         }
                     }
                 }
-                item = next_stored(&mut stored) => match item {
-                    Some(Ok(message)) => self.on_stored(message).await,
+                item = next_read(&mut readers) => match item {
+                    Some(Ok(Read::Stored(message))) => self.on_stored(message).await,
+                    Some(Ok(Read::Retained(message))) => self.on_retained(&message.payload),
                     Some(Err(error)) => {
-                        tracing::warn!(%error, "cluster: reading the stream failed; opening it again");
-                        stored = None;
+                        tracing::warn!(%error, "cluster: reading a stream failed; opening it again");
+                        readers = None;
                         open_after = Instant::now() + REOPEN_PAUSE;
                     }
                     None => {
-                        stored = None;
+                        readers = None;
                         open_after = Instant::now() + REOPEN_PAUSE;
                     }
                 },
@@ -396,6 +416,9 @@ impl Link {
                 if !wire::put_message(&mut self.scratch, &message, shard, Instant::now()) {
                     ClusterStats::add(&self.stats.dropped_undecodable, 1);
                     return;
+                }
+                if message.retain && self.js.is_some() {
+                    self.store_retained(&message.topic);
                 }
                 let mut rest = nodes;
                 while rest != 0 {
@@ -541,6 +564,83 @@ impl Link {
         }
     }
 
+    /// Starts storing a retained write (the record in `scratch`) in the retained stream, with
+    /// the time it was made, so a node reading it later counts its expiry from then.
+    fn store_retained(&mut self, topic: &str) {
+        let Some(js) = &self.js else {
+            return;
+        };
+        let mut payload = BytesMut::with_capacity(8 + self.scratch.len());
+        payload.put_u64(unix_ms());
+        payload.extend_from_slice(&self.scratch);
+        self.batch_seq += 1;
+        let id = format!("{}-{:x}-{}", self.me, self.incarnation, self.batch_seq);
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
+        self.turn_stores.push(Box::pin(stream::store(
+            js.clone(),
+            stream::retained_subject(&self.config.name, topic),
+            id,
+            payload.freeze(),
+            deadline,
+            Arc::clone(&self.stats),
+        )));
+    }
+
+    /// A retained write from the retained stream (any node's, this one's too: every node applies
+    /// them in the stream's order, so all end with the stream's last message per topic): to the
+    /// topic's home shard.
+    fn on_retained(&mut self, payload: &Bytes) {
+        let mut payload = payload.clone();
+        if payload.remaining() < 8 {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        }
+        let age = Duration::from_millis(unix_ms().saturating_sub(payload.get_u64()));
+        let now = Instant::now();
+        self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
+        let Some(received) = wire::next_message(&mut payload, REMOTE_ID_BASE | self.next_id, now)
+        else {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        };
+        let mut message = received.message;
+        if let Some(expires_at) = message.expires_at
+            && let Some(unique) = Arc::get_mut(&mut message)
+        {
+            // Expired while in the stream: what remains is its deletion.
+            match expires_at.checked_sub(age).filter(|at| *at > now) {
+                Some(at) => unique.expires_at = Some(at),
+                None => {
+                    unique.payload = Bytes::new();
+                    unique.expires_at = None;
+                }
+            }
+        }
+        let home = crate::shard::home_of(&message.topic, self.to_shards.len()).index();
+        self.retained_waiting.push_back((home, message));
+        self.send_retained();
+    }
+
+    /// Retained writes to their home shards, in order; a full queue keeps them for next turn.
+    fn send_retained(&mut self) {
+        let mut blocked = 0_u64;
+        let to_shards = &self.to_shards;
+        self.retained_waiting.retain(|(home, message)| {
+            let bit = 1_u64 << (home % 64);
+            if blocked & bit != 0 {
+                return true;
+            }
+            let sent = to_shards
+                .get(*home)
+                .is_none_or(|to| to.try_send(Mail::RemoteRetain(Arc::clone(message))).is_ok());
+            if !sent {
+                blocked |= bit;
+            }
+            !sent
+        });
+    }
+
     /// Acknowledges to the stream the batches the shards have routed, oldest first.
     async fn ack_taken(&mut self) {
         if !self.connected() {
@@ -600,7 +700,7 @@ impl Link {
                 self.store_slot(slot);
             }
         }
-        if self.turn_numbers.iter().all(|number| *number == 0) {
+        if self.turn_stores.is_empty() && self.turn_numbers.iter().all(|number| *number == 0) {
             return;
         }
         let numbers = std::mem::replace(&mut self.turn_numbers, vec![0; self.to_shards.len()]);
@@ -865,6 +965,9 @@ impl Link {
         }
         self.end_stored_turn();
         self.send_answers();
+        if !self.retained_waiting.is_empty() {
+            self.send_retained();
+        }
         self.ack_taken().await;
         self.announce(client).await;
         if self.interest_dirty {
@@ -986,12 +1089,32 @@ async fn maybe<T>(future: &mut Option<LocalBoxFuture<'static, T>>) -> T {
     }
 }
 
-/// The next batch of this node's consumer of the stream, or never when it is not open.
-async fn next_stored(
-    stored: &mut Option<consumer::pull::Stream>,
-) -> Option<Result<jetstream::Message, consumer::pull::MessagesError>> {
-    match stored {
-        Some(stored) => stored.next().await,
-        None => std::future::pending().await,
+/// What a stream reader gave.
+enum Read {
+    Stored(jetstream::Message),
+    Retained(jetstream::Message),
+}
+
+/// The next message of either stream reader, or never when they are not open.
+async fn next_read(readers: &mut Option<Readers>) -> Option<Result<Read, String>> {
+    let Some(readers) = readers else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        item = readers.stored.next() => {
+            item.map(|read| read.map(Read::Stored).map_err(|error| error.to_string()))
+        }
+        item = readers.retained.next() => {
+            item.map(|read| read.map(Read::Retained).map_err(|error| error.to_string()))
+        }
     }
+}
+
+/// Milliseconds since the Unix epoch (the nodes' clocks are assumed roughly in step).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }

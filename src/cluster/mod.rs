@@ -283,6 +283,11 @@ impl ShardLink {
 }
 
 impl ClusterHandle {
+    /// Retained writes go to the cluster's retained stream (`cluster.jetstream`).
+    pub fn shares_retained(&self) -> bool {
+        self.durable
+    }
+
     /// Queues a message for the other nodes; false (counted) when the link's queue is full.
     pub fn publish(
         &self,

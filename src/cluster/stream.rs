@@ -28,20 +28,81 @@ pub fn subject(name: &str, node: &str) -> String {
     format!("ringmq.{name}.node.{node}.stored")
 }
 
+/// The subject of a retained topic: the SHA-256 of the topic in hex (a topic may hold what a
+/// subject token may not, and be longer than a subject may be); the topic itself travels in the
+/// message.
+pub fn retained_subject(name: &str, topic: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(topic.as_bytes());
+    let mut subject = format!("ringmq.{name}.retained.");
+    for byte in digest {
+        subject.push_str(&format!("{byte:02x}"));
+    }
+    subject
+}
+
+/// A stream on disk named `name` over `subject`, within `stream_max_bytes`.
+fn file_stream(config: &Cluster, name: String, subject: String) -> stream::Config {
+    stream::Config {
+        name,
+        subjects: vec![subject],
+        max_bytes: i64::try_from(config.stream_max_bytes).unwrap_or(i64::MAX),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// The cluster's retained messages: the last message per topic, kept until replaced.
+fn retained_config(config: &Cluster) -> stream::Config {
+    stream::Config {
+        max_messages_per_subject: 1,
+        ..file_stream(
+            config,
+            format!("ringmq_{}_retained", config.name),
+            format!("ringmq.{}.retained.*", config.name),
+        )
+    }
+}
+
+/// The retained stream (made if missing), read from the last message of every topic on: a node
+/// that starts, or opens it again, learns every retained message, then each change.
+pub async fn open_retained(
+    js: jetstream::Context,
+    config: Cluster,
+) -> Result<consumer::pull::Ordered, String> {
+    let name = format!("ringmq_{}_retained", config.name);
+    let stream = js
+        .get_or_create_stream(retained_config(&config))
+        .await
+        .map_err(|error| format!("stream {name}: {error}"))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("ringmq.{}.retained.*", config.name),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| format!("stream {name}: {error}"))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|error| format!("stream {name}: {error}"))
+}
+
 fn stream_config(config: &Cluster) -> stream::Config {
     let max_age = Duration::from_secs(u64::from(config.stream_max_age_s));
     stream::Config {
-        name: format!("ringmq_{}", config.name),
-        subjects: vec![format!("ringmq.{}.node.*.stored", config.name)],
         // A batch is deleted once its node acknowledged it; a full stream refuses new batches
         // (their publishers are refused) rather than dropping waiting ones.
         retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
-        max_bytes: i64::try_from(config.stream_max_bytes).unwrap_or(i64::MAX),
         max_age,
         duplicate_window: DUPLICATE_WINDOW.min(max_age),
-        storage: stream::StorageType::File,
-        ..Default::default()
+        ..file_stream(
+            config,
+            format!("ringmq_{}", config.name),
+            format!("ringmq.{}.node.*.stored", config.name),
+        )
     }
 }
 

@@ -456,6 +456,7 @@ impl Shard {
             Mail::Restored => self.on_restored(),
             Mail::Remote(message) => self.route_remote(message, now),
             Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
+            Mail::RemoteRetain(message) => self.store_retained(message),
         }
     }
 

@@ -189,9 +189,12 @@ impl Shard {
             } else {
                 cluster.nodes_for(&message.topic)
             };
-            if nodes != 0 {
-                // Another node has a subscriber, whether or not the link has room for it.
-                matched = true;
+            // Another node has a subscriber, whether or not the link has room for it.
+            matched |= nodes != 0;
+            // A retained write goes to the cluster's retained stream even without remote
+            // interest (not `$SYS`: it describes this node).
+            let retained = message.retain && nodes_share_retained(cluster, &message.topic);
+            if nodes != 0 || retained {
                 cluster.send(Arc::clone(&message), nodes, self.id);
             }
         }
@@ -667,6 +670,11 @@ fn ack(packet_id: crate::protocol::PacketId) -> PubResponse {
         reason: ReasonCode::SUCCESS,
         properties: Default::default(),
     }
+}
+
+/// Whether a retained write on `topic` goes to the cluster's retained stream.
+fn nodes_share_retained(cluster: &crate::cluster::ShardLink, topic: &str) -> bool {
+    cluster.handle().shares_retained() && !is_sys_topic(topic)
 }
 
 /// The PUBACK or PUBREC of a message that found a subscriber (`matched`) or none: 0x10, which
