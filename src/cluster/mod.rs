@@ -374,3 +374,73 @@ pub fn start(config: &Cluster, shard_count: usize) -> std::io::Result<Started> {
         thread,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use super::*;
+    use crate::protocol::PubResponse;
+
+    fn link() -> ShardLink {
+        let (to_link, _) = flume::bounded(64);
+        ShardLink::new(ClusterHandle {
+            to_link,
+            publish_room: 48,
+            interest: Arc::new(ArcSwap::from_pointee(InterestTable::new())),
+            version: Arc::new(AtomicU64::new(0)),
+            durable: true,
+            routed_remote: Arc::from(Vec::new()),
+            stats: Arc::new(ClusterStats::default()),
+        })
+    }
+
+    fn puback(id: u16) -> Packet {
+        Packet::PubAck(PubResponse {
+            packet_id: NonZeroU16::new(id).unwrap(),
+            reason: crate::protocol::ReasonCode::SUCCESS,
+            properties: Default::default(),
+        })
+    }
+
+    fn released(out: &[Released]) -> Vec<(u64, Option<u16>, bool)> {
+        out.iter()
+            .map(|(conn, packet, ok)| (*conn, packet_id(packet), *ok))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_waiting_passes_at_once() {
+        let mut link = link();
+        assert!(matches!(link.pass(1, puback(1)), Some((_, true))));
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_the_stream_and_keep_their_order() {
+        let mut link = link();
+        link.hold(1, 1, 1);
+        link.hold(1, 2, 2);
+        assert!(link.pass(1, puback(1)).is_none());
+        // Needs no stream, but comes after one that does.
+        assert!(link.pass(2, puback(7)).is_none());
+        assert!(link.pass(1, puback(2)).is_none());
+        let mut out = Vec::new();
+        link.stored(1, true, &mut out);
+        assert_eq!(released(&out), [(1, Some(1), true), (2, Some(7), true)]);
+        out.clear();
+        link.stored(2, false, &mut out);
+        assert_eq!(released(&out), [(1, Some(2), false)]);
+        // All settled: the next passes at once again.
+        assert!(matches!(link.pass(3, puback(3)), Some((_, true))));
+    }
+
+    #[test]
+    fn an_answer_before_the_local_log_released_the_acknowledgement_is_kept() {
+        let mut link = link();
+        link.hold(4, 9, 1);
+        let mut out = Vec::new();
+        link.stored(1, false, &mut out);
+        assert!(out.is_empty());
+        assert!(matches!(link.pass(4, puback(9)), Some((_, false))));
+    }
+}
