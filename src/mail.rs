@@ -160,6 +160,12 @@ pub enum Mail {
     /// From the cluster link, to the topic's home shard: a retained write from the cluster's
     /// retained stream (empty payload deletes).
     RemoteRetain(Arc<Message>),
+    /// From the cluster link, to every shard: this client connected on another node at `at`;
+    /// its older connection and its session here end (a client id is unique in the cluster).
+    RemoteClaim {
+        client_id: ByteString,
+        at: Instant,
+    },
 }
 
 impl Mail {

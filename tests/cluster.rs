@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{RawClient, TestBroker, admin_get, metric, test_config};
-use ringmq::protocol::{Packet, QoS, Version};
+use common::{RawClient, TestBroker, admin_get, expect_disconnect, metric, test_config};
+use ringmq::protocol::{Packet, QoS, ReasonCode, Version};
 
 const SHARDS: usize = 4;
 const WAIT: Duration = Duration::from_secs(15);
@@ -638,4 +638,60 @@ fn retained_messages_are_cluster_wide() {
     for node in [n1, n2, n3] {
         node.shutdown();
     }
+}
+
+#[test]
+fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let n1 = node("takeover", "n1", nats.port);
+    let n2 = node("takeover", "n2", nats.port);
+    wait_hearing(&[&n1, &n2]);
+    // 5.0: the old connection gets DISCONNECT 0x8E, then is closed.
+    let (mut old, _) = RawClient::connect(n1.shard(0), Version::V5, "roamer", true);
+    let (mut new, _) = RawClient::connect(n2.shard(2), Version::V5, "roamer", true);
+    expect_disconnect(
+        &mut old,
+        ReasonCode::SESSION_TAKEN_OVER,
+        "the connection on node 1",
+    );
+    // 3.1.1 has no DISCONNECT from the server: the connection is closed.
+    let (mut old311, _) = RawClient::connect(n1.shard(1), Version::V3_1_1, "roamer311", true);
+    let (_new311, _) = RawClient::connect(n2.shard(3), Version::V3_1_1, "roamer311", true);
+    assert!(
+        old311.expect_closed().is_empty(),
+        "a 3.1.1 connection is closed without a packet"
+    );
+    // A session kept on node 1 for a client that is not connected ends too: the client id has
+    // one session in the cluster, the one on the node it last connected to.
+    let (mut marker_old, _) = RawClient::connect(n1.shard(2), Version::V5, "marker", true);
+    let (sleeper, _) = persistent_client(&n1, 2, "sleeper");
+    sleeper.disconnect();
+    let (elsewhere, present) = persistent_client(&n2, 0, "sleeper");
+    assert!(!present, "the session does not move between nodes");
+    assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 3.0);
+    // Node 1's shards have ended the three (not only its link heard the claims).
+    // Claims reach each shard of node 1 in order: once a later claim has taken its connection
+    // over on the sleeper's shard, the sleeper's claim has been handled there.
+    let (_marker, _) = RawClient::connect(n2.shard(1), Version::V5, "marker", true);
+    expect_disconnect(
+        &mut marker_old,
+        ReasonCode::SESSION_TAKEN_OVER,
+        "the marker on node 1",
+    );
+    assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 4.0);
+    elsewhere.disconnect();
+    let (_back, present) = persistent_client(&n1, 2, "sleeper");
+    assert!(
+        !present,
+        "node 1 ended the session when node 2 claimed the client id"
+    );
+    // The connection that took over works.
+    assert_eq!(new.subscribe(1, &[("roam/#", QoS::AtLeastOnce)])[0].0, 1);
+    let mut publisher = client(&n1, 3, "roam-pub");
+    publish_numbered(&mut publisher, "roam/x", "r", 10, QoS::AtLeastOnce);
+    receive_numbered(&mut new, &[("r", 10)], |_| QoS::AtLeastOnce);
+    drop(nats);
+    n1.shutdown();
+    n2.shutdown();
 }

@@ -463,6 +463,23 @@ impl Link {
                     self.changed.insert(filter);
                 }
             }
+            ToLink::Claim { client_id, at } => {
+                // Not connected: the claim is lost (the other node keeps its connection).
+                if self.connected() {
+                    let claim = Control::Claim {
+                        node: self.me.clone(),
+                        client_id: client_id.to_string(),
+                        at_us: unix_us().saturating_sub(micros(at.elapsed())),
+                    };
+                    match client
+                        .publish(self.interest_subject.clone(), claim.encode())
+                        .await
+                    {
+                        Ok(()) => ClusterStats::add(&self.stats.claims_out, 1),
+                        Err(error) => tracing::warn!(%error, "cluster: client id claim not sent"),
+                    }
+                }
+            }
             ToLink::Barrier { shard, ticket } => {
                 let deadline = Instant::now()
                     + Duration::from_millis(u64::from(self.config.interest_ack_timeout_ms));
@@ -819,6 +836,32 @@ impl Link {
                 self.interest_dirty = true;
                 self.acks.push((node, incarnation, seq));
             }
+            Control::Claim {
+                node,
+                client_id,
+                at_us,
+            } => {
+                if node == self.me {
+                    return;
+                }
+                ClusterStats::add(&self.stats.claims_in, 1);
+                // When the claim was made, on this node's clock: a connection made here after it
+                // is newer and stays (a claim can arrive after the client moved here again).
+                let age = Duration::from_micros(unix_us().saturating_sub(at_us));
+                let at = now.checked_sub(age).unwrap_or(now);
+                // The session lives on one shard, which this link does not know: every shard
+                // looks (a full queue loses it there, counted).
+                let client_id = bytestring::ByteString::from(client_id);
+                for to in &self.to_shards {
+                    let claim = Mail::RemoteClaim {
+                        client_id: client_id.clone(),
+                        at,
+                    };
+                    if to.try_send(claim).is_err() {
+                        ClusterStats::add(&self.stats.dropped_inbound_full, 1);
+                    }
+                }
+            }
             Control::Ack {
                 from,
                 incarnation,
@@ -1112,9 +1155,16 @@ async fn next_read(readers: &mut Option<Readers>) -> Option<Result<Read, String>
 
 /// Milliseconds since the Unix epoch (the nodes' clocks are assumed roughly in step).
 fn unix_ms() -> u64 {
+    unix_us() / 1_000
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
+        .map_or(0, micros)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }

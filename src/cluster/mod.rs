@@ -53,6 +53,12 @@ pub enum ToLink {
     /// Answer `ticket` on `shard` once every interest change so far is acknowledged by every
     /// known node (or the link is down, or the wait timed out).
     Barrier { shard: ShardId, ticket: Ticket },
+    /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
+    /// connection and their session of it.
+    Claim {
+        client_id: bytestring::ByteString,
+        at: std::time::Instant,
+    },
 }
 
 /// Counters and the link state, written by the link and the shards, read by `/metrics`.
@@ -70,6 +76,9 @@ pub struct ClusterStats {
     pub dropped_undecodable: AtomicU64,
     pub barrier_timeouts: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Client ids claimed by this node, and connections here taken over by another node.
+    pub claims_out: AtomicU64,
+    pub claims_in: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
     pub stream_stored: AtomicU64,
     pub stream_failed: AtomicU64,

@@ -581,6 +581,17 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
     let connects = stats.reconnects.load(Relaxed).to_string();
     out.sample("cluster_connects_total", &[], &connects);
     out.family(
+        "cluster_claims_total",
+        "counter",
+        "Client ids claimed: sent (a client connected here) and received from other nodes.",
+    );
+    labelled_counters(
+        &mut out,
+        "cluster_claims_total",
+        "direction",
+        &[("out", &stats.claims_out), ("in", &stats.claims_in)],
+    );
+    out.family(
         "cluster_stream_batches_total",
         "counter",
         "Batches of QoS 1/2 messages through the JetStream stream: stored for other nodes, not \

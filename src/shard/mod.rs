@@ -457,6 +457,7 @@ impl Shard {
             Mail::Remote(message) => self.route_remote(message, now),
             Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
             Mail::RemoteRetain(message) => self.store_retained(message),
+            Mail::RemoteClaim { client_id, at } => self.on_remote_claim(client_id, at, now),
         }
     }
 
