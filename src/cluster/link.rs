@@ -33,8 +33,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(20);
 const REMOTE_ID_BASE: u64 = 0xFFFF << 48;
 /// A barrier whose interest changes are announced at the end of the current turn.
 const THIS_TURN: u64 = u64::MAX;
-/// Pause before this node's consumer of the stream is opened again after it failed.
+/// Pause before this node's stream readers are opened again after they failed; doubled after
+/// each failure to open them (NATS without JetStream), up to `REOPEN_PAUSE_MAX`.
 const REOPEN_PAUSE: Duration = Duration::from_secs(1);
+const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
 /// A stream batch that did not fit a shard's inbound queue is delivered again after this.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -329,6 +331,7 @@ impl Link {
         let mut readers: Option<Readers> = None;
         let mut opening: Option<LocalBoxFuture<'static, Result<Readers, String>>> = None;
         let mut open_after = Instant::now();
+        let mut open_pause = REOPEN_PAUSE;
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -360,10 +363,18 @@ impl Link {
                         Ok(opened) => {
                             tracing::info!("cluster: reading this node's messages from the stream");
                             readers = Some(opened);
+                            open_pause = REOPEN_PAUSE;
                         }
                         Err(error) => {
-                            tracing::warn!(%error, "cluster: cannot open the stream; trying again");
-                            open_after = Instant::now() + REOPEN_PAUSE;
+                            tracing::warn!(
+                                %error,
+                                retry_in = ?open_pause,
+                                "cluster: cannot open the JetStream streams (does NATS run with \
+                                 JetStream, `nats-server -js`?); QoS 1/2 acknowledgements for \
+                                 other nodes wait, then are refused"
+                            );
+                            open_after = Instant::now() + open_pause;
+                            open_pause = (open_pause * 2).min(REOPEN_PAUSE_MAX);
                         }
                     }
                 }
