@@ -183,10 +183,12 @@ struct Link {
     js: Option<jetstream::Context>,
     /// Per target node slot: the batch for the stream being filled this turn.
     stored_batches: Vec<BytesMut>,
-    /// This turn's stores, and per shard the highest message number in them.
-    turn_stores: Vec<LocalBoxFuture<'static, bool>>,
+    /// Batches waiting for the next unit, in order per subject ((message id, payload)), and per
+    /// shard the highest message number in them.
+    waiting_stores: HashMap<String, Vec<(String, Bytes)>>,
     turn_numbers: Vec<u64>,
-    /// Turns waiting for the stream, answered in order.
+    /// The unit the stream is storing: one at a time, so that the batches of one subject are
+    /// stored in order even when one must be sent again; what comes meanwhile waits for the next.
     units: FuturesOrdered<Unit>,
     /// Answers to shards whose inbound queue was full: (shard, up to, ok), in order.
     answers: VecDeque<(usize, u64, bool)>,
@@ -257,7 +259,7 @@ impl Link {
             was_connected: false,
             js: None,
             stored_batches: (0..NODES_MAX).map(|_| BytesMut::new()).collect(),
-            turn_stores: Vec::new(),
+            waiting_stores: HashMap::new(),
             turn_numbers: vec![0; shards],
             units: FuturesOrdered::new(),
             answers: VecDeque::new(),
@@ -595,24 +597,24 @@ impl Link {
     /// Starts storing a retained write (the record in `scratch`) in the retained stream, with
     /// the time it was made, so a node reading it later counts its expiry from then.
     fn store_retained(&mut self, topic: &str) {
-        let Some(js) = &self.js else {
+        if self.js.is_none() {
             return;
-        };
+        }
         let mut payload = BytesMut::with_capacity(8 + self.scratch.len());
         payload.put_u64(unix_ms());
         payload.extend_from_slice(&self.scratch);
+        let subject = stream::retained_subject(&self.config.name, topic);
+        self.wait_to_store(subject, payload.freeze());
+    }
+
+    /// Queues a batch for `subject` for the next unit, with a message id of its own.
+    fn wait_to_store(&mut self, subject: String, payload: Bytes) {
         self.batch_seq += 1;
         let id = format!("{}-{:x}-{}", self.me, self.incarnation, self.batch_seq);
-        let deadline =
-            Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
-        self.turn_stores.push(Box::pin(stream::store(
-            js.clone(),
-            stream::retained_subject(&self.config.name, topic),
-            id,
-            payload.freeze(),
-            deadline,
-            Arc::clone(&self.stats),
-        )));
+        self.waiting_stores
+            .entry(subject)
+            .or_default()
+            .push((id, payload));
     }
 
     /// A retained write from the retained stream (any node's, this one's too: every node applies
@@ -694,47 +696,61 @@ impl Link {
         }
     }
 
-    /// Starts storing the stream batch of `slot`; its answer comes with the turn's.
+    /// Closes the stream batch of `slot`: it waits for the next unit.
     fn store_slot(&mut self, slot: usize) {
-        let (Some(Some(node)), Some(js)) = (self.slots.get(slot), &self.js) else {
+        let Some(Some(node)) = self.slots.get(slot) else {
             return;
         };
+        let subject = stream::subject(&self.config.name, node);
         let Some(batch) = self.stored_batches.get_mut(slot) else {
             return;
         };
         if batch.is_empty() {
             return;
         }
-        self.batch_seq += 1;
-        let id = format!("{}-{:x}-{}", self.me, self.incarnation, self.batch_seq);
-        let deadline =
-            Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
-        let store = stream::store(
-            js.clone(),
-            stream::subject(&self.config.name, node),
-            id,
-            batch.split().freeze(),
-            deadline,
-            Arc::clone(&self.stats),
-        );
+        let payload = batch.split().freeze();
         ClusterStats::add(&self.stats.batches_out, 1);
-        self.turn_stores.push(Box::pin(store));
+        self.wait_to_store(subject, payload);
     }
 
-    /// This turn's stream batches go out as one unit, answered in order after earlier units.
+    /// When the stream is not storing a unit: what waits goes out as the next unit, each
+    /// subject's batches one after the other (a batch sent again stays ahead of later ones),
+    /// the subjects side by side.
     fn end_stored_turn(&mut self) {
         for slot in 0..NODES_MAX {
             if self.stored_batches.get(slot).is_some_and(|b| !b.is_empty()) {
                 self.store_slot(slot);
             }
         }
-        if self.turn_stores.is_empty() && self.turn_numbers.iter().all(|number| *number == 0) {
+        if !self.units.is_empty()
+            || (self.waiting_stores.is_empty() && self.turn_numbers.iter().all(|n| *n == 0))
+        {
             return;
         }
+        let Some(js) = self.js.clone() else {
+            return;
+        };
         let numbers = std::mem::replace(&mut self.turn_numbers, vec![0; self.to_shards.len()]);
-        let stores = std::mem::take(&mut self.turn_stores);
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
+        let subjects = self.waiting_stores.drain().map(|(subject, batches)| {
+            let (js, stats) = (js.clone(), Arc::clone(&self.stats));
+            async move {
+                for (id, payload) in batches {
+                    let subject = subject.clone();
+                    let stats = Arc::clone(&stats);
+                    if !stream::store(js.clone(), subject, id, payload, deadline, stats).await {
+                        // The rest of this subject is not tried: stored after a lost batch, it
+                        // would be out of order.
+                        return false;
+                    }
+                }
+                true
+            }
+        });
+        let stores = futures_util::future::join_all(subjects);
         self.units.push_back(Box::pin(async move {
-            let stored = futures_util::future::join_all(stores).await;
+            let stored = stores.await;
             (numbers, stored.into_iter().all(|ok| ok))
         }));
     }
