@@ -18,20 +18,13 @@ QOS="${QOS:-0 1}"
 REMOTES="${REMOTES:-ringmq mosquitto}"
 PUBS="${PUBS:-4}"
 INFLIGHT="${INFLIGHT:-64}"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-    (cd "$ROOT" && cargo build --release --bins --workspace)
-fi
-RINGMQ="$TARGET/release/ringmq"
-BENCH="$TARGET/release/ringmq-bench"
+# shellcheck source=lib/bench-common.sh
+source "$ROOT/scripts/lib/bench-common.sh"
 command -v mosquitto >/dev/null || { echo "install mosquitto: apt-get install mosquitto" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 not listening" >&2; exit 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start_remote() { # kind port -> pid
     local kind=$1 port=$2
@@ -51,19 +44,9 @@ for remote in $REMOTES; do
         remote_port=$(free_port); edge_port=$(free_port)
         remote_pid=$(start_remote "$remote" "$remote_port")
         wait_port "$remote_port"
-        cat > "$WORK/edge.toml" <<EOF
-[runtime]
-shards = 1
-pin = false
-[listeners.tcp.default]
-bind = "127.0.0.1:$edge_port"
-[admin]
-enabled = false
-[sys]
-enabled = false
-[limits]
-outbox_messages_max = 100000
-outbox_bytes_max = 67108864
+        {
+            one_shard_toml "$edge_port"
+            cat <<EOF
 [bridges.bench]
 addresses = ["127.0.0.1:$remote_port"]
 inflight_max = 1000
@@ -72,6 +55,7 @@ topic = "bench/#"
 direction = "out"
 qos = $qos
 EOF
+        } > "$WORK/edge.toml"
         "$RINGMQ" --config "$WORK/edge.toml" >/dev/null 2>&1 &
         edge_pid=$!
         wait_port "$edge_port"

@@ -151,6 +151,21 @@ pub enum Mail {
     /// From the cluster link (`from` is the receiving shard itself): a message published on
     /// another node, for this node's subscribers (see docs/CLUSTER.md).
     Remote(Arc<Message>),
+    /// From the cluster link: the stream holds (`ok`), or did not take in time, every message
+    /// this shard numbered up to `upto` (see `cluster::ShardLink::send`).
+    ClusterStored {
+        upto: u64,
+        ok: bool,
+    },
+    /// From the cluster link, to the topic's home shard: a retained write from the cluster's
+    /// retained stream (empty payload deletes).
+    RemoteRetain(Arc<Message>),
+    /// From the cluster link, to every shard: this client connected on another node at `at`;
+    /// its older connection and its session here end (a client id is unique in the cluster).
+    RemoteClaim {
+        client_id: ByteString,
+        at: Instant,
+    },
 }
 
 impl Mail {

@@ -8,21 +8,45 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{RawClient, TestBroker, admin_get, metric, test_config};
-use ringmq::protocol::{Packet, QoS, Version};
+use common::{RawClient, TestBroker, admin_get, expect_disconnect, metric, test_config};
+use ringmq::protocol::{Packet, QoS, ReasonCode, Version};
 
 const SHARDS: usize = 4;
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A nats-server child process, killed on drop.
+/// A nats-server child process with JetStream on, killed on drop.
 struct Nats {
     child: Child,
     port: u16,
+}
+
+/// A directory removed on drop (nats-server's JetStream store, a node's persistence).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("ringmq-cluster-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn nats_binary() -> String {
@@ -54,15 +78,17 @@ fn nats_binary() -> String {
 }
 
 impl Nats {
-    /// Starts nats-server on 127.0.0.1, on `port` or (0) one the server picks.
-    fn start(port: u16) -> Nats {
+    /// Starts nats-server on 127.0.0.1, on `port` or (0) one the server picks, with JetStream
+    /// storing into `store` (the same directory again after a restart keeps the streams).
+    fn start(port: u16, store: &Path) -> Nats {
         let port_arg = if port == 0 {
             String::from("-1")
         } else {
             port.to_string()
         };
         let mut child = Command::new(nats_binary())
-            .args(["-a", "127.0.0.1", "-p", &port_arg])
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+            .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,6 +133,16 @@ impl Drop for Nats {
 
 /// A node of cluster `name` on the NATS server at `port`.
 fn node(name: &str, id: &str, port: u16) -> TestBroker {
+    node_with(name, id, port, |_| {})
+}
+
+/// A node as `node` makes it, with `change` made to its config.
+fn node_with(
+    name: &str,
+    id: &str,
+    port: u16,
+    change: impl FnOnce(&mut ringmq::config::Config),
+) -> TestBroker {
     let mut config = test_config(SHARDS);
     config.sys.enabled = false;
     config.cluster.enabled = true;
@@ -115,6 +151,7 @@ fn node(name: &str, id: &str, port: u16) -> TestBroker {
     config.cluster.nats_urls = vec![format!("nats://127.0.0.1:{port}")];
     config.cluster.heartbeat_ms = 100;
     config.cluster.node_timeout_ms = 2_000;
+    change(&mut config);
     TestBroker::with_config(config)
 }
 
@@ -142,16 +179,22 @@ fn three_nodes(name: &str, port: u16) -> Vec<TestBroker> {
         .iter()
         .map(|id| node(name, id, port))
         .collect();
+    wait_hearing(&nodes.iter().collect::<Vec<_>>());
+    nodes
+}
+
+/// Waits until every node is connected and hears all the others.
+fn wait_hearing(nodes: &[&TestBroker]) {
+    let others = (nodes.len() - 1) as f64;
     for (index, node) in nodes.iter().enumerate() {
         wait_for(
-            &format!("node {index} connected and hearing 2 nodes"),
+            &format!("node {index} connected and hearing {others} nodes"),
             || {
                 cluster_metric(node, "cluster_connected") == 1.0
-                    && cluster_metric(node, "cluster_nodes") == 2.0
+                    && cluster_metric(node, "cluster_nodes") == others
             },
         );
     }
-    nodes
 }
 
 fn client(broker: &TestBroker, shard: usize, id: &str) -> RawClient {
@@ -160,7 +203,19 @@ fn client(broker: &TestBroker, shard: usize, id: &str) -> RawClient {
 
 /// `count` messages on `topic` with payloads "tag:i" at `qos`; QoS 1 PUBACKs are read.
 fn publish_numbered(client: &mut RawClient, topic: &str, tag: &str, count: u32, qos: QoS) {
-    for i in 0..count {
+    publish_range(client, topic, tag, 0..count, qos);
+}
+
+/// Messages "tag:i" for each i of `numbers`, as `publish_numbered`: each QoS 1 PUBACK is read
+/// (and must be a success) before the next publish.
+fn publish_range(
+    client: &mut RawClient,
+    topic: &str,
+    tag: &str,
+    numbers: std::ops::Range<u32>,
+    qos: QoS,
+) {
+    for i in numbers {
         let payload = format!("{tag}:{i}");
         let id = (qos != QoS::AtMostOnce).then_some((i % 60_000 + 1) as u16);
         client.publish(topic, payload.as_bytes(), qos, false, id);
@@ -208,7 +263,8 @@ fn receive_numbered(
 
 #[test]
 fn cross_node_publish_at_qos_0_and_1_has_no_loss_duplicate_or_reordering() {
-    let nats = Nats::start(0);
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
     let nodes = three_nodes("xnode", nats.port);
     // QoS 1 subscriber on node 2 and QoS 0 subscriber on node 3; each SUBACK is the promise
     // that a later publish on any node reaches them: no waiting after it.
@@ -257,7 +313,8 @@ fn cross_node_publish_at_qos_0_and_1_has_no_loss_duplicate_or_reordering() {
 
 #[test]
 fn nothing_goes_to_nats_without_remote_interest() {
-    let nats = Nats::start(0);
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
     let nodes = three_nodes("quiet", nats.port);
     // A subscriber on the publishing node itself makes no remote interest.
     let mut here = client(&nodes[0], 1, "here");
@@ -320,8 +377,15 @@ fn nothing_goes_to_nats_without_remote_interest() {
 
 #[test]
 fn nats_killed_and_restarted_nodes_serve_locally_then_resume() {
-    let nats = Nats::start(0);
-    let nodes = three_nodes("restart", nats.port);
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    // Core NATS only (at most once across nodes): what is published while NATS is down is
+    // dropped, not held.
+    let nodes: Vec<TestBroker> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node_with("restart", id, nats.port, |c| c.cluster.jetstream = false))
+        .collect();
+    wait_hearing(&nodes.iter().collect::<Vec<_>>());
     let mut remote = client(&nodes[1], 0, "remote");
     remote.subscribe(1, &[("rs/#", QoS::AtLeastOnce)]);
     let mut publisher = client(&nodes[0], 1, "pub");
@@ -343,7 +407,7 @@ fn nats_killed_and_restarted_nodes_serve_locally_then_resume() {
     assert!(cluster_metric(&nodes[0], "cluster_dropped_total{reason=\"disconnected\"}") > 0.0);
     assert!(remote.try_recv(Duration::from_millis(200)).is_none());
 
-    let nats = Nats::start(port);
+    let nats = Nats::start(port, &store.0);
     for (index, node) in nodes.iter().enumerate() {
         wait_for(
             &format!("node {index} reconnected and hears 2 nodes"),
@@ -399,4 +463,235 @@ fn a_node_starts_and_serves_its_clients_without_nats() {
     assert_eq!(cluster_metric(&lone, "cluster_connected"), 0.0);
     assert_eq!(messages_out(&lone), 0.0);
     lone.shutdown();
+}
+
+/// A 5.0 client with a session that outlives its connection (Clean Start 0, expiry 600 s).
+fn persistent_client(broker: &TestBroker, shard: usize, id: &str) -> (RawClient, bool) {
+    let mut client = RawClient::connect_tcp(broker.shard(shard), Version::V5);
+    let mut connect = common::connect_packet(Version::V5, id, false, None);
+    connect.properties.session_expiry_interval_secs = Some(600);
+    let connack = client.handshake(connect);
+    assert_eq!(connack.reason.0, 0, "CONNACK for {id}");
+    (client, connack.session_present)
+}
+
+/// Receives and acknowledges messages "tag:i" into `seen` (number -> times) until `all` distinct
+/// numbers have arrived or `wait` passed.
+fn collect(client: &mut RawClient, seen: &mut HashMap<u32, u32>, all: u32, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while (seen.len() as u32) < all && Instant::now() < deadline {
+        let Some(packet) = client.try_recv(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Packet::Publish(publish) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        client.ack(&publish);
+        assert_eq!(publish.qos, QoS::AtLeastOnce, "delivered QoS");
+        let text = std::str::from_utf8(&publish.payload).unwrap();
+        let number: u32 = text.split_once(':').unwrap().1.parse().unwrap();
+        *seen.entry(number).or_insert(0) += 1;
+    }
+}
+
+#[test]
+fn qos1_acknowledged_across_nodes_survives_nats_and_receiver_restarts() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let port = nats.port;
+    // The receiving node keeps its sessions on disk, so its subscriber's session outlives it.
+    let data = TempDir::new("n2");
+    let receiver = |port: u16| {
+        let dir = data.0.clone();
+        node_with("durable", "n2", port, move |config| {
+            config.persistence.enabled = true;
+            config.persistence.dir = dir;
+            config.cluster.node_timeout_ms = 10_000;
+            config.cluster.stream_ack_timeout_ms = 20_000;
+        })
+    };
+    let sender = node_with("durable", "n1", port, |config| {
+        // The sender keeps the receiver's interest while the receiver restarts, and waits for
+        // NATS to come back (a loaded machine restarts it slowly).
+        config.cluster.node_timeout_ms = 10_000;
+        config.cluster.stream_ack_timeout_ms = 20_000;
+    });
+    let n2 = receiver(port);
+    wait_hearing(&[&sender, &n2]);
+    let (mut sub, _) = persistent_client(&n2, 1, "dsub");
+    assert_eq!(sub.subscribe(1, &[("dur/#", QoS::AtLeastOnce)])[0].0, 1);
+    let mut publisher = client(&sender, 0, "dpub");
+    let mut seen = HashMap::new();
+    // Both nodes and NATS up.
+    publish_range(&mut publisher, "dur/a", "d", 0..50, QoS::AtLeastOnce);
+    collect(&mut sub, &mut seen, 50, WAIT);
+    assert_eq!(seen.len(), 50, "before any restart");
+    // NATS killed mid-stream: the PUBACKs wait for the stream, which takes the messages once
+    // NATS is back (same port, same store).
+    let port = nats.kill();
+    let publishing = std::thread::spawn(move || {
+        publish_range(&mut publisher, "dur/a", "d", 50..80, QoS::AtLeastOnce);
+        publisher
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !publishing.is_finished(),
+        "30 PUBACKs came while NATS was down"
+    );
+    let nats = Nats::start(port, &store.0);
+    let mut publisher = publishing.join().expect("every PUBACK a success");
+    collect(&mut sub, &mut seen, 80, WAIT);
+    // The receiving node stops: what is published meanwhile waits in the stream for it.
+    drop(sub);
+    n2.shutdown();
+    publish_range(&mut publisher, "dur/a", "d", 80..120, QoS::AtLeastOnce);
+    let n2 = receiver(port);
+    wait_hearing(&[&sender, &n2]);
+    let (mut sub, present) = persistent_client(&n2, 1, "dsub");
+    assert!(present, "the subscriber's session was restored");
+    publish_range(&mut publisher, "dur/a", "d", 120..150, QoS::AtLeastOnce);
+    collect(&mut sub, &mut seen, 150, Duration::from_secs(30));
+    let missing: Vec<u32> = (0..150).filter(|n| !seen.contains_key(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never delivered: {missing:?}"
+    );
+    let duplicates: u32 = seen.values().map(|times| times - 1).sum();
+    eprintln!("150 acknowledged messages all delivered, {duplicates} duplicates");
+    assert_eq!(
+        cluster_metric(&sender, "cluster_stream_batches_total{result=\"failed\"}"),
+        0.0
+    );
+    assert!(cluster_metric(&sender, "cluster_stream_batches_total{result=\"stored\"}") > 0.0);
+    drop(nats);
+    sender.shutdown();
+    n2.shutdown();
+}
+
+/// The retained messages a new subscriber to `filter` on `broker` gets: (topic, payload), sorted.
+fn retained_on(broker: &TestBroker, filter: &str) -> Vec<(String, String)> {
+    let mut probe = client(broker, 2, "retained-probe");
+    probe.subscribe(1, &[(filter, QoS::AtLeastOnce)]);
+    let mut got = Vec::new();
+    while let Some(packet) = probe.try_recv(Duration::from_millis(300)) {
+        if let Packet::Publish(publish) = packet {
+            probe.ack(&publish);
+            assert!(publish.retain, "a retained message has the retain flag");
+            got.push((
+                publish.topic.to_string(),
+                String::from_utf8_lossy(&publish.payload).into_owned(),
+            ));
+        }
+    }
+    probe.disconnect();
+    got.sort();
+    got
+}
+
+#[test]
+fn retained_messages_are_cluster_wide() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let n1 = node("retained", "n1", nats.port);
+    let n2 = node("retained", "n2", nats.port);
+    wait_hearing(&[&n1, &n2]);
+    let mut publisher = client(&n1, 0, "rpub");
+    publisher.publish("ret/a", b"A1", QoS::AtLeastOnce, true, Some(1));
+    match publisher.recv() {
+        Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    publisher.publish("ret/b", b"B", QoS::AtMostOnce, true, None);
+    publisher.publish("ret/a", b"A2", QoS::AtLeastOnce, true, Some(2));
+    match publisher.recv() {
+        Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let both = vec![
+        (String::from("ret/a"), String::from("A2")),
+        (String::from("ret/b"), String::from("B")),
+    ];
+    // Published on node 1, no subscriber anywhere: a new subscriber on node 2 gets them.
+    wait_for("node 2 has node 1's retained messages", || {
+        retained_on(&n2, "ret/#") == both
+    });
+    // A node that joins later gets them too.
+    let n3 = node("retained", "n3", nats.port);
+    wait_hearing(&[&n1, &n2, &n3]);
+    wait_for("a node started later has the retained messages", || {
+        retained_on(&n3, "ret/#") == both
+    });
+    // An empty retained publish on node 3 clears the topic everywhere.
+    let mut clearer = client(&n3, 1, "rclear");
+    clearer.publish("ret/a", b"", QoS::AtLeastOnce, true, Some(1));
+    match clearer.recv() {
+        Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let only_b = vec![(String::from("ret/b"), String::from("B"))];
+    for (index, node) in [&n1, &n2, &n3].into_iter().enumerate() {
+        wait_for(&format!("node {} cleared ret/a", index + 1), || {
+            retained_on(node, "ret/#") == only_b
+        });
+    }
+    drop(nats);
+    for node in [n1, n2, n3] {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let n1 = node("takeover", "n1", nats.port);
+    let n2 = node("takeover", "n2", nats.port);
+    wait_hearing(&[&n1, &n2]);
+    // 5.0: the old connection gets DISCONNECT 0x8E, then is closed.
+    let (mut old, _) = RawClient::connect(n1.shard(0), Version::V5, "roamer", true);
+    let (mut new, _) = RawClient::connect(n2.shard(2), Version::V5, "roamer", true);
+    expect_disconnect(
+        &mut old,
+        ReasonCode::SESSION_TAKEN_OVER,
+        "the connection on node 1",
+    );
+    // 3.1.1 has no DISCONNECT from the server: the connection is closed.
+    let (mut old311, _) = RawClient::connect(n1.shard(1), Version::V3_1_1, "roamer311", true);
+    let (_new311, _) = RawClient::connect(n2.shard(3), Version::V3_1_1, "roamer311", true);
+    assert!(
+        old311.expect_closed().is_empty(),
+        "a 3.1.1 connection is closed without a packet"
+    );
+    // A session kept on node 1 for a client that is not connected ends too: the client id has
+    // one session in the cluster, the one on the node it last connected to.
+    let (mut marker_old, _) = RawClient::connect(n1.shard(2), Version::V5, "marker", true);
+    let (sleeper, _) = persistent_client(&n1, 2, "sleeper");
+    sleeper.disconnect();
+    let (elsewhere, present) = persistent_client(&n2, 0, "sleeper");
+    assert!(!present, "the session does not move between nodes");
+    assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 3.0);
+    // Node 1's shards have ended the three (not only its link heard the claims).
+    // Claims reach each shard of node 1 in order: once a later claim has taken its connection
+    // over on the sleeper's shard, the sleeper's claim has been handled there.
+    let (_marker, _) = RawClient::connect(n2.shard(1), Version::V5, "marker", true);
+    expect_disconnect(
+        &mut marker_old,
+        ReasonCode::SESSION_TAKEN_OVER,
+        "the marker on node 1",
+    );
+    assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 4.0);
+    elsewhere.disconnect();
+    let (_back, present) = persistent_client(&n1, 2, "sleeper");
+    assert!(
+        !present,
+        "node 1 ended the session when node 2 claimed the client id"
+    );
+    // The connection that took over works.
+    assert_eq!(new.subscribe(1, &[("roam/#", QoS::AtLeastOnce)])[0].0, 1);
+    let mut publisher = client(&n1, 3, "roam-pub");
+    publish_numbered(&mut publisher, "roam/x", "r", 10, QoS::AtLeastOnce);
+    receive_numbered(&mut new, &[("r", 10)], |_| QoS::AtLeastOnce);
+    drop(nats);
+    n1.shutdown();
+    n2.shutdown();
 }

@@ -3,19 +3,22 @@
 //! snapshots, acks: docs/CLUSTER.md) and hands messages from other nodes to the shards. It never
 //! waits on a shard: everything it sends them is a `try_send`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use async_nats::jetstream::{self, AckKind, consumer};
 use async_nats::{Client, ServerAddr};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::FuturesOrdered;
 use shards::ShardId;
 
 use super::wire::{self, Control};
-use super::{ClusterStats, InterestTable, NODES_MAX, ToLink};
+use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
 use crate::config::Cluster;
 use crate::mail::{Mail, Ticket};
 
@@ -30,6 +33,12 @@ const HOUSEKEEPING: Duration = Duration::from_millis(20);
 const REMOTE_ID_BASE: u64 = 0xFFFF << 48;
 /// A barrier whose interest changes are announced at the end of the current turn.
 const THIS_TURN: u64 = u64::MAX;
+/// Pause before this node's stream readers are opened again after they failed; doubled after
+/// each failure to open them (NATS without JetStream), up to `REOPEN_PAUSE_MAX`.
+const REOPEN_PAUSE: Duration = Duration::from_secs(1);
+const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
+/// A stream batch that did not fit a shard's inbound queue is delivered again after this.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The running link thread; stops it when stopped or dropped.
 pub struct LinkThread {
@@ -66,6 +75,7 @@ pub(super) fn spawn(
     to_shards: Vec<flume::Sender<Mail>>,
     interest: Published,
     stats: Arc<ClusterStats>,
+    routed_remote: Arc<[AtomicU64]>,
 ) -> std::io::Result<LinkThread> {
     let mut addrs = Vec::with_capacity(config.nats_urls.len());
     for url in &config.nats_urls {
@@ -87,7 +97,7 @@ pub(super) fn spawn(
         .name(String::from("ringmq-cluster"))
         .spawn(move || {
             runtime.block_on(async move {
-                let link = Link::new(config, to_shards, interest, stats);
+                let link = Link::new(config, to_shards, interest, stats, routed_remote);
                 link.run(addrs, from_shards, stopped).await;
             });
         })?;
@@ -117,6 +127,24 @@ struct Node {
     slot: usize,
     /// Our own interest change it last acknowledged (of our incarnation).
     acked: u64,
+}
+
+/// The batches of one turn going to the stream, and the highest message number per shard they
+/// carry: answered to the shards once the stream took all of them (or one failed).
+type Unit = LocalBoxFuture<'static, (Vec<u64>, bool)>;
+
+/// A stream batch handed to the shards: acknowledged to NATS once each shard it fed has routed
+/// its part (`routed_remote` at least the mark).
+struct Taken {
+    message: jetstream::Message,
+    marks: Vec<(usize, u64)>,
+}
+
+/// What feeding a batch to the shards came to.
+enum Fed {
+    All,
+    Full,
+    Undecodable,
 }
 
 struct PendingBarrier {
@@ -151,6 +179,43 @@ struct Link {
     next_id: u64,
     last_heartbeat: Instant,
     was_connected: bool,
+    /// The stream (None: `cluster.jetstream` off).
+    js: Option<jetstream::Context>,
+    /// Per target node slot: the batch for the stream being filled this turn.
+    stored_batches: Vec<BytesMut>,
+    /// Batches waiting for the next unit, in order per subject ((message id, payload)), and per
+    /// shard the highest message number in them.
+    waiting_stores: HashMap<String, Vec<(String, Bytes)>>,
+    turn_numbers: Vec<u64>,
+    /// The unit the stream is storing: one at a time, so that the batches of one subject are
+    /// stored in order even when one must be sent again; what comes meanwhile waits for the next.
+    units: FuturesOrdered<Unit>,
+    /// Answers to shards whose inbound queue was full: (shard, up to, ok), in order.
+    answers: VecDeque<(usize, u64, bool)>,
+    batch_seq: u64,
+    /// Per shard: messages from other nodes handed to it, and (written by it) routed by it.
+    sent_remote: Vec<u64>,
+    routed_remote: Arc<[AtomicU64]>,
+    taken: VecDeque<Taken>,
+    /// Retained writes from the retained stream for a home shard whose queue was full, in order.
+    retained_waiting: VecDeque<(usize, Arc<crate::message::Message>)>,
+}
+
+/// This node's readers of the streams: its consumer of the message stream and its ordered
+/// reader of the retained stream.
+struct Readers {
+    stored: consumer::pull::Stream,
+    retained: consumer::pull::Ordered,
+}
+
+async fn open_readers(
+    js: jetstream::Context,
+    config: crate::config::Cluster,
+) -> Result<Readers, String> {
+    Ok(Readers {
+        stored: stream::open(js.clone(), config.clone()).await?,
+        retained: stream::open_retained(js, config).await?,
+    })
 }
 
 fn subject_ctl(name: &str, node: &str) -> String {
@@ -167,8 +232,10 @@ impl Link {
         to_shards: Vec<flume::Sender<Mail>>,
         interest: Published,
         stats: Arc<ClusterStats>,
+        routed_remote: Arc<[AtomicU64]>,
     ) -> Link {
         let interest_subject = format!("ringmq.{}.interest", config.name);
+        let shards = to_shards.len();
         Link {
             me: config.node_id.clone(),
             incarnation: rand::random::<u64>() | 1,
@@ -190,6 +257,17 @@ impl Link {
             next_id: 0,
             last_heartbeat: Instant::now(),
             was_connected: false,
+            js: None,
+            stored_batches: (0..NODES_MAX).map(|_| BytesMut::new()).collect(),
+            waiting_stores: HashMap::new(),
+            turn_numbers: vec![0; shards],
+            units: FuturesOrdered::new(),
+            answers: VecDeque::new(),
+            batch_seq: 0,
+            sent_remote: vec![0; shards],
+            routed_remote,
+            taken: VecDeque::new(),
+            retained_waiting: VecDeque::new(),
             config,
         }
     }
@@ -248,9 +326,25 @@ impl Link {
             return;
         };
         tracing::info!(node = %self.me, cluster = %name, "cluster link started");
+        if self.config.jetstream {
+            self.js = Some(jetstream::new(client.clone()));
+        }
+        // This node's readers of the streams, and their opening while that is under way.
+        let mut readers: Option<Readers> = None;
+        let mut opening: Option<LocalBoxFuture<'static, Result<Readers, String>>> = None;
+        let mut open_after = Instant::now();
+        let mut open_pause = REOPEN_PAUSE;
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if readers.is_none()
+                && opening.is_none()
+                && self.connected()
+                && Instant::now() >= open_after
+                && let Some(js) = &self.js
+            {
+                opening = Some(Box::pin(open_readers(js.clone(), self.config.clone())));
+            }
             tokio::select! {
                 _ = &mut stopped => break,
                 mail = from_shards.recv_async() => {
@@ -264,6 +358,41 @@ impl Link {
                 Some(message) = data.next() => self.on_data(message.payload),
                 Some(message) = interest.next() => self.on_control(&client, message.payload).await,
                 Some(message) = ctl.next() => self.on_control(&client, message.payload).await,
+                Some((numbers, ok)) = self.units.next() => self.on_unit(&numbers, ok),
+                opened = maybe(&mut opening) => {
+                    opening = None;
+                    match opened {
+                        Ok(opened) => {
+                            tracing::info!("cluster: reading this node's messages from the stream");
+                            readers = Some(opened);
+                            open_pause = REOPEN_PAUSE;
+                        }
+                        Err(error) => {
+                            tracing::warn!(
+                                %error,
+                                retry_in = ?open_pause,
+                                "cluster: cannot open the JetStream streams (does NATS run with \
+                                 JetStream, `nats-server -js`?); QoS 1/2 acknowledgements for \
+                                 other nodes wait, then are refused"
+                            );
+                            open_after = Instant::now() + open_pause;
+                            open_pause = (open_pause * 2).min(REOPEN_PAUSE_MAX);
+                        }
+                    }
+                }
+                item = next_read(&mut readers) => match item {
+                    Some(Ok(Read::Stored(message))) => self.on_stored(message).await,
+                    Some(Ok(Read::Retained(message))) => self.on_retained(&message.payload),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "cluster: reading a stream failed; opening it again");
+                        readers = None;
+                        open_after = Instant::now() + REOPEN_PAUSE;
+                    }
+                    None => {
+                        readers = None;
+                        open_after = Instant::now() + REOPEN_PAUSE;
+                    }
+                },
                 _ = housekeeping.tick() => self.housekeeping(&client).await,
             }
             self.end_turn(&client).await;
@@ -285,8 +414,14 @@ impl Link {
                 message,
                 nodes,
                 shard,
+                stored,
             } => {
-                if !self.connected() {
+                // A message for the stream waits for NATS (its publisher waits for the answer).
+                if let Some((from, number)) = stored {
+                    if let Some(highest) = self.turn_numbers.get_mut(from.index()) {
+                        *highest = number;
+                    }
+                } else if !self.connected() {
                     ClusterStats::add(&self.stats.dropped_disconnected, 1);
                     return;
                 }
@@ -295,11 +430,19 @@ impl Link {
                     ClusterStats::add(&self.stats.dropped_undecodable, 1);
                     return;
                 }
+                if message.retain && self.js.is_some() {
+                    self.store_retained(&message.topic);
+                }
                 let mut rest = nodes;
                 while rest != 0 {
                     let slot = rest.trailing_zeros() as usize;
                     rest &= rest - 1;
-                    let Some(batch) = self.batches.get_mut(slot) else {
+                    let batches = if stored.is_some() {
+                        &mut self.stored_batches
+                    } else {
+                        &mut self.batches
+                    };
+                    let Some(batch) = batches.get_mut(slot) else {
                         continue;
                     };
                     if self.slots.get(slot).is_none_or(Option::is_none) {
@@ -308,7 +451,11 @@ impl Link {
                     batch.extend_from_slice(&self.scratch);
                     ClusterStats::add(&self.stats.messages_out, 1);
                     if batch.len() >= BATCH_BYTES {
-                        self.flush_slot(client, slot).await;
+                        if stored.is_some() {
+                            self.store_slot(slot);
+                        } else {
+                            self.flush_slot(client, slot).await;
+                        }
                     }
                 }
             }
@@ -327,6 +474,23 @@ impl Link {
                         }
                     }
                     self.changed.insert(filter);
+                }
+            }
+            ToLink::Claim { client_id, at } => {
+                // Not connected: the claim is lost (the other node keeps its connection).
+                if self.connected() {
+                    let claim = Control::Claim {
+                        node: self.me.clone(),
+                        client_id: client_id.to_string(),
+                        at_us: unix_us().saturating_sub(micros(at.elapsed())),
+                    };
+                    match client
+                        .publish(self.interest_subject.clone(), claim.encode())
+                        .await
+                    {
+                        Ok(()) => ClusterStats::add(&self.stats.claims_out, 1),
+                        Err(error) => tracing::warn!(%error, "cluster: client id claim not sent"),
+                    }
                 }
             }
             ToLink::Barrier { shard, ticket } => {
@@ -360,8 +524,16 @@ impl Link {
         }
     }
 
-    /// Messages from another node: to the shard its origin shard maps to, in order.
-    fn on_data(&mut self, mut payload: Bytes) {
+    /// Messages from another node over core NATS (at most once): to the shard its origin shard
+    /// maps to, in order; a full shard drops its messages.
+    fn on_data(&mut self, payload: Bytes) {
+        self.feed(payload, None);
+    }
+
+    /// Feeds a batch to the shards, each message to the shard its origin shard maps to, in
+    /// order. With `marks` (a stream batch) it stops at the first full shard and records, per
+    /// shard fed, how many messages it will have routed once it routed this batch's.
+    fn feed(&mut self, mut payload: Bytes, mut marks: Option<&mut Vec<(usize, u64)>>) -> Fed {
         let now = Instant::now();
         let shards = self.to_shards.len().max(1);
         while !payload.is_empty() {
@@ -370,18 +542,245 @@ impl Link {
                 wire::next_message(&mut payload, REMOTE_ID_BASE | self.next_id, now)
             else {
                 ClusterStats::add(&self.stats.dropped_undecodable, 1);
-                return;
+                return Fed::Undecodable;
             };
-            ClusterStats::add(&self.stats.messages_in, 1);
             let shard = usize::from(received.origin_shard) % shards;
             let delivered = self
                 .to_shards
                 .get(shard)
                 .is_some_and(|to| to.try_send(Mail::Remote(received.message)).is_ok());
             if !delivered {
+                if marks.is_some() {
+                    return Fed::Full;
+                }
                 ClusterStats::add(&self.stats.dropped_inbound_full, 1);
+                continue;
+            }
+            ClusterStats::add(&self.stats.messages_in, 1);
+            let Some(sent) = self.sent_remote.get_mut(shard) else {
+                continue;
+            };
+            *sent += 1;
+            if let Some(marks) = marks.as_deref_mut() {
+                match marks.iter_mut().find(|(fed, _)| *fed == shard) {
+                    Some((_, mark)) => *mark = *sent,
+                    None => marks.push((shard, *sent)),
+                }
             }
         }
+        Fed::All
+    }
+
+    /// A batch this node took from the stream: to the shards, acknowledged once they routed it
+    /// (at the end of a later turn); delivered again later when a shard's queue was full.
+    async fn on_stored(&mut self, message: jetstream::Message) {
+        ClusterStats::add(&self.stats.stream_in, 1);
+        let mut marks = Vec::new();
+        match self.feed(message.payload.clone(), Some(&mut marks)) {
+            Fed::All => self.taken.push_back(Taken { message, marks }),
+            Fed::Full => {
+                // What went in before the full shard is delivered twice: QoS 1 allows it.
+                ClusterStats::add(&self.stats.stream_retried, 1);
+                if let Err(error) = message.ack_with(AckKind::Nak(Some(RETRY_PAUSE))).await {
+                    tracing::debug!(%error, "cluster: could not ask the stream again");
+                }
+            }
+            Fed::Undecodable => {
+                // Delivering it again would not help: it is dropped (counted).
+                if let Err(error) = message.ack().await {
+                    tracing::debug!(%error, "cluster: could not acknowledge a batch");
+                }
+            }
+        }
+    }
+
+    /// Starts storing a retained write (the record in `scratch`) in the retained stream, with
+    /// the time it was made, so a node reading it later counts its expiry from then.
+    fn store_retained(&mut self, topic: &str) {
+        if self.js.is_none() {
+            return;
+        }
+        let mut payload = BytesMut::with_capacity(8 + self.scratch.len());
+        payload.put_u64(unix_ms());
+        payload.extend_from_slice(&self.scratch);
+        let subject = stream::retained_subject(&self.config.name, topic);
+        self.wait_to_store(subject, payload.freeze());
+    }
+
+    /// Queues a batch for `subject` for the next unit, with a message id of its own.
+    fn wait_to_store(&mut self, subject: String, payload: Bytes) {
+        self.batch_seq += 1;
+        let id = format!("{}-{:x}-{}", self.me, self.incarnation, self.batch_seq);
+        self.waiting_stores
+            .entry(subject)
+            .or_default()
+            .push((id, payload));
+    }
+
+    /// A retained write from the retained stream (any node's, this one's too: every node applies
+    /// them in the stream's order, so all end with the stream's last message per topic): to the
+    /// topic's home shard.
+    fn on_retained(&mut self, payload: &Bytes) {
+        let mut payload = payload.clone();
+        if payload.remaining() < 8 {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        }
+        let age = Duration::from_millis(unix_ms().saturating_sub(payload.get_u64()));
+        let now = Instant::now();
+        self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
+        let Some(received) = wire::next_message(&mut payload, REMOTE_ID_BASE | self.next_id, now)
+        else {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        };
+        let mut message = received.message;
+        if let Some(expires_at) = message.expires_at
+            && let Some(unique) = Arc::get_mut(&mut message)
+        {
+            // Expired while in the stream: what remains is its deletion.
+            match expires_at.checked_sub(age).filter(|at| *at > now) {
+                Some(at) => unique.expires_at = Some(at),
+                None => {
+                    unique.payload = Bytes::new();
+                    unique.expires_at = None;
+                }
+            }
+        }
+        let home = crate::shard::home_of(&message.topic, self.to_shards.len()).index();
+        self.retained_waiting.push_back((home, message));
+        self.send_retained();
+    }
+
+    /// Retained writes to their home shards, in order; a full queue keeps them for next turn.
+    fn send_retained(&mut self) {
+        let mut blocked = 0_u64;
+        let to_shards = &self.to_shards;
+        self.retained_waiting.retain(|(home, message)| {
+            let bit = 1_u64 << (home % 64);
+            if blocked & bit != 0 {
+                return true;
+            }
+            let sent = to_shards
+                .get(*home)
+                .is_none_or(|to| to.try_send(Mail::RemoteRetain(Arc::clone(message))).is_ok());
+            if !sent {
+                blocked |= bit;
+            }
+            !sent
+        });
+    }
+
+    /// Acknowledges to the stream the batches the shards have routed, oldest first.
+    async fn ack_taken(&mut self) {
+        if !self.connected() {
+            return;
+        }
+        while let Some(front) = self.taken.front() {
+            let routed = front.marks.iter().all(|(shard, mark)| {
+                self.routed_remote
+                    .get(*shard)
+                    .is_some_and(|count| count.load(Ordering::Acquire) >= *mark)
+            });
+            if !routed {
+                break;
+            }
+            let Some(taken) = self.taken.pop_front() else {
+                break;
+            };
+            match taken.message.ack().await {
+                Ok(()) => ClusterStats::add(&self.stats.stream_acked, 1),
+                // Not acknowledged: delivered again after the wait, a duplicate QoS 1 allows.
+                Err(error) => tracing::debug!(%error, "cluster: could not acknowledge a batch"),
+            }
+        }
+    }
+
+    /// Closes the stream batch of `slot`: it waits for the next unit.
+    fn store_slot(&mut self, slot: usize) {
+        let Some(Some(node)) = self.slots.get(slot) else {
+            return;
+        };
+        let subject = stream::subject(&self.config.name, node);
+        let Some(batch) = self.stored_batches.get_mut(slot) else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let payload = batch.split().freeze();
+        ClusterStats::add(&self.stats.batches_out, 1);
+        self.wait_to_store(subject, payload);
+    }
+
+    /// When the stream is not storing a unit: what waits goes out as the next unit, each
+    /// subject's batches one after the other (a batch sent again stays ahead of later ones),
+    /// the subjects side by side.
+    fn end_stored_turn(&mut self) {
+        for slot in 0..NODES_MAX {
+            if self.stored_batches.get(slot).is_some_and(|b| !b.is_empty()) {
+                self.store_slot(slot);
+            }
+        }
+        if !self.units.is_empty()
+            || (self.waiting_stores.is_empty() && self.turn_numbers.iter().all(|n| *n == 0))
+        {
+            return;
+        }
+        let Some(js) = self.js.clone() else {
+            return;
+        };
+        let numbers = std::mem::replace(&mut self.turn_numbers, vec![0; self.to_shards.len()]);
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
+        let subjects = self.waiting_stores.drain().map(|(subject, batches)| {
+            let (js, stats) = (js.clone(), Arc::clone(&self.stats));
+            async move {
+                for (id, payload) in batches {
+                    let subject = subject.clone();
+                    let stats = Arc::clone(&stats);
+                    if !stream::store(js.clone(), subject, id, payload, deadline, stats).await {
+                        // The rest of this subject is not tried: stored after a lost batch, it
+                        // would be out of order.
+                        return false;
+                    }
+                }
+                true
+            }
+        });
+        let stores = futures_util::future::join_all(subjects);
+        self.units.push_back(Box::pin(async move {
+            let stored = stores.await;
+            (numbers, stored.into_iter().all(|ok| ok))
+        }));
+    }
+
+    /// The stream answered a unit: each shard hears up to which number.
+    fn on_unit(&mut self, numbers: &[u64], ok: bool) {
+        for (shard, number) in numbers.iter().enumerate() {
+            if *number != 0 {
+                self.answers.push_back((shard, *number, ok));
+            }
+        }
+    }
+
+    /// Answers go to the shards in order; one whose queue is full gets its answers next turn.
+    fn send_answers(&mut self) {
+        let mut blocked = 0_u64;
+        let to_shards = &self.to_shards;
+        self.answers.retain(|&(shard, upto, ok)| {
+            let bit = 1_u64 << (shard % 64);
+            if blocked & bit != 0 {
+                return true;
+            }
+            let sent = to_shards
+                .get(shard)
+                .is_none_or(|to| to.try_send(Mail::ClusterStored { upto, ok }).is_ok());
+            if !sent {
+                blocked |= bit;
+            }
+            !sent
+        });
     }
 
     async fn on_control(&mut self, client: &Client, payload: Bytes) {
@@ -464,6 +863,32 @@ impl Link {
                 self.interest_dirty = true;
                 self.acks.push((node, incarnation, seq));
             }
+            Control::Claim {
+                node,
+                client_id,
+                at_us,
+            } => {
+                if node == self.me {
+                    return;
+                }
+                ClusterStats::add(&self.stats.claims_in, 1);
+                // When the claim was made, on this node's clock: a connection made here after it
+                // is newer and stays (a claim can arrive after the client moved here again).
+                let age = Duration::from_micros(unix_us().saturating_sub(at_us));
+                let at = now.checked_sub(age).unwrap_or(now);
+                // The session lives on one shard, which this link does not know: every shard
+                // looks (a full queue loses it there, counted).
+                let client_id = bytestring::ByteString::from(client_id);
+                for to in &self.to_shards {
+                    let claim = Mail::RemoteClaim {
+                        client_id: client_id.clone(),
+                        at,
+                    };
+                    if to.try_send(claim).is_err() {
+                        ClusterStats::add(&self.stats.dropped_inbound_full, 1);
+                    }
+                }
+            }
             Control::Ack {
                 from,
                 incarnation,
@@ -517,8 +942,9 @@ impl Link {
             entry.synced = false;
             entry.requested = None;
             entry.acked = 0;
-            entry.filters.clear();
-            self.interest_dirty = true;
+            // The previous run's interest stays until the new run's snapshot replaces it: a
+            // restarted node that restored its sessions misses nothing meanwhile (a filter it
+            // no longer has only costs messages it drops).
         }
         Some(entry)
     }
@@ -551,6 +977,10 @@ impl Link {
             ClusterStats::add(&self.stats.reconnects, 1);
             // Tell the others at once that this node is here (and where its interest is).
             self.last_heartbeat = now - Duration::from_millis(u64::from(self.config.heartbeat_ms));
+            // Not hearing anyone while cut off says nothing about them: their time starts again.
+            for node in self.nodes.values_mut() {
+                node.last_heard = now;
+            }
         }
         self.was_connected = connected;
         let heartbeat = Duration::from_millis(u64::from(self.config.heartbeat_ms));
@@ -570,6 +1000,7 @@ impl Link {
             let gone: Vec<String> = self
                 .nodes
                 .iter()
+                .filter(|_| connected)
                 .filter(|(_, node)| now.duration_since(node.last_heard) > timeout)
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -580,6 +1011,9 @@ impl Link {
                         *slot = None;
                     }
                     if let Some(batch) = self.batches.get_mut(node.slot) {
+                        batch.clear();
+                    }
+                    if let Some(batch) = self.stored_batches.get_mut(node.slot) {
                         batch.clear();
                     }
                     self.interest_dirty = true;
@@ -599,11 +1033,17 @@ impl Link {
                 self.flush_slot(client, slot).await;
             }
         }
+        self.end_stored_turn();
+        self.send_answers();
+        if !self.retained_waiting.is_empty() {
+            self.send_retained();
+        }
+        self.ack_taken().await;
         self.announce(client).await;
         if self.interest_dirty {
             self.interest_dirty = false;
             let mut table: HashMap<&str, u64> = HashMap::new();
-            for node in self.nodes.values().filter(|node| node.synced) {
+            for node in self.nodes.values() {
                 for filter in &node.filters {
                     *table.entry(filter).or_insert(0) |= 1 << node.slot;
                 }
@@ -709,4 +1149,49 @@ impl Link {
             }
         });
     }
+}
+
+/// The next output of `future`, or never when there is none.
+async fn maybe<T>(future: &mut Option<LocalBoxFuture<'static, T>>) -> T {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a stream reader gave.
+enum Read {
+    Stored(jetstream::Message),
+    Retained(jetstream::Message),
+}
+
+/// The next message of either stream reader, or never when they are not open.
+async fn next_read(readers: &mut Option<Readers>) -> Option<Result<Read, String>> {
+    let Some(readers) = readers else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        item = readers.stored.next() => {
+            item.map(|read| read.map(Read::Stored).map_err(|error| error.to_string()))
+        }
+        item = readers.retained.next() => {
+            item.map(|read| read.map(Read::Retained).map_err(|error| error.to_string()))
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the nodes' clocks are assumed roughly in step).
+fn unix_ms() -> u64 {
+    unix_us() / 1_000
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, micros)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }

@@ -8,8 +8,10 @@
 //! its own trie from the table when it changed.
 
 mod link;
+mod stream;
 pub mod wire;
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -19,6 +21,7 @@ use shards::ShardId;
 use crate::config::Cluster;
 use crate::mail::{Mail, Ticket};
 use crate::message::Message;
+use crate::protocol::{Packet, QoS};
 use crate::router::Trie;
 
 pub use link::LinkThread;
@@ -34,10 +37,13 @@ pub type InterestTable = Vec<(String, u64)>;
 #[derive(Debug)]
 pub enum ToLink {
     /// A message published on this node for the nodes in `nodes` (slots of the link's table).
+    /// `stored`: the message goes through the stream, and the link answers the shard
+    /// (`Mail::ClusterStored`) with this number once the stream holds it for every node.
     Publish {
         message: Arc<Message>,
         nodes: u64,
         shard: u8,
+        stored: Option<(ShardId, u64)>,
     },
     /// The shard's set of filters with a local subscriber changed (as `Mail::Interest`).
     Interest {
@@ -47,6 +53,12 @@ pub enum ToLink {
     /// Answer `ticket` on `shard` once every interest change so far is acknowledged by every
     /// known node (or the link is down, or the wait timed out).
     Barrier { shard: ShardId, ticket: Ticket },
+    /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
+    /// connection and their session of it.
+    Claim {
+        client_id: bytestring::ByteString,
+        at: std::time::Instant,
+    },
 }
 
 /// Counters and the link state, written by the link and the shards, read by `/metrics`.
@@ -64,6 +76,17 @@ pub struct ClusterStats {
     pub dropped_undecodable: AtomicU64,
     pub barrier_timeouts: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Client ids claimed by this node, and connections here taken over by another node.
+    pub claims_out: AtomicU64,
+    pub claims_in: AtomicU64,
+    /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
+    pub stream_stored: AtomicU64,
+    pub stream_failed: AtomicU64,
+    /// Stream batches this node took, acknowledged to the stream, and asked again (a full
+    /// inbound queue).
+    pub stream_in: AtomicU64,
+    pub stream_acked: AtomicU64,
+    pub stream_retried: AtomicU64,
 }
 
 impl ClusterStats {
@@ -81,6 +104,11 @@ pub struct ClusterHandle {
     interest: Arc<ArcSwap<InterestTable>>,
     /// Bumped by the link after each new table is stored.
     version: Arc<AtomicU64>,
+    /// QoS 1/2 messages go through the stream (`cluster.jetstream`).
+    durable: bool,
+    /// Per shard: messages from other nodes it has routed (the link acknowledges a stream
+    /// batch to NATS once every shard it fed has routed its part).
+    routed_remote: Arc<[AtomicU64]>,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -90,12 +118,49 @@ impl std::fmt::Debug for ClusterHandle {
     }
 }
 
-/// A shard's side of the link: the handle and the shard's copy of the other nodes' interest.
+/// A shard's side of the link: the handle, the shard's copy of the other nodes' interest, and
+/// the acknowledgements (PUBACK, PUBREC) waiting for the stream.
 #[derive(Debug)]
 pub struct ShardLink {
     handle: ClusterHandle,
     trie: Trie<u64>,
     seen: u64,
+    /// The last number given to a message sent through the stream.
+    next_stored: u64,
+    /// What happened to the message `route` just handled.
+    routed: Routed,
+    /// (connection, packet id) -> the number of its message, or whether the stream took it.
+    gate: HashMap<(u64, u16), Gate>,
+    /// Acknowledgements in the order they became ready otherwise; the front waits for the stream,
+    /// the rest wait behind it (acknowledgements keep their order).
+    held: VecDeque<(u64, Packet)>,
+}
+
+/// What `route` did with a message for other nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Nothing waits: no other node, QoS 0, or the stream is off.
+    Free,
+    /// Its acknowledgement waits for the stream's answer to this number.
+    Stored(u64),
+    /// The link could not take it: the acknowledgement is refused.
+    Refused,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Gate {
+    Waiting(u64),
+    Answered(bool),
+}
+
+/// An acknowledgement the stream released: write it (`true`) or refuse it.
+pub type Released = (u64, Packet, bool);
+
+fn packet_id(packet: &Packet) -> Option<u16> {
+    match packet {
+        Packet::PubAck(ack) | Packet::PubRec(ack) => Some(ack.packet_id.get()),
+        _ => None,
+    }
 }
 
 impl ShardLink {
@@ -104,6 +169,10 @@ impl ShardLink {
             handle,
             trie: Trie::new(),
             seen: 0,
+            next_stored: 0,
+            routed: Routed::Free,
+            gate: HashMap::new(),
+            held: VecDeque::new(),
         }
     }
 
@@ -127,11 +196,115 @@ impl ShardLink {
     pub fn handle(&self) -> &ClusterHandle {
         &self.handle
     }
+
+    /// Called by `route` before it looks at the other nodes.
+    pub fn begin_route(&mut self) {
+        self.routed = Routed::Free;
+    }
+
+    /// Sends a message to the other nodes in `nodes`: QoS 1/2 through the stream when it is on
+    /// (see `routed`), QoS 0 or with the stream off over core NATS.
+    pub fn send(&mut self, message: Arc<Message>, nodes: u64, shard: ShardId) {
+        if !self.handle.durable || message.qos == QoS::AtMostOnce {
+            self.handle.publish(message, nodes, shard, None);
+            return;
+        }
+        let number = self.next_stored + 1;
+        self.routed = if self
+            .handle
+            .publish(message, nodes, shard, Some((shard, number)))
+        {
+            self.next_stored = number;
+            Routed::Stored(number)
+        } else {
+            Routed::Refused
+        };
+    }
+
+    /// What the last `route` did with its message for the other nodes.
+    pub fn routed(&self) -> Routed {
+        self.routed
+    }
+
+    /// The acknowledgement of `packet_id` on `conn` waits for the stream to take message `number`.
+    pub fn hold(&mut self, conn: u64, packet_id: u16, number: u64) {
+        self.gate.insert((conn, packet_id), Gate::Waiting(number));
+    }
+
+    /// An acknowledgement ready to go as far as the shard is concerned: returned (with whether
+    /// the stream took its message) when nothing waits for the stream before it, held otherwise.
+    pub fn pass(&mut self, conn: u64, packet: Packet) -> Option<(Packet, bool)> {
+        if self.gate.is_empty() && self.held.is_empty() {
+            return Some((packet, true));
+        }
+        let key = packet_id(&packet).map(|id| (conn, id));
+        let answer = match key.and_then(|key| self.gate.get(&key)) {
+            Some(Gate::Waiting(_)) => None,
+            Some(Gate::Answered(ok)) => Some(*ok),
+            None => Some(true),
+        };
+        match answer {
+            Some(ok) if self.held.is_empty() => {
+                if let Some(key) = key {
+                    self.gate.remove(&key);
+                }
+                Some((packet, ok))
+            }
+            _ => {
+                self.held.push_back((conn, packet));
+                None
+            }
+        }
+    }
+
+    /// The stream answered every message numbered up to `upto` (`ok`: it took them): the
+    /// acknowledgements now free go to `out`, in order.
+    pub fn stored(&mut self, upto: u64, ok: bool, out: &mut Vec<Released>) {
+        for gate in self.gate.values_mut() {
+            if let Gate::Waiting(number) = *gate
+                && number <= upto
+            {
+                *gate = Gate::Answered(ok);
+            }
+        }
+        while let Some((conn, packet)) = self.held.front() {
+            let key = packet_id(packet).map(|id| (*conn, id));
+            let answer = match key.and_then(|key| self.gate.get(&key)) {
+                Some(Gate::Waiting(_)) => break,
+                Some(Gate::Answered(ok)) => *ok,
+                None => true,
+            };
+            if let Some(key) = key {
+                self.gate.remove(&key);
+            }
+            if let Some((conn, packet)) = self.held.pop_front() {
+                out.push((conn, packet, answer));
+            }
+        }
+    }
+
+    /// A message from another node has been routed by `shard`.
+    pub fn routed_remote(&self, shard: ShardId) {
+        if let Some(count) = self.handle.routed_remote.get(shard.index()) {
+            count.fetch_add(1, Ordering::Release);
+        }
+    }
 }
 
 impl ClusterHandle {
+    /// Retained writes go to the cluster's retained stream (`cluster.jetstream`).
+    pub fn shares_retained(&self) -> bool {
+        self.durable
+    }
+
     /// Queues a message for the other nodes; false (counted) when the link's queue is full.
-    pub fn publish(&self, message: Arc<Message>, nodes: u64, shard: ShardId) -> bool {
+    pub fn publish(
+        &self,
+        message: Arc<Message>,
+        nodes: u64,
+        shard: ShardId,
+        stored: Option<(ShardId, u64)>,
+    ) -> bool {
         if self.to_link.len() >= self.publish_room {
             ClusterStats::add(&self.stats.dropped_link_full, 1);
             return false;
@@ -143,6 +316,7 @@ impl ClusterHandle {
                 message,
                 nodes,
                 shard,
+                stored,
             })
             .is_ok();
         if !sent {
@@ -183,6 +357,7 @@ pub fn start(config: &Cluster, shard_count: usize) -> std::io::Result<Started> {
     let interest = Arc::new(ArcSwap::from_pointee(InterestTable::new()));
     let version = Arc::new(AtomicU64::new(0));
     let stats = Arc::new(ClusterStats::default());
+    let routed_remote: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
     let thread = link::spawn(
         config.clone(),
         from_shards,
@@ -192,6 +367,7 @@ pub fn start(config: &Cluster, shard_count: usize) -> std::io::Result<Started> {
             version: Arc::clone(&version),
         },
         Arc::clone(&stats),
+        Arc::clone(&routed_remote),
     )?;
     Ok(Started {
         handle: ClusterHandle {
@@ -199,9 +375,81 @@ pub fn start(config: &Cluster, shard_count: usize) -> std::io::Result<Started> {
             publish_room: capacity - capacity / 4,
             interest,
             version,
+            durable: config.jetstream,
+            routed_remote,
             stats,
         },
         inboxes,
         thread,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use super::*;
+    use crate::protocol::PubResponse;
+
+    fn link() -> ShardLink {
+        let (to_link, _) = flume::bounded(64);
+        ShardLink::new(ClusterHandle {
+            to_link,
+            publish_room: 48,
+            interest: Arc::new(ArcSwap::from_pointee(InterestTable::new())),
+            version: Arc::new(AtomicU64::new(0)),
+            durable: true,
+            routed_remote: Arc::from(Vec::new()),
+            stats: Arc::new(ClusterStats::default()),
+        })
+    }
+
+    fn puback(id: u16) -> Packet {
+        Packet::PubAck(PubResponse {
+            packet_id: NonZeroU16::new(id).unwrap(),
+            reason: crate::protocol::ReasonCode::SUCCESS,
+            properties: Default::default(),
+        })
+    }
+
+    fn released(out: &[Released]) -> Vec<(u64, Option<u16>, bool)> {
+        out.iter()
+            .map(|(conn, packet, ok)| (*conn, packet_id(packet), *ok))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_waiting_passes_at_once() {
+        let mut link = link();
+        assert!(matches!(link.pass(1, puback(1)), Some((_, true))));
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_the_stream_and_keep_their_order() {
+        let mut link = link();
+        link.hold(1, 1, 1);
+        link.hold(1, 2, 2);
+        assert!(link.pass(1, puback(1)).is_none());
+        // Needs no stream, but comes after one that does.
+        assert!(link.pass(2, puback(7)).is_none());
+        assert!(link.pass(1, puback(2)).is_none());
+        let mut out = Vec::new();
+        link.stored(1, true, &mut out);
+        assert_eq!(released(&out), [(1, Some(1), true), (2, Some(7), true)]);
+        out.clear();
+        link.stored(2, false, &mut out);
+        assert_eq!(released(&out), [(1, Some(2), false)]);
+        // All settled: the next passes at once again.
+        assert!(matches!(link.pass(3, puback(3)), Some((_, true))));
+    }
+
+    #[test]
+    fn an_answer_before_the_local_log_released_the_acknowledgement_is_kept() {
+        let mut link = link();
+        link.hold(4, 9, 1);
+        let mut out = Vec::new();
+        link.stored(1, false, &mut out);
+        assert!(out.is_empty());
+        assert!(matches!(link.pass(4, puback(9)), Some((_, false))));
+    }
 }

@@ -124,6 +124,14 @@ pub enum Control {
         incarnation: u64,
         seq: u64,
     },
+    /// On the interest subject: `client_id` has connected on `node` at `at_us` (microseconds
+    /// since the Unix epoch); any other node ends its older connection and its session of that
+    /// client (a client id is unique in the cluster).
+    Claim {
+        node: String,
+        client_id: String,
+        at_us: u64,
+    },
 }
 
 const DELTA: u8 = 1;
@@ -131,6 +139,7 @@ const HEARTBEAT: u8 = 2;
 const SNAPSHOT_REQUEST: u8 = 3;
 const SNAPSHOT: u8 = 4;
 const ACK: u8 = 5;
+const CLAIM: u8 = 6;
 
 fn put_str(buf: &mut BytesMut, text: &str) {
     // Filters and node ids are at most 65535 bytes (MQTT strings, validated tokens).
@@ -227,6 +236,16 @@ impl Control {
                 buf.put_u64(*incarnation);
                 buf.put_u64(*seq);
             }
+            Control::Claim {
+                node,
+                client_id,
+                at_us,
+            } => {
+                buf.put_u8(CLAIM);
+                put_str(&mut buf, node);
+                put_str(&mut buf, client_id);
+                buf.put_u64(*at_us);
+            }
         }
         buf.freeze()
     }
@@ -262,6 +281,11 @@ impl Control {
                 from: get_str(buf)?,
                 incarnation: get_u64(buf)?,
                 seq: get_u64(buf)?,
+            },
+            CLAIM => Control::Claim {
+                node: get_str(buf)?,
+                client_id: get_str(buf)?,
+                at_us: get_u64(buf)?,
             },
             _ => return None,
         })
@@ -346,6 +370,11 @@ mod tests {
                 from: "n2".into(),
                 incarnation: 7,
                 seq: 3,
+            },
+            Control::Claim {
+                node: "n3".into(),
+                client_id: "sensor/7 é".into(),
+                at_us: 1_765_000_000_000_000,
             },
         ];
         for record in records {

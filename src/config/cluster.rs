@@ -30,6 +30,15 @@ pub struct Cluster {
     pub node_timeout_ms: u32,
     /// Longest wait of a SUBACK for the other nodes to acknowledge the new interest.
     pub interest_ack_timeout_ms: u32,
+    /// QoS 1/2 messages for other nodes go through a JetStream stream (at least once, the
+    /// PUBACK/PUBREC waits for the stream); off: core NATS, at most once.
+    pub jetstream: bool,
+    /// The stream's byte limit; a message that does not fit is refused to its publisher.
+    pub stream_max_bytes: u64,
+    /// A message no node took from the stream within this many seconds is dropped by NATS.
+    pub stream_max_age_s: u32,
+    /// Longest wait of a PUBACK/PUBREC for the stream; past it the acknowledgement is refused.
+    pub stream_ack_timeout_ms: u32,
 }
 
 impl Default for Cluster {
@@ -44,6 +53,10 @@ impl Default for Cluster {
             heartbeat_ms: 1_000,
             node_timeout_ms: 5_000,
             interest_ack_timeout_ms: 2_000,
+            jetstream: true,
+            stream_max_bytes: 1 << 30,
+            stream_max_age_s: 3_600,
+            stream_ack_timeout_ms: 10_000,
         }
     }
 }
@@ -88,6 +101,30 @@ pub(super) const RANGES: &[Range] = &[
         max: 60_000,
         unit: "milliseconds",
         fix: "e.g. 2000",
+    },
+    Range {
+        key: "cluster.stream_max_bytes",
+        value: |c| c.cluster.stream_max_bytes,
+        min: 1 << 20,
+        max: 1 << 50,
+        unit: "bytes",
+        fix: "e.g. 1073741824: what the stream may hold for nodes that are slow or down",
+    },
+    Range {
+        key: "cluster.stream_max_age_s",
+        value: |c| c.cluster.stream_max_age_s.into(),
+        min: 1,
+        max: 31_536_000,
+        unit: "seconds",
+        fix: "e.g. 3600: how long a message waits in the stream for a node that is down",
+    },
+    Range {
+        key: "cluster.stream_ack_timeout_ms",
+        value: |c| c.cluster.stream_ack_timeout_ms.into(),
+        min: 100,
+        max: 600_000,
+        unit: "milliseconds",
+        fix: "e.g. 10000: how long a publisher's acknowledgement may wait for NATS",
     },
 ];
 

@@ -565,16 +565,18 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         "counter",
         "Messages (or interest changes) the cluster link could not pass on, by reason.",
     );
-    for (reason, counter) in [
-        ("link_full", &stats.dropped_link_full),
-        ("control_full", &stats.dropped_control_full),
-        ("disconnected", &stats.dropped_disconnected),
-        ("inbound_full", &stats.dropped_inbound_full),
-        ("undecodable", &stats.dropped_undecodable),
-    ] {
-        let value = counter.load(Relaxed).to_string();
-        out.sample("cluster_dropped_total", &[("reason", reason)], &value);
-    }
+    labelled_counters(
+        &mut out,
+        "cluster_dropped_total",
+        "reason",
+        &[
+            ("link_full", &stats.dropped_link_full),
+            ("control_full", &stats.dropped_control_full),
+            ("disconnected", &stats.dropped_disconnected),
+            ("inbound_full", &stats.dropped_inbound_full),
+            ("undecodable", &stats.dropped_undecodable),
+        ],
+    );
     out.family(
         "cluster_barrier_timeouts_total",
         "counter",
@@ -589,7 +591,52 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
     );
     let connects = stats.reconnects.load(Relaxed).to_string();
     out.sample("cluster_connects_total", &[], &connects);
+    out.family(
+        "cluster_claims_total",
+        "counter",
+        "Client ids claimed: sent (a client connected here) and received from other nodes.",
+    );
+    labelled_counters(
+        &mut out,
+        "cluster_claims_total",
+        "direction",
+        &[("out", &stats.claims_out), ("in", &stats.claims_in)],
+    );
+    out.family(
+        "cluster_stream_batches_total",
+        "counter",
+        "Batches of QoS 1/2 messages through the JetStream stream: stored for other nodes, not \
+         stored in time (their PUBACK/PUBREC refused), taken by this node, acknowledged to the \
+         stream, and asked again because a shard's queue was full.",
+    );
+    labelled_counters(
+        &mut out,
+        "cluster_stream_batches_total",
+        "result",
+        &[
+            ("stored", &stats.stream_stored),
+            ("failed", &stats.stream_failed),
+            ("taken", &stats.stream_in),
+            ("acked", &stats.stream_acked),
+            ("retried", &stats.stream_retried),
+        ],
+    );
     out.text
+}
+
+/// One sample of counter family `name` per (label value, counter).
+fn labelled_counters(
+    out: &mut Out,
+    name: &str,
+    label: &str,
+    counters: &[(&str, &std::sync::atomic::AtomicU64)],
+) {
+    for (value, counter) in counters {
+        let count = counter
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string();
+        out.sample(name, &[(label, value)], &count);
+    }
 }
 
 /// The text being built.

@@ -357,7 +357,7 @@ impl Shard {
     /// §3.1.2.5, 5.0 §3.1.4). In 5.0 a new connection to the session is made now, so a will with
     /// a delay is not sent, unless that connection ends the session (Clean Start); a will
     /// without delay was due when the connection closed (§3.1.3.2.2). 3.x wills have no delay.
-    fn will_on_takeover(
+    pub(super) fn will_on_takeover(
         &mut self,
         conn_id: super::ConnId,
         client_id: ByteString,
@@ -377,7 +377,7 @@ impl Shard {
         }
     }
 
-    fn end_connection_taken_over(&mut self, conn_id: super::ConnId, now: Instant) {
+    pub(super) fn end_connection_taken_over(&mut self, conn_id: super::ConnId, now: Instant) {
         // The session is handed over, not detached: unbind it first so it is not ended here.
         if let Some(conn) = self.conns.get(&conn_id) {
             let client_id = conn.client_id.clone();
@@ -527,7 +527,8 @@ impl Shard {
             session_present,
             "client connected"
         );
-        let connect_latency = crate::metrics::micros_between(conn.connect_at, now);
+        let connect_at = conn.connect_at;
+        let connect_latency = crate::metrics::micros_between(connect_at, now);
         let version = conn.version;
         let client_id = conn.client_id.clone();
         // 5.0 §4.12: the CONNACK of an enhanced authentication names its method.
@@ -600,6 +601,7 @@ impl Shard {
             return self.end_connection(conn_id, CloseKind::Normal, now);
         };
         self.write_packet(conn_id, &Packet::ConnAck(Box::new(connack)));
+        self.cluster_claim(&client_id, connect_at);
         self.metrics.record_connect_latency(connect_latency);
         self.resend_inflight(conn_id, key, now);
         self.pump_conn(conn_id, now);

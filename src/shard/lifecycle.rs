@@ -95,7 +95,7 @@ impl Shard {
         }
     }
 
-    fn end_session(&mut self, key: SessionKey, now: Instant) {
+    pub(super) fn end_session(&mut self, key: SessionKey, now: Instant) {
         let generation = self.sessions.get(key).map(|s| s.generation);
         if let (Some(mut state), Some(generation)) = (self.remove_session(key), generation) {
             if let Some((_, username, will)) = self.delayed_wills.remove(&state.client_id) {

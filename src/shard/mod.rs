@@ -12,6 +12,7 @@
 
 mod access;
 mod aliases;
+mod cluster;
 mod conn;
 mod connect;
 mod directory;
@@ -474,6 +475,9 @@ impl Shard {
             Mail::Durable { count, ok } => self.on_durable(from, count, ok),
             Mail::Restored => self.on_restored(),
             Mail::Remote(message) => self.route_remote(message, now),
+            Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
+            Mail::RemoteRetain(message) => self.store_retained(message),
+            Mail::RemoteClaim { client_id, at } => self.on_remote_claim(client_id, at, now),
         }
     }
 

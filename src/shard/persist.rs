@@ -240,7 +240,7 @@ impl Shard {
             _ => Some(packet),
         };
         if let Some(packet) = held {
-            self.write_packet(conn, &packet);
+            self.write_ack(conn, packet);
         }
     }
 
@@ -278,7 +278,7 @@ impl Shard {
         }
         for (PendingAck { conn, packet, .. }, durable) in ready {
             if durable {
-                self.write_packet(conn, &packet);
+                self.write_ack(conn, packet);
             } else {
                 self.refuse_ack(conn, packet);
             }

@@ -134,7 +134,7 @@ impl Shard {
                 matched = self.route(Message::from_publish(id, publish, publisher, now), now);
             }
             let pubrec = Packet::PubRec(ack_routed(packet_id, matched || !is_v5));
-            return self.ack_when_durable(conn_id, pubrec);
+            return self.ack_after_cluster(conn_id, pubrec, first_time);
         }
         let qos = publish.qos;
         let packet_id = publish.packet_id;
@@ -145,7 +145,7 @@ impl Shard {
             && let Some(packet_id) = packet_id
         {
             let puback = Packet::PubAck(ack_routed(packet_id, matched || !is_v5));
-            self.ack_when_durable(conn_id, puback);
+            self.ack_after_cluster(conn_id, puback, true);
         }
     }
 
@@ -181,19 +181,21 @@ impl Shard {
         }
         let mut matched = self.deliver_local(&message, now);
         matched |= self.route_shared(&message, now);
-        // `$SYS` topics describe this node: they stay on it.
-        if let Some(cluster) = self
-            .cluster
-            .as_mut()
-            .filter(|_| !is_sys_topic(&message.topic))
-        {
-            let nodes = cluster.nodes_for(&message.topic);
-            if nodes != 0 {
-                // Another node has a subscriber, whether or not the link has room for it.
-                matched = true;
-                cluster
-                    .handle()
-                    .publish(Arc::clone(&message), nodes, self.id);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.begin_route();
+            // `$SYS` topics describe this node: they stay on it.
+            let nodes = if is_sys_topic(&message.topic) {
+                0
+            } else {
+                cluster.nodes_for(&message.topic)
+            };
+            // Another node has a subscriber, whether or not the link has room for it.
+            matched |= nodes != 0;
+            // A retained write goes to the cluster's retained stream even without remote
+            // interest (not `$SYS`: it describes this node).
+            let retained = message.retain && nodes_share_retained(cluster, &message.topic);
+            if nodes != 0 || retained {
+                cluster.send(Arc::clone(&message), nodes, self.id);
             }
         }
         matched | self.mail_interested_shards(&message)
@@ -206,6 +208,9 @@ impl Shard {
     pub(super) fn route_remote(&mut self, message: Arc<Message>, now: Instant) {
         self.deliver_local(&message, now);
         self.mail_interested_shards(&message);
+        if let Some(cluster) = &self.cluster {
+            cluster.routed_remote(self.id);
+        }
     }
 
     /// Mails the message to every other shard whose replicated interest matches its topic.
@@ -688,6 +693,11 @@ fn ack(packet_id: crate::protocol::PacketId) -> PubResponse {
         reason: ReasonCode::SUCCESS,
         properties: Default::default(),
     }
+}
+
+/// Whether a retained write on `topic` goes to the cluster's retained stream.
+fn nodes_share_retained(cluster: &crate::cluster::ShardLink, topic: &str) -> bool {
+    cluster.handle().shares_retained() && !is_sys_topic(topic)
 }
 
 /// The PUBACK or PUBREC of a message that found a subscriber (`matched`) or none: 0x10, which

@@ -1,0 +1,175 @@
+//! The JetStream side of the link (docs/CLUSTER.md, "QoS 1/2 across nodes"): one stream per
+//! cluster, `ringmq_<name>`, holding batches of QoS 1/2 messages on one subject per target node,
+//! and one durable pull consumer per node reading its own subject.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+
+use super::ClusterStats;
+use crate::config::Cluster;
+
+/// One attempt to store a batch (send and the stream's answer).
+const STORE_TRY: Duration = Duration::from_secs(2);
+/// Pause before the next attempt.
+const STORE_PAUSE: Duration = Duration::from_millis(200);
+/// A batch a node took but did not acknowledge is delivered again after this (also the longest a
+/// restarted node waits for what its previous run took and never acknowledged).
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+/// The stream's window for recognising a batch sent again (`Nats-Msg-Id`).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Batches a node may have taken and not yet acknowledged.
+const ACK_PENDING_MAX: i64 = 1024;
+
+pub fn subject(name: &str, node: &str) -> String {
+    format!("ringmq.{name}.node.{node}.stored")
+}
+
+/// The subject of a retained topic: the SHA-256 of the topic in hex (a topic may hold what a
+/// subject token may not, and be longer than a subject may be); the topic itself travels in the
+/// message.
+pub fn retained_subject(name: &str, topic: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(topic.as_bytes());
+    let mut subject = format!("ringmq.{name}.retained.");
+    for byte in digest {
+        subject.push_str(&format!("{byte:02x}"));
+    }
+    subject
+}
+
+/// A stream on disk named `name` over `subject`, within `stream_max_bytes`.
+fn file_stream(config: &Cluster, name: String, subject: String) -> stream::Config {
+    stream::Config {
+        name,
+        subjects: vec![subject],
+        max_bytes: i64::try_from(config.stream_max_bytes).unwrap_or(i64::MAX),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// The cluster's retained messages: the last message per topic, kept until replaced.
+fn retained_config(config: &Cluster) -> stream::Config {
+    stream::Config {
+        max_messages_per_subject: 1,
+        ..file_stream(
+            config,
+            format!("ringmq_{}_retained", config.name),
+            format!("ringmq.{}.retained.*", config.name),
+        )
+    }
+}
+
+/// The retained stream (made if missing), read from the last message of every topic on: a node
+/// that starts, or opens it again, learns every retained message, then each change.
+pub async fn open_retained(
+    js: jetstream::Context,
+    config: Cluster,
+) -> Result<consumer::pull::Ordered, String> {
+    let name = format!("ringmq_{}_retained", config.name);
+    let stream = js
+        .get_or_create_stream(retained_config(&config))
+        .await
+        .map_err(|error| format!("stream {name}: {error}"))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("ringmq.{}.retained.*", config.name),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| format!("stream {name}: {error}"))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|error| format!("stream {name}: {error}"))
+}
+
+fn stream_config(config: &Cluster) -> stream::Config {
+    let max_age = Duration::from_secs(u64::from(config.stream_max_age_s));
+    stream::Config {
+        // A batch is deleted once its node acknowledged it; a full stream refuses new batches
+        // (their publishers are refused) rather than dropping waiting ones.
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        max_age,
+        duplicate_window: DUPLICATE_WINDOW.min(max_age),
+        ..file_stream(
+            config,
+            format!("ringmq_{}", config.name),
+            format!("ringmq.{}.node.*.stored", config.name),
+        )
+    }
+}
+
+/// The stream (made if missing) and this node's consumer of it, ready to read.
+pub async fn open(
+    js: jetstream::Context,
+    config: Cluster,
+) -> Result<consumer::pull::Stream, String> {
+    let stream = js
+        .get_or_create_stream(stream_config(&config))
+        .await
+        .map_err(|error| format!("stream ringmq_{}: {error}", config.name))?;
+    let durable = format!("ringmq_{}", config.node_id);
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: subject(&config.name, &config.node_id),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: ACK_PENDING_MAX,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|error| format!("consumer {durable}: {error}"))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|error| format!("consumer {durable}: {error}"))
+}
+
+/// Stores one batch, trying again (with the same `Nats-Msg-Id`, so a batch stored but not
+/// answered is not stored twice) until the stream takes it or `deadline` passes.
+pub async fn store(
+    js: jetstream::Context,
+    subject: String,
+    id: String,
+    payload: Bytes,
+    deadline: Instant,
+    stats: Arc<ClusterStats>,
+) -> bool {
+    loop {
+        let publish = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(id.as_str());
+        let attempt = async {
+            js.send_publish(subject.clone(), publish)
+                .await
+                .map_err(|error| error.to_string())?
+                .await
+                .map_err(|error| error.to_string())
+        };
+        match tokio::time::timeout(STORE_TRY, attempt).await {
+            Ok(Ok(_)) => {
+                ClusterStats::add(&stats.stream_stored, 1);
+                return true;
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "cluster: stream did not take a batch"),
+            Err(_) => tracing::debug!("cluster: stream did not answer a batch in time"),
+        }
+        if Instant::now() + STORE_PAUSE >= deadline {
+            tracing::warn!(%subject, "cluster: stream did not take a batch in time");
+            ClusterStats::add(&stats.stream_failed, 1);
+            return false;
+        }
+        tokio::time::sleep(STORE_PAUSE).await;
+    }
+}
