@@ -23,6 +23,7 @@ mod publish;
 mod retained;
 mod settings;
 mod shared;
+mod snapshot;
 mod subscribe;
 mod unsent;
 
@@ -235,6 +236,8 @@ pub struct Shard {
     store_pending: Vec<persist::Pending>,
     /// Scratch space for one session's changes.
     store_ops: Vec<crate::session::LogOp>,
+    /// Where the snapshot under way has got to (see `snapshot`).
+    snapshot_cursor: Option<Box<snapshot::SnapshotCursor>>,
     /// Shards that said they installed their restored state (`Mail::Restored`).
     restored_peers: usize,
     /// The link to the other nodes of the cluster, when there is one.
@@ -289,6 +292,7 @@ impl Shard {
             store_dirty: Vec::new(),
             store_pending: Vec::new(),
             store_ops: Vec::new(),
+            snapshot_cursor: None,
             restored_peers: 0,
             cluster: None,
         }
