@@ -149,8 +149,10 @@ impl NewGeneration {
 const GENERATION_POLL: Duration = Duration::from_millis(2);
 
 /// Until the new generation is in force: writes the shard's first snapshot, in slices between
-/// the shard's turns, and nothing else; tells `new_generation` when it is whole. Returns false
-/// when the shard stops first (nothing since start can be written without the generation).
+/// the shard's turns, and nothing else; tells `new_generation` when it is whole. A shard that
+/// stops meanwhile still finishes it (the shutdown timeout bounds the wait), so that what
+/// happened since the start is written after it; but not while writing fails (a full disk),
+/// then it returns false: nothing since the start can be written without the generation.
 async fn until_in_force(
     shell: &Rc<ShardShell>,
     files: &mut StoreFiles,
@@ -164,7 +166,7 @@ async fn until_in_force(
     let mut failures_seen = 0;
     let mut reported = false;
     while !new_generation.written.load(Ordering::Acquire) {
-        if stopping.get() {
+        if stopping.get() && failures_seen > 0 {
             return false;
         }
         let chunks = {
