@@ -171,8 +171,14 @@ async fn until_in_force(
         }
         let chunks = {
             let mut shard = shell.shard.borrow_mut();
-            shard.snapshot_slice(&crate::store::Clock::now());
-            shard.take_snapshot_chunks()
+            // Not before every shard has installed its part: until then no shard takes a
+            // client, and the slices would only take the CPU the others install with.
+            if !shard.peers_restored() {
+                Vec::new()
+            } else {
+                shard.snapshot_slice(&crate::store::Clock::now());
+                shard.take_snapshot_chunks()
+            }
         };
         let wrote = !chunks.is_empty();
         if wrote && write_job(files, chunks).await.is_err() {
