@@ -368,10 +368,18 @@ async fn write_snapshot_chunk(files: &mut StoreFiles, chunk: Chunk) -> std::io::
             snapshot.sync().await?;
             let tmp = snapshot.path().to_path_buf();
             let _ = snapshot.close().await;
-            std::fs::rename(&tmp, snapshot_path(&files.dir, files.number))?;
-            sync_dir(&files.dir).await?;
+            // The rename, the directory's sync and the removals are blocking calls that wait
+            // for the file system's journal, busy with the snapshot just synced: on a thread of
+            // their own, so the shard serves meanwhile.
+            let (dir, number) = (files.dir.clone(), files.number);
+            off_thread(move || {
+                std::fs::rename(&tmp, snapshot_path(&dir, number))?;
+                std::fs::File::open(&dir)?.sync_all()?;
+                remove_older(&dir, number);
+                Ok(())
+            })
+            .await?;
             files.snapshot_written = true;
-            remove_older(&files.dir, files.number).await;
         }
         Chunk::Records(_) | Chunk::Snapshot(_) => {}
     }
@@ -431,12 +439,29 @@ async fn rotate(files: &mut StoreFiles, snapshot: &[u8]) -> std::io::Result<()> 
     std::fs::rename(&tmp, &path)?;
     start_log(files, next).await?;
     files.snapshot_written = true;
-    remove_older(&files.dir, next).await;
+    remove_older(&files.dir, next);
     Ok(())
 }
 
+/// Runs `work` (blocking file system calls) on a thread of its own and waits for it without
+/// blocking the shard.
+async fn off_thread(
+    work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (done, result) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name(String::from("ringmq-store-files"))
+        .spawn(move || {
+            let _ = done.send(work());
+        })?;
+    result
+        .recv_async()
+        .await
+        .map_err(|_| std::io::Error::other("store file thread ended without an answer"))?
+}
+
 /// Removes logs and snapshots numbered below `number`: the snapshot `number` covers them.
-async fn remove_older(dir: &Path, number: u64) {
+fn remove_older(dir: &Path, number: u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -450,7 +475,14 @@ async fn remove_older(dir: &Path, number: u64) {
                 .and_then(|n| n.parse::<u64>().ok())
                 .is_some_and(|n| n < number)
         });
-        if older && let Err(error) = remove_file(&entry.path()).await {
+        if !older {
+            continue;
+        }
+        let removed = match std::fs::remove_file(entry.path()) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        };
+        if let Err(error) = removed {
             tracing::warn!(file = %entry.path().display(), %error, "store: old file not removed");
         }
     }
