@@ -256,8 +256,8 @@ fn a_damaged_log_stops_the_start_with_the_file_named_unless_told_to_quarantine_i
     let mut config = config;
     config.persistence.ignore_corrupt_storage = true;
     let broker = TestBroker::with_config(config);
-    // The new generation is written, and the damaged one moved aside, by a background thread
-    // while the shards already serve: wait (bounded) for it.
+    // The shards write the new generation's first snapshots while they already serve, and a
+    // thread then switches to it and moves the damaged one aside: wait (bounded) for it.
     let quarantined = || {
         std::fs::read_dir(&dir)
             .unwrap()
