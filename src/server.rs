@@ -6,7 +6,6 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shards::sync::Notify;
@@ -817,8 +816,8 @@ pub(crate) struct StoreStart {
     mode: crate::store::FsyncMode,
     parts: std::sync::Mutex<Vec<Option<crate::store::restore::Restored>>>,
     report: crate::store::RecoveryReport,
-    /// Whether the new generation is in force (`finish_generation_in_background`): until then
-    /// no shard's store task writes, so nothing is reported durable.
+    /// Whether the new generation is in force (`store_task::NewGeneration`): until then no
+    /// shard's store task writes records, so nothing is reported durable.
     new_generation: Arc<store_task::NewGeneration>,
 }
 
@@ -845,23 +844,15 @@ impl StoreStart {
         let generation = report.generation + 1;
         let previous = (report.generation > 0).then_some(report.generation);
         files::begin_generation(&dir, generation, shard_count)?;
-        // Each new snapshot takes about what was read per shard (less when logs held history):
-        // sized once, the buffer is not copied as it grows.
-        let size_hint = usize::try_from(report.bytes_read).unwrap_or(0) / shard_count.max(1);
-        let snapshots = encode_snapshots(&parts, &clock, size_hint + size_hint / 8);
-        let new_generation = Arc::new(store_task::NewGeneration::default());
-        finish_generation_in_background(
+        // Each shard writes its part as its first snapshot while it serves (`store_task`); the
+        // last to finish puts the new generation in force.
+        let new_generation = Arc::new(store_task::NewGeneration::new(
             dir.clone(),
             generation,
-            snapshots,
             previous,
             report.quarantined,
-            Arc::clone(&new_generation),
-        )
-        .map_err(|source| crate::store::StoreError::Directory {
-            dir: dir.clone(),
-            source,
-        })?;
+            shard_count,
+        ));
         tracing::info!(
             dir = %dir.display(),
             generation,
@@ -903,72 +894,6 @@ impl StoreStart {
             .and_then(Option::take)
             .unwrap_or_default()
     }
-}
-
-/// Each shard's part as its first snapshot, a thread per shard.
-fn encode_snapshots(
-    parts: &[crate::store::restore::Restored],
-    clock: &crate::store::Clock,
-    size_hint: usize,
-) -> Vec<Vec<u8>> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|part| {
-                scope.spawn(move || crate::store::restore::snapshot(part, clock, size_hint))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
-}
-
-/// Writes the new generation's first snapshots and switches `CURRENT` to it, on a thread of its
-/// own while the shards serve (see `store::files::finish_generation`); sets `written` once it is
-/// in force. A failure (a full disk) is logged, counted in `failures` (the shards then refuse
-/// QoS 1/2 and drop their records, as after a failed write) and tried again every second; the
-/// old generation stays in force until it works.
-fn finish_generation_in_background(
-    dir: std::path::PathBuf,
-    generation: u64,
-    snapshots: Vec<Vec<u8>>,
-    previous: Option<u64>,
-    quarantine: bool,
-    new_generation: Arc<store_task::NewGeneration>,
-) -> std::io::Result<()> {
-    let write = move || {
-        let started = Instant::now();
-        loop {
-            match crate::store::files::finish_generation(
-                &dir, generation, &snapshots, previous, quarantine,
-            ) {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::error!(%error, "store: new generation not written; trying again in a second");
-                    new_generation.failures.fetch_add(1, Ordering::AcqRel);
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
-        }
-        let bytes: usize = snapshots.iter().map(Vec::len).sum();
-        drop(snapshots);
-        new_generation.written.store(true, Ordering::Release);
-        tracing::info!(
-            generation,
-            bytes,
-            seconds = started.elapsed().as_secs_f64(),
-            "store: new generation in force"
-        );
-    };
-    std::thread::Builder::new()
-        .name(String::from("ringmq-store-generation"))
-        .spawn(write)
-        .map(drop)
 }
 
 /// Waits (bounded) until every other shard has installed its restored state, so that this

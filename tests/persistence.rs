@@ -256,8 +256,8 @@ fn a_damaged_log_stops_the_start_with_the_file_named_unless_told_to_quarantine_i
     let mut config = config;
     config.persistence.ignore_corrupt_storage = true;
     let broker = TestBroker::with_config(config);
-    // The new generation is written, and the damaged one moved aside, by a background thread
-    // while the shards already serve: wait (bounded) for it.
+    // The shards write the new generation's first snapshots while they already serve, and a
+    // thread then switches to it and moves the damaged one aside: wait (bounded) for it.
     let quarantined = || {
         std::fs::read_dir(&dir)
             .unwrap()
@@ -410,4 +410,91 @@ fn connect_with_delayed_will(
     let mut client = RawClient::connect_tcp(addr, Version::V5);
     client.handshake(connect);
     client
+}
+
+/// The files of shard 0's directory in the generation in force.
+fn shard0_files(dir: &Path) -> Vec<String> {
+    let generation = std::fs::read_to_string(dir.join("CURRENT")).unwrap();
+    let shard = dir
+        .join(format!("gen-{}", generation.trim()))
+        .join("shard-0");
+    let mut names: Vec<String> = std::fs::read_dir(shard)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_snapshot_taken_while_serving_replaces_the_logs_before_it_and_reads_back_after_a_restart() {
+    let dir = store_dir("running-snapshot");
+    let broker = start(1, &dir);
+    let (mut publisher, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "p", true);
+    // About 70 MB of records over four retained topics: past the 64 MiB that makes a
+    // snapshot due when the last one (the start's) is small.
+    let big = vec![b'x'; 1_000_000];
+    for i in 0..70u16 {
+        let mut payload = big.clone();
+        payload[..2].copy_from_slice(&i.to_be_bytes());
+        publisher.publish(
+            &format!("big/{}", i % 4),
+            &payload,
+            QoS::AtLeastOnce,
+            true,
+            Some(i + 1),
+        );
+        assert!(matches!(publisher.recv(), Packet::PubAck(_)));
+    }
+    // The snapshot is taken in slices while the shard serves: wait (bounded) for its file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !shard0_files(&dir).contains(&String::from("snap-00000002"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    publish_retained_marker(&mut publisher);
+    let files = shard0_files(&dir);
+    assert!(
+        files.contains(&String::from("snap-00000002"))
+            && files.contains(&String::from("log-00000002")),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.ends_with("00000001")),
+        "the first snapshot and log are removed: {files:?}"
+    );
+    broker.shutdown();
+    let broker = start(1, &dir);
+    let (mut probe, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "probe", true);
+    probe.subscribe(
+        1,
+        &[("big/#", QoS::AtMostOnce), ("marker", QoS::AtMostOnce)],
+    );
+    let mut last = std::collections::BTreeMap::new();
+    while let Some(packet) = probe.try_recv(Duration::from_millis(500)) {
+        if let Packet::Publish(publish) = packet {
+            let number = u16::from_be_bytes([publish.payload[0], publish.payload[1]]);
+            last.insert(publish.topic.to_string(), (number, publish.payload.len()));
+        }
+    }
+    let expected: std::collections::BTreeMap<String, (u16, usize)> = [
+        ("big/0", (68, 1_000_000)),
+        ("big/1", (69, 1_000_000)),
+        ("big/2", (66, 1_000_000)),
+        ("big/3", (67, 1_000_000)),
+        ("marker", (u16::from_be_bytes(*b"ok"), 2)),
+    ]
+    .into_iter()
+    .map(|(topic, value)| (String::from(topic), value))
+    .collect();
+    assert_eq!(last, expected);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A retained message after the snapshot, in the log that follows it.
+fn publish_retained_marker(publisher: &mut RawClient) {
+    publisher.publish("marker", b"ok", QoS::AtLeastOnce, true, Some(1000));
+    assert!(matches!(publisher.recv(), Packet::PubAck(_)));
 }

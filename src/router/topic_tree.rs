@@ -91,6 +91,18 @@ impl<V> TopicTree<V> {
         self.nodes.iter().filter_map(|node| node.value.as_ref())
     }
 
+    /// The arena's length: `value_at` takes `0..slots()`. A node keeps its slot while it holds
+    /// a value, so a walk by slot spread over several turns sees every value that stays put
+    /// meanwhile (the persistence snapshot is taken that way).
+    pub fn slots(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The value in arena slot `slot`, if it holds one.
+    pub fn value_at(&self, slot: usize) -> Option<&V> {
+        self.nodes.get(slot)?.value.as_ref()
+    }
+
     /// Stores `value` under `topic`, returning the value it replaces.
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
         let mut index = ROOT;

@@ -3,8 +3,6 @@
 //! id are serialized at its home, so two connections racing with the same id resolve in the
 //! order the home saw them: the later one takes the session over.
 
-use std::collections::HashMap;
-
 use bytestring::ByteString;
 use shards::ShardId;
 
@@ -16,7 +14,7 @@ struct Entry {
 
 #[derive(Debug, Default)]
 pub struct Directory {
-    entries: HashMap<ByteString, Entry>,
+    entries: super::FastMap<ByteString, Entry>,
     next_generation: u64,
 }
 

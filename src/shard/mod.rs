@@ -24,6 +24,7 @@ mod publish;
 mod retained;
 mod settings;
 mod shared;
+mod snapshot;
 mod subscribe;
 mod unsent;
 mod wills;
@@ -60,6 +61,11 @@ fn message_shard(id: u64) -> usize {
 }
 
 use directory::Directory;
+
+/// The shard's large tables (sessions by client id, each filter's subscribers, the client-id
+/// directory) are filled by the hundred thousand at a start with a large store: hashed with
+/// ahash (keyed per process), several times faster there than the standard SipHash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use subscribe::PendingBarrier;
 
 /// Packets a client may send after CONNECT before its CONNACK is ready.
@@ -163,7 +169,7 @@ pub struct Shard {
     /// to twice as many connections as are open.
     conns: ConnMap<Box<Conn>>,
     sessions: Slab<LocalSession>,
-    sessions_by_client: HashMap<ByteString, SessionKey>,
+    sessions_by_client: FastMap<ByteString, SessionKey>,
     /// What the sessions in `sessions` hold together, queued and in flight (against
     /// `limits.queued_*_per_shard_max`): a session adds to it when it is installed and takes off
     /// what it holds when it leaves, and every message taken in or let go counts.
@@ -177,7 +183,7 @@ pub struct Shard {
     /// `limits.topic_alias_bytes_per_shard_max`).
     alias_allowance: aliases::AliasAllowance,
     /// Local subscriptions: filter -> session -> subscription.
-    subscriptions: Trie<HashMap<SessionKey, Subscription>>,
+    subscriptions: Trie<FastMap<SessionKey, Subscription>>,
     /// Replicated interest: filter -> remote shards with at least one subscriber.
     interest: Trie<shards::ShardSet>,
     /// Shared-subscription members on this shard: filter -> group -> members.
@@ -249,6 +255,8 @@ pub struct Shard {
     store_pending: Vec<persist::Pending>,
     /// Scratch space for one session's changes.
     store_ops: Vec<crate::session::LogOp>,
+    /// Where the snapshot under way has got to (see `snapshot`).
+    snapshot_cursor: Option<Box<snapshot::SnapshotCursor>>,
     /// Shards that said they installed their restored state (`Mail::Restored`).
     restored_peers: usize,
     /// The link to the other nodes of the cluster, when there is one.
@@ -265,7 +273,7 @@ impl Shard {
             settings,
             conns: ConnMap::default(),
             sessions: Slab::new(),
-            sessions_by_client: HashMap::new(),
+            sessions_by_client: FastMap::default(),
             held: crate::session::Held::default(),
             subscription_count: 0,
             subscription_bytes: 0,
@@ -307,6 +315,7 @@ impl Shard {
             store_dirty: Vec::new(),
             store_pending: Vec::new(),
             store_ops: Vec::new(),
+            snapshot_cursor: None,
             restored_peers: 0,
             cluster: None,
         }

@@ -96,6 +96,9 @@ impl Shard {
                 (will.due, will.username, self.will_bytes.hold(will.will)),
             );
         }
+        // The new generation starts from this state: its first snapshot is taken in slices
+        // while the shard serves, before its first log (store_task).
+        self.begin_snapshot(false);
         self.broadcast_mail(|| Mail::Restored);
     }
 
@@ -334,12 +337,32 @@ impl Shard {
         let snapshot_due = journal.snapshot_due();
         self.store = Some(journal);
         if snapshot_due {
-            self.push_snapshot(clock);
+            self.begin_snapshot(true);
         }
     }
 
-    /// Queues a snapshot of everything this shard persists.
+    /// Queues a snapshot of everything this shard persists, taken in one step: only to make a
+    /// broken log whole again (a running log takes its snapshots in slices, see `snapshot`).
     fn push_snapshot(&mut self, clock: &Clock) {
+        let size_hint = self.store.as_ref().map_or(0, |j| j.snapshot_bytes());
+        let out = self.encode_snapshot(clock, size_hint);
+        if let Some(journal) = self.store.as_mut() {
+            journal.last_inline = None;
+            journal.push_snapshot(out);
+        }
+        self.snapshot_cursor = None;
+    }
+
+    /// The snapshot chunks at the head of the store's work (`Journal::take_snapshot_chunks`).
+    pub fn take_snapshot_chunks(&mut self) -> Vec<crate::store::Chunk> {
+        self.store
+            .as_mut()
+            .map(|journal| journal.take_snapshot_chunks())
+            .unwrap_or_default()
+    }
+
+    /// Everything this shard persists, encoded as a snapshot in one step.
+    pub(super) fn encode_snapshot(&self, clock: &Clock, size_hint: usize) -> Vec<u8> {
         let sessions = self
             .sessions
             .iter()
@@ -349,19 +372,18 @@ impl Shard {
             .delayed_wills
             .iter()
             .map(|(client_id, (due, username, will))| (client_id, username, *due, &**will));
-        let size_hint = self.store.as_ref().map_or(0, |j| j.snapshot_bytes());
-        let out =
-            crate::store::write_snapshot(sessions, self.retained.values(), wills, clock, size_hint);
-        if let Some(journal) = self.store.as_mut() {
-            journal.last_inline = None;
-            journal.push_snapshot(out);
-        }
+        crate::store::write_snapshot(sessions, self.retained.values(), wills, clock, size_hint)
     }
 
     /// What the store task should write now, if anything.
     pub fn take_store_job(&mut self) -> Option<StoreJob> {
         let journal = self.store.as_mut()?;
         journal.has_work().then(|| journal.take_job())
+    }
+
+    /// The size of the last snapshot written.
+    pub fn store_snapshot_bytes(&self) -> u64 {
+        self.store.as_ref().map_or(0, |j| j.snapshot_bytes() as u64)
     }
 
     pub fn store_has_work(&self) -> bool {

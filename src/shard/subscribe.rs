@@ -8,7 +8,6 @@
 //! PUBLISH accepted anywhere reaches the new subscription. The barrier replies also carry each
 //! shard's retained messages matching the new filters.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -336,7 +335,7 @@ impl Shard {
         let mut is_new = false;
         let subscribers = self.subscriptions.get_or_insert_with(filter, || {
             is_new = true;
-            HashMap::new()
+            super::FastMap::default()
         });
         subscribers.insert(key, subscription);
         is_new

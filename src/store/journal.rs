@@ -23,8 +23,18 @@ pub enum Chunk {
     /// Records appended to the current log.
     Records(Vec<u8>),
     /// A snapshot of the whole shard as of the records before it: the store task starts a new
-    /// log after the current one and writes this as the next snapshot file.
+    /// log after the current one and writes this as the next snapshot file. Taken in one step,
+    /// only to make a broken log whole again.
     Snapshot(Vec<u8>),
+    /// The cut of a snapshot taken in slices: the store task opens the next snapshot file and
+    /// (`next_log`) syncs the current log and starts the next one, where the records after this
+    /// chunk go. A shard's first snapshot in a new generation precedes its first log instead.
+    SnapshotBegin { next_log: bool },
+    /// A slice of that snapshot, appended to its file.
+    SnapshotPart(Vec<u8>),
+    /// The last slice was handed over: the store task syncs the snapshot file, gives it its
+    /// name and removes the logs and snapshots it replaces.
+    SnapshotEnd,
 }
 
 /// Work for the store task: chunks to write, and what becomes durable once they are.
@@ -66,6 +76,8 @@ pub struct Journal {
     /// Record bytes since the last snapshot, and that snapshot's size.
     since_snapshot: u64,
     snapshot_bytes: u64,
+    /// A snapshot in slices is under way: the bytes of the slices handed over so far.
+    slicing: Option<u64>,
     /// The last write or sync failed: records are not kept until a snapshot succeeds.
     broken: bool,
     sent_to: Vec<u64>,
@@ -99,6 +111,7 @@ impl Journal {
             last_stamp: 0,
             since_snapshot: 0,
             snapshot_bytes: 0,
+            slicing: None,
             broken: false,
             sent_to: vec![0; shard_count],
             durable_at: vec![0; shard_count],
@@ -134,20 +147,57 @@ impl Journal {
         !self.records.is_empty() || !self.sealed.is_empty() || self.received_changed
     }
 
-    /// The size of the last snapshot (0 before the first of this run).
+    /// The size of the last snapshot (the one a new generation starts with, at start): the
+    /// next is due after twice that much log.
     pub fn snapshot_bytes(&self) -> usize {
         usize::try_from(self.snapshot_bytes).unwrap_or(usize::MAX)
     }
 
+    /// Whether the next snapshot is due: never while one is being taken in slices.
     pub fn snapshot_due(&self) -> bool {
-        self.since_snapshot + self.records.len() as u64
-            > SNAPSHOT_AFTER_BYTES_MIN.max(2 * self.snapshot_bytes)
+        self.slicing.is_none()
+            && self.since_snapshot + self.records.len() as u64
+                > SNAPSHOT_AFTER_BYTES_MIN.max(2 * self.snapshot_bytes)
+    }
+
+    /// Cuts the log for a snapshot taken in slices (`push_snapshot_part`, then
+    /// `end_snapshot`): the records so far go to the current log, those from here on to the
+    /// next, which the snapshot precedes. The state between slices changes, but every change
+    /// after the cut is in that next log, and replaying it over any state the slices saw gives
+    /// the state it gave over the cut (docs/PERSISTENCE.md, "Snapshots").
+    pub fn begin_snapshot(&mut self, next_log: bool) {
+        self.seal();
+        self.since_snapshot = 0;
+        self.slicing = Some(0);
+        self.sealed.push(Chunk::SnapshotBegin { next_log });
+    }
+
+    /// Whether a snapshot in slices is under way (a failed write abandons it).
+    pub fn is_slicing(&self) -> bool {
+        self.slicing.is_some()
+    }
+
+    /// A slice of the snapshot under way.
+    pub fn push_snapshot_part(&mut self, part: Vec<u8>) {
+        if let Some(bytes) = self.slicing.as_mut() {
+            *bytes += part.len() as u64;
+            self.sealed.push(Chunk::SnapshotPart(part));
+        }
+    }
+
+    /// The snapshot under way is whole.
+    pub fn end_snapshot(&mut self) {
+        if let Some(bytes) = self.slicing.take() {
+            self.snapshot_bytes = bytes;
+            self.sealed.push(Chunk::SnapshotEnd);
+        }
     }
 
     /// Seals the records so far and queues a snapshot after them. A broken log takes records
     /// again from here: they follow the snapshot, and are dropped with it if it fails too.
     pub fn push_snapshot(&mut self, snapshot: Vec<u8>) {
         self.broken = false;
+        self.slicing = None;
         self.seal();
         self.since_snapshot = 0;
         self.snapshot_bytes = snapshot.len() as u64;
@@ -175,6 +225,17 @@ impl Journal {
         }
     }
 
+    /// The snapshot chunks at the head of what is to write, alone: before the new generation
+    /// is in force a shard writes its snapshots there but no records (see `store_task`).
+    pub fn take_snapshot_chunks(&mut self) -> Vec<Chunk> {
+        let records = self
+            .sealed
+            .iter()
+            .position(|chunk| matches!(chunk, Chunk::Records(_)))
+            .unwrap_or(self.sealed.len());
+        self.sealed.drain(..records).collect()
+    }
+
     /// Record bytes appended so far, including those not yet taken.
     fn end(&self) -> u64 {
         self.appended + self.records.len() as u64
@@ -189,6 +250,7 @@ impl Journal {
     /// records are kept again. Returns the acknowledgements that can no longer be given.
     pub fn fail(&mut self) -> Vec<PendingAck> {
         self.broken = true;
+        self.slicing = None;
         self.acks_in_batch = 0;
         self.records.clear();
         self.sealed.clear();

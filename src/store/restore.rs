@@ -175,21 +175,3 @@ fn rebuild(
     let incoming = session.incoming_qos2.into_iter().filter_map(PacketId::new);
     state.restore(queued, inflight, incoming, meta.next_seq, clock.instant)
 }
-
-/// The first snapshot of a shard in a new generation: exactly what it starts with (`size_hint`
-/// as for `write_snapshot`).
-pub fn snapshot(restored: &Restored, clock: &Clock, size_hint: usize) -> Vec<u8> {
-    super::write_snapshot(
-        restored
-            .sessions
-            .iter()
-            .map(|s| (s.stamp, &s.state, Some(s.expires_at))),
-        restored.retained.iter(),
-        restored
-            .wills
-            .iter()
-            .map(|w| (&w.client_id, &w.username, w.due, &w.will)),
-        clock,
-        size_hint,
-    )
-}

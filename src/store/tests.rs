@@ -417,3 +417,73 @@ mod acks {
         assert_eq!(ready(&mut journal), vec![(2, true)]);
     }
 }
+
+mod snapshots {
+    use crate::store::FsyncMode;
+    use crate::store::journal::{Chunk, Journal};
+
+    const MIB: usize = 1 << 20;
+
+    fn kinds(chunks: &[Chunk]) -> Vec<&'static str> {
+        chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Chunk::Records(_) => "records",
+                Chunk::Snapshot(_) => "snapshot",
+                Chunk::SnapshotBegin { next_log: true } => "begin, next log",
+                Chunk::SnapshotBegin { next_log: false } => "begin",
+                Chunk::SnapshotPart(_) => "part",
+                Chunk::SnapshotEnd => "end",
+            })
+            .collect()
+    }
+
+    /// The records not yet taken by the store task come to `bytes`.
+    fn unwritten(journal: &mut Journal, bytes: usize) {
+        journal.records().unwrap().0.resize(bytes, 7);
+        journal.batch_written();
+    }
+
+    #[test]
+    fn the_first_snapshot_of_a_run_sets_when_the_next_is_due_and_none_is_due_while_one_is_taken() {
+        let mut journal = Journal::new(FsyncMode::Always, 1);
+        // At start the shard's first snapshot precedes its first log.
+        journal.begin_snapshot(false);
+        unwritten(&mut journal, 70 * MIB);
+        assert!(!journal.snapshot_due(), "not while one is under way");
+        journal.push_snapshot_part(vec![1; 40 * MIB]);
+        journal.end_snapshot();
+        assert_eq!(journal.snapshot_bytes(), 40 * MIB);
+        // The records written meanwhile follow the snapshot; only the snapshot chunks go
+        // before the new generation is in force.
+        let job = journal.take_snapshot_chunks();
+        assert_eq!(kinds(&job), ["begin", "part", "end"]);
+        assert!(journal.has_work());
+        // Twice the snapshot (80 MiB), not the 64 MiB minimum, is what makes the next due.
+        assert!(!journal.snapshot_due());
+        unwritten(&mut journal, 80 * MIB + 1);
+        assert!(journal.snapshot_due());
+        journal.begin_snapshot(true);
+        assert!(!journal.snapshot_due());
+        assert_eq!(
+            kinds(&journal.take_job().chunks),
+            ["records", "begin, next log"]
+        );
+    }
+
+    #[test]
+    fn a_failure_abandons_the_snapshot_under_way() {
+        let mut journal = Journal::new(FsyncMode::Always, 1);
+        journal.begin_snapshot(true);
+        journal.push_snapshot_part(vec![1; 10]);
+        assert!(journal.is_slicing());
+        let _ = journal.fail();
+        assert!(!journal.is_slicing() && journal.is_broken());
+        journal.push_snapshot_part(vec![1; 10]);
+        journal.end_snapshot();
+        assert!(
+            journal.take_job().chunks.is_empty(),
+            "nothing of it is written"
+        );
+    }
+}

@@ -1,0 +1,542 @@
+//! The shard's snapshot, taken in slices between its turns so that a large state does not stall
+//! its clients (docs/PERSISTENCE.md, "Snapshots").
+//!
+//! The journal cuts the log when the snapshot starts: the records after the cut go to a new log,
+//! which replays after the snapshot. The slices then walk the sessions (by slab key) and the
+//! retained messages (by arena slot of the topic tree), then the delayed wills, writing each
+//! as it is when the walk reaches it. What changes between slices is written to the new log
+//! too, and every record there sets what it names (an entry queued, sent, done; a retained topic
+//! set or cleared; a session's data) rather than changing it relative to before. So replaying
+//! the new log over what the slices saw, whether they saw a thing before or after a change,
+//! ends in the state the shard had at the end of that log. A thing that existed at the cut and
+//! never changed stays in its slab key or arena slot, so the walk sees it.
+
+use bytestring::ByteString;
+
+use super::Shard;
+use crate::store::record::Record;
+use crate::store::{Clock, RecordWriter};
+
+/// About how many bytes one slice encodes before the shard takes its next turn (one session
+/// image or retained message more at most; a session's own limits bound its image).
+const SLICE_BYTES: usize = 128 << 10;
+
+/// At most this many slab keys or arena slots are looked at per slice, so a sparse table (many
+/// vacant keys, or sessions that are not persisted) still ends a slice soon.
+const SLICE_SLOTS: usize = 4096;
+
+/// Where the snapshot under way has got to.
+#[derive(Debug)]
+pub(super) struct SnapshotCursor {
+    stage: Stage,
+    /// The message the snapshot wrote whole last (`RecordWriter::message_ref`).
+    last_inline: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// The next slab key of `sessions`.
+    Sessions(usize),
+    /// The next arena slot of `retained`.
+    Retained(usize),
+    /// The clients with a delayed will when this stage began, and the next of them.
+    Wills(Vec<ByteString>, usize),
+}
+
+impl Shard {
+    /// Starts a snapshot in slices (the store task asks for them with `snapshot_slice`); see
+    /// `Journal::begin_snapshot` for `next_log`.
+    pub(super) fn begin_snapshot(&mut self, next_log: bool) {
+        let Some(journal) = self.store.as_mut() else {
+            return;
+        };
+        journal.last_inline = None;
+        journal.begin_snapshot(next_log);
+        self.snapshot_cursor = Some(Box::new(SnapshotCursor {
+            stage: Stage::Sessions(0),
+            last_inline: None,
+        }));
+    }
+
+    /// Encodes the next slice of the snapshot under way and hands it to the journal; the last
+    /// one ends the snapshot. Returns whether more slices are to come.
+    pub fn snapshot_slice(&mut self, clock: &Clock) -> bool {
+        if !self.store.as_ref().is_some_and(|j| j.is_slicing()) {
+            // None under way, or a failed write abandoned it.
+            self.snapshot_cursor = None;
+            return false;
+        }
+        let Some(mut cursor) = self.snapshot_cursor.take() else {
+            return false;
+        };
+        let mut out = Vec::with_capacity(SLICE_BYTES + SLICE_BYTES / 4);
+        let mut writer = RecordWriter {
+            out: &mut out,
+            last_inline: &mut cursor.last_inline,
+        };
+        if matches!(cursor.stage, Stage::Sessions(0)) {
+            writer.record(&Record::SnapshotBegin);
+        }
+        let mut visited = 0;
+        let done = loop {
+            if writer.out.len() >= SLICE_BYTES || visited >= SLICE_SLOTS {
+                break false;
+            }
+            visited += 1;
+            if !self.snapshot_step(&mut cursor.stage, &mut writer, clock) {
+                writer.record(&Record::SnapshotEnd);
+                break true;
+            }
+        };
+        if let Some(journal) = self.store.as_mut() {
+            journal.push_snapshot_part(out);
+            if done {
+                journal.end_snapshot();
+            }
+        }
+        if !done {
+            self.snapshot_cursor = Some(cursor);
+        }
+        !done
+    }
+
+    /// Writes what the cursor points at and moves it on; false once everything is written.
+    fn snapshot_step(
+        &self,
+        stage: &mut Stage,
+        writer: &mut RecordWriter<'_>,
+        clock: &Clock,
+    ) -> bool {
+        match stage {
+            Stage::Sessions(key) if *key < self.sessions.capacity() => {
+                if let Some(session) = self.sessions.get(*key)
+                    && session.state.is_logged()
+                    && session.forward_to.is_none()
+                {
+                    let stamp = session.store.stamp;
+                    writer.session_image(stamp, &session.state, session.expires_at, clock);
+                }
+                *key += 1;
+            }
+            Stage::Sessions(_) => *stage = Stage::Retained(0),
+            Stage::Retained(slot) if *slot < self.retained.slots() => {
+                if let Some(message) = self.retained.value_at(*slot)
+                    && crate::store::persists_retained(&message.topic)
+                {
+                    let stored = crate::store::stored_message(message, clock);
+                    writer.record(&Record::RetainSet(stored));
+                }
+                *slot += 1;
+            }
+            Stage::Retained(_) => {
+                let clients = self.delayed_wills.keys().cloned().collect();
+                *stage = Stage::Wills(clients, 0);
+            }
+            Stage::Wills(clients, next) => {
+                let Some(client_id) = clients.get(*next) else {
+                    return false;
+                };
+                if let Some((due, username, will)) = self.delayed_wills.get(client_id) {
+                    let record = crate::store::will_record(
+                        client_id.clone(),
+                        username.clone(),
+                        *due,
+                        will,
+                        clock,
+                    );
+                    writer.record(&Record::WillSet(record));
+                }
+                *next += 1;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use bytestring::ByteString;
+    use shards::ShardId;
+
+    use super::Shard;
+    use crate::config::Config;
+    use crate::message::Message;
+    use crate::protocol::{
+        Connect, Packet, PacketId, Publish, PublishProps, QoS, Subscribe, SubscribeFilter,
+        SubscriptionOptions, Version,
+    };
+    use crate::session::{Delivery, SessionState, Subscription};
+    use crate::shard::{ConnId, Event, Settings};
+    use crate::store::journal::Chunk;
+    use crate::store::record::{self, Record};
+    use crate::store::replay::{Replayed, Replayer};
+    use crate::store::restore::{Restored, RestoredSession};
+    use crate::store::{Clock, FsyncMode};
+
+    /// One shard with persistence on, driven as its shell drives it, keeping what the store
+    /// task would write: the log before the cut, the snapshot slices and the log after the cut.
+    struct Harness {
+        shard: Shard,
+        clock: Clock,
+        next_conn: ConnId,
+        next_packet_id: u16,
+        cut: bool,
+        ended: bool,
+        snapshot: Vec<u8>,
+        log_after_cut: Vec<u8>,
+    }
+
+    impl Harness {
+        fn new(restored: Restored) -> Harness {
+            let settings = Arc::new(Settings::from_config(&Config::default(), 1));
+            let mut shard = Shard::new(ShardId::new(0), 1, settings);
+            shard.enable_store(FsyncMode::Always);
+            let mut harness = Harness {
+                shard,
+                clock: Clock::now(),
+                next_conn: 1,
+                next_packet_id: 0,
+                cut: false,
+                ended: false,
+                snapshot: Vec::new(),
+                log_after_cut: Vec::new(),
+            };
+            harness.shard.restore(restored);
+            harness.settle();
+            harness
+        }
+
+        /// Handles `event`, then the mail the shard sent itself, then flushes the batch's
+        /// records and takes what the store task would write.
+        fn handle(&mut self, event: Event) {
+            let now = self.clock.instant;
+            self.shard.handle(event, now);
+            self.settle();
+        }
+
+        fn settle(&mut self) {
+            let now = self.clock.instant;
+            let mut batch = Vec::new();
+            for _ in 0..1000 {
+                self.shard.take_mail(ShardId::new(0), &mut batch, 64);
+                if batch.is_empty() {
+                    break;
+                }
+                for mail in batch.drain(..) {
+                    let from = ShardId::new(0);
+                    self.shard.handle(Event::Mail { from, mail }, now);
+                }
+            }
+            self.shard.flush_store(&self.clock);
+            self.take_job();
+        }
+
+        fn take_job(&mut self) {
+            let Some(job) = self.shard.take_store_job() else {
+                return;
+            };
+            for chunk in job.chunks {
+                match chunk {
+                    Chunk::Records(bytes) if self.cut => self.log_after_cut.extend(bytes),
+                    Chunk::Records(_) => {}
+                    Chunk::SnapshotBegin { .. } => {
+                        self.cut = true;
+                        self.snapshot.clear();
+                        self.log_after_cut.clear();
+                    }
+                    Chunk::SnapshotPart(bytes) => self.snapshot.extend(bytes),
+                    Chunk::SnapshotEnd => self.ended = true,
+                    Chunk::Snapshot(_) => panic!("a running log takes no snapshot in one step"),
+                }
+            }
+        }
+
+        /// One slice, taken as the store task takes it.
+        fn slice(&mut self) -> bool {
+            let more = self.shard.snapshot_slice(&self.clock);
+            self.take_job();
+            more
+        }
+
+        fn connect(&mut self, client_id: &str, clean_start: bool) -> ConnId {
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            let peer = ([127, 0, 0, 1], 1024 + conn as u16).into();
+            self.handle(Event::Accepted { conn, peer });
+            let connect = Connect {
+                version: Version::V3_1_1,
+                clean_start,
+                keep_alive_secs: 0,
+                client_id: ByteString::from(client_id),
+                will: None,
+                username: None,
+                password: None,
+                properties: Default::default(),
+            };
+            self.handle(Event::Packet {
+                conn,
+                packet: Packet::Connect(Box::new(connect)),
+            });
+            conn
+        }
+
+        fn packet_id(&mut self) -> PacketId {
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            PacketId::new(self.next_packet_id).unwrap()
+        }
+
+        fn subscribe(&mut self, conn: ConnId, filter: &str) {
+            let subscribe = Subscribe {
+                packet_id: self.packet_id(),
+                properties: Default::default(),
+                filters: vec![SubscribeFilter {
+                    filter: ByteString::from(filter),
+                    options: SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        ..Default::default()
+                    },
+                }],
+            };
+            self.handle(Event::Packet {
+                conn,
+                packet: Packet::Subscribe(subscribe),
+            });
+        }
+
+        fn publish(&mut self, conn: ConnId, topic: &str, payload: &[u8], retain: bool) {
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain,
+                topic: ByteString::from(topic),
+                packet_id: Some(self.packet_id()),
+                properties: Default::default(),
+                payload: Bytes::copy_from_slice(payload),
+            };
+            self.handle(Event::Packet {
+                conn,
+                packet: Packet::Publish(publish),
+            });
+        }
+
+        /// The state the snapshot and the log after its cut give back.
+        fn read_back(&self) -> Replayed {
+            let mut replayer = Replayer::new();
+            let mut snapshot = Bytes::from(self.snapshot.clone());
+            assert!(matches!(
+                record::decode(&mut snapshot),
+                Ok(Some(Record::SnapshotBegin))
+            ));
+            let mut whole = false;
+            while let Some(record) = record::decode(&mut snapshot).unwrap() {
+                assert!(!whole, "nothing after the snapshot's end");
+                whole = matches!(record, Record::SnapshotEnd);
+                replayer.apply(record);
+            }
+            assert!(whole, "the snapshot ends with its end record");
+            let mut log = Bytes::from(self.log_after_cut.clone());
+            while let Some(record) = record::decode(&mut log).unwrap() {
+                replayer.apply(record);
+            }
+            replayer.finish()
+        }
+
+        /// The shard's state as a snapshot taken in one step now reads back.
+        fn state_now(&self) -> Replayed {
+            let bytes = self.shard.encode_snapshot(&self.clock, 0);
+            let mut bytes = Bytes::from(bytes);
+            let mut replayer = Replayer::new();
+            while let Some(record) = record::decode(&mut bytes).unwrap() {
+                replayer.apply(record);
+            }
+            replayer.finish()
+        }
+    }
+
+    fn message(id: u64, topic: &str, payload: Bytes, clock: &Clock) -> Arc<Message> {
+        Arc::new(Message {
+            id,
+            topic: ByteString::from(topic),
+            payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: PublishProps::none(),
+            publisher: ByteString::from_static("filler"),
+            received_at: clock.instant,
+            expires_at: None,
+        })
+    }
+
+    fn delivery(message: Arc<Message>) -> Delivery {
+        Delivery {
+            qos: message.qos,
+            retain: false,
+            subscription_identifiers: Vec::new(),
+            shared: None,
+            reoffered: false,
+            message,
+        }
+    }
+
+    /// `sessions` offline sessions `s{n}` subscribed to `q/{n}` with `queued` messages each, and
+    /// `retained` retained messages `r/{n}`, 1 KiB each: many slices.
+    fn restored(sessions: usize, queued: usize, retained: usize) -> Restored {
+        let clock = Clock::now();
+        let payload = Bytes::from(vec![b'x'; 1024]);
+        let mut id = 0;
+        let mut next_id = || {
+            id += 1;
+            id
+        };
+        let mut restored = Restored::default();
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
+        for n in 0..sessions {
+            let mut state = SessionState::new(format!("s{n}").into(), Version::V3_1_1, 86_400);
+            let filter = format!("q/{n}");
+            let subscription = Subscription {
+                options,
+                identifier: None,
+                read_granted_generation: 0,
+            };
+            state
+                .subscriptions
+                .insert(filter.as_str().into(), subscription);
+            let mut deliveries = Vec::new();
+            for seq in 1..=queued as u64 {
+                let message = message(next_id(), &filter, payload.clone(), &clock);
+                deliveries.push((seq, delivery(message)));
+            }
+            let next_seq = deliveries.len() as u64 + 1;
+            let state = state.restore(deliveries, Vec::new(), [], next_seq, clock.instant);
+            let expires_at = clock.instant + Duration::from_secs(86_400);
+            restored.sessions.push(RestoredSession {
+                state,
+                stamp: 1,
+                expires_at,
+            });
+        }
+        restored.retained = (0..retained)
+            .map(|n| message(next_id(), &format!("r/{n}"), payload.clone(), &clock))
+            .collect();
+        restored.message_id_floor = id + 1;
+        restored
+    }
+
+    /// What must match, one entry per session, retained topic and will: sessions (their data,
+    /// entries and QoS 2 ids), retained messages and wills. (Orphan counts and ended sessions
+    /// differ by design: the log names things the slices may not have seen.)
+    fn essence(state: &Replayed) -> BTreeMap<String, String> {
+        let sessions = state.sessions.iter().map(|(id, s)| {
+            let entries: Vec<_> = s.entries.values().collect();
+            // A session's own record is rewritten when its data changes, not per entry: its
+            // next sequence number is read as `SessionState::restore` reads it.
+            let mut meta = s.meta.clone();
+            let last = s.entries.keys().next_back().map_or(0, |seq| seq + 1);
+            meta.next_seq = meta.next_seq.max(last);
+            let value = format!("{meta:?} {entries:?} {:?}", s.incoming_qos2);
+            (format!("session {id}"), value)
+        });
+        let retained = state
+            .retained
+            .iter()
+            .map(|(topic, m)| (format!("retained {topic}"), format!("{m:?}")));
+        let wills = state
+            .wills
+            .iter()
+            .map(|(id, w)| (format!("will {id}"), format!("{w:?}")));
+        sessions.chain(retained).chain(wills).collect()
+    }
+
+    /// The keys whose values differ, or that only one side has (none when they are equal).
+    fn differences(read: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+        let keys: std::collections::BTreeSet<&String> = read.keys().chain(now.keys()).collect();
+        keys.into_iter()
+            .filter(|key| read.get(*key) != now.get(*key))
+            .map(|key| match (read.get(key), now.get(key)) {
+                (Some(_), None) => format!("{key}: read back, not in the state"),
+                (None, Some(_)) => format!("{key}: in the state, not read back"),
+                (Some(a), Some(b)) => {
+                    let cut = |s: &str| s.chars().take(300).collect::<String>();
+                    format!("{key}: read back {} / state {}", cut(a), cut(b))
+                }
+                (None, None) => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// Changes between slices: retained topics set, overwritten and cleared (some the walk has
+    /// passed, some it has not), restored sessions ended or taken over (their queues sent), new
+    /// persistent sessions made and left.
+    fn change(harness: &mut Harness, publisher: ConnId, step: usize) {
+        let topic = format!("r/{}", (step * 37) % 800);
+        match step % 5 {
+            0 => harness.publish(publisher, &topic, b"", true),
+            1 => harness.publish(publisher, &topic, format!("v{step}").as_bytes(), true),
+            2 => {
+                let client_id = format!("s{}", (step * 13) % 60);
+                harness.connect(&client_id, step.is_multiple_of(2));
+            }
+            3 => {
+                let conn = harness.connect(&format!("new{step}"), false);
+                harness.subscribe(conn, &format!("q/{}", step % 60));
+                harness.handle(Event::Closed { conn });
+            }
+            _ => harness.publish(publisher, &format!("q/{}", step % 60), b"m", false),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_in_slices_with_the_log_after_its_cut_reads_back_as_the_state() {
+        let mut harness = Harness::new(restored(60, 8, 800));
+        let publisher = harness.connect("publisher", true);
+        // The first snapshot (begun by `restore`), then one cut from a running log.
+        for round in 0..2 {
+            if round == 1 {
+                harness.shard.begin_snapshot(true);
+                harness.take_job();
+            }
+            assert!(harness.cut && !harness.ended);
+            let mut slices = 0;
+            let mut step = round * 1000;
+            while harness.slice() {
+                slices += 1;
+                assert!(slices < 10_000, "the snapshot ends");
+                for _ in 0..3 {
+                    change(&mut harness, publisher, step);
+                    step += 1;
+                }
+            }
+            assert!(harness.ended);
+            assert!(slices >= 8, "{slices} slices: the state spans many");
+            assert!(
+                !harness.log_after_cut.is_empty(),
+                "changes came between slices"
+            );
+            let (read, now) = (essence(&harness.read_back()), essence(&harness.state_now()));
+            assert!(now.len() > 800, "{} items", now.len());
+            let differences = differences(&read, &now);
+            assert!(differences.is_empty(), "round {round}: {differences:#?}");
+            harness.cut = false;
+            harness.ended = false;
+        }
+    }
+
+    #[test]
+    fn a_failed_write_abandons_the_snapshot_under_way() {
+        let mut harness = Harness::new(restored(10, 2, 300));
+        assert!(harness.slice());
+        assert!(harness.shard.store.as_ref().is_some_and(|j| j.is_slicing()));
+        harness.shard.on_stored(0, None, true);
+        assert!(!harness.shard.snapshot_slice(&harness.clock));
+        assert!(harness.shard.snapshot_cursor.is_none());
+        assert!(harness.shard.store_broken());
+    }
+}
