@@ -43,6 +43,8 @@ pub(crate) enum SourceType {
     /// there is no copy. The buffer stays here until the completion arrives,
     /// which is what makes it sound to drop the stream mid-read.
     SockRecvInto(Option<crate::net::OwnedRxBuf>),
+    /// ringmq patch: a receive into a buffer of the executor's pool, which the completion names.
+    SockRecvPooled(Option<super::recv_pool::PooledBuf>),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,
