@@ -65,6 +65,9 @@ pub struct Counts {
     pub queued_bytes: u64,
     /// Cross-shard mail this shard has queued for other shards and not yet moved into their rings.
     pub ring_depth: u64,
+    /// Buffers of the shard's receive pool holding bytes no read has taken yet (idle
+    /// connections hold none).
+    pub receive_buffers_held: u64,
 
     // ---- Counters ----
     pub connections_accepted: u64,
@@ -101,6 +104,10 @@ pub struct Counts {
     pub store_recovered_messages: u64,
     pub store_recovered_retained: u64,
     pub store_recovery_millis: u64,
+    /// Reads completed into a buffer of the shard's receive pool.
+    pub receives_pooled: u64,
+    /// Reads that found the receive pool empty and used `recv` instead.
+    pub receive_pool_exhausted: u64,
 }
 
 impl Counts {
@@ -125,6 +132,7 @@ impl Counts {
             queued_messages,
             queued_bytes,
             ring_depth,
+            receive_buffers_held,
             connections_accepted,
             connections_opened,
             connections_rejected,
@@ -151,6 +159,8 @@ impl Counts {
             store_recovered_messages,
             store_recovered_retained,
             store_recovery_millis,
+            receives_pooled,
+            receive_pool_exhausted,
         } = other;
         let sum = |into: &mut u64, value: &u64| *into = into.saturating_add(*value);
         sum(&mut self.connections, connections);
@@ -162,6 +172,9 @@ impl Counts {
         sum(&mut self.queued_messages, queued_messages);
         sum(&mut self.queued_bytes, queued_bytes);
         sum(&mut self.ring_depth, ring_depth);
+        sum(&mut self.receive_buffers_held, receive_buffers_held);
+        sum(&mut self.receives_pooled, receives_pooled);
+        sum(&mut self.receive_pool_exhausted, receive_pool_exhausted);
         sum(&mut self.connections_accepted, connections_accepted);
         self.connections_opened.add_all(connections_opened);
         self.connections_rejected.add_all(connections_rejected);

@@ -119,7 +119,7 @@ fn render_listeners(out: &mut Out, series: &[Series<'_>], listeners: &[ListenerL
 }
 
 fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
-    let gauges: [Plain; 15] = [
+    let gauges: [Plain; 16] = [
         ("connections", "Open network connections.", |c| {
             c.connections
         }),
@@ -156,6 +156,11 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
             "ring_depth_messages",
             "Cross-shard mail queued for other shards, not yet in their rings.",
             |c| c.ring_depth,
+        ),
+        (
+            "receive_buffers_held",
+            "Buffers of the shard's receive pool holding bytes no read has taken yet.",
+            |c| c.receive_buffers_held,
         ),
         (
             "store_broken",
@@ -197,7 +202,7 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
 }
 
 fn render_counters(out: &mut Out, series: &[Series<'_>]) {
-    let counters: [Plain; 10] = [
+    let counters: [Plain; 12] = [
         ("connections_accepted_total", "Connections accepted.", |c| {
             c.connections_accepted
         }),
@@ -233,6 +238,16 @@ fn render_counters(out: &mut Out, series: &[Series<'_>]) {
             "store_write_failures_total",
             "Writes or syncs of the persistence log that failed.",
             |c| c.store_failures,
+        ),
+        (
+            "receives_pooled_total",
+            "Reads completed into a buffer of the shard's receive pool.",
+            |c| c.receives_pooled,
+        ),
+        (
+            "receive_pool_exhausted_total",
+            "Reads that found the receive pool empty and used recv instead.",
+            |c| c.receive_pool_exhausted,
         ),
     ];
     for (name, help, get) in counters {
