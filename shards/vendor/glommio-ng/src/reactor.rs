@@ -464,7 +464,7 @@ impl Reactor {
 
     /// ringmq patch: a receive into the executor's buffer pool (see `sys::recv_pool`).
     pub(crate) fn recv_pooled(&self, fd: RawFd, len: usize) -> Source {
-        let source = self.new_source(fd, SourceType::SockRecvPooled(None), None);
+        let source = self.new_source(fd, SourceType::SockRecvPooled(None, false), None);
         self.sys.recv_pooled(&source, len);
         source
     }

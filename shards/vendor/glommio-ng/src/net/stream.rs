@@ -628,12 +628,15 @@ where
             read_timeout: Timeout::new(),
         };
         stream.init();
+        // ringmq patch: with a receive pool the first read goes to the ring (see
+        // `poll_read_pooled`); the buffered path starts speculating as in the release.
+        let pooled = reactor.sys.recv_pool_buffer_bytes().is_some();
         GlommioStream {
             stream,
             rx_buf: NonBuffered,
             rx_done: Cell::new(false),
             rx_source: None,
-            speculate: Cell::new(true),
+            speculate: Cell::new(!pooled),
             pool_source: None,
             pool_left: None,
         }
@@ -663,7 +666,7 @@ impl<S> GlommioStream<S, NonBuffered> {
             rx_buf,
             rx_done: self.rx_done,
             rx_source: self.rx_source,
-            speculate: self.speculate,
+            speculate: Cell::new(true),
             pool_source: self.pool_source,
             pool_left: self.pool_left,
         }
@@ -721,6 +724,13 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// copied into `buf` and it goes back to the pool; what does not fit waits for the next
     /// read. Without a pool, or when the pool was empty (`ENOBUFS`), the read takes the
     /// readiness path.
+    ///
+    /// A busy socket is read with a plain `recv` first (`speculate`): while the last receive
+    /// said more data was waiting (`IORING_CQE_F_SOCK_NONEMPTY`), or the last `recv` found
+    /// some, a `recv` returns at once in this poll, where a receive in the ring would cost the
+    /// task a round trip through the reactor per read. The first `recv` that finds nothing
+    /// goes back to the ring, so a connection that waits between messages pays no system
+    /// call.
     fn poll_read_pooled(&mut self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if let Some(left) = self.pool_left.as_mut() {
             let n = left.copy_to(buf);
@@ -728,6 +738,12 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
                 self.pool_left = None;
             }
             return Poll::Ready(Ok(n));
+        }
+        if self.pool_source.is_none() && self.speculate.get() && !buf.is_empty() {
+            match self.stream.poll_read_speculative(buf) {
+                Some(result) => return Poll::Ready(result),
+                None => self.speculate.set(false),
+            }
         }
         if self.pool_source.is_none() {
             let reactor = self.stream.reactor.upgrade().unwrap();
@@ -749,7 +765,10 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         };
         let source = self.pool_source.take().unwrap();
         let pooled = match source.extract_source_type() {
-            SourceType::SockRecvPooled(pooled) => pooled,
+            SourceType::SockRecvPooled(pooled, nonempty) => {
+                self.speculate.set(nonempty);
+                pooled
+            }
             _ => unreachable!("a pooled receive came back as another kind of source"),
         };
         match (result, pooled) {

@@ -44,7 +44,8 @@ pub(crate) enum SourceType {
     /// which is what makes it sound to drop the stream mid-read.
     SockRecvInto(Option<crate::net::OwnedRxBuf>),
     /// ringmq patch: a receive into a buffer of the executor's pool, which the completion names.
-    SockRecvPooled(Option<super::recv_pool::PooledBuf>),
+    /// The flag: the completion said the socket had more data (`IORING_CQE_F_SOCK_NONEMPTY`).
+    SockRecvPooled(Option<super::recv_pool::PooledBuf>, bool),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,

@@ -1372,8 +1372,9 @@ impl UringCommon for SleepableRing {
                 record_stats(self, &mut src, &res);
                 match &mut src.source_type {
                     SourceType::ForeignNotifier(_, installed) => *installed = false,
-                    SourceType::SockRecvPooled(slot) => {
+                    SourceType::SockRecvPooled(slot, nonempty) => {
                         *slot = take_pooled(self.recv_pool.as_ref(), &res, flags);
+                        *nonempty = cqueue::sock_nonempty(flags);
                     }
                     _ => {}
                 }
