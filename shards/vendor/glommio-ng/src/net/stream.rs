@@ -722,8 +722,8 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// is pending, so a stream waiting for data holds no buffer (the kernel picks one when data
     /// arrives) and a read costs no readiness poll plus `recv`. The completed buffer's bytes are
     /// copied into `buf` and it goes back to the pool; what does not fit waits for the next
-    /// read. Without a pool, or when the pool was empty (`ENOBUFS`), the read takes the
-    /// readiness path.
+    /// read. Without a pool the read takes the readiness path; when the pool was empty
+    /// (`ENOBUFS`) it takes the data with a plain `recv`.
     ///
     /// A busy socket is read with a plain `recv` first (`speculate`): while the last receive
     /// said more data was waiting (`IORING_CQE_F_SOCK_NONEMPTY`), or the last `recv` found
@@ -782,8 +782,14 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             // The end of the stream brings no buffer.
             (Ok(0), None) => Poll::Ready(Ok(0)),
             (Ok(_), None) => unreachable!("a pooled receive brought bytes without a buffer"),
+            // The pool was empty when data arrived: the data waits in the socket, and a plain
+            // `recv` takes it. Not the readiness path: its early poll would be cancelled by the
+            // next pooled read, and a cancel searches the ring's table of armed polls.
             (Err(error), _) if error.raw_os_error() == Some(libc::ENOBUFS) => {
-                self.stream.poll_read(cx, buf)
+                match self.stream.poll_read_speculative(buf) {
+                    Some(result) => Poll::Ready(result),
+                    None => self.poll_read_pooled(cx, buf),
+                }
             }
             (Err(error), _) => Poll::Ready(Err(error)),
         }
