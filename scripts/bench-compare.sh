@@ -14,7 +14,8 @@
 # Environment (defaults in brackets):
 #   DURATION   seconds per scenario run [10]          REPS       repetitions, median reported [3]
 #   BROKER_CPU core for the broker [0]                LOAD_CPU   core for ringmq-bench [1]
-#   BROKERS    which brokers ["ringmq mosquitto rumqttd"]; also ringmq-ws, rumqttd-ws, mosquitto-ws
+#   BROKERS    which brokers ["ringmq mosquitto rumqttd"]; also ringmq-ws, rumqttd-ws, mosquitto-ws,
+#              and ringmq-recv0 (ringmq without the receive buffer pool: runtime.recv_buffers = 0)
 #   SCENARIOS  which scenarios [all; see scenario_args]
 #   PORT       first broker port [19883]; one more each run  OUT        results folder [target/bench-compare/<time>]
 #   IDLE_CONNS connections of the idle scenario [10000]
@@ -152,6 +153,7 @@ EOF
     printf '\n[persistence]\nenabled = true\ndir = "%s"\nfsync = "%s"\n' \
       "$OUT/ringmq-data" "$PERSIST" >>"$OUT/ringmq.toml"
   fi
+  sed 's/^pin = true$/pin = true\nrecv_buffers = 0/' "$OUT/ringmq.toml" >"$OUT/ringmq-recv0.toml"
   cat >"$OUT/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1
 allow_anonymous true
@@ -198,7 +200,7 @@ BROKER_PID=""
 start_broker() {
   local log="$OUT/$1.log"
   case "$1" in
-    ringmq | ringmq-ws)
+    ringmq | ringmq-ws | ringmq-recv0)
       taskset -c "$BROKER_CPU" "$TARGET/release/ringmq" --config "$OUT/$1.toml" >"$log" 2>&1 & ;;
     mosquitto) taskset -c "$BROKER_CPU" mosquitto -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
     mosquitto-ws) taskset -c "$BROKER_CPU" "$MOSQUITTO_WS" -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
@@ -301,11 +303,11 @@ main() {
   local brokers=()
   for broker in $BROKERS; do
     case "$broker" in
-      ringmq | ringmq-ws) brokers+=("$broker") ;;
+      ringmq | ringmq-ws | ringmq-recv0) brokers+=("$broker") ;;
       mosquitto) need_mosquitto && brokers+=(mosquitto) ;;
       mosquitto-ws) need_mosquitto && need_mosquitto_ws && brokers+=(mosquitto-ws) ;;
       rumqttd | rumqttd-ws) if need_rumqttd; then brokers+=("$broker"); fi ;;
-      *) die "unknown broker $broker (ringmq, mosquitto, rumqttd, ringmq-ws, mosquitto-ws, rumqttd-ws)" ;;
+      *) die "unknown broker $broker (ringmq, ringmq-recv0, mosquitto, rumqttd, ringmq-ws, mosquitto-ws, rumqttd-ws)" ;;
     esac
   done
   write_configs

@@ -6,6 +6,10 @@
 #
 #   scripts/syscalls-20k.sh ringmq mosquitto rumqttd relay
 #
+# ringmq-recv0 and relay-recv0 run them without the shards' receive buffer pool
+# (`runtime.recv_buffers = 0`): reads wait for readiness and `recv`, as before the pool. With the
+# pool a read is an io_uring receive, not a system call, so the columns per read are empty.
+#
 # Brokers: ringmq (RINGMQ, default $CARGO_TARGET_DIR/release/ringmq), mosquitto (PATH), rumqttd
 # (RUMQTTD, default target/peers/bin/rumqttd, as bench-compare installs it), relay (RELAY, the
 # shards example `mqtt_relay`: the runtime with no broker in it).
@@ -55,9 +59,9 @@ on_cpu() {
 
 start() { # name port
   case "$1" in
-    ringmq)
-      printf '[runtime]\nshards = 1\ncpus = [%s]\npin = true\n\n[listeners.tcp.default]\nbind = "127.0.0.1:%s"\n\n[admin]\nenabled = false\n\n[log]\nlevel = "warn"\n' \
-        "$BROKER_CPU" "$2" >"$OUT/ringmq.toml"
+    ringmq|ringmq-recv0)
+      printf '[runtime]\nshards = 1\ncpus = [%s]\npin = true\nrecv_buffers = %s\n\n[listeners.tcp.default]\nbind = "127.0.0.1:%s"\n\n[admin]\nenabled = false\n\n[log]\nlevel = "warn"\n' \
+        "$BROKER_CPU" "$([[ "$1" == ringmq ]] && echo 64 || echo 0)" "$2" >"$OUT/ringmq.toml"
       on_cpu "$BROKER_CPU" "$RINGMQ" --config "$OUT/ringmq.toml" >"$OUT/log" 2>&1 & ;;
     mosquitto)
       printf 'listener %s 127.0.0.1\nallow_anonymous true\nlog_dest none\n' "$2" >"$OUT/m.conf"
@@ -83,6 +87,7 @@ next_connection_delay_ms = 0
 EOF
       on_cpu "$BROKER_CPU" "$RUMQTTD" --config "$OUT/r.toml" >"$OUT/log" 2>&1 & ;;
     relay) on_cpu "$BROKER_CPU" "$RELAY" "$2" "$BROKER_CPU" >"$OUT/log" 2>&1 & ;;
+    relay-recv0) on_cpu "$BROKER_CPU" "$RELAY" "$2" "$BROKER_CPU" 0 >"$OUT/log" 2>&1 & ;;
     *) echo "unknown broker $1" >&2; exit 1 ;;
   esac
   PID=$!
@@ -131,9 +136,9 @@ reads = sum(counts.get("syscalls:sys_enter_" + k, 0) for k in ("recvfrom", "read
 top = sorted(((v, name(k)) for k, v in counts.items() if k.startswith("syscalls:") and v > 0), reverse=True)[:5]
 cpu_ms = counts.get("task-clock", 0)
 switches = counts.get("context-switches", 0)
-per_read = lambda n: n / max(reads, 1)
+per_read = lambda n: f"{n / reads:.2f}" if reads else "-"
 print(f"| {broker} | {sys_total / msgs:.2f} | {enter / msgs:.2f} | {reads / msgs:.2f} | "
-      f"{per_read(sys_total):.2f} | {per_read(enter):.2f} | {switches / msgs:.2f} | "
+      f"{per_read(sys_total)} | {per_read(enter)} | {switches / msgs:.2f} | "
       f"{cpu_ms / 1000 / msgs * 1e6:.1f} | "
       + ", ".join(f"{n} {v / msgs:.2f}" for v, n in top) + " |")
 EOF

@@ -306,6 +306,8 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
         mailbox_capacity: runtime.mailbox_messages_max as usize,
         io_memory_bytes: runtime.io_memory_bytes as usize,
         ring_depth: runtime.ring_depth as usize,
+        recv_buffers: runtime.recv_buffers as usize,
+        recv_buffer_bytes: runtime.recv_buffer_bytes as usize,
         listeners,
         name: String::from("ringmq"),
         ..RuntimeConfig::default()
@@ -781,6 +783,11 @@ async fn tick_loop(
             // About once a second the admin side gets a copy; a scrape never touches the shard.
             let mut shard = shell.shard.borrow_mut();
             shard.refresh_metrics();
+            let pool = shards::recv_pool_stats();
+            let counts = &mut shard.metrics.counts;
+            counts.receive_buffers_held = pool.held as u64;
+            counts.receives_pooled = pool.receives;
+            counts.receive_pool_exhausted = pool.exhausted;
             publisher.publish(&shard.metrics);
         }
     }

@@ -33,7 +33,8 @@ impl Reader {
     }
 
     /// One poll of a read: `Pending` leaves `buf` untouched, so a caller may lend a buffer for
-    /// this poll only (every kind waits for readiness, not for a buffer handed to the kernel).
+    /// this poll only (no kind hands `buf` to the kernel: a plain TCP read completes into the
+    /// shard's receive pool and is copied out at the poll that returns it).
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
             Reader::Tcp(half) => Pin::new(half).poll_read(cx, buf),

@@ -9,6 +9,9 @@
 //!   ringmq-bench pubsub -V 4 -i 1 --threads 1 -c 16 --subs 16 -t 'bench/%i' -q 0 \
 //!     --rate 20000 -s 64 --duration 10 -p 19990
 //!
+//! A third argument sets the receive pool's buffers (`RuntimeConfig::recv_buffers`; 0: reads
+//! wait for readiness and `recv`, as before the pool), to compare the two read paths.
+//!
 //! Only what the load generator sends is handled: QoS 0 publishes, exact topics, 3.1.1.
 
 use shards::{
@@ -161,6 +164,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|a| a.parse().ok()).unwrap_or(19990);
     let cpu: Option<usize> = args.next().and_then(|a| a.parse().ok());
+    let defaults = RuntimeConfig::default();
+    let recv_buffers = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(defaults.recv_buffers);
     let config = RuntimeConfig {
         topology: Topology {
             shards: ShardCount::Count(1),
@@ -173,7 +181,8 @@ fn main() {
             port_per_shard: PortPerShard::Off,
         }],
         name: String::from("relay"),
-        ..RuntimeConfig::default()
+        recv_buffers,
+        ..defaults
     };
     let runtime = shards::start(config, |context: ShardContext<()>| async move {
         let topics: Topics = Rc::default();

@@ -94,6 +94,13 @@ pub struct RuntimeConfig {
     pub io_memory_bytes: usize,
     /// Submission queue entries of each of the executor's two io_uring rings (main, and the poll ring of O_DIRECT storage).
     pub ring_depth: usize,
+    /// Receive buffers in each executor's pool (a power of two up to 32768; 0: no pool). A
+    /// connection waiting for data holds none: the kernel takes one when data arrives and the
+    /// read gives it back once its bytes are copied out (`net`). Without a pool, or on a kernel
+    /// without provided-buffer rings (before 5.19), reads wait for readiness and then `recv`.
+    pub recv_buffers: usize,
+    /// Bytes of each pool buffer: the most one receive brings.
+    pub recv_buffer_bytes: usize,
     pub listeners: Vec<ListenerSpec>,
     /// Thread name prefix: threads are named `{name}-{index}`.
     pub name: String,
@@ -118,6 +125,10 @@ impl Default for RuntimeConfig {
             // will raise it (and the memlock arithmetic in the crate docs says by how much).
             io_memory_bytes: 64 * 1024,
             ring_depth: 128,
+            // 64 reads of 16 KiB in flight at once per shard (1 MiB); a receive that finds the
+            // pool empty reads with `recv` instead, so this bounds memory, not progress.
+            recv_buffers: 64,
+            recv_buffer_bytes: 16 * 1024,
             listeners: Vec::new(),
             name: String::from("shard"),
             shares: TaskShares::default(),

@@ -90,7 +90,10 @@ pub use config::{
 pub use context::ShardContext;
 pub use error::{RuntimeError, StartError, TrySendError};
 pub use id::{MAX_SHARDS, ShardId, ShardSet, ShardSetIter};
-pub use net::{Listener, ReadHalf, TcpStream, WriteHalf, connect, live_connections};
+pub use net::{
+    Listener, ReadHalf, RecvPoolStats, TcpStream, WriteHalf, connect, live_connections,
+    recv_pool_stats,
+};
 pub use preflight::memlock_needed_bytes;
 pub use runtime::{Runtime, RuntimeHandle, planned_shard_count, start};
 pub use task::{Task, live_tasks, spawn_local, yield_now};

@@ -22,6 +22,51 @@ thread_local! {
     static LIVE_CONNECTIONS: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Registers the shard's receive buffer pool (`RuntimeConfig::recv_buffers`); a kernel that
+/// refuses it leaves the shard reading on readiness, which works the same, one system call per
+/// read dearer. Runs on the shard before any stream is made.
+pub(crate) fn register_recv_pool(config: &crate::RuntimeConfig) {
+    if config.recv_buffers == 0 {
+        return;
+    }
+    if let Err(error) =
+        glommio::net::register_recv_pool(config.recv_buffers, config.recv_buffer_bytes)
+    {
+        tracing::warn!(
+            %error,
+            "receive buffer pool not registered: reads wait for readiness instead"
+        );
+    }
+}
+
+/// The current shard's receive buffer pool: its size and what is in use. Must run on a shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecvPoolStats {
+    /// Buffers in the pool; 0 when the shard has none (reads wait for readiness).
+    pub buffers: usize,
+    pub buffer_bytes: usize,
+    /// Buffers holding received bytes that no read has taken yet.
+    pub held: usize,
+    /// Receives completed into a pool buffer.
+    pub receives: u64,
+    /// Receives that found the pool empty and read with `recv` instead.
+    pub exhausted: u64,
+}
+
+/// The current shard's receive pool counters (all zero without a pool). Must run on a shard.
+pub fn recv_pool_stats() -> RecvPoolStats {
+    match glommio::net::recv_pool_stats() {
+        Some(stats) => RecvPoolStats {
+            buffers: stats.buffers,
+            buffer_bytes: stats.buffer_bytes,
+            held: stats.held,
+            receives: stats.receives,
+            exhausted: stats.exhausted,
+        },
+        None => RecvPoolStats::default(),
+    }
+}
+
 /// Connections (accepted `TcpStream`s, whole or split) alive on the current shard.
 pub fn live_connections() -> usize {
     LIVE_CONNECTIONS.with(Cell::get)

@@ -41,6 +41,17 @@ fn check_values(config: &RuntimeConfig) -> Result<(), StartError> {
     if config.ring_depth == 0 {
         return problem("ring_depth", "must be at least 1");
     }
+    if config.recv_buffers != 0
+        && (!config.recv_buffers.is_power_of_two() || config.recv_buffers > 32768)
+    {
+        return problem(
+            "recv_buffers",
+            "must be 0 (no pool) or a power of two up to 32768",
+        );
+    }
+    if config.recv_buffers != 0 && !(1..=1 << 30).contains(&config.recv_buffer_bytes) {
+        return problem("recv_buffer_bytes", "must be from 1 to 1 GiB");
+    }
     if config.shares.io == 0 || config.shares.mail == 0 || config.shares.background == 0 {
         return problem("shares", "every task queue needs at least 1 share");
     }

@@ -446,6 +446,7 @@ fn shard_thread<M, F, Fut>(
         let abort = Rc::new(Cell::new(false));
         let shutdown = Rc::new(Latch::default());
         let queues = create_queues(&config);
+        crate::net::register_recv_pool(&config);
         let bell = match shared.control.get(id.index()) {
             Some((_, doorbell)) => BellReceiver::install(doorbell).await,
             None => return,

@@ -215,6 +215,12 @@ impl Budget {
                 "limits.control_pending_max",
             ),
             term(
+                "receive buffer pool",
+                u64::from(config.runtime.recv_buffers),
+                u64::from(config.runtime.recv_buffer_bytes),
+                "runtime.recv_buffers, runtime.recv_buffer_bytes",
+            ),
+            term(
                 "io_uring buffers",
                 1,
                 config.runtime.io_memory_bytes,

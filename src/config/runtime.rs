@@ -31,6 +31,13 @@ pub struct Runtime {
     pub io_memory_bytes: u64,
     /// io_uring submission queue entries per shard (a power of two).
     pub ring_depth: u32,
+    /// Receive buffers in each shard's pool (a power of two, or 0 for none). A connection
+    /// waiting for data holds none: the kernel takes one when data arrives and the read gives it
+    /// back once its bytes are copied out. With 0, or on a kernel before 5.19, reads wait for
+    /// readiness and then `recv` (one more system call per read).
+    pub recv_buffers: u32,
+    /// Bytes of each receive buffer: the most one read brings.
+    pub recv_buffer_bytes: u32,
     /// How long a graceful shutdown (SIGTERM, SIGINT) may take, in milliseconds: wills
     /// published, DISCONNECT sent, connections closed. The process exits when it has passed.
     pub shutdown_timeout_ms: u32,
@@ -45,6 +52,8 @@ impl Default for Runtime {
             mailbox_messages_max: 4096,
             io_memory_bytes: 262_144,
             ring_depth: 256,
+            recv_buffers: 64,
+            recv_buffer_bytes: 16_384,
             shutdown_timeout_ms: 10_000,
         }
     }
@@ -76,6 +85,22 @@ pub(super) const RANGES: &[Range] = &[
         fix: "use a power of two, e.g. 256",
     },
     Range {
+        key: "runtime.recv_buffers",
+        value: |c| c.runtime.recv_buffers.into(),
+        min: 0,
+        max: 32_768,
+        unit: "buffers",
+        fix: "use 0 (no pool) or a power of two, e.g. 64",
+    },
+    Range {
+        key: "runtime.recv_buffer_bytes",
+        value: |c| c.runtime.recv_buffer_bytes.into(),
+        min: 1024,
+        max: 1_048_576,
+        unit: "bytes",
+        fix: "e.g. 16384 (a read of a busy publisher's socket brings up to this much)",
+    },
+    Range {
         key: "runtime.shutdown_timeout_ms",
         value: |c| c.runtime.shutdown_timeout_ms.into(),
         min: 100,
@@ -104,6 +129,14 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
             runtime.ring_depth,
             "must be a power of two (the kernel rounds it up anyway)",
             "e.g. 256",
+        ));
+    }
+    if runtime.recv_buffers != 0 && !runtime.recv_buffers.is_power_of_two() {
+        return Err(ConfigError::invalid(
+            "runtime.recv_buffers",
+            runtime.recv_buffers,
+            "must be 0 (no pool) or a power of two (the kernel's buffer ring is one)",
+            "e.g. 64",
         ));
     }
     if let CpuList::List(cpus) = &runtime.cpus {

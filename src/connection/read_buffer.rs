@@ -1,6 +1,7 @@
 //! The shard's read buffer: a connection with no partial frame owns no read buffer. It waits for
-//! data with the shard's buffer lent for one poll at a time (reads wait for readiness, so nothing
-//! is handed to the kernel while waiting), and what a read brings is split off that buffer: the
+//! data with the shard's buffer lent for one poll at a time (the runtime's receive lands in its
+//! own pool and is copied in when it completes, so this buffer is never handed to the kernel
+//! while the connection waits), and what a read brings is split off that buffer: the
 //! frames decoded from it are `Bytes` slices of the shard's allocation, no copy and no allocation
 //! per read. Only a connection left holding a partial frame gets a buffer of its own, on its next
 //! read (`read_more`), sized for that frame.

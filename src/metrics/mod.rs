@@ -72,6 +72,9 @@ pub struct Counts {
     pub will_bytes: u64,
     /// Bytes of subscription filters (what `limits.subscription_bytes_per_shard_max` bounds).
     pub subscription_bytes: u64,
+    /// Buffers of the shard's receive pool holding bytes no read has taken yet (idle
+    /// connections hold none).
+    pub receive_buffers_held: u64,
 
     // ---- Counters ----
     pub connections_accepted: u64,
@@ -108,6 +111,10 @@ pub struct Counts {
     pub store_recovered_messages: u64,
     pub store_recovered_retained: u64,
     pub store_recovery_millis: u64,
+    /// Reads completed into a buffer of the shard's receive pool.
+    pub receives_pooled: u64,
+    /// Reads that found the receive pool empty and used `recv` instead.
+    pub receive_pool_exhausted: u64,
 }
 
 impl Counts {
@@ -135,6 +142,7 @@ impl Counts {
             write_buffer_bytes,
             will_bytes,
             subscription_bytes,
+            receive_buffers_held,
             connections_accepted,
             connections_opened,
             connections_rejected,
@@ -161,6 +169,8 @@ impl Counts {
             store_recovered_messages,
             store_recovered_retained,
             store_recovery_millis,
+            receives_pooled,
+            receive_pool_exhausted,
         } = other;
         let sum = |into: &mut u64, value: &u64| *into = into.saturating_add(*value);
         sum(&mut self.connections, connections);
@@ -175,6 +185,9 @@ impl Counts {
         sum(&mut self.write_buffer_bytes, write_buffer_bytes);
         sum(&mut self.will_bytes, will_bytes);
         sum(&mut self.subscription_bytes, subscription_bytes);
+        sum(&mut self.receive_buffers_held, receive_buffers_held);
+        sum(&mut self.receives_pooled, receives_pooled);
+        sum(&mut self.receive_pool_exhausted, receive_pool_exhausted);
         sum(&mut self.connections_accepted, connections_accepted);
         self.connections_opened.add_all(connections_opened);
         self.connections_rejected.add_all(connections_rejected);

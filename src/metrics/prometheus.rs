@@ -119,7 +119,7 @@ fn render_listeners(out: &mut Out, series: &[Series<'_>], listeners: &[ListenerL
 }
 
 fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
-    let gauges: [Plain; 18] = [
+    let gauges: [Plain; 19] = [
         ("connections", "Open network connections.", |c| {
             c.connections
         }),
@@ -169,6 +169,11 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
             |c| c.ring_depth,
         ),
         (
+            "receive_buffers_held",
+            "Buffers of the shard's receive pool holding bytes no read has taken yet.",
+            |c| c.receive_buffers_held,
+        ),
+        (
             "store_broken",
             "1 while the shard's persistence log cannot be written (QoS 1/2 publishes refused).",
             |c| c.store_broken,
@@ -208,7 +213,7 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
 }
 
 fn render_counters(out: &mut Out, series: &[Series<'_>]) {
-    let counters: [Plain; 10] = [
+    let counters: [Plain; 12] = [
         ("connections_accepted_total", "Connections accepted.", |c| {
             c.connections_accepted
         }),
@@ -244,6 +249,16 @@ fn render_counters(out: &mut Out, series: &[Series<'_>]) {
             "store_write_failures_total",
             "Writes or syncs of the persistence log that failed.",
             |c| c.store_failures,
+        ),
+        (
+            "receives_pooled_total",
+            "Reads completed into a buffer of the shard's receive pool.",
+            |c| c.receives_pooled,
+        ),
+        (
+            "receive_pool_exhausted_total",
+            "Reads that found the receive pool empty and used recv instead.",
+            |c| c.receive_pool_exhausted,
         ),
     ];
     for (name, help, get) in counters {

@@ -462,6 +462,13 @@ impl Reactor {
         source
     }
 
+    /// ringmq patch: a receive into the executor's buffer pool (see `sys::recv_pool`).
+    pub(crate) fn recv_pooled(&self, fd: RawFd, len: usize) -> Source {
+        let source = self.new_source(fd, SourceType::SockRecvPooled(None, false), None);
+        self.sys.recv_pooled(&source, len);
+        source
+    }
+
     pub(crate) fn recv(&self, fd: RawFd, size: usize, flags: MsgFlags) -> Source {
         let source = self.new_source(fd, SourceType::SockRecv(None), None);
         self.sys.recv(&source, size, flags);

@@ -156,6 +156,27 @@ fn yolo_sendmsg(
     }
 }
 
+/// ringmq patch: registers `buffers` receive buffers of `buffer_bytes` each with the current
+/// executor's ring (Linux 5.19+; `buffers` a power of two up to 32768). From then on, reads of
+/// the executor's unbuffered streams are receives that take a buffer from this pool when data
+/// arrives, so a stream waiting for data holds none. An error (an older kernel, bad sizes)
+/// registers nothing and reads keep waiting for readiness. Call on the executor's thread,
+/// before its streams are made.
+pub fn register_recv_pool(buffers: usize, buffer_bytes: usize) -> std::io::Result<()> {
+    crate::executor()
+        .reactor()
+        .sys
+        .register_recv_pool(buffers, buffer_bytes)
+}
+
+/// ringmq patch: the counters of the current executor's receive buffer pool, `None` when it
+/// has none.
+pub fn recv_pool_stats() -> Option<crate::sys::RecvPoolStats> {
+    crate::executor().reactor().sys.recv_pool_stats()
+}
+
+pub use crate::sys::RecvPoolStats;
+
 mod datagram;
 mod resolve;
 mod stream;

@@ -5,7 +5,7 @@
 //
 use crate::{
     reactor::Reactor,
-    sys::{self, Source, SourceType},
+    sys::{self, recv_pool::PooledBuf, Source, SourceType},
 };
 use futures_lite::ready;
 use nix::sys::socket::MsgFlags;
@@ -372,6 +372,12 @@ pub(crate) struct NonBufferedStream<S> {
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
+        // ringmq patch: with a receive buffer pool, reads are receives armed when asked for
+        // (`GlommioStream::poll_read_pooled`), and an early readiness poll would only be
+        // cancelled again.
+        if reactor.sys.recv_pool_buffer_bytes().is_some() {
+            return;
+        }
         let stream_fd = self.stream.as_raw_fd();
         self.source_rx = Some(reactor.poll_read_ready(stream_fd));
     }
@@ -601,6 +607,10 @@ pub(crate) struct GlommioStream<S, B> {
     /// every single message. Rather than pick, this follows: set when a
     /// speculative read pays off, cleared when it does not.
     speculate: Cell<bool>,
+    /// ringmq patch: the receive armed into the executor's buffer pool, if one is.
+    pool_source: Option<Source>,
+    /// ringmq patch: a pool buffer whose bytes did not all fit the read that took it.
+    pool_left: Option<PooledBuf>,
 }
 
 impl<S> From<socket2::Socket> for GlommioStream<S, NonBuffered>
@@ -618,12 +628,17 @@ where
             read_timeout: Timeout::new(),
         };
         stream.init();
+        // ringmq patch: with a receive pool the first read goes to the ring (see
+        // `poll_read_pooled`); the buffered path starts speculating as in the release.
+        let pooled = reactor.sys.recv_pool_buffer_bytes().is_some();
         GlommioStream {
             stream,
             rx_buf: NonBuffered,
             rx_done: Cell::new(false),
             rx_source: None,
-            speculate: Cell::new(true),
+            speculate: Cell::new(!pooled),
+            pool_source: None,
+            pool_left: None,
         }
     }
 }
@@ -651,7 +666,9 @@ impl<S> GlommioStream<S, NonBuffered> {
             rx_buf,
             rx_done: self.rx_done,
             rx_source: self.rx_source,
-            speculate: self.speculate,
+            speculate: Cell::new(true),
+            pool_source: self.pool_source,
+            pool_left: self.pool_left,
         }
     }
 }
@@ -691,13 +708,91 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     ) -> Poll<io::Result<usize>> {
         if self.rx_buf.is_empty() {
             if buf.len() >= self.rx_buf.buffer_size() {
-                return self.stream.poll_read(cx, buf);
+                return self.poll_read_pooled(cx, buf);
             }
             if !self.rx_done.get() {
                 poll_err!(ready!(self.poll_replenish_buffer(cx)));
             }
         }
         Poll::Ready(Ok(self.rx_buf.read(buf)))
+    }
+
+    /// ringmq patch: reads straight into `buf` (no stream buffer) through the executor's
+    /// receive buffer pool when it has one: a receive with buffer select is armed when nothing
+    /// is pending, so a stream waiting for data holds no buffer (the kernel picks one when data
+    /// arrives) and a read costs no readiness poll plus `recv`. The completed buffer's bytes are
+    /// copied into `buf` and it goes back to the pool; what does not fit waits for the next
+    /// read. Without a pool the read takes the readiness path; when the pool was empty
+    /// (`ENOBUFS`) it takes the data with a plain `recv`.
+    ///
+    /// A busy socket is read with a plain `recv` first (`speculate`): while the last receive
+    /// said more data was waiting (`IORING_CQE_F_SOCK_NONEMPTY`), or the last `recv` found
+    /// some, a `recv` returns at once in this poll, where a receive in the ring would cost the
+    /// task a round trip through the reactor per read. The first `recv` that finds nothing
+    /// goes back to the ring, so a connection that waits between messages pays no system
+    /// call.
+    fn poll_read_pooled(&mut self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if let Some(left) = self.pool_left.as_mut() {
+            let n = left.copy_to(buf);
+            if left.is_drained() {
+                self.pool_left = None;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if self.pool_source.is_none() && self.speculate.get() && !buf.is_empty() {
+            match self.stream.poll_read_speculative(buf) {
+                Some(result) => return Poll::Ready(result),
+                None => self.speculate.set(false),
+            }
+        }
+        if self.pool_source.is_none() {
+            let reactor = self.stream.reactor.upgrade().unwrap();
+            let pooled = reactor.sys.recv_pool_buffer_bytes();
+            match pooled {
+                Some(buffer_bytes) if !buf.is_empty() => {
+                    // A readiness poll left from a fallback read would only fire uselessly.
+                    self.stream.source_rx.take();
+                    let fd = self.stream.stream.as_raw_fd();
+                    self.pool_source = Some(reactor.recv_pooled(fd, buf.len().min(buffer_bytes)));
+                }
+                _ => return self.stream.poll_read(cx, buf),
+            }
+        }
+        let source = self.pool_source.as_ref().unwrap();
+        let Some(result) = source.result() else {
+            source.add_waiter_single(cx.waker());
+            return Poll::Pending;
+        };
+        let source = self.pool_source.take().unwrap();
+        let pooled = match source.extract_source_type() {
+            SourceType::SockRecvPooled(pooled, nonempty) => {
+                self.speculate.set(nonempty);
+                pooled
+            }
+            _ => unreachable!("a pooled receive came back as another kind of source"),
+        };
+        match (result, pooled) {
+            (Ok(_), Some(mut pooled)) => {
+                let n = pooled.copy_to(buf);
+                if !pooled.is_drained() {
+                    self.pool_left = Some(pooled);
+                }
+                Poll::Ready(Ok(n))
+            }
+            // The end of the stream brings no buffer.
+            (Ok(0), None) => Poll::Ready(Ok(0)),
+            (Ok(_), None) => unreachable!("a pooled receive brought bytes without a buffer"),
+            // The pool was empty when data arrived: the data waits in the socket, and a plain
+            // `recv` takes it. Not the readiness path: its early poll would be cancelled by the
+            // next pooled read, and a cancel searches the ring's table of armed polls.
+            (Err(error), _) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+                match self.stream.poll_read_speculative(buf) {
+                    Some(result) => Poll::Ready(result),
+                    None => self.poll_read_pooled(cx, buf),
+                }
+            }
+            (Err(error), _) => Poll::Ready(Err(error)),
+        }
     }
 
     fn poll_replenish_buffer(&mut self, cx: &Context<'_>) -> Poll<io::Result<usize>> {

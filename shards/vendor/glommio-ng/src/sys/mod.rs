@@ -242,11 +242,13 @@ pub(crate) fn sendmsg_syscall(
 mod dma_buffer;
 mod membarrier;
 pub(crate) use membarrier::initialize_strategy as initialize_membarrier_strategy;
+pub(crate) mod recv_pool;
 pub(crate) mod source;
 pub(crate) mod sysfs;
 mod uring;
 
 pub use self::dma_buffer::DmaBuffer;
+pub use self::recv_pool::RecvPoolStats;
 pub(crate) use self::{source::*, uring::*};
 use crate::error::{ExecutorErrorKind, GlommioError};
 use smallvec::SmallVec;

@@ -43,6 +43,9 @@ pub(crate) enum SourceType {
     /// there is no copy. The buffer stays here until the completion arrives,
     /// which is what makes it sound to drop the stream mid-read.
     SockRecvInto(Option<crate::net::OwnedRxBuf>),
+    /// ringmq patch: a receive into a buffer of the executor's pool, which the completion names.
+    /// The flag: the completion said the socket had more data (`IORING_CQE_F_SOCK_NONEMPTY`).
+    SockRecvPooled(Option<super::recv_pool::PooledBuf>, bool),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,

@@ -35,6 +35,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
+        recv_pool::{PooledBuf, RecvPool},
         DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, SockAddrStorage, Source, SourceType, Statx, TimeSpec64,
     },
@@ -77,6 +78,8 @@ enum UringOpDescriptor {
     SockRecv(usize, i32),
     SockRecvInto(i32),
     SockRecvMsg(usize, i32),
+    /// ringmq patch: a receive of at most `len` bytes into a buffer of the pool (buffer select).
+    SockRecvPooled(usize),
     Nop,
 }
 
@@ -581,6 +584,12 @@ where
                     }
                 })
             }
+            UringOpDescriptor::SockRecvPooled(len) => {
+                opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
+                    .buf_group(super::recv_pool::RECV_POOL_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
             UringOpDescriptor::Nop => opcode::Nop::new().build(),
         }
     };
@@ -741,7 +750,7 @@ fn process_one_event<F, R>(
 ) -> Option<bool>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
-    R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
+    R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>, u32) -> io::Result<usize>,
 {
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
@@ -757,7 +766,11 @@ where
 
         let mut woke = false;
         if try_process(src.borrow()).is_none() {
-            let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
+            let res = Some(post_process(
+                src.borrow_mut(),
+                transmute_error(result),
+                value.flags(),
+            ));
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
@@ -1055,7 +1068,7 @@ impl UringCommon for PollRing {
         process_one_event(
             cqe,
             |_| None,
-            |mut src, res| {
+            |mut src, res, _| {
                 record_stats(self, &mut src, &res);
                 res
             },
@@ -1087,6 +1100,26 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// ringmq patch: the receive buffers registered with `ring` (declared after it, so the ring
+    /// is closed before the pool may be freed).
+    recv_pool: Option<Rc<RecvPool>>,
+}
+
+/// ringmq patch: the pool buffer a pooled receive's completion names, if it names one.
+fn take_pooled(
+    pool: Option<&Rc<RecvPool>>,
+    res: &io::Result<usize>,
+    flags: u32,
+) -> Option<PooledBuf> {
+    let pool = pool?;
+    match (res, cqueue::buffer_select(flags)) {
+        (Ok(len), Some(bid)) => Some(pool.take(bid, *len)),
+        (Err(error), _) if error.raw_os_error() == Some(libc::ENOBUFS) => {
+            pool.note_exhausted();
+            None
+        }
+        _ => None,
+    }
 }
 
 impl SleepableRing {
@@ -1119,7 +1152,21 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            recv_pool: None,
         })
+    }
+
+    /// ringmq patch: registers `buffers` receive buffers of `buffer_bytes` each with this ring.
+    fn register_recv_pool(&mut self, buffers: usize, buffer_bytes: usize) -> io::Result<()> {
+        if self.recv_pool.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a receive buffer pool is already registered",
+            ));
+        }
+        let pool = RecvPool::register(&self.ring.submitter(), buffers, buffer_bytes)?;
+        self.recv_pool = Some(pool);
+        Ok(())
     }
 
     /// This function prepares a timer that fires unconditionally after a
@@ -1321,10 +1368,15 @@ impl UringCommon for SleepableRing {
                 SourceType::LinkRings => Some(()),
                 _ => None,
             },
-            |mut src, res| {
+            |mut src, res, flags| {
                 record_stats(self, &mut src, &res);
-                if let SourceType::ForeignNotifier(_, installed) = &mut src.source_type {
-                    *installed = false;
+                match &mut src.source_type {
+                    SourceType::ForeignNotifier(_, installed) => *installed = false,
+                    SourceType::SockRecvPooled(slot, nonempty) => {
+                        *slot = take_pooled(self.recv_pool.as_ref(), &res, flags);
+                        *nonempty = cqueue::sock_nonempty(flags);
+                    }
+                    _ => {}
                 }
                 res
             },
@@ -1631,6 +1683,43 @@ impl Reactor {
 
     pub(crate) fn recv(&self, source: &Source, len: usize, flags: MsgFlags) {
         let op = UringOpDescriptor::SockRecv(len, flags.bits());
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// ringmq patch: registers the executor's receive buffer pool (see `recv_pool`).
+    pub(crate) fn register_recv_pool(&self, buffers: usize, buffer_bytes: usize) -> io::Result<()> {
+        self.main_ring
+            .borrow_mut()
+            .register_recv_pool(buffers, buffer_bytes)
+    }
+
+    /// ringmq patch: bytes of each pool buffer, `None` without a pool.
+    pub(crate) fn recv_pool_buffer_bytes(&self) -> Option<usize> {
+        self.main_ring
+            .borrow()
+            .recv_pool
+            .as_ref()
+            .map(|pool| pool.buffer_bytes())
+    }
+
+    /// ringmq patch: the pool's counters, `None` without a pool.
+    pub(crate) fn recv_pool_stats(&self) -> Option<super::recv_pool::RecvPoolStats> {
+        self.main_ring
+            .borrow()
+            .recv_pool
+            .as_ref()
+            .map(|pool| pool.stats())
+    }
+
+    /// ringmq patch: a receive of at most `len` bytes into a pool buffer, chosen by the kernel
+    /// when data arrives. Only with a pool registered.
+    pub(crate) fn recv_pooled(&self, source: &Source, len: usize) {
+        let op = UringOpDescriptor::SockRecvPooled(len);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,

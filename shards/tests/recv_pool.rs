@@ -1,0 +1,255 @@
+//! Goal: reads go through the shard's pool of receive buffers: a connection waiting for data
+//! holds none, bytes that do not fit one read wait for the next in order, a read that finds the
+//! pool empty still gets its bytes (plain `recv`), and a shard without a pool reads the same.
+
+use shards::{
+    CpuSet, ListenerSpec, PortPerShard, RuntimeConfig, ShardContext, ShardCount, Topology,
+};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn config(recv_buffers: usize, recv_buffer_bytes: usize) -> RuntimeConfig {
+    RuntimeConfig {
+        topology: Topology {
+            shards: ShardCount::Count(1),
+            cpus: CpuSet::All,
+            pin: false,
+        },
+        listeners: vec![ListenerSpec {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            backlog: 1024,
+            port_per_shard: PortPerShard::Off,
+        }],
+        name: String::from("recv-pool"),
+        recv_buffers,
+        recv_buffer_bytes,
+        ..RuntimeConfig::default()
+    }
+}
+
+/// Each connection's first byte says what the shard does with it: `e` echoes what follows in
+/// reads of 100 bytes, `s` answers the pool's counters as text, `h` starts a read that it gives
+/// up after 50 ms and then reads nothing (the receive it armed stays armed, and what it brings
+/// waits in its buffer for a read that never comes), `l` does the same and then echoes in
+/// reads of 10 bytes (each takes what fits of the buffer the 100-byte receive filled).
+async fn serve(context: ShardContext<()>) {
+    for listener in context.take_listeners() {
+        context
+            .spawn(shards::TaskClass::Io, async move {
+                while let Ok((stream, _peer)) = listener.accept().await {
+                    shards::spawn_local(connection(stream)).detach();
+                }
+            })
+            .detach();
+    }
+    context.shutdown_requested().await;
+}
+
+async fn connection(mut stream: shards::TcpStream) {
+    let mut mode = [0u8; 1];
+    if stream.read(&mut mode).await.unwrap_or(0) == 0 {
+        return;
+    }
+    match mode[0] {
+        b'e' => {
+            let mut buf = [0u8; 100];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        b's' => {
+            let stats = shards::recv_pool_stats();
+            let text = format!(
+                "{} {} {} {} {}\n",
+                stats.buffers, stats.buffer_bytes, stats.held, stats.receives, stats.exhausted
+            );
+            let _ = stream.write_all(text.as_bytes()).await;
+        }
+        b'h' | b'l' => {
+            let mut buf = [0u8; 100];
+            let read = shards::time::timeout(Duration::from_millis(50), stream.read(&mut buf));
+            assert!(read.await.is_err(), "the client sent too early");
+            if mode[0] == b'h' {
+                std::future::pending::<()>().await;
+            }
+            let mut buf = [0u8; 10];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs `body` against a one-shard runtime serving `serve` with a pool of `recv_buffers` of 4 KiB.
+fn with_shard(recv_buffers: usize, body: impl FnOnce(SocketAddr)) {
+    let runtime = shards::start(config(recv_buffers, 4096), serve).unwrap();
+    body(runtime.listener_addr(0));
+    runtime.handle().shutdown();
+    runtime.join().unwrap();
+}
+
+#[derive(Debug)]
+struct Stats {
+    buffers: usize,
+    buffer_bytes: usize,
+    held: usize,
+    receives: u64,
+    exhausted: u64,
+}
+
+fn client(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// A connection in mode `h` or `l`, once the shard has given its first read up (50 ms).
+fn client_past_a_given_up_read(addr: SocketAddr, mode: u8) -> TcpStream {
+    let mut stream = client(addr);
+    stream.write_all(&[mode]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream
+}
+
+fn stats(addr: SocketAddr) -> Stats {
+    let mut stream = client(addr);
+    stream.write_all(b"s").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .map(|field| field.parse().unwrap())
+        .collect();
+    assert_eq!(fields.len(), 5, "stats answer: {text:?}");
+    Stats {
+        buffers: fields[0] as usize,
+        buffer_bytes: fields[1] as usize,
+        held: fields[2] as usize,
+        receives: fields[3],
+        exhausted: fields[4],
+    }
+}
+
+fn echo(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert!(back == bytes, "the echo differs from what was sent");
+}
+
+/// `len` bytes that differ from one position to the next, so a reordering shows.
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + seed) % 251) as u8).collect()
+}
+
+#[test]
+fn idle_connections_hold_no_receive_buffer() {
+    with_shard(64, |addr| {
+        let before = stats(addr);
+        assert_eq!((before.buffers, before.buffer_bytes), (64, 4096));
+        // 1,000 connections that each say something and then wait, all open at once: each has a
+        // receive armed and no buffer.
+        let mut idle: Vec<TcpStream> = (0..1000)
+            .map(|i| {
+                let mut stream = client(addr);
+                stream.write_all(b"e").unwrap();
+                echo(&mut stream, &pattern(1 + i % 300, i));
+                stream
+            })
+            .collect();
+        let during = stats(addr);
+        assert_eq!(
+            during.held, 0,
+            "idle connections hold pool buffers: {during:?}"
+        );
+        assert!(
+            during.receives >= before.receives + 1000,
+            "the reads did not go through the pool: {before:?} -> {during:?}"
+        );
+        // 12 KiB in one write, taken in reads of 100 bytes: in order, and every buffer goes back.
+        let big = pattern(12 * 1024, 5);
+        echo(&mut idle[0], &big);
+        assert_eq!(stats(addr).held, 0);
+        idle.clear();
+    });
+}
+
+#[test]
+fn bytes_a_read_cannot_take_wait_in_their_buffer_for_the_next() {
+    with_shard(4, |addr| {
+        let mut stream = client_past_a_given_up_read(addr, b'l');
+        echo(&mut stream, &pattern(100, 3));
+        echo(&mut stream, &pattern(1000, 4));
+        assert_eq!(stats(addr).held, 0);
+        drop(stream);
+    });
+}
+
+#[test]
+fn a_read_that_finds_the_pool_empty_still_gets_its_bytes() {
+    with_shard(1, |addr| {
+        // This connection's receive takes the only buffer and keeps it.
+        let mut holder = client_past_a_given_up_read(addr, b'h');
+        holder.write_all(&pattern(100, 1)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = stats(addr);
+            if now.held == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the holder never took the buffer: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The stats connections above needed no buffer either: they read with `recv`. So do these.
+        let mut others: Vec<TcpStream> = (0..20).map(|_| client(addr)).collect();
+        for (i, stream) in others.iter_mut().enumerate() {
+            let mut bytes = pattern(500, i);
+            bytes[0] = b'e';
+            stream.write_all(&bytes[..1]).unwrap();
+            echo(stream, &bytes[1..]);
+        }
+        let after = stats(addr);
+        assert_eq!(after.held, 1, "{after:?}");
+        assert!(
+            after.exhausted >= 20,
+            "reads did not find the pool empty: {after:?}"
+        );
+        drop((holder, others));
+    });
+}
+
+#[test]
+fn a_shard_without_a_pool_reads_the_same() {
+    with_shard(0, |addr| {
+        let mut streams: Vec<TcpStream> = (0..50).map(|_| client(addr)).collect();
+        for (i, stream) in streams.iter_mut().enumerate() {
+            stream.write_all(b"e").unwrap();
+            echo(stream, &pattern(1 + i * 200, i));
+        }
+        let stats = stats(addr);
+        assert_eq!((stats.buffers, stats.held, stats.receives), (0, 0, 0));
+        drop(streams);
+    });
+}
+
+#[test]
+fn a_pool_that_is_not_a_power_of_two_is_refused_at_start() {
+    let error = shards::start(config(48, 4096), serve).err().unwrap();
+    assert!(error.to_string().contains("recv_buffers"), "{error}");
+}

@@ -1,0 +1,233 @@
+// ringmq patch (change 7 in shards/vendor/README.md): an executor's pool of receive buffers,
+// registered with its main ring as a provided-buffer ring (Linux 5.19+). A socket receive armed
+// with buffer select holds no memory while it waits: the kernel takes a buffer from this ring
+// only when data arrives, and the completion says which one. The buffer goes back to the ring
+// when the reader has copied its bytes out, so the pool's memory is what one executor has in
+// flight at once, whatever the number of connections.
+
+use io_uring::{types::BufRingEntry, Submitter};
+use std::{
+    alloc::{self, Layout},
+    cell::Cell,
+    io,
+    ptr::NonNull,
+    rc::Rc,
+    sync::atomic::{AtomicU16, Ordering},
+};
+
+/// The buffer group id of the pool in its ring (one pool per ring).
+pub(crate) const RECV_POOL_GROUP: u16 = 0;
+
+/// Counters of one executor's pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvPoolStats {
+    /// Buffers in the pool.
+    pub buffers: usize,
+    /// Bytes of each buffer.
+    pub buffer_bytes: usize,
+    /// Buffers the kernel filled that readers have not given back yet.
+    pub held: usize,
+    /// Receives completed into a pool buffer.
+    pub receives: u64,
+    /// Receives that found the pool empty (`ENOBUFS`) and read with a plain `recv` instead.
+    pub exhausted: u64,
+}
+
+pub(crate) struct RecvPool {
+    /// `entries` ring slots of 16 bytes, page aligned; the kernel reads them, we write them.
+    ring: NonNull<BufRingEntry>,
+    ring_layout: Layout,
+    data: NonNull<u8>,
+    data_layout: Layout,
+    entries: u16,
+    buffer_bytes: usize,
+    /// Our copy of the ring's tail: slots up to it hold buffers the kernel may take.
+    tail: Cell<u16>,
+    held: Cell<usize>,
+    receives: Cell<u64>,
+    exhausted: Cell<u64>,
+}
+
+impl RecvPool {
+    /// Allocates `buffers` (a power of two, at most 32768) of `buffer_bytes` each and registers
+    /// them with the ring of `submitter`. An error (an old kernel, a bad size) leaves nothing
+    /// registered, and the caller keeps reading without a pool.
+    pub(crate) fn register(
+        submitter: &Submitter<'_>,
+        buffers: usize,
+        buffer_bytes: usize,
+    ) -> io::Result<Rc<RecvPool>> {
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+        let entries = u16::try_from(buffers)
+            .ok()
+            .filter(|n| n.is_power_of_two() && *n <= 32768)
+            .ok_or_else(|| invalid("receive buffers: a power of two from 1 to 32768"))?;
+        if buffer_bytes == 0 || u32::try_from(buffer_bytes).is_err() {
+            return Err(invalid("receive buffer bytes: from 1 to 4 GiB"));
+        }
+        let ring_layout = Layout::from_size_align(
+            usize::from(entries) * std::mem::size_of::<BufRingEntry>(),
+            4096,
+        )
+        .map_err(|_| invalid("receive buffer ring size"))?;
+        let data_layout = Layout::from_size_align(usize::from(entries) * buffer_bytes, 4096)
+            .map_err(|_| invalid("receive buffer pool size"))?;
+        // SAFETY: both layouts have a non-zero size (entries >= 1, buffer_bytes >= 1).
+        let ring = NonNull::new(unsafe { alloc::alloc_zeroed(ring_layout) })
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?
+            .cast::<BufRingEntry>();
+        let Some(data) = NonNull::new(unsafe { alloc::alloc(data_layout) }) else {
+            // SAFETY: allocated just above with this layout.
+            unsafe { alloc::dealloc(ring.as_ptr().cast(), ring_layout) };
+            return Err(io::ErrorKind::OutOfMemory.into());
+        };
+        let pool = RecvPool {
+            ring,
+            ring_layout,
+            data,
+            data_layout,
+            entries,
+            buffer_bytes,
+            tail: Cell::new(0),
+            held: Cell::new(0),
+            receives: Cell::new(0),
+            exhausted: Cell::new(0),
+        };
+        // SAFETY: the ring memory lives as long as the pool, which the ring's owner drops only
+        // after the ring itself (see `SleepableRing`), and buffers in readers' hands keep it.
+        unsafe {
+            submitter.register_buf_ring_with_flags(
+                ring.as_ptr() as u64,
+                entries,
+                RECV_POOL_GROUP,
+                0,
+            )?;
+        }
+        for bid in 0..entries {
+            pool.push(bid);
+        }
+        pool.publish();
+        Ok(Rc::new(pool))
+    }
+
+    /// Writes buffer `bid` into the next free slot (not yet visible to the kernel).
+    fn push(&self, bid: u16) {
+        let tail = self.tail.get();
+        let slot = usize::from(tail & (self.entries - 1));
+        // SAFETY: `slot < entries`, inside the ring allocation; the kernel reads only slots
+        // before the published tail, and this one is after it.
+        let entry = unsafe { &mut *self.ring.as_ptr().add(slot) };
+        entry.set_addr(self.buffer_ptr(bid) as u64);
+        entry.set_len(self.buffer_bytes as u32);
+        entry.set_bid(bid);
+        self.tail.set(tail.wrapping_add(1));
+    }
+
+    /// Makes the slots written so far visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field sits in the first slot of the live ring allocation, and the
+        // kernel reads it with acquire ordering.
+        let tail = unsafe { &*(BufRingEntry::tail(self.ring.as_ptr()) as *const AtomicU16) };
+        tail.store(self.tail.get(), Ordering::Release);
+    }
+
+    fn buffer_ptr(&self, bid: u16) -> *mut u8 {
+        // SAFETY: `bid < entries`, so the offset stays inside the data allocation.
+        unsafe { self.data.as_ptr().add(usize::from(bid) * self.buffer_bytes) }
+    }
+
+    /// Bytes of each buffer: the most one receive brings.
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
+    }
+
+    /// The buffer a completion names, holding its `len` bytes, until it is dropped.
+    pub(crate) fn take(self: &Rc<Self>, bid: u16, len: usize) -> PooledBuf {
+        assert!(
+            bid < self.entries,
+            "the kernel named a buffer outside the pool"
+        );
+        assert!(len <= self.buffer_bytes, "a receive longer than its buffer");
+        self.held.set(self.held.get() + 1);
+        self.receives.set(self.receives.get() + 1);
+        PooledBuf {
+            pool: Rc::clone(self),
+            bid,
+            start: 0,
+            len,
+        }
+    }
+
+    pub(crate) fn note_exhausted(&self) {
+        self.exhausted.set(self.exhausted.get() + 1);
+    }
+
+    fn give_back(&self, bid: u16) {
+        self.held.set(self.held.get() - 1);
+        self.push(bid);
+        self.publish();
+    }
+
+    pub(crate) fn stats(&self) -> RecvPoolStats {
+        RecvPoolStats {
+            buffers: usize::from(self.entries),
+            buffer_bytes: self.buffer_bytes,
+            held: self.held.get(),
+            receives: self.receives.get(),
+            exhausted: self.exhausted.get(),
+        }
+    }
+}
+
+impl Drop for RecvPool {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `register` with these layouts; the ring that used them is gone
+        // (it is dropped first) and no `PooledBuf` is left (each holds the pool).
+        unsafe {
+            alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
+            alloc::dealloc(self.data.as_ptr(), self.data_layout);
+        }
+    }
+}
+
+impl std::fmt::Debug for RecvPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.stats().fmt(f)
+    }
+}
+
+/// One pool buffer a receive completed into: the bytes not yet copied out, and back to the pool
+/// when dropped.
+#[derive(Debug)]
+pub(crate) struct PooledBuf {
+    pool: Rc<RecvPool>,
+    bid: u16,
+    start: usize,
+    len: usize,
+}
+
+impl PooledBuf {
+    /// Copies as much as fits into `buf`; the rest stays for the next call.
+    pub(crate) fn copy_to(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.len - self.start);
+        // SAFETY: the kernel wrote `len` bytes at the start of buffer `bid`, which no one else
+        // uses until this value gives it back.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.pool.buffer_ptr(self.bid).add(self.start), n)
+        };
+        buf[..n].copy_from_slice(bytes);
+        self.start += n;
+        n
+    }
+
+    /// Whether every byte was copied out.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.start == self.len
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        self.pool.give_back(self.bid);
+    }
+}
