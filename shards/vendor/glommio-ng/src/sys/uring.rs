@@ -585,7 +585,13 @@ where
                 })
             }
             UringOpDescriptor::SockRecvPooled(len) => {
+                // IORING_RECVSEND_POLL_FIRST (5.19, like buffer rings): wait for data before
+                // taking a buffer. Without it the kernel tries at once, and with the pool empty an
+                // idle socket completes with ENOBUFS, the reader finds nothing with recv and arms
+                // again: a busy loop for as long as the pool stays empty.
+                const RECVSEND_POLL_FIRST: u16 = 1;
                 opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
+                    .ioprio(RECVSEND_POLL_FIRST)
                     .buf_group(super::recv_pool::RECV_POOL_GROUP)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT)
