@@ -642,9 +642,13 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, end
             if packet_trace::enabled() {
                 trace_sent(&shell, conn, &out);
             }
+            let under_way = WriteUnderWay {
+                shell: &shell,
+                bytes: out.len(),
+            };
             let result = writer.write_all(&out).await;
             // Written or not, the buffer is let go: no longer held (`shard::writes`).
-            shell.shard.borrow_mut().written(out.len());
+            under_way.finish();
             if result.is_err() {
                 writer.shutdown().await;
                 return;
@@ -653,6 +657,35 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, end
             drop(out);
             // Room in the buffer again: queued deliveries may follow.
             shell.handle(Event::Drained { conn });
+        }
+    }
+}
+
+/// The bytes of a write under way, counted in the shard's write allowance until the write ends
+/// (`shard::writes`). A writer dropped in the middle of its write (a close stops waiting after
+/// `CLOSE_FLUSH_TIMEOUT` for a client that does not read, and cancels it) gives them back when
+/// dropped, and the connections waiting for room are pumped.
+struct WriteUnderWay<'a> {
+    shell: &'a ShardShell,
+    bytes: usize,
+}
+
+impl WriteUnderWay<'_> {
+    /// The write completed or failed.
+    fn finish(self) {
+        self.shell.shard.borrow_mut().written(self.bytes);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for WriteUnderWay<'_> {
+    fn drop(&mut self) {
+        match self.shell.shard.try_borrow_mut() {
+            Ok(mut shard) => shard.write_abandoned(self.bytes, Instant::now()),
+            Err(_) => tracing::warn!(
+                bytes = self.bytes,
+                "writer dropped while its shard was busy: its write bytes stay counted"
+            ),
         }
     }
 }

@@ -110,14 +110,14 @@ impl Budget {
                     + EARLY_PACKETS_MAX * DELIVERY_OVERHEAD_BYTES,
                 "limits.connections_per_shard_max",
             ),
-            // Connections within their fair share write even at the cap: twice it at most
-            // (`shard/writes.rs`).
+            // Connections within their fair share write even at the cap, a share in their
+            // buffer and one in the write under way: three times it at most (`shard/writes.rs`).
             term(
-                "write buffers (shard-wide cap, twice)",
+                "write buffers (shard-wide cap, three times)",
                 1,
                 connections
                     .saturating_mul(WRITE_BUFFER_BYTES + packet)
-                    .min(limits.write_buffer_bytes_per_shard_max.saturating_mul(2)),
+                    .min(limits.write_buffer_bytes_per_shard_max.saturating_mul(3)),
                 "limits.write_buffer_bytes_per_shard_max",
             ),
             term(

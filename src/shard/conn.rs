@@ -344,6 +344,8 @@ impl Shard {
         if let Phase::Claiming { ticket } = conn.phase {
             self.abandon_connect(ticket, now);
         }
+        // Room it held may let connections that waited for it go on.
+        self.pump_write_waiting(now);
     }
 
     pub(super) fn on_accepted(&mut self, conn_id: ConnId, peer: SocketAddr, now: Instant) {

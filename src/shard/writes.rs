@@ -5,8 +5,9 @@
 //! buffer holds (acks, CONNACK, SUBACK) is counted when the writer takes the buffer. A taken
 //! buffer stays counted until its write completes or fails (`written`). A delivery is encoded
 //! only if the connection stays within its fair share (the cap divided by
-//! `connections_per_shard_max`) or the shard stays within the cap, so all connections together
-//! hold at most twice the cap, whatever their clients read. A connection refused for room
+//! `connections_per_shard_max`) or the shard stays within the cap. A connection's share is
+//! checked against its buffer only, so it may hold a share there and one in the write under
+//! way: all connections together hold at most three times the cap, whatever their clients read. A connection refused for room
 //! waits, its messages in its outbox under the outbox limits, and is pumped again when a write
 //! completes and the shard is back under the cap. Refusals count once per wait in
 //! `ringmq_limits_reached_total{reason="write_bytes"}`.
@@ -45,13 +46,21 @@ impl Shard {
         self.write_bytes = self.write_bytes.saturating_sub(bytes);
     }
 
+    /// A write of `bytes` was abandoned (its writer dropped mid-write): no longer held, and the
+    /// connections that waited for room are pumped (their writers are woken with the shard's
+    /// next batch).
+    pub fn write_abandoned(&mut self, bytes: usize, now: Instant) {
+        self.written(bytes);
+        self.pump_write_waiting(now);
+    }
+
     /// Bytes of the shard's write buffers and writes under way.
     pub fn write_bytes(&self) -> usize {
         self.write_bytes
     }
 
-    /// Pumps the connections that waited for room, now that a write completed, while the shard
-    /// is under its cap. Each is pumped once; one refused again waits again.
+    /// Pumps the connections that waited for room, now that a write completed or a connection
+    /// with bytes counted closed, while the shard is under its cap. Each is pumped once; one refused again waits again.
     pub(super) fn pump_write_waiting(&mut self, now: Instant) {
         if self.write_waiting.is_empty()
             || self.write_bytes >= self.settings.write_buffer_bytes_per_shard_max
