@@ -426,12 +426,14 @@ impl Shard {
         tracing::info!(shard = self.id.index(), "store: writing again");
     }
 
-    /// While the log is broken: try a snapshot (from the tick).
+    /// While the log is broken: try a snapshot (from the tick), unless one (or records) still
+    /// waits to be written. Counts of mail handled to report do not hold it back: before the
+    /// new generation is in force nothing takes them, and the retry would never come.
     pub fn retry_store(&mut self, clock: &Clock) {
         if self
             .store
             .as_ref()
-            .is_some_and(|j| j.is_broken() && !j.has_work())
+            .is_some_and(|j| j.is_broken() && !j.has_records())
         {
             self.push_snapshot(clock);
         }

@@ -539,4 +539,23 @@ mod tests {
         assert!(harness.shard.snapshot_cursor.is_none());
         assert!(harness.shard.store_broken());
     }
+
+    #[test]
+    fn a_broken_log_retries_its_snapshot_though_mail_came_meanwhile() {
+        let mut harness = Harness::new(restored(10, 2, 300));
+        harness.shard.on_stored(0, None, true);
+        assert!(harness.shard.store_broken());
+        // Data mail handled since the failure: counts to report, but no records to write.
+        harness
+            .shard
+            .store
+            .as_mut()
+            .unwrap()
+            .mail_handled(ShardId::new(0));
+        harness.shard.retry_store(&harness.clock);
+        assert!(
+            !harness.shard.take_snapshot_chunks().is_empty(),
+            "the tick's retry queues a snapshot"
+        );
+    }
 }

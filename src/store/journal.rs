@@ -142,9 +142,14 @@ impl Journal {
         self.last_stamp
     }
 
+    /// Whether records or snapshot chunks wait to be written.
+    pub fn has_records(&self) -> bool {
+        !self.records.is_empty() || !self.sealed.is_empty()
+    }
+
     /// Whether the store task has something to do.
     pub fn has_work(&self) -> bool {
-        !self.records.is_empty() || !self.sealed.is_empty() || self.received_changed
+        self.has_records() || self.received_changed
     }
 
     /// The size of the last snapshot (the one a new generation starts with, at start): the
