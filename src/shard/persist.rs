@@ -458,10 +458,34 @@ impl Shard {
                 self.write_packet(conn, &Packet::PubAck(ack));
             }
             Packet::PubRec(mut rec) if is_v5 => {
+                // A PUBREC with an error ends the exchange (MQTT 4.3.3): the id is free again,
+                // and the same id in a new PUBLISH is a new message, not a duplicate.
+                self.forget_incoming_qos2(conn, rec.packet_id);
                 rec.reason = crate::protocol::ReasonCode::QUOTA_EXCEEDED;
                 self.write_packet(conn, &Packet::PubRec(rec));
             }
+            Packet::PubRec(rec) => {
+                // 3.x: closed; the client sends the message again (DUP), which must be taken as
+                // not received rather than as a duplicate of one that was.
+                self.forget_incoming_qos2(conn, rec.packet_id);
+                self.mark_closing(conn);
+            }
             _ => self.mark_closing(conn),
+        }
+    }
+
+    /// Releases an incoming QoS 2 id whose PUBREC is refused.
+    fn forget_incoming_qos2(&mut self, conn: super::ConnId, packet_id: crate::protocol::PacketId) {
+        let key = match self.conns.get(&conn).map(|c| &c.phase) {
+            Some(
+                super::conn::Phase::Active { session } | super::conn::Phase::Resuming { session },
+            ) => *session,
+            _ => return,
+        };
+        if let Some(session) = self.sessions.get_mut(key)
+            && session.state.release_qos2(packet_id)
+        {
+            self.store_touch(key);
         }
     }
 }
