@@ -554,14 +554,19 @@ async fn wait_for_mail_backlog(shell: &ShardShell) {
 }
 
 /// Backpressure on a client that does not read what the broker writes: while its write buffer
-/// holds `WRITE_BUFFER_BYTES` or more (acks and other answers are not capped as deliveries are,
-/// see `shard::writes`), its input is not read either, so its requests cannot pile up answers.
+/// holds `WRITE_BUFFER_BYTES` or more of answers to its own requests (acks and other answers are
+/// not capped as deliveries are, see `shard::writes`), its input is not read either, so its
+/// requests cannot pile up answers.
 /// Checked at a falling rate (1 ms, doubling to 64 ms) until there is room or it closes.
 async fn wait_for_write_room(shell: &ShardShell, conn: ConnId) {
+    // Only what its own requests made counts (acks, SUBACKs, PINGRESPs): deliveries in the
+    // buffer are bounded by the write cap and wait in the outbox when it is full, and pausing on
+    // them would stall a client that publishes to its own subscription before it reads.
     let full = |shell: &ShardShell| {
         shell.shard.borrow().conn(conn).is_some_and(|state| {
             !state.is_closing()
-                && state.out.len() as u64 >= crate::config::budget::WRITE_BUFFER_BYTES
+                && (state.out.len() as u64).saturating_sub(u64::from(state.out_counted))
+                    >= crate::config::budget::WRITE_BUFFER_BYTES
         })
     };
     if !full(shell) {

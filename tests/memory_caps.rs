@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 use common::memory::{WellBehaved, limits_reached, shard_gauge_settles};
-use common::{RawClient, connect_packet, rss_bytes, test_config};
+use common::{RawClient, TestBroker, connect_packet, rss_bytes, test_config};
 use ringmq::protocol::{QoS, ReasonCode, Version, Will, WillProperties};
 use socket2::{Domain, Socket, Type};
 
@@ -117,6 +117,38 @@ fn stalled_subscribers_hold_at_most_the_write_buffer_cap() {
     }
     let left = shard_gauge_settles(served.admin, "ringmq_write_buffer_bytes", 0.0);
     assert_eq!(left, 0.0, "write buffer bytes left");
+}
+
+/// A client that publishes to its own subscription faster than it reads is still read: the
+/// deliveries it does not take wait in (and are dropped from) its outbox, and only answers to its
+/// own requests pause its input. Pausing on deliveries too stalled it: once the kernel's buffers
+/// filled, its writes blocked on a broker that had stopped reading it, and it never read.
+#[test]
+fn a_client_publishing_to_its_own_subscription_is_not_stalled() {
+    let _serial = serial();
+    let broker = TestBroker::start(1);
+    let (mut client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "self", true);
+    client.subscribe(1, &[("me", QoS::AtMostOnce)]);
+    client
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // 32 MiB of QoS 0 publishes without reading: far more than the socket buffers hold.
+    let payload = vec![7u8; 16 * 1024];
+    for _ in 0..2048 {
+        client.publish("me", &payload, QoS::AtMostOnce, false, None);
+    }
+    client.send(&ringmq::protocol::Packet::PingReq);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no PINGRESP after the flood");
+        match client.try_recv(left) {
+            Some(ringmq::protocol::Packet::PingResp) => break,
+            Some(_) => {}
+            None => panic!("no PINGRESP after the flood"),
+        }
+    }
 }
 
 /// A will of about 60 KB.
