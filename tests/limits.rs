@@ -500,6 +500,12 @@ fn a_subscriber_under_its_fair_share_keeps_receiving_on_a_full_shard() {
             assert_eq!(got.payload.first(), Some(&(id as u8)), "live message {id}");
             healthy.ack(&got);
         }
+        // Its acks are handled before the next burst (a connection's packets are handled in
+        // order): the burst is its whole share, so an ack still unread by the shard when the
+        // next burst arrives would put it over its share, and a message would rightly drop.
+        healthy.send(&Packet::PingReq);
+        let answer = healthy.recv();
+        assert!(matches!(answer, Packet::PingResp), "{answer:?}");
     }
     // The parked sessions stay stopped; the shard holds at most twice its cap.
     let metrics = metrics_when(admin, |m| {
