@@ -7,9 +7,9 @@
 //! only if the connection stays within its fair share (the cap divided by
 //! `connections_per_shard_max`) or the shard stays within the cap. A connection's share is
 //! checked against its buffer only, so it may hold a share there and one in the write under
-//! way: all connections together hold at most three times the cap, whatever their clients read. A connection refused for room
-//! waits, its messages in its outbox under the outbox limits, and is pumped again when a write
-//! completes and the shard is back under the cap. Refusals count once per wait in
+//! way: all connections together hold at most three times the cap, whatever their clients
+//! read. A connection refused for room waits, its messages in its outbox under the outbox
+//! limits, and is pumped again when a write completes and the shard is back under the cap. Refusals count once per wait in
 //! `ringmq_limits_reached_total{reason="write_bytes"}`.
 
 use std::time::Instant;
@@ -60,7 +60,8 @@ impl Shard {
     }
 
     /// Pumps the connections that waited for room, now that a write completed or a connection
-    /// with bytes counted closed, while the shard is under its cap. Each is pumped once; one refused again waits again.
+    /// with bytes counted closed, while the shard is under its cap. Each is pumped once; one
+    /// refused again waits again.
     pub(super) fn pump_write_waiting(&mut self, now: Instant) {
         if self.write_waiting.is_empty()
             || self.write_bytes >= self.settings.write_buffer_bytes_per_shard_max
