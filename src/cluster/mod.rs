@@ -257,6 +257,17 @@ impl ShardLink {
         }
     }
 
+    /// An acknowledgement refused on the shard itself (its records could not be made durable):
+    /// it goes out refused, in order behind any held before it, and whatever entry its message
+    /// had here is let go with it (left behind, it grew the table and refused a later message
+    /// reusing the packet id).
+    pub fn pass_refused(&mut self, conn: u64, packet: Packet) -> Option<Packet> {
+        if let Some(id) = packet_id(&packet) {
+            self.gate.insert((conn, id), Gate::Answered(false));
+        }
+        self.pass(conn, packet).map(|(packet, _)| packet)
+    }
+
     /// The stream answered every message numbered up to `upto` (`ok`: it took them): the
     /// acknowledgements now free go to `out`, in order.
     pub fn stored(&mut self, upto: u64, ok: bool, out: &mut Vec<Released>) {
@@ -441,6 +452,24 @@ mod tests {
         assert_eq!(released(&out), [(1, Some(2), false)]);
         // All settled: the next passes at once again.
         assert!(matches!(link.pass(3, puback(3)), Some((_, true))));
+    }
+
+    #[test]
+    fn a_refusal_of_the_local_log_leaves_no_entry_and_keeps_the_order() {
+        let mut link = link();
+        link.hold(1, 1, 1);
+        assert!(link.pass(1, puback(1)).is_none());
+        // Refused locally while its message also waits for the stream, behind the first.
+        link.hold(1, 2, 2);
+        assert!(link.pass_refused(1, puback(2)).is_none());
+        let mut out = Vec::new();
+        link.stored(2, true, &mut out);
+        assert_eq!(released(&out), [(1, Some(1), true), (1, Some(2), false)]);
+        assert!(link.gate.is_empty() && link.held.is_empty());
+        // With nothing held it goes at once, and the id is free for the next message.
+        assert!(link.pass_refused(1, puback(3)).is_some());
+        assert!(link.gate.is_empty());
+        assert!(matches!(link.pass(1, puback(3)), Some((_, true))));
     }
 
     #[test]

@@ -44,6 +44,18 @@ impl Shard {
         }
     }
 
+    /// Refuses an acknowledgement the local log could not keep, through the link's order when
+    /// the cluster is on (so its entry there goes too).
+    pub(super) fn refuse_ack_in_order(&mut self, conn: ConnId, packet: Packet) {
+        let passed = match self.cluster.as_mut() {
+            Some(cluster) => cluster.pass_refused(conn, packet),
+            None => Some(packet),
+        };
+        if let Some(packet) = passed {
+            self.refuse_ack(conn, packet);
+        }
+    }
+
     /// The link's answer for this shard's messages numbered up to `upto`.
     pub(super) fn on_cluster_stored(&mut self, upto: u64, ok: bool) {
         let mut released = Vec::new();

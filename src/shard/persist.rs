@@ -283,7 +283,7 @@ impl Shard {
             if durable {
                 self.write_ack(conn, packet);
             } else {
-                self.refuse_ack(conn, packet);
+                self.refuse_ack_in_order(conn, packet);
             }
         }
     }
@@ -407,7 +407,7 @@ impl Shard {
             let received = received.unwrap_or_else(|| journal.received_counts());
             self.metrics.counts.store_failures += 1;
             for ack in lost {
-                self.refuse_ack(ack.conn, ack.packet);
+                self.refuse_ack_in_order(ack.conn, ack.packet);
             }
             self.reply_durable(received, false);
             return;
