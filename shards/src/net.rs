@@ -259,6 +259,17 @@ impl TcpStream {
             .map_err(io::Error::from)
     }
 
+    /// Asks the kernel to stamp the bytes this connection receives (`SO_TIMESTAMPNS`), read
+    /// back per read with `ReadHalf::last_receive_timestamp`. Set it before the first read: a
+    /// receive already armed brings no stamp.
+    pub fn set_receive_timestamps(&self) -> io::Result<()> {
+        self.connection
+            .stream
+            .borrow_mut()
+            .set_receive_timestamps()
+            .map_err(io::Error::from)
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.connection
             .stream
@@ -278,6 +289,11 @@ impl TcpStream {
     /// Reads what is available, at least one byte; `Ok(0)` at end of stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         read(&self.connection, buf).await
+    }
+
+    /// As `ReadHalf::last_receive_timestamp`.
+    pub fn last_receive_timestamp(&self) -> Option<std::time::SystemTime> {
+        self.connection.stream.borrow().last_receive_timestamp()
     }
 
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -329,6 +345,13 @@ pub struct ReadHalf {
 impl ReadHalf {
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         read(&self.connection, buf).await
+    }
+
+    /// The kernel's receive time (`CLOCK_REALTIME`) of the last byte the last read returned,
+    /// when receive timestamps are on (`TcpStream::set_receive_timestamps`); bytes a receive
+    /// brought and a later read returned keep that receive's stamp.
+    pub fn last_receive_timestamp(&self) -> Option<std::time::SystemTime> {
+        self.connection.stream.borrow().last_receive_timestamp()
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {

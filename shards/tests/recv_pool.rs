@@ -1,6 +1,8 @@
 //! Goal: reads go through the shard's pool of receive buffers: a connection waiting for data
 //! holds none, bytes that do not fit one read wait for the next in order, a read that finds the
 //! pool empty still gets its bytes (plain `recv`), and a shard without a pool reads the same.
+//! With receive timestamps on, every read brings the kernel's stamp of its bytes, leftovers
+//! included, with or without a pool.
 
 use shards::{
     CpuSet, ListenerSpec, PortPerShard, RuntimeConfig, ShardContext, ShardCount, Topology,
@@ -32,7 +34,8 @@ fn config(recv_buffers: usize, recv_buffer_bytes: usize) -> RuntimeConfig {
 /// reads of 100 bytes, `s` answers the pool's counters as text, `h` starts a read that it gives
 /// up after 50 ms and then reads nothing (the receive it armed stays armed, and what it brings
 /// waits in its buffer for a read that never comes), `l` does the same and then echoes in
-/// reads of 10 bytes (each takes what fits of the buffer the 100-byte receive filled).
+/// reads of 10 bytes (each takes what fits of the buffer the 100-byte receive filled), `t`
+/// turns receive timestamps on and serves `timestamps`.
 async fn serve(context: ShardContext<()>) {
     for listener in context.take_listeners() {
         context
@@ -87,8 +90,47 @@ async fn connection(mut stream: shards::TcpStream) {
                 }
             }
         }
+        b't' => timestamps(stream).await,
         _ => {}
     }
+}
+
+/// Twice: a read of 100 bytes given up after 50 ms (its receive stays armed, with a pool), then
+/// `r\n` to the client, then 300 ms asleep while the client's 30 bytes wait, then three reads
+/// of 10 bytes, each answered with the stamp of its bytes and the time of the read, as
+/// nanoseconds since the epoch (`-` for no stamp).
+async fn timestamps(mut stream: shards::TcpStream) {
+    stream.set_receive_timestamps().unwrap();
+    for _ in 0..2 {
+        let mut buf = [0u8; 100];
+        let read = shards::time::timeout(Duration::from_millis(50), stream.read(&mut buf));
+        assert!(read.await.is_err(), "the client sent too early");
+        if stream.write_all(b"r\n").await.is_err() {
+            return;
+        }
+        shards::time::sleep(Duration::from_millis(300)).await;
+        let mut answer = String::new();
+        for _ in 0..3 {
+            let mut buf = [0u8; 10];
+            if stream.read(&mut buf).await.unwrap_or(0) != 10 {
+                return;
+            }
+            let read_at = nanos(std::time::SystemTime::now());
+            match stream.last_receive_timestamp() {
+                Some(stamp) => answer += &format!("{} {read_at}\n", nanos(stamp)),
+                None => answer += &format!("- {read_at}\n"),
+            }
+        }
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn nanos(time: std::time::SystemTime) -> u128 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// Runs `body` against a one-shard runtime serving `serve` with a pool of `recv_buffers` of 4 KiB.
@@ -260,4 +302,50 @@ fn a_shard_without_a_pool_reads_the_same() {
 fn a_pool_that_is_not_a_power_of_two_is_refused_at_start() {
     let error = shards::start(config(48, 4096), serve).err().unwrap();
     assert!(error.to_string().contains("recv_buffers"), "{error}");
+}
+
+/// A client of mode `t`: each of its reads carries the kernel's stamp of the client's write
+/// (taken during it), from a pool buffer's leftovers and from the socket alike, and the stamp
+/// shows the time the bytes waited in the socket while the shard slept.
+fn check_receive_timestamps(addr: SocketAddr) {
+    let mut stream = client(addr);
+    stream.write_all(b"t").unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    for round in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert_eq!(line, "r\n");
+        let before = nanos(std::time::SystemTime::now());
+        stream.write_all(&pattern(30, round)).unwrap();
+        let after = nanos(std::time::SystemTime::now());
+        for read in 0..3 {
+            line.clear();
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(fields.len(), 2, "answer {line:?}");
+            let stamp: u128 = fields[0]
+                .parse()
+                .unwrap_or_else(|_| panic!("round {round}, read {read}: no stamp: {line:?}"));
+            let read_at: u128 = fields[1].parse().unwrap();
+            assert!(
+                (before..=after).contains(&stamp),
+                "round {round}, read {read}: stamp {stamp} outside the write [{before}, {after}]"
+            );
+            assert!(
+                read_at - stamp >= 100_000_000,
+                "round {round}, read {read}: the bytes waited {} ns, the shard slept 300 ms",
+                read_at - stamp
+            );
+        }
+    }
+}
+
+#[test]
+fn reads_bring_the_kernel_receive_timestamp_of_their_bytes() {
+    with_shard(4, check_receive_timestamps);
+}
+
+#[test]
+fn reads_without_a_pool_bring_the_kernel_receive_timestamp_too() {
+    with_shard(0, check_receive_timestamps);
 }

@@ -462,9 +462,15 @@ impl Reactor {
         source
     }
 
-    /// ringmq patch: a receive into the executor's buffer pool (see `sys::recv_pool`).
-    pub(crate) fn recv_pooled(&self, fd: RawFd, len: usize) -> Source {
-        let source = self.new_source(fd, SourceType::SockRecvPooled(None, false), None);
+    /// ringmq patch: a receive into the executor's buffer pool (see `sys::recv_pool`); with a
+    /// header, a `recvmsg` that brings the kernel's receive timestamp.
+    pub(crate) fn recv_pooled(
+        &self,
+        fd: RawFd,
+        len: usize,
+        header: Option<Box<crate::sys::recv_pool::ReceiveHeader>>,
+    ) -> Source {
+        let source = self.new_source(fd, SourceType::SockRecvPooled(None, false, header), None);
         self.sys.recv_pooled(&source, len);
         source
     }

@@ -5,7 +5,11 @@
 //
 use crate::{
     reactor::Reactor,
-    sys::{self, recv_pool::PooledBuf, Source, SourceType},
+    sys::{
+        self,
+        recv_pool::{PooledBuf, ReceiveHeader},
+        Source, SourceType,
+    },
 };
 use futures_lite::ready;
 use nix::sys::socket::MsgFlags;
@@ -367,9 +371,35 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     write_timeout: Timeout,
     read_timeout: Timeout,
+    /// ringmq patch: reads ask for the kernel's receive timestamp (`SO_TIMESTAMPNS` is set).
+    stamping: bool,
+    /// ringmq patch: the header receives are made through while stamping, home when no
+    /// receive in the ring holds it.
+    receive_header: Option<Box<ReceiveHeader>>,
+    /// ringmq patch: the kernel's receive timestamp of the bytes the last read returned.
+    last_stamp: Option<libc::timespec>,
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
+    /// ringmq patch: one non-blocking receive into `buf`, a `recvmsg` that brings the kernel's
+    /// receive timestamp while stamping, a plain `recv` otherwise.
+    fn recv_now(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let fd = self.stream.as_raw_fd();
+        match self.receive_header.as_mut() {
+            Some(header) if self.stamping => {
+                let result = header.recv(fd, buf)?;
+                Some(result.map(|(read, stamp)| {
+                    self.last_stamp = stamp;
+                    read
+                }))
+            }
+            _ => {
+                self.last_stamp = None;
+                super::yolo_recv(fd, buf)
+            }
+        }
+    }
+
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         // ringmq patch: with a receive buffer pool, reads are receives armed when asked for
@@ -408,7 +438,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// `None` means the socket had nothing, and the caller decides what to do
     /// about it -- register readiness, or hand the read to the kernel.
     pub(crate) fn poll_read_speculative(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        super::yolo_recv(self.stream.as_raw_fd(), buf)
+        self.recv_now(buf)
     }
 
     /// Reads one TLS record, reporting the type the kernel attached to it.
@@ -484,7 +514,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             .unwrap_or(true);
 
         if no_pending_poll {
-            if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
+            if let Some(result) = self.recv_now(buf) {
                 self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
@@ -611,6 +641,8 @@ pub(crate) struct GlommioStream<S, B> {
     pool_source: Option<Source>,
     /// ringmq patch: a pool buffer whose bytes did not all fit the read that took it.
     pool_left: Option<PooledBuf>,
+    /// ringmq patch: the kernel's receive timestamp of `pool_left`'s receive: its bytes keep it.
+    pool_left_stamp: Option<libc::timespec>,
 }
 
 impl<S> From<socket2::Socket> for GlommioStream<S, NonBuffered>
@@ -626,6 +658,9 @@ where
             source_rx: None,
             write_timeout: Timeout::new(),
             read_timeout: Timeout::new(),
+            stamping: false,
+            receive_header: None,
+            last_stamp: None,
         };
         stream.init();
         // ringmq patch: with a receive pool the first read goes to the ring (see
@@ -639,6 +674,7 @@ where
             speculate: Cell::new(!pooled),
             pool_source: None,
             pool_left: None,
+            pool_left_stamp: None,
         }
     }
 }
@@ -669,6 +705,7 @@ impl<S> GlommioStream<S, NonBuffered> {
             speculate: Cell::new(true),
             pool_source: self.pool_source,
             pool_left: self.pool_left,
+            pool_left_stamp: self.pool_left_stamp,
         }
     }
 }
@@ -733,6 +770,7 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     /// call.
     fn poll_read_pooled(&mut self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if let Some(left) = self.pool_left.as_mut() {
+            self.stream.last_stamp = self.pool_left_stamp;
             let n = left.copy_to(buf);
             if left.is_drained() {
                 self.pool_left = None;
@@ -753,7 +791,9 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
                     // A readiness poll left from a fallback read would only fire uselessly.
                     self.stream.source_rx.take();
                     let fd = self.stream.stream.as_raw_fd();
-                    self.pool_source = Some(reactor.recv_pooled(fd, buf.len().min(buffer_bytes)));
+                    let header = self.stream.receive_header.take();
+                    self.pool_source =
+                        Some(reactor.recv_pooled(fd, buf.len().min(buffer_bytes), header));
                 }
                 _ => return self.stream.poll_read(cx, buf),
             }
@@ -765,8 +805,12 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         };
         let source = self.pool_source.take().unwrap();
         let pooled = match source.extract_source_type() {
-            SourceType::SockRecvPooled(pooled, nonempty) => {
+            SourceType::SockRecvPooled(pooled, nonempty, header) => {
                 self.speculate.set(nonempty);
+                self.stream.last_stamp = header.as_ref().and_then(|header| header.timestamp());
+                if header.is_some() {
+                    self.stream.receive_header = header;
+                }
                 pooled
             }
             _ => unreachable!("a pooled receive came back as another kind of source"),
@@ -776,6 +820,7 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
                 let n = pooled.copy_to(buf);
                 if !pooled.is_drained() {
                     self.pool_left = Some(pooled);
+                    self.pool_left_stamp = self.stream.last_stamp;
                 }
                 Poll::Ready(Ok(n))
             }
@@ -793,6 +838,45 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             }
             (Err(error), _) => Poll::Ready(Err(error)),
         }
+    }
+
+    /// ringmq patch: asks the kernel to stamp the bytes it receives on this socket
+    /// (`SO_TIMESTAMPNS`), and reads with `recvmsg` from now on to bring the stamp along
+    /// (see [`last_receive_timestamp`](Self::last_receive_timestamp)). A receive already armed
+    /// brings none.
+    pub(crate) fn set_receive_timestamps(&mut self) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a live c_int and the length says so.
+        let set = unsafe {
+            libc::setsockopt(
+                self.stream.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.stream.stamping = true;
+        if self.stream.receive_header.is_none() {
+            self.stream.receive_header = Some(ReceiveHeader::new());
+        }
+        Ok(())
+    }
+
+    /// ringmq patch: the kernel's receive time (`CLOCK_REALTIME`) of the last byte the last
+    /// read returned: the receive that brought them, also for bytes that waited in the pool
+    /// buffer for a later read. `None` without receive timestamps, and for a read whose
+    /// receive carried no stamp.
+    pub(crate) fn last_receive_timestamp(&self) -> Option<std::time::SystemTime> {
+        let stamp = self.stream.last_stamp?;
+        let since_epoch = Duration::new(
+            u64::try_from(stamp.tv_sec).ok()?,
+            u32::try_from(stamp.tv_nsec).ok()?,
+        );
+        std::time::SystemTime::UNIX_EPOCH.checked_add(since_epoch)
     }
 
     fn poll_replenish_buffer(&mut self, cx: &Context<'_>) -> Poll<io::Result<usize>> {

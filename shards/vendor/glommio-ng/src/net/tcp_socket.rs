@@ -681,6 +681,22 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.stream().nodelay().map_err(Into::into)
     }
 
+    /// ringmq patch: asks the kernel to stamp the bytes this socket receives
+    /// (`SO_TIMESTAMPNS`); from now on reads use `recvmsg` (in the ring, with the executor's
+    /// receive pool, or as a system call) and keep the stamp for
+    /// [`TcpStream::last_receive_timestamp`].
+    pub fn set_receive_timestamps(&mut self) -> Result<()> {
+        self.stream.set_receive_timestamps().map_err(Into::into)
+    }
+
+    /// ringmq patch: the kernel's receive time (`CLOCK_REALTIME`) of the last byte the last
+    /// read returned. Bytes a read left for a later one keep their receive's stamp. `None`
+    /// unless [`TcpStream::set_receive_timestamps`] was called, or when the read's receive
+    /// carried no stamp.
+    pub fn last_receive_timestamp(&self) -> Option<std::time::SystemTime> {
+        self.stream.last_receive_timestamp()
+    }
+
     /// Gets the value of the `IP_TTL` option for this socket.
     ///
     /// This option configures the time-to-live field that is used in every

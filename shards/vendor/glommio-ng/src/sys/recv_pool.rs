@@ -231,3 +231,103 @@ impl Drop for PooledBuf {
         self.pool.give_back(self.bid);
     }
 }
+
+/// ringmq patch: the message header of a receive that asks for the kernel's receive timestamp
+/// (`SO_TIMESTAMPNS` on the socket): `recvmsg` with room for the control message, for a pooled
+/// receive in the ring (`IORING_OP_RECVMSG` with buffer select: the kernel ignores the iovec's
+/// base and takes its length as the most to receive) and for a plain `recvmsg` on a busy socket.
+/// A stream owns one and lends it to each receive it arms, so a receive allocates nothing; the
+/// header points into itself, so it lives boxed and stays put while the kernel holds it.
+pub(crate) struct ReceiveHeader {
+    header: libc::msghdr,
+    iov: libc::iovec,
+    /// Room for one `SCM_TIMESTAMPNS` (a `timespec`) and a spare control message, aligned for
+    /// `cmsghdr`.
+    control: [u64; 8],
+}
+
+const _: () = assert!(
+    std::mem::size_of::<[u64; 8]>()
+        >= 2 * (std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<libc::timespec>())
+);
+
+impl ReceiveHeader {
+    pub(crate) fn new() -> Box<ReceiveHeader> {
+        Box::new(ReceiveHeader {
+            // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+            header: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            control: [0; 8],
+        })
+    }
+
+    /// The header for one receive of at most `len` bytes into `buf` (null for buffer select),
+    /// its pointers aimed at this value's own fields.
+    pub(crate) fn prepare(&mut self, buf: *mut u8, len: usize) -> *mut libc::msghdr {
+        self.iov = libc::iovec {
+            iov_base: buf.cast(),
+            iov_len: len,
+        };
+        self.control = [0; 8];
+        // SAFETY: an all-zero msghdr is valid; the fields set below point into `self`.
+        self.header = unsafe { std::mem::zeroed() };
+        self.header.msg_iov = &mut self.iov;
+        self.header.msg_iovlen = 1;
+        self.header.msg_control = self.control.as_mut_ptr().cast();
+        self.header.msg_controllen = std::mem::size_of_val(&self.control) as _;
+        &mut self.header
+    }
+
+    /// The kernel's receive timestamp (`CLOCK_REALTIME`) of the last byte the receive returned,
+    /// if its control messages carry one. The kernel sets `msg_controllen` to what it wrote,
+    /// and the cmsg walk reads only that much.
+    pub(crate) fn timestamp(&self) -> Option<libc::timespec> {
+        let mut stamp = None;
+        // SAFETY: `header` was prepared by `prepare` and filled in by the kernel; its control
+        // pointer and length describe `self.control`, and the cmsg macros stay inside them.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&self.header);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+                {
+                    stamp = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<libc::timespec>(),
+                    ));
+                }
+                cmsg = libc::CMSG_NXTHDR(&self.header, cmsg);
+            }
+        }
+        stamp
+    }
+
+    /// A non-blocking `recvmsg` into `buf` through this header: the bytes read and their
+    /// receive timestamp; `None` when the socket had nothing.
+    pub(crate) fn recv(
+        &mut self,
+        fd: std::os::unix::io::RawFd,
+        buf: &mut [u8],
+    ) -> Option<io::Result<(usize, Option<libc::timespec>)>> {
+        let header = self.prepare(buf.as_mut_ptr(), buf.len());
+        // SAFETY: `header` points at this value's iovec (over `buf`) and control buffer, all
+        // alive for the call.
+        let read = unsafe { libc::recvmsg(fd, header, libc::MSG_DONTWAIT) };
+        if read < 0 {
+            let error = io::Error::last_os_error();
+            return match error.kind() {
+                io::ErrorKind::WouldBlock => None,
+                _ => Some(Err(error)),
+            };
+        }
+        Some(Ok((read as usize, self.timestamp())))
+    }
+}
+
+impl std::fmt::Debug for ReceiveHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReceiveHeader")
+    }
+}

@@ -45,7 +45,12 @@ pub(crate) enum SourceType {
     SockRecvInto(Option<crate::net::OwnedRxBuf>),
     /// ringmq patch: a receive into a buffer of the executor's pool, which the completion names.
     /// The flag: the completion said the socket had more data (`IORING_CQE_F_SOCK_NONEMPTY`).
-    SockRecvPooled(Option<super::recv_pool::PooledBuf>, bool),
+    /// With a header the receive is a `recvmsg` that brings the kernel's receive timestamp.
+    SockRecvPooled(
+        Option<super::recv_pool::PooledBuf>,
+        bool,
+        Option<Box<super::recv_pool::ReceiveHeader>>,
+    ),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,

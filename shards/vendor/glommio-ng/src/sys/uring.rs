@@ -590,11 +590,28 @@ where
                 // idle socket completes with ENOBUFS, the reader finds nothing with recv and arms
                 // again: a busy loop for as long as the pool stays empty.
                 const RECVSEND_POLL_FIRST: u16 = 1;
-                opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
-                    .ioprio(RECVSEND_POLL_FIRST)
-                    .buf_group(super::recv_pool::RECV_POOL_GROUP)
-                    .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
+                // A receive that asks for the kernel's timestamp is a RECVMSG with the same
+                // buffer select: the header lives in the source until the completion.
+                let header = source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
+                    match &mut src.source_type {
+                        SourceType::SockRecvPooled(_, _, header) => header
+                            .as_mut()
+                            .map(|header| header.prepare(std::ptr::null_mut(), len)),
+                        _ => unreachable!(),
+                    }
+                });
+                match header {
+                    Some(header) => opcode::RecvMsg::new(fd, header)
+                        .ioprio(RECVSEND_POLL_FIRST)
+                        .buf_group(super::recv_pool::RECV_POOL_GROUP)
+                        .build()
+                        .flags(squeue::Flags::BUFFER_SELECT),
+                    None => opcode::Recv::new(fd, std::ptr::null_mut(), len as u32)
+                        .ioprio(RECVSEND_POLL_FIRST)
+                        .buf_group(super::recv_pool::RECV_POOL_GROUP)
+                        .build()
+                        .flags(squeue::Flags::BUFFER_SELECT),
+                }
             }
             UringOpDescriptor::Nop => opcode::Nop::new().build(),
         }
@@ -1378,7 +1395,7 @@ impl UringCommon for SleepableRing {
                 record_stats(self, &mut src, &res);
                 match &mut src.source_type {
                     SourceType::ForeignNotifier(_, installed) => *installed = false,
-                    SourceType::SockRecvPooled(slot, nonempty) => {
+                    SourceType::SockRecvPooled(slot, nonempty, _) => {
                         *slot = take_pooled(self.recv_pool.as_ref(), &res, flags);
                         *nonempty = cqueue::sock_nonempty(flags);
                     }
