@@ -459,10 +459,15 @@ async fn read_more(
             None
         }
         Ok(n) => {
-            // The read's completion: the one clock reading per read.
+            // The read's completion: the one clock reading per read (two with the kernel's
+            // receive timestamp, which dates the bytes earlier by their wait in the socket).
             let completed_at = Instant::now();
-            shell.shard.borrow_mut().metrics.bytes_received(n);
-            Some(completed_at)
+            let mut shard = shell.shard.borrow_mut();
+            shard.metrics.bytes_received(n);
+            Some(match reader.last_receive_timestamp() {
+                Some(stamp) => shard.metrics.record_socket_wait(completed_at, stamp),
+                None => completed_at,
+            })
         }
         Err(error) if error.kind() == std::io::ErrorKind::Interrupted => Some(Instant::now()),
         Err(error) => {

@@ -627,6 +627,10 @@ async fn accept_loop(
 ) {
     let index = listener.spec_index();
     let nodelay = shell.listeners.get(index).is_none_or(ListenerKind::nodelay);
+    let kernel_timestamps = shell
+        .listeners
+        .get(index)
+        .is_some_and(ListenerKind::kernel_timestamps);
     let mut accepted = 0u32;
     loop {
         // A full backlog completes every accept at once: let the shard's other tasks run.
@@ -645,6 +649,9 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 if let Err(error) = stream.set_nodelay(nodelay) {
                     tracing::debug!(%peer, %error, "TCP_NODELAY not set");
+                }
+                if kernel_timestamps && let Err(error) = stream.set_receive_timestamps() {
+                    tracing::debug!(%peer, %error, "SO_TIMESTAMPNS not set");
                 }
                 let conn_shell = Rc::clone(&shell);
                 shell

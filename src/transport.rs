@@ -32,6 +32,15 @@ impl Reader {
         }
     }
 
+    /// The kernel's receive time (`CLOCK_REALTIME`) of the last byte the last read returned,
+    /// when the listener asks for it (`observability.kernel_timestamps`, plain TCP only).
+    pub fn last_receive_timestamp(&self) -> Option<std::time::SystemTime> {
+        match self {
+            Reader::Tcp(half) => half.last_receive_timestamp(),
+            Reader::Tls(_) | Reader::Ws(_) => None,
+        }
+    }
+
     /// One poll of a read: `Pending` leaves `buf` untouched, so a caller may lend a buffer for
     /// this poll only (no kind hands `buf` to the kernel: a plain TCP read completes into the
     /// shard's receive pool and is copied out at the poll that returns it).

@@ -1,7 +1,8 @@
 //! Goal: the delivery latency a user scrapes agrees with what a real client on the same host
 //! measures end to end — never more than the client's, and short of it by no more than the
 //! loopback hops the broker cannot see (a round trip measured in the same test) — and it shows
-//! the delay a busy shard adds.
+//! the delay a busy shard adds. With kernel receive timestamps on, it also holds the time bytes
+//! waited in the socket for a busy shard, and agrees with a closed-loop client at saturation.
 //!
 //! Only relations between measurements taken in the same run are asserted, never absolute
 //! times: the machine running the suite may be loaded by other work.
@@ -207,6 +208,62 @@ fn scraped_delivery_latency_agrees_with_a_client_on_the_same_host() {
     broker.shutdown();
 }
 
+/// The p50s (µs) of a quiet phase and a busy one on shard 0, and a line that reports them.
+struct Phases {
+    quiet_broker: u64,
+    busy_broker: u64,
+    busy_client: u64,
+    quiet_rtt: u64,
+    busy_rtt: u64,
+    /// Shard 0's socket wait since start, after each phase (0 without kernel timestamps).
+    quiet_wait: u64,
+    busy_wait: u64,
+    report: String,
+}
+
+/// Quiet: the probe at QoS 0. Busy: the probe at QoS 1 while a flood keeps shard 0 busy.
+/// Delivered QoS labels the two phases' histograms apart. Checks that the flood slowed the
+/// client down and that the broker's busy p50 is not above the client's.
+fn quiet_then_busy(broker: &TestBroker) -> Phases {
+    let quiet = probe(broker, QoS::AtMostOnce, "latency/quiet");
+    let (_, quiet_wait) = socket_wait(broker, "0.5");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = flood(broker.shard(0), Arc::clone(&stop));
+    let busy = probe(broker, QoS::AtLeastOnce, "latency/busy");
+    stop.store(true, Ordering::Relaxed);
+    assert!(flooder.join().unwrap() > 0, "the flood ran");
+    let (_, busy_wait) = socket_wait(broker, "0.5");
+    let quiet_broker = scrape(broker, QoS::AtMostOnce, PROBE_MESSAGES).p50;
+    let busy_broker = scrape(broker, QoS::AtLeastOnce, PROBE_MESSAGES).p50;
+    let (quiet_client, busy_client) = (quiet.client.quantile(0.5), busy.client.quantile(0.5));
+    let (quiet_rtt, busy_rtt) = (
+        quiet.round_trips.quantile(0.5),
+        busy.round_trips.quantile(0.5),
+    );
+    let report = format!(
+        "p50 quiet: broker {quiet_broker} client {quiet_client} round trip {quiet_rtt} \
+         socket wait {quiet_wait}; busy: broker {busy_broker} client {busy_client} \
+         round trip {busy_rtt} socket wait {busy_wait} (µs; socket wait since start)"
+    );
+    println!("{report}");
+    // The flood must have slowed the client down, or the phases show nothing.
+    assert!(
+        busy_client > quiet_client,
+        "the flood added no delay: {report}"
+    );
+    assert_not_above("busy p50", busy_broker, busy_client, busy_rtt);
+    Phases {
+        quiet_broker,
+        busy_broker,
+        busy_client,
+        quiet_rtt,
+        busy_rtt,
+        quiet_wait,
+        busy_wait,
+        report,
+    }
+}
+
 /// Floods shard 0 with QoS 0 publishes nobody subscribes to, until `stop`: its reader task hands
 /// the shard batches of up to 1024 frames in a row, so other connections' tasks wait their turn.
 fn flood(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
@@ -232,32 +289,14 @@ fn flood(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
 #[test]
 fn a_busy_shard_shows_in_the_delivery_latency() {
     let broker = TestBroker::start(4);
-    // Quiet: the probe at QoS 0. Busy: the probe at QoS 1 while a flood keeps shard 0 busy.
-    // Delivered QoS labels the two phases' histograms apart.
-    let quiet = probe(&broker, QoS::AtMostOnce, "latency/quiet");
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooder = flood(broker.shard(0), Arc::clone(&stop));
-    let busy = probe(&broker, QoS::AtLeastOnce, "latency/busy");
-    stop.store(true, Ordering::Relaxed);
-    assert!(flooder.join().unwrap() > 0, "the flood ran");
-    let quiet_broker = scrape(&broker, QoS::AtMostOnce, PROBE_MESSAGES).p50;
-    let busy_broker = scrape(&broker, QoS::AtLeastOnce, PROBE_MESSAGES).p50;
-    let (quiet_client, busy_client) = (quiet.client.quantile(0.5), busy.client.quantile(0.5));
-    let (quiet_rtt, busy_rtt) = (
-        quiet.round_trips.quantile(0.5),
-        busy.round_trips.quantile(0.5),
-    );
-    let report = format!(
-        "p50 quiet: broker {quiet_broker} client {quiet_client} round trip {quiet_rtt}; \
-         busy: broker {busy_broker} client {busy_client} round trip {busy_rtt} (µs)"
-    );
-    println!("{report}");
-    // The flood must have slowed the client down, or this test shows nothing.
-    assert!(
-        busy_client > quiet_client,
-        "the flood added no delay: {report}"
-    );
-    assert_not_above("busy p50", busy_broker, busy_client, busy_rtt);
+    let Phases {
+        quiet_broker,
+        busy_broker,
+        busy_client,
+        busy_rtt,
+        report,
+        ..
+    } = quiet_then_busy(&broker);
     // The added delay shows in the broker's histogram: the probe's deliveries wait for the
     // shard's writer behind the flood's batches of 1024 frames, which dwarfs a quiet delivery
     // (the margin of 2 keeps a quiet phase slowed by other work on the machine from passing
@@ -269,11 +308,186 @@ fn a_busy_shard_shows_in_the_delivery_latency() {
     // And what it does not show is no more than in the quiet case: a round trip's worth (with
     // the margin of the test above), the round trip being slowed by the flood too. Time the
     // probe's bytes wait in the socket for the busy shard to read them is part of that round
-    // trip's share: it comes before the read completion (see docs/OBSERVABILITY.md on kernel
-    // timestamps).
+    // trip's share: it comes before the read completion (kernel timestamps add it: see
+    // `with_kernel_timestamps_a_busy_shard_shows_the_socket_wait`).
     assert!(
         busy_client.saturating_sub(busy_broker) <= 2 * busy_rtt,
         "the broker misses more than a round trip of the busy delay: {report}"
+    );
+    broker.shutdown();
+}
+
+/// A broker like `TestBroker::start(4)` that dates plain TCP bytes by the kernel's receive
+/// timestamp (`observability.kernel_timestamps`).
+fn broker_with_kernel_timestamps() -> TestBroker {
+    let mut config = common::test_config(4);
+    config.observability.kernel_timestamps = true;
+    TestBroker::with_config(config)
+}
+
+/// A quantile of shard 0's socket wait (kernel stamp -> read completion), in microseconds.
+fn socket_wait(broker: &TestBroker, quantile: &str) -> (u64, u64) {
+    let metrics = admin_get(broker.admin_addr().expect("admin listener"), "/metrics");
+    let count = metric(&metrics, "ringmq_socket_wait_seconds_count{shard=\"0\"} ");
+    let name = "ringmq_socket_wait_quantile_seconds";
+    let seconds = metric(
+        &metrics,
+        &format!("{name}{{shard=\"0\",quantile=\"{quantile}\"}} "),
+    );
+    (count as u64, (seconds * 1e6).round() as u64)
+}
+
+/// Messages of the saturating run, and how many may be between the publisher's write and the
+/// subscriber's read at once (a closed loop: the publisher waits when that many are out).
+const SATURATED_MESSAGES: u64 = 40_000;
+const SATURATED_WINDOW: u64 = 500;
+/// PUBLISH frames per write of the saturating publisher.
+const SATURATED_BURST: u64 = 100;
+
+/// One QoS 0 PUBLISH to `topic` by hand (3.1.1 §3.3), its payload `sent`: the frame the
+/// publisher writes and, unchanged, the one a 3.1.1 subscriber gets.
+fn publish_frame(topic: &str, sent: u64) -> Vec<u8> {
+    let mut publish = vec![0x30, (2 + topic.len() + 8) as u8, 0, topic.len() as u8];
+    publish.extend_from_slice(topic.as_bytes());
+    publish.extend_from_slice(&sent.to_le_bytes());
+    publish
+}
+
+/// A closed loop that keeps shard 0 saturated: a publisher on it writes bursts of QoS 0
+/// PUBLISHes carrying their send time while fewer than `SATURATED_WINDOW` are out, and a
+/// subscriber on the same shard measures each one's latency, reading the frames straight off
+/// its socket (no decoder: it must keep up with the shard, so that the messages waiting are in
+/// the publisher's socket, in front of the shard, where only the kernel's receive timestamp
+/// sees them; the window is far below the socket's receive buffer).
+fn saturate(broker: &TestBroker, topic: &'static str) -> Samples {
+    let addr = broker.shard(0);
+    let (mut subscriber, _) = RawClient::connect(addr, Version::V3_1_1, "sat-sub", true);
+    subscriber.subscribe(1, &[(topic, QoS::AtMostOnce)]);
+    let (mut publisher, _) = RawClient::connect(addr, Version::V3_1_1, "sat-pub", true);
+    let base = Instant::now();
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let frame_len = publish_frame(topic, 0).len();
+    let receiver = {
+        let received = Arc::clone(&received);
+        let mut stream = subscriber.stream.try_clone().unwrap();
+        thread::spawn(move || {
+            use std::io::Read;
+            let mut latencies = Vec::with_capacity(SATURATED_MESSAGES as usize);
+            let (mut buf, mut filled) = (vec![0u8; 64 * 1024], 0);
+            while (latencies.len() as u64) < SATURATED_MESSAGES {
+                let n = stream.read(&mut buf[filled..]).expect("subscriber read");
+                assert!(n > 0, "the broker closed the subscriber");
+                let arrived = base.elapsed().as_micros() as u64;
+                filled += n;
+                let whole = filled / frame_len * frame_len;
+                for frame in buf[..whole].chunks_exact(frame_len) {
+                    assert_eq!(
+                        frame[..2],
+                        publish_frame(topic, 0)[..2],
+                        "not the probe's frame"
+                    );
+                    let sent = u64::from_le_bytes(frame[frame_len - 8..].try_into().unwrap());
+                    latencies.push(arrived.saturating_sub(sent));
+                }
+                buf.copy_within(whole..filled, 0);
+                filled -= whole;
+                received.store(latencies.len() as u64, Ordering::Release);
+            }
+            latencies
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    while sent < SATURATED_MESSAGES {
+        assert!(
+            Instant::now() < deadline,
+            "the saturating run took over 60 s"
+        );
+        if sent - received.load(Ordering::Acquire) + SATURATED_BURST > SATURATED_WINDOW {
+            thread::yield_now();
+            continue;
+        }
+        let stamp = base.elapsed().as_micros() as u64;
+        publisher.send_raw(&publish_frame(topic, stamp).repeat(SATURATED_BURST as usize));
+        sent += SATURATED_BURST;
+    }
+    Samples(receiver.join().expect("subscriber received every message"))
+}
+
+/// Round trips (PINGREQ -> PINGRESP) on an idle connection to shard 0: the loopback floor.
+fn round_trips(broker: &TestBroker) -> Samples {
+    let (mut client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "floor", true);
+    Samples(
+        (0..200)
+            .map(|_| {
+                let ping = Instant::now();
+                client.send(&Packet::PingReq);
+                assert!(matches!(client.recv(), Packet::PingResp));
+                ping.elapsed().as_micros() as u64
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn with_kernel_timestamps_a_saturated_shard_agrees_with_the_client() {
+    let broker = broker_with_kernel_timestamps();
+    let floor = round_trips(&broker);
+    let client = saturate(&broker, "latency/saturated");
+    let scraped = scrape(&broker, QoS::AtMostOnce, SATURATED_MESSAGES as usize);
+    let (reads_stamped, _) = socket_wait(&broker, "0.5");
+    let (client_p50, floor_p50) = (client.quantile(0.5), floor.quantile(0.5));
+    let report = format!(
+        "broker p50 {} p99 {} mean {}; client p50 {client_p50} p99 {} mean {}; \
+         round trip p50 {floor_p50}; reads stamped {reads_stamped} (µs)",
+        scraped.p50,
+        scraped.p99,
+        scraped.mean,
+        client.quantile(0.99),
+        client.mean(),
+    );
+    println!("{report}");
+    assert!(scraped.p50 > 0 && scraped.p99 > 0, "{report}");
+    assert!(
+        reads_stamped > 0,
+        "no read brought a kernel stamp: {report}"
+    );
+    // Agreement at the median within the loopback floor (a round trip each way, the margin of
+    // the fixed-rate test) and a tenth: the broker dates a whole write's deliveries (up to
+    // 16 KiB) when its send returns, and the subscriber on the other core reads the first of
+    // them during that send, so either side may come out ahead by part of a write's time.
+    let margin = 2 * floor_p50 + client_p50 / 10;
+    assert!(
+        scraped.p50.abs_diff(client_p50) <= margin,
+        "broker and client differ by more than {margin} µs at p50: {report}"
+    );
+    broker.shutdown();
+}
+
+#[test]
+fn with_kernel_timestamps_a_busy_shard_shows_the_socket_wait() {
+    let broker = broker_with_kernel_timestamps();
+    let Phases {
+        busy_broker,
+        busy_client,
+        quiet_rtt,
+        quiet_wait,
+        busy_wait,
+        report,
+        ..
+    } = quiet_then_busy(&broker);
+    // The shard's socket wait grew with the flood: bytes waited for it to read them.
+    assert!(
+        busy_wait >= 2 * quiet_wait.max(1),
+        "the socket wait does not show the busy shard: {report}"
+    );
+    // And the delivery histogram now holds that wait: what it misses of the busy delay is no
+    // more than a quiet round trip's worth (the margin of the fixed-rate test), where without
+    // kernel timestamps it misses the probe's wait in the socket (the test above allows a busy
+    // round trip for it; here the round trip is the quiet one).
+    assert!(
+        busy_client.saturating_sub(busy_broker) <= 2 * quiet_rtt,
+        "the broker misses more than a quiet round trip of the busy delay: {report}"
     );
     broker.shutdown();
 }

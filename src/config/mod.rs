@@ -43,7 +43,7 @@ pub use limits::{DropPolicy, LARGE_PARTIAL_PACKET_BYTES, Limits};
 pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};
 pub use log::{Log, LogFormat, LogLevel};
 pub use mqtt::{ASSIGNED_CLIENT_ID_SUFFIX_BYTES_MAX, Mqtt};
-pub use observability::{Admin, Sys};
+pub use observability::{Admin, Observability, Sys};
 pub use persistence::{Fsync, Persistence};
 pub use runtime::{CpuList, Runtime, SHARDS_MAX, ShardCount};
 pub use session::Session;
@@ -75,6 +75,8 @@ pub struct Config {
     pub admin: Admin,
     /// The `$SYS` topics.
     pub sys: Sys,
+    /// What the latency histograms measure.
+    pub observability: Observability,
     /// Password file, anonymous clients, ACL file.
     pub auth: Auth,
     /// Sessions, queued and retained messages kept across a restart.

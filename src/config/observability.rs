@@ -1,5 +1,6 @@
-//! `[admin]` and `[sys]`: the HTTP endpoint operators scrape (`/metrics`, `/health`, `/ready`)
-//! and the `$SYS` topics clients subscribe to.
+//! `[admin]`, `[sys]` and `[observability]`: the HTTP endpoint operators scrape (`/metrics`,
+//! `/health`, `/ready`), the `$SYS` topics clients subscribe to, and what the latency histograms
+//! measure.
 
 use std::net::SocketAddr;
 
@@ -42,6 +43,15 @@ impl Default for Sys {
             interval_secs: 10,
         }
     }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Observability {
+    /// Date a plain TCP client's bytes by the kernel's receive timestamp (`SO_TIMESTAMPNS`)
+    /// instead of the read's completion, so the latency histograms include the time they waited
+    /// in the socket while the shard was busy (`ringmq_socket_wait_seconds`).
+    pub kernel_timestamps: bool,
 }
 
 pub(super) const RANGES: &[Range] = &[Range {

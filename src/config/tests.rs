@@ -219,7 +219,8 @@ fn syntax_and_type_errors() {
     check(
         "[limit]\n",
         "ringmq.toml:1: unknown key `limit`; valid keys in the top level: \
-         runtime, listeners, mqtt, session, limits, log, admin, sys, auth, persistence, bridges, cluster",
+         runtime, listeners, mqtt, session, limits, log, admin, sys, observability, auth, \
+         persistence, bridges, cluster",
     );
     check(
         "[listeners.tcp.default]\nport = 1883\n",

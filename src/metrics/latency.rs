@@ -169,8 +169,11 @@ pub struct Latencies {
     /// that carried it to a subscriber, by delivered QoS (index) and path.
     pub delivery: [[LatencyHistogram; 2]; 3],
     /// Read completion -> the batch of packets it brought handled (decoded, routed, encoded for
-    /// local subscribers), once per PUBLISH.
+    /// local subscribers), once per PUBLISH. With kernel timestamps it starts at the stamp.
     pub handle: LatencyHistogram,
+    /// The kernel's receive timestamp of a read's bytes -> the read's completion, once per read
+    /// that brought a stamp (`observability.kernel_timestamps`).
+    pub socket_wait: LatencyHistogram,
     /// Mail sent by one shard -> taken from the ring by another.
     pub ring_wait: LatencyHistogram,
     /// Message queued in a subscriber's outbox -> encoded into its write buffer.
@@ -234,6 +237,7 @@ impl Latencies {
         let Latencies {
             delivery,
             handle,
+            socket_wait,
             ring_wait,
             outbox_wait,
             write,
@@ -245,6 +249,7 @@ impl Latencies {
             }
         }
         f(&mut self.handle, handle);
+        f(&mut self.socket_wait, socket_wait);
         f(&mut self.ring_wait, ring_wait);
         f(&mut self.outbox_wait, outbox_wait);
         f(&mut self.write, write);

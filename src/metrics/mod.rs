@@ -26,7 +26,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::protocol::QoS;
 
@@ -419,6 +419,24 @@ impl ShardMetrics {
         if count > 0 {
             self.latency.handle.record_n(micros, count);
         }
+    }
+
+    /// The start of a read's bytes on the broker's clock, when the kernel stamped them
+    /// (`observability.kernel_timestamps`): the read's completion moved back by the time they
+    /// waited in the socket, recorded in `socket_wait`. The stamp is `CLOCK_REALTIME`, so the
+    /// wait is the wall clock now minus the stamp, read once per read here, next to the
+    /// monotonic `completed_at`; a wall-clock step backwards reads as no wait, and waits are
+    /// capped at the histograms' highest value.
+    pub fn record_socket_wait(&mut self, completed_at: Instant, stamp: SystemTime) -> Instant {
+        let waited = SystemTime::now()
+            .duration_since(stamp)
+            .unwrap_or_default()
+            .min(Duration::from_micros(latency::LATENCY_HIGHEST_MICROS));
+        let start = completed_at.checked_sub(waited).unwrap_or(completed_at);
+        self.latency
+            .socket_wait
+            .record(micros_between(start, completed_at));
+        start
     }
 
     /// `count` deliveries encoded `micros` before the write that carried them completed.

@@ -397,12 +397,19 @@ fn latency_rows() -> Vec<LatencyRow> {
             });
         }
     }
-    let stages: [(&'static str, &'static str, Getter); 5] = [
+    let stages: [(&'static str, &'static str, Getter); 6] = [
         (
             "handle_latency",
-            "Stage: read completion -> the packets it brought handled (decoded, routed, \
-                encoded for local subscribers), one value per PUBLISH.",
+            "Stage: read completion (with kernel timestamps: the kernel's receive stamp) -> the \
+                packets it brought handled (decoded, routed, encoded for local subscribers), one \
+                value per PUBLISH.",
             |l| &l.handle,
+        ),
+        (
+            "socket_wait",
+            "Kernel receive timestamp of a read's bytes -> the read's completion: time they \
+                waited in the socket (observability.kernel_timestamps), one value per read.",
+            |l| &l.socket_wait,
         ),
         (
             "ring_wait",

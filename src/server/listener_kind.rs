@@ -22,6 +22,8 @@ pub(crate) struct PlainListener {
     /// `tcp.NAME`, the `listener` label of its connections.
     pub label: Rc<str>,
     pub nodelay: bool,
+    /// `observability.kernel_timestamps`: ask the kernel to stamp what its connections send.
+    pub kernel_timestamps: bool,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,12 @@ impl ListenerKind {
         }
     }
 
+    /// Whether its connections' bytes are dated by the kernel's receive timestamp: plain TCP
+    /// only (TLS and WebSocket read through layers that do not pass a stamp on).
+    pub(super) fn kernel_timestamps(&self) -> bool {
+        matches!(self, ListenerKind::Plain(plain) if plain.kernel_timestamps)
+    }
+
     pub(super) fn nodelay(&self) -> bool {
         match self {
             ListenerKind::Plain(plain) => plain.nodelay,
@@ -79,6 +87,7 @@ pub(crate) fn listener_kinds(config: &Config) -> Vec<ListenerKind> {
         ListenerKind::Plain(PlainListener {
             label: Rc::from(format!("tcp.{name}")),
             nodelay: l.nodelay,
+            kernel_timestamps: config.observability.kernel_timestamps,
         })
     });
     let tls = listeners

@@ -199,7 +199,7 @@ fn every_histogram_is_cumulative_and_inf_equals_count() {
         .filter(|(_, kind)| *kind == "histogram")
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(histograms.len(), 6);
+    assert_eq!(histograms.len(), 7);
     for name in histograms {
         for (count_key, count) in exposition.matching(&format!("{name}_count"), ("shard", "")) {
             let labels = &count_key[count_key.find('{').unwrap()..];
