@@ -7,17 +7,28 @@
 #   scripts/callgrind-bench.sh SCENARIO [BROKER_BINARY]
 #
 # SCENARIO: fanin (8->1 QoS 0, 200,000 messages), fanout (1->16 QoS 0, 200,000 deliveries),
-# pairs (16 pairs QoS 0, 200,000 messages), none (the connections and one message each: the
-# fixed cost to subtract). Per message: (Ir - Ir of `none`) / 200,000.
+# pairs (16 pairs QoS 0, 200,000 messages), pair1k (one pair at a fixed 1,000 msgs/s, 5,000
+# messages: about one message per read and per write, where per-read costs show), none (the
+# connections and one message each: the fixed cost to subtract). Per message: (Ir - Ir of `none`) / 200,000.
 #
-# Environment: BROKER_CPU [0], LOAD_CPU [1], PORT [19883], OUT [target/callgrind].
+# TOOL=perf runs the broker at full speed under `perf stat` instead, with SCALE times the
+# messages (default 10: 2,000,000), and prints its CPU time (task-clock, kernel included: system
+# calls, TCP, io_uring; it moves with the machine's load) and its system calls by kind; per
+# message = (count - count of `none`) / messages. (Hardware counters such as `instructions`
+# would be better; the development VM has no PMU: `perf stat -e instructions` is
+# `<not supported>` there.)
+# BROKER_TOML: more lines for the broker's config (e.g. 'observability.kernel_timestamps = true').
+#
+# Environment: BROKER_CPU [0], LOAD_CPU [1], PORT [19883], OUT [target/callgrind], TOOL
+# [callgrind], SCALE [1 for callgrind, 10 for perf], BROKER_TOML [].
 # Needs valgrind and release builds of ringmq and ringmq-bench in CARGO_TARGET_DIR (or target/).
 # The broker runs about 50 times slower under callgrind, so its reads see larger batches than
 # at full speed: compare runs of this script with each other, not with `perf stat` figures.
 set -euo pipefail
-: "${BROKER_CPU:=0}" "${LOAD_CPU:=1}" "${PORT:=19883}"
+: "${BROKER_CPU:=0}" "${LOAD_CPU:=1}" "${PORT:=19883}" "${TOOL:=callgrind}" "${BROKER_TOML:=}"
+if [ "$TOOL" = perf ]; then : "${SCALE:=10}"; else : "${SCALE:=1}"; fi
 
-scenario="${1:?usage: callgrind-bench.sh fanin|fanout|pairs|none [broker binary]}"
+scenario="${1:?usage: callgrind-bench.sh fanin|fanout|pairs|pair1k|none [broker binary]}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 out="${OUT:-$root/target/callgrind}"
@@ -27,9 +38,10 @@ bench="$target/release/ringmq-bench"
 
 common=(pubsub -V 4 -i 1 --threads 1 --quiet -q 0 -I 0 -s 64 --drain 60 -p "$PORT")
 case "$scenario" in
-  fanin)  args=(-c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L 25000) ;;
-  fanout) args=(-c 1 --subs 16 -t bench/fan --sub-topic bench/fan -L 12500) ;;
-  pairs)  args=(-c 16 --subs 16 -t 'bench/%i' -L 12500) ;;
+  fanin)  args=(-c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L $((25000 * SCALE))) ;;
+  fanout) args=(-c 1 --subs 16 -t bench/fan --sub-topic bench/fan -L $((12500 * SCALE))) ;;
+  pairs)  args=(-c 16 --subs 16 -t 'bench/%i' -L $((12500 * SCALE))) ;;
+  pair1k) args=(-c 1 --subs 1 -t 'bench/%i' --rate 1000 -L $((5000 * SCALE))) ;;
   none)   args=(-c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L 1) ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
@@ -40,11 +52,19 @@ runtime = { shards = 1, cpus = [$BROKER_CPU], pin = true }
 listeners.tcp.default.bind = "127.0.0.1:$PORT"
 admin.enabled = false
 log.level = "warn"
+$BROKER_TOML
 EOF
 
-profile="$out/callgrind.$scenario.$(date +%H%M%S)"
-taskset -c "$BROKER_CPU" valgrind --tool=callgrind --callgrind-out-file="$profile" \
-  "$broker" -c "$out/broker.toml" >"$profile.log" 2>&1 &
+profile="$out/$TOOL.$scenario.$(date +%H%M%S)"
+if [ "$TOOL" = perf ]; then
+  events=task-clock,raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmsg
+  events+=,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter
+  taskset -c "$BROKER_CPU" perf stat -x, -e "$events" -o "$profile" \
+    "$broker" -c "$out/broker.toml" >"$profile.log" 2>&1 &
+else
+  taskset -c "$BROKER_CPU" valgrind --tool=callgrind --callgrind-out-file="$profile" \
+    "$broker" -c "$out/broker.toml" >"$profile.log" 2>&1 &
+fi
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do
@@ -52,8 +72,17 @@ for _ in $(seq 1 200); do
   sleep 0.3
 done
 taskset -c "$LOAD_CPU" "$bench" "${common[@]}" "${args[@]}" | grep -E '^(connections|messages|streams)'
-kill -TERM "$pid"
+if [ "$TOOL" = perf ]; then
+  # perf stat prints its counts when the broker it runs exits: stop the broker, not perf.
+  kill -TERM "$(ps -o pid= --ppid "$pid")"
+else
+  kill -TERM "$pid"
+fi
 wait "$pid" || true
 trap - EXIT
-grep -o 'Collected : [0-9]*' "$profile.log" | sed "s/Collected :/broker instructions (Ir):/"
-echo "profile: $profile (callgrind_annotate $profile | head -60)"
+if [ "$TOOL" = perf ]; then
+  awk -F, '/task-clock|sys_enter/ { print "broker " $3 ": " $1 }' "$profile"
+else
+  grep -o 'Collected : [0-9]*' "$profile.log" | sed "s/Collected :/broker instructions (Ir):/"
+  echo "profile: $profile (callgrind_annotate $profile | head -60)"
+fi

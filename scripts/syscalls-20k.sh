@@ -6,6 +6,8 @@
 #
 #   scripts/syscalls-20k.sh ringmq mosquitto rumqttd relay
 #
+# ringmq-stamps runs ringmq with `observability.kernel_timestamps = true` (reads are `recvmsg`
+# with the kernel's receive timestamp, plus one wall-clock reading per read).
 # ringmq-recv0 and relay-recv0 run them without the shards' receive buffer pool
 # (`runtime.recv_buffers = 0`): reads wait for readiness and `recv`, as before the pool. With the
 # pool a read is an io_uring receive, not a system call, so the columns per read are empty.
@@ -59,9 +61,10 @@ on_cpu() {
 
 start() { # name port
   case "$1" in
-    ringmq|ringmq-recv0)
-      printf '[runtime]\nshards = 1\ncpus = [%s]\npin = true\nrecv_buffers = %s\n\n[listeners.tcp.default]\nbind = "127.0.0.1:%s"\n\n[admin]\nenabled = false\n\n[log]\nlevel = "warn"\n' \
-        "$BROKER_CPU" "$([[ "$1" == ringmq ]] && echo 64 || echo 0)" "$2" >"$OUT/ringmq.toml"
+    ringmq|ringmq-recv0|ringmq-stamps)
+      printf '[runtime]\nshards = 1\ncpus = [%s]\npin = true\nrecv_buffers = %s\n\n[listeners.tcp.default]\nbind = "127.0.0.1:%s"\n\n[admin]\nenabled = false\n\n[log]\nlevel = "warn"\n\n[observability]\nkernel_timestamps = %s\n' \
+        "$BROKER_CPU" "$([[ "$1" == ringmq-recv0 ]] && echo 0 || echo 64)" "$2" \
+        "$([[ "$1" == ringmq-stamps ]] && echo true || echo false)" >"$OUT/ringmq.toml"
       on_cpu "$BROKER_CPU" "$RINGMQ" --config "$OUT/ringmq.toml" >"$OUT/log" 2>&1 & ;;
     mosquitto)
       printf 'listener %s 127.0.0.1\nallow_anonymous true\nlog_dest none\n' "$2" >"$OUT/m.conf"
