@@ -593,3 +593,40 @@ fn connections_are_counted_by_listener_name() {
     assert_eq!(tcp(open, "1"), 0.0);
     assert_eq!(tcp(opened, "all"), 0.0);
 }
+
+#[test]
+fn a_kernel_stamp_moves_the_start_back_by_the_socket_wait() {
+    // (how long ago the kernel stamped the bytes, as the wall clock sees it; the wait recorded
+    // and the start's distance before the completion, in ms: at least, at most).
+    // A stamp in the future (a wall-clock step back) counts as no wait; an older one than the
+    // histograms' highest value counts as that.
+    let check = |stamp_age_ms: i64, at_least_ms: u64, at_most_ms: u64| {
+        let mut metrics = ShardMetrics::new();
+        let completed_at = std::time::Instant::now();
+        let age = Duration::from_millis(stamp_age_ms.unsigned_abs());
+        let stamp = if stamp_age_ms >= 0 {
+            std::time::SystemTime::now() - age
+        } else {
+            std::time::SystemTime::now() + age
+        };
+        let start = metrics.record_socket_wait(completed_at, stamp);
+        let moved = completed_at.duration_since(start).as_millis() as u64;
+        let snapshot = metrics.snapshot();
+        let recorded = snapshot.latency.socket_wait.sum_micros() / 1000;
+        assert_eq!(
+            snapshot.latency.socket_wait.count(),
+            1,
+            "age {stamp_age_ms} ms"
+        );
+        assert_eq!(recorded, moved, "age {stamp_age_ms} ms: recorded vs start");
+        assert!(
+            (at_least_ms..=at_most_ms).contains(&moved),
+            "age {stamp_age_ms} ms: start moved back {moved} ms"
+        );
+    };
+    // The upper bounds allow for a slow test machine between the stamp and the reading.
+    check(0, 0, 1_000);
+    check(250, 250, 1_250);
+    check(-5_000, 0, 0);
+    check(120_000, 60_000, 60_000);
+}
