@@ -18,7 +18,7 @@
 # Two windows of WINDOW seconds each inside the load: the first counts CPU time and context
 # switches alone, the second the system calls. They are kept apart because tracing every system
 # call's entry makes each system call dearer: with the syscall tracepoints on, CPU per message read
-# 26-30 CPU-s per million for both relays where it is 15-17 without them.
+# 26-30 CPU-s per million for both relays (epoll and shards) where it is 13-16.5 without them.
 #
 # Environment: DURATION of the load [13], WINDOW of each perf stat [5], RATE [20000],
 # QOS [0], PORT [19950]; RT [10] runs the broker SCHED_FIFO at that priority (`chrt -f`; 0: an
