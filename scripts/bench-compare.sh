@@ -16,6 +16,9 @@
 #   BROKER_CPU core for the broker [0]                LOAD_CPU   core for ringmq-bench [1]
 #   BROKERS    which brokers ["ringmq mosquitto rumqttd"]; also ringmq-ws, rumqttd-ws, mosquitto-ws,
 #              and ringmq-recv0 (ringmq without the receive buffer pool: runtime.recv_buffers = 0)
+#              and ringmq-base (the ringmq binary BASE_RINGMQ, e.g. a build of the commit before a
+#              change, with ringmq's config: before/after in one run; not RINGMQ_*, which ringmq
+#              reads as configuration)
 #   SCENARIOS  which scenarios [all; see scenario_args]
 #   PORT       first broker port [19883]; one more each run  OUT        results folder [target/bench-compare/<time>]
 #   IDLE_CONNS connections of the idle scenario [10000]
@@ -154,6 +157,7 @@ EOF
       "$OUT/ringmq-data" "$PERSIST" >>"$OUT/ringmq.toml"
   fi
   sed 's/^pin = true$/pin = true\nrecv_buffers = 0/' "$OUT/ringmq.toml" >"$OUT/ringmq-recv0.toml"
+  cp "$OUT/ringmq.toml" "$OUT/ringmq-base.toml"
   cat >"$OUT/mosquitto.conf" <<EOF
 listener $PORT 127.0.0.1
 allow_anonymous true
@@ -202,6 +206,7 @@ start_broker() {
   case "$1" in
     ringmq | ringmq-ws | ringmq-recv0)
       taskset -c "$BROKER_CPU" "$TARGET/release/ringmq" --config "$OUT/$1.toml" >"$log" 2>&1 & ;;
+    ringmq-base) taskset -c "$BROKER_CPU" "$BASE_RINGMQ" --config "$OUT/$1.toml" >"$log" 2>&1 & ;;
     mosquitto) taskset -c "$BROKER_CPU" mosquitto -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
     mosquitto-ws) taskset -c "$BROKER_CPU" "$MOSQUITTO_WS" -c "$OUT/$1.conf" >"$log" 2>&1 & ;;
     rumqttd | rumqttd-ws)
@@ -304,10 +309,12 @@ main() {
   for broker in $BROKERS; do
     case "$broker" in
       ringmq | ringmq-ws | ringmq-recv0) brokers+=("$broker") ;;
+      ringmq-base) [[ -x "${BASE_RINGMQ:-}" ]] || die "ringmq-base needs BASE_RINGMQ, a ringmq binary"
+        brokers+=(ringmq-base) ;;
       mosquitto) need_mosquitto && brokers+=(mosquitto) ;;
       mosquitto-ws) need_mosquitto && need_mosquitto_ws && brokers+=(mosquitto-ws) ;;
       rumqttd | rumqttd-ws) if need_rumqttd; then brokers+=("$broker"); fi ;;
-      *) die "unknown broker $broker (ringmq, ringmq-recv0, mosquitto, rumqttd, ringmq-ws, mosquitto-ws, rumqttd-ws)" ;;
+      *) die "unknown broker $broker (ringmq, ringmq-recv0, ringmq-base, mosquitto, rumqttd, ringmq-ws, mosquitto-ws, rumqttd-ws)" ;;
     esac
   done
   write_configs

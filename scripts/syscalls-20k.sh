@@ -4,7 +4,7 @@
 # `perf stat -p` on the broker while ringmq-bench sends 16 pairs at a fixed 20k msgs/s, QoS 0,
 # 64 B (the load of bench-compare's lat20k-q0). Broker on BROKER_CPU, load on LOAD_CPU.
 #
-#   scripts/syscalls-20k.sh ringmq mosquitto rumqttd relay
+#   scripts/syscalls-20k.sh ringmq mosquitto rumqttd relay epoll-relay
 #
 # ringmq-stamps runs ringmq with `observability.kernel_timestamps = true` (reads are `recvmsg`
 # with the kernel's receive timestamp, plus one wall-clock reading per read).
@@ -14,14 +14,21 @@
 #
 # Brokers: ringmq (RINGMQ, default $CARGO_TARGET_DIR/release/ringmq), mosquitto (PATH), rumqttd
 # (RUMQTTD, default target/peers/bin/rumqttd, as bench-compare installs it), relay (RELAY, the
-# shards example `mqtt_relay`: the runtime with no broker in it).
+# shards example `mqtt_relay`: the runtime with no broker in it), epoll-relay (EPOLL_RELAY, the
+# shards example `epoll_relay`: the same relay on plain epoll, the floor reference).
 #
-# Environment: DURATION of the load [8], WINDOW of perf stat inside it [5], RATE [20000],
+# Two windows of WINDOW seconds each inside the load: the first counts CPU time and context
+# switches alone, the second the system calls. They are kept apart because tracing every system
+# call's entry makes each system call dearer: with the syscall tracepoints on, CPU per message read
+# 26-30 CPU-s per million for both relays (epoll and shards) where it is 13-16.5 without them.
+#
+# Environment: DURATION of the load [13], WINDOW of each perf stat [5], RATE [20000],
 # QOS [0], PORT [19950]; RT [10] runs the broker SCHED_FIFO at that priority (`chrt -f`; 0: an
 # ordinary task); LOAD_RT [0] the same for the generator; SPIN_US [1000] the generator's spin
 # before sleeping (bench-compare's value; a spinning generator must not run at real-time
 # priority, the kernel's RT throttling would stop it 50 ms in every second). KEEP=1 keeps the
-# temporary folder (configs, logs).
+# temporary folder (configs, logs). RECORD=DIR records a profile of each broker instead of
+# counting (`perf record -g` at FREQ [4000] Hz over the window, into DIR/NAME.perf.data).
 #
 # On a machine busy with other work an ordinary broker waits for its core, messages pile up and
 # each wake-up handles a batch: per-message counts then measure the machine's load. Real-time
@@ -36,10 +43,11 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 RINGMQ="${RINGMQ:-$TARGET/release/ringmq}"
 BENCH="${BENCH:-$TARGET/release/ringmq-bench}"
 RELAY="${RELAY:-$TARGET/release/examples/mqtt_relay}"
+EPOLL_RELAY="${EPOLL_RELAY:-$TARGET/release/examples/epoll_relay}"
 RUMQTTD="${RUMQTTD:-$ROOT/target/peers/bin/rumqttd}"
 BROKER_CPU="${BROKER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
-DURATION="${DURATION:-8}"
+DURATION="${DURATION:-13}"
 WINDOW="${WINDOW:-5}"
 RATE="${RATE:-20000}"
 QOS="${QOS:-0}"
@@ -91,6 +99,7 @@ EOF
       on_cpu "$BROKER_CPU" "$RUMQTTD" --config "$OUT/r.toml" >"$OUT/log" 2>&1 & ;;
     relay) on_cpu "$BROKER_CPU" "$RELAY" "$2" "$BROKER_CPU" >"$OUT/log" 2>&1 & ;;
     relay-recv0) on_cpu "$BROKER_CPU" "$RELAY" "$2" "$BROKER_CPU" 0 >"$OUT/log" 2>&1 & ;;
+    epoll-relay) on_cpu "$BROKER_CPU" "$EPOLL_RELAY" "$2" "$BROKER_CPU" >"$OUT/log" 2>&1 & ;;
     *) echo "unknown broker $1" >&2; exit 1 ;;
   esac
   PID=$!
@@ -101,8 +110,10 @@ EOF
   echo "$1 did not listen on $2" >&2; cat "$OUT/log" >&2; exit 1
 }
 
-printf '| broker | syscalls/msg | io_uring_enter/msg | reads/msg | syscalls per read | io_uring_enter per read | ctx switches/msg | CPU-s per million | top syscalls per msg |\n'
-printf '|---|---|---|---|---|---|---|---|---|\n'
+if [[ -z "${RECORD:-}" ]]; then
+  printf '| broker | syscalls/msg | io_uring_enter/msg | reads/msg | syscalls per read | io_uring_enter per read | ctx switches/msg | CPU-s per million | top syscalls per msg |\n'
+  printf '|---|---|---|---|---|---|---|---|---|\n'
+fi
 for broker in "$@"; do
   PORT=$((PORT + 1))
   start "$broker" "$PORT"
@@ -113,25 +124,37 @@ for broker in "$@"; do
     -t 'bench/%i' -q "$QOS" --rate "$RATE" -s 64 --spin-us "${SPIN_US:-1000}" --duration "$DURATION" \
     -p "$PORT" >"$OUT/bench.log" 2>&1 &
   LOAD=$!
-  sleep $(((DURATION - WINDOW) / 2 + 1))
-  perf stat -x, -e 'syscalls:sys_enter_*,context-switches,task-clock' -p "$PID" -- sleep "$WINDOW" \
-    2>"$OUT/perf.csv" >/dev/null || true
+  sleep $(((DURATION - 2 * WINDOW) / 2 + 1))
+  if [[ -n "${RECORD:-}" ]]; then
+    perf record -q -F "${FREQ:-4000}" -g -o "$RECORD/$broker.perf.data" -p "$PID" -- sleep "$WINDOW" \
+      >/dev/null 2>&1 || true
+  else
+    perf stat -x, -e 'context-switches,task-clock' -p "$PID" -- sleep "$WINDOW" \
+      2>"$OUT/cpu.csv" >/dev/null || true
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "$PID" -- sleep "$WINDOW" \
+      2>"$OUT/perf.csv" >/dev/null || true
+  fi
   wait "$LOAD" || true
   kill "$PID"
   for _ in $(seq 20); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
   grep -E "^(messages|e2e)" "$OUT/bench.log" | sed "s/^/  $broker: /" >&2
+  if [[ -n "${RECORD:-}" ]]; then
+    echo "  $broker: profile in $RECORD/$broker.perf.data" >&2
+    continue
+  fi
   # Deliveries in the window: the fixed rate times the window (the load generator holds the rate).
-  python3 - "$OUT/perf.csv" "$broker" "$((RATE * WINDOW))" <<'EOF'
+  python3 - "$OUT/cpu.csv" "$OUT/perf.csv" "$broker" "$((RATE * WINDOW))" <<'EOF'
 import sys
-path, broker, msgs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+broker, msgs = sys.argv[3], int(sys.argv[4])
 counts = {}
-for line in open(path):
-    parts = line.strip().split(",")
-    if len(parts) < 3 or not parts[0].replace(".", "").isdigit():
-        continue
-    counts[parts[2]] = float(parts[0])
+for path in sys.argv[1:3]:
+    for line in open(path):
+        parts = line.strip().split(",")
+        if len(parts) < 3 or not parts[0].replace(".", "").isdigit():
+            continue
+        counts[parts[2]] = float(parts[0])
 sys_total = sum(v for k, v in counts.items() if k.startswith("syscalls:"))
 name = lambda k: k.replace("syscalls:sys_enter_", "")
 enter = counts.get("syscalls:sys_enter_io_uring_enter", 0)

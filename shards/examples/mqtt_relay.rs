@@ -14,6 +14,9 @@
 //!
 //! Only what the load generator sends is handled: QoS 0 publishes, exact topics, 3.1.1.
 
+#[path = "common/relay.rs"]
+mod relay;
+
 use shards::{
     CpuSet, ListenerSpec, PortPerShard, ReadHalf, RuntimeConfig, ShardContext, ShardCount,
     TaskClass, Topology, WriteHalf,
@@ -54,29 +57,6 @@ impl Sink {
 
 type Topics = Rc<RefCell<HashMap<Vec<u8>, Rc<Sink>>>>;
 
-/// `(header byte, body range, frame end)` of the first whole frame in `buf`.
-fn frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
-    let first = *buf.first()?;
-    let (mut len, mut shift, mut at) = (0usize, 0u32, 1usize);
-    loop {
-        let byte = *buf.get(at)?;
-        len |= usize::from(byte & 0x7f) << shift;
-        at += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 21 {
-            return None;
-        }
-    }
-    (buf.len() >= at + len).then_some((first, at..at + len, at + len))
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<usize> {
-    Some(usize::from(*bytes.get(at)?) << 8 | usize::from(*bytes.get(at + 1)?))
-}
-
 async fn serve(stream: shards::TcpStream, topics: Topics) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer): (ReadHalf, WriteHalf) = stream.split();
@@ -94,55 +74,19 @@ async fn serve(stream: shards::TcpStream, topics: Topics) {
             Ok(n) => n,
         };
         filled += n;
-        let mut at = 0;
-        while let Some((header, body, end)) = frame(&buf[at..filled]) {
-            let whole = &buf[at..at + end];
-            let body = &whole[body];
-            match header >> 4 {
-                1 => reply.extend_from_slice(&[0x20, 0x02, 0x00, 0x00]),
-                3 => {
-                    let Some(len) = u16_at(body, 0) else { return };
-                    let Some(topic) = body.get(2..2 + len) else {
-                        return;
-                    };
-                    let sink = topics.borrow().get(topic).cloned();
-                    if let Some(sink) = sink {
-                        match forward.iter_mut().find(|(to, _)| Rc::ptr_eq(to, &sink)) {
-                            Some((_, bytes)) => bytes.extend_from_slice(whole),
-                            None => forward.push((sink, whole.to_vec())),
-                        }
-                    }
-                }
-                8 | 10 => {
-                    let Some(id) = body.get(0..2) else { return };
-                    let mut granted = 0u8;
-                    let mut pos = 2;
-                    while let Some(len) = u16_at(body, pos) {
-                        let Some(filter) = body.get(pos + 2..pos + 2 + len) else {
-                            return;
-                        };
-                        if header >> 4 == 8 {
-                            topics.borrow_mut().insert(filter.to_vec(), Rc::clone(&me));
-                            pos += 1;
-                        } else {
-                            topics.borrow_mut().remove(filter);
-                        }
-                        pos += 2 + len;
-                        granted += 1;
-                    }
-                    if header >> 4 == 8 {
-                        reply.extend_from_slice(&[0x90, 2 + granted, id[0], id[1]]);
-                        reply.extend(std::iter::repeat_n(0u8, usize::from(granted)));
-                    } else {
-                        reply.extend_from_slice(&[0xb0, 0x02, id[0], id[1]]);
-                    }
-                }
-                12 => reply.extend_from_slice(&[0xd0, 0x00]),
-                14 => return,
-                _ => {}
-            }
-            at += end;
-        }
+        let at = {
+            let mut topics = topics.borrow_mut();
+            let handled = relay::handle(
+                &buf[..filled],
+                &me,
+                &mut topics,
+                &mut reply,
+                &mut forward,
+                Rc::ptr_eq,
+            );
+            let Some(at) = handled else { return };
+            at
+        };
         buf.copy_within(at..filled, 0);
         filled -= at;
         if filled == buf.len() {

@@ -1630,6 +1630,16 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // ringmq patch: with no spin, park at once. `spin_poll_io` entered the
+                        // kernel to submit what the turn queued (a re-armed receive), and the
+                        // park entered again to sleep: two `io_uring_enter` per wake-up where
+                        // the park's one submits and sleeps. The park reaps completions, timers
+                        // and foreign wake-ups first and does not sleep if any woke a task.
+                        this.parker
+                            .park()
+                            .expect("Failed to park! This is actually pretty bad!");
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {

@@ -157,6 +157,13 @@ impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
     }
+
+    /// ringmq patch: whether this source's queue, submit and completion times are read. Only a
+    /// latency collector (file reads with `record_io_latencies`) reads them, so other sources
+    /// (every socket request) take no clock reading.
+    pub(crate) fn records_latency(&self) -> bool {
+        self.stats_collection.is_some_and(|x| x.latency.is_some())
+    }
 }
 
 impl fmt::Debug for InnerSource {

@@ -646,7 +646,9 @@ fn record_stats<Ring: UringCommon>(
     src: &mut InnerSource,
     res: &io::Result<usize>,
 ) {
-    src.wakers.fulfilled_at = Some(Instant::now());
+    if src.records_latency() {
+        src.wakers.fulfilled_at = Some(Instant::now());
+    }
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
         if let Some(handle) = src.task_queue {
@@ -692,7 +694,7 @@ fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
-    now: Instant,
+    now: &mut Option<Instant>,
 ) -> SmallVec<[UringDescriptor; 1]> {
     queue
         .drain(chain)
@@ -700,7 +702,9 @@ fn extract_one_chain(
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    x.wakers.submitted_at = Some(now);
+                    if x.records_latency() {
+                        x.wakers.submitted_at = Some(*now.get_or_insert_with(Instant::now));
+                    }
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -729,7 +733,8 @@ fn submit_event_chain(
     queue: &mut VecDeque<UringDescriptor>,
     ring_size: usize,
 ) -> Option<bool> {
-    let now = Instant::now();
+    // ringmq patch: read the clock only for a source that records its latency.
+    let mut now = None;
 
     while let Some(chain) = peek_one_chain(queue, ring_size) {
         // A chain is linked with IOSQE_IO_LINK, so it is only meaningful whole:
@@ -742,7 +747,7 @@ fn submit_event_chain(
             return None;
         }
 
-        let ops = extract_one_chain(source_map, queue, chain, now);
+        let ops = extract_one_chain(source_map, queue, chain, &mut now);
         if ops.is_empty() {
             // all the sources in the ring were cancelled
             continue;
@@ -2195,7 +2200,12 @@ fn queue_request_into_ring(
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
 ) {
-    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
+    {
+        let mut inner = source.inner.borrow_mut();
+        if inner.records_latency() {
+            inner.wakers.queued_at = Some(Instant::now());
+        }
+    }
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 

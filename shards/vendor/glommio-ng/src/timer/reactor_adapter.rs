@@ -58,6 +58,10 @@ impl ReactorTimers {
     /// Wakes every timer whose deadline has passed; returns the time until the next deadline and
     /// how many timers woke.
     pub(crate) fn process_timers(&mut self) -> (Option<Duration>, usize) {
+        // ringmq patch: no clock reading when no timer is registered.
+        if self.by_deadline.is_empty() {
+            return (None, 0);
+        }
         let now = Instant::now();
         // Collect before waking: a waker may insert or remove timers.
         let mut expired = Vec::new();
