@@ -346,6 +346,26 @@ impl ClusterHandle {
     }
 }
 
+#[cfg(test)]
+impl ClusterHandle {
+    /// A handle whose link is not running (its queue holds 64), for `shards` shards, with their
+    /// counts of messages from other nodes routed.
+    pub fn unlinked(shards: usize) -> (ClusterHandle, Arc<[AtomicU64]>) {
+        let (to_link, _) = flume::bounded(64);
+        let routed_remote: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
+        let handle = ClusterHandle {
+            to_link,
+            publish_room: 48,
+            interest: Arc::new(ArcSwap::from_pointee(InterestTable::new())),
+            version: Arc::new(AtomicU64::new(0)),
+            durable: true,
+            routed_remote: Arc::clone(&routed_remote),
+            stats: Arc::new(ClusterStats::default()),
+        };
+        (handle, routed_remote)
+    }
+}
+
 /// A started link: the shards' handle, one inbox per shard, and the thread.
 pub struct Started {
     pub handle: ClusterHandle,
@@ -403,16 +423,7 @@ mod tests {
     use crate::protocol::PubResponse;
 
     fn link() -> ShardLink {
-        let (to_link, _) = flume::bounded(64);
-        ShardLink::new(ClusterHandle {
-            to_link,
-            publish_room: 48,
-            interest: Arc::new(ArcSwap::from_pointee(InterestTable::new())),
-            version: Arc::new(AtomicU64::new(0)),
-            durable: true,
-            routed_remote: Arc::from(Vec::new()),
-            stats: Arc::new(ClusterStats::default()),
-        })
+        ShardLink::new(ClusterHandle::unlinked(0).0)
     }
 
     fn puback(id: u16) -> Packet {

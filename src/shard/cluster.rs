@@ -71,6 +71,13 @@ impl Shard {
         }
     }
 
+    /// Tells the link that one more message from another node is routed and durable here.
+    pub(super) fn count_routed_remote(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.routed_remote(self.id);
+        }
+    }
+
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
     /// connection of it (a client id is unique in the cluster; docs/CLUSTER.md).
     pub(super) fn cluster_claim(&self, client_id: &ByteString, at: Instant) {

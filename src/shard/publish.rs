@@ -206,11 +206,10 @@ impl Shard {
     /// Counted by the link (`ringmq_cluster_messages_total{direction="in"}`), not as received
     /// from a client.
     pub(super) fn route_remote(&mut self, message: Arc<Message>, now: Instant) {
+        self.store_begin_route();
         self.deliver_local(&message, now);
         self.mail_interested_shards(&message);
-        if let Some(cluster) = &self.cluster {
-            cluster.routed_remote(self.id);
-        }
+        self.routed_remote_when_durable();
     }
 
     /// Mails the message to every other shard whose replicated interest matches its topic.
