@@ -151,6 +151,9 @@ pub enum Mail {
     /// From the cluster link (`from` is the receiving shard itself): a message published on
     /// another node, for this node's subscribers (see docs/CLUSTER.md).
     Remote(Arc<Message>),
+    /// From the cluster link: a message published on another node for one member of a shared
+    /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md).
+    RemoteShared(Box<SharedPublish>),
     /// From the cluster link: the stream holds (`ok`), or did not take in time, every message
     /// this shard numbered up to `upto` (see `cluster::ShardLink::send`).
     ClusterStored {

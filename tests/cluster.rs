@@ -695,3 +695,96 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
     n1.shutdown();
     n2.shutdown();
 }
+
+/// Reads what `members` receive until `total` messages arrived (or 15 s passed), acknowledging
+/// each: per member, the "tag:i" payloads it got.
+fn collect_members(members: &mut [RawClient], total: usize) -> Vec<Vec<String>> {
+    let mut got = vec![Vec::new(); members.len()];
+    let deadline = Instant::now() + WAIT;
+    while got.iter().map(Vec::len).sum::<usize>() < total && Instant::now() < deadline {
+        for (member, got) in members.iter_mut().zip(got.iter_mut()) {
+            while let Some(packet) = member.try_recv(Duration::from_millis(20)) {
+                let Packet::Publish(publish) = packet else {
+                    panic!("expected PUBLISH, got {packet:?}");
+                };
+                member.ack(&publish);
+                assert_eq!(publish.qos, QoS::AtLeastOnce, "delivered QoS");
+                got.push(String::from_utf8(publish.payload.to_vec()).unwrap());
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_shared_group_across_nodes_gives_each_message_to_one_member() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let nodes = three_nodes("shared", nats.port);
+    // Two members on node 1 (on two shards), one on each of nodes 2 and 3, and a plain
+    // subscriber on node 2, which gets every message once whatever the group does.
+    let at = [(0, 0), (0, 1), (1, 2), (2, 3)];
+    let mut members: Vec<RawClient> = at
+        .iter()
+        .enumerate()
+        .map(|(index, (node, shard))| {
+            let mut member = client(&nodes[*node], *shard, &format!("member-{index}"));
+            let granted = member.subscribe(1, &[("$share/g/sh/+", QoS::AtLeastOnce)]);
+            assert_eq!(granted[0].0, 1);
+            member
+        })
+        .collect();
+    let mut plain = client(&nodes[1], 1, "plain");
+    assert_eq!(plain.subscribe(1, &[("sh/#", QoS::AtLeastOnce)])[0].0, 1);
+    // QoS 1 publishers on node 1 (which has members) and node 3, right after the SUBACKs.
+    const N: u32 = 240;
+    let mut first = client(&nodes[0], 2, "pub-1");
+    let mut third = client(&nodes[2], 0, "pub-3");
+    publish_numbered(&mut first, "sh/a", "a", N, QoS::AtLeastOnce);
+    publish_numbered(&mut third, "sh/c", "c", N, QoS::AtLeastOnce);
+    let got = collect_members(&mut members, 2 * N as usize);
+    let mut times: HashMap<&str, u32> = HashMap::new();
+    for payload in got.iter().flatten() {
+        *times.entry(payload.as_str()).or_insert(0) += 1;
+    }
+    let per_member: Vec<usize> = got.iter().map(Vec::len).collect();
+    assert_eq!(
+        times.len(),
+        2 * N as usize,
+        "every message reached a member (per member: {per_member:?})"
+    );
+    assert!(
+        times.values().all(|n| *n == 1),
+        "a message reached two members, or one twice (per member: {per_member:?})"
+    );
+    assert!(
+        per_member.iter().all(|n| *n > 0),
+        "a member got nothing: {per_member:?}"
+    );
+    // Each publisher's messages are spread over the three nodes, about a third each.
+    for tag in ["a:", "c:"] {
+        let on_node = |index: usize| {
+            (0..at.len())
+                .filter(|m| at[*m].0 == index)
+                .map(|m| got[m].iter().filter(|p| p.starts_with(tag)).count())
+                .sum::<usize>()
+        };
+        for index in 0..3 {
+            let share = on_node(index);
+            assert!(
+                share >= N as usize / 6,
+                "{tag} node {index} got {share} of {N} (per member: {per_member:?})"
+            );
+        }
+    }
+    for member in &mut members {
+        assert!(
+            member.try_recv(Duration::from_millis(200)).is_none(),
+            "a message more than was published"
+        );
+    }
+    receive_numbered(&mut plain, &[("a", N), ("c", N)], |_| QoS::AtLeastOnce);
+    for node in nodes {
+        node.shutdown();
+    }
+}

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use async_nats::jetstream::{self, AckKind, consumer};
 use async_nats::{Client, ServerAddr};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesOrdered;
@@ -20,7 +21,7 @@ use shards::ShardId;
 use super::wire::{self, Control};
 use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
 use crate::config::Cluster;
-use crate::mail::{Mail, Ticket};
+use crate::mail::{Mail, SharedPublish, Ticket};
 
 /// A batch for one node is sent once it passes this many bytes (and at the end of every turn).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -415,6 +416,7 @@ impl Link {
                 nodes,
                 shard,
                 stored,
+                share,
             } => {
                 // A message for the stream waits for NATS (its publisher waits for the answer).
                 if let Some((from, number)) = stored {
@@ -426,11 +428,13 @@ impl Link {
                     return;
                 }
                 self.scratch.clear();
-                if !wire::put_message(&mut self.scratch, &message, shard, Instant::now()) {
+                let now = Instant::now();
+                if !wire::put_message(&mut self.scratch, &message, shard, share.as_deref(), now) {
                     ClusterStats::add(&self.stats.dropped_undecodable, 1);
                     return;
                 }
-                if message.retain && self.js.is_some() {
+                // A copy for a shared group is not the retained write (its plain copy is).
+                if message.retain && share.is_none() && self.js.is_some() {
                     self.store_retained(&message.topic);
                 }
                 let mut rest = nodes;
@@ -545,10 +549,26 @@ impl Link {
                 return Fed::Undecodable;
             };
             let shard = usize::from(received.origin_shard) % shards;
+            let mail = match received.share {
+                None => Mail::Remote(received.message),
+                Some(share) => match super::split_share(&share) {
+                    Some((group, filter)) => Mail::RemoteShared(Box::new(SharedPublish {
+                        message: received.message,
+                        filter: ByteString::from(filter),
+                        group: ByteString::from(group),
+                        hops: 0,
+                        reoffer: None,
+                    })),
+                    None => {
+                        ClusterStats::add(&self.stats.dropped_undecodable, 1);
+                        return Fed::Undecodable;
+                    }
+                },
+            };
             let delivered = self
                 .to_shards
                 .get(shard)
-                .is_some_and(|to| to.try_send(Mail::Remote(received.message)).is_ok());
+                .is_some_and(|to| to.try_send(mail).is_ok());
             if !delivered {
                 if marks.is_some() {
                     return Fed::Full;

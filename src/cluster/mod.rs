@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+use bytestring::ByteString;
 use shards::ShardId;
 
 use crate::config::Cluster;
@@ -33,6 +34,23 @@ pub const NODES_MAX: usize = 64;
 /// it (a trie keeps a scratch buffer for matching, so each shard builds its own).
 pub type InterestTable = Vec<(String, u64)>;
 
+/// The group and the filter of a shared subscription's key, `$share/{group}/{filter}`.
+pub fn split_share(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("$share/")?
+        .split_once('/')
+        .filter(|(group, filter)| !group.is_empty() && !filter.is_empty())
+}
+
+/// The other nodes' members of the shared groups of one filter: (group, its key, nodes).
+#[derive(Debug)]
+struct RemoteShares {
+    filter: ByteString,
+    groups: Vec<(ByteString, ByteString, u64)>,
+}
+
+/// A shared group matching a topic with members on other nodes: (filter, group, key, nodes).
+pub type RemoteShare = (ByteString, ByteString, ByteString, u64);
+
 /// What a shard sends the link.
 #[derive(Debug)]
 pub enum ToLink {
@@ -44,6 +62,9 @@ pub enum ToLink {
         nodes: u64,
         shard: u8,
         stored: Option<(ShardId, u64)>,
+        /// For one member of this shared subscription (`$share/{group}/{filter}`) on the one
+        /// node in `nodes`, not for its other subscribers.
+        share: Option<ByteString>,
     },
     /// The shard's set of filters with a local subscriber changed (as `Mail::Interest`).
     Interest {
@@ -124,6 +145,9 @@ impl std::fmt::Debug for ClusterHandle {
 pub struct ShardLink {
     handle: ClusterHandle,
     trie: Trie<u64>,
+    /// The other nodes' shared groups by filter, and per group key the turn of the next pick.
+    shares: Trie<RemoteShares>,
+    share_turns: HashMap<ByteString, u64>,
     seen: u64,
     /// The last number given to a message sent through the stream.
     next_stored: u64,
@@ -168,6 +192,8 @@ impl ShardLink {
         ShardLink {
             handle,
             trie: Trie::new(),
+            shares: Trie::new(),
+            share_turns: HashMap::new(),
             seen: 0,
             next_stored: 0,
             routed: Routed::Free,
@@ -176,21 +202,78 @@ impl ShardLink {
         }
     }
 
+    /// Rebuilds the tries when the link published a new table.
+    fn refresh(&mut self) {
+        let version = self.handle.version.load(Ordering::Acquire);
+        if version == self.seen {
+            return;
+        }
+        // The table read may be newer than `version`: then the next call rebuilds again.
+        self.seen = version;
+        let table = self.handle.interest.load_full();
+        self.trie = Trie::new();
+        self.shares = Trie::new();
+        for (filter, nodes) in table.iter() {
+            let Some((group, inner)) = split_share(filter) else {
+                *self.trie.get_or_insert_with(filter, || 0) |= *nodes;
+                continue;
+            };
+            let shares = self.shares.get_or_insert_with(inner, || RemoteShares {
+                filter: ByteString::from(inner),
+                groups: Vec::new(),
+            });
+            let key = ByteString::from(filter.as_str());
+            shares.groups.push((ByteString::from(group), key, *nodes));
+        }
+        let shares = &self.shares;
+        self.share_turns.retain(|key, _| {
+            split_share(key).is_some_and(|(_, inner)| shares.get(inner).is_some())
+        });
+    }
+
     /// The remote nodes interested in `topic` (empty: send nothing to NATS).
     pub fn nodes_for(&mut self, topic: &str) -> u64 {
-        let version = self.handle.version.load(Ordering::Acquire);
-        if version != self.seen {
-            // The table read may be newer than `version`: then the next call rebuilds again.
-            self.seen = version;
-            let table = self.handle.interest.load_full();
-            self.trie = Trie::new();
-            for (filter, nodes) in table.iter() {
-                *self.trie.get_or_insert_with(filter, || 0) |= *nodes;
-            }
-        }
+        self.refresh();
         let mut nodes = 0;
         self.trie.for_each_match(topic, |set| nodes |= *set);
         nodes
+    }
+
+    /// The shared groups matching `topic` that have members on other nodes, into `out`.
+    pub fn shares_for(&mut self, topic: &str, out: &mut Vec<RemoteShare>) {
+        self.refresh();
+        self.shares.for_each_match(topic, |shares| {
+            for (group, key, nodes) in &shares.groups {
+                out.push((shares.filter.clone(), group.clone(), key.clone(), *nodes));
+            }
+        });
+    }
+
+    /// Picks where one message of a shared group goes, in turn among this node (`here`: it has
+    /// members) and each other node with members: `None` for this node, else that node's bit.
+    /// Each node with members gets an equal share, whatever its number of members.
+    pub fn pick_share(&mut self, key: &ByteString, here: bool, nodes: u64) -> Option<u64> {
+        let candidates = u64::from(here) + u64::from(nodes.count_ones());
+        if candidates == 0 {
+            return None;
+        }
+        let turn = match self.share_turns.get_mut(key) {
+            Some(turn) => turn,
+            None => self.share_turns.entry(key.clone()).or_insert(0),
+        };
+        let mut index = *turn % candidates;
+        *turn = turn.wrapping_add(1);
+        if here {
+            if index == 0 {
+                return None;
+            }
+            index -= 1;
+        }
+        let mut rest = nodes;
+        for _ in 0..index {
+            rest &= rest - 1;
+        }
+        Some(rest & rest.wrapping_neg())
     }
 
     pub fn handle(&self) -> &ClusterHandle {
@@ -204,20 +287,30 @@ impl ShardLink {
 
     /// Sends a message to the other nodes in `nodes`: QoS 1/2 through the stream when it is on
     /// (see `routed`), QoS 0 or with the stream off over core NATS.
-    pub fn send(&mut self, message: Arc<Message>, nodes: u64, shard: ShardId) {
+    /// `share`: the copy for one member of that shared subscription on the node in `nodes`.
+    /// Several sends for one message (its subscribers, shared groups) make one answer: refused
+    /// if any was, else the last number (the stream answers numbers in order).
+    pub fn send(
+        &mut self,
+        message: Arc<Message>,
+        nodes: u64,
+        shard: ShardId,
+        share: Option<ByteString>,
+    ) {
         if !self.handle.durable || message.qos == QoS::AtMostOnce {
-            self.handle.publish(message, nodes, shard, None);
+            self.handle.publish(message, nodes, shard, None, share);
             return;
         }
         let number = self.next_stored + 1;
-        self.routed = if self
+        let taken = self
             .handle
-            .publish(message, nodes, shard, Some((shard, number)))
-        {
-            self.next_stored = number;
-            Routed::Stored(number)
-        } else {
-            Routed::Refused
+            .publish(message, nodes, shard, Some((shard, number)), share);
+        self.routed = match (taken, self.routed) {
+            (_, Routed::Refused) | (false, _) => Routed::Refused,
+            (true, _) => {
+                self.next_stored = number;
+                Routed::Stored(number)
+            }
         };
     }
 
@@ -315,6 +408,7 @@ impl ClusterHandle {
         nodes: u64,
         shard: ShardId,
         stored: Option<(ShardId, u64)>,
+        share: Option<ByteString>,
     ) -> bool {
         if self.to_link.len() >= self.publish_room {
             ClusterStats::add(&self.stats.dropped_link_full, 1);
@@ -328,6 +422,7 @@ impl ClusterHandle {
                 nodes,
                 shard,
                 stored,
+                share,
             })
             .is_ok();
         if !sent {
@@ -438,6 +533,44 @@ mod tests {
         out.iter()
             .map(|(conn, packet, ok)| (*conn, packet_id(packet), *ok))
             .collect()
+    }
+
+    #[test]
+    fn shared_subscription_keys_split_into_group_and_filter() {
+        let check = |key: &str, expected: Option<(&str, &str)>| {
+            assert_eq!(split_share(key), expected, "{key}");
+        };
+        check("$share/g/a/+", Some(("g", "a/+")));
+        check("$share/g/#", Some(("g", "#")));
+        check("$share//a", None);
+        check("$share/g/", None);
+        check("$share/g", None);
+        check("a/b", None);
+    }
+
+    #[test]
+    fn a_shared_group_takes_turns_between_this_node_and_each_other_node() {
+        let mut link = link();
+        let key = ByteString::from_static("$share/g/a");
+        let picks: Vec<Option<u64>> = (0..6)
+            .map(|_| link.pick_share(&key, true, 0b1010))
+            .collect();
+        assert_eq!(
+            picks,
+            [
+                None,
+                Some(0b10),
+                Some(0b1000),
+                None,
+                Some(0b10),
+                Some(0b1000)
+            ]
+        );
+        let other = ByteString::from_static("$share/h/a");
+        let picks: Vec<Option<u64>> = (0..3)
+            .map(|_| link.pick_share(&other, false, 0b101))
+            .collect();
+        assert_eq!(picks, [Some(0b1), Some(0b100), Some(0b1)]);
     }
 
     #[test]

@@ -484,6 +484,7 @@ impl Shard {
             Mail::Durable { count, ok } => self.on_durable(from, count, ok),
             Mail::Restored => self.on_restored(),
             Mail::Remote(message) => self.route_remote(message, now),
+            Mail::RemoteShared(shared) => self.route_remote_shared(*shared, now),
             Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
             Mail::RemoteRetain(message) => self.store_retained(message),
             Mail::RemoteClaim { client_id, at } => self.on_remote_claim(client_id, at, now),

@@ -180,9 +180,11 @@ impl Shard {
             }
         }
         let mut matched = self.deliver_local(&message, now);
-        matched |= self.route_shared(&message, now);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.begin_route();
+        }
+        matched |= self.route_shared(&message, now);
+        if let Some(cluster) = self.cluster.as_mut() {
             // `$SYS` topics describe this node: they stay on it.
             let nodes = if is_sys_topic(&message.topic) {
                 0
@@ -195,7 +197,7 @@ impl Shard {
             // interest (not `$SYS`: it describes this node).
             let retained = message.retain && nodes_share_retained(cluster, &message.topic);
             if nodes != 0 || retained {
-                cluster.send(Arc::clone(&message), nodes, self.id);
+                cluster.send(Arc::clone(&message), nodes, self.id, None);
             }
         }
         matched | self.mail_interested_shards(&message)
@@ -209,6 +211,14 @@ impl Shard {
         self.store_begin_route();
         self.deliver_local(&message, now);
         self.mail_interested_shards(&message);
+        self.routed_remote_when_durable();
+    }
+
+    /// A message from another node for one member of a shared group on this node (docs/CLUSTER.md,
+    /// "Shared subscriptions"): this node's choice of shard and member, as for a local publish.
+    pub(super) fn route_remote_shared(&mut self, shared: crate::mail::SharedPublish, now: Instant) {
+        self.store_begin_route();
+        self.dispatch_shared(shared.filter, shared.group, shared.message, 0, None, now);
         self.routed_remote_when_durable();
     }
 
@@ -720,7 +730,7 @@ fn ack_known(packet_id: crate::protocol::PacketId, known: bool) -> PubResponse {
 }
 
 /// `$SYS` or a topic under it: the broker's own, per node.
-fn is_sys_topic(topic: &str) -> bool {
+pub(super) fn is_sys_topic(topic: &str) -> bool {
     topic
         .strip_prefix("$SYS")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
