@@ -467,7 +467,13 @@ fn a_node_starts_and_serves_its_clients_without_nats() {
 
 /// A 5.0 client with a session that outlives its connection (Clean Start 0, expiry 600 s).
 fn persistent_client(broker: &TestBroker, shard: usize, id: &str) -> (RawClient, bool) {
-    let mut client = RawClient::connect_tcp(broker.shard(shard), Version::V5);
+    persistent_client_at(broker.shard(shard), id)
+}
+
+/// A 5.0 client resuming (or making) a session of 600 s at `addr`: the client and whether
+/// its session was present.
+fn persistent_client_at(addr: std::net::SocketAddr, id: &str) -> (RawClient, bool) {
+    let mut client = RawClient::connect_tcp(addr, Version::V5);
     let mut connect = common::connect_packet(Version::V5, id, false, None);
     connect.properties.session_expiry_interval_secs = Some(600);
     let connack = client.handshake(connect);
@@ -787,4 +793,133 @@ fn a_shared_group_across_nodes_gives_each_message_to_one_member() {
     for node in nodes {
         node.shutdown();
     }
+}
+
+/// A node run as its own ringmq process (so that it can be killed with SIGKILL), killed on drop.
+struct NodeProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _dir: TempDir,
+}
+
+impl NodeProcess {
+    /// Node `id` of cluster `name` on the NATS server at `nats_port`, two shards, listening on a
+    /// port the OS picked for it.
+    fn start(name: &str, id: &str, nats_port: u16) -> NodeProcess {
+        let dir = TempDir::new("node");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.0.join("ringmq.toml");
+        let text = format!(
+            "[runtime]\nshards = 2\npin = false\n\
+             [listeners.tcp.default]\nbind = \"127.0.0.1:{port}\"\n\
+             [admin]\nenabled = false\n[sys]\nenabled = false\n\
+             [cluster]\nenabled = true\nnats_urls = [\"nats://127.0.0.1:{nats_port}\"]\n\
+             name = \"{name}\"\nnode_id = \"{id}\"\nheartbeat_ms = 100\nnode_timeout_ms = 2000\n"
+        );
+        std::fs::write(&config, text).expect("config written");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the ringmq binary starts");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let node = NodeProcess {
+            child,
+            addr,
+            _dir: dir,
+        };
+        wait_for("the node process listens", || {
+            std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != Some(addr))
+        });
+        node
+    }
+
+    /// SIGKILL: the node dies without a word to NATS or its clients.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mirror_in(broker: &TestBroker) -> f64 {
+    cluster_metric(broker, "cluster_session_mirror_total{direction=\"in\"}")
+}
+
+#[test]
+fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let second = node("failover", "n2", nats.port);
+    let third = node("failover", "n3", nats.port);
+    let first = NodeProcess::start("failover", "n1", nats.port);
+    wait_for("nodes 2 and 3 hear each other and node 1", || {
+        cluster_metric(&second, "cluster_nodes") == 2.0
+            && cluster_metric(&third, "cluster_nodes") == 2.0
+    });
+    // A persistent session on node 1 with two subscriptions; node 2 reads its mirror records
+    // (one at the CONNECT, one at the SUBSCRIBE).
+    let before = mirror_in(&second);
+    let (mut roamer, present) = persistent_client_at(first.addr, "roamer");
+    assert!(!present);
+    let granted = roamer.subscribe(
+        1,
+        &[("fo/a", QoS::AtLeastOnce), ("fo/b/+", QoS::ExactlyOnce)],
+    );
+    assert_eq!((granted[0].0, granted[1].0), (1, 2));
+    wait_for("node 2 read the session's records", || {
+        mirror_in(&second) >= before + 2.0
+    });
+    first.kill();
+    drop(roamer);
+    // The client comes back on node 2: its session is there, with both subscriptions in force
+    // at the CONNACK for a publisher on node 3 and one on node 2.
+    let (mut roamer, present) = persistent_client_at(second.shard(1), "roamer");
+    assert!(present, "session present on node 2");
+    let mut far = client(&third, 2, "far");
+    let mut near = client(&second, 0, "near");
+    publish_numbered(&mut far, "fo/a", "a", 20, QoS::AtLeastOnce);
+    publish_numbered(&mut near, "fo/b/x", "b", 20, QoS::AtLeastOnce);
+    receive_numbered(&mut roamer, &[("a", 20), ("b", 20)], |_| QoS::AtLeastOnce);
+    // QoS 2 on the QoS 2 subscription, the whole exchange.
+    far.publish("fo/b/y", b"c:0", QoS::ExactlyOnce, false, Some(100));
+    match far.recv() {
+        Packet::PubRec(rec) => assert!(rec.reason.0 < 0x80, "PUBREC {rec:?}"),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    match roamer.try_recv(Duration::from_secs(10)) {
+        Some(Packet::Publish(publish)) => {
+            assert_eq!(
+                (&publish.payload[..], publish.qos),
+                (&b"c:0"[..], QoS::ExactlyOnce)
+            );
+            roamer.ack(&publish);
+        }
+        other => panic!("expected the QoS 2 PUBLISH, got {other:?}"),
+    }
+    assert!(matches!(roamer.recv(), Packet::PubRel(_)));
+    // A clean start elsewhere ends the mirrored session: its client finds none after that
+    // (once node 3 has read the record of its disconnection from node 2).
+    let seen = mirror_in(&third);
+    drop(roamer);
+    wait_for("node 3 read the disconnection's record", || {
+        mirror_in(&third) > seen
+    });
+    let clean = RawClient::connect(third.shard(0), Version::V5, "roamer", true).0;
+    clean.disconnect();
+    let (_, present) = persistent_client_at(third.shard(1), "roamer");
+    assert!(!present, "a clean start ended the session");
+    second.shutdown();
+    third.shutdown();
 }

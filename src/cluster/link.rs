@@ -22,6 +22,7 @@ use super::wire::{self, Control};
 use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
 use crate::config::Cluster;
 use crate::mail::{Mail, SharedPublish, Ticket};
+use crate::store::record::SessionRecord;
 
 /// A batch for one node is sent once it passes this many bytes (and at the end of every turn).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -199,7 +200,9 @@ struct Link {
     routed_remote: Arc<[AtomicU64]>,
     taken: VecDeque<Taken>,
     /// Retained writes from the retained stream for a home shard whose queue was full, in order.
-    retained_waiting: VecDeque<(usize, Arc<crate::message::Message>)>,
+    /// Mail for a home shard whose queue was full (retained writes from the retained stream,
+    /// mirrored sessions), kept in order for the next turn.
+    home_waiting: VecDeque<(usize, Mail)>,
 }
 
 /// This node's readers of the streams: its consumer of the message stream and its ordered
@@ -207,6 +210,7 @@ struct Link {
 struct Readers {
     stored: consumer::pull::Stream,
     retained: consumer::pull::Ordered,
+    sessions: consumer::pull::Ordered,
 }
 
 async fn open_readers(
@@ -215,7 +219,8 @@ async fn open_readers(
 ) -> Result<Readers, String> {
     Ok(Readers {
         stored: stream::open(js.clone(), config.clone()).await?,
-        retained: stream::open_retained(js, config).await?,
+        retained: stream::open_retained(js.clone(), config.clone()).await?,
+        sessions: stream::open_sessions(js, config).await?,
     })
 }
 
@@ -268,7 +273,7 @@ impl Link {
             sent_remote: vec![0; shards],
             routed_remote,
             taken: VecDeque::new(),
-            retained_waiting: VecDeque::new(),
+            home_waiting: VecDeque::new(),
             config,
         }
     }
@@ -384,6 +389,7 @@ impl Link {
                 item = next_read(&mut readers) => match item {
                     Some(Ok(Read::Stored(message))) => self.on_stored(message).await,
                     Some(Ok(Read::Retained(message))) => self.on_retained(&message.payload),
+                    Some(Ok(Read::Session(message))) => self.on_mirrored(message.payload.clone()),
                     Some(Err(error)) => {
                         tracing::warn!(%error, "cluster: reading a stream failed; opening it again");
                         readers = None;
@@ -496,6 +502,9 @@ impl Link {
                         Err(error) => tracing::warn!(%error, "cluster: client id claim not sent"),
                     }
                 }
+            }
+            ToLink::Session { client_id, record } => {
+                self.store_mirror(&client_id, record.as_deref());
             }
             ToLink::Barrier { shard, ticket } => {
                 let deadline = Instant::now()
@@ -668,27 +677,62 @@ impl Link {
             }
         }
         let home = crate::shard::home_of(&message.topic, self.to_shards.len()).index();
-        self.retained_waiting.push_back((home, message));
-        self.send_retained();
+        self.home_waiting
+            .push_back((home, Mail::RemoteRetain(message)));
+        self.send_home();
     }
 
-    /// Retained writes to their home shards, in order; a full queue keeps them for next turn.
-    fn send_retained(&mut self) {
+    /// Mail to home shards, in order; a full queue keeps its mail for the next turn.
+    fn send_home(&mut self) {
         let mut blocked = 0_u64;
-        let to_shards = &self.to_shards;
-        self.retained_waiting.retain(|(home, message)| {
+        for _ in 0..self.home_waiting.len() {
+            let Some((home, mail)) = self.home_waiting.pop_front() else {
+                break;
+            };
             let bit = 1_u64 << (home % 64);
-            if blocked & bit != 0 {
-                return true;
-            }
-            let sent = to_shards
-                .get(*home)
-                .is_none_or(|to| to.try_send(Mail::RemoteRetain(Arc::clone(message))).is_ok());
-            if !sent {
+            let mail = if blocked & bit != 0 {
+                Some(mail)
+            } else {
+                self.to_shards
+                    .get(home)
+                    .and_then(|to| to.try_send(mail).err().map(|error| error.into_inner()))
+            };
+            if let Some(mail) = mail {
                 blocked |= bit;
+                self.home_waiting.push_back((home, mail));
             }
-            !sent
-        });
+        }
+    }
+
+    /// A record of the session mirror (any node's): to the client id's home shard, which keeps
+    /// the records of other nodes' sessions (`own`: this node's, which removes the entry).
+    fn on_mirrored(&mut self, payload: Bytes) {
+        let Some(mirrored) = super::mirror::decode(payload) else {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        };
+        ClusterStats::add(&self.stats.mirror_in, 1);
+        let home = crate::shard::home_of(&mirrored.client_id, self.to_shards.len()).index();
+        let mail = Mail::MirroredSession {
+            own: mirrored.node == self.me,
+            client_id: mirrored.client_id,
+            record: mirrored.record,
+        };
+        self.home_waiting.push_back((home, mail));
+        self.send_home();
+    }
+
+    /// Stores a shard's mirror record of `client_id` (`None`: the session is gone).
+    fn store_mirror(&mut self, client_id: &str, record: Option<&SessionRecord>) {
+        if self.js.is_none() {
+            return;
+        }
+        let Some(payload) = super::mirror::encode(&self.me, client_id, record) else {
+            return;
+        };
+        let subject = stream::session_subject(&self.config.name, client_id);
+        ClusterStats::add(&self.stats.mirror_out, 1);
+        self.wait_to_store(subject, payload);
     }
 
     /// Acknowledges to the stream the batches the shards have routed, oldest first.
@@ -1055,8 +1099,8 @@ impl Link {
         }
         self.end_stored_turn();
         self.send_answers();
-        if !self.retained_waiting.is_empty() {
-            self.send_retained();
+        if !self.home_waiting.is_empty() {
+            self.send_home();
         }
         self.ack_taken().await;
         self.announce(client).await;
@@ -1183,6 +1227,7 @@ async fn maybe<T>(future: &mut Option<LocalBoxFuture<'static, T>>) -> T {
 enum Read {
     Stored(jetstream::Message),
     Retained(jetstream::Message),
+    Session(jetstream::Message),
 }
 
 /// The next message of either stream reader, or never when they are not open.
@@ -1196,6 +1241,9 @@ async fn next_read(readers: &mut Option<Readers>) -> Option<Result<Read, String>
         }
         item = readers.retained.next() => {
             item.map(|read| read.map(Read::Retained).map_err(|error| error.to_string()))
+        }
+        item = readers.sessions.next() => {
+            item.map(|read| read.map(Read::Session).map_err(|error| error.to_string()))
         }
     }
 }

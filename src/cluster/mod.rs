@@ -8,6 +8,7 @@
 //! its own trie from the table when it changed.
 
 mod link;
+pub mod mirror;
 mod stream;
 pub mod wire;
 
@@ -24,6 +25,7 @@ use crate::mail::{Mail, Ticket};
 use crate::message::Message;
 use crate::protocol::{Packet, QoS};
 use crate::router::Trie;
+use crate::store::record::SessionRecord;
 
 pub use link::LinkThread;
 
@@ -74,6 +76,11 @@ pub enum ToLink {
     /// Answer `ticket` on `shard` once every interest change so far is acknowledged by every
     /// known node (or the link is down, or the wait timed out).
     Barrier { shard: ShardId, ticket: Ticket },
+    /// The session mirror's record of `client_id`: the session's data, or (`None`) gone.
+    Session {
+        client_id: ByteString,
+        record: Option<Box<SessionRecord>>,
+    },
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
     /// connection and their session of it.
     Claim {
@@ -100,6 +107,9 @@ pub struct ClusterStats {
     /// Client ids claimed by this node, and connections here taken over by another node.
     pub claims_out: AtomicU64,
     pub claims_in: AtomicU64,
+    /// Session mirror records this node wrote, and records it read (any node's).
+    pub mirror_out: AtomicU64,
+    pub mirror_in: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
     pub stream_stored: AtomicU64,
     pub stream_failed: AtomicU64,
@@ -158,6 +168,9 @@ pub struct ShardLink {
     /// Acknowledgements in the order they became ready otherwise; the front waits for the stream,
     /// the rest wait behind it (acknowledgements keep their order).
     held: VecDeque<(u64, Packet)>,
+    /// At the home shard of their client ids: the session mirror's records of other nodes'
+    /// persistent sessions, for a client that resumes here.
+    mirrored: HashMap<ByteString, Box<SessionRecord>>,
 }
 
 /// What `route` did with a message for other nodes.
@@ -199,6 +212,7 @@ impl ShardLink {
             routed: Routed::Free,
             gate: HashMap::new(),
             held: VecDeque::new(),
+            mirrored: HashMap::new(),
         }
     }
 
@@ -387,6 +401,32 @@ impl ShardLink {
         }
     }
 
+    /// A record of the session mirror for a client id whose home is this shard: another node's
+    /// session is kept (replacing an older record), this node's own or a gone one removes it.
+    pub fn mirrored(
+        &mut self,
+        client_id: ByteString,
+        record: Option<Box<SessionRecord>>,
+        own: bool,
+    ) {
+        match record {
+            Some(record) if !own => {
+                self.mirrored.insert(client_id, record);
+            }
+            _ => {
+                self.mirrored.remove(&client_id);
+            }
+        }
+    }
+
+    /// Takes the mirrored session of `client_id` (another node's), if any and not expired at
+    /// `now_ms` (ms since the Unix epoch).
+    pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<SessionRecord>> {
+        self.mirrored
+            .remove(client_id)
+            .filter(|record| record.expires_at_ms.is_none_or(|at| at > now_ms))
+    }
+
     /// A message from another node has been routed by `shard`.
     pub fn routed_remote(&self, shard: ShardId) {
         if let Some(count) = self.handle.routed_remote.get(shard.index()) {
@@ -425,6 +465,23 @@ impl ClusterHandle {
                 share,
             })
             .is_ok();
+        if !sent {
+            ClusterStats::add(&self.stats.dropped_link_full, 1);
+        }
+        sent
+    }
+
+    /// Queues a record for the session mirror, within the room publishes have (a mirror record
+    /// must not take the room of interest changes); false (counted) when full.
+    pub fn mirror(&self, client_id: ByteString, record: Option<Box<SessionRecord>>) -> bool {
+        if !self.durable {
+            return false;
+        }
+        let sent = self.to_link.len() < self.publish_room
+            && self
+                .to_link
+                .try_send(ToLink::Session { client_id, record })
+                .is_ok();
         if !sent {
             ClusterStats::add(&self.stats.dropped_link_full, 1);
         }
@@ -571,6 +628,39 @@ mod tests {
             .map(|_| link.pick_share(&other, false, 0b101))
             .collect();
         assert_eq!(picks, [Some(0b1), Some(0b100), Some(0b1)]);
+    }
+
+    #[test]
+    fn the_home_shard_keeps_other_nodes_sessions_until_taken_or_gone() {
+        let mut link = link();
+        let record = |expires_at_ms: Option<u64>| {
+            Box::new(SessionRecord {
+                stamp: 0,
+                client_id: "c".into(),
+                username: None,
+                version: crate::protocol::Version::V5,
+                expiry_secs: 60,
+                expires_at_ms,
+                next_seq: 1,
+                subscriptions: Vec::new(),
+            })
+        };
+        let id = ByteString::from_static("c");
+        link.mirrored(id.clone(), Some(record(None)), false);
+        assert!(link.take_mirrored("c", 5_000).is_some());
+        assert!(link.take_mirrored("c", 5_000).is_none(), "taken once");
+        // This node's own record, or a gone one, removes it.
+        link.mirrored(id.clone(), Some(record(None)), false);
+        link.mirrored(id.clone(), Some(record(None)), true);
+        assert!(link.take_mirrored("c", 5_000).is_none());
+        link.mirrored(id.clone(), Some(record(None)), false);
+        link.mirrored(id.clone(), None, false);
+        assert!(link.take_mirrored("c", 5_000).is_none());
+        // One that expired while its client was away is not resumed.
+        link.mirrored(id.clone(), Some(record(Some(4_000))), false);
+        assert!(link.take_mirrored("c", 5_000).is_none());
+        link.mirrored(id, Some(record(Some(6_000))), false);
+        assert!(link.take_mirrored("c", 5_000).is_some());
     }
 
     #[test]

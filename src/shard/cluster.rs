@@ -7,9 +7,10 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::conn::Phase;
-use super::{ConnId, Shard};
+use super::{ConnId, SessionKey, Shard};
 use crate::cluster::{Routed, ToLink};
 use crate::protocol::{Disconnect, Packet, ReasonCode};
+use crate::store::record::SessionRecord;
 
 impl Shard {
     /// Acknowledges a PUBLISH just handled (`routed`: it was routed now, not a repeated QoS 2):
@@ -78,6 +79,60 @@ impl Shard {
         }
     }
 
+    /// A persistent session's own data changed (installed, subscriptions, connected or not):
+    /// its record goes to the cluster's session mirror (docs/CLUSTER.md).
+    pub(super) fn mirror_session(&self, key: SessionKey) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        if session.state.expiry_secs == 0 || session.forward_to.is_some() {
+            return;
+        }
+        let clock = crate::store::Clock::now();
+        let record = crate::store::session_record(0, &session.state, session.expires_at, &clock);
+        let client_id = session.state.client_id.clone();
+        cluster.handle().mirror(client_id, Some(Box::new(record)));
+    }
+
+    /// A persistent session of this node ended: the mirror forgets it.
+    pub(super) fn unmirror_session(&self, client_id: &ByteString) {
+        if let Some(cluster) = &self.cluster {
+            cluster.handle().mirror(client_id.clone(), None);
+        }
+    }
+
+    /// The home shard of `client_id`: a record of the session mirror.
+    pub(super) fn on_mirrored_session(
+        &mut self,
+        client_id: ByteString,
+        record: Option<Box<SessionRecord>>,
+        own: bool,
+    ) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.mirrored(client_id, record, own);
+        }
+    }
+
+    /// The home shard, at a claim that found no session on this node: another node's mirrored
+    /// session of the client, for a client that resumes; one that starts clean ends it in the
+    /// mirror too.
+    pub(super) fn claim_mirrored(
+        &mut self,
+        client_id: &ByteString,
+        resumes: bool,
+    ) -> Option<Box<SessionRecord>> {
+        let now_ms = crate::store::Clock::now().wall_ms;
+        let record = self.cluster.as_mut()?.take_mirrored(client_id, now_ms)?;
+        if resumes {
+            return Some(record);
+        }
+        self.unmirror_session(client_id);
+        None
+    }
+
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
     /// connection of it (a client id is unique in the cluster; docs/CLUSTER.md).
     pub(super) fn cluster_claim(&self, client_id: &ByteString, at: Instant) {
@@ -120,6 +175,11 @@ impl Shard {
             }
             self.will_on_takeover(conn_id, client_id, false, now);
             self.end_connection_taken_over(conn_id, now);
+        }
+        // The node that took the client writes its session to the mirror: ending this one
+        // must not write "gone" after it.
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.state.expiry_secs = 0;
         }
         self.end_session(key, now);
     }

@@ -130,6 +130,7 @@ impl Shard {
 
     /// A session's own data changed (subscriptions, expiry, connected or not).
     pub(super) fn store_meta(&mut self, key: SessionKey) {
+        self.mirror_session(key);
         if self.store.is_none() {
             return;
         }
@@ -143,6 +144,7 @@ impl Shard {
 
     /// A session was installed here: persist it (whole) when it outlives its connection.
     pub(super) fn store_installed(&mut self, key: SessionKey) {
+        self.mirror_session(key);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
