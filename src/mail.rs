@@ -163,6 +163,12 @@ pub enum Mail {
         record: Option<Box<crate::store::record::SessionRecord>>,
         own: bool,
     },
+    /// From the cluster link to the client id's home shard, which passes it to the session's
+    /// shard: a message queued for the session on the node it resumed from.
+    QueuedFor {
+        client_id: ByteString,
+        message: Arc<Message>,
+    },
     /// From the cluster link: the stream holds (`ok`), or did not take in time, every message
     /// this shard numbered up to `upto` (see `cluster::ShardLink::send`).
     ClusterStored {

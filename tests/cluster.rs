@@ -26,6 +26,8 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Nats {
     child: Child,
     port: u16,
+    /// Its HTTP monitoring port (`/jsz`).
+    monitor: u16,
 }
 
 /// A directory removed on drop (nats-server's JetStream store, a node's persistence).
@@ -86,9 +88,14 @@ impl Nats {
         } else {
             port.to_string()
         };
+        let monitor = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
         let mut child = Command::new(nats_binary())
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(store)
+            .args(["-m", &monitor.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -114,7 +121,30 @@ impl Nats {
                 panic!("nats-server did not say which port it listens on within 10 s");
             }
         };
-        Nats { child, port }
+        Nats {
+            child,
+            port,
+            monitor,
+        }
+    }
+
+    /// The messages stream `name` holds, from the monitoring port (0 while it does not exist).
+    fn stream_messages(&self, name: &str) -> u64 {
+        let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], self.monitor));
+        let body: String = common::admin_get(monitor, "/jsz?accounts=true&streams=true")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let Some((_, after)) = body.split_once(&format!("\"name\":\"{name}\"")) else {
+            return 0;
+        };
+        after
+            .split_once("\"messages\":")
+            .and_then(|(_, rest)| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .unwrap_or(0)
     }
 
     fn kill(mut self) -> u16 {
@@ -881,17 +911,34 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
     wait_for("node 2 read the session's records", || {
         mirror_in(&second) >= before + 2.0
     });
+    // Offline, the session gets 10 QoS 1 messages queued on node 1, whose copies reach the
+    // stream of queued messages.
+    let seen = mirror_in(&second);
+    roamer.disconnect();
+    wait_for("node 2 read the disconnection's record", || {
+        mirror_in(&second) > seen
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "fo/a", "q", 10, QoS::AtLeastOnce);
+    wait_for("the stream holds the 10 queued copies", || {
+        nats.stream_messages("ringmq_failover_queued") >= 10
+    });
     first.kill();
-    drop(roamer);
-    // The client comes back on node 2: its session is there, with both subscriptions in force
-    // at the CONNACK for a publisher on node 3 and one on node 2.
+    // The client comes back on node 2: its session is there, with the messages queued for it
+    // on node 1 and both subscriptions in force at the CONNACK for a publisher on node 3 and
+    // one on node 2.
     let (mut roamer, present) = persistent_client_at(second.shard(1), "roamer");
     assert!(present, "session present on node 2");
     let mut far = client(&third, 2, "far");
     let mut near = client(&second, 0, "near");
     publish_numbered(&mut far, "fo/a", "a", 20, QoS::AtLeastOnce);
     publish_numbered(&mut near, "fo/b/x", "b", 20, QoS::AtLeastOnce);
-    receive_numbered(&mut roamer, &[("a", 20), ("b", 20)], |_| QoS::AtLeastOnce);
+    receive_numbered(&mut roamer, &[("q", 10), ("a", 20), ("b", 20)], |_| {
+        QoS::AtLeastOnce
+    });
+    wait_for("the queued copies purged once taken", || {
+        nats.stream_messages("ringmq_failover_queued") == 0
+    });
     // QoS 2 on the QoS 2 subscription, the whole exchange.
     far.publish("fo/b/y", b"c:0", QoS::ExactlyOnce, false, Some(100));
     match far.recv() {

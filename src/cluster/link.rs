@@ -203,6 +203,9 @@ struct Link {
     /// Mail for a home shard whose queue was full (retained writes from the retained stream,
     /// mirrored sessions), kept in order for the next turn.
     home_waiting: VecDeque<(usize, Mail)>,
+    /// Reads of the queued messages of sessions resumed here from the mirror.
+    takes:
+        futures_util::stream::FuturesUnordered<LocalBoxFuture<'static, (ByteString, Vec<Bytes>)>>,
 }
 
 /// This node's readers of the streams: its consumer of the message stream and its ordered
@@ -220,7 +223,10 @@ async fn open_readers(
     Ok(Readers {
         stored: stream::open(js.clone(), config.clone()).await?,
         retained: stream::open_retained(js.clone(), config.clone()).await?,
-        sessions: stream::open_sessions(js, config).await?,
+        sessions: {
+            stream::open_queued(js.clone(), config.clone()).await?;
+            stream::open_sessions(js, config).await?
+        },
     })
 }
 
@@ -274,6 +280,7 @@ impl Link {
             routed_remote,
             taken: VecDeque::new(),
             home_waiting: VecDeque::new(),
+            takes: futures_util::stream::FuturesUnordered::new(),
             config,
         }
     }
@@ -365,6 +372,9 @@ impl Link {
                 Some(message) = interest.next() => self.on_control(&client, message.payload).await,
                 Some(message) = ctl.next() => self.on_control(&client, message.payload).await,
                 Some((numbers, ok)) = self.units.next() => self.on_unit(&numbers, ok),
+                Some((client_id, taken)) = self.takes.next() => {
+                    self.on_taken_queued(client_id, taken);
+                }
                 opened = maybe(&mut opening) => {
                     opening = None;
                     match opened {
@@ -505,6 +515,19 @@ impl Link {
             }
             ToLink::Session { client_id, record } => {
                 self.store_mirror(&client_id, record.as_deref());
+                if record.is_none() && self.js.is_some() {
+                    // The session ended: what was kept for its resume elsewhere goes too.
+                    let subject = stream::queued_subject(&self.config.name, &client_id);
+                    self.wait_to_purge(subject);
+                }
+            }
+            ToLink::Queued { client_id, message } => self.store_queued(&client_id, &message),
+            ToLink::TakeQueued { client_id } => self.take_queued(client_id),
+            ToLink::PurgeQueued { client_id } => {
+                if self.js.is_some() {
+                    let subject = stream::queued_subject(&self.config.name, &client_id);
+                    self.wait_to_purge(subject);
+                }
             }
             ToLink::Barrier { shard, ticket } => {
                 let deadline = Instant::now()
@@ -634,6 +657,69 @@ impl Link {
         payload.extend_from_slice(&self.scratch);
         let subject = stream::retained_subject(&self.config.name, topic);
         self.wait_to_store(subject, payload.freeze());
+    }
+
+    /// Queues a purge of `subject` (the queued messages of a session) for the next unit, in
+    /// order with its stores.
+    fn wait_to_purge(&mut self, subject: String) {
+        self.waiting_stores
+            .entry(subject)
+            .or_default()
+            .push((String::new(), Bytes::new()));
+    }
+
+    /// A message queued for an offline persistent session here: a copy goes to the stream of
+    /// queued messages, for the session's resume on another node if this node dies.
+    fn store_queued(&mut self, client_id: &str, message: &crate::message::Message) {
+        if self.js.is_none() {
+            return;
+        }
+        let mut payload = BytesMut::new();
+        if !wire::put_message(&mut payload, message, 0, None, Instant::now()) {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        }
+        ClusterStats::add(&self.stats.queued_out, 1);
+        let subject = stream::queued_subject(&self.config.name, client_id);
+        self.wait_to_store(subject, payload.freeze());
+    }
+
+    /// A session resumed here from the mirror: the messages queued for it on its former node
+    /// are read from the stream (then handed to its home shard and purged).
+    fn take_queued(&mut self, client_id: ByteString) {
+        let Some(js) = self.js.clone() else {
+            return;
+        };
+        let name = self.config.name.clone();
+        let subject = stream::queued_subject(&name, &client_id);
+        self.takes.push(Box::pin(async move {
+            let taken = stream::take_queued(js, name, subject).await;
+            (client_id, taken)
+        }));
+    }
+
+    /// The queued messages of a resumed session, read from the stream: to the client id's home
+    /// shard (which passes them to the session's shard), in order; then purged.
+    fn on_taken_queued(&mut self, client_id: ByteString, taken: Vec<Bytes>) {
+        let now = Instant::now();
+        let home = crate::shard::home_of(&client_id, self.to_shards.len()).index();
+        for mut payload in taken {
+            self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
+            let id = REMOTE_ID_BASE | self.next_id;
+            let Some(received) = wire::next_message(&mut payload, id, now) else {
+                ClusterStats::add(&self.stats.dropped_undecodable, 1);
+                continue;
+            };
+            ClusterStats::add(&self.stats.queued_in, 1);
+            let mail = Mail::QueuedFor {
+                client_id: client_id.clone(),
+                message: received.message,
+            };
+            self.home_waiting.push_back((home, mail));
+        }
+        self.send_home();
+        let subject = stream::queued_subject(&self.config.name, &client_id);
+        self.wait_to_purge(subject);
     }
 
     /// Queues a batch for `subject` for the next unit, with a message id of its own.
@@ -797,10 +883,21 @@ impl Link {
         let numbers = std::mem::replace(&mut self.turn_numbers, vec![0; self.to_shards.len()]);
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
+        let name = self.config.name.clone();
         let subjects = self.waiting_stores.drain().map(|(subject, batches)| {
-            let (js, stats) = (js.clone(), Arc::clone(&self.stats));
+            let (js, stats, name) = (js.clone(), Arc::clone(&self.stats), name.clone());
             async move {
                 for (id, payload) in batches {
+                    if id.is_empty() {
+                        // A purge of a session's queued messages, in order with the stores
+                        // before and after it; one that fails leaves duplicates, not losses.
+                        let purged =
+                            stream::purge_queued(js.clone(), name.clone(), subject.clone());
+                        if !purged.await {
+                            tracing::debug!(%subject, "cluster: queued messages not purged");
+                        }
+                        continue;
+                    }
                     let subject = subject.clone();
                     let stats = Arc::clone(&stats);
                     if !stream::store(js.clone(), subject, id, payload, deadline, stats).await {

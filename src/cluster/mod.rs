@@ -81,6 +81,16 @@ pub enum ToLink {
         client_id: ByteString,
         record: Option<Box<SessionRecord>>,
     },
+    /// A QoS 1/2 message queued for an offline persistent session here (at the QoS it is
+    /// delivered): its copy in the stream of queued messages.
+    Queued {
+        client_id: ByteString,
+        message: Arc<Message>,
+    },
+    /// A session resumed here from the mirror: take what its former node queued for it.
+    TakeQueued { client_id: ByteString },
+    /// A session resumed on this node: its copies in the stream are not needed any more.
+    PurgeQueued { client_id: ByteString },
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
     /// connection and their session of it.
     Claim {
@@ -110,6 +120,9 @@ pub struct ClusterStats {
     /// Session mirror records this node wrote, and records it read (any node's).
     pub mirror_out: AtomicU64,
     pub mirror_in: AtomicU64,
+    /// Messages copied to the stream of queued messages, and taken back from it by this node.
+    pub queued_out: AtomicU64,
+    pub queued_in: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
     pub stream_stored: AtomicU64,
     pub stream_failed: AtomicU64,
@@ -471,17 +484,19 @@ impl ClusterHandle {
         sent
     }
 
-    /// Queues a record for the session mirror, within the room publishes have (a mirror record
-    /// must not take the room of interest changes); false (counted) when full.
+    /// Queues a record for the session mirror (`None`: the session is gone).
     pub fn mirror(&self, client_id: ByteString, record: Option<Box<SessionRecord>>) -> bool {
+        self.session_mail(ToLink::Session { client_id, record })
+    }
+
+    /// Queues session mail for the streams (the mirror, queued messages) within the room
+    /// publishes have: it must not take the room of interest changes. False (counted) when
+    /// full, or when the streams are off.
+    pub fn session_mail(&self, mail: ToLink) -> bool {
         if !self.durable {
             return false;
         }
-        let sent = self.to_link.len() < self.publish_room
-            && self
-                .to_link
-                .try_send(ToLink::Session { client_id, record })
-                .is_ok();
+        let sent = self.to_link.len() < self.publish_room && self.to_link.try_send(mail).is_ok();
         if !sent {
             ClusterStats::add(&self.stats.dropped_link_full, 1);
         }

@@ -199,3 +199,64 @@ pub async fn store(
         tokio::time::sleep(STORE_PAUSE).await;
     }
 }
+
+/// The subject of the messages queued for a client's offline session, kept for its resume on
+/// another node (docs/CLUSTER.md, "Queued messages across a node's death").
+pub fn queued_subject(name: &str, client_id: &str) -> String {
+    hashed_subject(format!("ringmq.{name}.queued."), client_id)
+}
+
+/// Most queued messages a node takes back for one session (the rest stay in the stream until
+/// the session ends or resumes again).
+const QUEUED_TAKEN_MAX: usize = 100_000;
+
+fn queued_config(config: &Cluster) -> stream::Config {
+    stream::Config {
+        max_age: Duration::from_secs(u64::from(config.stream_max_age_s)),
+        discard: stream::DiscardPolicy::New,
+        ..file_stream(
+            config,
+            format!("ringmq_{}_queued", config.name),
+            format!("ringmq.{}.queued.*", config.name),
+        )
+    }
+}
+
+/// Makes the stream of queued messages if it is missing.
+pub async fn open_queued(js: jetstream::Context, config: Cluster) -> Result<(), String> {
+    js.get_or_create_stream(queued_config(&config))
+        .await
+        .map(|_| ())
+        .map_err(|error| format!("stream ringmq_{}_queued: {error}", config.name))
+}
+
+/// Every message queued on `subject`, oldest first (at most `QUEUED_TAKEN_MAX`).
+pub async fn take_queued(js: jetstream::Context, name: String, subject: String) -> Vec<Bytes> {
+    let mut taken = Vec::new();
+    let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
+        return taken;
+    };
+    let mut next = 1;
+    while taken.len() < QUEUED_TAKEN_MAX {
+        let found = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(subject.clone())
+            .send()
+            .await;
+        let Ok(message) = found else {
+            break;
+        };
+        next = message.sequence + 1;
+        taken.push(message.payload);
+    }
+    taken
+}
+
+/// Removes every message queued on `subject`.
+pub async fn purge_queued(js: jetstream::Context, name: String, subject: String) -> bool {
+    let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
+        return false;
+    };
+    stream.purge().filter(subject).await.is_ok()
+}

@@ -2,14 +2,20 @@
 //! went to the stream for other nodes waits until the stream holds it, after any wait for the
 //! local log, and acknowledgements keep their order behind it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
 
 use super::conn::Phase;
 use super::{ConnId, SessionKey, Shard};
+use shards::ShardId;
+
 use crate::cluster::{Routed, ToLink};
-use crate::protocol::{Disconnect, Packet, ReasonCode};
+use crate::mail::Mail;
+use crate::message::Message;
+use crate::protocol::{Disconnect, Packet, QoS, ReasonCode};
+use crate::session::Delivery;
 use crate::store::record::SessionRecord;
 
 impl Shard {
@@ -131,6 +137,58 @@ impl Shard {
         }
         self.unmirror_session(client_id);
         None
+    }
+
+    /// A QoS 1/2 message was queued for the offline persistent session of `client_id`: a copy
+    /// (at the QoS it is delivered) goes to the stream of queued messages.
+    pub(super) fn copy_queued(&self, client_id: ByteString, message: Arc<Message>, qos: QoS) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let message = if message.qos == qos {
+            message
+        } else {
+            Arc::new(Message {
+                qos,
+                ..Message::clone(&message)
+            })
+        };
+        cluster
+            .handle()
+            .session_mail(ToLink::Queued { client_id, message });
+    }
+
+    /// A session resumed here: from the mirror (`mirrored`), the messages its former node
+    /// queued for it are taken from the stream; otherwise the stream's copies are not needed.
+    pub(super) fn resumed_in_cluster(&self, client_id: &ByteString, mirrored: bool) {
+        if let Some(cluster) = &self.cluster {
+            let client_id = client_id.clone();
+            cluster.handle().session_mail(if mirrored {
+                ToLink::TakeQueued { client_id }
+            } else {
+                ToLink::PurgeQueued { client_id }
+            });
+        }
+    }
+
+    /// A message queued for `client_id` on the node its session resumed from: at the home shard
+    /// (from the link) it goes on to the session's shard; there into the session.
+    pub(super) fn on_queued_for(
+        &mut self,
+        from: ShardId,
+        client_id: ByteString,
+        message: Arc<Message>,
+        now: Instant,
+    ) {
+        if let Some(key) = self.sessions_by_client.get(&client_id).copied() {
+            return self.enqueue_delivery(key, Delivery::plain(message), now);
+        }
+        match self.directory.owner(&client_id) {
+            Some(owner) if from == self.id && owner != self.id => {
+                self.send_mail(owner, Mail::QueuedFor { client_id, message });
+            }
+            _ => self.counters.dropped_no_session += 1,
+        }
     }
 
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older

@@ -505,6 +505,10 @@ impl Shard {
         state.username = username;
         state.expiry_secs = pending.expiry_secs;
         let key = self.install_session(state, generation, ticket);
+        if resume {
+            // Without a former shard here, the session came from the cluster's mirror.
+            self.resumed_in_cluster(&client_id, handover_from.is_none());
+        }
         if let Some(from) = handover_from {
             self.moved_in(key, from, seen, forwarded, now);
         }

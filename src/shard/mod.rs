@@ -486,6 +486,9 @@ impl Shard {
             Mail::Restored => self.on_restored(),
             Mail::Remote(message) => self.route_remote(message, now),
             Mail::RemoteShared(shared) => self.route_remote_shared(*shared, now),
+            Mail::QueuedFor { client_id, message } => {
+                self.on_queued_for(from, client_id, message, now)
+            }
             Mail::MirroredSession {
                 client_id,
                 record,

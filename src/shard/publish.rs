@@ -408,6 +408,7 @@ impl Shard {
     /// Queues a delivery in a session (dropping a second copy while the session moves in) and,
     /// when it is online, writes what may go now.
     pub(super) fn enqueue_delivery(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
+        let clustered = self.cluster.is_some();
         let Some(session) = self.sessions.get_mut(key) else {
             self.counters.dropped_no_session += 1;
             return;
@@ -417,6 +418,16 @@ impl Shard {
             return;
         }
         let online = session.conn;
+        // A QoS 1/2 message for an offline persistent session is also kept in the cluster's
+        // stream, for a resume on another node if this one dies (docs/CLUSTER.md).
+        let copy = (clustered
+            && online.is_none()
+            && session.state.expiry_secs > 0
+            && delivery.qos != QoS::AtMostOnce)
+            .then(|| {
+                let client_id = session.state.client_id.clone();
+                (client_id, Arc::clone(&delivery.message), delivery.qos)
+            });
         let limits = &self.settings.session;
         // Shared messages evicted to make room go to another member of their group (below).
         let mut evicted_shared = std::mem::take(&mut self.evicted_shared);
@@ -431,6 +442,9 @@ impl Shard {
             Ok(evicted) => {
                 self.counters.dropped_queue_full += evicted.queue_full as u64;
                 self.counters.dropped_shard_full += evicted.shard_full as u64;
+                if let Some((client_id, message, qos)) = copy {
+                    self.copy_queued(client_id, message, qos);
+                }
             }
             Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,
             Err(DropReason::ShardFull) => self.counters.dropped_shard_full += 1,

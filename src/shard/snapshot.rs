@@ -378,14 +378,7 @@ mod tests {
     }
 
     fn delivery(message: Arc<Message>) -> Delivery {
-        Delivery {
-            qos: message.qos,
-            retain: false,
-            subscription_identifiers: Vec::new(),
-            shared: None,
-            reoffered: false,
-            message,
-        }
+        Delivery::plain(message)
     }
 
     /// `sessions` offline sessions `s{n}` subscribed to `q/{n}` with `queued` messages each, and
