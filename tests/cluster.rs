@@ -699,12 +699,27 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
         "a 3.1.1 connection is closed without a packet"
     );
     // A session kept on node 1 for a client that is not connected ends too: the client id has
-    // one session in the cluster, the one on the node it last connected to.
+    // one session in the cluster, the one on the node it last connected to. It follows the
+    // client through the session mirror once node 2 has read its records (install, SUBSCRIBE,
+    // disconnection).
     let (mut marker_old, _) = RawClient::connect(n1.shard(2), Version::V5, "marker", true);
-    let (sleeper, _) = persistent_client(&n1, 2, "sleeper");
+    let written = mirror_out(&n1);
+    let (mut sleeper, _) = persistent_client(&n1, 2, "sleeper");
+    assert_eq!(
+        sleeper.subscribe(1, &[("sleep/a", QoS::AtLeastOnce)])[0].0,
+        1
+    );
     sleeper.disconnect();
-    let (elsewhere, present) = persistent_client(&n2, 0, "sleeper");
-    assert!(!present, "the session does not move between nodes");
+    wait_for("node 2 read the sleeper's records", || {
+        mirror_out(&n1) >= written + 3.0 && mirror_in(&n2) >= mirror_out(&n1) + mirror_out(&n2)
+    });
+    // Node 2 writes three records of its session: install, SUBSCRIBE, disconnection.
+    let written = mirror_out(&n2);
+    let (mut elsewhere, present) = persistent_client(&n2, 0, "sleeper");
+    assert!(
+        present,
+        "the session follows its client to node 2 through the mirror"
+    );
     assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 3.0);
     // Node 1's shards have ended the three (not only its link heard the claims).
     // Claims reach each shard of node 1 in order: once a later claim has taken its connection
@@ -716,12 +731,21 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
         "the marker on node 1",
     );
     assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 4.0);
-    elsewhere.disconnect();
-    let (_back, present) = persistent_client(&n1, 2, "sleeper");
-    assert!(
-        !present,
-        "node 1 ended the session when node 2 claimed the client id"
+    // Back on node 1 the client finds node 2's session (with a subscription made there), not
+    // one node 1 kept.
+    assert_eq!(
+        elsewhere.subscribe(2, &[("sleep/b", QoS::AtLeastOnce)])[0].0,
+        1
     );
+    elsewhere.disconnect();
+    wait_for("node 1 read node 2's records of the session", || {
+        mirror_out(&n2) >= written + 3.0 && mirror_in(&n1) >= mirror_out(&n1) + mirror_out(&n2)
+    });
+    let (mut back, present) = persistent_client(&n1, 2, "sleeper");
+    assert!(present, "node 2's session, through the mirror");
+    let mut sleep_publisher = client(&n1, 1, "sleep-pub");
+    publish_numbered(&mut sleep_publisher, "sleep/b", "s", 3, QoS::AtLeastOnce);
+    receive_numbered(&mut back, &[("s", 3)], |_| QoS::AtLeastOnce);
     // The connection that took over works.
     assert_eq!(new.subscribe(1, &[("roam/#", QoS::AtLeastOnce)])[0].0, 1);
     let mut publisher = client(&n1, 3, "roam-pub");
@@ -885,6 +909,10 @@ impl Drop for NodeProcess {
 
 fn mirror_in(broker: &TestBroker) -> f64 {
     cluster_metric(broker, "cluster_session_mirror_total{direction=\"in\"}")
+}
+
+fn mirror_out(broker: &TestBroker) -> f64 {
+    cluster_metric(broker, "cluster_session_mirror_total{direction=\"out\"}")
 }
 
 #[test]

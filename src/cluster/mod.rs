@@ -449,7 +449,8 @@ impl ShardLink {
 }
 
 impl ClusterHandle {
-    /// Retained writes go to the cluster's retained stream (`cluster.jetstream`).
+    /// The cluster's streams are on (`cluster.jetstream`): retained writes, the session mirror
+    /// and the copies of offline queued messages go through them.
     pub fn shares_retained(&self) -> bool {
         self.durable
     }

@@ -408,7 +408,10 @@ impl Shard {
     /// Queues a delivery in a session (dropping a second copy while the session moves in) and,
     /// when it is online, writes what may go now.
     pub(super) fn enqueue_delivery(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
-        let clustered = self.cluster.is_some();
+        let clustered = self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.handle().shares_retained());
         let Some(session) = self.sessions.get_mut(key) else {
             self.counters.dropped_no_session += 1;
             return;
