@@ -107,6 +107,8 @@ pub enum Mail {
         ticket: Ticket,
         generation: u64,
         previous: Option<ShardId>,
+        /// No shard had the session: another node's, from the cluster's session mirror.
+        mirrored: Option<Box<crate::store::record::SessionRecord>>,
     },
     /// From the home shard to the former owner: close the client's connection and hand its
     /// session to `new_owner` with `ticket` (`resumes` as in the claim).
@@ -151,6 +153,22 @@ pub enum Mail {
     /// From the cluster link (`from` is the receiving shard itself): a message published on
     /// another node, for this node's subscribers (see docs/CLUSTER.md).
     Remote(Arc<Message>),
+    /// From the cluster link: a message published on another node for one member of a shared
+    /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md).
+    RemoteShared(Box<SharedPublish>),
+    /// From the cluster link, to the client id's home shard: the session mirror's record of a
+    /// persistent session (`None`: gone); `own`: written by this node.
+    MirroredSession {
+        client_id: ByteString,
+        record: Option<Box<crate::store::record::SessionRecord>>,
+        own: bool,
+    },
+    /// From the cluster link to the client id's home shard, which passes it to the session's
+    /// shard: a message queued for the session on the node it resumed from.
+    QueuedFor {
+        client_id: ByteString,
+        message: Arc<Message>,
+    },
     /// From the cluster link: the stream holds (`ok`), or did not take in time, every message
     /// this shard numbered up to `upto` (see `cluster::ShardLink::send`).
     ClusterStored {

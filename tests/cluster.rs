@@ -26,6 +26,8 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Nats {
     child: Child,
     port: u16,
+    /// Its HTTP monitoring port (`/jsz`).
+    monitor: u16,
 }
 
 /// A directory removed on drop (nats-server's JetStream store, a node's persistence).
@@ -86,9 +88,14 @@ impl Nats {
         } else {
             port.to_string()
         };
+        let monitor = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
         let mut child = Command::new(nats_binary())
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(store)
+            .args(["-m", &monitor.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -114,7 +121,30 @@ impl Nats {
                 panic!("nats-server did not say which port it listens on within 10 s");
             }
         };
-        Nats { child, port }
+        Nats {
+            child,
+            port,
+            monitor,
+        }
+    }
+
+    /// The messages stream `name` holds, from the monitoring port (0 while it does not exist).
+    fn stream_messages(&self, name: &str) -> u64 {
+        let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], self.monitor));
+        let body: String = common::admin_get(monitor, "/jsz?accounts=true&streams=true")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let Some((_, after)) = body.split_once(&format!("\"name\":\"{name}\"")) else {
+            return 0;
+        };
+        after
+            .split_once("\"messages\":")
+            .and_then(|(_, rest)| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .unwrap_or(0)
     }
 
     fn kill(mut self) -> u16 {
@@ -467,7 +497,13 @@ fn a_node_starts_and_serves_its_clients_without_nats() {
 
 /// A 5.0 client with a session that outlives its connection (Clean Start 0, expiry 600 s).
 fn persistent_client(broker: &TestBroker, shard: usize, id: &str) -> (RawClient, bool) {
-    let mut client = RawClient::connect_tcp(broker.shard(shard), Version::V5);
+    persistent_client_at(broker.shard(shard), id)
+}
+
+/// A 5.0 client resuming (or making) a session of 600 s at `addr`: the client and whether
+/// its session was present.
+fn persistent_client_at(addr: std::net::SocketAddr, id: &str) -> (RawClient, bool) {
+    let mut client = RawClient::connect_tcp(addr, Version::V5);
     let mut connect = common::connect_packet(Version::V5, id, false, None);
     connect.properties.session_expiry_interval_secs = Some(600);
     let connack = client.handshake(connect);
@@ -663,12 +699,27 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
         "a 3.1.1 connection is closed without a packet"
     );
     // A session kept on node 1 for a client that is not connected ends too: the client id has
-    // one session in the cluster, the one on the node it last connected to.
+    // one session in the cluster, the one on the node it last connected to. It follows the
+    // client through the session mirror once node 2 has read its records (install, SUBSCRIBE,
+    // disconnection).
     let (mut marker_old, _) = RawClient::connect(n1.shard(2), Version::V5, "marker", true);
-    let (sleeper, _) = persistent_client(&n1, 2, "sleeper");
+    let written = mirror_out(&n1);
+    let (mut sleeper, _) = persistent_client(&n1, 2, "sleeper");
+    assert_eq!(
+        sleeper.subscribe(1, &[("sleep/a", QoS::AtLeastOnce)])[0].0,
+        1
+    );
     sleeper.disconnect();
-    let (elsewhere, present) = persistent_client(&n2, 0, "sleeper");
-    assert!(!present, "the session does not move between nodes");
+    wait_for("node 2 read the sleeper's records", || {
+        mirror_out(&n1) >= written + 3.0 && mirror_in(&n2) >= mirror_out(&n1) + mirror_out(&n2)
+    });
+    // Node 2 writes three records of its session: install, SUBSCRIBE, disconnection.
+    let written = mirror_out(&n2);
+    let (mut elsewhere, present) = persistent_client(&n2, 0, "sleeper");
+    assert!(
+        present,
+        "the session follows its client to node 2 through the mirror"
+    );
     assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 3.0);
     // Node 1's shards have ended the three (not only its link heard the claims).
     // Claims reach each shard of node 1 in order: once a later claim has taken its connection
@@ -680,12 +731,21 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
         "the marker on node 1",
     );
     assert!(cluster_metric(&n2, "cluster_claims_total{direction=\"out\"}") >= 4.0);
-    elsewhere.disconnect();
-    let (_back, present) = persistent_client(&n1, 2, "sleeper");
-    assert!(
-        !present,
-        "node 1 ended the session when node 2 claimed the client id"
+    // Back on node 1 the client finds node 2's session (with a subscription made there), not
+    // one node 1 kept.
+    assert_eq!(
+        elsewhere.subscribe(2, &[("sleep/b", QoS::AtLeastOnce)])[0].0,
+        1
     );
+    elsewhere.disconnect();
+    wait_for("node 1 read node 2's records of the session", || {
+        mirror_out(&n2) >= written + 3.0 && mirror_in(&n1) >= mirror_out(&n1) + mirror_out(&n2)
+    });
+    let (mut back, present) = persistent_client(&n1, 2, "sleeper");
+    assert!(present, "node 2's session, through the mirror");
+    let mut sleep_publisher = client(&n1, 1, "sleep-pub");
+    publish_numbered(&mut sleep_publisher, "sleep/b", "s", 3, QoS::AtLeastOnce);
+    receive_numbered(&mut back, &[("s", 3)], |_| QoS::AtLeastOnce);
     // The connection that took over works.
     assert_eq!(new.subscribe(1, &[("roam/#", QoS::AtLeastOnce)])[0].0, 1);
     let mut publisher = client(&n1, 3, "roam-pub");
@@ -694,4 +754,247 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
     drop(nats);
     n1.shutdown();
     n2.shutdown();
+}
+
+/// Reads what `members` receive until `total` messages arrived (or 15 s passed), acknowledging
+/// each: per member, the "tag:i" payloads it got.
+fn collect_members(members: &mut [RawClient], total: usize) -> Vec<Vec<String>> {
+    let mut got = vec![Vec::new(); members.len()];
+    let deadline = Instant::now() + WAIT;
+    while got.iter().map(Vec::len).sum::<usize>() < total && Instant::now() < deadline {
+        for (member, got) in members.iter_mut().zip(got.iter_mut()) {
+            while let Some(packet) = member.try_recv(Duration::from_millis(20)) {
+                let Packet::Publish(publish) = packet else {
+                    panic!("expected PUBLISH, got {packet:?}");
+                };
+                member.ack(&publish);
+                assert_eq!(publish.qos, QoS::AtLeastOnce, "delivered QoS");
+                got.push(String::from_utf8(publish.payload.to_vec()).unwrap());
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_shared_group_across_nodes_gives_each_message_to_one_member() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let nodes = three_nodes("shared", nats.port);
+    // Two members on node 1 (on two shards), one on each of nodes 2 and 3, and a plain
+    // subscriber on node 2, which gets every message once whatever the group does.
+    let at = [(0, 0), (0, 1), (1, 2), (2, 3)];
+    let mut members: Vec<RawClient> = at
+        .iter()
+        .enumerate()
+        .map(|(index, (node, shard))| {
+            let mut member = client(&nodes[*node], *shard, &format!("member-{index}"));
+            let granted = member.subscribe(1, &[("$share/g/sh/+", QoS::AtLeastOnce)]);
+            assert_eq!(granted[0].0, 1);
+            member
+        })
+        .collect();
+    let mut plain = client(&nodes[1], 1, "plain");
+    assert_eq!(plain.subscribe(1, &[("sh/#", QoS::AtLeastOnce)])[0].0, 1);
+    // QoS 1 publishers on node 1 (which has members) and node 3, right after the SUBACKs.
+    const N: u32 = 240;
+    let mut first = client(&nodes[0], 2, "pub-1");
+    let mut third = client(&nodes[2], 0, "pub-3");
+    publish_numbered(&mut first, "sh/a", "a", N, QoS::AtLeastOnce);
+    publish_numbered(&mut third, "sh/c", "c", N, QoS::AtLeastOnce);
+    let got = collect_members(&mut members, 2 * N as usize);
+    let mut times: HashMap<&str, u32> = HashMap::new();
+    for payload in got.iter().flatten() {
+        *times.entry(payload.as_str()).or_insert(0) += 1;
+    }
+    let per_member: Vec<usize> = got.iter().map(Vec::len).collect();
+    assert_eq!(
+        times.len(),
+        2 * N as usize,
+        "every message reached a member (per member: {per_member:?})"
+    );
+    assert!(
+        times.values().all(|n| *n == 1),
+        "a message reached two members, or one twice (per member: {per_member:?})"
+    );
+    assert!(
+        per_member.iter().all(|n| *n > 0),
+        "a member got nothing: {per_member:?}"
+    );
+    // Each publisher's messages are spread over the three nodes, about a third each.
+    for tag in ["a:", "c:"] {
+        let on_node = |index: usize| {
+            (0..at.len())
+                .filter(|m| at[*m].0 == index)
+                .map(|m| got[m].iter().filter(|p| p.starts_with(tag)).count())
+                .sum::<usize>()
+        };
+        for index in 0..3 {
+            let share = on_node(index);
+            assert!(
+                share >= N as usize / 6,
+                "{tag} node {index} got {share} of {N} (per member: {per_member:?})"
+            );
+        }
+    }
+    for member in &mut members {
+        assert!(
+            member.try_recv(Duration::from_millis(200)).is_none(),
+            "a message more than was published"
+        );
+    }
+    receive_numbered(&mut plain, &[("a", N), ("c", N)], |_| QoS::AtLeastOnce);
+    for node in nodes {
+        node.shutdown();
+    }
+}
+
+/// A node run as its own ringmq process (so that it can be killed with SIGKILL), killed on drop.
+struct NodeProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _dir: TempDir,
+}
+
+impl NodeProcess {
+    /// Node `id` of cluster `name` on the NATS server at `nats_port`, two shards, listening on a
+    /// port the OS picked for it.
+    fn start(name: &str, id: &str, nats_port: u16) -> NodeProcess {
+        let dir = TempDir::new("node");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.0.join("ringmq.toml");
+        let text = format!(
+            "[runtime]\nshards = 2\npin = false\n\
+             [listeners.tcp.default]\nbind = \"127.0.0.1:{port}\"\n\
+             [admin]\nenabled = false\n[sys]\nenabled = false\n\
+             [cluster]\nenabled = true\nnats_urls = [\"nats://127.0.0.1:{nats_port}\"]\n\
+             name = \"{name}\"\nnode_id = \"{id}\"\nheartbeat_ms = 100\nnode_timeout_ms = 2000\n"
+        );
+        std::fs::write(&config, text).expect("config written");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the ringmq binary starts");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let node = NodeProcess {
+            child,
+            addr,
+            _dir: dir,
+        };
+        wait_for("the node process listens", || {
+            std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != Some(addr))
+        });
+        node
+    }
+
+    /// SIGKILL: the node dies without a word to NATS or its clients.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mirror_in(broker: &TestBroker) -> f64 {
+    cluster_metric(broker, "cluster_session_mirror_total{direction=\"in\"}")
+}
+
+fn mirror_out(broker: &TestBroker) -> f64 {
+    cluster_metric(broker, "cluster_session_mirror_total{direction=\"out\"}")
+}
+
+#[test]
+fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let second = node("failover", "n2", nats.port);
+    let third = node("failover", "n3", nats.port);
+    let first = NodeProcess::start("failover", "n1", nats.port);
+    wait_for("nodes 2 and 3 hear each other and node 1", || {
+        cluster_metric(&second, "cluster_nodes") == 2.0
+            && cluster_metric(&third, "cluster_nodes") == 2.0
+    });
+    // A persistent session on node 1 with two subscriptions; node 2 reads its mirror records
+    // (one at the CONNECT, one at the SUBSCRIBE).
+    let before = mirror_in(&second);
+    let (mut roamer, present) = persistent_client_at(first.addr, "roamer");
+    assert!(!present);
+    let granted = roamer.subscribe(
+        1,
+        &[("fo/a", QoS::AtLeastOnce), ("fo/b/+", QoS::ExactlyOnce)],
+    );
+    assert_eq!((granted[0].0, granted[1].0), (1, 2));
+    wait_for("node 2 read the session's records", || {
+        mirror_in(&second) >= before + 2.0
+    });
+    // Offline, the session gets 10 QoS 1 messages queued on node 1, whose copies reach the
+    // stream of queued messages.
+    let seen = mirror_in(&second);
+    roamer.disconnect();
+    wait_for("node 2 read the disconnection's record", || {
+        mirror_in(&second) > seen
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "fo/a", "q", 10, QoS::AtLeastOnce);
+    wait_for("the stream holds the 10 queued copies", || {
+        nats.stream_messages("ringmq_failover_queued") >= 10
+    });
+    first.kill();
+    // The client comes back on node 2: its session is there, with the messages queued for it
+    // on node 1 and both subscriptions in force at the CONNACK for a publisher on node 3 and
+    // one on node 2.
+    let (mut roamer, present) = persistent_client_at(second.shard(1), "roamer");
+    assert!(present, "session present on node 2");
+    let mut far = client(&third, 2, "far");
+    let mut near = client(&second, 0, "near");
+    publish_numbered(&mut far, "fo/a", "a", 20, QoS::AtLeastOnce);
+    publish_numbered(&mut near, "fo/b/x", "b", 20, QoS::AtLeastOnce);
+    receive_numbered(&mut roamer, &[("q", 10), ("a", 20), ("b", 20)], |_| {
+        QoS::AtLeastOnce
+    });
+    wait_for("the queued copies purged once taken", || {
+        nats.stream_messages("ringmq_failover_queued") == 0
+    });
+    // QoS 2 on the QoS 2 subscription, the whole exchange.
+    far.publish("fo/b/y", b"c:0", QoS::ExactlyOnce, false, Some(100));
+    match far.recv() {
+        Packet::PubRec(rec) => assert!(rec.reason.0 < 0x80, "PUBREC {rec:?}"),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    match roamer.try_recv(Duration::from_secs(10)) {
+        Some(Packet::Publish(publish)) => {
+            assert_eq!(
+                (&publish.payload[..], publish.qos),
+                (&b"c:0"[..], QoS::ExactlyOnce)
+            );
+            roamer.ack(&publish);
+        }
+        other => panic!("expected the QoS 2 PUBLISH, got {other:?}"),
+    }
+    assert!(matches!(roamer.recv(), Packet::PubRel(_)));
+    // A clean start elsewhere ends the mirrored session: its client finds none after that
+    // (once node 3 has read the record of its disconnection from node 2).
+    let seen = mirror_in(&third);
+    drop(roamer);
+    wait_for("node 3 read the disconnection's record", || {
+        mirror_in(&third) > seen
+    });
+    let clean = RawClient::connect(third.shard(0), Version::V5, "roamer", true).0;
+    clean.disconnect();
+    let (_, present) = persistent_client_at(third.shard(1), "roamer");
+    assert!(!present, "a clean start ended the session");
+    second.shutdown();
+    third.shutdown();
 }

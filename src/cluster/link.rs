@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use async_nats::jetstream::{self, AckKind, consumer};
 use async_nats::{Client, ServerAddr};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesOrdered;
@@ -20,7 +21,8 @@ use shards::ShardId;
 use super::wire::{self, Control};
 use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
 use crate::config::Cluster;
-use crate::mail::{Mail, Ticket};
+use crate::mail::{Mail, SharedPublish, Ticket};
+use crate::store::record::SessionRecord;
 
 /// A batch for one node is sent once it passes this many bytes (and at the end of every turn).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -198,7 +200,12 @@ struct Link {
     routed_remote: Arc<[AtomicU64]>,
     taken: VecDeque<Taken>,
     /// Retained writes from the retained stream for a home shard whose queue was full, in order.
-    retained_waiting: VecDeque<(usize, Arc<crate::message::Message>)>,
+    /// Mail for a home shard whose queue was full (retained writes from the retained stream,
+    /// mirrored sessions), kept in order for the next turn.
+    home_waiting: VecDeque<(usize, Mail)>,
+    /// Reads of the queued messages of sessions resumed here from the mirror.
+    takes:
+        futures_util::stream::FuturesUnordered<LocalBoxFuture<'static, (ByteString, Vec<Bytes>)>>,
 }
 
 /// This node's readers of the streams: its consumer of the message stream and its ordered
@@ -206,6 +213,7 @@ struct Link {
 struct Readers {
     stored: consumer::pull::Stream,
     retained: consumer::pull::Ordered,
+    sessions: consumer::pull::Ordered,
 }
 
 async fn open_readers(
@@ -214,7 +222,11 @@ async fn open_readers(
 ) -> Result<Readers, String> {
     Ok(Readers {
         stored: stream::open(js.clone(), config.clone()).await?,
-        retained: stream::open_retained(js, config).await?,
+        retained: stream::open_retained(js.clone(), config.clone()).await?,
+        sessions: {
+            stream::open_queued(js.clone(), config.clone()).await?;
+            stream::open_sessions(js, config).await?
+        },
     })
 }
 
@@ -267,7 +279,8 @@ impl Link {
             sent_remote: vec![0; shards],
             routed_remote,
             taken: VecDeque::new(),
-            retained_waiting: VecDeque::new(),
+            home_waiting: VecDeque::new(),
+            takes: futures_util::stream::FuturesUnordered::new(),
             config,
         }
     }
@@ -359,6 +372,9 @@ impl Link {
                 Some(message) = interest.next() => self.on_control(&client, message.payload).await,
                 Some(message) = ctl.next() => self.on_control(&client, message.payload).await,
                 Some((numbers, ok)) = self.units.next() => self.on_unit(&numbers, ok),
+                Some((client_id, taken)) = self.takes.next() => {
+                    self.on_taken_queued(client_id, taken);
+                }
                 opened = maybe(&mut opening) => {
                     opening = None;
                     match opened {
@@ -383,6 +399,7 @@ impl Link {
                 item = next_read(&mut readers) => match item {
                     Some(Ok(Read::Stored(message))) => self.on_stored(message).await,
                     Some(Ok(Read::Retained(message))) => self.on_retained(&message.payload),
+                    Some(Ok(Read::Session(message))) => self.on_mirrored(message.payload.clone()),
                     Some(Err(error)) => {
                         tracing::warn!(%error, "cluster: reading a stream failed; opening it again");
                         readers = None;
@@ -415,6 +432,7 @@ impl Link {
                 nodes,
                 shard,
                 stored,
+                share,
             } => {
                 // A message for the stream waits for NATS (its publisher waits for the answer).
                 if let Some((from, number)) = stored {
@@ -426,11 +444,13 @@ impl Link {
                     return;
                 }
                 self.scratch.clear();
-                if !wire::put_message(&mut self.scratch, &message, shard, Instant::now()) {
+                let now = Instant::now();
+                if !wire::put_message(&mut self.scratch, &message, shard, share.as_deref(), now) {
                     ClusterStats::add(&self.stats.dropped_undecodable, 1);
                     return;
                 }
-                if message.retain && self.js.is_some() {
+                // A copy for a shared group is not the retained write (its plain copy is).
+                if message.retain && share.is_none() && self.js.is_some() {
                     self.store_retained(&message.topic);
                 }
                 let mut rest = nodes;
@@ -493,6 +513,22 @@ impl Link {
                     }
                 }
             }
+            ToLink::Session { client_id, record } => {
+                self.store_mirror(&client_id, record.as_deref());
+                if record.is_none() && self.js.is_some() {
+                    // The session ended: what was kept for its resume elsewhere goes too.
+                    let subject = stream::queued_subject(&self.config.name, &client_id);
+                    self.wait_to_purge(subject);
+                }
+            }
+            ToLink::Queued { client_id, message } => self.store_queued(&client_id, &message),
+            ToLink::TakeQueued { client_id } => self.take_queued(client_id),
+            ToLink::PurgeQueued { client_id } => {
+                if self.js.is_some() {
+                    let subject = stream::queued_subject(&self.config.name, &client_id);
+                    self.wait_to_purge(subject);
+                }
+            }
             ToLink::Barrier { shard, ticket } => {
                 let deadline = Instant::now()
                     + Duration::from_millis(u64::from(self.config.interest_ack_timeout_ms));
@@ -545,10 +581,26 @@ impl Link {
                 return Fed::Undecodable;
             };
             let shard = usize::from(received.origin_shard) % shards;
+            let mail = match received.share {
+                None => Mail::Remote(received.message),
+                Some(share) => match super::split_share(&share) {
+                    Some((group, filter)) => Mail::RemoteShared(Box::new(SharedPublish {
+                        message: received.message,
+                        filter: ByteString::from(filter),
+                        group: ByteString::from(group),
+                        hops: 0,
+                        reoffer: None,
+                    })),
+                    None => {
+                        ClusterStats::add(&self.stats.dropped_undecodable, 1);
+                        return Fed::Undecodable;
+                    }
+                },
+            };
             let delivered = self
                 .to_shards
                 .get(shard)
-                .is_some_and(|to| to.try_send(Mail::Remote(received.message)).is_ok());
+                .is_some_and(|to| to.try_send(mail).is_ok());
             if !delivered {
                 if marks.is_some() {
                     return Fed::Full;
@@ -607,6 +659,69 @@ impl Link {
         self.wait_to_store(subject, payload.freeze());
     }
 
+    /// Queues a purge of `subject` (the queued messages of a session) for the next unit, in
+    /// order with its stores.
+    fn wait_to_purge(&mut self, subject: String) {
+        self.waiting_stores
+            .entry(subject)
+            .or_default()
+            .push((String::new(), Bytes::new()));
+    }
+
+    /// A message queued for an offline persistent session here: a copy goes to the stream of
+    /// queued messages, for the session's resume on another node if this node dies.
+    fn store_queued(&mut self, client_id: &str, message: &crate::message::Message) {
+        if self.js.is_none() {
+            return;
+        }
+        let mut payload = BytesMut::new();
+        if !wire::put_message(&mut payload, message, 0, None, Instant::now()) {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        }
+        ClusterStats::add(&self.stats.queued_out, 1);
+        let subject = stream::queued_subject(&self.config.name, client_id);
+        self.wait_to_store(subject, payload.freeze());
+    }
+
+    /// A session resumed here from the mirror: the messages queued for it on its former node
+    /// are read from the stream (then handed to its home shard and purged).
+    fn take_queued(&mut self, client_id: ByteString) {
+        let Some(js) = self.js.clone() else {
+            return;
+        };
+        let name = self.config.name.clone();
+        let subject = stream::queued_subject(&name, &client_id);
+        self.takes.push(Box::pin(async move {
+            let taken = stream::take_queued(js, name, subject).await;
+            (client_id, taken)
+        }));
+    }
+
+    /// The queued messages of a resumed session, read from the stream: to the client id's home
+    /// shard (which passes them to the session's shard), in order; then purged.
+    fn on_taken_queued(&mut self, client_id: ByteString, taken: Vec<Bytes>) {
+        let now = Instant::now();
+        let home = crate::shard::home_of(&client_id, self.to_shards.len()).index();
+        for mut payload in taken {
+            self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
+            let id = REMOTE_ID_BASE | self.next_id;
+            let Some(received) = wire::next_message(&mut payload, id, now) else {
+                ClusterStats::add(&self.stats.dropped_undecodable, 1);
+                continue;
+            };
+            ClusterStats::add(&self.stats.queued_in, 1);
+            let mail = Mail::QueuedFor {
+                client_id: client_id.clone(),
+                message: received.message,
+            };
+            self.home_waiting.push_back((home, mail));
+        }
+        self.send_home();
+        let subject = stream::queued_subject(&self.config.name, &client_id);
+        self.wait_to_purge(subject);
+    }
+
     /// Queues a batch for `subject` for the next unit, with a message id of its own.
     fn wait_to_store(&mut self, subject: String, payload: Bytes) {
         self.batch_seq += 1;
@@ -648,27 +763,62 @@ impl Link {
             }
         }
         let home = crate::shard::home_of(&message.topic, self.to_shards.len()).index();
-        self.retained_waiting.push_back((home, message));
-        self.send_retained();
+        self.home_waiting
+            .push_back((home, Mail::RemoteRetain(message)));
+        self.send_home();
     }
 
-    /// Retained writes to their home shards, in order; a full queue keeps them for next turn.
-    fn send_retained(&mut self) {
+    /// Mail to home shards, in order; a full queue keeps its mail for the next turn.
+    fn send_home(&mut self) {
         let mut blocked = 0_u64;
-        let to_shards = &self.to_shards;
-        self.retained_waiting.retain(|(home, message)| {
+        for _ in 0..self.home_waiting.len() {
+            let Some((home, mail)) = self.home_waiting.pop_front() else {
+                break;
+            };
             let bit = 1_u64 << (home % 64);
-            if blocked & bit != 0 {
-                return true;
-            }
-            let sent = to_shards
-                .get(*home)
-                .is_none_or(|to| to.try_send(Mail::RemoteRetain(Arc::clone(message))).is_ok());
-            if !sent {
+            let mail = if blocked & bit != 0 {
+                Some(mail)
+            } else {
+                self.to_shards
+                    .get(home)
+                    .and_then(|to| to.try_send(mail).err().map(|error| error.into_inner()))
+            };
+            if let Some(mail) = mail {
                 blocked |= bit;
+                self.home_waiting.push_back((home, mail));
             }
-            !sent
-        });
+        }
+    }
+
+    /// A record of the session mirror (any node's): to the client id's home shard, which keeps
+    /// the records of other nodes' sessions (`own`: this node's, which removes the entry).
+    fn on_mirrored(&mut self, payload: Bytes) {
+        let Some(mirrored) = super::mirror::decode(payload) else {
+            ClusterStats::add(&self.stats.dropped_undecodable, 1);
+            return;
+        };
+        ClusterStats::add(&self.stats.mirror_in, 1);
+        let home = crate::shard::home_of(&mirrored.client_id, self.to_shards.len()).index();
+        let mail = Mail::MirroredSession {
+            own: mirrored.node == self.me,
+            client_id: mirrored.client_id,
+            record: mirrored.record,
+        };
+        self.home_waiting.push_back((home, mail));
+        self.send_home();
+    }
+
+    /// Stores a shard's mirror record of `client_id` (`None`: the session is gone).
+    fn store_mirror(&mut self, client_id: &str, record: Option<&SessionRecord>) {
+        if self.js.is_none() {
+            return;
+        }
+        let Some(payload) = super::mirror::encode(&self.me, client_id, record) else {
+            return;
+        };
+        let subject = stream::session_subject(&self.config.name, client_id);
+        ClusterStats::add(&self.stats.mirror_out, 1);
+        self.wait_to_store(subject, payload);
     }
 
     /// Acknowledges to the stream the batches the shards have routed, oldest first.
@@ -733,10 +883,21 @@ impl Link {
         let numbers = std::mem::replace(&mut self.turn_numbers, vec![0; self.to_shards.len()]);
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
+        let name = self.config.name.clone();
         let subjects = self.waiting_stores.drain().map(|(subject, batches)| {
-            let (js, stats) = (js.clone(), Arc::clone(&self.stats));
+            let (js, stats, name) = (js.clone(), Arc::clone(&self.stats), name.clone());
             async move {
                 for (id, payload) in batches {
+                    if id.is_empty() {
+                        // A purge of a session's queued messages, in order with the stores
+                        // before and after it; one that fails leaves duplicates, not losses.
+                        let purged =
+                            stream::purge_queued(js.clone(), name.clone(), subject.clone());
+                        if !purged.await {
+                            tracing::debug!(%subject, "cluster: queued messages not purged");
+                        }
+                        continue;
+                    }
                     let subject = subject.clone();
                     let stats = Arc::clone(&stats);
                     if !stream::store(js.clone(), subject, id, payload, deadline, stats).await {
@@ -1035,8 +1196,8 @@ impl Link {
         }
         self.end_stored_turn();
         self.send_answers();
-        if !self.retained_waiting.is_empty() {
-            self.send_retained();
+        if !self.home_waiting.is_empty() {
+            self.send_home();
         }
         self.ack_taken().await;
         self.announce(client).await;
@@ -1163,6 +1324,7 @@ async fn maybe<T>(future: &mut Option<LocalBoxFuture<'static, T>>) -> T {
 enum Read {
     Stored(jetstream::Message),
     Retained(jetstream::Message),
+    Session(jetstream::Message),
 }
 
 /// The next message of either stream reader, or never when they are not open.
@@ -1176,6 +1338,9 @@ async fn next_read(readers: &mut Option<Readers>) -> Option<Result<Read, String>
         }
         item = readers.retained.next() => {
             item.map(|read| read.map(Read::Retained).map_err(|error| error.to_string()))
+        }
+        item = readers.sessions.next() => {
+            item.map(|read| read.map(Read::Session).map_err(|error| error.to_string()))
         }
     }
 }

@@ -8,6 +8,7 @@
 //! its own trie from the table when it changed.
 
 mod link;
+pub mod mirror;
 mod stream;
 pub mod wire;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+use bytestring::ByteString;
 use shards::ShardId;
 
 use crate::config::Cluster;
@@ -23,6 +25,7 @@ use crate::mail::{Mail, Ticket};
 use crate::message::Message;
 use crate::protocol::{Packet, QoS};
 use crate::router::Trie;
+use crate::store::record::SessionRecord;
 
 pub use link::LinkThread;
 
@@ -32,6 +35,23 @@ pub const NODES_MAX: usize = 64;
 /// Filter -> the remote nodes (bit per node slot) with a subscriber to it, as the link publishes
 /// it (a trie keeps a scratch buffer for matching, so each shard builds its own).
 pub type InterestTable = Vec<(String, u64)>;
+
+/// The group and the filter of a shared subscription's key, `$share/{group}/{filter}`.
+pub fn split_share(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("$share/")?
+        .split_once('/')
+        .filter(|(group, filter)| !group.is_empty() && !filter.is_empty())
+}
+
+/// The other nodes' members of the shared groups of one filter: (group, its key, nodes).
+#[derive(Debug)]
+struct RemoteShares {
+    filter: ByteString,
+    groups: Vec<(ByteString, ByteString, u64)>,
+}
+
+/// A shared group matching a topic with members on other nodes: (filter, group, key, nodes).
+pub type RemoteShare = (ByteString, ByteString, ByteString, u64);
 
 /// What a shard sends the link.
 #[derive(Debug)]
@@ -44,6 +64,9 @@ pub enum ToLink {
         nodes: u64,
         shard: u8,
         stored: Option<(ShardId, u64)>,
+        /// For one member of this shared subscription (`$share/{group}/{filter}`) on the one
+        /// node in `nodes`, not for its other subscribers.
+        share: Option<ByteString>,
     },
     /// The shard's set of filters with a local subscriber changed (as `Mail::Interest`).
     Interest {
@@ -53,6 +76,21 @@ pub enum ToLink {
     /// Answer `ticket` on `shard` once every interest change so far is acknowledged by every
     /// known node (or the link is down, or the wait timed out).
     Barrier { shard: ShardId, ticket: Ticket },
+    /// The session mirror's record of `client_id`: the session's data, or (`None`) gone.
+    Session {
+        client_id: ByteString,
+        record: Option<Box<SessionRecord>>,
+    },
+    /// A QoS 1/2 message queued for an offline persistent session here (at the QoS it is
+    /// delivered): its copy in the stream of queued messages.
+    Queued {
+        client_id: ByteString,
+        message: Arc<Message>,
+    },
+    /// A session resumed here from the mirror: take what its former node queued for it.
+    TakeQueued { client_id: ByteString },
+    /// A session resumed on this node: its copies in the stream are not needed any more.
+    PurgeQueued { client_id: ByteString },
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
     /// connection and their session of it.
     Claim {
@@ -79,6 +117,12 @@ pub struct ClusterStats {
     /// Client ids claimed by this node, and connections here taken over by another node.
     pub claims_out: AtomicU64,
     pub claims_in: AtomicU64,
+    /// Session mirror records this node wrote, and records it read (any node's).
+    pub mirror_out: AtomicU64,
+    pub mirror_in: AtomicU64,
+    /// Messages copied to the stream of queued messages, and taken back from it by this node.
+    pub queued_out: AtomicU64,
+    pub queued_in: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
     pub stream_stored: AtomicU64,
     pub stream_failed: AtomicU64,
@@ -124,6 +168,9 @@ impl std::fmt::Debug for ClusterHandle {
 pub struct ShardLink {
     handle: ClusterHandle,
     trie: Trie<u64>,
+    /// The other nodes' shared groups by filter, and per group key the turn of the next pick.
+    shares: Trie<RemoteShares>,
+    share_turns: HashMap<ByteString, u64>,
     seen: u64,
     /// The last number given to a message sent through the stream.
     next_stored: u64,
@@ -134,6 +181,9 @@ pub struct ShardLink {
     /// Acknowledgements in the order they became ready otherwise; the front waits for the stream,
     /// the rest wait behind it (acknowledgements keep their order).
     held: VecDeque<(u64, Packet)>,
+    /// At the home shard of their client ids: the session mirror's records of other nodes'
+    /// persistent sessions, for a client that resumes here.
+    mirrored: HashMap<ByteString, Box<SessionRecord>>,
 }
 
 /// What `route` did with a message for other nodes.
@@ -168,29 +218,89 @@ impl ShardLink {
         ShardLink {
             handle,
             trie: Trie::new(),
+            shares: Trie::new(),
+            share_turns: HashMap::new(),
             seen: 0,
             next_stored: 0,
             routed: Routed::Free,
             gate: HashMap::new(),
             held: VecDeque::new(),
+            mirrored: HashMap::new(),
         }
+    }
+
+    /// Rebuilds the tries when the link published a new table.
+    fn refresh(&mut self) {
+        let version = self.handle.version.load(Ordering::Acquire);
+        if version == self.seen {
+            return;
+        }
+        // The table read may be newer than `version`: then the next call rebuilds again.
+        self.seen = version;
+        let table = self.handle.interest.load_full();
+        self.trie = Trie::new();
+        self.shares = Trie::new();
+        for (filter, nodes) in table.iter() {
+            let Some((group, inner)) = split_share(filter) else {
+                *self.trie.get_or_insert_with(filter, || 0) |= *nodes;
+                continue;
+            };
+            let shares = self.shares.get_or_insert_with(inner, || RemoteShares {
+                filter: ByteString::from(inner),
+                groups: Vec::new(),
+            });
+            let key = ByteString::from(filter.as_str());
+            shares.groups.push((ByteString::from(group), key, *nodes));
+        }
+        let shares = &self.shares;
+        self.share_turns.retain(|key, _| {
+            split_share(key).is_some_and(|(_, inner)| shares.get(inner).is_some())
+        });
     }
 
     /// The remote nodes interested in `topic` (empty: send nothing to NATS).
     pub fn nodes_for(&mut self, topic: &str) -> u64 {
-        let version = self.handle.version.load(Ordering::Acquire);
-        if version != self.seen {
-            // The table read may be newer than `version`: then the next call rebuilds again.
-            self.seen = version;
-            let table = self.handle.interest.load_full();
-            self.trie = Trie::new();
-            for (filter, nodes) in table.iter() {
-                *self.trie.get_or_insert_with(filter, || 0) |= *nodes;
-            }
-        }
+        self.refresh();
         let mut nodes = 0;
         self.trie.for_each_match(topic, |set| nodes |= *set);
         nodes
+    }
+
+    /// The shared groups matching `topic` that have members on other nodes, into `out`.
+    pub fn shares_for(&mut self, topic: &str, out: &mut Vec<RemoteShare>) {
+        self.refresh();
+        self.shares.for_each_match(topic, |shares| {
+            for (group, key, nodes) in &shares.groups {
+                out.push((shares.filter.clone(), group.clone(), key.clone(), *nodes));
+            }
+        });
+    }
+
+    /// Picks where one message of a shared group goes, in turn among this node (`here`: it has
+    /// members) and each other node with members: `None` for this node, else that node's bit.
+    /// Each node with members gets an equal share, whatever its number of members.
+    pub fn pick_share(&mut self, key: &ByteString, here: bool, nodes: u64) -> Option<u64> {
+        let candidates = u64::from(here) + u64::from(nodes.count_ones());
+        if candidates == 0 {
+            return None;
+        }
+        let turn = match self.share_turns.get_mut(key) {
+            Some(turn) => turn,
+            None => self.share_turns.entry(key.clone()).or_insert(0),
+        };
+        let mut index = *turn % candidates;
+        *turn = turn.wrapping_add(1);
+        if here {
+            if index == 0 {
+                return None;
+            }
+            index -= 1;
+        }
+        let mut rest = nodes;
+        for _ in 0..index {
+            rest &= rest - 1;
+        }
+        Some(rest & rest.wrapping_neg())
     }
 
     pub fn handle(&self) -> &ClusterHandle {
@@ -204,20 +314,30 @@ impl ShardLink {
 
     /// Sends a message to the other nodes in `nodes`: QoS 1/2 through the stream when it is on
     /// (see `routed`), QoS 0 or with the stream off over core NATS.
-    pub fn send(&mut self, message: Arc<Message>, nodes: u64, shard: ShardId) {
+    /// `share`: the copy for one member of that shared subscription on the node in `nodes`.
+    /// Several sends for one message (its subscribers, shared groups) make one answer: refused
+    /// if any was, else the last number (the stream answers numbers in order).
+    pub fn send(
+        &mut self,
+        message: Arc<Message>,
+        nodes: u64,
+        shard: ShardId,
+        share: Option<ByteString>,
+    ) {
         if !self.handle.durable || message.qos == QoS::AtMostOnce {
-            self.handle.publish(message, nodes, shard, None);
+            self.handle.publish(message, nodes, shard, None, share);
             return;
         }
         let number = self.next_stored + 1;
-        self.routed = if self
+        let taken = self
             .handle
-            .publish(message, nodes, shard, Some((shard, number)))
-        {
-            self.next_stored = number;
-            Routed::Stored(number)
-        } else {
-            Routed::Refused
+            .publish(message, nodes, shard, Some((shard, number)), share);
+        self.routed = match (taken, self.routed) {
+            (_, Routed::Refused) | (false, _) => Routed::Refused,
+            (true, _) => {
+                self.next_stored = number;
+                Routed::Stored(number)
+            }
         };
     }
 
@@ -294,6 +414,32 @@ impl ShardLink {
         }
     }
 
+    /// A record of the session mirror for a client id whose home is this shard: another node's
+    /// session is kept (replacing an older record), this node's own or a gone one removes it.
+    pub fn mirrored(
+        &mut self,
+        client_id: ByteString,
+        record: Option<Box<SessionRecord>>,
+        own: bool,
+    ) {
+        match record {
+            Some(record) if !own => {
+                self.mirrored.insert(client_id, record);
+            }
+            _ => {
+                self.mirrored.remove(&client_id);
+            }
+        }
+    }
+
+    /// Takes the mirrored session of `client_id` (another node's), if any and not expired at
+    /// `now_ms` (ms since the Unix epoch).
+    pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<SessionRecord>> {
+        self.mirrored
+            .remove(client_id)
+            .filter(|record| record.expires_at_ms.is_none_or(|at| at > now_ms))
+    }
+
     /// A message from another node has been routed by `shard`.
     pub fn routed_remote(&self, shard: ShardId) {
         if let Some(count) = self.handle.routed_remote.get(shard.index()) {
@@ -303,7 +449,8 @@ impl ShardLink {
 }
 
 impl ClusterHandle {
-    /// Retained writes go to the cluster's retained stream (`cluster.jetstream`).
+    /// The cluster's streams are on (`cluster.jetstream`): retained writes, the session mirror
+    /// and the copies of offline queued messages go through them.
     pub fn shares_retained(&self) -> bool {
         self.durable
     }
@@ -315,6 +462,7 @@ impl ClusterHandle {
         nodes: u64,
         shard: ShardId,
         stored: Option<(ShardId, u64)>,
+        share: Option<ByteString>,
     ) -> bool {
         if self.to_link.len() >= self.publish_room {
             ClusterStats::add(&self.stats.dropped_link_full, 1);
@@ -328,8 +476,28 @@ impl ClusterHandle {
                 nodes,
                 shard,
                 stored,
+                share,
             })
             .is_ok();
+        if !sent {
+            ClusterStats::add(&self.stats.dropped_link_full, 1);
+        }
+        sent
+    }
+
+    /// Queues a record for the session mirror (`None`: the session is gone).
+    pub fn mirror(&self, client_id: ByteString, record: Option<Box<SessionRecord>>) -> bool {
+        self.session_mail(ToLink::Session { client_id, record })
+    }
+
+    /// Queues session mail for the streams (the mirror, queued messages) within the room
+    /// publishes have: it must not take the room of interest changes. False (counted) when
+    /// full, or when the streams are off.
+    pub fn session_mail(&self, mail: ToLink) -> bool {
+        if !self.durable {
+            return false;
+        }
+        let sent = self.to_link.len() < self.publish_room && self.to_link.try_send(mail).is_ok();
         if !sent {
             ClusterStats::add(&self.stats.dropped_link_full, 1);
         }
@@ -343,6 +511,26 @@ impl ClusterHandle {
             ClusterStats::add(&self.stats.dropped_control_full, 1);
         }
         sent
+    }
+}
+
+#[cfg(test)]
+impl ClusterHandle {
+    /// A handle whose link is not running (its queue holds 64), for `shards` shards, with their
+    /// counts of messages from other nodes routed.
+    pub fn unlinked(shards: usize) -> (ClusterHandle, Arc<[AtomicU64]>) {
+        let (to_link, _) = flume::bounded(64);
+        let routed_remote: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
+        let handle = ClusterHandle {
+            to_link,
+            publish_room: 48,
+            interest: Arc::new(ArcSwap::from_pointee(InterestTable::new())),
+            version: Arc::new(AtomicU64::new(0)),
+            durable: true,
+            routed_remote: Arc::clone(&routed_remote),
+            stats: Arc::new(ClusterStats::default()),
+        };
+        (handle, routed_remote)
     }
 }
 
@@ -403,16 +591,7 @@ mod tests {
     use crate::protocol::PubResponse;
 
     fn link() -> ShardLink {
-        let (to_link, _) = flume::bounded(64);
-        ShardLink::new(ClusterHandle {
-            to_link,
-            publish_room: 48,
-            interest: Arc::new(ArcSwap::from_pointee(InterestTable::new())),
-            version: Arc::new(AtomicU64::new(0)),
-            durable: true,
-            routed_remote: Arc::from(Vec::new()),
-            stats: Arc::new(ClusterStats::default()),
-        })
+        ShardLink::new(ClusterHandle::unlinked(0).0)
     }
 
     fn puback(id: u16) -> Packet {
@@ -427,6 +606,77 @@ mod tests {
         out.iter()
             .map(|(conn, packet, ok)| (*conn, packet_id(packet), *ok))
             .collect()
+    }
+
+    #[test]
+    fn shared_subscription_keys_split_into_group_and_filter() {
+        let check = |key: &str, expected: Option<(&str, &str)>| {
+            assert_eq!(split_share(key), expected, "{key}");
+        };
+        check("$share/g/a/+", Some(("g", "a/+")));
+        check("$share/g/#", Some(("g", "#")));
+        check("$share//a", None);
+        check("$share/g/", None);
+        check("$share/g", None);
+        check("a/b", None);
+    }
+
+    #[test]
+    fn a_shared_group_takes_turns_between_this_node_and_each_other_node() {
+        let mut link = link();
+        let key = ByteString::from_static("$share/g/a");
+        let picks: Vec<Option<u64>> = (0..6)
+            .map(|_| link.pick_share(&key, true, 0b1010))
+            .collect();
+        assert_eq!(
+            picks,
+            [
+                None,
+                Some(0b10),
+                Some(0b1000),
+                None,
+                Some(0b10),
+                Some(0b1000)
+            ]
+        );
+        let other = ByteString::from_static("$share/h/a");
+        let picks: Vec<Option<u64>> = (0..3)
+            .map(|_| link.pick_share(&other, false, 0b101))
+            .collect();
+        assert_eq!(picks, [Some(0b1), Some(0b100), Some(0b1)]);
+    }
+
+    #[test]
+    fn the_home_shard_keeps_other_nodes_sessions_until_taken_or_gone() {
+        let mut link = link();
+        let record = |expires_at_ms: Option<u64>| {
+            Box::new(SessionRecord {
+                stamp: 0,
+                client_id: "c".into(),
+                username: None,
+                version: crate::protocol::Version::V5,
+                expiry_secs: 60,
+                expires_at_ms,
+                next_seq: 1,
+                subscriptions: Vec::new(),
+            })
+        };
+        let id = ByteString::from_static("c");
+        link.mirrored(id.clone(), Some(record(None)), false);
+        assert!(link.take_mirrored("c", 5_000).is_some());
+        assert!(link.take_mirrored("c", 5_000).is_none(), "taken once");
+        // This node's own record, or a gone one, removes it.
+        link.mirrored(id.clone(), Some(record(None)), false);
+        link.mirrored(id.clone(), Some(record(None)), true);
+        assert!(link.take_mirrored("c", 5_000).is_none());
+        link.mirrored(id.clone(), Some(record(None)), false);
+        link.mirrored(id.clone(), None, false);
+        assert!(link.take_mirrored("c", 5_000).is_none());
+        // One that expired while its client was away is not resumed.
+        link.mirrored(id.clone(), Some(record(Some(4_000))), false);
+        assert!(link.take_mirrored("c", 5_000).is_none());
+        link.mirrored(id, Some(record(Some(6_000))), false);
+        assert!(link.take_mirrored("c", 5_000).is_some());
     }
 
     #[test]

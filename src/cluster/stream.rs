@@ -32,10 +32,17 @@ pub fn subject(name: &str, node: &str) -> String {
 /// subject token may not, and be longer than a subject may be); the topic itself travels in the
 /// message.
 pub fn retained_subject(name: &str, topic: &str) -> String {
+    hashed_subject(format!("ringmq.{name}.retained."), topic)
+}
+
+/// The subject of a client id's session in the session mirror (hashed as a retained topic).
+pub fn session_subject(name: &str, client_id: &str) -> String {
+    hashed_subject(format!("ringmq.{name}.sessions."), client_id)
+}
+
+fn hashed_subject(mut subject: String, text: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(topic.as_bytes());
-    let mut subject = format!("ringmq.{name}.retained.");
-    for byte in digest {
+    for byte in sha2::Sha256::digest(text.as_bytes()) {
         subject.push_str(&format!("{byte:02x}"));
     }
     subject
@@ -52,14 +59,15 @@ fn file_stream(config: &Cluster, name: String, subject: String) -> stream::Confi
     }
 }
 
-/// The cluster's retained messages: the last message per topic, kept until replaced.
-fn retained_config(config: &Cluster) -> stream::Config {
+/// A stream keeping the last message per subject, until replaced: `ringmq_<cluster>_<what>`
+/// over `ringmq.<cluster>.<what>.*`.
+fn last_per_subject_config(config: &Cluster, what: &str) -> stream::Config {
     stream::Config {
         max_messages_per_subject: 1,
         ..file_stream(
             config,
-            format!("ringmq_{}_retained", config.name),
-            format!("ringmq.{}.retained.*", config.name),
+            format!("ringmq_{}_{what}", config.name),
+            format!("ringmq.{}.{what}.*", config.name),
         )
     }
 }
@@ -70,14 +78,32 @@ pub async fn open_retained(
     js: jetstream::Context,
     config: Cluster,
 ) -> Result<consumer::pull::Ordered, String> {
-    let name = format!("ringmq_{}_retained", config.name);
+    open_last_per_subject(js, &config, "retained").await
+}
+
+/// The session mirror (made if missing), read as the retained stream is: the last record of
+/// every client id, then each change.
+pub async fn open_sessions(
+    js: jetstream::Context,
+    config: Cluster,
+) -> Result<consumer::pull::Ordered, String> {
+    open_last_per_subject(js, &config, "sessions").await
+}
+
+async fn open_last_per_subject(
+    js: jetstream::Context,
+    config: &Cluster,
+    what: &str,
+) -> Result<consumer::pull::Ordered, String> {
+    let stream_config = last_per_subject_config(config, what);
+    let name = stream_config.name.clone();
     let stream = js
-        .get_or_create_stream(retained_config(&config))
+        .get_or_create_stream(stream_config)
         .await
         .map_err(|error| format!("stream {name}: {error}"))?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("ringmq.{}.retained.*", config.name),
+            filter_subject: format!("ringmq.{}.{what}.*", config.name),
             deliver_policy: consumer::DeliverPolicy::LastPerSubject,
             ..Default::default()
         })
@@ -172,4 +198,65 @@ pub async fn store(
         }
         tokio::time::sleep(STORE_PAUSE).await;
     }
+}
+
+/// The subject of the messages queued for a client's offline session, kept for its resume on
+/// another node (docs/CLUSTER.md, "Queued messages across a node's death").
+pub fn queued_subject(name: &str, client_id: &str) -> String {
+    hashed_subject(format!("ringmq.{name}.queued."), client_id)
+}
+
+/// Most queued messages a node takes back for one session (the rest stay in the stream until
+/// the session ends or resumes again).
+const QUEUED_TAKEN_MAX: usize = 100_000;
+
+fn queued_config(config: &Cluster) -> stream::Config {
+    stream::Config {
+        max_age: Duration::from_secs(u64::from(config.stream_max_age_s)),
+        discard: stream::DiscardPolicy::New,
+        ..file_stream(
+            config,
+            format!("ringmq_{}_queued", config.name),
+            format!("ringmq.{}.queued.*", config.name),
+        )
+    }
+}
+
+/// Makes the stream of queued messages if it is missing.
+pub async fn open_queued(js: jetstream::Context, config: Cluster) -> Result<(), String> {
+    js.get_or_create_stream(queued_config(&config))
+        .await
+        .map(|_| ())
+        .map_err(|error| format!("stream ringmq_{}_queued: {error}", config.name))
+}
+
+/// Every message queued on `subject`, oldest first (at most `QUEUED_TAKEN_MAX`).
+pub async fn take_queued(js: jetstream::Context, name: String, subject: String) -> Vec<Bytes> {
+    let mut taken = Vec::new();
+    let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
+        return taken;
+    };
+    let mut next = 1;
+    while taken.len() < QUEUED_TAKEN_MAX {
+        let found = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(subject.clone())
+            .send()
+            .await;
+        let Ok(message) = found else {
+            break;
+        };
+        next = message.sequence + 1;
+        taken.push(message.payload);
+    }
+    taken
+}
+
+/// Removes every message queued on `subject`.
+pub async fn purge_queued(js: jetstream::Context, name: String, subject: String) -> bool {
+    let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
+        return false;
+    };
+    stream.purge().filter(subject).await.is_ok()
 }

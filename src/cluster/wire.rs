@@ -14,12 +14,15 @@ use crate::protocol::{self, Packet, PacketId, PublishRef, QoS, Version};
 /// Largest frame a record may carry (NATS's own `max_payload` is lower by default).
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Appends one message record to a batch: origin shard, publisher, PUBLISH frame. False (and
-/// nothing appended) when the message cannot be encoded.
+/// Appends one message record to a batch: origin shard, publisher, the shared subscription it
+/// is for (`$share/{group}/{filter}`: one member of that group on the receiving node takes it;
+/// empty: every other subscriber there), PUBLISH frame. False (and nothing appended) when the
+/// message cannot be encoded.
 pub fn put_message(
     batch: &mut BytesMut,
     message: &Message,
     origin_shard: u8,
+    share: Option<&str>,
     now: Instant,
 ) -> bool {
     let mut properties = message.properties.clone();
@@ -36,13 +39,19 @@ pub fn put_message(
         properties: &properties,
         payload: &message.payload,
     };
-    let Ok(publisher_len) = u16::try_from(message.publisher.len()) else {
+    let share = share.unwrap_or_default();
+    let (Ok(publisher_len), Ok(share_len)) = (
+        u16::try_from(message.publisher.len()),
+        u16::try_from(share.len()),
+    ) else {
         return false;
     };
     let start = batch.len();
     batch.put_u8(origin_shard);
     batch.put_u16(publisher_len);
     batch.put_slice(message.publisher.as_bytes());
+    batch.put_u16(share_len);
+    batch.put_slice(share.as_bytes());
     let len_at = batch.len();
     batch.put_u32(0);
     match protocol::encode_publish(&publish, Version::V5, batch, FRAME_BYTES_MAX) {
@@ -58,9 +67,11 @@ pub fn put_message(
     }
 }
 
-/// One message read from a batch: the origin shard (to pick the receiving shard) and the message.
+/// One message read from a batch: the origin shard (to pick the receiving shard), the shared
+/// subscription it is for, if any, and the message.
 pub struct Received {
     pub origin_shard: u8,
+    pub share: Option<ByteString>,
     pub message: Arc<Message>,
 }
 
@@ -72,10 +83,16 @@ pub fn next_message(batch: &mut Bytes, id: u64, now: Instant) -> Option<Received
     }
     let origin_shard = batch.get_u8();
     let publisher_len = usize::from(batch.get_u16());
-    if batch.remaining() < publisher_len + 4 {
+    if batch.remaining() < publisher_len + 2 {
         return None;
     }
     let publisher = ByteString::try_from(batch.split_to(publisher_len)).ok()?;
+    let share_len = usize::from(batch.get_u16());
+    if batch.remaining() < share_len + 4 {
+        return None;
+    }
+    let share = ByteString::try_from(batch.split_to(share_len)).ok()?;
+    let share = (!share.is_empty()).then_some(share);
     let frame_len = batch.get_u32() as usize;
     if batch.remaining() < frame_len {
         return None;
@@ -88,6 +105,7 @@ pub fn next_message(batch: &mut Bytes, id: u64, now: Instant) -> Option<Received
     };
     Some(Received {
         origin_shard,
+        share,
         message: Message::from_publish(id, publish, publisher, now),
     })
 }
@@ -322,12 +340,15 @@ mod tests {
                 received_at: now,
                 expires_at: (index == 2).then(|| now + Duration::from_millis(1500)),
             };
-            assert!(put_message(&mut batch, &message, index as u8, now));
+            let share = (index == 3).then_some("$share/g/a/+");
+            assert!(put_message(&mut batch, &message, index as u8, share, now));
         }
         let mut batch = batch.freeze();
         for (index, topic) in topics.iter().enumerate() {
             let received = next_message(&mut batch, 9, now).expect("a record");
             assert_eq!(received.origin_shard, index as u8);
+            let share = received.share.as_deref();
+            assert_eq!(share, (index == 3).then_some("$share/g/a/+"));
             let message = received.message;
             assert_eq!(&message.topic[..], *topic);
             assert_eq!(message.payload.len(), index * 10);

@@ -625,6 +625,31 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         &[("out", &stats.claims_out), ("in", &stats.claims_in)],
     );
     out.family(
+        "cluster_session_mirror_total",
+        "counter",
+        "Records of the cluster's session mirror: written by this node (a persistent session \
+         here changed or ended), and read (any node's).",
+    );
+    labelled_counters(
+        &mut out,
+        "cluster_session_mirror_total",
+        "direction",
+        &[("out", &stats.mirror_out), ("in", &stats.mirror_in)],
+    );
+    out.family(
+        "cluster_queued_messages_total",
+        "counter",
+        "QoS 1/2 messages queued for offline persistent sessions here, copied to the cluster's \
+         stream of queued messages (out), and taken back from it for sessions resumed here from \
+         another node (in).",
+    );
+    labelled_counters(
+        &mut out,
+        "cluster_queued_messages_total",
+        "direction",
+        &[("out", &stats.queued_out), ("in", &stats.queued_in)],
+    );
+    out.family(
         "cluster_stream_batches_total",
         "counter",
         "Batches of QoS 1/2 messages through the JetStream stream: stored for other nodes, not \

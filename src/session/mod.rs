@@ -90,6 +90,18 @@ pub struct Delivery {
 const _: () = assert!(std::mem::size_of::<Delivery>() <= 48);
 
 impl Delivery {
+    /// The message at its own QoS, without a retain flag, identifiers or group.
+    pub fn plain(message: Arc<Message>) -> Delivery {
+        Delivery {
+            qos: message.qos,
+            retain: false,
+            subscription_identifiers: Vec::new(),
+            shared: None,
+            reoffered: false,
+            message,
+        }
+    }
+
     pub fn size_bytes(&self) -> usize {
         self.message.size_bytes()
     }

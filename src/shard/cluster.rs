@@ -2,14 +2,21 @@
 //! went to the stream for other nodes waits until the stream holds it, after any wait for the
 //! local log, and acknowledgements keep their order behind it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
 
 use super::conn::Phase;
-use super::{ConnId, Shard};
+use super::{ConnId, SessionKey, Shard};
+use shards::ShardId;
+
 use crate::cluster::{Routed, ToLink};
-use crate::protocol::{Disconnect, Packet, ReasonCode};
+use crate::mail::Mail;
+use crate::message::Message;
+use crate::protocol::{Disconnect, Packet, QoS, ReasonCode};
+use crate::session::Delivery;
+use crate::store::record::SessionRecord;
 
 impl Shard {
     /// Acknowledges a PUBLISH just handled (`routed`: it was routed now, not a repeated QoS 2):
@@ -71,6 +78,119 @@ impl Shard {
         }
     }
 
+    /// Tells the link that one more message from another node is routed and durable here.
+    pub(super) fn count_routed_remote(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.routed_remote(self.id);
+        }
+    }
+
+    /// A persistent session's own data changed (installed, subscriptions, connected or not):
+    /// its record goes to the cluster's session mirror (docs/CLUSTER.md).
+    pub(super) fn mirror_session(&self, key: SessionKey) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        if session.state.expiry_secs == 0 || session.forward_to.is_some() {
+            return;
+        }
+        let clock = crate::store::Clock::now();
+        let record = crate::store::session_record(0, &session.state, session.expires_at, &clock);
+        let client_id = session.state.client_id.clone();
+        cluster.handle().mirror(client_id, Some(Box::new(record)));
+    }
+
+    /// A persistent session of this node ended: the mirror forgets it.
+    pub(super) fn unmirror_session(&self, client_id: &ByteString) {
+        if let Some(cluster) = &self.cluster {
+            cluster.handle().mirror(client_id.clone(), None);
+        }
+    }
+
+    /// The home shard of `client_id`: a record of the session mirror.
+    pub(super) fn on_mirrored_session(
+        &mut self,
+        client_id: ByteString,
+        record: Option<Box<SessionRecord>>,
+        own: bool,
+    ) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.mirrored(client_id, record, own);
+        }
+    }
+
+    /// The home shard, at a claim that found no session on this node: another node's mirrored
+    /// session of the client, for a client that resumes; one that starts clean ends it in the
+    /// mirror too.
+    pub(super) fn claim_mirrored(
+        &mut self,
+        client_id: &ByteString,
+        resumes: bool,
+    ) -> Option<Box<SessionRecord>> {
+        let now_ms = crate::store::Clock::now().wall_ms;
+        let record = self.cluster.as_mut()?.take_mirrored(client_id, now_ms)?;
+        if resumes {
+            return Some(record);
+        }
+        self.unmirror_session(client_id);
+        None
+    }
+
+    /// A QoS 1/2 message was queued for the offline persistent session of `client_id`: a copy
+    /// (at the QoS it is delivered) goes to the stream of queued messages.
+    pub(super) fn copy_queued(&self, client_id: ByteString, message: Arc<Message>, qos: QoS) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let message = if message.qos == qos {
+            message
+        } else {
+            Arc::new(Message {
+                qos,
+                ..Message::clone(&message)
+            })
+        };
+        cluster
+            .handle()
+            .session_mail(ToLink::Queued { client_id, message });
+    }
+
+    /// A session resumed here: from the mirror (`mirrored`), the messages its former node
+    /// queued for it are taken from the stream; otherwise the stream's copies are not needed.
+    pub(super) fn resumed_in_cluster(&self, client_id: &ByteString, mirrored: bool) {
+        if let Some(cluster) = &self.cluster {
+            let client_id = client_id.clone();
+            cluster.handle().session_mail(if mirrored {
+                ToLink::TakeQueued { client_id }
+            } else {
+                ToLink::PurgeQueued { client_id }
+            });
+        }
+    }
+
+    /// A message queued for `client_id` on the node its session resumed from: at the home shard
+    /// (from the link) it goes on to the session's shard; there into the session.
+    pub(super) fn on_queued_for(
+        &mut self,
+        from: ShardId,
+        client_id: ByteString,
+        message: Arc<Message>,
+        now: Instant,
+    ) {
+        if let Some(key) = self.sessions_by_client.get(&client_id).copied() {
+            return self.enqueue_delivery(key, Delivery::plain(message), now);
+        }
+        match self.directory.owner(&client_id) {
+            Some(owner) if from == self.id && owner != self.id => {
+                self.send_mail(owner, Mail::QueuedFor { client_id, message });
+            }
+            _ => self.counters.dropped_no_session += 1,
+        }
+    }
+
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
     /// connection of it (a client id is unique in the cluster; docs/CLUSTER.md).
     pub(super) fn cluster_claim(&self, client_id: &ByteString, at: Instant) {
@@ -113,6 +233,11 @@ impl Shard {
             }
             self.will_on_takeover(conn_id, client_id, false, now);
             self.end_connection_taken_over(conn_id, now);
+        }
+        // The node that took the client writes its session to the mirror: ending this one
+        // must not write "gone" after it.
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.state.expiry_secs = 0;
         }
         self.end_session(key, now);
     }

@@ -223,6 +223,10 @@ impl Shard {
         resumes: bool,
     ) {
         let (generation, previous) = self.directory.claim(client_id.clone(), from);
+        let mirrored = match previous {
+            None => self.claim_mirrored(&client_id, resumes),
+            Some(_) => None,
+        };
         if let Some(previous) = previous {
             self.send_mail(
                 previous,
@@ -240,6 +244,7 @@ impl Shard {
                 ticket,
                 generation,
                 previous,
+                mirrored,
             },
         );
     }
@@ -249,6 +254,7 @@ impl Shard {
         ticket: Ticket,
         generation: u64,
         previous: Option<ShardId>,
+        mirrored: Option<Box<crate::store::record::SessionRecord>>,
         now: Instant,
     ) {
         let Some(pending) = self.connects.get_mut(&ticket) else {
@@ -256,6 +262,13 @@ impl Shard {
         };
         pending.generation = Some(generation);
         pending.awaiting_handover = previous.is_some();
+        if previous.is_none()
+            && let Some(record) = mirrored
+        {
+            // Resumed from the cluster's session mirror: its subscriptions, nothing it held.
+            let state = crate::cluster::mirror::state_from(*record);
+            pending.handover = Some(Some(Box::new(Moved { state, seen: None })));
+        }
         self.try_complete_connect(ticket, now);
     }
 
@@ -464,6 +477,11 @@ impl Shard {
         } else {
             self.metrics.counts.sessions_created += 1;
         }
+        // A persistent session replaced by one that is not leaves the cluster's session mirror.
+        let mirrored = previous.as_ref().is_some_and(|m| m.state.expiry_secs > 0);
+        if mirrored && pending.expiry_secs == 0 {
+            self.unmirror_session(&client_id);
+        }
         let (mut state, seen) = match previous {
             Some(moved) if resume => (moved.state, Some(moved.seen)),
             discarded => {
@@ -487,6 +505,10 @@ impl Shard {
         state.username = username;
         state.expiry_secs = pending.expiry_secs;
         let key = self.install_session(state, generation, ticket);
+        if resume {
+            // Without a former shard here, the session came from the cluster's mirror.
+            self.resumed_in_cluster(&client_id, handover_from.is_none());
+        }
         if let Some(from) = handover_from {
             self.moved_in(key, from, seen, forwarded, now);
         }

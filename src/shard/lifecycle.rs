@@ -75,6 +75,9 @@ impl Shard {
         if session.state.is_logged() {
             self.store_gone(session.state.client_id.clone(), false);
         }
+        if session.state.expiry_secs > 0 {
+            self.unmirror_session(&session.state.client_id);
+        }
         Some(session.state)
     }
 

@@ -464,7 +464,8 @@ impl Shard {
                 ticket,
                 generation,
                 previous,
-            } => self.on_claim_reply(ticket, generation, previous, now),
+                mirrored,
+            } => self.on_claim_reply(ticket, generation, previous, mirrored, now),
             Mail::Takeover {
                 client_id,
                 new_owner,
@@ -484,6 +485,15 @@ impl Shard {
             Mail::Durable { count, ok } => self.on_durable(from, count, ok),
             Mail::Restored => self.on_restored(),
             Mail::Remote(message) => self.route_remote(message, now),
+            Mail::RemoteShared(shared) => self.route_remote_shared(*shared, now),
+            Mail::QueuedFor { client_id, message } => {
+                self.on_queued_for(from, client_id, message, now)
+            }
+            Mail::MirroredSession {
+                client_id,
+                record,
+                own,
+            } => self.on_mirrored_session(client_id, record, own),
             Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
             Mail::RemoteRetain(message) => self.store_retained(message),
             Mail::RemoteClaim { client_id, at } => self.on_remote_claim(client_id, at, now),

@@ -18,7 +18,7 @@ use crate::mail::Mail;
 use crate::message::Message;
 use crate::protocol::{Packet, Will};
 use crate::session::LogOp;
-use crate::store::journal::{PendingAck, StoreJob};
+use crate::store::journal::{Held, PendingAck, StoreJob};
 use crate::store::record::Record;
 use crate::store::restore::Restored;
 use crate::store::{Clock, FsyncMode, Journal, RecordWriter};
@@ -130,6 +130,7 @@ impl Shard {
 
     /// A session's own data changed (subscriptions, expiry, connected or not).
     pub(super) fn store_meta(&mut self, key: SessionKey) {
+        self.mirror_session(key);
         if self.store.is_none() {
             return;
         }
@@ -143,6 +144,7 @@ impl Shard {
 
     /// A session was installed here: persist it (whole) when it outlives its connection.
     pub(super) fn store_installed(&mut self, key: SessionKey) {
+        self.mirror_session(key);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -279,12 +281,24 @@ impl Shard {
         if let Some(journal) = self.store.as_mut() {
             journal.ready_acks(&mut ready);
         }
-        for (PendingAck { conn, packet, .. }, durable) in ready {
-            if durable {
-                self.write_ack(conn, packet);
-            } else {
-                self.refuse_ack_in_order(conn, packet);
+        for (PendingAck { held, .. }, durable) in ready {
+            match held {
+                Held::Ack(conn, packet) if durable => self.write_ack(conn, packet),
+                Held::Ack(conn, packet) => self.refuse_ack_in_order(conn, packet),
+                Held::Remote => self.count_routed_remote(),
             }
+        }
+    }
+
+    /// A message from another node was routed: it counts (and the link acknowledges its stream
+    /// batch) once the records it made here and on the shards it was mailed to are durable.
+    pub(super) fn routed_remote_when_durable(&mut self) {
+        let now = self
+            .store
+            .as_mut()
+            .is_none_or(|journal| journal.hold_remote());
+        if now {
+            self.count_routed_remote();
         }
     }
 
@@ -407,7 +421,12 @@ impl Shard {
             let received = received.unwrap_or_else(|| journal.received_counts());
             self.metrics.counts.store_failures += 1;
             for ack in lost {
-                self.refuse_ack_in_order(ack.conn, ack.packet);
+                match ack.held {
+                    Held::Ack(conn, packet) => self.refuse_ack_in_order(conn, packet),
+                    // Kept in memory, and written by the snapshot that makes the log whole
+                    // again; holding it back would stop every later batch from the stream.
+                    Held::Remote => self.count_routed_remote(),
+                }
             }
             self.reply_durable(received, false);
             return;

@@ -180,9 +180,11 @@ impl Shard {
             }
         }
         let mut matched = self.deliver_local(&message, now);
-        matched |= self.route_shared(&message, now);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.begin_route();
+        }
+        matched |= self.route_shared(&message, now);
+        if let Some(cluster) = self.cluster.as_mut() {
             // `$SYS` topics describe this node: they stay on it.
             let nodes = if is_sys_topic(&message.topic) {
                 0
@@ -195,7 +197,7 @@ impl Shard {
             // interest (not `$SYS`: it describes this node).
             let retained = message.retain && nodes_share_retained(cluster, &message.topic);
             if nodes != 0 || retained {
-                cluster.send(Arc::clone(&message), nodes, self.id);
+                cluster.send(Arc::clone(&message), nodes, self.id, None);
             }
         }
         matched | self.mail_interested_shards(&message)
@@ -206,11 +208,18 @@ impl Shard {
     /// Counted by the link (`ringmq_cluster_messages_total{direction="in"}`), not as received
     /// from a client.
     pub(super) fn route_remote(&mut self, message: Arc<Message>, now: Instant) {
+        self.store_begin_route();
         self.deliver_local(&message, now);
         self.mail_interested_shards(&message);
-        if let Some(cluster) = &self.cluster {
-            cluster.routed_remote(self.id);
-        }
+        self.routed_remote_when_durable();
+    }
+
+    /// A message from another node for one member of a shared group on this node (docs/CLUSTER.md,
+    /// "Shared subscriptions"): this node's choice of shard and member, as for a local publish.
+    pub(super) fn route_remote_shared(&mut self, shared: crate::mail::SharedPublish, now: Instant) {
+        self.store_begin_route();
+        self.dispatch_shared(shared.filter, shared.group, shared.message, 0, None, now);
+        self.routed_remote_when_durable();
     }
 
     /// Mails the message to every other shard whose replicated interest matches its topic.
@@ -399,6 +408,10 @@ impl Shard {
     /// Queues a delivery in a session (dropping a second copy while the session moves in) and,
     /// when it is online, writes what may go now.
     pub(super) fn enqueue_delivery(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
+        let clustered = self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.handle().shares_retained());
         let Some(session) = self.sessions.get_mut(key) else {
             self.counters.dropped_no_session += 1;
             return;
@@ -408,6 +421,16 @@ impl Shard {
             return;
         }
         let online = session.conn;
+        // A QoS 1/2 message for an offline persistent session is also kept in the cluster's
+        // stream, for a resume on another node if this one dies (docs/CLUSTER.md).
+        let copy = (clustered
+            && online.is_none()
+            && session.state.expiry_secs > 0
+            && delivery.qos != QoS::AtMostOnce)
+            .then(|| {
+                let client_id = session.state.client_id.clone();
+                (client_id, Arc::clone(&delivery.message), delivery.qos)
+            });
         let limits = &self.settings.session;
         // Shared messages evicted to make room go to another member of their group (below).
         let mut evicted_shared = std::mem::take(&mut self.evicted_shared);
@@ -422,6 +445,9 @@ impl Shard {
             Ok(evicted) => {
                 self.counters.dropped_queue_full += evicted.queue_full as u64;
                 self.counters.dropped_shard_full += evicted.shard_full as u64;
+                if let Some((client_id, message, qos)) = copy {
+                    self.copy_queued(client_id, message, qos);
+                }
             }
             Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,
             Err(DropReason::ShardFull) => self.counters.dropped_shard_full += 1,
@@ -721,7 +747,7 @@ fn ack_known(packet_id: crate::protocol::PacketId, known: bool) -> PubResponse {
 }
 
 /// `$SYS` or a topic under it: the broker's own, per node.
-fn is_sys_topic(topic: &str) -> bool {
+pub(super) fn is_sys_topic(topic: &str) -> bool {
     topic
         .strip_prefix("$SYS")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))

@@ -20,6 +20,7 @@ use bytestring::ByteString;
 use shards::ShardId;
 
 use super::{SessionKey, Shard};
+use crate::cluster::RemoteShare;
 use crate::mail::{Mail, SharedInterest, SharedPublish};
 use crate::message::Message;
 use crate::protocol::QoS;
@@ -91,7 +92,27 @@ impl Shard {
 
     fn announce_shared_count(&mut self, filter: &ByteString, group: &ByteString, count: usize) {
         let me = self.id;
+        let before = self
+            .shared_interest
+            .get(filter)
+            .and_then(|shared| shared.groups.get(group))
+            .map_or(0, |weights| weights.members(me.index()));
         self.set_shared_count(me, filter.clone(), group.clone(), count);
+        // The other nodes learn of the group's first member here and of its last, as of a
+        // filter's (their messages for the group may come here then).
+        if (before == 0) != (count == 0)
+            && let Some(cluster) = &self.cluster
+        {
+            let key = shared_key(group, filter);
+            let (add, remove) = if count == 0 {
+                (Vec::new(), vec![key])
+            } else {
+                (vec![key], Vec::new())
+            };
+            cluster
+                .handle()
+                .control(crate::cluster::ToLink::Interest { add, remove });
+        }
         let members = u32::try_from(count).unwrap_or(u32::MAX);
         self.broadcast_mail(|| {
             Mail::SharedInterest(Box::new(SharedInterest {
@@ -132,9 +153,17 @@ impl Shard {
     }
 
     /// Sends a message to one member of every shared group whose filter matches its topic; true
-    /// when a group matched.
+    /// when a group matched. With the cluster on, a group with members on other nodes takes
+    /// turns between this node (if it has members) and each of those nodes: a message for
+    /// another node goes there marked for the group (docs/CLUSTER.md, "Shared subscriptions").
     pub(super) fn route_shared(&mut self, message: &Arc<Message>, now: Instant) -> bool {
-        if self.shared_interest.is_empty() {
+        let mut remote: Vec<RemoteShare> = Vec::new();
+        if let Some(cluster) = self.cluster.as_mut()
+            && !super::publish::is_sys_topic(&message.topic)
+        {
+            cluster.shares_for(&message.topic, &mut remote);
+        }
+        if self.shared_interest.is_empty() && remote.is_empty() {
             return false;
         }
         let mut matched: Vec<(ByteString, ByteString)> = Vec::new();
@@ -147,16 +176,51 @@ impl Shard {
                         .map(|group| (shared.filter.clone(), group.clone())),
                 );
             });
-        let any = !matched.is_empty();
+        let any = !matched.is_empty() || !remote.is_empty();
         for (filter, group) in matched {
-            self.dispatch_shared(filter, group, Arc::clone(message), 0, None, now);
+            let elsewhere = remote
+                .iter()
+                .position(|(f, g, _, _)| *f == filter && *g == group)
+                .map(|at| remote.swap_remove(at));
+            match elsewhere {
+                Some((_, _, key, nodes)) => {
+                    self.share_across_nodes(filter, group, key, nodes, true, message, now)
+                }
+                None => self.dispatch_shared(filter, group, Arc::clone(message), 0, None, now),
+            }
+        }
+        for (filter, group, key, nodes) in remote {
+            self.share_across_nodes(filter, group, key, nodes, false, message, now);
         }
         any
     }
 
+    /// One message of a group with members on other `nodes` (and here, `here`): to this node's
+    /// choice of member, or to the node whose turn it is.
+    #[allow(clippy::too_many_arguments)]
+    fn share_across_nodes(
+        &mut self,
+        filter: ByteString,
+        group: ByteString,
+        key: ByteString,
+        nodes: u64,
+        here: bool,
+        message: &Arc<Message>,
+        now: Instant,
+    ) {
+        let me = self.id;
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        match cluster.pick_share(&key, here, nodes) {
+            Some(node) => cluster.send(Arc::clone(message), node, me, Some(key)),
+            None => self.dispatch_shared(filter, group, Arc::clone(message), 0, None, now),
+        }
+    }
+
     /// Picks a shard for one group and delivers there (here, or by mail). `reoffer`: the message
     /// is offered again after `drop_oldest` evicted it from a member, for that reason.
-    fn dispatch_shared(
+    pub(super) fn dispatch_shared(
         &mut self,
         filter: ByteString,
         group: ByteString,

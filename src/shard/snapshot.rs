@@ -165,6 +165,7 @@ mod tests {
 
     use super::Shard;
     use crate::config::Config;
+    use crate::mail::Mail;
     use crate::message::Message;
     use crate::protocol::{
         Connect, Packet, PacketId, Publish, PublishProps, QoS, Subscribe, SubscribeFilter,
@@ -189,6 +190,8 @@ mod tests {
         ended: bool,
         snapshot: Vec<u8>,
         log_after_cut: Vec<u8>,
+        /// Record bytes the store task has been given so far.
+        appended: u64,
     }
 
     impl Harness {
@@ -205,6 +208,7 @@ mod tests {
                 ended: false,
                 snapshot: Vec::new(),
                 log_after_cut: Vec::new(),
+                appended: 0,
             };
             harness.shard.restore(restored);
             harness.settle();
@@ -240,6 +244,7 @@ mod tests {
             let Some(job) = self.shard.take_store_job() else {
                 return;
             };
+            self.appended = self.appended.max(job.appended);
             for chunk in job.chunks {
                 match chunk {
                     Chunk::Records(bytes) if self.cut => self.log_after_cut.extend(bytes),
@@ -373,14 +378,7 @@ mod tests {
     }
 
     fn delivery(message: Arc<Message>) -> Delivery {
-        Delivery {
-            qos: message.qos,
-            retain: false,
-            subscription_identifiers: Vec::new(),
-            shared: None,
-            reoffered: false,
-            message,
-        }
+        Delivery::plain(message)
     }
 
     /// `sessions` offline sessions `s{n}` subscribed to `q/{n}` with `queued` messages each, and
@@ -557,5 +555,38 @@ mod tests {
             !harness.shard.take_snapshot_chunks().is_empty(),
             "the tick's retry queues a snapshot"
         );
+    }
+
+    #[test]
+    fn a_message_from_another_node_counts_as_routed_once_its_records_are_synced() {
+        let mut harness = Harness::new(restored(1, 0, 0));
+        let (handle, routed) = crate::cluster::ClusterHandle::unlinked(1);
+        harness.shard.set_cluster(handle);
+        let routed = move || routed[0].load(std::sync::atomic::Ordering::Acquire);
+        let from = ShardId::new(0);
+        let payload = Bytes::from_static(b"remote");
+        // Nobody here keeps it: nothing to sync, it counts at once (the link may acknowledge).
+        let nobody = message(1 << 60, "none/0", payload.clone(), &harness.clock);
+        harness.handle(Event::Mail {
+            from,
+            mail: Mail::Remote(nobody),
+        });
+        assert_eq!(routed(), 1);
+        // Queued for the offline persistent session `s0`: written, not synced yet.
+        let before = harness.appended;
+        let queued = message((1 << 60) + 1, "q/0", payload, &harness.clock);
+        harness.handle(Event::Mail {
+            from,
+            mail: Mail::Remote(queued),
+        });
+        assert!(
+            harness.appended > before,
+            "its record went to the store task"
+        );
+        assert_eq!(routed(), 1, "not counted before the sync");
+        harness.shard.on_stored(before, None, false);
+        assert_eq!(routed(), 1, "an older sync does not cover it");
+        harness.shard.on_stored(harness.appended, None, false);
+        assert_eq!(routed(), 2, "counted once the store synced its record");
     }
 }

@@ -48,11 +48,20 @@ pub struct StoreJob {
     pub received: Option<Vec<u64>>,
 }
 
+/// What waits for the records of a message to be durable.
+#[derive(Debug)]
+pub enum Held {
+    /// A client's PUBACK or PUBREC.
+    Ack(ConnId, Packet),
+    /// A message from another node of the cluster: the shard counts it as routed once its
+    /// records are durable, and only then does the link acknowledge its batch to the stream.
+    Remote,
+}
+
 /// An acknowledgement waiting for its records to be durable.
 #[derive(Debug)]
 pub struct PendingAck {
-    pub conn: ConnId,
-    pub packet: Packet,
+    pub held: Held,
     /// Record bytes of this shard's log that must be durable (`u64::MAX` until the batch that
     /// queued it has written its records).
     local: u64,
@@ -314,6 +323,20 @@ impl Journal {
     /// Holds `packet` for `conn` until the records of the message routed since `begin_route`
     /// are durable; returns it at once when nothing needs to wait (and nothing waits before it).
     pub fn hold_ack(&mut self, conn: ConnId, packet: Packet) -> Option<Packet> {
+        match self.hold(Held::Ack(conn, packet)) {
+            Some(Held::Ack(_, packet)) => Some(packet),
+            _ => None,
+        }
+    }
+
+    /// The message from another node routed since `begin_route` counts as routed once its
+    /// records are durable: true when that is now (nothing needs to wait, nothing waits before
+    /// it), otherwise it comes out of `ready_acks` in its turn.
+    pub fn hold_remote(&mut self) -> bool {
+        self.hold(Held::Remote).is_some()
+    }
+
+    fn hold(&mut self, held: Held) -> Option<Held> {
         let local_records = self.touched_local;
         let remote: Vec<(ShardId, u64)> = self
             .touched
@@ -321,7 +344,7 @@ impl Journal {
             .filter_map(|shard| Some((shard, *self.sent_to.get(shard.index())?)))
             .collect();
         if self.acks.is_empty() && !local_records && remote.is_empty() {
-            return Some(packet);
+            return Some(held);
         }
         let local = if local_records {
             u64::MAX
@@ -329,8 +352,7 @@ impl Journal {
             self.durable
         };
         self.acks.push_back(PendingAck {
-            conn,
-            packet,
+            held,
             local,
             remote,
         });

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod record;
 pub mod replay;
 pub mod restore;
+
 #[cfg(test)]
 mod tests;
 
@@ -185,22 +186,9 @@ impl RecordWriter<'_> {
         expires_at: Option<Instant>,
         clock: &Clock,
     ) {
-        let mut subscriptions: Vec<_> = state
-            .subscriptions
-            .iter()
-            .map(|(filter, subscription)| (filter.clone(), *subscription))
-            .collect();
-        subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
-        self.record(&Record::Session(SessionRecord {
-            stamp,
-            client_id: state.client_id.clone(),
-            username: state.username.clone(),
-            version: state.version,
-            expiry_secs: state.expiry_secs,
-            expires_at_ms: expires_at.map(|at| clock.to_wall(at)),
-            next_seq: state.next_seq(),
-            subscriptions,
-        }));
+        self.record(&Record::Session(session_record(
+            stamp, state, expires_at, clock,
+        )));
     }
 
     /// A session whole: its data, every entry it holds and its incoming QoS 2 ids.
@@ -299,4 +287,29 @@ pub fn write_snapshot<'a>(
 /// interval, and not worth a record each time.
 pub fn persists_retained(topic: &str) -> bool {
     !topic.starts_with("$SYS")
+}
+
+/// A session's own data as the store writes it (and the cluster's session mirror keeps it).
+pub fn session_record(
+    stamp: u64,
+    state: &crate::session::SessionState,
+    expires_at: Option<Instant>,
+    clock: &Clock,
+) -> SessionRecord {
+    let mut subscriptions: Vec<_> = state
+        .subscriptions
+        .iter()
+        .map(|(filter, subscription)| (filter.clone(), *subscription))
+        .collect();
+    subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+    SessionRecord {
+        stamp,
+        client_id: state.client_id.clone(),
+        username: state.username.clone(),
+        version: state.version,
+        expiry_secs: state.expiry_secs,
+        expires_at_ms: expires_at.map(|at| clock.to_wall(at)),
+        next_seq: state.next_seq(),
+        subscriptions,
+    }
 }

@@ -348,7 +348,7 @@ mod acks {
     use super::pid;
     use crate::protocol::{Packet, PubResponse, ReasonCode};
     use crate::store::FsyncMode;
-    use crate::store::journal::Journal;
+    use crate::store::journal::{Held, Journal, PendingAck};
 
     fn puback(id: u16) -> Packet {
         Packet::PubAck(PubResponse {
@@ -362,8 +362,8 @@ mod acks {
         let mut out = Vec::new();
         journal.ready_acks(&mut out);
         out.into_iter()
-            .map(|(ack, durable)| match ack.packet {
-                Packet::PubAck(response) => (response.packet_id.get(), durable),
+            .map(|(ack, durable)| match ack.held {
+                Held::Ack(_, Packet::PubAck(response)) => (response.packet_id.get(), durable),
                 _ => unreachable!(),
             })
             .collect()
@@ -415,6 +415,54 @@ mod acks {
         assert_eq!(ready(&mut journal), vec![(1, false)]);
         journal.durable_reply(peer, 2, true);
         assert_eq!(ready(&mut journal), vec![(2, true)]);
+    }
+
+    #[test]
+    fn a_message_from_another_node_counts_once_its_records_are_durable() {
+        let mut journal = Journal::new(FsyncMode::Always, 2);
+        let peer = ShardId::new(1);
+        journal.begin_route();
+        assert!(journal.hold_remote(), "no records: it counts at once");
+        journal.begin_route();
+        journal.touched_local();
+        journal.records().unwrap().0.extend_from_slice(b"record");
+        journal.mailed(peer);
+        assert!(!journal.hold_remote());
+        journal.begin_route();
+        assert!(
+            journal.hold_ack(3, puback(1)).is_none(),
+            "a client's acknowledgement waits behind it"
+        );
+        journal.batch_written();
+        let job = journal.take_job();
+        journal.durable_to(job.appended);
+        let mut out = Vec::new();
+        journal.ready_acks(&mut out);
+        assert!(
+            out.is_empty(),
+            "the copy mailed to shard 1 is not durable yet"
+        );
+        journal.durable_reply(peer, 1, true);
+        journal.ready_acks(&mut out);
+        assert!(matches!(
+            out.as_slice(),
+            [
+                (
+                    PendingAck {
+                        held: Held::Remote,
+                        ..
+                    },
+                    true
+                ),
+                (
+                    PendingAck {
+                        held: Held::Ack(3, _),
+                        ..
+                    },
+                    true
+                )
+            ]
+        ));
     }
 }
 
