@@ -259,13 +259,17 @@ fn an_unknown_user_costs_about_what_a_wrong_password_costs() {
     let file = PasswordFile::parse(&format!("slow:{hash}\n"), "t").unwrap();
     let time = |user: &str| {
         let start = std::time::Instant::now();
-        for _ in 0..5 {
-            assert!(!file.verify(user, b"wrong"));
-        }
+        assert!(!file.verify(user, b"wrong"));
         start.elapsed()
     };
-    let wrong_password = time("slow");
-    let unknown_user = time("nobody");
+    // The fastest of several alternating tries: a busy machine only ever adds time, so the
+    // minimum is what the verification itself costs.
+    let (mut wrong_password, mut unknown_user) =
+        (std::time::Duration::MAX, std::time::Duration::MAX);
+    for _ in 0..7 {
+        wrong_password = wrong_password.min(time("slow"));
+        unknown_user = unknown_user.min(time("nobody"));
+    }
     assert!(
         unknown_user * 2 > wrong_password && wrong_password * 2 > unknown_user,
         "unknown user {unknown_user:?}, wrong password {wrong_password:?}"
