@@ -142,12 +142,16 @@ async fn writer_done(ends: &Ends) {
 /// Reading first, so that the answers a read produced are written in the same poll. The sides
 /// tell each other of their end through `ends`' flags without a waker: a pass that changed a
 /// flag is followed by another (flags only go up, so this stops).
-async fn both<R, W>(mut reading: Pin<&mut R>, mut writing: Pin<&mut Option<W>>, ends: &Ends)
+fn both<'a, R, W>(
+    mut reading: Pin<&'a mut R>,
+    mut writing: Pin<&'a mut Option<W>>,
+    ends: &'a Ends,
+) -> impl Future<Output = ()> + 'a
 where
     R: Future<Output = ()>,
     W: Future<Output = ()>,
 {
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         loop {
             let seen = ends.flags.get();
             if reading.as_mut().poll(cx).is_ready() {
@@ -167,7 +171,6 @@ where
             }
         }
     })
-    .await
 }
 
 /// What the reading side knows about its client.
@@ -218,7 +221,7 @@ async fn open_tls(
     let (connection, identity) = tls_handshake(shell, tls, stream, peer).await?;
     let (reader, writer) = connection.split();
     Some(Opened {
-        reader: Reader::Tls(reader),
+        reader: Reader::Tls(Box::new(reader)),
         writer: Writer::Tls(writer),
         identity,
     })
@@ -344,6 +347,57 @@ struct ReadState {
     authenticate: bool,
 }
 
+/// Decodes the whole frames in `buf` and hands them to the shard, and keeps the packet deadline
+/// of what is left (`partial_since`). A function of its own, not part of `read_loop`: its
+/// locals then take no room in the connection's future.
+fn decode_and_handle(
+    shell: &ShardShell,
+    conn: ConnId,
+    buf: &mut BytesMut,
+    state: &mut ReadState,
+    partial_since: &mut Option<Instant>,
+    read_at: Instant,
+    packet_bytes_max: usize,
+) -> Batch {
+    let mut events = EVENTS.take();
+    let buffered = buf.len();
+    let batch = decode_batch(buf, state, conn, packet_bytes_max, &mut events);
+    let since = match *partial_since {
+        _ if buf.is_empty() => None,
+        Some(since) if buf.len() == buffered => Some(since),
+        // A packet completed and the next began in the same read.
+        _ => Some(read_at),
+    };
+    if since != *partial_since {
+        // The shard's tick closes a connection whose packet is overdue
+        // (`limits.packet_timeout_ms`): no timer per read.
+        *partial_since = since;
+        if let Some(entry) = shell.shard.borrow_mut().conn_mut(conn) {
+            entry.partial_since = since;
+        }
+    }
+    if !events.is_empty() {
+        if packet_trace::enabled() {
+            trace_received(shell, conn, &events);
+        }
+        let publishes = events
+            .iter()
+            .filter(|event| {
+                matches!(
+                    event,
+                    Event::Packet {
+                        packet: Packet::Publish(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        shell.handle_read(events.drain(..), read_at, publishes as u64);
+    }
+    EVENTS.set(events);
+    batch
+}
+
 async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader) {
     let conn = client.conn;
     let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
@@ -360,42 +414,15 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
     // decoded from them (the start of the delivery latency). One clock reading per read.
     let mut read_at = Instant::now();
     loop {
-        let mut events = EVENTS.take();
-        let buffered = buf.len();
-        let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
-        let since = match partial_since {
-            _ if buf.is_empty() => None,
-            Some(since) if buf.len() == buffered => Some(since),
-            // A packet completed and the next began in the same read.
-            _ => Some(read_at),
-        };
-        if since != partial_since {
-            // The shard's tick closes a connection whose packet is overdue
-            // (`limits.packet_timeout_ms`): no timer per read.
-            partial_since = since;
-            if let Some(state) = shell.shard.borrow_mut().conn_mut(conn) {
-                state.partial_since = since;
-            }
-        }
-        if !events.is_empty() {
-            if packet_trace::enabled() {
-                trace_received(shell, conn, &events);
-            }
-            let publishes = events
-                .iter()
-                .filter(|event| {
-                    matches!(
-                        event,
-                        Event::Packet {
-                            packet: Packet::Publish(_),
-                            ..
-                        }
-                    )
-                })
-                .count();
-            shell.handle_read(events.drain(..), read_at, publishes as u64);
-        }
-        EVENTS.set(events);
+        let batch = decode_and_handle(
+            shell,
+            conn,
+            &mut buf,
+            &mut state,
+            &mut partial_since,
+            read_at,
+            packet_bytes_max,
+        );
         match batch {
             Batch::Drained => {}
             Batch::Failed => return,
@@ -722,11 +749,12 @@ async fn write_loop(shell: &ShardShell, conn: ConnId, mut writer: Writer, ends: 
             // this part is on the wire. Drained, a large buffer is let go: an idle connection
             // holds no write buffer, the next packet allocates one. The borrow ends before any
             // await.
-            let taken = shell
-                .shard
-                .borrow_mut()
-                .take_out(conn, &mut unsent, OUT_IDLE_BYTES_MAX);
-            let Some((out, closing)) = taken else {
+            let Some((out, closing)) =
+                shell
+                    .shard
+                    .borrow_mut()
+                    .take_out(conn, &mut unsent, OUT_IDLE_BYTES_MAX)
+            else {
                 tracing::debug!(conn, "writer: connection gone");
                 Box::pin(writer.shutdown()).await;
                 return;
@@ -861,9 +889,9 @@ mod size_tests {
     #[test]
     fn connection_future_stays_small() {
         let sizes = [
-            ("run", future_bytes(super::run), 1096),
-            ("read_side", future_bytes(super::read_side), 424),
-            ("write_loop", future_bytes(super::write_loop), 336),
+            ("run", future_bytes(super::run), 928),
+            ("read_side", future_bytes(super::read_side), 384),
+            ("write_loop", future_bytes(super::write_loop), 296),
         ];
         for (name, size, max) in sizes {
             assert!(size <= max, "{name} is {size} bytes, over {max}");

@@ -12,10 +12,12 @@ use futures_io::{AsyncRead, AsyncWrite};
 use crate::tls::{TlsReadHalf, TlsWriteHalf};
 use crate::ws::{WsReadHalf, WsWriteHalf};
 
+/// TLS and WebSocket halves are boxed: the reader lives in every connection's task, and a plain
+/// TCP one needs 8 bytes of it.
 pub enum Reader {
     Tcp(shards::ReadHalf),
-    Tls(TlsReadHalf),
-    Ws(WsReadHalf),
+    Tls(Box<TlsReadHalf>),
+    Ws(Box<WsReadHalf>),
 }
 
 pub enum Writer {

@@ -451,7 +451,7 @@ mod size_tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("Conn", size_of::<super::Conn>(), 352),
-            ("LocalSession", size_of::<super::super::LocalSession>(), 536),
+            ("LocalSession", size_of::<super::super::LocalSession>(), 496),
             (
                 "SessionState",
                 size_of::<crate::session::SessionState>(),
