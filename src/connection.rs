@@ -1,6 +1,9 @@
-//! One client connection: a reader task (read -> decode every complete frame -> `Shard::handle`
-//! once per batch) and a writer task (writes the connection's buffer, one write per batch).
-//! Neither holds a borrow of the shard across an `.await`.
+//! One client connection, one task with two sides: the reading side (read -> decode every
+//! complete frame -> `Shard::handle` once per batch) and the writing side (writes the
+//! connection's buffer, one write per batch), polled together (`both`). Neither holds a borrow
+//! of the shard across an `.await`. The task's future is what an idle connection costs beyond
+//! the shard's tables, so rare awaits (waiting for room, the close) are boxed and the sizes are
+//! asserted (`size_tests`).
 //!
 //! Before that, on a TLS listener: the first bytes are looked at (plain MQTT is closed at once),
 //! then the handshake runs with its deadline; on a WebSocket listener the opening handshake
@@ -16,13 +19,16 @@ mod websocket;
 pub(crate) use partial::PartialBytes;
 
 use std::cell::Cell;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use shards::TcpStream;
 use shards::sync::Notify;
-use shards::{TaskClass, TcpStream};
 
 use crate::packet_trace::{self, Direction};
 use crate::protocol::{self, Connect, Packet, Version};
@@ -63,10 +69,15 @@ pub(crate) async fn run(
     peer: SocketAddr,
     listener: usize,
 ) {
-    let Some(kind) = shell.listeners.get(listener).cloned() else {
+    let Some(kind) = shell.listeners.get(listener) else {
         return;
     };
-    let Some(opened) = open(&shell, &kind, stream, peer).await else {
+    let Some(Opened {
+        mut reader,
+        writer,
+        identity,
+    }) = open(&shell, kind, stream, peer).await
+    else {
         return;
     };
     shell
@@ -75,51 +86,97 @@ pub(crate) async fn run(
         .metrics
         .connection_opened(kind.transport(), listener);
     let conn = shell.next_conn_id();
-    let notify = Rc::new(Notify::new());
-    let reader_done = Rc::new(Notify::new());
-    shell.writers.borrow_mut().insert(conn, Rc::clone(&notify));
-    shell.handle(Event::Accepted { conn, peer });
-    let writer = Ends {
-        notify: Rc::clone(&notify),
-        reader_done: Rc::clone(&reader_done),
+    let ends = Ends {
+        notify: Rc::new(Notify::new()),
+        flags: Cell::new(0),
     };
-    let writer_task = shell.ctx.spawn(
-        TaskClass::Io,
-        write_loop(Rc::clone(&shell), conn, opened.writer, writer),
-    );
+    shell
+        .writers
+        .borrow_mut()
+        .insert(conn, Rc::clone(&ends.notify));
+    shell.handle(Event::Accepted { conn, peer });
     let client = Client {
         conn,
-        peer,
-        listener: &kind,
-        identity: opened.identity,
+        peer: &peer,
+        listener: kind,
+        identity,
     };
-    let mut reader = opened.reader;
-    read_loop(&shell, &client, &mut reader).await;
-    reader_done.notify_one();
-    let closing = shell
-        .shard
-        .borrow()
-        .conn(conn)
-        .is_some_and(|c| c.is_closing());
-    if closing {
-        // The broker closed it (or answered a protocol error): let the writer send the answer
-        // and half-close, then give the client time to read it.
-        let _ = shards::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task).await;
-        shell.handle(Event::Closed { conn });
-        linger(&mut reader).await;
-    } else {
-        shell.handle(Event::Closed { conn });
-        notify.notify_one();
-        let _ = shards::time::timeout(CLOSE_FLUSH_TIMEOUT, writer_task).await;
-    }
+    // The two sides of the connection in its one task: one task header, one allocation and no
+    // second `Rc` of the shell per connection, and the writer's state sits next to the reader's.
+    let reading = pin!(read_side(&shell, &client, &mut reader, &ends));
+    let mut writing = pin!(Some(write_loop(&shell, conn, writer, &ends)));
+    both(reading, writing.as_mut(), &ends).await;
+    // A writer still under way (given up after `CLOSE_FLUSH_TIMEOUT`) is cancelled here.
+    writing.set(None);
     shell.writers.borrow_mut().remove(&conn);
     shell.shard.borrow_mut().metrics.connection_closed(listener);
 }
 
-/// What the reader task knows about its client.
+/// The reading side, then the close: the writer's end is awaited through `ends`.
+async fn read_side(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader, ends: &Ends) {
+    let conn = client.conn;
+    read_loop(shell, client, reader).await;
+    ends.raise(READER_DONE);
+    if is_closing(shell, conn) {
+        // The broker closed it (or answered a protocol error): let the writer send the answer
+        // and half-close, then give the client time to read it.
+        Box::pin(writer_done(ends)).await;
+        shell.handle(Event::Closed { conn });
+        Box::pin(linger(reader)).await;
+    } else {
+        shell.handle(Event::Closed { conn });
+        ends.notify.notify_one();
+        Box::pin(writer_done(ends)).await;
+    }
+}
+
+/// Waits until the writer is done, for at most `CLOSE_FLUSH_TIMEOUT`; past it the writer is
+/// given up (`WRITER_ABANDONED`: dropped, its write cancelled).
+async fn writer_done(ends: &Ends) {
+    if !ends.raised(WRITER_DONE, CLOSE_FLUSH_TIMEOUT).await {
+        ends.raise(WRITER_ABANDONED);
+    }
+}
+
+/// Polls both sides of a connection until the reading side (which ends with the close) is done.
+/// Reading first, so that the answers a read produced are written in the same poll. The sides
+/// tell each other of their end through `ends`' flags without a waker: a pass that changed a
+/// flag is followed by another (flags only go up, so this stops).
+fn both<'a, R, W>(
+    mut reading: Pin<&'a mut R>,
+    mut writing: Pin<&'a mut Option<W>>,
+    ends: &'a Ends,
+) -> impl Future<Output = ()> + 'a
+where
+    R: Future<Output = ()>,
+    W: Future<Output = ()>,
+{
+    poll_fn(move |cx| {
+        loop {
+            let seen = ends.flags.get();
+            if reading.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if ends.has(WRITER_ABANDONED) {
+                writing.set(None);
+            }
+            if let Some(writer) = writing.as_mut().as_pin_mut()
+                && writer.poll(cx).is_ready()
+            {
+                writing.set(None);
+                ends.raise(WRITER_DONE);
+            }
+            if ends.flags.get() == seen {
+                return Poll::Pending;
+            }
+        }
+    })
+}
+
+/// What the reading side knows about its client.
 struct Client<'a> {
     conn: ConnId,
-    peer: SocketAddr,
+    peer: &'a SocketAddr,
     listener: &'a ListenerKind,
     /// The verified client certificate's identity, when the listener uses it as the username.
     identity: Option<String>,
@@ -164,7 +221,7 @@ async fn open_tls(
     let (connection, identity) = tls_handshake(shell, tls, stream, peer).await?;
     let (reader, writer) = connection.split();
     Some(Opened {
-        reader: Reader::Tls(reader),
+        reader: Reader::Tls(Box::new(reader)),
         writer: Writer::Tls(writer),
         identity,
     })
@@ -290,6 +347,57 @@ struct ReadState {
     authenticate: bool,
 }
 
+/// Decodes the whole frames in `buf` and hands them to the shard, and keeps the packet deadline
+/// of what is left (`partial_since`). A function of its own, not part of `read_loop`: its
+/// locals then take no room in the connection's future.
+fn decode_and_handle(
+    shell: &ShardShell,
+    conn: ConnId,
+    buf: &mut BytesMut,
+    state: &mut ReadState,
+    partial_since: &mut Option<Instant>,
+    read_at: Instant,
+    packet_bytes_max: usize,
+) -> Batch {
+    let mut events = EVENTS.take();
+    let buffered = buf.len();
+    let batch = decode_batch(buf, state, conn, packet_bytes_max, &mut events);
+    let since = match *partial_since {
+        _ if buf.is_empty() => None,
+        Some(since) if buf.len() == buffered => Some(since),
+        // A packet completed and the next began in the same read.
+        _ => Some(read_at),
+    };
+    if since != *partial_since {
+        // The shard's tick closes a connection whose packet is overdue
+        // (`limits.packet_timeout_ms`): no timer per read.
+        *partial_since = since;
+        if let Some(entry) = shell.shard.borrow_mut().conn_mut(conn) {
+            entry.partial_since = since;
+        }
+    }
+    if !events.is_empty() {
+        if packet_trace::enabled() {
+            trace_received(shell, conn, &events);
+        }
+        let publishes = events
+            .iter()
+            .filter(|event| {
+                matches!(
+                    event,
+                    Event::Packet {
+                        packet: Packet::Publish(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        shell.handle_read(events.drain(..), read_at, publishes as u64);
+    }
+    EVENTS.set(events);
+    batch
+}
+
 async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader) {
     let conn = client.conn;
     let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
@@ -306,42 +414,15 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
     // decoded from them (the start of the delivery latency). One clock reading per read.
     let mut read_at = Instant::now();
     loop {
-        let mut events = EVENTS.take();
-        let buffered = buf.len();
-        let batch = decode_batch(&mut buf, &mut state, conn, packet_bytes_max, &mut events);
-        let since = match partial_since {
-            _ if buf.is_empty() => None,
-            Some(since) if buf.len() == buffered => Some(since),
-            // A packet completed and the next began in the same read.
-            _ => Some(read_at),
-        };
-        if since != partial_since {
-            // The shard's tick closes a connection whose packet is overdue
-            // (`limits.packet_timeout_ms`): no timer per read.
-            partial_since = since;
-            if let Some(state) = shell.shard.borrow_mut().conn_mut(conn) {
-                state.partial_since = since;
-            }
-        }
-        if !events.is_empty() {
-            if packet_trace::enabled() {
-                trace_received(shell, conn, &events);
-            }
-            let publishes = events
-                .iter()
-                .filter(|event| {
-                    matches!(
-                        event,
-                        Event::Packet {
-                            packet: Packet::Publish(_),
-                            ..
-                        }
-                    )
-                })
-                .count();
-            shell.handle_read(events.drain(..), read_at, publishes as u64);
-        }
-        EVENTS.set(events);
+        let batch = decode_and_handle(
+            shell,
+            conn,
+            &mut buf,
+            &mut state,
+            &mut partial_since,
+            read_at,
+            packet_bytes_max,
+        );
         match batch {
             Batch::Drained => {}
             Batch::Failed => return,
@@ -365,8 +446,13 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         if is_closing(shell, conn) {
             return;
         }
-        wait_for_mail_backlog(shell).await;
-        wait_for_write_room(shell, conn).await;
+        // Both waits are rare, and boxed: a future is as large as its largest await.
+        if shell.shard.borrow().mail_backlogged() {
+            Box::pin(wait_for_mail_backlog(shell)).await;
+        }
+        if write_room_full(shell, conn) {
+            Box::pin(wait_for_write_room(shell, conn)).await;
+        }
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
@@ -448,7 +534,11 @@ async fn read_more(
                 return None;
             }
         };
-        if !reserve(shell, conn, buf, reservation, buf.len() + wanted).await {
+        let bytes = buf.len() + wanted;
+        // Waiting for room is rare, and boxed: a future is as large as its largest await.
+        if !reservation.grow_to(bytes)
+            && !Box::pin(reserve(shell, conn, buf, reservation, bytes)).await
+        {
             return None;
         }
         read_into(reader, buf, wanted).await
@@ -533,7 +623,7 @@ async fn read_into(
     }
     buf.resize(start + wanted, 0);
     let read = match buf.get_mut(start..) {
-        Some(space) => reader.read(space).await,
+        Some(space) => poll_fn(|cx| reader.poll_read(cx, space)).await,
         None => Ok(0),
     };
     buf.truncate(start + read.as_ref().map_or(0, |n| *n));
@@ -564,17 +654,7 @@ async fn wait_for_mail_backlog(shell: &ShardShell) {
 /// requests cannot pile up answers.
 /// Checked at a falling rate (1 ms, doubling to 64 ms) until there is room or it closes.
 async fn wait_for_write_room(shell: &ShardShell, conn: ConnId) {
-    // Only what its own requests made counts (acks, SUBACKs, PINGRESPs): deliveries in the
-    // buffer are bounded by the write cap and wait in the outbox when it is full, and pausing on
-    // them would stall a client that publishes to its own subscription before it reads.
-    let full = |shell: &ShardShell| {
-        shell.shard.borrow().conn(conn).is_some_and(|state| {
-            !state.is_closing()
-                && (state.out.len() as u64).saturating_sub(u64::from(state.out_counted))
-                    >= crate::config::budget::WRITE_BUFFER_BYTES
-        })
-    };
-    if !full(shell) {
+    if !write_room_full(shell, conn) {
         return;
     }
     shell
@@ -583,10 +663,22 @@ async fn wait_for_write_room(shell: &ShardShell, conn: ConnId) {
         .metrics
         .limit_reached(crate::metrics::LimitReached::WriteBytes);
     let mut pause = Duration::from_millis(1);
-    while full(shell) {
+    while write_room_full(shell, conn) {
         shards::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(64));
     }
+}
+
+/// Whether the client's write buffer holds `WRITE_BUFFER_BYTES` or more of answers to its own
+/// requests. Only what its own requests made counts (acks, SUBACKs, PINGRESPs): deliveries in
+/// the buffer are bounded by the write cap and wait in the outbox when it is full, and pausing
+/// on them would stall a client that publishes to its own subscription before it reads.
+fn write_room_full(shell: &ShardShell, conn: ConnId) -> bool {
+    shell.shard.borrow().conn(conn).is_some_and(|state| {
+        !state.is_closing()
+            && (state.out.len() as u64).saturating_sub(u64::from(state.out_counted))
+                >= crate::config::budget::WRITE_BUFFER_BYTES
+    })
 }
 
 /// Reads and discards input after the broker half-closed, until the client closes, for at most
@@ -604,26 +696,54 @@ async fn linger(reader: &mut Reader) {
     }
 }
 
-/// What the writer task is woken by: bytes to write, and the reader task being done.
+/// What a connection's two sides share: the writer's wake-up (also in the shell's `writers`),
+/// and how far each side is.
 struct Ends {
     notify: Rc<Notify>,
-    reader_done: Rc<Notify>,
+    flags: Cell<u8>,
+}
+
+/// The reading side is done (the writer's half-close need not wait for it).
+const READER_DONE: u8 = 1;
+/// The writing side returned.
+const WRITER_DONE: u8 = 2;
+/// The reading side gave up waiting for the writer, which is to be dropped.
+const WRITER_ABANDONED: u8 = 4;
+
+impl Ends {
+    fn raise(&self, flag: u8) {
+        self.flags.set(self.flags.get() | flag);
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags.get() & flag != 0
+    }
+
+    /// Whether `flag` is raised within `wait`. No waker is registered: the other side raises
+    /// flags inside the same task, and `both` polls again after a pass that raised one.
+    async fn raised(&self, flag: u8, wait: Duration) -> bool {
+        let raised = poll_fn(|_| {
+            if self.has(flag) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        shards::time::timeout(wait, raised).await.is_ok()
+    }
 }
 
 /// The broker closes: its last bytes are out. Half-close, so the client reads them and an end
-/// of stream; the reader task lingers (`linger`). A reader still waiting for input (the close
+/// of stream; the reading side lingers (`linger`). A reader still waiting for input (the close
 /// came from elsewhere: a takeover, a keepalive) is ended after `CLOSE_LINGER`.
-async fn half_close(writer: &mut Writer, reader_done: &Notify) {
+async fn half_close(writer: &mut Writer, ends: &Ends) {
     writer.close_write().await;
-    if shards::time::timeout(CLOSE_LINGER, reader_done.notified())
-        .await
-        .is_err()
-    {
+    if !ends.raised(READER_DONE, CLOSE_LINGER).await {
         writer.shutdown().await;
     }
 }
 
-async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, ends: Ends) {
+async fn write_loop(shell: &ShardShell, conn: ConnId, mut writer: Writer, ends: &Ends) {
     // The deliveries of the write under way; swapped with the connection's list at each take, so
     // tracking them allocates nothing per write.
     let mut unsent: Vec<UnsentRun> = Vec::new();
@@ -634,36 +754,37 @@ async fn write_loop(shell: Rc<ShardShell>, conn: ConnId, mut writer: Writer, end
             // this part is on the wire. Drained, a large buffer is let go: an idle connection
             // holds no write buffer, the next packet allocates one. The borrow ends before any
             // await.
-            let taken = shell
-                .shard
-                .borrow_mut()
-                .take_out(conn, &mut unsent, OUT_IDLE_BYTES_MAX);
-            let Some((out, closing)) = taken else {
+            let Some((out, closing)) =
+                shell
+                    .shard
+                    .borrow_mut()
+                    .take_out(conn, &mut unsent, OUT_IDLE_BYTES_MAX)
+            else {
                 tracing::debug!(conn, "writer: connection gone");
-                writer.shutdown().await;
+                Box::pin(writer.shutdown()).await;
                 return;
             };
             if out.is_empty() {
                 if closing {
-                    return half_close(&mut writer, &ends.reader_done).await;
+                    return Box::pin(half_close(&mut writer, ends)).await;
                 }
                 break;
             }
             if packet_trace::enabled() {
-                trace_sent(&shell, conn, &out);
+                trace_sent(shell, conn, &out);
             }
             let under_way = WriteUnderWay {
-                shell: &shell,
+                shell,
                 bytes: out.len(),
             };
             let result = writer.write_all(&out).await;
             // Written or not, the buffer is let go: no longer held (`shard::writes`).
             under_way.finish();
             if result.is_err() {
-                writer.shutdown().await;
+                Box::pin(writer.shutdown()).await;
                 return;
             }
-            record_written(&shell, &mut unsent, out.len());
+            record_written(shell, &mut unsent, out.len());
             drop(out);
             // Room in the buffer again: queued deliveries may follow.
             shell.handle(Event::Drained { conn });
@@ -755,5 +876,30 @@ fn trace_sent(shell: &ShardShell, conn: ConnId, out: &[u8]) {
     let mut copy = BytesMut::from(out);
     while let Ok(Some(packet)) = protocol::decode(&mut copy, version, usize::MAX) {
         packet_trace::packet(Direction::Sent, conn, &client_id, &packet);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use std::future::Future;
+
+    /// The size of the future an async fn of four arguments returns, without calling it.
+    fn future_bytes<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// What every connection keeps in its task while it waits (docs/BENCHMARKS.md on idle
+    /// connections): the whole connection future, the largest state of either side included.
+    /// An await added to either side is paid by every idle connection; a rare one is boxed.
+    #[test]
+    fn connection_future_stays_small() {
+        let sizes = [
+            ("run", future_bytes(super::run), 928),
+            ("read_side", future_bytes(super::read_side), 384),
+            ("write_loop", future_bytes(super::write_loop), 296),
+        ];
+        for (name, size, max) in sizes {
+            assert!(size <= max, "{name} is {size} bytes, over {max}");
+        }
     }
 }

@@ -647,7 +647,9 @@ async fn accept_loop(
         }
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if let Err(error) = stream.set_nodelay(nodelay) {
+                // Accepted sockets have TCP_NODELAY on already (from the listening socket):
+                // a system call only for a listener that turns it off.
+                if !nodelay && let Err(error) = stream.set_nodelay(false) {
                     tracing::debug!(%peer, %error, "TCP_NODELAY not set");
                 }
                 if kernel_timestamps && let Err(error) = stream.set_receive_timestamps() {

@@ -1,20 +1,23 @@
 //! The two halves of a client connection, plain TCP, TLS or WebSocket (over either), so
 //! `connection` reads and writes MQTT bytes without caring which.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_io::AsyncRead;
+use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::tls::{TlsReadHalf, TlsWriteHalf};
 use crate::ws::{WsReadHalf, WsWriteHalf};
 
+/// TLS and WebSocket halves are boxed: the reader lives in every connection's task, and a plain
+/// TCP one needs 8 bytes of it.
 pub enum Reader {
     Tcp(shards::ReadHalf),
-    Tls(TlsReadHalf),
-    Ws(WsReadHalf),
+    Tls(Box<TlsReadHalf>),
+    Ws(Box<WsReadHalf>),
 }
 
 pub enum Writer {
@@ -24,14 +27,6 @@ pub enum Writer {
 }
 
 impl Reader {
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Reader::Tcp(half) => half.read(buf).await,
-            Reader::Tls(half) => half.read(buf).await,
-            Reader::Ws(half) => half.read(buf).await,
-        }
-    }
-
     /// The kernel's receive time (`CLOCK_REALTIME`) of the last byte the last read returned,
     /// when the listener asks for it (`observability.kernel_timestamps`, plain TCP only).
     pub fn last_receive_timestamp(&self) -> Option<std::time::SystemTime> {
@@ -54,12 +49,22 @@ impl Reader {
 }
 
 impl Writer {
-    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Writer::Tcp(half) => half.write_all(buf).await,
-            Writer::Tls(half) => half.write_all(buf).await,
-            Writer::Ws(half) => half.write_all(buf).await,
+    /// Writes all of `buf`. Plain TCP writes with `poll_write` in this future itself: it is in
+    /// every connection's task, and nested write futures would make it several times larger.
+    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        let half = match self {
+            Writer::Tcp(half) => half,
+            Writer::Tls(half) => return half.write_all(buf).await,
+            Writer::Ws(half) => return half.write_all(buf).await,
+        };
+        while !buf.is_empty() {
+            let written = poll_fn(|cx| Pin::new(&mut *half).poll_write(cx, buf)).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = buf.get(written..).unwrap_or_default();
         }
+        Ok(())
     }
 
     /// Ends the sending side only (FIN), so the client reads what was sent and then the end of

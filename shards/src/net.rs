@@ -160,6 +160,10 @@ fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<Socket, St
     // Per-shard ports are not shared, and an OS-chosen port must not join someone's group.
     socket.set_reuse_port(reuse_port).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
+    // Linux copies TCP_NODELAY from the listening socket to each connection it accepts (when the
+    // handshake completes, so it must be set before `listen`): connections start with it on and
+    // need no `setsockopt` of their own. `TcpStream::set_nodelay(false)` turns it off.
+    socket.set_tcp_nodelay(true).map_err(fail)?;
     socket.bind(&addr.into()).map_err(fail)?;
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     socket.listen(backlog).map_err(fail)?;
@@ -267,6 +271,14 @@ impl TcpStream {
             .stream
             .borrow_mut()
             .set_receive_timestamps()
+            .map_err(io::Error::from)
+    }
+
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.connection
+            .stream
+            .borrow()
+            .nodelay()
             .map_err(io::Error::from)
     }
 

@@ -215,3 +215,25 @@ fn two_thousand_connections_leave_no_tasks_or_connections_behind() {
     assert_eq!((tasks_after, connections_after), (tasks, connections));
     assert_eq!(connections, 0);
 }
+
+#[test]
+fn accepted_connections_have_nodelay_on() {
+    let runtime = shards::start(
+        config(1, PortPerShard::Off),
+        |context: ShardContext<()>| async move {
+            let listeners = context.take_listeners();
+            let (mut stream, _peer) = listeners[0].accept().await.unwrap();
+            let inherited = stream.nodelay().unwrap();
+            stream.set_nodelay(false).unwrap();
+            let after = stream.nodelay().unwrap();
+            let answer = u8::from(inherited) * 2 + u8::from(after);
+            stream.write_all(&[answer]).await.unwrap();
+            context.shutdown_requested().await;
+        },
+    )
+    .unwrap();
+    // On from the listening socket (2), and still turned off per connection (+ 0).
+    assert_eq!(read_one_byte(runtime.listener_addr(0)), 2);
+    runtime.handle().shutdown();
+    runtime.join().unwrap();
+}

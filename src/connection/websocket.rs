@@ -32,7 +32,7 @@ pub(super) async fn open(
         .saturating_sub(started.elapsed());
     match ws::accept(socket, &listener.settings, timeout).await {
         Ok((reader, writer)) => Some(Opened {
-            reader: Reader::Ws(reader),
+            reader: Reader::Ws(Box::new(reader)),
             writer: Writer::Ws(writer),
             identity,
         }),

@@ -124,7 +124,7 @@ impl Shard {
     pub(super) fn on_authenticated(&mut self, conn_id: ConnId, enhanced: Option<EnhancedAuth>) {
         self.metrics.authentication(true);
         if let Some(conn) = self.conns.get_mut(&conn_id) {
-            conn.enhanced_auth = enhanced;
+            conn.enhanced_auth = enhanced.map(Box::new);
         }
     }
 

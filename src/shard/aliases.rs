@@ -73,9 +73,15 @@ fn owned(topic: &ByteString) -> ByteString {
     ByteString::from(&**topic)
 }
 
-/// The aliases a client bound (client-to-broker).
+/// The aliases a client bound (client-to-broker). Most clients bind none: the table is
+/// allocated at the first binding, and costs a connection one pointer until then.
 #[derive(Debug, Default)]
 pub struct ClientAliases {
+    table: Option<Box<ClientTable>>,
+}
+
+#[derive(Debug, Default)]
+struct ClientTable {
     by_alias: HashMap<u16, ByteString>,
     bytes: usize,
 }
@@ -86,7 +92,7 @@ pub struct AliasesFull;
 
 impl ClientAliases {
     pub fn get(&self, alias: u16) -> Option<&ByteString> {
-        self.by_alias.get(&alias)
+        self.table.as_ref()?.by_alias.get(&alias)
     }
 
     /// Binds `alias` to `topic`, replacing what it named.
@@ -96,26 +102,35 @@ impl ClientAliases {
         topic: &ByteString,
         allowance: &mut AliasAllowance,
     ) -> Result<(), AliasesFull> {
-        let old = self.by_alias.get(&alias).map_or(0, |t| entry_bytes(t));
+        let old = self.get(alias).map_or(0, |t| entry_bytes(t));
         let new = entry_bytes(topic);
         if !allowance.replace(old, new) {
             return Err(AliasesFull);
         }
-        self.bytes = self.bytes - old + new;
-        self.by_alias.insert(alias, owned(topic));
+        let table = self.table.get_or_insert_default();
+        table.bytes = table.bytes - old + new;
+        table.by_alias.insert(alias, owned(topic));
         Ok(())
     }
 
     /// Gives the table's bytes back to the shard (the connection is gone).
     pub fn release(&mut self, allowance: &mut AliasAllowance) {
-        allowance.release(std::mem::take(&mut self.bytes));
-        self.by_alias = HashMap::new();
+        if let Some(table) = self.table.take() {
+            allowance.release(table.bytes);
+        }
     }
 }
 
+/// The aliases the broker bound (broker-to-client), up to `max`. The table is allocated at the
+/// first alias: a connection that gets none (3.1.1, or aliases off) pays one pointer.
 #[derive(Debug, Default)]
 pub struct TopicAliases {
     max: u16,
+    table: Option<Box<TopicTable>>,
+}
+
+#[derive(Debug, Default)]
+struct TopicTable {
     by_topic: HashMap<ByteString, (u16, u64)>,
     clock: u64,
     bytes: usize,
@@ -132,10 +147,7 @@ pub enum AliasUse {
 
 impl TopicAliases {
     pub fn new(max: u16) -> TopicAliases {
-        TopicAliases {
-            max,
-            ..TopicAliases::default()
-        }
+        TopicAliases { max, table: None }
     }
 
     /// The alias to use for `topic`, or `None` when aliases are off or the shard's cap has no
@@ -149,14 +161,15 @@ impl TopicAliases {
         if self.max == 0 {
             return Ok(None);
         }
-        self.clock += 1;
-        if let Some((alias, used)) = self.by_topic.get_mut(topic) {
-            *used = self.clock;
+        let table = self.table.get_or_insert_default();
+        table.clock += 1;
+        if let Some((alias, used)) = table.by_topic.get_mut(topic) {
+            *used = table.clock;
             return Ok(Some(AliasUse::Known(*alias)));
         }
         let new = entry_bytes(topic);
-        let (alias, old) = if self.by_topic.len() < usize::from(self.max) {
-            let Ok(alias) = u16::try_from(self.by_topic.len() + 1) else {
+        let (alias, old) = if table.by_topic.len() < usize::from(self.max) {
+            let Ok(alias) = u16::try_from(table.by_topic.len() + 1) else {
                 return Ok(None);
             };
             if !allowance.replace(0, new) {
@@ -165,7 +178,7 @@ impl TopicAliases {
             }
             (alias, 0)
         } else {
-            let Some((oldest, alias)) = self
+            let Some((oldest, alias)) = table
                 .by_topic
                 .iter()
                 .min_by_key(|(_, (_, used))| *used)
@@ -178,18 +191,19 @@ impl TopicAliases {
                 allowance.refused += 1;
                 return Err(AliasesFull);
             }
-            self.by_topic.remove(&oldest);
+            table.by_topic.remove(&oldest);
             (alias, old)
         };
-        self.bytes = self.bytes - old + new;
-        self.by_topic.insert(owned(topic), (alias, self.clock));
+        table.bytes = table.bytes - old + new;
+        table.by_topic.insert(owned(topic), (alias, table.clock));
         Ok(Some(AliasUse::Bind(alias)))
     }
 
     /// Gives the table's bytes back to the shard (the connection is gone).
     pub fn release(&mut self, allowance: &mut AliasAllowance) {
-        allowance.release(std::mem::take(&mut self.bytes));
-        self.by_topic = HashMap::new();
+        if let Some(table) = self.table.take() {
+            allowance.release(table.bytes);
+        }
     }
 }
 

@@ -75,8 +75,9 @@ pub struct Conn {
     pub client_id: ByteString,
     /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
     pub username: Option<ByteString>,
-    /// The enhanced authentication the connection task completed (5.0 §4.12).
-    pub enhanced_auth: Option<EnhancedAuth>,
+    /// The enhanced authentication the connection task completed (5.0 §4.12); boxed, as few
+    /// clients use one.
+    pub enhanced_auth: Option<Box<EnhancedAuth>>,
     /// Boxed: most clients set no will, and a connection's state stays small without one.
     pub will: Option<super::wills::HeldWill>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
@@ -449,8 +450,8 @@ mod size_tests {
     #[test]
     fn per_connection_state_stays_small() {
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 512),
-            ("LocalSession", size_of::<super::super::LocalSession>(), 536),
+            ("Conn", size_of::<super::Conn>(), 352),
+            ("LocalSession", size_of::<super::super::LocalSession>(), 496),
             (
                 "SessionState",
                 size_of::<crate::session::SessionState>(),

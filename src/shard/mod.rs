@@ -130,8 +130,9 @@ pub struct LocalSession {
     pub forward_to: Option<Hop>,
     /// The shard this session came from, until it says it forwards nothing more (`Released`).
     pub moved_from: Option<ShardId>,
-    /// Ids of messages delivered while the session is moving in (see `moving`).
-    pub dedup: Option<std::collections::HashSet<u64>>,
+    /// Ids of messages delivered while the session is moving in (see `moving`); boxed, as
+    /// only a session moving in has one.
+    pub dedup: Option<Box<std::collections::HashSet<u64>>>,
     /// Messages routed here directly while the former owner still forwards older ones.
     pub held: Option<Vec<crate::session::Delivery>>,
     /// How the session is written to the store at the end of the batch.

@@ -267,8 +267,16 @@ pub struct WsWriteHalf<S = Socket> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WsWriteHalf<S> {
     /// Sends `buf` as one binary message and flushes it: when this returns, the bytes are with
     /// the kernel (or TLS).
+    /// The message is made between the two awaits, so the future (in every WebSocket
+    /// connection's task) holds none.
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.send(Message::Binary(Bytes::copy_from_slice(buf)))
+        poll_fn(|cx| self.shared.with(|ws| ws.poll_ready(cx)))
+            .await
+            .map_err(to_io)?;
+        self.shared
+            .with(|ws| ws.start_send(Message::Binary(Bytes::copy_from_slice(buf))))
+            .map_err(to_io)?;
+        poll_fn(|cx| self.shared.with(|ws| ws.poll_flush(cx)))
             .await
             .map_err(to_io)
     }
