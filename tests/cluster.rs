@@ -915,17 +915,24 @@ fn mirror_out(broker: &TestBroker) -> f64 {
     cluster_metric(broker, "cluster_session_mirror_total{direction=\"out\"}")
 }
 
-#[test]
-fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
+/// Cluster `name`: its JetStream store, its NATS server, nodes 2 and 3 in this process and
+/// node 1 as a process of its own (to be killed), all hearing each other.
+fn killable_cluster(name: &str) -> (TempDir, Nats, TestBroker, TestBroker, NodeProcess) {
     let store = TempDir::new("js");
     let nats = Nats::start(0, &store.0);
-    let second = node("failover", "n2", nats.port);
-    let third = node("failover", "n3", nats.port);
-    let first = NodeProcess::start("failover", "n1", nats.port);
+    let second = node(name, "n2", nats.port);
+    let third = node(name, "n3", nats.port);
+    let first = NodeProcess::start(name, "n1", nats.port);
     wait_for("nodes 2 and 3 hear each other and node 1", || {
         cluster_metric(&second, "cluster_nodes") == 2.0
             && cluster_metric(&third, "cluster_nodes") == 2.0
     });
+    (store, nats, second, third, first)
+}
+
+#[test]
+fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
+    let (_store, nats, second, third, first) = killable_cluster("failover");
     // A persistent session on node 1 with two subscriptions; node 2 reads its mirror records
     // (one at the CONNECT, one at the SUBSCRIBE).
     let before = mirror_in(&second);
@@ -995,6 +1002,63 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
     clean.disconnect();
     let (_, present) = persistent_client_at(third.shard(1), "roamer");
     assert!(!present, "a clean start ended the session");
+    second.shutdown();
+    third.shutdown();
+}
+
+#[test]
+fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after_the_death() {
+    let (_store, nats, second, third, first) = killable_cluster("adopt");
+    // An offline persistent session on node 1 (its records read by nodes 2 and 3: the
+    // CONNECT's, the SUBSCRIBE's and the DISCONNECT's), with 5 QoS 1 messages queued there
+    // and copied to the stream.
+    let (mut roamer, present) = persistent_client_at(first.addr, "adoptee");
+    assert!(!present);
+    let granted = roamer.subscribe(1, &[("ad/a", QoS::AtLeastOnce)]);
+    assert_eq!(granted[0].0, 1);
+    roamer.disconnect();
+    wait_for("nodes 2 and 3 read the session's three records", || {
+        mirror_in(&second) >= 3.0 && mirror_in(&third) >= 3.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "ad/a", "q", 5, QoS::AtLeastOnce);
+    wait_for("the stream holds the 5 queued copies", || {
+        nats.stream_messages("ringmq_adopt_queued") >= 5
+    });
+    first.kill();
+    // Node 2 (the live id that sorts first) adopts the session once node 1 is not heard for
+    // node_timeout_ms; node 3 does not.
+    wait_for("node 2 adopted the dead node's session", || {
+        cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
+    });
+    assert_eq!(
+        cluster_metric(&third, "cluster_sessions_adopted_total"),
+        0.0
+    );
+    wait_for(
+        "node 2 took node 1's 5 queued messages into the adopted session",
+        || cluster_metric(&second, "cluster_queued_messages_total{direction=\"in\"}") == 5.0,
+    );
+    // Node 3 learns node 2's interest on the session's behalf: QoS 0 probes (never queued for
+    // an offline session) until node 3 sends one to another node.
+    let mut far = client(&third, 2, "far");
+    let mut near = client(&second, 0, "near");
+    let sent = messages_out(&third);
+    wait_for("node 3 sends ad/a to node 2", || {
+        far.publish("ad/a", b"probe", QoS::AtMostOnce, false, None);
+        messages_out(&third) > sent
+    });
+    // Published after the death, with the client away: they queue in the adopted session.
+    publish_numbered(&mut far, "ad/a", "a", 10, QoS::AtLeastOnce);
+    publish_numbered(&mut near, "ad/a", "b", 10, QoS::AtLeastOnce);
+    let (mut roamer, present) = persistent_client_at(second.shard(1), "adoptee");
+    assert!(present, "session present on node 2");
+    receive_numbered(&mut roamer, &[("q", 5), ("a", 10), ("b", 10)], |_| {
+        QoS::AtLeastOnce
+    });
+    wait_for("the queued copies purged at the resume", || {
+        nats.stream_messages("ringmq_adopt_queued") == 0
+    });
     second.shutdown();
     third.shutdown();
 }

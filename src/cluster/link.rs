@@ -801,10 +801,22 @@ impl Link {
         let home = crate::shard::home_of(&mirrored.client_id, self.to_shards.len()).index();
         let mail = Mail::MirroredSession {
             own: mirrored.node == self.me,
+            node: mirrored.node.into_boxed_str(),
             client_id: mirrored.client_id,
             record: mirrored.record,
         };
         self.home_waiting.push_back((home, mail));
+        self.send_home();
+    }
+
+    /// `node` died and this node adopts its persistent sessions: every shard installs those
+    /// whose mirrored records it keeps (docs/CLUSTER.md, "Adopting a dead node's sessions").
+    fn adopt_sessions_of(&mut self, node: &str) {
+        tracing::warn!(%node, "cluster: adopting the persistent sessions of a dead node");
+        for shard in 0..self.to_shards.len() {
+            let mail = Mail::AdoptSessions { node: node.into() };
+            self.home_waiting.push_back((shard, mail));
+        }
         self.send_home();
     }
 
@@ -1165,8 +1177,9 @@ impl Link {
                 .filter(|(_, node)| now.duration_since(node.last_heard) > timeout)
                 .map(|(id, _)| id.clone())
                 .collect();
-            for id in gone {
-                if let Some(node) = self.nodes.remove(&id) {
+            let adopts = !gone.is_empty() && self.js.is_some();
+            for id in &gone {
+                if let Some(node) = self.nodes.remove(id) {
                     tracing::warn!(node = %id, "cluster: node not heard; forgetting it");
                     if let Some(slot) = self.slots.get_mut(node.slot) {
                         *slot = None;
@@ -1178,6 +1191,12 @@ impl Link {
                         batch.clear();
                     }
                     self.interest_dirty = true;
+                }
+            }
+            // The live node whose id sorts first adopts the dead nodes' persistent sessions.
+            if adopts && self.nodes.keys().all(|other| *other > self.me) {
+                for id in gone {
+                    self.adopt_sessions_of(&id);
                 }
             }
             self.stats

@@ -123,6 +123,8 @@ pub struct ClusterStats {
     /// Messages copied to the stream of queued messages, and taken back from it by this node.
     pub queued_out: AtomicU64,
     pub queued_in: AtomicU64,
+    /// Mirrored sessions of dead nodes this node installed as its own offline sessions.
+    pub sessions_adopted: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
     pub stream_stored: AtomicU64,
     pub stream_failed: AtomicU64,
@@ -182,8 +184,9 @@ pub struct ShardLink {
     /// the rest wait behind it (acknowledgements keep their order).
     held: VecDeque<(u64, Packet)>,
     /// At the home shard of their client ids: the session mirror's records of other nodes'
-    /// persistent sessions, for a client that resumes here.
-    mirrored: HashMap<ByteString, Box<SessionRecord>>,
+    /// persistent sessions (with the node that wrote each), for a client that resumes here or
+    /// for this node to adopt when their node dies.
+    mirrored: HashMap<ByteString, (Box<str>, Box<SessionRecord>)>,
 }
 
 /// What `route` did with a message for other nodes.
@@ -414,17 +417,19 @@ impl ShardLink {
         }
     }
 
-    /// A record of the session mirror for a client id whose home is this shard: another node's
-    /// session is kept (replacing an older record), this node's own or a gone one removes it.
+    /// A record of the session mirror for a client id whose home is this shard, written by
+    /// `node`: another node's session is kept (replacing an older record), this node's own
+    /// (`own`) or a gone one removes it.
     pub fn mirrored(
         &mut self,
         client_id: ByteString,
         record: Option<Box<SessionRecord>>,
+        node: Box<str>,
         own: bool,
     ) {
         match record {
             Some(record) if !own => {
-                self.mirrored.insert(client_id, record);
+                self.mirrored.insert(client_id, (node, record));
             }
             _ => {
                 self.mirrored.remove(&client_id);
@@ -437,7 +442,22 @@ impl ShardLink {
     pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<SessionRecord>> {
         self.mirrored
             .remove(client_id)
+            .map(|(_, record)| record)
             .filter(|record| record.expires_at_ms.is_none_or(|at| at > now_ms))
+    }
+
+    /// Takes every mirrored session `node` wrote that has not expired at `now_ms` (the node
+    /// died and this node adopts them); expired ones are dropped.
+    pub fn take_mirrored_of(&mut self, node: &str, now_ms: u64) -> Vec<Box<SessionRecord>> {
+        let ids: Vec<ByteString> = self
+            .mirrored
+            .iter()
+            .filter(|(_, (writer, _))| &**writer == node)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| self.take_mirrored(id, now_ms))
+            .collect()
     }
 
     /// A message from another node has been routed by `shard`.
@@ -646,37 +666,72 @@ mod tests {
         assert_eq!(picks, [Some(0b1), Some(0b100), Some(0b1)]);
     }
 
+    /// A mirrored record of `client_id`'s session, expiring at `expires_at_ms` (`None`: its
+    /// client was connected).
+    fn session_record(client_id: &str, expires_at_ms: Option<u64>) -> Box<SessionRecord> {
+        Box::new(SessionRecord {
+            stamp: 0,
+            client_id: client_id.into(),
+            username: None,
+            version: crate::protocol::Version::V5,
+            expiry_secs: 60,
+            expires_at_ms,
+            next_seq: 1,
+            subscriptions: Vec::new(),
+        })
+    }
+
     #[test]
     fn the_home_shard_keeps_other_nodes_sessions_until_taken_or_gone() {
         let mut link = link();
-        let record = |expires_at_ms: Option<u64>| {
-            Box::new(SessionRecord {
-                stamp: 0,
-                client_id: "c".into(),
-                username: None,
-                version: crate::protocol::Version::V5,
-                expiry_secs: 60,
-                expires_at_ms,
-                next_seq: 1,
-                subscriptions: Vec::new(),
-            })
-        };
+        let record = |expires_at_ms| session_record("c", expires_at_ms);
         let id = ByteString::from_static("c");
-        link.mirrored(id.clone(), Some(record(None)), false);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_some());
         assert!(link.take_mirrored("c", 5_000).is_none(), "taken once");
         // This node's own record, or a gone one, removes it.
-        link.mirrored(id.clone(), Some(record(None)), false);
-        link.mirrored(id.clone(), Some(record(None)), true);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), false);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), true);
         assert!(link.take_mirrored("c", 5_000).is_none());
-        link.mirrored(id.clone(), Some(record(None)), false);
-        link.mirrored(id.clone(), None, false);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), false);
+        link.mirrored(id.clone(), None, "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_none());
         // One that expired while its client was away is not resumed.
-        link.mirrored(id.clone(), Some(record(Some(4_000))), false);
+        link.mirrored(id.clone(), Some(record(Some(4_000))), "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_none());
-        link.mirrored(id, Some(record(Some(6_000))), false);
+        link.mirrored(id, Some(record(Some(6_000))), "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_some());
+    }
+
+    #[test]
+    fn a_dead_nodes_sessions_are_taken_for_adoption_and_no_other_nodes() {
+        let mut link = link();
+        let record = session_record;
+        for (id, node, expires) in [
+            ("a", "n1", None),
+            ("b", "n1", Some(6_000)),
+            ("c", "n1", Some(4_000)),
+            ("d", "n3", None),
+        ] {
+            link.mirrored(id.into(), Some(record(id, expires)), node.into(), false);
+        }
+        // "e" was n1's, then another node wrote it: not n1's any more.
+        link.mirrored("e".into(), Some(record("e", None)), "n1".into(), false);
+        link.mirrored("e".into(), Some(record("e", None)), "n3".into(), false);
+        let mut taken: Vec<String> = link
+            .take_mirrored_of("n1", 5_000)
+            .into_iter()
+            .map(|r| r.client_id.to_string())
+            .collect();
+        taken.sort();
+        assert_eq!(taken, ["a", "b"], "n1's unexpired sessions");
+        assert!(link.take_mirrored_of("n1", 5_000).is_empty(), "taken once");
+        assert!(
+            link.take_mirrored("c", 0).is_none(),
+            "the expired one is dropped"
+        );
+        assert!(link.take_mirrored("d", 5_000).is_some());
+        assert!(link.take_mirrored("e", 5_000).is_some());
     }
 
     #[test]
