@@ -1042,15 +1042,29 @@ fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after
     // Node 3 learns node 2's interest on the session's behalf: QoS 0 probes (never queued for
     // an offline session) until node 3 sends one to another node.
     let mut far = client(&third, 2, "far");
-    let mut near = client(&second, 0, "near");
+    // On the adopted session's shard (its client id's home).
+    let home = ringmq::shard::home_of("adoptee", SHARDS).index();
+    let mut near = client(&second, home, "near");
     let sent = messages_out(&third);
     wait_for("node 3 sends ad/a to node 2", || {
         far.publish("ad/a", b"probe", QoS::AtMostOnce, false, None);
         messages_out(&third) > sent
     });
-    // Published after the death, with the client away: they queue in the adopted session.
+    // Published after the death, with the client away: they queue in the adopted session,
+    // and are copied to the stream (after node 1's 5, taken and copied again).
     publish_numbered(&mut far, "ad/a", "a", 10, QoS::AtLeastOnce);
-    publish_numbered(&mut near, "ad/a", "b", 10, QoS::AtLeastOnce);
+    wait_for("the stream holds the copies of q and a", || {
+        nats.stream_messages("ringmq_adopt_queued") == 15
+    });
+    // A PUBACK on the session's shard comes once the stream holds the message's copy.
+    for i in 0..10 {
+        publish_range(&mut near, "ad/a", "b", i..i + 1, QoS::AtLeastOnce);
+        assert_eq!(
+            nats.stream_messages("ringmq_adopt_queued"),
+            16 + u64::from(i),
+            "the copy of b:{i} is in the stream at its PUBACK"
+        );
+    }
     let (mut roamer, present) = persistent_client_at(second.shard(1), "adoptee");
     assert!(present, "session present on node 2");
     receive_numbered(&mut roamer, &[("q", 5), ("a", 10), ("b", 10)], |_| {

@@ -521,7 +521,19 @@ impl Link {
                     self.wait_to_purge(subject);
                 }
             }
-            ToLink::Queued { client_id, message } => self.store_queued(&client_id, &message),
+            ToLink::Queued {
+                client_id,
+                message,
+                stored,
+            } => {
+                // Answered with the unit that stores it (or with the next, if not stored).
+                if let Some((from, number)) = stored
+                    && let Some(highest) = self.turn_numbers.get_mut(from.index())
+                {
+                    *highest = number;
+                }
+                self.store_queued(&client_id, &message);
+            }
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
             ToLink::PurgeQueued { client_id } => {
                 if self.js.is_some() {

@@ -82,10 +82,13 @@ pub enum ToLink {
         record: Option<Box<SessionRecord>>,
     },
     /// A QoS 1/2 message queued for an offline persistent session here (at the QoS it is
-    /// delivered): its copy in the stream of queued messages.
+    /// delivered): its copy in the stream of queued messages. `stored`: answered as a message
+    /// for the stream (`Mail::ClusterStored`), so that the acknowledgement of the PUBLISH that
+    /// queued it can wait for the copy.
     Queued {
         client_id: ByteString,
         message: Arc<Message>,
+        stored: Option<(ShardId, u64)>,
     },
     /// A session resumed here from the mirror: take what its former node queued for it.
     TakeQueued { client_id: ByteString },
@@ -344,6 +347,32 @@ impl ShardLink {
         };
     }
 
+    /// A copy of a message queued by `shard` for the offline persistent session of
+    /// `client_id`, for the stream of queued messages. While NATS is connected it is numbered
+    /// as a message for the stream, so that when a `route` made it, the acknowledgement waits
+    /// for the copy as for the other nodes' copies; while it is not, the copy goes unnumbered
+    /// (and is lost if the link is not back in time): local clients never wait for NATS.
+    pub fn copy_queued(&mut self, client_id: ByteString, message: Arc<Message>, shard: ShardId) {
+        let number = self.next_stored + 1;
+        let stored = self
+            .handle
+            .stats
+            .connected
+            .load(Ordering::Acquire)
+            .then_some((shard, number));
+        let taken = self.handle.session_mail(ToLink::Queued {
+            client_id,
+            message,
+            stored,
+        });
+        if taken && stored.is_some() {
+            self.next_stored = number;
+            if self.routed != Routed::Refused {
+                self.routed = Routed::Stored(number);
+            }
+        }
+    }
+
     /// What the last `route` did with its message for the other nodes.
     pub fn routed(&self) -> Routed {
         self.routed
@@ -539,7 +568,13 @@ impl ClusterHandle {
     /// A handle whose link is not running (its queue holds 64), for `shards` shards, with their
     /// counts of messages from other nodes routed.
     pub fn unlinked(shards: usize) -> (ClusterHandle, Arc<[AtomicU64]>) {
-        let (to_link, _) = flume::bounded(64);
+        let (handle, routed_remote, _) = Self::with_inbox(shards);
+        (handle, routed_remote)
+    }
+
+    /// `unlinked`, with the link's end of the queue (what the shards sent).
+    pub fn with_inbox(shards: usize) -> (ClusterHandle, Arc<[AtomicU64]>, flume::Receiver<ToLink>) {
+        let (to_link, inbox) = flume::bounded(64);
         let routed_remote: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
         let handle = ClusterHandle {
             to_link,
@@ -550,7 +585,7 @@ impl ClusterHandle {
             routed_remote: Arc::clone(&routed_remote),
             stats: Arc::new(ClusterStats::default()),
         };
-        (handle, routed_remote)
+        (handle, routed_remote, inbox)
     }
 }
 
@@ -732,6 +767,53 @@ mod tests {
         );
         assert!(link.take_mirrored("d", 5_000).is_some());
         assert!(link.take_mirrored("e", 5_000).is_some());
+    }
+
+    #[test]
+    fn an_ack_waits_for_the_copy_its_route_queued_while_nats_is_connected() {
+        let (handle, _, inbox) = ClusterHandle::with_inbox(1);
+        let mut link = ShardLink::new(handle);
+        let copy = |link: &mut ShardLink| {
+            let message = Arc::new(Message {
+                id: 1,
+                topic: "t".into(),
+                payload: bytes::Bytes::new(),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: crate::protocol::PublishProps::none(),
+                publisher: "p".into(),
+                received_at: std::time::Instant::now(),
+                expires_at: None,
+            });
+            link.copy_queued("c".into(), message, ShardId::new(0));
+        };
+        // Disconnected: the copy is not waited for.
+        link.begin_route();
+        copy(&mut link);
+        assert_eq!(link.routed(), Routed::Free);
+        link.handle.stats.connected.store(true, Ordering::Release);
+        link.begin_route();
+        copy(&mut link);
+        copy(&mut link);
+        assert_eq!(link.routed(), Routed::Stored(2), "the last copy's number");
+        let numbers: Vec<Option<u64>> = inbox
+            .drain()
+            .map(|mail| match mail {
+                ToLink::Queued { stored, .. } => stored.map(|(_, number)| number),
+                other => panic!("expected a copy, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(numbers, [None, Some(1), Some(2)]);
+        link.hold(1, 7, 2);
+        assert!(link.pass(1, puback(7)).is_none(), "held for the copies");
+        let mut out = Vec::new();
+        link.stored(1, true, &mut out);
+        assert!(out.is_empty(), "the second copy is not stored yet");
+        link.stored(2, true, &mut out);
+        assert_eq!(released(&out), [(1, Some(7), true)]);
+        // A route that queued nothing waits for nothing.
+        link.begin_route();
+        assert_eq!(link.routed(), Routed::Free);
     }
 
     #[test]

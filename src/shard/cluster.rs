@@ -193,9 +193,11 @@ impl Shard {
     }
 
     /// A QoS 1/2 message was queued for the offline persistent session of `client_id`: a copy
-    /// (at the QoS it is delivered) goes to the stream of queued messages.
-    pub(super) fn copy_queued(&self, client_id: ByteString, message: Arc<Message>, qos: QoS) {
-        let Some(cluster) = &self.cluster else {
+    /// (at the QoS it is delivered) goes to the stream of queued messages; queued by the route
+    /// of a client's PUBLISH, its PUBACK/PUBREC waits for the copy (docs/CLUSTER.md).
+    pub(super) fn copy_queued(&mut self, client_id: ByteString, message: Arc<Message>, qos: QoS) {
+        let shard = self.id;
+        let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
         let message = if message.qos == qos {
@@ -206,9 +208,7 @@ impl Shard {
                 ..Message::clone(&message)
             })
         };
-        cluster
-            .handle()
-            .session_mail(ToLink::Queued { client_id, message });
+        cluster.copy_queued(client_id, message, shard);
     }
 
     /// A session resumed here: from the mirror (`mirrored`), the messages its former node
