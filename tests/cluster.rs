@@ -1076,3 +1076,59 @@ fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after
     second.shutdown();
     third.shutdown();
 }
+
+#[test]
+fn a_stream_batch_delivered_again_is_not_routed_twice() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let first = node("again", "n1", nats.port);
+    // The smallest inbound queue: a big batch overflows it, and the stream delivers the batch
+    // again after a pause.
+    let second = node_with("again", "n2", nats.port, |config| {
+        config.cluster.inbound_queue_max = 64;
+    });
+    wait_hearing(&[&first, &second]);
+    let mut subscriber = client(&second, 1, "sub");
+    subscriber.subscribe(1, &[("again/#", QoS::AtLeastOnce)]);
+    // 1,500 QoS 1 messages sent without waiting for their PUBACKs, so that the link puts many
+    // in one stream batch; then every PUBACK, each a success.
+    let mut publisher = client(&first, 0, "pub");
+    let total: u32 = 1_500;
+    for i in 0..total {
+        let id = (i % 60_000 + 1) as u16;
+        let payload = format!("m:{i}");
+        publisher.publish(
+            "again/t",
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
+    }
+    for _ in 0..total {
+        match publisher.recv() {
+            Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    let mut seen = HashMap::new();
+    collect(&mut subscriber, &mut seen, total, Duration::from_secs(20));
+    // Anything delivered twice comes within the stream's pauses (100 ms): wait longer.
+    collect(
+        &mut subscriber,
+        &mut seen,
+        u32::MAX,
+        Duration::from_millis(600),
+    );
+    assert_eq!(seen.len() as u32, total, "every message arrived");
+    let twice: Vec<_> = seen.iter().filter(|(_, times)| **times > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let retried = cluster_metric(&second, "cluster_stream_batches_total{result=\"retried\"}");
+    let skipped = cluster_metric(&second, "cluster_stream_records_skipped_total");
+    assert!(
+        retried > 0.0 && skipped > 0.0,
+        "a batch was delivered again in part (retried {retried}, skipped {skipped})"
+    );
+    first.shutdown();
+    second.shutdown();
+}

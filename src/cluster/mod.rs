@@ -136,6 +136,8 @@ pub struct ClusterStats {
     pub stream_in: AtomicU64,
     pub stream_acked: AtomicU64,
     pub stream_retried: AtomicU64,
+    /// Records of stream batches delivered again that were not fed again (fed before).
+    pub stream_records_skipped: AtomicU64,
 }
 
 impl ClusterStats {

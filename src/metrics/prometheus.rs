@@ -679,6 +679,17 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
             ("retried", &stats.stream_retried),
         ],
     );
+    out.family(
+        "cluster_stream_records_skipped_total",
+        "counter",
+        "Messages of stream batches delivered again that this node had already handed to its \
+         shards, not routed a second time.",
+    );
+    out.sample(
+        "cluster_stream_records_skipped_total",
+        &[],
+        &stats.stream_records_skipped.load(Relaxed).to_string(),
+    );
     out.text
 }
 
