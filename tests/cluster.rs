@@ -1008,7 +1008,19 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
 
 #[test]
 fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after_the_death() {
-    let (_store, nats, second, third, first) = killable_cluster("adopt");
+    adopted_session_resumes("adopt", false);
+}
+
+#[test]
+fn an_adopted_session_resumes_on_a_node_that_did_not_adopt_it() {
+    adopted_session_resumes("adopt3", true);
+}
+
+/// Node 1 dies with an offline persistent session, node 2 adopts it, messages are published
+/// for it on nodes 2 and 3, and its client resumes on node 2 or (`on_third`) node 3.
+fn adopted_session_resumes(name: &str, on_third: bool) {
+    let (_store, nats, second, third, first) = killable_cluster(name);
+    let queued_stream = format!("ringmq_{name}_queued");
     // An offline persistent session on node 1 (its records read by nodes 2 and 3: the
     // CONNECT's, the SUBSCRIBE's and the DISCONNECT's), with 5 QoS 1 messages queued there
     // and copied to the stream.
@@ -1023,7 +1035,7 @@ fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     publish_numbered(&mut local, "ad/a", "q", 5, QoS::AtLeastOnce);
     wait_for("the stream holds the 5 queued copies", || {
-        nats.stream_messages("ringmq_adopt_queued") >= 5
+        nats.stream_messages(&queued_stream) >= 5
     });
     first.kill();
     // Node 2 (the live id that sorts first) adopts the session once node 1 is not heard for
@@ -1054,24 +1066,32 @@ fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after
     // and are copied to the stream (after node 1's 5, taken and copied again).
     publish_numbered(&mut far, "ad/a", "a", 10, QoS::AtLeastOnce);
     wait_for("the stream holds the copies of q and a", || {
-        nats.stream_messages("ringmq_adopt_queued") == 15
+        nats.stream_messages(&queued_stream) == 15
     });
     // A PUBACK on the session's shard comes once the stream holds the message's copy.
     for i in 0..10 {
         publish_range(&mut near, "ad/a", "b", i..i + 1, QoS::AtLeastOnce);
         assert_eq!(
-            nats.stream_messages("ringmq_adopt_queued"),
+            nats.stream_messages(&queued_stream),
             16 + u64::from(i),
             "the copy of b:{i} is in the stream at its PUBACK"
         );
     }
-    let (mut roamer, present) = persistent_client_at(second.shard(1), "adoptee");
-    assert!(present, "session present on node 2");
+    // On node 3 the session comes from the mirror (node 2's record of it, or node 1's if node
+    // 3 has not read node 2's yet: the same subscriptions) and what node 2 queued for it from
+    // the stream; node 2's session ends with the claim.
+    let resume_at = if on_third {
+        third.shard(1)
+    } else {
+        second.shard(1)
+    };
+    let (mut roamer, present) = persistent_client_at(resume_at, "adoptee");
+    assert!(present, "session present on the node it resumed on");
     receive_numbered(&mut roamer, &[("q", 5), ("a", 10), ("b", 10)], |_| {
         QoS::AtLeastOnce
     });
     wait_for("the queued copies purged at the resume", || {
-        nats.stream_messages("ringmq_adopt_queued") == 0
+        nats.stream_messages(&queued_stream) == 0
     });
     second.shutdown();
     third.shutdown();
