@@ -1152,3 +1152,50 @@ fn a_stream_batch_delivered_again_is_not_routed_twice() {
     first.shutdown();
     second.shutdown();
 }
+
+#[test]
+fn with_persistence_a_puback_waits_for_the_copy_queued_on_another_shard() {
+    let store = TempDir::new("js");
+    let data = TempDir::new("node");
+    let nats = Nats::start(0, &store.0);
+    let dir = data.0.clone();
+    // Records durable once written (no sync): the stream is the slower of the two waits.
+    let lone = node_with("copies", "n1", nats.port, move |config| {
+        config.persistence.enabled = true;
+        config.persistence.dir = dir;
+        config.persistence.fsync = ringmq::config::Fsync::Periodic;
+    });
+    // An offline persistent session on shard 1 (its DISCONNECT's record read back). The link
+    // writes records once its streams are open: the subscription is made again until then.
+    let (mut away, _) = persistent_client(&lone, 1, "away");
+    let mut packet_id = 0;
+    wait_for(
+        "the link's streams open and the session's record read back",
+        || {
+            packet_id += 1;
+            let granted = away.subscribe(packet_id, &[("cp/#", QoS::AtLeastOnce)]);
+            assert_eq!(granted[0].0, 1);
+            std::thread::sleep(Duration::from_millis(50));
+            mirror_in(&lone) >= 1.0
+        },
+    );
+    let seen = mirror_in(&lone);
+    away.disconnect();
+    wait_for("the disconnection's record read back", || {
+        mirror_in(&lone) > seen
+    });
+    // A publisher on shard 0: at each PUBACK the copy queued on shard 1 is in the stream.
+    let mut publisher = client(&lone, 0, "pub");
+    for i in 0..30_u32 {
+        publish_range(&mut publisher, "cp/t", "c", i..i + 1, QoS::AtLeastOnce);
+        assert_eq!(
+            nats.stream_messages("ringmq_copies_queued"),
+            u64::from(i) + 1,
+            "the copy of c:{i} is in the stream at its PUBACK"
+        );
+    }
+    let (mut away, present) = persistent_client(&lone, 1, "away");
+    assert!(present);
+    receive_numbered(&mut away, &[("c", 30)], |_| QoS::AtLeastOnce);
+    lone.shutdown();
+}

@@ -192,6 +192,14 @@ pub struct ShardLink {
     /// persistent sessions (with the node that wrote each), for a client that resumes here or
     /// for this node to adopt when their node dies.
     mirrored: HashMap<ByteString, (Box<str>, Box<SessionRecord>)>,
+    /// The number of the last copy of an offline queued message sent numbered, the highest
+    /// number the stream answered, and whether an answer since the last copy was a failure.
+    last_copy: u64,
+    answered: u64,
+    /// With persistence on: this shard's "durable" replies to other shards (the counts of their
+    /// mails it handled, and whether their records are durable) that wait for the stream to
+    /// hold the copies made until then: (the last copy's number, counts, ok), in order.
+    held_durable: VecDeque<(u64, Vec<u64>, bool)>,
 }
 
 /// What `route` did with a message for other nodes.
@@ -234,6 +242,9 @@ impl ShardLink {
             gate: HashMap::new(),
             held: VecDeque::new(),
             mirrored: HashMap::new(),
+            last_copy: 0,
+            answered: 0,
+            held_durable: VecDeque::new(),
         }
     }
 
@@ -369,6 +380,7 @@ impl ShardLink {
         });
         if taken && stored.is_some() {
             self.next_stored = number;
+            self.last_copy = number;
             if self.routed != Routed::Refused {
                 self.routed = Routed::Stored(number);
             }
@@ -425,6 +437,12 @@ impl ShardLink {
     /// The stream answered every message numbered up to `upto` (`ok`: it took them): the
     /// acknowledgements now free go to `out`, in order.
     pub fn stored(&mut self, upto: u64, ok: bool, out: &mut Vec<Released>) {
+        self.answered = self.answered.max(upto);
+        for (mark, _, durable) in &mut self.held_durable {
+            if *mark <= upto {
+                *durable &= ok;
+            }
+        }
         for gate in self.gate.values_mut() {
             if let Gate::Waiting(number) = *gate
                 && number <= upto
@@ -444,6 +462,30 @@ impl ShardLink {
             }
             if let Some((conn, packet)) = self.held.pop_front() {
                 out.push((conn, packet, answer));
+            }
+        }
+    }
+
+    /// With persistence on, a "durable" reply to other shards (`received`, `ok`): returned when
+    /// the stream holds every copy of an offline queued message this shard made so far (those
+    /// of the mail the reply covers among them), held otherwise, in order behind any held.
+    pub fn hold_durable(&mut self, received: Vec<u64>, ok: bool) -> Option<(Vec<u64>, bool)> {
+        if self.held_durable.is_empty() && self.last_copy <= self.answered {
+            return Some((received, ok));
+        }
+        self.held_durable.push_back((self.last_copy, received, ok));
+        None
+    }
+
+    /// The held "durable" replies whose copies the stream has answered, in order.
+    pub fn durable_released(&mut self, out: &mut Vec<(Vec<u64>, bool)>) {
+        while self
+            .held_durable
+            .front()
+            .is_some_and(|(mark, _, _)| *mark <= self.answered)
+        {
+            if let Some((_, received, ok)) = self.held_durable.pop_front() {
+                out.push((received, ok));
             }
         }
     }
@@ -771,22 +813,27 @@ mod tests {
         assert!(link.take_mirrored("e", 5_000).is_some());
     }
 
+    /// A QoS 1 message, as queued for an offline session.
+    fn queued_message() -> Arc<Message> {
+        Arc::new(Message {
+            id: 1,
+            topic: "t".into(),
+            payload: bytes::Bytes::new(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: crate::protocol::PublishProps::none(),
+            publisher: "p".into(),
+            received_at: std::time::Instant::now(),
+            expires_at: None,
+        })
+    }
+
     #[test]
     fn an_ack_waits_for_the_copy_its_route_queued_while_nats_is_connected() {
         let (handle, _, inbox) = ClusterHandle::with_inbox(1);
         let mut link = ShardLink::new(handle);
         let copy = |link: &mut ShardLink| {
-            let message = Arc::new(Message {
-                id: 1,
-                topic: "t".into(),
-                payload: bytes::Bytes::new(),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: crate::protocol::PublishProps::none(),
-                publisher: "p".into(),
-                received_at: std::time::Instant::now(),
-                expires_at: None,
-            });
+            let message = queued_message();
             link.copy_queued("c".into(), message, ShardId::new(0));
         };
         // Disconnected: the copy is not waited for.
@@ -816,6 +863,36 @@ mod tests {
         // A route that queued nothing waits for nothing.
         link.begin_route();
         assert_eq!(link.routed(), Routed::Free);
+    }
+
+    #[test]
+    fn a_durable_reply_waits_for_the_copies_made_before_it() {
+        let (handle, _, _inbox) = ClusterHandle::with_inbox(1);
+        let mut link = ShardLink::new(handle);
+        assert_eq!(
+            link.hold_durable(vec![0, 3], true),
+            Some((vec![0, 3], true))
+        );
+        link.handle.stats.connected.store(true, Ordering::Release);
+        let message = queued_message();
+        link.copy_queued("c".into(), Arc::clone(&message), ShardId::new(0));
+        assert!(
+            link.hold_durable(vec![0, 4], true).is_none(),
+            "copy 1 not stored"
+        );
+        link.copy_queued("c".into(), message, ShardId::new(0));
+        assert!(
+            link.hold_durable(vec![0, 5], true).is_none(),
+            "behind the first"
+        );
+        let (mut acks, mut replies) = (Vec::new(), Vec::new());
+        link.stored(1, true, &mut acks);
+        link.durable_released(&mut replies);
+        assert_eq!(replies, [(vec![0, 4], true)]);
+        replies.clear();
+        link.stored(2, false, &mut acks);
+        link.durable_released(&mut replies);
+        assert_eq!(replies, [(vec![0, 5], false)], "its copy was not stored");
     }
 
     #[test]

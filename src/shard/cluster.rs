@@ -66,8 +66,13 @@ impl Shard {
     /// The link's answer for this shard's messages numbered up to `upto`.
     pub(super) fn on_cluster_stored(&mut self, upto: u64, ok: bool) {
         let mut released = Vec::new();
+        let mut replies = Vec::new();
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.stored(upto, ok, &mut released);
+            cluster.durable_released(&mut replies);
+        }
+        for (received, ok) in replies {
+            self.reply_durable(received, ok);
         }
         for (conn, packet, ok) in released {
             if ok {
@@ -75,6 +80,20 @@ impl Shard {
             } else {
                 self.refuse_ack(conn, packet);
             }
+        }
+    }
+
+    /// With persistence on, tells the other shards how many of their mails this shard handled
+    /// and whether their records are durable, once the stream also holds the copies of offline
+    /// queued messages made here so far: a PUBACK on another shard waits for those copies as
+    /// for the records (docs/CLUSTER.md, "Messages queued while offline").
+    pub(super) fn reply_durable_after_copies(&mut self, received: Vec<u64>, ok: bool) {
+        let now = match self.cluster.as_mut() {
+            Some(cluster) => cluster.hold_durable(received, ok),
+            None => Some((received, ok)),
+        };
+        if let Some((received, ok)) = now {
+            self.reply_durable(received, ok);
         }
     }
 
