@@ -157,11 +157,17 @@ pub enum Mail {
     /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md).
     RemoteShared(Box<SharedPublish>),
     /// From the cluster link, to the client id's home shard: the session mirror's record of a
-    /// persistent session (`None`: gone); `own`: written by this node.
+    /// persistent session (`None`: gone), written by `node` (`own`: this node).
     MirroredSession {
         client_id: ByteString,
         record: Option<Box<crate::store::record::SessionRecord>>,
+        node: Box<str>,
         own: bool,
+    },
+    /// From the cluster link to every shard: `node` died and this node adopts its persistent
+    /// sessions; each shard installs those whose mirrored records it keeps (docs/CLUSTER.md).
+    AdoptSessions {
+        node: ByteString,
     },
     /// From the cluster link to the client id's home shard, which passes it to the session's
     /// shard: a message queued for the session on the node it resumed from.

@@ -915,17 +915,24 @@ fn mirror_out(broker: &TestBroker) -> f64 {
     cluster_metric(broker, "cluster_session_mirror_total{direction=\"out\"}")
 }
 
-#[test]
-fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
+/// Cluster `name`: its JetStream store, its NATS server, nodes 2 and 3 in this process and
+/// node 1 as a process of its own (to be killed), all hearing each other.
+fn killable_cluster(name: &str) -> (TempDir, Nats, TestBroker, TestBroker, NodeProcess) {
     let store = TempDir::new("js");
     let nats = Nats::start(0, &store.0);
-    let second = node("failover", "n2", nats.port);
-    let third = node("failover", "n3", nats.port);
-    let first = NodeProcess::start("failover", "n1", nats.port);
+    let second = node(name, "n2", nats.port);
+    let third = node(name, "n3", nats.port);
+    let first = NodeProcess::start(name, "n1", nats.port);
     wait_for("nodes 2 and 3 hear each other and node 1", || {
         cluster_metric(&second, "cluster_nodes") == 2.0
             && cluster_metric(&third, "cluster_nodes") == 2.0
     });
+    (store, nats, second, third, first)
+}
+
+#[test]
+fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
+    let (_store, nats, second, third, first) = killable_cluster("failover");
     // A persistent session on node 1 with two subscriptions; node 2 reads its mirror records
     // (one at the CONNECT, one at the SUBSCRIBE).
     let before = mirror_in(&second);
@@ -997,4 +1004,198 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
     assert!(!present, "a clean start ended the session");
     second.shutdown();
     third.shutdown();
+}
+
+#[test]
+fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after_the_death() {
+    adopted_session_resumes("adopt", false);
+}
+
+#[test]
+fn an_adopted_session_resumes_on_a_node_that_did_not_adopt_it() {
+    adopted_session_resumes("adopt3", true);
+}
+
+/// Node 1 dies with an offline persistent session, node 2 adopts it, messages are published
+/// for it on nodes 2 and 3, and its client resumes on node 2 or (`on_third`) node 3.
+fn adopted_session_resumes(name: &str, on_third: bool) {
+    let (_store, nats, second, third, first) = killable_cluster(name);
+    let queued_stream = format!("ringmq_{name}_queued");
+    // An offline persistent session on node 1 (its records read by nodes 2 and 3: the
+    // CONNECT's, the SUBSCRIBE's and the DISCONNECT's), with 5 QoS 1 messages queued there
+    // and copied to the stream.
+    let (mut roamer, present) = persistent_client_at(first.addr, "adoptee");
+    assert!(!present);
+    let granted = roamer.subscribe(1, &[("ad/a", QoS::AtLeastOnce)]);
+    assert_eq!(granted[0].0, 1);
+    roamer.disconnect();
+    wait_for("nodes 2 and 3 read the session's three records", || {
+        mirror_in(&second) >= 3.0 && mirror_in(&third) >= 3.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "ad/a", "q", 5, QoS::AtLeastOnce);
+    wait_for("the stream holds the 5 queued copies", || {
+        nats.stream_messages(&queued_stream) >= 5
+    });
+    first.kill();
+    // Node 2 (the live id that sorts first) adopts the session once node 1 is not heard for
+    // node_timeout_ms; node 3 does not.
+    wait_for("node 2 adopted the dead node's session", || {
+        cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
+    });
+    assert_eq!(
+        cluster_metric(&third, "cluster_sessions_adopted_total"),
+        0.0
+    );
+    wait_for(
+        "node 2 took node 1's 5 queued messages into the adopted session",
+        || cluster_metric(&second, "cluster_queued_messages_total{direction=\"in\"}") == 5.0,
+    );
+    // Node 3 learns node 2's interest on the session's behalf: QoS 0 probes (never queued for
+    // an offline session) until node 3 sends one to another node.
+    let mut far = client(&third, 2, "far");
+    // On the adopted session's shard (its client id's home).
+    let home = ringmq::shard::home_of("adoptee", SHARDS).index();
+    let mut near = client(&second, home, "near");
+    let sent = messages_out(&third);
+    wait_for("node 3 sends ad/a to node 2", || {
+        far.publish("ad/a", b"probe", QoS::AtMostOnce, false, None);
+        messages_out(&third) > sent
+    });
+    // Published after the death, with the client away: they queue in the adopted session,
+    // and are copied to the stream (after node 1's 5, taken and copied again).
+    publish_numbered(&mut far, "ad/a", "a", 10, QoS::AtLeastOnce);
+    wait_for("the stream holds the copies of q and a", || {
+        nats.stream_messages(&queued_stream) == 15
+    });
+    // A PUBACK on the session's shard comes once the stream holds the message's copy.
+    for i in 0..10 {
+        publish_range(&mut near, "ad/a", "b", i..i + 1, QoS::AtLeastOnce);
+        assert_eq!(
+            nats.stream_messages(&queued_stream),
+            16 + u64::from(i),
+            "the copy of b:{i} is in the stream at its PUBACK"
+        );
+    }
+    // On node 3 the session comes from the mirror (node 2's record of it, or node 1's if node
+    // 3 has not read node 2's yet: the same subscriptions) and what node 2 queued for it from
+    // the stream; node 2's session ends with the claim.
+    let resume_at = if on_third {
+        third.shard(1)
+    } else {
+        second.shard(1)
+    };
+    let (mut roamer, present) = persistent_client_at(resume_at, "adoptee");
+    assert!(present, "session present on the node it resumed on");
+    receive_numbered(&mut roamer, &[("q", 5), ("a", 10), ("b", 10)], |_| {
+        QoS::AtLeastOnce
+    });
+    wait_for("the queued copies purged at the resume", || {
+        nats.stream_messages(&queued_stream) == 0
+    });
+    second.shutdown();
+    third.shutdown();
+}
+
+#[test]
+fn a_stream_batch_delivered_again_is_not_routed_twice() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let first = node("again", "n1", nats.port);
+    // The smallest inbound queue: a big batch overflows it, and the stream delivers the batch
+    // again after a pause.
+    let second = node_with("again", "n2", nats.port, |config| {
+        config.cluster.inbound_queue_max = 64;
+    });
+    wait_hearing(&[&first, &second]);
+    let mut subscriber = client(&second, 1, "sub");
+    subscriber.subscribe(1, &[("again/#", QoS::AtLeastOnce)]);
+    // 1,500 QoS 1 messages sent without waiting for their PUBACKs, so that the link puts many
+    // in one stream batch; then every PUBACK, each a success.
+    let mut publisher = client(&first, 0, "pub");
+    let total: u32 = 1_500;
+    for i in 0..total {
+        let id = (i % 60_000 + 1) as u16;
+        let payload = format!("m:{i}");
+        publisher.publish(
+            "again/t",
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
+    }
+    for _ in 0..total {
+        match publisher.recv() {
+            Packet::PubAck(ack) => assert!(ack.reason.0 < 0x80, "PUBACK {ack:?}"),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    let mut seen = HashMap::new();
+    collect(&mut subscriber, &mut seen, total, Duration::from_secs(20));
+    // Anything delivered twice comes within the stream's pauses (100 ms): wait longer.
+    collect(
+        &mut subscriber,
+        &mut seen,
+        u32::MAX,
+        Duration::from_millis(600),
+    );
+    assert_eq!(seen.len() as u32, total, "every message arrived");
+    let twice: Vec<_> = seen.iter().filter(|(_, times)| **times > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let retried = cluster_metric(&second, "cluster_stream_batches_total{result=\"retried\"}");
+    let skipped = cluster_metric(&second, "cluster_stream_records_skipped_total");
+    assert!(
+        retried > 0.0 && skipped > 0.0,
+        "a batch was delivered again in part (retried {retried}, skipped {skipped})"
+    );
+    first.shutdown();
+    second.shutdown();
+}
+
+#[test]
+fn with_persistence_a_puback_waits_for_the_copy_queued_on_another_shard() {
+    let store = TempDir::new("js");
+    let data = TempDir::new("node");
+    let nats = Nats::start(0, &store.0);
+    let dir = data.0.clone();
+    // Records durable once written (no sync): the stream is the slower of the two waits.
+    let lone = node_with("copies", "n1", nats.port, move |config| {
+        config.persistence.enabled = true;
+        config.persistence.dir = dir;
+        config.persistence.fsync = ringmq::config::Fsync::Periodic;
+    });
+    // An offline persistent session on shard 1 (its DISCONNECT's record read back). The link
+    // writes records once its streams are open: the subscription is made again until then.
+    let (mut away, _) = persistent_client(&lone, 1, "away");
+    let mut packet_id = 0;
+    wait_for(
+        "the link's streams open and the session's record read back",
+        || {
+            packet_id += 1;
+            let granted = away.subscribe(packet_id, &[("cp/#", QoS::AtLeastOnce)]);
+            assert_eq!(granted[0].0, 1);
+            std::thread::sleep(Duration::from_millis(50));
+            mirror_in(&lone) >= 1.0
+        },
+    );
+    let seen = mirror_in(&lone);
+    away.disconnect();
+    wait_for("the disconnection's record read back", || {
+        mirror_in(&lone) > seen
+    });
+    // A publisher on shard 0: at each PUBACK the copy queued on shard 1 is in the stream.
+    let mut publisher = client(&lone, 0, "pub");
+    for i in 0..30_u32 {
+        publish_range(&mut publisher, "cp/t", "c", i..i + 1, QoS::AtLeastOnce);
+        assert_eq!(
+            nats.stream_messages("ringmq_copies_queued"),
+            u64::from(i) + 1,
+            "the copy of c:{i} is in the stream at its PUBACK"
+        );
+    }
+    let (mut away, present) = persistent_client(&lone, 1, "away");
+    assert!(present);
+    receive_numbered(&mut away, &[("c", 30)], |_| QoS::AtLeastOnce);
+    lone.shutdown();
 }

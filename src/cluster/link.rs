@@ -39,6 +39,10 @@ const THIS_TURN: u64 = u64::MAX;
 /// each failure to open them (NATS without JetStream), up to `REOPEN_PAUSE_MAX`.
 const REOPEN_PAUSE: Duration = Duration::from_secs(1);
 const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
+/// Stream batches this node remembers having fed to its shards (how many of their records went),
+/// so that one delivered again feeds only what did not go (docs/CLUSTER.md, "Exactly once").
+const FED_BATCHES_MAX: usize = 16_384;
+
 /// A stream batch that did not fit a shard's inbound queue is delivered again after this.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -199,6 +203,10 @@ struct Link {
     sent_remote: Vec<u64>,
     routed_remote: Arc<[AtomicU64]>,
     taken: VecDeque<Taken>,
+    /// Stream batches fed to the shards, by stream sequence: records handed and the marks they
+    /// made; the oldest forgotten beyond `FED_BATCHES_MAX`.
+    fed_batches: HashMap<u64, (usize, Vec<(usize, u64)>)>,
+    fed_order: VecDeque<u64>,
     /// Retained writes from the retained stream for a home shard whose queue was full, in order.
     /// Mail for a home shard whose queue was full (retained writes from the retained stream,
     /// mirrored sessions), kept in order for the next turn.
@@ -279,6 +287,8 @@ impl Link {
             sent_remote: vec![0; shards],
             routed_remote,
             taken: VecDeque::new(),
+            fed_batches: HashMap::new(),
+            fed_order: VecDeque::new(),
             home_waiting: VecDeque::new(),
             takes: futures_util::stream::FuturesUnordered::new(),
             config,
@@ -521,7 +531,19 @@ impl Link {
                     self.wait_to_purge(subject);
                 }
             }
-            ToLink::Queued { client_id, message } => self.store_queued(&client_id, &message),
+            ToLink::Queued {
+                client_id,
+                message,
+                stored,
+            } => {
+                // Answered with the unit that stores it (or with the next, if not stored).
+                if let Some((from, number)) = stored
+                    && let Some(highest) = self.turn_numbers.get_mut(from.index())
+                {
+                    *highest = number;
+                }
+                self.store_queued(&client_id, &message);
+            }
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
             ToLink::PurgeQueued { client_id } => {
                 if self.js.is_some() {
@@ -563,23 +585,35 @@ impl Link {
     /// Messages from another node over core NATS (at most once): to the shard its origin shard
     /// maps to, in order; a full shard drops its messages.
     fn on_data(&mut self, payload: Bytes) {
-        self.feed(payload, None);
+        self.feed(payload, None, 0);
     }
 
     /// Feeds a batch to the shards, each message to the shard its origin shard maps to, in
-    /// order. With `marks` (a stream batch) it stops at the first full shard and records, per
-    /// shard fed, how many messages it will have routed once it routed this batch's.
-    fn feed(&mut self, mut payload: Bytes, mut marks: Option<&mut Vec<(usize, u64)>>) -> Fed {
+    /// order, after its first `skip` records (fed before). With `marks` (a stream batch) it
+    /// stops at the first full shard and records, per shard fed, how many messages it will have
+    /// routed once it routed this batch's. Also returns how many records went (with `skip`).
+    fn feed(
+        &mut self,
+        mut payload: Bytes,
+        mut marks: Option<&mut Vec<(usize, u64)>>,
+        skip: usize,
+    ) -> (Fed, usize) {
         let now = Instant::now();
         let shards = self.to_shards.len().max(1);
+        let mut handed = 0;
         while !payload.is_empty() {
             self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
             let Some(received) =
                 wire::next_message(&mut payload, REMOTE_ID_BASE | self.next_id, now)
             else {
                 ClusterStats::add(&self.stats.dropped_undecodable, 1);
-                return Fed::Undecodable;
+                return (Fed::Undecodable, handed);
             };
+            if handed < skip {
+                handed += 1;
+                ClusterStats::add(&self.stats.stream_records_skipped, 1);
+                continue;
+            }
             let shard = usize::from(received.origin_shard) % shards;
             let mail = match received.share {
                 None => Mail::Remote(received.message),
@@ -593,7 +627,7 @@ impl Link {
                     })),
                     None => {
                         ClusterStats::add(&self.stats.dropped_undecodable, 1);
-                        return Fed::Undecodable;
+                        return (Fed::Undecodable, handed);
                     }
                 },
             };
@@ -603,11 +637,12 @@ impl Link {
                 .is_some_and(|to| to.try_send(mail).is_ok());
             if !delivered {
                 if marks.is_some() {
-                    return Fed::Full;
+                    return (Fed::Full, handed);
                 }
                 ClusterStats::add(&self.stats.dropped_inbound_full, 1);
                 continue;
             }
+            handed += 1;
             ClusterStats::add(&self.stats.messages_in, 1);
             let Some(sent) = self.sent_remote.get_mut(shard) else {
                 continue;
@@ -620,18 +655,46 @@ impl Link {
                 }
             }
         }
-        Fed::All
+        (Fed::All, handed)
+    }
+
+    /// Remembers how much of stream batch `sequence` went to the shards, and the marks it made.
+    fn remember_fed(&mut self, sequence: u64, handed: usize, marks: &[(usize, u64)]) {
+        if self
+            .fed_batches
+            .insert(sequence, (handed, marks.to_vec()))
+            .is_none()
+        {
+            self.fed_order.push_back(sequence);
+            if self.fed_order.len() > FED_BATCHES_MAX
+                && let Some(oldest) = self.fed_order.pop_front()
+            {
+                self.fed_batches.remove(&oldest);
+            }
+        }
     }
 
     /// A batch this node took from the stream: to the shards, acknowledged once they routed it
     /// (at the end of a later turn); delivered again later when a shard's queue was full.
     async fn on_stored(&mut self, message: jetstream::Message) {
         ClusterStats::add(&self.stats.stream_in, 1);
-        let mut marks = Vec::new();
-        match self.feed(message.payload.clone(), Some(&mut marks)) {
+        // A batch delivered again (a full shard queue, an acknowledgement lost or later than
+        // the stream's wait) feeds only what did not go, and waits for what did.
+        let (sequence, again) = message.info().map_or((0, false), |info| {
+            (info.stream_sequence, info.delivered > 1)
+        });
+        let (skip, mut marks) = match self.fed_batches.get(&sequence).filter(|_| again) {
+            Some((handed, marks)) => (*handed, marks.clone()),
+            None => (0, Vec::new()),
+        };
+        let (fed, handed) = self.feed(message.payload.clone(), Some(&mut marks), skip);
+        if sequence != 0 {
+            self.remember_fed(sequence, handed, &marks);
+        }
+        match fed {
             Fed::All => self.taken.push_back(Taken { message, marks }),
             Fed::Full => {
-                // What went in before the full shard is delivered twice: QoS 1 allows it.
+                // What went in before the full shard is not fed again (above).
                 ClusterStats::add(&self.stats.stream_retried, 1);
                 if let Err(error) = message.ack_with(AckKind::Nak(Some(RETRY_PAUSE))).await {
                     tracing::debug!(%error, "cluster: could not ask the stream again");
@@ -801,10 +864,22 @@ impl Link {
         let home = crate::shard::home_of(&mirrored.client_id, self.to_shards.len()).index();
         let mail = Mail::MirroredSession {
             own: mirrored.node == self.me,
+            node: mirrored.node.into_boxed_str(),
             client_id: mirrored.client_id,
             record: mirrored.record,
         };
         self.home_waiting.push_back((home, mail));
+        self.send_home();
+    }
+
+    /// `node` died and this node adopts its persistent sessions: every shard installs those
+    /// whose mirrored records it keeps (docs/CLUSTER.md, "Adopting a dead node's sessions").
+    fn adopt_sessions_of(&mut self, node: &str) {
+        tracing::warn!(%node, "cluster: adopting the persistent sessions of a dead node");
+        for shard in 0..self.to_shards.len() {
+            let mail = Mail::AdoptSessions { node: node.into() };
+            self.home_waiting.push_back((shard, mail));
+        }
         self.send_home();
     }
 
@@ -1165,8 +1240,9 @@ impl Link {
                 .filter(|(_, node)| now.duration_since(node.last_heard) > timeout)
                 .map(|(id, _)| id.clone())
                 .collect();
-            for id in gone {
-                if let Some(node) = self.nodes.remove(&id) {
+            let adopts = !gone.is_empty() && self.js.is_some();
+            for id in &gone {
+                if let Some(node) = self.nodes.remove(id) {
                     tracing::warn!(node = %id, "cluster: node not heard; forgetting it");
                     if let Some(slot) = self.slots.get_mut(node.slot) {
                         *slot = None;
@@ -1178,6 +1254,12 @@ impl Link {
                         batch.clear();
                     }
                     self.interest_dirty = true;
+                }
+            }
+            // The live node whose id sorts first adopts the dead nodes' persistent sessions.
+            if adopts && self.nodes.keys().all(|other| *other > self.me) {
+                for id in gone {
+                    self.adopt_sessions_of(&id);
                 }
             }
             self.stats

@@ -82,10 +82,13 @@ pub enum ToLink {
         record: Option<Box<SessionRecord>>,
     },
     /// A QoS 1/2 message queued for an offline persistent session here (at the QoS it is
-    /// delivered): its copy in the stream of queued messages.
+    /// delivered): its copy in the stream of queued messages. `stored`: answered as a message
+    /// for the stream (`Mail::ClusterStored`), so that the acknowledgement of the PUBLISH that
+    /// queued it can wait for the copy.
     Queued {
         client_id: ByteString,
         message: Arc<Message>,
+        stored: Option<(ShardId, u64)>,
     },
     /// A session resumed here from the mirror: take what its former node queued for it.
     TakeQueued { client_id: ByteString },
@@ -123,6 +126,8 @@ pub struct ClusterStats {
     /// Messages copied to the stream of queued messages, and taken back from it by this node.
     pub queued_out: AtomicU64,
     pub queued_in: AtomicU64,
+    /// Mirrored sessions of dead nodes this node installed as its own offline sessions.
+    pub sessions_adopted: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
     pub stream_stored: AtomicU64,
     pub stream_failed: AtomicU64,
@@ -131,6 +136,8 @@ pub struct ClusterStats {
     pub stream_in: AtomicU64,
     pub stream_acked: AtomicU64,
     pub stream_retried: AtomicU64,
+    /// Records of stream batches delivered again that were not fed again (fed before).
+    pub stream_records_skipped: AtomicU64,
 }
 
 impl ClusterStats {
@@ -182,8 +189,17 @@ pub struct ShardLink {
     /// the rest wait behind it (acknowledgements keep their order).
     held: VecDeque<(u64, Packet)>,
     /// At the home shard of their client ids: the session mirror's records of other nodes'
-    /// persistent sessions, for a client that resumes here.
-    mirrored: HashMap<ByteString, Box<SessionRecord>>,
+    /// persistent sessions (with the node that wrote each), for a client that resumes here or
+    /// for this node to adopt when their node dies.
+    mirrored: HashMap<ByteString, (Box<str>, Box<SessionRecord>)>,
+    /// The number of the last copy of an offline queued message sent numbered, the highest
+    /// number the stream answered, and whether an answer since the last copy was a failure.
+    last_copy: u64,
+    answered: u64,
+    /// With persistence on: this shard's "durable" replies to other shards (the counts of their
+    /// mails it handled, and whether their records are durable) that wait for the stream to
+    /// hold the copies made until then: (the last copy's number, counts, ok), in order.
+    held_durable: VecDeque<(u64, Vec<u64>, bool)>,
 }
 
 /// What `route` did with a message for other nodes.
@@ -226,6 +242,9 @@ impl ShardLink {
             gate: HashMap::new(),
             held: VecDeque::new(),
             mirrored: HashMap::new(),
+            last_copy: 0,
+            answered: 0,
+            held_durable: VecDeque::new(),
         }
     }
 
@@ -341,6 +360,33 @@ impl ShardLink {
         };
     }
 
+    /// A copy of a message queued by `shard` for the offline persistent session of
+    /// `client_id`, for the stream of queued messages. While NATS is connected it is numbered
+    /// as a message for the stream, so that when a `route` made it, the acknowledgement waits
+    /// for the copy as for the other nodes' copies; while it is not, the copy goes unnumbered
+    /// (and is lost if the link is not back in time): local clients never wait for NATS.
+    pub fn copy_queued(&mut self, client_id: ByteString, message: Arc<Message>, shard: ShardId) {
+        let number = self.next_stored + 1;
+        let stored = self
+            .handle
+            .stats
+            .connected
+            .load(Ordering::Acquire)
+            .then_some((shard, number));
+        let taken = self.handle.session_mail(ToLink::Queued {
+            client_id,
+            message,
+            stored,
+        });
+        if taken && stored.is_some() {
+            self.next_stored = number;
+            self.last_copy = number;
+            if self.routed != Routed::Refused {
+                self.routed = Routed::Stored(number);
+            }
+        }
+    }
+
     /// What the last `route` did with its message for the other nodes.
     pub fn routed(&self) -> Routed {
         self.routed
@@ -391,6 +437,12 @@ impl ShardLink {
     /// The stream answered every message numbered up to `upto` (`ok`: it took them): the
     /// acknowledgements now free go to `out`, in order.
     pub fn stored(&mut self, upto: u64, ok: bool, out: &mut Vec<Released>) {
+        self.answered = self.answered.max(upto);
+        for (mark, _, durable) in &mut self.held_durable {
+            if *mark <= upto {
+                *durable &= ok;
+            }
+        }
         for gate in self.gate.values_mut() {
             if let Gate::Waiting(number) = *gate
                 && number <= upto
@@ -414,17 +466,43 @@ impl ShardLink {
         }
     }
 
-    /// A record of the session mirror for a client id whose home is this shard: another node's
-    /// session is kept (replacing an older record), this node's own or a gone one removes it.
+    /// With persistence on, a "durable" reply to other shards (`received`, `ok`): returned when
+    /// the stream holds every copy of an offline queued message this shard made so far (those
+    /// of the mail the reply covers among them), held otherwise, in order behind any held.
+    pub fn hold_durable(&mut self, received: Vec<u64>, ok: bool) -> Option<(Vec<u64>, bool)> {
+        if self.held_durable.is_empty() && self.last_copy <= self.answered {
+            return Some((received, ok));
+        }
+        self.held_durable.push_back((self.last_copy, received, ok));
+        None
+    }
+
+    /// The held "durable" replies whose copies the stream has answered, in order.
+    pub fn durable_released(&mut self, out: &mut Vec<(Vec<u64>, bool)>) {
+        while self
+            .held_durable
+            .front()
+            .is_some_and(|(mark, _, _)| *mark <= self.answered)
+        {
+            if let Some((_, received, ok)) = self.held_durable.pop_front() {
+                out.push((received, ok));
+            }
+        }
+    }
+
+    /// A record of the session mirror for a client id whose home is this shard, written by
+    /// `node`: another node's session is kept (replacing an older record), this node's own
+    /// (`own`) or a gone one removes it.
     pub fn mirrored(
         &mut self,
         client_id: ByteString,
         record: Option<Box<SessionRecord>>,
+        node: Box<str>,
         own: bool,
     ) {
         match record {
             Some(record) if !own => {
-                self.mirrored.insert(client_id, record);
+                self.mirrored.insert(client_id, (node, record));
             }
             _ => {
                 self.mirrored.remove(&client_id);
@@ -437,7 +515,22 @@ impl ShardLink {
     pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<SessionRecord>> {
         self.mirrored
             .remove(client_id)
+            .map(|(_, record)| record)
             .filter(|record| record.expires_at_ms.is_none_or(|at| at > now_ms))
+    }
+
+    /// Takes every mirrored session `node` wrote that has not expired at `now_ms` (the node
+    /// died and this node adopts them); expired ones are dropped.
+    pub fn take_mirrored_of(&mut self, node: &str, now_ms: u64) -> Vec<Box<SessionRecord>> {
+        let ids: Vec<ByteString> = self
+            .mirrored
+            .iter()
+            .filter(|(_, (writer, _))| &**writer == node)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| self.take_mirrored(id, now_ms))
+            .collect()
     }
 
     /// A message from another node has been routed by `shard`.
@@ -519,7 +612,13 @@ impl ClusterHandle {
     /// A handle whose link is not running (its queue holds 64), for `shards` shards, with their
     /// counts of messages from other nodes routed.
     pub fn unlinked(shards: usize) -> (ClusterHandle, Arc<[AtomicU64]>) {
-        let (to_link, _) = flume::bounded(64);
+        let (handle, routed_remote, _) = Self::with_inbox(shards);
+        (handle, routed_remote)
+    }
+
+    /// `unlinked`, with the link's end of the queue (what the shards sent).
+    pub fn with_inbox(shards: usize) -> (ClusterHandle, Arc<[AtomicU64]>, flume::Receiver<ToLink>) {
+        let (to_link, inbox) = flume::bounded(64);
         let routed_remote: Arc<[AtomicU64]> = (0..shards).map(|_| AtomicU64::new(0)).collect();
         let handle = ClusterHandle {
             to_link,
@@ -530,7 +629,7 @@ impl ClusterHandle {
             routed_remote: Arc::clone(&routed_remote),
             stats: Arc::new(ClusterStats::default()),
         };
-        (handle, routed_remote)
+        (handle, routed_remote, inbox)
     }
 }
 
@@ -646,37 +745,154 @@ mod tests {
         assert_eq!(picks, [Some(0b1), Some(0b100), Some(0b1)]);
     }
 
+    /// A mirrored record of `client_id`'s session, expiring at `expires_at_ms` (`None`: its
+    /// client was connected).
+    fn session_record(client_id: &str, expires_at_ms: Option<u64>) -> Box<SessionRecord> {
+        Box::new(SessionRecord {
+            stamp: 0,
+            client_id: client_id.into(),
+            username: None,
+            version: crate::protocol::Version::V5,
+            expiry_secs: 60,
+            expires_at_ms,
+            next_seq: 1,
+            subscriptions: Vec::new(),
+        })
+    }
+
     #[test]
     fn the_home_shard_keeps_other_nodes_sessions_until_taken_or_gone() {
         let mut link = link();
-        let record = |expires_at_ms: Option<u64>| {
-            Box::new(SessionRecord {
-                stamp: 0,
-                client_id: "c".into(),
-                username: None,
-                version: crate::protocol::Version::V5,
-                expiry_secs: 60,
-                expires_at_ms,
-                next_seq: 1,
-                subscriptions: Vec::new(),
-            })
-        };
+        let record = |expires_at_ms| session_record("c", expires_at_ms);
         let id = ByteString::from_static("c");
-        link.mirrored(id.clone(), Some(record(None)), false);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_some());
         assert!(link.take_mirrored("c", 5_000).is_none(), "taken once");
         // This node's own record, or a gone one, removes it.
-        link.mirrored(id.clone(), Some(record(None)), false);
-        link.mirrored(id.clone(), Some(record(None)), true);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), false);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), true);
         assert!(link.take_mirrored("c", 5_000).is_none());
-        link.mirrored(id.clone(), Some(record(None)), false);
-        link.mirrored(id.clone(), None, false);
+        link.mirrored(id.clone(), Some(record(None)), "n2".into(), false);
+        link.mirrored(id.clone(), None, "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_none());
         // One that expired while its client was away is not resumed.
-        link.mirrored(id.clone(), Some(record(Some(4_000))), false);
+        link.mirrored(id.clone(), Some(record(Some(4_000))), "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_none());
-        link.mirrored(id, Some(record(Some(6_000))), false);
+        link.mirrored(id, Some(record(Some(6_000))), "n2".into(), false);
         assert!(link.take_mirrored("c", 5_000).is_some());
+    }
+
+    #[test]
+    fn a_dead_nodes_sessions_are_taken_for_adoption_and_no_other_nodes() {
+        let mut link = link();
+        let record = session_record;
+        for (id, node, expires) in [
+            ("a", "n1", None),
+            ("b", "n1", Some(6_000)),
+            ("c", "n1", Some(4_000)),
+            ("d", "n3", None),
+        ] {
+            link.mirrored(id.into(), Some(record(id, expires)), node.into(), false);
+        }
+        // "e" was n1's, then another node wrote it: not n1's any more.
+        link.mirrored("e".into(), Some(record("e", None)), "n1".into(), false);
+        link.mirrored("e".into(), Some(record("e", None)), "n3".into(), false);
+        let mut taken: Vec<String> = link
+            .take_mirrored_of("n1", 5_000)
+            .into_iter()
+            .map(|r| r.client_id.to_string())
+            .collect();
+        taken.sort();
+        assert_eq!(taken, ["a", "b"], "n1's unexpired sessions");
+        assert!(link.take_mirrored_of("n1", 5_000).is_empty(), "taken once");
+        assert!(
+            link.take_mirrored("c", 0).is_none(),
+            "the expired one is dropped"
+        );
+        assert!(link.take_mirrored("d", 5_000).is_some());
+        assert!(link.take_mirrored("e", 5_000).is_some());
+    }
+
+    /// A QoS 1 message, as queued for an offline session.
+    fn queued_message() -> Arc<Message> {
+        Arc::new(Message {
+            id: 1,
+            topic: "t".into(),
+            payload: bytes::Bytes::new(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: crate::protocol::PublishProps::none(),
+            publisher: "p".into(),
+            received_at: std::time::Instant::now(),
+            expires_at: None,
+        })
+    }
+
+    #[test]
+    fn an_ack_waits_for_the_copy_its_route_queued_while_nats_is_connected() {
+        let (handle, _, inbox) = ClusterHandle::with_inbox(1);
+        let mut link = ShardLink::new(handle);
+        let copy = |link: &mut ShardLink| {
+            let message = queued_message();
+            link.copy_queued("c".into(), message, ShardId::new(0));
+        };
+        // Disconnected: the copy is not waited for.
+        link.begin_route();
+        copy(&mut link);
+        assert_eq!(link.routed(), Routed::Free);
+        link.handle.stats.connected.store(true, Ordering::Release);
+        link.begin_route();
+        copy(&mut link);
+        copy(&mut link);
+        assert_eq!(link.routed(), Routed::Stored(2), "the last copy's number");
+        let numbers: Vec<Option<u64>> = inbox
+            .drain()
+            .map(|mail| match mail {
+                ToLink::Queued { stored, .. } => stored.map(|(_, number)| number),
+                other => panic!("expected a copy, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(numbers, [None, Some(1), Some(2)]);
+        link.hold(1, 7, 2);
+        assert!(link.pass(1, puback(7)).is_none(), "held for the copies");
+        let mut out = Vec::new();
+        link.stored(1, true, &mut out);
+        assert!(out.is_empty(), "the second copy is not stored yet");
+        link.stored(2, true, &mut out);
+        assert_eq!(released(&out), [(1, Some(7), true)]);
+        // A route that queued nothing waits for nothing.
+        link.begin_route();
+        assert_eq!(link.routed(), Routed::Free);
+    }
+
+    #[test]
+    fn a_durable_reply_waits_for_the_copies_made_before_it() {
+        let (handle, _, _inbox) = ClusterHandle::with_inbox(1);
+        let mut link = ShardLink::new(handle);
+        assert_eq!(
+            link.hold_durable(vec![0, 3], true),
+            Some((vec![0, 3], true))
+        );
+        link.handle.stats.connected.store(true, Ordering::Release);
+        let message = queued_message();
+        link.copy_queued("c".into(), Arc::clone(&message), ShardId::new(0));
+        assert!(
+            link.hold_durable(vec![0, 4], true).is_none(),
+            "copy 1 not stored"
+        );
+        link.copy_queued("c".into(), message, ShardId::new(0));
+        assert!(
+            link.hold_durable(vec![0, 5], true).is_none(),
+            "behind the first"
+        );
+        let (mut acks, mut replies) = (Vec::new(), Vec::new());
+        link.stored(1, true, &mut acks);
+        link.durable_released(&mut replies);
+        assert_eq!(replies, [(vec![0, 4], true)]);
+        replies.clear();
+        link.stored(2, false, &mut acks);
+        link.durable_released(&mut replies);
+        assert_eq!(replies, [(vec![0, 5], false)], "its copy was not stored");
     }
 
     #[test]

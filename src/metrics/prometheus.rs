@@ -650,6 +650,17 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         &[("out", &stats.queued_out), ("in", &stats.queued_in)],
     );
     out.family(
+        "cluster_sessions_adopted_total",
+        "counter",
+        "Persistent sessions of dead nodes this node installed as its own offline sessions from \
+         the cluster's session mirror.",
+    );
+    out.sample(
+        "cluster_sessions_adopted_total",
+        &[],
+        &stats.sessions_adopted.load(Relaxed).to_string(),
+    );
+    out.family(
         "cluster_stream_batches_total",
         "counter",
         "Batches of QoS 1/2 messages through the JetStream stream: stored for other nodes, not \
@@ -667,6 +678,17 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
             ("acked", &stats.stream_acked),
             ("retried", &stats.stream_retried),
         ],
+    );
+    out.family(
+        "cluster_stream_records_skipped_total",
+        "counter",
+        "Messages of stream batches delivered again that this node had already handed to its \
+         shards, not routed a second time.",
+    );
+    out.sample(
+        "cluster_stream_records_skipped_total",
+        &[],
+        &stats.stream_records_skipped.load(Relaxed).to_string(),
     );
     out.text
 }

@@ -3,7 +3,7 @@
 //! local log, and acknowledgements keep their order behind it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
@@ -66,8 +66,13 @@ impl Shard {
     /// The link's answer for this shard's messages numbered up to `upto`.
     pub(super) fn on_cluster_stored(&mut self, upto: u64, ok: bool) {
         let mut released = Vec::new();
+        let mut replies = Vec::new();
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.stored(upto, ok, &mut released);
+            cluster.durable_released(&mut replies);
+        }
+        for (received, ok) in replies {
+            self.reply_durable(received, ok);
         }
         for (conn, packet, ok) in released {
             if ok {
@@ -75,6 +80,20 @@ impl Shard {
             } else {
                 self.refuse_ack(conn, packet);
             }
+        }
+    }
+
+    /// With persistence on, tells the other shards how many of their mails this shard handled
+    /// and whether their records are durable, once the stream also holds the copies of offline
+    /// queued messages made here so far: a PUBACK on another shard waits for those copies as
+    /// for the records (docs/CLUSTER.md, "Messages queued while offline").
+    pub(super) fn reply_durable_after_copies(&mut self, received: Vec<u64>, ok: bool) {
+        let now = match self.cluster.as_mut() {
+            Some(cluster) => cluster.hold_durable(received, ok),
+            None => Some((received, ok)),
+        };
+        if let Some((received, ok)) = now {
+            self.reply_durable(received, ok);
         }
     }
 
@@ -110,15 +129,68 @@ impl Shard {
         }
     }
 
-    /// The home shard of `client_id`: a record of the session mirror.
+    /// The home shard of `client_id`: a record of the session mirror, written by `node`.
     pub(super) fn on_mirrored_session(
         &mut self,
         client_id: ByteString,
         record: Option<Box<SessionRecord>>,
+        node: Box<str>,
         own: bool,
     ) {
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.mirrored(client_id, record, own);
+            cluster.mirrored(client_id, record, node, own);
+        }
+    }
+
+    /// `node` died and this node adopts its persistent sessions (docs/CLUSTER.md, "Adopting a
+    /// dead node's sessions"): each mirrored record it wrote whose home is this shard becomes
+    /// an offline session here, with its subscriptions (interest announced, so messages queue
+    /// for it and are copied to the stream as for any offline session), its expiry, the
+    /// messages the dead node queued for it (taken from the stream), and a mirror record of
+    /// this node's. A client id with a session on this node already is left alone.
+    pub(super) fn adopt_sessions(&mut self, node: &str, now: Instant) {
+        let wall_ms = crate::store::Clock::now().wall_ms;
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let records = cluster.take_mirrored_of(node, wall_ms);
+        for record in records {
+            let client_id = record.client_id.clone();
+            if self.directory.owner(&client_id).is_some() {
+                continue;
+            }
+            if self.sessions.len() >= self.settings.sessions_per_shard_max {
+                // No room: the record stays, for its client to resume with.
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.mirrored(client_id, Some(record), node.into(), false);
+                }
+                continue;
+            }
+            // Connected when its node died: its whole expiry starts now.
+            let left = match record.expires_at_ms {
+                Some(at) => Duration::from_millis(at.saturating_sub(wall_ms)),
+                None => Duration::from_secs(u64::from(record.expiry_secs)),
+            };
+            let (generation, _) = self.directory.claim(client_id.clone(), self.id);
+            let ticket = self.take_ticket();
+            let key = self.install_session(
+                crate::cluster::mirror::state_from(*record),
+                generation,
+                ticket,
+            );
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.expires_at = Some(now + left);
+            }
+            self.store_meta(key);
+            self.mirror_session(key);
+            self.resumed_in_cluster(&client_id, true);
+            if let Some(cluster) = &self.cluster {
+                cluster
+                    .handle()
+                    .stats
+                    .sessions_adopted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
@@ -140,9 +212,11 @@ impl Shard {
     }
 
     /// A QoS 1/2 message was queued for the offline persistent session of `client_id`: a copy
-    /// (at the QoS it is delivered) goes to the stream of queued messages.
-    pub(super) fn copy_queued(&self, client_id: ByteString, message: Arc<Message>, qos: QoS) {
-        let Some(cluster) = &self.cluster else {
+    /// (at the QoS it is delivered) goes to the stream of queued messages; queued by the route
+    /// of a client's PUBLISH, its PUBACK/PUBREC waits for the copy (docs/CLUSTER.md).
+    pub(super) fn copy_queued(&mut self, client_id: ByteString, message: Arc<Message>, qos: QoS) {
+        let shard = self.id;
+        let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
         let message = if message.qos == qos {
@@ -153,9 +227,7 @@ impl Shard {
                 ..Message::clone(&message)
             })
         };
-        cluster
-            .handle()
-            .session_mail(ToLink::Queued { client_id, message });
+        cluster.copy_queued(client_id, message, shard);
     }
 
     /// A session resumed here: from the mirror (`mirrored`), the messages its former node

@@ -493,8 +493,10 @@ impl Shard {
             Mail::MirroredSession {
                 client_id,
                 record,
+                node,
                 own,
-            } => self.on_mirrored_session(client_id, record, own),
+            } => self.on_mirrored_session(client_id, record, node, own),
+            Mail::AdoptSessions { node } => self.adopt_sessions(&node, now),
             Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
             Mail::RemoteRetain(message) => self.store_retained(message),
             Mail::RemoteClaim { client_id, at } => self.on_remote_claim(client_id, at, now),

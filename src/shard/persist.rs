@@ -304,7 +304,7 @@ impl Shard {
 
     /// Tells every shard how many of its data mails this shard has handled, and whether their
     /// records are durable (`ok`) or lost with a failed write.
-    fn reply_durable(&mut self, received: Vec<u64>, ok: bool) {
+    pub(super) fn reply_durable(&mut self, received: Vec<u64>, ok: bool) {
         for (index, count) in received.into_iter().enumerate() {
             if index != self.id.index() && count > 0 {
                 self.send_mail(ShardId::new(index), Mail::Durable { count, ok });
@@ -435,7 +435,7 @@ impl Shard {
         // While the log is broken nothing handled was written: say so.
         let ok = !journal.is_broken();
         if let Some(received) = received {
-            self.reply_durable(received, ok);
+            self.reply_durable_after_copies(received, ok);
         }
         self.release_acks();
     }

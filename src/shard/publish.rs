@@ -179,10 +179,12 @@ impl Shard {
                 self.send_retained(home, Arc::clone(&message));
             }
         }
-        let mut matched = self.deliver_local(&message, now);
+        // Before the local deliveries: a copy of one queued for an offline persistent session
+        // here is waited for too.
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.begin_route();
         }
+        let mut matched = self.deliver_local(&message, now);
         matched |= self.route_shared(&message, now);
         if let Some(cluster) = self.cluster.as_mut() {
             // `$SYS` topics describe this node: they stay on it.
