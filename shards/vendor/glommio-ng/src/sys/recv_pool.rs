@@ -233,10 +233,11 @@ impl Drop for PooledBuf {
     }
 }
 
-/// ringmq patch (change 11): how many pool buffers a multishot receive may fill for its stream
-/// before it is cancelled. A stream that stops reading (paused by its shard) then stops taking
-/// buffers, its bytes stay in the socket, and TCP's flow control holds its peer back; a reader
-/// that keeps up never holds more than one or two.
+/// ringmq patch (change 11): how many pool buffers a multishot receive may fill for its stream.
+/// It is armed with a limit of this many buffers' bytes in all (the kernel ends it there), and
+/// cancelled once its stream holds this many unread where the kernel ignores or refuses the
+/// limit. A stream that stops reading (paused by its shard) then stops taking buffers, its
+/// bytes stay in the socket, and TCP's flow control holds its peer back.
 pub(crate) const MULTISHOT_BUFFERS_MAX: usize = 4;
 
 /// ringmq patch (change 11): what a multishot receive brought that its stream has not read yet,
@@ -246,6 +247,8 @@ pub(crate) struct MultishotReceived {
     pub(crate) buffers: VecDeque<PooledBuf>,
     /// The cancel was asked for (the stream holds `MULTISHOT_BUFFERS_MAX` unread buffers).
     pub(crate) cancelled: bool,
+    /// Armed with a limit on the bytes it takes in all (`sqe.optlen`).
+    pub(crate) limited: bool,
 }
 
 /// ringmq patch: the message header of a receive that asks for the kernel's receive timestamp

@@ -80,8 +80,9 @@ enum UringOpDescriptor {
     SockRecvMsg(usize, i32),
     /// ringmq patch: a receive of at most `len` bytes into a buffer of the pool (buffer select).
     SockRecvPooled(usize),
-    /// ringmq patch (change 11): a multishot receive into the pool.
-    SockRecvMulti,
+    /// ringmq patch (change 11): a multishot receive into the pool that ends after that many
+    /// bytes in all (0: no limit).
+    SockRecvMulti(u32),
     Nop,
 }
 
@@ -615,15 +616,19 @@ where
                         .flags(squeue::Flags::BUFFER_SELECT),
                 }
             }
-            UringOpDescriptor::SockRecvMulti => {
+            UringOpDescriptor::SockRecvMulti(limit_bytes) => {
                 // Multishot with POLL_FIRST: armed once, the request completes each time data
                 // arrives, into a pool buffer the kernel takes then, and stays armed.
                 const RECV_MULTISHOT_POLL_FIRST: u16 = 1 | 2;
-                opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                let mut entry = opcode::Recv::new(fd, std::ptr::null_mut(), 0)
                     .ioprio(RECV_MULTISHOT_POLL_FIRST)
                     .buf_group(super::recv_pool::RECV_POOL_GROUP)
                     .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
+                    .flags(squeue::Flags::BUFFER_SELECT);
+                if limit_bytes > 0 {
+                    set_receive_limit(&mut entry, limit_bytes);
+                }
+                entry
             }
             UringOpDescriptor::Nop => opcode::Nop::new().build(),
         }
@@ -1148,6 +1153,27 @@ struct SleepableRing {
     /// ringmq patch: the receive buffers registered with `ring` (declared after it, so the ring
     /// is closed before the pool may be freed).
     recv_pool: Option<Rc<RecvPool>>,
+    /// ringmq patch (change 11): the kernel refused a multishot receive's total limit.
+    multishot_limit_refused: bool,
+}
+
+/// ringmq patch (change 11): the most bytes a multishot receive takes before the kernel ends
+/// it (`IORING_RECV_MSHOT_LIM`): the SQE's `optlen`, a `u32` at byte 44 of the 64-byte entry
+/// (in the union with `file_index`), for which the io-uring crate's `Recv` has no setter. A
+/// kernel without the limit refuses the receive with `EINVAL` (it checks that `file_index` is
+/// zero), and the executor then arms without it (`keep_multishot`).
+fn set_receive_limit(entry: &mut squeue::Entry, bytes: u32) {
+    const OPTLEN_OFFSET: usize = 44;
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `Entry` is a `repr(C)` wrapper of the 64-byte `io_uring_sqe`; bytes 44..48 are
+    // inside it and hold a plain integer in every member of their union.
+    unsafe {
+        (entry as *mut squeue::Entry)
+            .cast::<u8>()
+            .add(OPTLEN_OFFSET)
+            .cast::<u32>()
+            .write_unaligned(bytes);
+    }
 }
 
 /// ringmq patch: the pool buffer a pooled receive's completion names, if it names one.
@@ -1199,6 +1225,12 @@ impl SleepableRing {
             Err(error) if received.cancelled && error.raw_os_error() == Some(libc::ETIMEDOUT) => {
                 Err(io::Error::from_raw_os_error(libc::ECANCELED))
             }
+            // A kernel without the total limit: arm without it from now on; the stream arms
+            // again after an end it reads as a cancel.
+            Err(error) if received.limited && error.raw_os_error() == Some(libc::EINVAL) => {
+                self.multishot_limit_refused = true;
+                Err(io::Error::from_raw_os_error(libc::ECANCELED))
+            }
             res => res,
         }
     }
@@ -1233,6 +1265,7 @@ impl SleepableRing {
             source_map,
             in_kernel: 0,
             recv_pool: None,
+            multishot_limit_refused: false,
         })
     }
 
@@ -1817,10 +1850,19 @@ impl Reactor {
     /// ringmq patch (change 11): a multishot receive into the pool. Only with a pool
     /// registered.
     pub(crate) fn recv_multishot(&self, source: &Source) {
+        let mut ring = self.main_ring.borrow_mut();
+        let limit_bytes = match (&ring.recv_pool, ring.multishot_limit_refused) {
+            (Some(pool), false) => super::recv_pool::MULTISHOT_BUFFERS_MAX * pool.buffer_bytes(),
+            _ => 0,
+        };
+        let limit_bytes = u32::try_from(limit_bytes).unwrap_or(0);
+        if let SourceType::SockRecvMulti(received) = &mut *source.source_type_mut() {
+            received.limited = limit_bytes > 0;
+        }
         queue_request_into_ring(
-            &mut *self.ring_for_source(source),
+            &mut *ring,
             source,
-            UringOpDescriptor::SockRecvMulti,
+            UringOpDescriptor::SockRecvMulti(limit_bytes),
             &mut self.source_map.borrow_mut(),
         );
     }
