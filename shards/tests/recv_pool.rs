@@ -2,7 +2,9 @@
 //! holds none, bytes that do not fit one read wait for the next in order, a read that finds the
 //! pool empty still gets its bytes (plain `recv`), and a shard without a pool reads the same.
 //! With receive timestamps on, every read brings the kernel's stamp of its bytes, leftovers
-//! included, with or without a pool.
+//! included, with or without a pool. Reads are multishot receives: a stream that stops reading
+//! holds a few buffers at most and its peer's writes block (TCP flow control), and a multishot
+//! that ended (cancelled at that bound, or the pool empty) is armed again by the next read.
 
 use shards::{
     CpuSet, ListenerSpec, PortPerShard, RuntimeConfig, ShardContext, ShardCount, Topology,
@@ -34,8 +36,9 @@ fn config(recv_buffers: usize, recv_buffer_bytes: usize) -> RuntimeConfig {
 /// reads of 100 bytes, `s` answers the pool's counters as text, `h` starts a read that it gives
 /// up after 50 ms and then reads nothing (the receive it armed stays armed, and what it brings
 /// waits in its buffer for a read that never comes), `l` does the same and then echoes in
-/// reads of 10 bytes (each takes what fits of the buffer the 100-byte receive filled), `t`
-/// turns receive timestamps on and serves `timestamps`.
+/// reads of 10 bytes (each takes what fits of the buffer the 100-byte receive filled), `p`
+/// gives its read up too, sleeps 300 ms and then echoes in reads of 100 bytes, `t` turns
+/// receive timestamps on and serves `timestamps`.
 async fn serve(context: ShardContext<()>) {
     for listener in context.take_listeners() {
         context
@@ -76,15 +79,18 @@ async fn connection(mut stream: shards::TcpStream) {
             );
             let _ = stream.write_all(text.as_bytes()).await;
         }
-        b'h' | b'l' => {
+        b'h' | b'l' | b'p' => {
             let mut buf = [0u8; 100];
             let read = shards::time::timeout(Duration::from_millis(50), stream.read(&mut buf));
             assert!(read.await.is_err(), "the client sent too early");
             if mode[0] == b'h' {
                 std::future::pending::<()>().await;
             }
-            let mut buf = [0u8; 10];
-            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            if mode[0] == b'p' {
+                shards::time::sleep(Duration::from_millis(300)).await;
+            }
+            let len = if mode[0] == b'l' { 10 } else { 100 };
+            while let Ok(n @ 1..) = stream.read(&mut buf[..len]).await {
                 if stream.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -348,4 +354,105 @@ fn reads_bring_the_kernel_receive_timestamp_of_their_bytes() {
 #[test]
 fn reads_without_a_pool_bring_the_kernel_receive_timestamp_too() {
     with_shard(0, check_receive_timestamps);
+}
+
+/// Waits until the pool's counters satisfy `done` (at most 10 s), and returns them.
+fn stats_when(addr: SocketAddr, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = stats(addr);
+        if done(&now) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{what}: {now:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_stream_that_stops_reading_holds_a_few_buffers_and_its_peer_blocks() {
+    with_shard(256, |addr| {
+        let mut holder = client_past_a_given_up_read(addr, b'h');
+        holder.set_nonblocking(true).unwrap();
+        // Writes until the kernel refuses more: the shard does not read, so once the socket
+        // buffers are full TCP's flow control stops the writer, long before 64 MiB.
+        let chunk = pattern(64 * 1024, 9);
+        let mut written = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut refused = 0;
+        while refused < 20 && written < 64 << 20 && Instant::now() < deadline {
+            match holder.write(&chunk) {
+                Ok(n) => written += n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    refused += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(error) => panic!("write: {error}"),
+            }
+        }
+        assert_eq!(
+            refused, 20,
+            "the writer never blocked: {written} bytes went"
+        );
+        assert!(
+            written < 64 << 20,
+            "{written} bytes went to a stream that reads nothing"
+        );
+        let held = stats_when(addr, "the holder took no buffer", |stats| stats.held > 0).held;
+        // The multishot receive takes 4 buffers' bytes at most (the kernel's total limit on
+        // a multishot receive, Linux 6.18 here), then ends and is not armed again while the
+        // stream does not read: the rest waits in the socket.
+        assert!(
+            held <= 4,
+            "a stream that reads nothing holds {held} pool buffers ({written} bytes written)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(stats(addr).held, held, "the stream kept taking buffers");
+        // The shard's task never reads nor ends: its buffers stay with it until shutdown.
+        drop(holder);
+    });
+}
+
+/// A `p` stream: 64 KiB arrive while the shard sleeps, more than the multishot receive may hold
+/// for it, so it ends (cancelled at its bound, or on the empty pool of `recv_buffers`) with
+/// bytes left in the socket; the reads after take it all in order and arm it again.
+fn check_a_paused_stream_reads_on(recv_buffers: usize) {
+    with_shard(recv_buffers, |addr| {
+        let mut stream = client(addr);
+        stream.write_all(b"p").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        echo(&mut stream, &pattern(64 * 1024, 11));
+        let before = stats_when(addr, "buffers not given back", |stats| stats.held == 0);
+        // Idle now, then a message: it comes through a receive armed again in the pool.
+        std::thread::sleep(Duration::from_millis(100));
+        echo(&mut stream, &pattern(50, 12));
+        let after = stats(addr);
+        assert!(
+            after.receives > before.receives,
+            "the read after the end did not go through the pool: {before:?} -> {after:?}"
+        );
+        drop(stream);
+    });
+}
+
+#[test]
+fn a_multishot_receive_ended_at_its_bound_is_armed_again() {
+    check_a_paused_stream_reads_on(256);
+}
+
+#[test]
+fn a_multishot_receive_ended_by_the_empty_pool_is_armed_again() {
+    check_a_paused_stream_reads_on(2);
+    with_shard(2, |addr| {
+        let mut stream = client(addr);
+        stream.write_all(b"p").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(&pattern(64 * 1024, 13)).unwrap();
+        let exhausted = stats_when(addr, "the pool never ran out", |s| s.exhausted > 0);
+        assert!(exhausted.held <= 2, "{exhausted:?}");
+        let mut back = vec![0u8; 64 * 1024];
+        stream.read_exact(&mut back).unwrap();
+        assert!(back == pattern(64 * 1024, 13), "the echo differs");
+        drop(stream);
+    });
 }

@@ -475,6 +475,14 @@ impl Reactor {
         source
     }
 
+    /// ringmq patch (change 11): a multishot receive into the executor's buffer pool, armed
+    /// once for many arrivals of data.
+    pub(crate) fn recv_multishot(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::SockRecvMulti(Default::default()), None);
+        self.sys.recv_multishot(&source);
+        source
+    }
+
     pub(crate) fn recv(&self, fd: RawFd, size: usize, flags: MsgFlags) -> Source {
         let source = self.new_source(fd, SourceType::SockRecv(None), None);
         self.sys.recv(&source, size, flags);

@@ -639,6 +639,9 @@ pub(crate) struct GlommioStream<S, B> {
     speculate: Cell<bool>,
     /// ringmq patch: the receive armed into the executor's buffer pool, if one is.
     pool_source: Option<Source>,
+    /// ringmq patch (change 11): the multishot receive armed into the pool, if one is; it
+    /// stays armed across reads until it ends.
+    pool_multishot: Option<Source>,
     /// ringmq patch: a pool buffer whose bytes did not all fit the read that took it.
     pool_left: Option<PooledBuf>,
     /// ringmq patch: the kernel's receive timestamp of `pool_left`'s receive: its bytes keep it.
@@ -673,6 +676,7 @@ where
             rx_source: None,
             speculate: Cell::new(!pooled),
             pool_source: None,
+            pool_multishot: None,
             pool_left: None,
             pool_left_stamp: None,
         }
@@ -704,6 +708,7 @@ impl<S> GlommioStream<S, NonBuffered> {
             rx_source: self.rx_source,
             speculate: Cell::new(true),
             pool_source: self.pool_source,
+            pool_multishot: self.pool_multishot,
             pool_left: self.pool_left,
             pool_left_stamp: self.pool_left_stamp,
         }
@@ -777,6 +782,13 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             }
             return Poll::Ready(Ok(n));
         }
+        if self.pool_multishot.is_some() {
+            match self.poll_read_multishot(cx, buf) {
+                Some(poll) => return poll,
+                // It ended with the stream open: bytes may wait in the socket.
+                None => self.speculate.set(true),
+            }
+        }
         if self.pool_source.is_none() && self.speculate.get() && !buf.is_empty() {
             match self.stream.poll_read_speculative(buf) {
                 Some(result) => return Poll::Ready(result),
@@ -787,6 +799,12 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             let reactor = self.stream.reactor.upgrade().unwrap();
             let pooled = reactor.sys.recv_pool_buffer_bytes();
             match pooled {
+                Some(_) if !buf.is_empty() && self.stream.receive_header.is_none() => {
+                    self.stream.source_rx.take();
+                    let fd = self.stream.stream.as_raw_fd();
+                    self.pool_multishot = Some(reactor.recv_multishot(fd));
+                    return self.poll_read_pooled(cx, buf);
+                }
                 Some(buffer_bytes) if !buf.is_empty() => {
                     // A readiness poll left from a fallback read would only fire uselessly.
                     self.stream.source_rx.take();
@@ -840,10 +858,51 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         }
     }
 
+    /// ringmq patch (change 11): a read from the armed multishot receive: the oldest buffer it
+    /// brought, else its end, else a wait for its next completion. `None` when it has ended
+    /// with the stream open (cancelled because its stream held too many unread buffers, the
+    /// pool was empty, or the kernel stopped it): the next read goes to the socket, then arms
+    /// it again. A receive-timestamped stream keeps single-shot receives (`recvmsg`).
+    fn poll_read_multishot(
+        &mut self,
+        cx: &Context<'_>,
+        buf: &mut [u8],
+    ) -> Option<Poll<io::Result<usize>>> {
+        let source = self.pool_multishot.as_ref()?;
+        if let Some(mut pooled) = source.take_multishot_buffer() {
+            self.stream.last_stamp = None;
+            let n = pooled.copy_to(buf);
+            if !pooled.is_drained() {
+                self.pool_left = Some(pooled);
+                self.pool_left_stamp = None;
+            }
+            return Some(Poll::Ready(Ok(n)));
+        }
+        let Some(result) = source.result() else {
+            source.add_waiter_single(cx.waker());
+            return Some(Poll::Pending);
+        };
+        self.pool_multishot = None;
+        match result {
+            // The end of the stream brings no buffer.
+            Ok(0) => Some(Poll::Ready(Ok(0))),
+            Ok(_) => None,
+            Err(error)
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::ECANCELED) | Some(libc::ENOBUFS)
+                ) =>
+            {
+                None
+            }
+            Err(error) => Some(Poll::Ready(Err(error))),
+        }
+    }
+
     /// ringmq patch: asks the kernel to stamp the bytes it receives on this socket
     /// (`SO_TIMESTAMPNS`), and reads with `recvmsg` from now on to bring the stamp along
     /// (see [`last_receive_timestamp`](Self::last_receive_timestamp)). A receive already armed
-    /// brings none.
+    /// brings none (a multishot one is cancelled).
     pub(crate) fn set_receive_timestamps(&mut self) -> io::Result<()> {
         let on: libc::c_int = 1;
         // SAFETY: `on` is a live c_int and the length says so.
@@ -862,6 +921,15 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         self.stream.stamping = true;
         if self.stream.receive_header.is_none() {
             self.stream.receive_header = Some(ReceiveHeader::new());
+        }
+        // Stamped reads are single-shot `recvmsg`: an armed multishot receive ends (what it
+        // brought is read first, unstamped).
+        if self
+            .pool_multishot
+            .as_ref()
+            .is_some_and(|source| source.cancel_multishot())
+        {
+            self.pool_multishot = None;
         }
         Ok(())
     }

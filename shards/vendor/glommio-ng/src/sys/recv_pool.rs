@@ -9,6 +9,7 @@ use io_uring::{types::BufRingEntry, Submitter};
 use std::{
     alloc::{self, Layout},
     cell::Cell,
+    collections::VecDeque,
     io,
     ptr::NonNull,
     rc::Rc,
@@ -230,6 +231,24 @@ impl Drop for PooledBuf {
     fn drop(&mut self) {
         self.pool.give_back(self.bid);
     }
+}
+
+/// ringmq patch (change 11): how many pool buffers a multishot receive may fill for its stream.
+/// It is armed with a limit of this many buffers' bytes in all (the kernel ends it there), and
+/// cancelled once its stream holds this many unread where the kernel ignores or refuses the
+/// limit. A stream that stops reading (paused by its shard) then stops taking buffers, its
+/// bytes stay in the socket, and TCP's flow control holds its peer back.
+pub(crate) const MULTISHOT_BUFFERS_MAX: usize = 4;
+
+/// ringmq patch (change 11): what a multishot receive brought that its stream has not read yet,
+/// in arrival order.
+#[derive(Debug, Default)]
+pub(crate) struct MultishotReceived {
+    pub(crate) buffers: VecDeque<PooledBuf>,
+    /// The cancel was asked for (the stream holds `MULTISHOT_BUFFERS_MAX` unread buffers).
+    pub(crate) cancelled: bool,
+    /// Armed with a limit on the bytes it takes in all (`sqe.optlen`).
+    pub(crate) limited: bool,
 }
 
 /// ringmq patch: the message header of a receive that asks for the kernel's receive timestamp

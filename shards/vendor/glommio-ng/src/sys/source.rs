@@ -51,6 +51,9 @@ pub(crate) enum SourceType {
         bool,
         Option<Box<super::recv_pool::ReceiveHeader>>,
     ),
+    /// ringmq patch (change 11): a multishot receive into the executor's pool: one request
+    /// that completes once per arrival of data, each completion naming a pool buffer.
+    SockRecvMulti(super::recv_pool::MultishotReceived),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,
@@ -225,6 +228,39 @@ impl Source {
 
     pub(crate) fn source_type_mut(&self) -> RefMut<'_, SourceType> {
         RefMut::map(self.inner.borrow_mut(), |x| &mut x.source_type)
+    }
+
+    /// ringmq patch (change 11): the oldest buffer a multishot receive brought and no read
+    /// took yet.
+    pub(crate) fn take_multishot_buffer(&self) -> Option<super::recv_pool::PooledBuf> {
+        match &mut self.inner.borrow_mut().source_type {
+            SourceType::SockRecvMulti(received) => received.buffers.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// ringmq patch (change 11): asks the kernel to end this multishot receive; what it
+    /// brought stays readable, and its last completion says `ECANCELED`. `true` when it was
+    /// never submitted: dropping it then withdraws it, with nothing brought.
+    pub(crate) fn cancel_multishot(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let Some(enqueued) = inner.enqueued.as_ref() else {
+            return false;
+        };
+        if enqueued.status == EnqueuedStatus::Enqueued {
+            return true;
+        }
+        if let SourceType::SockRecvMulti(received) = &mut inner.source_type {
+            if !received.cancelled {
+                received.cancelled = true;
+                enqueued
+                    .queue
+                    .borrow_mut()
+                    .cancel_request(enqueued.id, false);
+            }
+        }
+        false
     }
 
     pub(crate) fn extract_source_type(self) -> SourceType {

@@ -80,6 +80,9 @@ enum UringOpDescriptor {
     SockRecvMsg(usize, i32),
     /// ringmq patch: a receive of at most `len` bytes into a buffer of the pool (buffer select).
     SockRecvPooled(usize),
+    /// ringmq patch (change 11): a multishot receive into the pool that ends after that many
+    /// bytes in all (0: no limit).
+    SockRecvMulti(u32),
     Nop,
 }
 
@@ -613,6 +616,20 @@ where
                         .flags(squeue::Flags::BUFFER_SELECT),
                 }
             }
+            UringOpDescriptor::SockRecvMulti(limit_bytes) => {
+                // Multishot with POLL_FIRST: armed once, the request completes each time data
+                // arrives, into a pool buffer the kernel takes then, and stays armed.
+                const RECV_MULTISHOT_POLL_FIRST: u16 = 1 | 2;
+                let mut entry = opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                    .ioprio(RECV_MULTISHOT_POLL_FIRST)
+                    .buf_group(super::recv_pool::RECV_POOL_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT);
+                if limit_bytes > 0 {
+                    set_receive_limit(&mut entry, limit_bytes);
+                }
+                entry
+            }
             UringOpDescriptor::Nop => opcode::Nop::new().build(),
         }
     };
@@ -786,21 +803,26 @@ where
             return Some(false);
         }
 
-        let src = source_map
-            .borrow_mut()
-            .consume_source(from_user_data(value.user_data()));
+        // ringmq patch (change 11): a completion that says more will follow (a multishot
+        // receive) leaves its request in the map and sets no result: the request is done at
+        // its last completion.
+        let id = from_user_data(value.user_data());
+        let more = cqueue::more(value.flags());
+        let src = if more {
+            source_map.borrow()[id].clone()
+        } else {
+            source_map.borrow_mut().consume_source(id)
+        };
 
         let result = value.result();
 
         let mut woke = false;
         if try_process(src.borrow()).is_none() {
-            let res = Some(post_process(
-                src.borrow_mut(),
-                transmute_error(result),
-                value.flags(),
-            ));
+            let res = post_process(src.borrow_mut(), transmute_error(result), value.flags());
             let mut inner_source = src.borrow_mut();
-            inner_source.wakers.result = res;
+            if !more {
+                inner_source.wakers.result = Some(res);
+            }
             woke = inner_source.wakers.wake_waiters();
         }
         return Some(woke);
@@ -1131,6 +1153,27 @@ struct SleepableRing {
     /// ringmq patch: the receive buffers registered with `ring` (declared after it, so the ring
     /// is closed before the pool may be freed).
     recv_pool: Option<Rc<RecvPool>>,
+    /// ringmq patch (change 11): the kernel refused a multishot receive's total limit.
+    multishot_limit_refused: bool,
+}
+
+/// ringmq patch (change 11): the most bytes a multishot receive takes before the kernel ends
+/// it (`IORING_RECV_MSHOT_LIM`): the SQE's `optlen`, a `u32` at byte 44 of the 64-byte entry
+/// (in the union with `file_index`), for which the io-uring crate's `Recv` has no setter. A
+/// kernel without the limit refuses the receive with `EINVAL` (it checks that `file_index` is
+/// zero), and the executor then arms without it (`keep_multishot`).
+fn set_receive_limit(entry: &mut squeue::Entry, bytes: u32) {
+    const OPTLEN_OFFSET: usize = 44;
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `Entry` is a `repr(C)` wrapper of the 64-byte `io_uring_sqe`; bytes 44..48 are
+    // inside it and hold a plain integer in every member of their union.
+    unsafe {
+        (entry as *mut squeue::Entry)
+            .cast::<u8>()
+            .add(OPTLEN_OFFSET)
+            .cast::<u32>()
+            .write_unaligned(bytes);
+    }
 }
 
 /// ringmq patch: the pool buffer a pooled receive's completion names, if it names one.
@@ -1151,6 +1194,47 @@ fn take_pooled(
 }
 
 impl SleepableRing {
+    /// ringmq patch (change 11): keeps the buffer a multishot receive's completion names for
+    /// its stream, and cancels the receive once the stream holds `MULTISHOT_BUFFERS_MAX`
+    /// unread: a stream that stops reading stops taking buffers, and its peer meets TCP's flow
+    /// control. Later completions of the same kernel pass still arrive before the cancel.
+    /// The last completion of a cancelled receive says `ECANCELED` (which `transmute_error`
+    /// turned into `ETIMEDOUT` for linked timeouts).
+    fn keep_multishot(
+        &mut self,
+        src: &mut InnerSource,
+        res: io::Result<usize>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        let SourceType::SockRecvMulti(received) = &mut src.source_type else {
+            return res;
+        };
+        if let Some(buffer) = take_pooled(self.recv_pool.as_ref(), &res, flags) {
+            received.buffers.push_back(buffer);
+        }
+        let full = received.buffers.len() >= super::recv_pool::MULTISHOT_BUFFERS_MAX;
+        if full && !received.cancelled && cqueue::more(flags) {
+            received.cancelled = true;
+            if let Some(enqueued) = src.enqueued.as_ref() {
+                self.submission_queue
+                    .borrow_mut()
+                    .cancel_request(enqueued.id, false);
+            }
+        }
+        match res {
+            Err(error) if received.cancelled && error.raw_os_error() == Some(libc::ETIMEDOUT) => {
+                Err(io::Error::from_raw_os_error(libc::ECANCELED))
+            }
+            // A kernel without the total limit: arm without it from now on; the stream arms
+            // again after an end it reads as a cancel.
+            Err(error) if received.limited && error.raw_os_error() == Some(libc::EINVAL) => {
+                self.multishot_limit_refused = true;
+                Err(io::Error::from_raw_os_error(libc::ECANCELED))
+            }
+            res => res,
+        }
+    }
+
     fn new(
         size: usize,
         name: &'static str,
@@ -1181,6 +1265,7 @@ impl SleepableRing {
             source_map,
             in_kernel: 0,
             recv_pool: None,
+            multishot_limit_refused: false,
         })
     }
 
@@ -1390,6 +1475,7 @@ impl UringCommon for SleepableRing {
         let source_map = self.source_map.clone();
         // As above: reap first, then borrow `self` in the post-process closure.
         let cqe = self.ring.completion().next();
+        let more = cqe.as_ref().is_some_and(|cqe| cqueue::more(cqe.flags()));
         process_one_event(
             cqe,
             |source| match source.source_type {
@@ -1404,6 +1490,9 @@ impl UringCommon for SleepableRing {
                         *slot = take_pooled(self.recv_pool.as_ref(), &res, flags);
                         *nonempty = cqueue::sock_nonempty(flags);
                     }
+                    SourceType::SockRecvMulti(_) => {
+                        return self.keep_multishot(&mut src, res, flags)
+                    }
                     _ => {}
                 }
                 res
@@ -1411,7 +1500,9 @@ impl UringCommon for SleepableRing {
             source_map,
         )
         .inspect(|_| {
-            self.in_kernel -= 1;
+            if !more {
+                self.in_kernel -= 1;
+            }
         })
     }
 
@@ -1752,6 +1843,26 @@ impl Reactor {
             &mut *self.ring_for_source(source),
             source,
             op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// ringmq patch (change 11): a multishot receive into the pool. Only with a pool
+    /// registered.
+    pub(crate) fn recv_multishot(&self, source: &Source) {
+        let mut ring = self.main_ring.borrow_mut();
+        let limit_bytes = match (&ring.recv_pool, ring.multishot_limit_refused) {
+            (Some(pool), false) => super::recv_pool::MULTISHOT_BUFFERS_MAX * pool.buffer_bytes(),
+            _ => 0,
+        };
+        let limit_bytes = u32::try_from(limit_bytes).unwrap_or(0);
+        if let SourceType::SockRecvMulti(received) = &mut *source.source_type_mut() {
+            received.limited = limit_bytes > 0;
+        }
+        queue_request_into_ring(
+            &mut *ring,
+            source,
+            UringOpDescriptor::SockRecvMulti(limit_bytes),
             &mut self.source_map.borrow_mut(),
         );
     }
