@@ -291,7 +291,15 @@ fn route(
                 body
             },
         },
-        "/ready" if readiness() => Response::text(200, "ready"),
+        // A node cut off from NATS still serves its own clients, so it stays ready (a probe
+        // failing on every node during a NATS outage would take all of them out of the load
+        // balancer); the body says so for whoever looks.
+        "/ready" if readiness() => match board.cluster() {
+            Some(cluster) if !cluster.connected.load(std::sync::atomic::Ordering::Relaxed) => {
+                Response::text(200, "ready (cluster link down: serving local clients only)")
+            }
+            _ => Response::text(200, "ready"),
+        },
         "/ready" => Response::text(503, "not ready"),
         _ => Response::text(200, "ok"),
     }
@@ -392,6 +400,25 @@ mod tests {
     }
 
     #[test]
+    fn ready_says_when_the_cluster_link_is_down() {
+        let ready = Arc::new(AtomicBool::new(true));
+        let (admin, board) = start(ready);
+        let stats = Arc::new(crate::cluster::ClusterStats::default());
+        board.set_cluster(Arc::clone(&stats));
+        let answer = get(admin.local_addr(), "/ready");
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (
+                200,
+                "ready (cluster link down: serving local clients only)\n"
+            )
+        );
+        stats.connected.store(true, Ordering::SeqCst);
+        let answer = get(admin.local_addr(), "/ready");
+        assert_eq!((answer.status, answer.body.as_str()), (200, "ready\n"));
+    }
+
+    #[test]
     fn health_ready_and_metrics() {
         let ready = Arc::new(AtomicBool::new(false));
         let (admin, board) = start(Arc::clone(&ready));
@@ -402,7 +429,8 @@ mod tests {
         assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
         assert_eq!(get(addr, "/ready").status, 503);
         ready.store(true, Ordering::SeqCst);
-        assert_eq!(get(addr, "/ready").status, 200);
+        let answer = get(addr, "/ready");
+        assert_eq!((answer.status, answer.body.as_str()), (200, "ready\n"));
 
         let mut metrics = ShardMetrics::new();
         metrics.counts.connections = 5;
