@@ -150,12 +150,33 @@ fn connect_options(config: &Cluster) -> std::io::Result<async_nats::ConnectOptio
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
-    if let Some(path) = &config.tls_ca_file {
-        options = options.add_root_certificates(path.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
-        options = options.add_client_certificate(cert.clone(), key.clone());
-    }
+    // Our own rustls config with the ring provider, always: left to itself the client asks
+    // rustls for a process-wide provider, and finding more than one in the build it panics.
+    // Without tls_ca_file no server certificate verifies (a server demanding TLS is logged
+    // as a handshake error and retried, as a refused login is).
+    let tls = match &config.tls_ca_file {
+        Some(ca) => {
+            let cert_key = config
+                .tls_cert_file
+                .as_deref()
+                .zip(config.tls_key_file.as_deref());
+            let built = crate::tls::build_client_config(ca, cert_key, &[]).map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("cluster TLS: {error}; fix the file or the key that names it"),
+                )
+            })?;
+            (*built).clone()
+        }
+        None => rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth(),
+    };
+    options = options.tls_client_config(tls);
     Ok(options.require_tls(config.tls_required))
 }
 

@@ -286,6 +286,28 @@ fn check_credentials(cluster: &Cluster) -> Result<(), ConfigError> {
             "give the file's path, or remove the key",
         ));
     }
+    let tls_needing_ca = [
+        ("cluster.tls_cert_file", cluster.tls_cert_file.is_some()),
+        ("cluster.tls_key_file", cluster.tls_key_file.is_some()),
+        ("cluster.tls_required", cluster.tls_required),
+        (
+            "cluster.nats_urls",
+            cluster
+                .nats_urls
+                .iter()
+                .any(|url| url.starts_with("tls://")),
+        ),
+    ];
+    if cluster.tls_ca_file.is_none()
+        && let Some((key, _)) = tls_needing_ca.iter().find(|(_, set)| *set)
+    {
+        return Err(ConfigError::invalid(
+            *key,
+            "(set)",
+            "TLS to NATS needs cluster.tls_ca_file to verify the server",
+            "set cluster.tls_ca_file to the CA (PEM) that signed the NATS server's certificate",
+        ));
+    }
     if cluster.tls_cert_file.is_some() != cluster.tls_key_file.is_some() {
         let missing = if cluster.tls_cert_file.is_some() {
             "cluster.tls_key_file"

@@ -317,9 +317,15 @@ fn cluster_errors() {
          file's path, or remove the key",
     );
     check(
-        "[cluster]\ntls_cert_file = \"/c.pem\"\n",
+        "[cluster]\ntls_ca_file = \"/ca.pem\"\ntls_cert_file = \"/c.pem\"\n",
         "ringmq.toml: cluster.tls_key_file = (not set): a client certificate needs both \
          cluster.tls_cert_file and cluster.tls_key_file; set cluster.tls_key_file too",
+    );
+    check(
+        "[cluster]\ntls_required = true\n",
+        "ringmq.toml: cluster.tls_required = (set): TLS to NATS needs cluster.tls_ca_file to \
+         verify the server; set cluster.tls_ca_file to the CA (PEM) that signed the NATS \
+         server's certificate",
     );
     check(
         "[cluster]\nenabled = true\nnode_id = \"n1\"\nnats_urls = []\n",
