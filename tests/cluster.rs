@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::pki::Pki;
 use common::{RawClient, TestBroker, admin_get, expect_disconnect, metric, test_config};
+use ringmq::config::Secret;
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version};
 
 const SHARDS: usize = 4;
@@ -1232,12 +1233,12 @@ fn nodes_log_in_to_nats_with_a_token() {
         .iter()
         .map(|id| {
             node_with("token", id, nats.port, |c| {
-                c.cluster.token = Some(String::from("the-token"));
+                c.cluster.token = Some(Secret::new("the-token"));
             })
         })
         .collect();
     let refused = node_with("token", "n3", nats.port, |c| {
-        c.cluster.token = Some(String::from("another-token"));
+        c.cluster.token = Some(Secret::new("another-token"));
     });
     wait_hearing(&[&nodes[0], &nodes[1]]);
     exchange(&nodes[0], &nodes[1], "token");
@@ -1258,7 +1259,7 @@ fn nodes_log_in_to_nats_with_a_password_and_a_wrong_one_stays_local() {
     // One node has the password in its config, the other reads it from a file.
     let inline = node_with("auth", "n1", nats.port, |c| {
         c.cluster.user = Some(String::from("ringmq"));
-        c.cluster.password = Some(String::from("right-pass"));
+        c.cluster.password = Some(Secret::new("right-pass"));
     });
     let from_file = node_with("auth", "n2", nats.port, |c| {
         c.cluster.user = Some(String::from("ringmq"));
@@ -1266,7 +1267,7 @@ fn nodes_log_in_to_nats_with_a_password_and_a_wrong_one_stays_local() {
     });
     let wrong = node_with("auth", "n3", nats.port, |c| {
         c.cluster.user = Some(String::from("ringmq"));
-        c.cluster.password = Some(String::from("wrong-pass"));
+        c.cluster.password = Some(Secret::new("wrong-pass"));
     });
     wait_hearing(&[&inline, &from_file]);
     let mut sub = exchange(&inline, &from_file, "auth");

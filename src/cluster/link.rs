@@ -141,14 +141,14 @@ fn connect_options(config: &Cluster) -> std::io::Result<async_nats::ConnectOptio
     let mut options = async_nats::ConnectOptions::new();
     if let Some(user) = &config.user {
         let password = match (&config.password, &config.password_file) {
-            (Some(password), _) => password.clone(),
+            (Some(password), _) => password.expose().to_owned(),
             (None, Some(path)) => read_secret("cluster.password_file", path)?,
             (None, None) => String::new(),
         };
         options = options.user_and_password(user.clone(), password);
     }
     if let Some(token) = &config.token {
-        options = options.token(token.clone());
+        options = options.token(token.expose().to_owned());
     }
     // Our own rustls config with the ring provider, always: left to itself the client asks
     // rustls for a process-wide provider, and finding more than one in the build it panics.

@@ -7,6 +7,29 @@ use serde::{Deserialize, Serialize};
 use super::check::Range;
 use super::{Config, ConfigError};
 
+/// A password or token: written and read as a plain string, but its `Debug` shows only that it
+/// is set, so a config printed for debugging does not show it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself, for the NATS client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Longest `name` and `node_id`: they are tokens of NATS subjects.
 pub const CLUSTER_TOKEN_BYTES_MAX: usize = 64;
 
@@ -45,12 +68,12 @@ pub struct Cluster {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// NATS authentication token.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// TLS to NATS: the CA certificates (PEM) that verify the server's certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,

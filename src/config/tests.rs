@@ -523,6 +523,19 @@ fn environment_overrides() {
     );
     let auto = load(None, env(&[("RINGMQ_RUNTIME__SHARDS", "\"auto\"")])).unwrap();
     assert_eq!(auto.runtime.shards, ShardCount::Auto);
+    // The NATS password from the environment instead of the file.
+    let nats = load(
+        None,
+        env(&[
+            ("RINGMQ_CLUSTER__USER", "ringmq"),
+            ("RINGMQ_CLUSTER__PASSWORD", "s3cret-pass"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(nats.cluster.user.as_deref(), Some("ringmq"));
+    let password = nats.cluster.password.as_ref().map(super::Secret::expose);
+    assert_eq!(password, Some("s3cret-pass"));
+    assert!(!format!("{nats:?}").contains("s3cret-pass"));
 
     let cases = [
         (
