@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::{RawClient, TestBroker, admin_get, expect_disconnect, metric, test_config};
+use ringmq::config::Secret;
 use ringmq::protocol::{Packet, QoS, ReasonCode, Version};
 
 const SHARDS: usize = 4;
@@ -83,6 +85,11 @@ impl Nats {
     /// Starts nats-server on 127.0.0.1, on `port` or (0) one the server picks, with JetStream
     /// storing into `store` (the same directory again after a restart keeps the streams).
     fn start(port: u16, store: &Path) -> Nats {
+        Nats::start_with(port, store, &[])
+    }
+
+    /// As `start`, with more command-line options (authentication, TLS).
+    fn start_with(port: u16, store: &Path, extra: &[&str]) -> Nats {
         let port_arg = if port == 0 {
             String::from("-1")
         } else {
@@ -96,6 +103,7 @@ impl Nats {
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(store)
             .args(["-m", &monitor.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1198,4 +1206,146 @@ fn with_persistence_a_puback_waits_for_the_copy_queued_on_another_shard() {
     assert!(present);
     receive_numbered(&mut away, &[("c", 30)], |_| QoS::AtLeastOnce);
     lone.shutdown();
+}
+
+/// 20 QoS 1 messages on `{root}/a` from a client of `from` reach a subscriber of `to` subscribed
+/// just before (on other shards), once each and in order; returns the subscriber.
+fn exchange(from: &TestBroker, to: &TestBroker, root: &str) -> RawClient {
+    let mut sub = client(to, 0, &format!("{root}-sub"));
+    sub.subscribe(1, &[(&format!("{root}/#"), QoS::AtLeastOnce)]);
+    let mut publisher = client(from, 2, &format!("{root}-pub"));
+    publish_numbered(
+        &mut publisher,
+        &format!("{root}/a"),
+        root,
+        20,
+        QoS::AtLeastOnce,
+    );
+    receive_numbered(&mut sub, &[(root, 20)], |_| QoS::AtLeastOnce);
+    sub
+}
+
+#[test]
+fn nodes_log_in_to_nats_with_a_token() {
+    let store = TempDir::new("js");
+    let nats = Nats::start_with(0, &store.0, &["--auth", "the-token"]);
+    let nodes: Vec<TestBroker> = ["n1", "n2"]
+        .iter()
+        .map(|id| {
+            node_with("token", id, nats.port, |c| {
+                c.cluster.token = Some(Secret::new("the-token"));
+            })
+        })
+        .collect();
+    let refused = node_with("token", "n3", nats.port, |c| {
+        c.cluster.token = Some(Secret::new("another-token"));
+    });
+    wait_hearing(&[&nodes[0], &nodes[1]]);
+    exchange(&nodes[0], &nodes[1], "token");
+    assert_eq!(cluster_metric(&refused, "cluster_connects_total"), 0.0);
+    assert_eq!(cluster_metric(&nodes[0], "cluster_nodes"), 1.0);
+    for node in nodes.into_iter().chain([refused]) {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn nodes_log_in_to_nats_with_a_password_and_a_wrong_one_stays_local() {
+    let store = TempDir::new("js");
+    let nats = Nats::start_with(0, &store.0, &["--user", "ringmq", "--pass", "right-pass"]);
+    let secrets = TempDir::new("secrets");
+    let password_file = secrets.0.join("nats-password");
+    std::fs::write(&password_file, "right-pass\n").unwrap();
+    // One node has the password in its config, the other reads it from a file.
+    let inline = node_with("auth", "n1", nats.port, |c| {
+        c.cluster.user = Some(String::from("ringmq"));
+        c.cluster.password = Some(Secret::new("right-pass"));
+    });
+    let from_file = node_with("auth", "n2", nats.port, |c| {
+        c.cluster.user = Some(String::from("ringmq"));
+        c.cluster.password_file = Some(password_file.clone());
+    });
+    let wrong = node_with("auth", "n3", nats.port, |c| {
+        c.cluster.user = Some(String::from("ringmq"));
+        c.cluster.password = Some(Secret::new("wrong-pass"));
+    });
+    wait_hearing(&[&inline, &from_file]);
+    let mut sub = exchange(&inline, &from_file, "auth");
+
+    // The node with the wrong password is refused by NATS: never connected, unknown to the
+    // others, and still serving its own clients.
+    // (Same topics as above: were it linked, the subscriber on the second node would get them.)
+    exchange(&wrong, &wrong, "auth");
+    assert_eq!(cluster_metric(&wrong, "cluster_connected"), 0.0);
+    assert_eq!(cluster_metric(&wrong, "cluster_connects_total"), 0.0);
+    assert_eq!(cluster_metric(&wrong, "cluster_nodes"), 0.0);
+    assert_eq!(cluster_metric(&inline, "cluster_nodes"), 1.0);
+    // Nothing from the refused node reached the others.
+    assert!(sub.try_recv(Duration::from_millis(300)).is_none());
+    for node in [inline, from_file, wrong] {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_missing_password_file_stops_the_start_naming_its_key() {
+    let mut config = test_config(SHARDS);
+    config.cluster.enabled = true;
+    config.cluster.node_id = String::from("n1");
+    config.cluster.user = Some(String::from("ringmq"));
+    config.cluster.password_file = Some(PathBuf::from("/nonexistent/ringmq-nats-password"));
+    let error = match ringmq::server::start(config) {
+        Ok(_) => panic!("the broker started without its NATS password file"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("cluster.password_file = \"/nonexistent/ringmq-nats-password\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn nodes_reach_nats_over_mutual_tls_and_one_without_a_certificate_is_refused() {
+    let pki = Pki::new("nats");
+    let path = |file: &str| pki.path(file).to_string_lossy().into_owned();
+    let store = TempDir::new("js");
+    let (cert, key, ca) = (path("server.pem"), path("server-key.pem"), path("ca.pem"));
+    let nats = Nats::start_with(
+        0,
+        &store.0,
+        &[
+            "--tls",
+            "--tlscert",
+            &cert,
+            "--tlskey",
+            &key,
+            "--tlsverify",
+            "--tlscacert",
+            &ca,
+        ],
+    );
+    let tls_node = |id: &str, certificate: bool| {
+        node_with("tls", id, nats.port, |c| {
+            c.cluster.nats_urls = vec![format!("tls://127.0.0.1:{}", nats.port)];
+            c.cluster.tls_ca_file = Some(pki.path("ca.pem"));
+            c.cluster.tls_required = true;
+            if certificate {
+                c.cluster.tls_cert_file = Some(pki.path("client.pem"));
+                c.cluster.tls_key_file = Some(pki.path("client-key.pem"));
+            }
+        })
+    };
+    let first = tls_node("n1", true);
+    let second = tls_node("n2", true);
+    let without = tls_node("n3", false);
+    wait_hearing(&[&first, &second]);
+    exchange(&first, &second, "tls");
+    // The node without a client certificate fails the handshake: it never connects, and the
+    // others do not hear it.
+    assert_eq!(cluster_metric(&without, "cluster_connected"), 0.0);
+    assert_eq!(cluster_metric(&without, "cluster_connects_total"), 0.0);
+    assert_eq!(cluster_metric(&first, "cluster_nodes"), 1.0);
+    for node in [first, second, without] {
+        node.shutdown();
+    }
 }

@@ -95,6 +95,7 @@ pub(super) fn spawn(
         })?;
         addrs.push(addr);
     }
+    let options = connect_options(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -104,13 +105,79 @@ pub(super) fn spawn(
         .spawn(move || {
             runtime.block_on(async move {
                 let link = Link::new(config, to_shards, interest, stats, routed_remote);
-                link.run(addrs, from_shards, stopped).await;
+                link.run(options, addrs, from_shards, stopped).await;
             });
         })?;
     Ok(LinkThread {
         stop: Some(stop),
         thread: Some(thread),
     })
+}
+
+/// The NATS client's credentials and TLS from `[cluster]`. Files are read here, at start, so a
+/// missing or unreadable one stops the broker with its key named instead of failing every
+/// connection attempt later. Secrets go to the client only, never to a log.
+fn connect_options(config: &Cluster) -> std::io::Result<async_nats::ConnectOptions> {
+    let unusable = |key: &str, path: &std::path::Path, error: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{key} = {path:?}: {error}; fix the file or the key that names it",
+                path = path.display().to_string()
+            ),
+        )
+    };
+    for (key, path) in config.files() {
+        std::fs::metadata(path).map_err(|error| unusable(key, path, &error))?;
+    }
+    let read_secret = |key: &str, path: &std::path::Path| {
+        let text = std::fs::read_to_string(path).map_err(|error| unusable(key, path, &error))?;
+        let secret = text.lines().next().unwrap_or_default().trim().to_owned();
+        if secret.is_empty() {
+            return Err(unusable(key, path, &"the file's first line is empty"));
+        }
+        Ok(secret)
+    };
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(user) = &config.user {
+        let password = match (&config.password, &config.password_file) {
+            (Some(password), _) => password.expose().to_owned(),
+            (None, Some(path)) => read_secret("cluster.password_file", path)?,
+            (None, None) => String::new(),
+        };
+        options = options.user_and_password(user.clone(), password);
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.expose().to_owned());
+    }
+    // Our own rustls config with the ring provider, always: left to itself the client asks
+    // rustls for a process-wide provider, and finding more than one in the build it panics.
+    // Without tls_ca_file no server certificate verifies (a server demanding TLS is logged
+    // as a handshake error and retried, as a refused login is).
+    let tls = match &config.tls_ca_file {
+        Some(ca) => {
+            let cert_key = config
+                .tls_cert_file
+                .as_deref()
+                .zip(config.tls_key_file.as_deref());
+            let built = crate::tls::build_client_config(ca, cert_key, &[]).map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("cluster TLS: {error}; fix the file or the key that names it"),
+                )
+            })?;
+            (*built).clone()
+        }
+        None => rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth(),
+    };
+    options = options.tls_client_config(tls);
+    Ok(options.require_tls(config.tls_required))
 }
 
 /// Where the link publishes the other nodes' interest for the shards.
@@ -297,12 +364,13 @@ impl Link {
 
     async fn run(
         mut self,
+        options: async_nats::ConnectOptions,
         addrs: Vec<ServerAddr>,
         from_shards: flume::Receiver<ToLink>,
         mut stopped: tokio::sync::oneshot::Receiver<()>,
     ) {
         let events = Arc::clone(&self.stats);
-        let options = async_nats::ConnectOptions::new()
+        let options = options
             .name(format!("ringmq {} {}", self.config.name, self.me))
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -322,6 +390,12 @@ impl Link {
                         async_nats::Event::Disconnected => {
                             tracing::warn!("cluster: disconnected from NATS; reconnecting");
                             stats.connected.store(false, Ordering::Release);
+                        }
+                        // A refused login (wrong credentials) or a TLS failure: the client
+                        // keeps retrying, the operator must fix the config.
+                        error @ (async_nats::Event::ServerError(_)
+                        | async_nats::Event::ClientError(_)) => {
+                            tracing::warn!(event = %error, "cluster: NATS error")
                         }
                         other => tracing::info!(event = %other, "cluster: NATS event"),
                     }

@@ -1,9 +1,34 @@
 //! `[cluster]`: several nodes acting as one broker over NATS (docs/CLUSTER.md).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::check::Range;
 use super::{Config, ConfigError};
+
+/// A password or token: written and read as a plain string, but its `Debug` shows only that it
+/// is set, so a config printed for debugging does not show it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself, for the NATS client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
 
 /// Longest `name` and `node_id`: they are tokens of NATS subjects.
 pub const CLUSTER_TOKEN_BYTES_MAX: usize = 64;
@@ -39,6 +64,41 @@ pub struct Cluster {
     pub stream_max_age_s: u32,
     /// Longest wait of a PUBACK/PUBREC for the stream; past it the acknowledgement is refused.
     pub stream_ack_timeout_ms: u32,
+    /// NATS user; its password is `password` or the first line of `password_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// NATS authentication token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// TLS to NATS: the CA certificates (PEM) that verify the server's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Mutual TLS: this node's certificate chain and key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse a NATS server that does not offer TLS (`tls://` URLs require it too).
+    pub tls_required: bool,
+}
+
+impl Cluster {
+    /// Every file key that is set, with its name.
+    pub fn files(&self) -> Vec<(&'static str, &PathBuf)> {
+        [
+            ("cluster.password_file", &self.password_file),
+            ("cluster.tls_ca_file", &self.tls_ca_file),
+            ("cluster.tls_cert_file", &self.tls_cert_file),
+            ("cluster.tls_key_file", &self.tls_key_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| path.as_ref().map(|path| (key, path)))
+        .collect()
+    }
 }
 
 impl Default for Cluster {
@@ -57,6 +117,14 @@ impl Default for Cluster {
             stream_max_bytes: 1 << 30,
             stream_max_age_s: 3_600,
             stream_ack_timeout_ms: 10_000,
+            user: None,
+            password: None,
+            password_file: None,
+            token: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
         }
     }
 }
@@ -173,6 +241,7 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
             "e.g. nats_urls = [\"nats://10.0.0.5:4222\"]",
         ));
     }
+    check_credentials(cluster)?;
     if cluster.node_timeout_ms <= cluster.heartbeat_ms {
         return Err(ConfigError::invalid(
             "cluster.node_timeout_ms",
@@ -182,6 +251,97 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
                 cluster.heartbeat_ms
             ),
             "e.g. five heartbeats: node_timeout_ms = 5000 with heartbeat_ms = 1000",
+        ));
+    }
+    Ok(())
+}
+
+/// At most one way to authenticate, a user with one password, no empty path, a client
+/// certificate with its key. Secrets are never part of a message.
+fn check_credentials(cluster: &Cluster) -> Result<(), ConfigError> {
+    if cluster.user.is_some() && cluster.token.is_some() {
+        return Err(ConfigError::invalid(
+            "cluster.token",
+            "(set)",
+            "NATS takes one way to authenticate, and cluster.user is set too",
+            "keep either cluster.user with its password, or cluster.token",
+        ));
+    }
+    let password_keys = (cluster.password.is_some(), cluster.password_file.is_some());
+    if password_keys == (true, true) {
+        return Err(ConfigError::invalid(
+            "cluster.password_file",
+            "(set)",
+            "cluster.password is set too",
+            "keep one of cluster.password and cluster.password_file",
+        ));
+    }
+    if cluster.user.is_none() && (password_keys.0 || password_keys.1) {
+        let key = if password_keys.0 {
+            "cluster.password"
+        } else {
+            "cluster.password_file"
+        };
+        return Err(ConfigError::invalid(
+            key,
+            "(set)",
+            "a password needs cluster.user",
+            "set cluster.user to the NATS user it belongs to",
+        ));
+    }
+    if cluster.user.is_some() && password_keys == (false, false) {
+        return Err(ConfigError::invalid(
+            "cluster.user",
+            format!("{:?}", cluster.user.as_deref().unwrap_or_default()),
+            "a NATS user needs a password",
+            "set cluster.password, or cluster.password_file to a file holding it",
+        ));
+    }
+    if let Some((key, _)) = cluster
+        .files()
+        .into_iter()
+        .find(|(_, path)| path.as_os_str().is_empty())
+    {
+        return Err(ConfigError::invalid(
+            key,
+            "\"\"",
+            "an empty path names no file",
+            "give the file's path, or remove the key",
+        ));
+    }
+    let tls_needing_ca = [
+        ("cluster.tls_cert_file", cluster.tls_cert_file.is_some()),
+        ("cluster.tls_key_file", cluster.tls_key_file.is_some()),
+        ("cluster.tls_required", cluster.tls_required),
+        (
+            "cluster.nats_urls",
+            cluster
+                .nats_urls
+                .iter()
+                .any(|url| url.starts_with("tls://")),
+        ),
+    ];
+    if cluster.tls_ca_file.is_none()
+        && let Some((key, _)) = tls_needing_ca.iter().find(|(_, set)| *set)
+    {
+        return Err(ConfigError::invalid(
+            *key,
+            "(set)",
+            "TLS to NATS needs cluster.tls_ca_file to verify the server",
+            "set cluster.tls_ca_file to the CA (PEM) that signed the NATS server's certificate",
+        ));
+    }
+    if cluster.tls_cert_file.is_some() != cluster.tls_key_file.is_some() {
+        let missing = if cluster.tls_cert_file.is_some() {
+            "cluster.tls_key_file"
+        } else {
+            "cluster.tls_cert_file"
+        };
+        return Err(ConfigError::invalid(
+            missing,
+            "(not set)",
+            "a client certificate needs both cluster.tls_cert_file and cluster.tls_key_file",
+            format!("set {missing} too"),
         ));
     }
     Ok(())

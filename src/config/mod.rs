@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{Auth, DeniedPublish};
 pub use bridges::{Bridge, BridgeVersion, Bridges, Direction, TopicRule};
-pub use cluster::{CLUSTER_TOKEN_BYTES_MAX, Cluster};
+pub use cluster::{CLUSTER_TOKEN_BYTES_MAX, Cluster, Secret};
 pub use error::ConfigError;
 pub use limits::{DropPolicy, LARGE_PARTIAL_PACKET_BYTES, Limits};
 pub use listeners::{Listeners, TLS_VERSIONS, TcpListener, TlsListener};

@@ -292,6 +292,42 @@ fn cluster_errors() {
          same name",
     );
     check(
+        "[cluster]\nuser = \"u\"\npassword = \"p\"\ntoken = \"t\"\n",
+        "ringmq.toml: cluster.token = (set): NATS takes one way to authenticate, and \
+         cluster.user is set too; keep either cluster.user with its password, or cluster.token",
+    );
+    check(
+        "[cluster]\nuser = \"u\"\n",
+        "ringmq.toml: cluster.user = \"u\": a NATS user needs a password; set \
+         cluster.password, or cluster.password_file to a file holding it",
+    );
+    check(
+        "[cluster]\npassword = \"hidden\"\n",
+        "ringmq.toml: cluster.password = (set): a password needs cluster.user; set cluster.user \
+         to the NATS user it belongs to",
+    );
+    check(
+        "[cluster]\nuser = \"u\"\npassword = \"hidden\"\npassword_file = \"/p\"\n",
+        "ringmq.toml: cluster.password_file = (set): cluster.password is set too; keep one of \
+         cluster.password and cluster.password_file",
+    );
+    check(
+        "[cluster]\ntls_ca_file = \"\"\n",
+        "ringmq.toml: cluster.tls_ca_file = \"\": an empty path names no file; give the \
+         file's path, or remove the key",
+    );
+    check(
+        "[cluster]\ntls_ca_file = \"/ca.pem\"\ntls_cert_file = \"/c.pem\"\n",
+        "ringmq.toml: cluster.tls_key_file = (not set): a client certificate needs both \
+         cluster.tls_cert_file and cluster.tls_key_file; set cluster.tls_key_file too",
+    );
+    check(
+        "[cluster]\ntls_required = true\n",
+        "ringmq.toml: cluster.tls_required = (set): TLS to NATS needs cluster.tls_ca_file to \
+         verify the server; set cluster.tls_ca_file to the CA (PEM) that signed the NATS \
+         server's certificate",
+    );
+    check(
         "[cluster]\nenabled = true\nnode_id = \"n1\"\nnats_urls = []\n",
         "ringmq.toml: cluster.nats_urls = []: needs at least one NATS server when \
          cluster.enabled = true; e.g. nats_urls = [\"nats://10.0.0.5:4222\"]",
@@ -487,6 +523,19 @@ fn environment_overrides() {
     );
     let auto = load(None, env(&[("RINGMQ_RUNTIME__SHARDS", "\"auto\"")])).unwrap();
     assert_eq!(auto.runtime.shards, ShardCount::Auto);
+    // The NATS password from the environment instead of the file.
+    let nats = load(
+        None,
+        env(&[
+            ("RINGMQ_CLUSTER__USER", "ringmq"),
+            ("RINGMQ_CLUSTER__PASSWORD", "s3cret-pass"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(nats.cluster.user.as_deref(), Some("ringmq"));
+    let password = nats.cluster.password.as_ref().map(super::Secret::expose);
+    assert_eq!(password, Some("s3cret-pass"));
+    assert!(!format!("{nats:?}").contains("s3cret-pass"));
 
     let cases = [
         (
