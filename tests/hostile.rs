@@ -181,7 +181,16 @@ fn other_protocols_on_the_mqtt_port_are_closed_at_once_without_an_answer() {
             .stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let read = std::io::Read::read(&mut client.stream, &mut answer);
+        // A signal delivered to this thread interrupts the read (EINTR): read again, within
+        // the read timeout's bound.
+        let read = loop {
+            match std::io::Read::read(&mut client.stream, &mut answer) {
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::Interrupted
+                        && sent_at.elapsed() < Duration::from_secs(5) => {}
+                read => break read,
+            }
+        };
         let closed = match &read {
             Ok(0) => true,
             Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
