@@ -165,9 +165,9 @@ pub(crate) struct InnerSource {
 }
 
 // ringmq patch (change 12): every armed receive of an idle connection holds one of these; the
-// variants of `SourceType` that carry a socket address are boxed to keep it at this size
-// (496 bytes before).
-const _: () = assert!(std::mem::size_of::<InnerSource>() <= 304);
+// variants of `SourceType` that carry a socket address and the latency times of `Wakers` are
+// boxed to keep it at this size (496 bytes before).
+const _: () = assert!(std::mem::size_of::<InnerSource>() <= 264);
 
 impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {

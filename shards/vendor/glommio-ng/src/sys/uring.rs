@@ -665,7 +665,7 @@ fn record_stats<Ring: UringCommon>(
     res: &io::Result<usize>,
 ) {
     if src.records_latency() {
-        src.wakers.fulfilled_at = Some(Instant::now());
+        src.wakers.stamps_mut().fulfilled_at = Some(Instant::now());
     }
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
@@ -721,7 +721,7 @@ fn extract_one_chain(
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
                     if x.records_latency() {
-                        x.wakers.submitted_at = Some(*now.get_or_insert_with(Instant::now));
+                        x.wakers.stamps_mut().submitted_at = Some(*now.get_or_insert_with(Instant::now));
                     }
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
@@ -2318,7 +2318,7 @@ fn queue_request_into_ring(
     {
         let mut inner = source.inner.borrow_mut();
         if inner.records_latency() {
-            inner.wakers.queued_at = Some(Instant::now());
+            inner.wakers.stamps_mut().queued_at = Some(Instant::now());
         }
     }
     let q = ring.submission_queue();
