@@ -159,15 +159,15 @@ pub(crate) struct InnerSource {
 
     pub(crate) enqueued: Option<EnqueuedSource>,
 
-    pub(crate) stats_collection: Option<StatsCollection>,
+    pub(crate) stats_collection: Option<&'static StatsCollection>,
 
     pub(crate) task_queue: Option<TaskQueueHandle>,
 }
 
 // ringmq patch (change 12): every armed receive of an idle connection holds one of these; the
 // variants of `SourceType` that carry a socket address and the latency times of `Wakers` are
-// boxed to keep it at this size (496 bytes before).
-const _: () = assert!(std::mem::size_of::<InnerSource>() <= 264);
+// boxed, and the `StatsCollection` named by reference, to keep it at this size (496 bytes before).
+const _: () = assert!(std::mem::size_of::<InnerSource>() <= 240);
 
 impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
@@ -204,7 +204,7 @@ impl Source {
         ioreq: IoRequirements,
         raw: RawFd,
         source_type: SourceType,
-        stats_collection: Option<StatsCollection>,
+        stats_collection: Option<&'static StatsCollection>,
         task_queue: Option<TaskQueueHandle>,
     ) -> Source {
         Source {
@@ -373,7 +373,7 @@ impl Source {
         self.inner.borrow().raw
     }
 
-    pub(crate) fn stats_collection(&self) -> Option<StatsCollection> {
+    pub(crate) fn stats_collection(&self) -> Option<&'static StatsCollection> {
         self.inner.borrow().stats_collection
     }
 
