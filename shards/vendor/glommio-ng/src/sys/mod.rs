@@ -667,12 +667,9 @@ pub(super) struct Latencies {
     pub(super) fulfilled_at: std::time::Instant,
 }
 
-/// Tasks interested in events on a source.
-#[derive(Debug)]
-pub(super) struct Wakers {
-    /// Raw result of the operation.
-    pub(super) result: Option<io::Result<usize>>,
-
+/// The times of a source on its way through the reactor.
+#[derive(Debug, Default)]
+pub(super) struct Stamps {
     /// The timestamp at which the source was added to the IO queue of the
     /// reactor
     pub(super) queued_at: Option<std::time::Instant>,
@@ -682,6 +679,17 @@ pub(super) struct Wakers {
 
     /// The timestamp at which the reactor fulfilled the source
     pub(super) fulfilled_at: Option<std::time::Instant>,
+}
+
+/// Tasks interested in events on a source.
+#[derive(Debug)]
+pub(super) struct Wakers {
+    /// Raw result of the operation.
+    pub(super) result: Option<io::Result<usize>>,
+
+    /// ringmq patch (change 12): the times of a source whose latency is recorded (see
+    /// `InnerSource::records_latency`), boxed since no other source takes them.
+    pub(super) stamps: Option<Box<Stamps>>,
 
     /// Tasks waiting for the next event.
     pub(super) waiters: SmallVec<[Waker; 1]>,
@@ -691,9 +699,7 @@ impl Wakers {
     pub(super) fn new() -> Self {
         Wakers {
             result: None,
-            queued_at: None,
-            submitted_at: None,
-            fulfilled_at: None,
+            stamps: None,
             waiters: Default::default(),
         }
     }
@@ -709,14 +715,23 @@ impl Wakers {
         }
     }
 
+    /// The times of a source whose latency is recorded, allocated at the first.
+    pub(super) fn stamps_mut(&mut self) -> &mut Stamps {
+        self.stamps.get_or_insert_with(Default::default)
+    }
+
     fn timestamps(&mut self) -> Option<Latencies> {
-        if self.queued_at.is_none() || self.submitted_at.is_none() || self.fulfilled_at.is_none() {
+        let stamps = self.stamps.as_mut()?;
+        if stamps.queued_at.is_none()
+            || stamps.submitted_at.is_none()
+            || stamps.fulfilled_at.is_none()
+        {
             None
         } else {
             Some(Latencies {
-                queued_at: self.queued_at.take().unwrap(),
-                submitted_at: self.submitted_at.take().unwrap(),
-                fulfilled_at: self.fulfilled_at.take().unwrap(),
+                queued_at: stamps.queued_at.take().unwrap(),
+                submitted_at: stamps.submitted_at.take().unwrap(),
+                fulfilled_at: stamps.fulfilled_at.take().unwrap(),
             })
         }
     }

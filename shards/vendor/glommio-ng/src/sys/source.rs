@@ -54,17 +54,25 @@ pub(crate) enum SourceType {
     /// ringmq patch (change 11): a multishot receive into the executor's pool: one request
     /// that completes once per arrival of data, each completion naming a pool buffer.
     SockRecvMulti(super::recv_pool::MultishotReceived),
+    /// ringmq patch (change 12): this variant and the three below that hold a socket address
+    /// are boxed, so that the enum, which every source holds, is sized for a small operation
+    /// (a receive of a stream) and not for an address of 128 bytes and a message header.
+    #[allow(clippy::type_complexity)]
     SockRecvMsg(
-        Option<DmaBuffer>,
-        libc::iovec,
-        libc::msghdr,
-        MaybeUninit<nix::sys::socket::sockaddr_storage>,
+        Box<(
+            Option<DmaBuffer>,
+            libc::iovec,
+            libc::msghdr,
+            MaybeUninit<nix::sys::socket::sockaddr_storage>,
+        )>,
     ),
     SockSendMsg(
-        DmaBuffer,
-        libc::iovec,
-        libc::msghdr,
-        nix::sys::socket::SockaddrStorage,
+        Box<(
+            DmaBuffer,
+            libc::iovec,
+            libc::msghdr,
+            nix::sys::socket::SockaddrStorage,
+        )>,
     ),
     Open(CString),
     FdataSync,
@@ -78,8 +86,8 @@ pub(crate) enum SourceType {
     ForeignNotifier(u64, bool),
     Statx(Box<RefCell<Statx>>),
     Timeout(TimeSpec64, u32),
-    Connect(nix::sys::socket::SockaddrStorage),
-    Accept(SockAddrStorage),
+    Connect(Box<nix::sys::socket::SockaddrStorage>),
+    Accept(Box<SockAddrStorage>),
     Rename(PathBuf, PathBuf),
     CreateDir(PathBuf),
     Remove(PathBuf),
@@ -151,10 +159,15 @@ pub(crate) struct InnerSource {
 
     pub(crate) enqueued: Option<EnqueuedSource>,
 
-    pub(crate) stats_collection: Option<StatsCollection>,
+    pub(crate) stats_collection: Option<&'static StatsCollection>,
 
     pub(crate) task_queue: Option<TaskQueueHandle>,
 }
+
+// ringmq patch (change 12): every armed receive of an idle connection holds one of these; the
+// variants of `SourceType` that carry a socket address and the latency times of `Wakers` are
+// boxed, and the `StatsCollection` named by reference, to keep it at this size (496 bytes before).
+const _: () = assert!(std::mem::size_of::<InnerSource>() <= 240);
 
 impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
@@ -191,7 +204,7 @@ impl Source {
         ioreq: IoRequirements,
         raw: RawFd,
         source_type: SourceType,
-        stats_collection: Option<StatsCollection>,
+        stats_collection: Option<&'static StatsCollection>,
         task_queue: Option<TaskQueueHandle>,
     ) -> Source {
         Source {
@@ -360,7 +373,7 @@ impl Source {
         self.inner.borrow().raw
     }
 
-    pub(crate) fn stats_collection(&self) -> Option<StatsCollection> {
+    pub(crate) fn stats_collection(&self) -> Option<&'static StatsCollection> {
         self.inner.borrow().stats_collection
     }
 
