@@ -294,20 +294,11 @@ fn check_tls(name: &str, bridge: &Bridge) -> Result<(), ConfigError> {
             "set ca_file to the CA that signed the remote's certificate",
         ));
     }
-    if bridge.cert_file.is_some() != bridge.key_file.is_some() {
-        let missing = if bridge.cert_file.is_some() {
-            "key_file"
-        } else {
-            "cert_file"
-        };
-        return Err(ConfigError::invalid(
-            key(missing),
-            "(not set)",
-            "a client certificate needs both cert_file and key_file",
-            format!("set {missing} too"),
-        ));
-    }
-    Ok(())
+    super::error::cert_and_key_together(
+        &key(""),
+        ("cert_file", bridge.cert_file.is_some()),
+        ("key_file", bridge.key_file.is_some()),
+    )
 }
 
 fn check_rule(key: &str, rule: &TopicRule) -> Result<(), ConfigError> {

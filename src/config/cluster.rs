@@ -331,18 +331,9 @@ fn check_credentials(cluster: &Cluster) -> Result<(), ConfigError> {
             "set cluster.tls_ca_file to the CA (PEM) that signed the NATS server's certificate",
         ));
     }
-    if cluster.tls_cert_file.is_some() != cluster.tls_key_file.is_some() {
-        let missing = if cluster.tls_cert_file.is_some() {
-            "cluster.tls_key_file"
-        } else {
-            "cluster.tls_cert_file"
-        };
-        return Err(ConfigError::invalid(
-            missing,
-            "(not set)",
-            "a client certificate needs both cluster.tls_cert_file and cluster.tls_key_file",
-            format!("set {missing} too"),
-        ));
-    }
-    Ok(())
+    super::error::cert_and_key_together(
+        "",
+        ("cluster.tls_cert_file", cluster.tls_cert_file.is_some()),
+        ("cluster.tls_key_file", cluster.tls_key_file.is_some()),
+    )
 }

@@ -216,3 +216,23 @@ impl fmt::Display for Prefix<'_> {
         }
     }
 }
+
+/// Refuses a client certificate without its key, or a key without its certificate, naming the
+/// one missing: `cert` and `key` are the names shown (with whether each is set), `prefix` what
+/// makes them a full key (`bridges.NAME.`, or empty when the names are full already).
+pub(super) fn cert_and_key_together(
+    prefix: &str,
+    cert: (&str, bool),
+    key: (&str, bool),
+) -> Result<(), ConfigError> {
+    if cert.1 == key.1 {
+        return Ok(());
+    }
+    let missing = if cert.1 { key.0 } else { cert.0 };
+    Err(ConfigError::invalid(
+        format!("{prefix}{missing}"),
+        "(not set)",
+        format!("a client certificate needs both {} and {}", cert.0, key.0),
+        format!("set {missing} too"),
+    ))
+}
