@@ -15,8 +15,11 @@ mod authenticate;
 mod partial;
 mod read_buffer;
 mod websocket;
+mod write_side;
+mod writers;
 
 pub(crate) use partial::PartialBytes;
+pub(crate) use writers::{Writers, woken};
 
 use std::cell::Cell;
 use std::future::{Future, poll_fn};
@@ -28,12 +31,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use shards::TcpStream;
-use shards::sync::Notify;
 
 use crate::packet_trace::{self, Direction};
 use crate::protocol::{self, Connect, Packet, Version};
 use crate::server::{ListenerKind, ShardShell, TlsListenerKind};
-use crate::shard::{ConnId, Event, UNSENT_RUNS_IDLE_MAX, UnsentRun};
+use crate::shard::{ConnId, Event};
 use crate::transport::{Reader, Writer};
 
 /// Bytes asked of the kernel per read when nothing bigger is known to be coming.
@@ -87,13 +89,9 @@ pub(crate) async fn run(
         .connection_opened(kind.transport(), listener);
     let conn = shell.next_conn_id();
     let ends = Ends {
-        notify: Rc::new(Notify::new()),
         flags: Cell::new(0),
     };
-    shell
-        .writers
-        .borrow_mut()
-        .insert(conn, Rc::clone(&ends.notify));
+    shell.writers.borrow_mut().insert(conn);
     shell.handle(Event::Accepted { conn, peer });
     let client = Client {
         conn,
@@ -104,11 +102,13 @@ pub(crate) async fn run(
     // The two sides of the connection in its one task: one task header, one allocation and no
     // second `Rc` of the shell per connection, and the writer's state sits next to the reader's.
     let reading = pin!(read_side(&shell, &client, &mut reader, &ends));
-    let mut writing = pin!(Some(write_loop(&shell, conn, writer, &ends)));
+    let mut writing = pin!(Some(write_side::WriteSide::new(
+        &shell, conn, writer, &ends
+    )));
     both(reading, writing.as_mut(), &ends).await;
     // A writer still under way (given up after `CLOSE_FLUSH_TIMEOUT`) is cancelled here.
     writing.set(None);
-    shell.writers.borrow_mut().remove(&conn);
+    shell.writers.borrow_mut().remove(conn);
     shell.shard.borrow_mut().metrics.connection_closed(listener);
 }
 
@@ -125,7 +125,7 @@ async fn read_side(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader,
         Box::pin(linger(reader)).await;
     } else {
         shell.handle(Event::Closed { conn });
-        ends.notify.notify_one();
+        shell.writers.borrow_mut().wake(conn);
         Box::pin(writer_done(ends)).await;
     }
 }
@@ -456,7 +456,7 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         // A busy publisher's socket always has data, so the read below completes at once and this
         // loop would never give the shard back: writers, mail and timers wait for it otherwise.
         shards::yield_now().await;
-        match read_more(shell, client, reader, &mut buf, &mut reservation).await {
+        match read_more(shell, conn, reader, &mut buf, &mut reservation).await {
             Some(completed_at) => read_at = completed_at,
             None => return,
         }
@@ -493,56 +493,102 @@ fn first_bytes_may_be_connect(shell: &ShardShell, client: &Client<'_>, buf: &[u8
     false
 }
 
+/// Where the next read goes. With nothing buffered the read goes to the shard's buffer
+/// (`read_buffer`) and the connection's reservation of the shard's partial-packet allowance is
+/// given back; a partial frame is completed in a buffer of the connection's own, sized for what
+/// that frame still needs (at least a chunk), whose capacity (`bytes` in all) is first reserved
+/// (`partial`), waiting without reading while there is no room.
+enum ReadTarget {
+    Shared,
+    Own { wanted: usize, bytes: usize },
+}
+
 /// Reads more bytes into `buf` and returns when the read completed; `None` when the connection
-/// is done (closed by the peer, failed, or announcing a frame over the limit). With nothing
-/// buffered the read goes to the shard's buffer (`read_buffer`) and the connection's reservation
-/// of the shard's partial-packet allowance is given back; a partial frame is completed in a
-/// buffer of the connection's own, sized for what that frame still needs (at least a chunk),
-/// whose capacity is first reserved (`partial`), waiting without reading while there is no room.
+/// is done (closed by the peer, failed, or announcing a frame over the limit). The planning and
+/// the accounting are plain functions and the read one poll function, so that the connection's
+/// future keeps only the read's few words while it waits.
 async fn read_more(
     shell: &ShardShell,
-    client: &Client<'_>,
+    conn: ConnId,
     reader: &mut Reader,
     buf: &mut BytesMut,
     reservation: &mut partial::Reservation<'_>,
 ) -> Option<Instant> {
-    let conn = client.conn;
-    let read = if buf.is_empty() {
+    let read = match plan_read(shell, conn, buf, reservation)? {
+        ReadTarget::Shared => {
+            poll_fn(|cx| {
+                read_buffer::poll_read(cx, reader, READ_CHUNK).map_ok(|bytes| {
+                    let n = bytes.len();
+                    *buf = bytes;
+                    n
+                })
+            })
+            .await
+        }
+        ReadTarget::Own { wanted, bytes } => {
+            // Waiting for room is rare, and boxed: a future is as large as its largest await.
+            if !reservation.grow_to(bytes)
+                && !Box::pin(reserve(shell, conn, buf, reservation, bytes)).await
+            {
+                return None;
+            }
+            let start = own_space(buf, wanted);
+            let read = poll_fn(|cx| match buf.get_mut(start..) {
+                Some(space) => reader.poll_read(cx, space),
+                None => Poll::Ready(Ok(0)),
+            })
+            .await;
+            buf.truncate(start + read.as_ref().map_or(0, |n| *n));
+            read
+        }
+    };
+    read_done(shell, conn, reader, read)
+}
+
+/// Where the next read goes; `None` when the buffered bytes announce a frame over the limit
+/// (its event is handled).
+fn plan_read(
+    shell: &ShardShell,
+    conn: ConnId,
+    buf: &mut BytesMut,
+    reservation: &mut partial::Reservation<'_>,
+) -> Option<ReadTarget> {
+    if buf.is_empty() {
         // Even empty, `buf` may hold its allocation (or a share of the shard's): not while idle.
         *buf = BytesMut::new();
         reservation.release();
-        read_buffer::read(reader, READ_CHUNK).await.map(|bytes| {
-            let n = bytes.len();
-            *buf = bytes;
-            n
-        })
+        return Some(ReadTarget::Shared);
+    }
+    let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+    // A read ahead of a chunk past the frame, but within what is reserved once something
+    // is: a connection holding a reservation for its frame never needs more to finish it.
+    let reserved_room = reservation.bytes().saturating_sub(buf.len());
+    let read_ahead = if reservation.bytes() == 0 {
+        READ_CHUNK
     } else {
-        let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
-        // A read ahead of a chunk past the frame, but within what is reserved once something
-        // is: a connection holding a reservation for its frame never needs more to finish it.
-        let reserved_room = reservation.bytes().saturating_sub(buf.len());
-        let read_ahead = if reservation.bytes() == 0 {
-            READ_CHUNK
-        } else {
-            READ_CHUNK.min(reserved_room)
-        };
-        let wanted = match protocol::frame_len(buf, packet_bytes_max) {
-            Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(read_ahead),
-            Ok(None) => READ_CHUNK,
-            Err(error) => {
-                shell.handle(Event::Malformed { conn, error });
-                return None;
-            }
-        };
-        let bytes = buf.len() + wanted;
-        // Waiting for room is rare, and boxed: a future is as large as its largest await.
-        if !reservation.grow_to(bytes)
-            && !Box::pin(reserve(shell, conn, buf, reservation, bytes)).await
-        {
+        READ_CHUNK.min(reserved_room)
+    };
+    let wanted = match protocol::frame_len(buf, packet_bytes_max) {
+        Ok(Some(frame)) => frame.saturating_sub(buf.len()).max(read_ahead),
+        Ok(None) => READ_CHUNK,
+        Err(error) => {
+            shell.handle(Event::Malformed { conn, error });
             return None;
         }
-        read_into(reader, buf, wanted).await
     };
+    Some(ReadTarget::Own {
+        wanted,
+        bytes: buf.len() + wanted,
+    })
+}
+
+/// A read completed: when (`None` if it ended the connection).
+fn read_done(
+    shell: &ShardShell,
+    conn: ConnId,
+    reader: &Reader,
+    read: std::io::Result<usize>,
+) -> Option<Instant> {
     match read {
         Ok(0) => {
             tracing::debug!(conn, "peer closed the connection");
@@ -607,14 +653,11 @@ async fn reserve(
     true
 }
 
-/// Appends up to `wanted` bytes to `buf`, which becomes the connection's own allocation: the
-/// space of frames already handled is reclaimed when nothing refers to it any more, else (a
-/// slice of the shard's buffer, or frames still queued) the partial frame moves to a new one.
-async fn read_into(
-    reader: &mut Reader,
-    buf: &mut BytesMut,
-    wanted: usize,
-) -> std::io::Result<usize> {
+/// Makes room for `wanted` more bytes at the end of `buf`, which becomes the connection's own
+/// allocation, and returns where they start: the space of frames already handled is reclaimed
+/// when nothing refers to it any more, else (a slice of the shard's buffer, or frames still
+/// queued) the partial frame moves to a new one. The caller truncates to what it read.
+fn own_space(buf: &mut BytesMut, wanted: usize) -> usize {
     let start = buf.len();
     if !buf.try_reclaim(wanted) {
         let mut own = BytesMut::with_capacity(start + wanted);
@@ -622,12 +665,7 @@ async fn read_into(
         *buf = own;
     }
     buf.resize(start + wanted, 0);
-    let read = match buf.get_mut(start..) {
-        Some(space) => poll_fn(|cx| reader.poll_read(cx, space)).await,
-        None => Ok(0),
-    };
-    buf.truncate(start + read.as_ref().map_or(0, |n| *n));
-    read
+    start
 }
 
 fn is_closing(shell: &ShardShell, conn: ConnId) -> bool {
@@ -696,10 +734,8 @@ async fn linger(reader: &mut Reader) {
     }
 }
 
-/// What a connection's two sides share: the writer's wake-up (also in the shell's `writers`),
-/// and how far each side is.
+/// How far each of a connection's two sides is.
 struct Ends {
-    notify: Rc<Notify>,
     flags: Cell<u8>,
 }
 
@@ -733,117 +769,6 @@ impl Ends {
     }
 }
 
-/// The broker closes: its last bytes are out. Half-close, so the client reads them and an end
-/// of stream; the reading side lingers (`linger`). A reader still waiting for input (the close
-/// came from elsewhere: a takeover, a keepalive) is ended after `CLOSE_LINGER`.
-async fn half_close(writer: &mut Writer, ends: &Ends) {
-    writer.close_write().await;
-    if !ends.raised(READER_DONE, CLOSE_LINGER).await {
-        writer.shutdown().await;
-    }
-}
-
-async fn write_loop(shell: &ShardShell, conn: ConnId, mut writer: Writer, ends: &Ends) {
-    // The deliveries of the write under way; swapped with the connection's list at each take, so
-    // tracking them allocates nothing per write.
-    let mut unsent: Vec<UnsentRun> = Vec::new();
-    loop {
-        ends.notify.notified().await;
-        loop {
-            // Take what is buffered; the shard keeps appending to the rest of the allocation while
-            // this part is on the wire. Drained, a large buffer is let go: an idle connection
-            // holds no write buffer, the next packet allocates one. The borrow ends before any
-            // await.
-            let Some((out, closing)) =
-                shell
-                    .shard
-                    .borrow_mut()
-                    .take_out(conn, &mut unsent, OUT_IDLE_BYTES_MAX)
-            else {
-                tracing::debug!(conn, "writer: connection gone");
-                Box::pin(writer.shutdown()).await;
-                return;
-            };
-            if out.is_empty() {
-                if closing {
-                    return Box::pin(half_close(&mut writer, ends)).await;
-                }
-                break;
-            }
-            if packet_trace::enabled() {
-                trace_sent(shell, conn, &out);
-            }
-            let under_way = WriteUnderWay {
-                shell,
-                bytes: out.len(),
-            };
-            let result = writer.write_all(&out).await;
-            // Written or not, the buffer is let go: no longer held (`shard::writes`).
-            under_way.finish();
-            if result.is_err() {
-                Box::pin(writer.shutdown()).await;
-                return;
-            }
-            record_written(shell, &mut unsent, out.len());
-            drop(out);
-            // Room in the buffer again: queued deliveries may follow.
-            shell.handle(Event::Drained { conn });
-        }
-    }
-}
-
-/// The bytes of a write under way, counted in the shard's write allowance until the write ends
-/// (`shard::writes`). A writer dropped in the middle of its write (a close stops waiting after
-/// `CLOSE_FLUSH_TIMEOUT` for a client that does not read, and cancels it) gives them back when
-/// dropped, and the connections waiting for room are pumped.
-struct WriteUnderWay<'a> {
-    shell: &'a ShardShell,
-    bytes: usize,
-}
-
-impl WriteUnderWay<'_> {
-    /// The write completed or failed.
-    fn finish(self) {
-        self.shell.shard.borrow_mut().written(self.bytes);
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for WriteUnderWay<'_> {
-    fn drop(&mut self) {
-        match self.shell.shard.try_borrow_mut() {
-            Ok(mut shard) => shard.write_abandoned(self.bytes, Instant::now()),
-            Err(_) => tracing::warn!(
-                bytes = self.bytes,
-                "writer dropped while its shard was busy: its write bytes stay counted"
-            ),
-        }
-    }
-}
-
-/// A write just completed: counts its bytes and times the deliveries it carried (one clock
-/// reading per write that carried any), then empties `unsent` for the next write.
-fn record_written(shell: &ShardShell, unsent: &mut Vec<UnsentRun>, bytes: usize) {
-    let metrics = &mut shell.shard.borrow_mut().metrics;
-    metrics.bytes_sent(bytes);
-    if unsent.is_empty() {
-        return;
-    }
-    let written_at = Instant::now();
-    for run in unsent.drain(..) {
-        let count = u64::from(run.count);
-        let delivery = crate::metrics::micros_between(run.read_at, written_at);
-        metrics.record_delivery(run.qos, run.path, delivery, count);
-        metrics.record_write(
-            crate::metrics::micros_between(run.encoded_at, written_at),
-            count,
-        );
-    }
-    if unsent.capacity() > UNSENT_RUNS_IDLE_MAX {
-        *unsent = Vec::new();
-    }
-}
-
 /// Packet trace of a batch just decoded (only called with the trace on).
 fn trace_received(shell: &ShardShell, conn: ConnId, events: &[Event]) {
     let mut client_id = shell
@@ -862,23 +787,6 @@ fn trace_received(shell: &ShardShell, conn: ConnId, events: &[Event]) {
     }
 }
 
-/// Packet trace of bytes about to be written: whole packets, decoded again from a copy (only
-/// called with the trace on).
-fn trace_sent(shell: &ShardShell, conn: ConnId, out: &[u8]) {
-    let Some((client_id, version)) = shell
-        .shard
-        .borrow()
-        .conn(conn)
-        .map(|c| (c.client_id.clone(), c.version))
-    else {
-        return;
-    };
-    let mut copy = BytesMut::from(out);
-    while let Ok(Some(packet)) = protocol::decode(&mut copy, version, usize::MAX) {
-        packet_trace::packet(Direction::Sent, conn, &client_id, &packet);
-    }
-}
-
 #[cfg(test)]
 mod size_tests {
     use std::future::Future;
@@ -894,9 +802,9 @@ mod size_tests {
     #[test]
     fn connection_future_stays_small() {
         let sizes = [
-            ("run", future_bytes(super::run), 928),
-            ("read_side", future_bytes(super::read_side), 384),
-            ("write_loop", future_bytes(super::write_loop), 296),
+            ("run", future_bytes(super::run), 680),
+            ("read_side", future_bytes(super::read_side), 344),
+            ("write_side", size_of::<super::write_side::WriteSide>(), 104),
         ];
         for (name, size, max) in sizes {
             assert!(size <= max, "{name} is {size} bytes, over {max}");

@@ -30,7 +30,7 @@ mod shutdown;
 mod store_task;
 mod urgent_mail;
 
-use crate::shard::{ConnId, ConnMap, Event, Settings, Shard};
+use crate::shard::{ConnId, Event, Settings, Shard};
 use crate::sys::SysState;
 pub(crate) use listener_kind::{ListenerKind, TlsListenerKind, WsListenerKind, listener_kinds};
 use reloader::{Reloader, reload};
@@ -318,8 +318,8 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
 pub(crate) struct ShardShell {
     pub ctx: ShardContext<Envelope>,
     pub shard: RefCell<Shard>,
-    /// Wakes each connection's writer task.
-    pub writers: RefCell<ConnMap<Rc<Notify>>>,
+    /// Wakes each connection's writer.
+    pub writers: RefCell<crate::connection::Writers>,
     pub mail_ready: Notify,
     next_conn: Cell<ConnId>,
     /// What each listener is, by its index in the runtime's listener list.
@@ -406,12 +406,11 @@ impl ShardShell {
         if store_work {
             self.store_ready.notify_one();
         }
-        let writers = self.writers.borrow();
+        let mut writers = self.writers.borrow_mut();
         for conn in dirty.drain(..) {
-            if let Some(notify) = writers.get(&conn) {
-                notify.notify_one();
-            }
+            writers.wake(conn);
         }
+        drop(writers);
         if has_mail {
             if self.shard.borrow_mut().take_urgent_mail() {
                 self.send_urgent_mail();
@@ -511,7 +510,7 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
     let shell = Rc::new(ShardShell {
         ctx: ctx.clone(),
         shard: RefCell::new(shard),
-        writers: RefCell::new(ConnMap::default()),
+        writers: RefCell::default(),
         mail_ready: Notify::new(),
         next_conn: Cell::new(1),
         listeners: listener_kinds(&config),

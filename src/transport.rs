@@ -1,11 +1,10 @@
 //! The two halves of a client connection, plain TCP, TLS or WebSocket (over either), so
 //! `connection` reads and writes MQTT bytes without caring which.
 
-use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures_io::{AsyncRead, AsyncWrite};
 
@@ -49,22 +48,24 @@ impl Reader {
 }
 
 impl Writer {
-    /// Writes all of `buf`. Plain TCP writes with `poll_write` in this future itself: it is in
-    /// every connection's task, and nested write futures would make it several times larger.
-    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        let half = match self {
-            Writer::Tcp(half) => half,
-            Writer::Tls(half) => return half.write_all(buf).await,
-            Writer::Ws(half) => return half.write_all(buf).await,
-        };
-        while !buf.is_empty() {
-            let written = poll_fn(|cx| Pin::new(&mut *half).poll_write(cx, buf)).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+    /// One poll of writing all of `buf`, `*written` bytes of which are already written: `Ready`
+    /// once all of it is with the kernel (TLS: encrypted and flushed; WebSocket: sent as one
+    /// message, then flushed). The caller keeps only `written` between polls, so a connection's
+    /// writer holds no write future while it waits (`connection::write_side`).
+    pub fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        written: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        match self {
+            Writer::Tcp(half) => poll_write_from(half, cx, buf, written),
+            Writer::Tls(half) => {
+                ready!(poll_write_from(half, cx, buf, written))?;
+                Pin::new(half).poll_flush(cx)
             }
-            buf = buf.get(written..).unwrap_or_default();
+            Writer::Ws(half) => half.poll_write_all(cx, buf, written),
         }
-        Ok(())
     }
 
     /// Ends the sending side only (FIN), so the client reads what was sent and then the end of
@@ -86,4 +87,21 @@ impl Writer {
             Writer::Ws(half) => half.shutdown().await,
         };
     }
+}
+
+/// Writes `buf` from `*written` on until all of it is written or the write would block.
+fn poll_write_from<W: AsyncWrite + Unpin>(
+    half: &mut W,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+    written: &mut usize,
+) -> Poll<io::Result<()>> {
+    while let Some(rest) = buf.get(*written..).filter(|rest| !rest.is_empty()) {
+        let n = ready!(Pin::new(&mut *half).poll_write(cx, rest))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        *written += n;
+    }
+    Poll::Ready(Ok(()))
 }

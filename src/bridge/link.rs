@@ -159,7 +159,7 @@ async fn wait(
     } else {
         (keepalive / 4).max(Duration::from_millis(250))
     };
-    let mut notified = pin!(local.notify.notified());
+    let mut notified = pin!(local.written());
     let mut timer = pin!(shards::time::sleep(tick));
     std::future::poll_fn(|cx| {
         if let Poll::Ready(read) = connection.stream.poll_read(cx, chunk) {

@@ -14,7 +14,6 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
-use shards::sync::Notify;
 
 use super::rules::Filter;
 use crate::protocol::{
@@ -33,7 +32,6 @@ pub(crate) struct Local {
     /// reload): the session then waits offline, as any persistent session.
     shell: Rc<ShardShell>,
     pub conn: ConnId,
-    pub notify: Rc<Notify>,
     /// Bytes the shard wrote and the bridge has not decoded yet.
     buf: BytesMut,
     pub client_id: String,
@@ -50,8 +48,7 @@ impl Local {
         filters: &[Filter],
     ) -> Local {
         let conn = shell.next_conn_id();
-        let notify = Rc::new(Notify::new());
-        shell.writers.borrow_mut().insert(conn, Rc::clone(&notify));
+        shell.writers.borrow_mut().insert(conn);
         let connect = Connect {
             version: Version::V5,
             clean_start: false,
@@ -118,10 +115,14 @@ impl Local {
         Local {
             shell: Rc::clone(shell),
             conn,
-            notify,
             buf: BytesMut::new(),
             client_id: client_id.to_owned(),
         }
+    }
+
+    /// Resolves when the shard buffered bytes for the session (or it is gone).
+    pub(crate) fn written(&self) -> impl std::future::Future<Output = ()> + '_ {
+        crate::connection::woken(&self.shell.writers, self.conn)
     }
 
     /// True once the shard closed the session's connection (a client took the id over, or the
@@ -244,6 +245,6 @@ impl Drop for Local {
             return;
         }
         self.shell.handle(Event::Closed { conn: self.conn });
-        self.shell.writers.borrow_mut().remove(&self.conn);
+        self.shell.writers.borrow_mut().remove(self.conn);
     }
 }

@@ -164,7 +164,7 @@ async fn wait_subscribed(shell: &ShardShell, local: &mut Local, relay: &mut Rela
         }
         if acknowledged < count {
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ = shards::time::timeout(left, local.notify.notified()).await;
+            let _ = shards::time::timeout(left, local.written()).await;
         }
     }
 }

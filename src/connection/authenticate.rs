@@ -176,7 +176,7 @@ async fn read_packet(
             Ok(None) => {}
             Err(error) => return Err(error.reason_code()),
         }
-        if super::read_more(shell, client, reader, buf, &mut reservation)
+        if super::read_more(shell, client.conn, reader, buf, &mut reservation)
             .await
             .is_none()
         {

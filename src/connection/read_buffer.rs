@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
@@ -31,22 +31,28 @@ thread_local! {
 /// Reads at most `read_bytes_max` bytes (at least one; none at end of stream) with the shard's
 /// buffer; the bytes read, split off it.
 pub(super) async fn read(reader: &mut Reader, read_bytes_max: usize) -> io::Result<BytesMut> {
+    poll_fn(|cx| poll_read(cx, reader, read_bytes_max)).await
+}
+
+/// One poll of `read`: the caller's future keeps nothing between polls.
+pub(super) fn poll_read(
+    cx: &mut Context<'_>,
+    reader: &mut Reader,
+    read_bytes_max: usize,
+) -> Poll<io::Result<BytesMut>> {
     const { assert!(CHUNK_BYTES >= 2 * super::READ_CHUNK) };
     let read_bytes_max = read_bytes_max.min(CHUNK_BYTES);
-    poll_fn(|cx| {
-        SHARD_READ_BUFFER.with_borrow_mut(|buffer| {
-            if buffer.len() < read_bytes_max {
-                *buffer = BytesMut::zeroed(CHUNK_BYTES);
-            }
-            let Some(space) = buffer.get_mut(..read_bytes_max) else {
-                return Poll::Ready(Ok(BytesMut::new()));
-            };
-            match reader.poll_read(cx, space) {
-                Poll::Ready(Ok(n)) => Poll::Ready(Ok(buffer.split_to(n.min(read_bytes_max)))),
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
+    SHARD_READ_BUFFER.with_borrow_mut(|buffer| {
+        if buffer.len() < read_bytes_max {
+            *buffer = BytesMut::zeroed(CHUNK_BYTES);
+        }
+        let Some(space) = buffer.get_mut(..read_bytes_max) else {
+            return Poll::Ready(Ok(BytesMut::new()));
+        };
+        match reader.poll_read(cx, space) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(buffer.split_to(n.min(read_bytes_max)))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
     })
-    .await
 }

@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
@@ -267,18 +267,29 @@ pub struct WsWriteHalf<S = Socket> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WsWriteHalf<S> {
     /// Sends `buf` as one binary message and flushes it: when this returns, the bytes are with
     /// the kernel (or TLS).
-    /// The message is made between the two awaits, so the future (in every WebSocket
-    /// connection's task) holds none.
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        poll_fn(|cx| self.shared.with(|ws| ws.poll_ready(cx)))
-            .await
-            .map_err(to_io)?;
-        self.shared
-            .with(|ws| ws.start_send(Message::Binary(Bytes::copy_from_slice(buf))))
-            .map_err(to_io)?;
-        poll_fn(|cx| self.shared.with(|ws| ws.poll_flush(cx)))
-            .await
-            .map_err(to_io)
+        let mut sent = 0;
+        poll_fn(|cx| self.poll_write_all(cx, buf, &mut sent)).await
+    }
+
+    /// One poll of `write_all`; `*sent` bytes of `buf` are already sent (all of them once the
+    /// message is queued: only its flush is left). The message is made between the two waits,
+    /// so a caller between polls holds none.
+    pub fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        sent: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        if let Some(rest) = buf.get(*sent..).filter(|rest| !rest.is_empty()) {
+            ready!(self.shared.with(|ws| ws.poll_ready(cx))).map_err(to_io)?;
+            let message = Message::Binary(Bytes::copy_from_slice(rest));
+            self.shared
+                .with(|ws| ws.start_send(message))
+                .map_err(to_io)?;
+            *sent = buf.len();
+        }
+        self.shared.with(|ws| ws.poll_flush(cx)).map_err(to_io)
     }
 
     /// The closing handshake from our side: a close frame (its code says why), then the end of
