@@ -24,9 +24,19 @@ pub struct InflightEntry {
     pub state: InflightState,
 }
 
-/// Outgoing in-flight messages in send order, with packet id allocation.
+/// Outgoing in-flight messages in send order, with packet id allocation. The tables are
+/// allocated at the first message sent at QoS 1 or 2 and kept: a session that never has one
+/// (most idle clients) keeps a pointer here instead of about a hundred bytes of tables
+/// (docs/BENCHMARKS.md on idle connections).
 #[derive(Debug, Default)]
 pub struct Inflight {
+    window: Option<Box<Window>>,
+    /// Changes not yet taken by the store; `None` when the session is not persisted.
+    log: Option<Vec<LogOp>>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
     entries: VecDeque<InflightEntry>,
     /// Ids of `entries`, so allocation stays O(1) even with a window of thousands.
     in_use: HashSet<u16>,
@@ -34,36 +44,34 @@ pub struct Inflight {
     /// Entries still holding their message (`Sent`), and the bytes of those messages.
     sent: usize,
     sent_bytes: usize,
-    /// Changes not yet taken by the store; `None` when the session is not persisted.
-    log: Option<Vec<LogOp>>,
 }
 
 impl Inflight {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.window.as_ref().map_or(0, |w| w.entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Entries still holding their message (QoS 1, or QoS 2 before PUBREC).
     pub fn sent_len(&self) -> usize {
-        self.sent
+        self.window.as_ref().map_or(0, |w| w.sent)
     }
 
     /// Bytes of the messages of `sent_len` entries.
     pub fn sent_bytes(&self) -> usize {
-        self.sent_bytes
+        self.window.as_ref().map_or(0, |w| w.sent_bytes)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
-        self.entries.iter()
+        self.window.iter().flat_map(|w| w.entries.iter())
     }
 
     /// Deliveries sent and not acknowledged at all yet (QoS 1, or QoS 2 before PUBREC).
     pub fn unacknowledged(&self) -> impl Iterator<Item = &Delivery> {
-        self.entries.iter().filter_map(|e| match &e.state {
+        self.iter().filter_map(|e| match &e.state {
             InflightState::Sent(delivery) => Some(delivery),
             InflightState::Released => None,
         })
@@ -72,12 +80,13 @@ impl Inflight {
     /// Adds a delivery with a fresh packet id (counted in `shard`); `None` only if all 65,535
     /// ids are in use.
     pub fn push(&mut self, seq: u64, delivery: Delivery, shard: &mut Held) -> Option<PacketId> {
-        let packet_id = self.allocate()?;
-        self.in_use.insert(packet_id.get());
-        self.sent += 1;
-        self.sent_bytes += delivery.size_bytes();
+        let window = self.window.get_or_insert_with(Box::default);
+        let packet_id = window.allocate()?;
+        window.in_use.insert(packet_id.get());
+        window.sent += 1;
+        window.sent_bytes += delivery.size_bytes();
         shard.take_in(delivery.size_bytes());
-        self.entries.push_back(InflightEntry {
+        window.entries.push_back(InflightEntry {
             packet_id,
             seq,
             state: InflightState::Sent(delivery),
@@ -94,20 +103,21 @@ impl Inflight {
         delivery: Option<Delivery>,
         shard: &mut Held,
     ) {
-        if !self.in_use.insert(packet_id.get()) {
+        let window = self.window.get_or_insert_with(Box::default);
+        if !window.in_use.insert(packet_id.get()) {
             return;
         }
-        self.last_packet_id = packet_id.get();
+        window.last_packet_id = packet_id.get();
         let state = match delivery {
             Some(delivery) => {
-                self.sent += 1;
-                self.sent_bytes += delivery.size_bytes();
+                window.sent += 1;
+                window.sent_bytes += delivery.size_bytes();
                 shard.take_in(delivery.size_bytes());
                 InflightState::Sent(delivery)
             }
             None => InflightState::Released,
         };
-        self.entries.push_back(InflightEntry {
+        window.entries.push_back(InflightEntry {
             packet_id,
             seq,
             state,
@@ -130,32 +140,23 @@ impl Inflight {
 
     /// The entry with sequence number `seq`.
     pub fn by_seq(&self, seq: u64) -> Option<&InflightEntry> {
-        let index = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
-        self.entries.get(index)
-    }
-
-    fn allocate(&mut self) -> Option<PacketId> {
-        for _ in 0..u16::MAX {
-            self.last_packet_id = self.last_packet_id.wrapping_add(1);
-            let Some(candidate) = NonZeroU16::new(self.last_packet_id) else {
-                continue;
-            };
-            if !self.in_use.contains(&candidate.get()) {
-                return Some(candidate);
-            }
-        }
-        None
+        let entries = &self.window.as_ref()?.entries;
+        let index = entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        entries.get(index)
     }
 
     fn remove_at(&mut self, index: usize, shard: &mut Held) -> bool {
-        match self.entries.remove(index) {
+        let Some(window) = self.window.as_deref_mut() else {
+            return false;
+        };
+        match window.entries.remove(index) {
             Some(entry) => {
                 if let Some(log) = self.log.as_mut() {
                     log.push(LogOp::Done(entry.seq));
                 }
-                self.in_use.remove(&entry.packet_id.get());
+                window.in_use.remove(&entry.packet_id.get());
                 if let InflightState::Sent(delivery) = &entry.state {
-                    self.let_go(delivery.size_bytes(), shard);
+                    window.let_go(delivery.size_bytes(), shard);
                 }
                 true
             }
@@ -163,19 +164,17 @@ impl Inflight {
         }
     }
 
-    /// A message leaves the window (acknowledged, or its entry dropped or released).
-    fn let_go(&mut self, bytes: usize, shard: &mut Held) {
-        self.sent = self.sent.saturating_sub(1);
-        self.sent_bytes = self.sent_bytes.saturating_sub(bytes);
-        shard.let_go(bytes);
+    fn position(&self, packet_id: PacketId) -> Option<usize> {
+        let entries = &self.window.as_ref()?.entries;
+        // Acknowledgements nearly always arrive in order: look at the front first.
+        match entries.front() {
+            Some(front) if front.packet_id == packet_id => Some(0),
+            _ => entries.iter().position(|e| e.packet_id == packet_id),
+        }
     }
 
-    fn position(&self, packet_id: PacketId) -> Option<usize> {
-        // Acknowledgements nearly always arrive in order: look at the front first.
-        match self.entries.front() {
-            Some(front) if front.packet_id == packet_id => Some(0),
-            _ => self.entries.iter().position(|e| e.packet_id == packet_id),
-        }
+    fn state(&self, index: usize) -> Option<&InflightState> {
+        self.window.as_ref()?.entries.get(index).map(|e| &e.state)
     }
 
     /// Drops an entry whatever its state (a delivery that could not be sent, or an error PUBREC).
@@ -189,7 +188,7 @@ impl Inflight {
     /// PUBACK: completes a QoS 1 message. False if no QoS 1 message has this id.
     pub fn puback(&mut self, packet_id: PacketId, shard: &mut Held) -> bool {
         match self.position(packet_id) {
-            Some(index) => match self.entries.get(index).map(|e| &e.state) {
+            Some(index) => match self.state(index) {
                 Some(InflightState::Sent(d)) if d.qos == QoS::AtLeastOnce => {
                     self.remove_at(index, shard)
                 }
@@ -206,7 +205,10 @@ impl Inflight {
         let Some(index) = self.position(packet_id) else {
             return false;
         };
-        let Some(entry) = self.entries.get_mut(index) else {
+        let Some(window) = self.window.as_deref_mut() else {
+            return false;
+        };
+        let Some(entry) = window.entries.get_mut(index) else {
             return false;
         };
         match &entry.state {
@@ -216,7 +218,7 @@ impl Inflight {
                 if let Some(log) = self.log.as_mut() {
                     log.push(LogOp::Released(entry.seq));
                 }
-                self.let_go(bytes, shard);
+                window.let_go(bytes, shard);
                 true
             }
             InflightState::Released => true,
@@ -227,15 +229,32 @@ impl Inflight {
     /// PUBCOMP: completes a released QoS 2 message (its message was let go at PUBREC).
     pub fn pubcomp(&mut self, packet_id: PacketId, shard: &mut Held) -> bool {
         match self.position(packet_id) {
-            Some(index)
-                if matches!(
-                    self.entries.get(index).map(|e| &e.state),
-                    Some(InflightState::Released)
-                ) =>
-            {
+            Some(index) if matches!(self.state(index), Some(InflightState::Released)) => {
                 self.remove_at(index, shard)
             }
             _ => false,
         }
+    }
+}
+
+impl Window {
+    fn allocate(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            self.last_packet_id = self.last_packet_id.wrapping_add(1);
+            let Some(candidate) = NonZeroU16::new(self.last_packet_id) else {
+                continue;
+            };
+            if !self.in_use.contains(&candidate.get()) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    /// A message leaves the window (acknowledged, or its entry dropped or released).
+    fn let_go(&mut self, bytes: usize, shard: &mut Held) {
+        self.sent = self.sent.saturating_sub(1);
+        self.sent_bytes = self.sent_bytes.saturating_sub(bytes);
+        shard.let_go(bytes);
     }
 }
