@@ -31,8 +31,10 @@ pub struct InflightEntry {
 #[derive(Debug, Default)]
 pub struct Inflight {
     window: Option<Box<Window>>,
-    /// Changes not yet taken by the store; `None` when the session is not persisted.
-    log: Option<Vec<LogOp>>,
+    /// Changes not yet taken by the store; `None` when the session is not persisted. Boxed: a
+    /// pointer in every session, the list only in persisted ones.
+    #[allow(clippy::box_collection)]
+    log: Option<Box<Vec<LogOp>>>,
 }
 
 #[derive(Debug, Default)]
@@ -125,7 +127,7 @@ impl Inflight {
     }
 
     pub(super) fn set_logged(&mut self, logged: bool) {
-        self.log = logged.then(Vec::new);
+        self.log = logged.then(Box::default);
     }
 
     pub(super) fn has_log(&self) -> bool {
@@ -134,7 +136,7 @@ impl Inflight {
 
     pub(super) fn take_log(&mut self, out: &mut Vec<LogOp>) {
         if let Some(log) = self.log.as_mut() {
-            out.append(log);
+            out.append(&mut **log);
         }
     }
 

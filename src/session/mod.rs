@@ -214,8 +214,10 @@ pub struct SessionState {
     incoming_qos2: Option<Box<HashSet<u16>>>,
     /// The sequence number of the next delivery queued.
     next_seq: u64,
-    /// Changes not yet taken by the store; `None` when the session is not persisted.
-    log: Option<Vec<LogOp>>,
+    /// Changes not yet taken by the store; `None` when the session is not persisted. Boxed: a
+    /// pointer in every session, the list only in persisted ones.
+    #[allow(clippy::box_collection)]
+    log: Option<Box<Vec<LogOp>>>,
 }
 
 impl SessionState {
@@ -271,7 +273,7 @@ impl SessionState {
 
     /// Starts (or stops) keeping a log of changes for the store.
     pub fn set_logged(&mut self, logged: bool) {
-        self.log = logged.then(Vec::new);
+        self.log = logged.then(Box::default);
         self.inflight.set_logged(logged);
     }
 
@@ -288,7 +290,7 @@ impl SessionState {
     /// own changes in the order they happened.
     pub fn take_log(&mut self, out: &mut Vec<LogOp>) {
         if let Some(log) = self.log.as_mut() {
-            out.append(log);
+            out.append(&mut **log);
         }
         self.inflight.take_log(out);
     }

@@ -451,11 +451,11 @@ mod size_tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("Conn", size_of::<super::Conn>(), 352),
-            ("LocalSession", size_of::<super::super::LocalSession>(), 360),
+            ("LocalSession", size_of::<super::super::LocalSession>(), 328),
             (
                 "SessionState",
                 size_of::<crate::session::SessionState>(),
-                232,
+                200,
             ),
         ];
         for (name, size, max) in sizes {
