@@ -70,8 +70,8 @@ pub struct Conn {
     /// When CONNECT arrived (for the CONNECT -> CONNACK latency).
     pub connect_at: Instant,
     pub last_seen: Instant,
-    /// 0 = no keepalive.
-    pub keepalive: Duration,
+    /// The keepalive in force, in seconds (0 = none): the client's, or the broker's lower one.
+    pub keepalive_secs: u16,
     pub client_id: ByteString,
     /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
     pub username: Option<ByteString>,
@@ -122,7 +122,7 @@ impl Conn {
             accepted_at: now,
             connect_at: now,
             last_seen: now,
-            keepalive: Duration::ZERO,
+            keepalive_secs: 0,
             client_id: ByteString::new(),
             username: None,
             enhanced_auth: None,
@@ -411,9 +411,10 @@ impl Shard {
                     }
                 }
                 Phase::Active { .. } => {
-                    if !conn.keepalive.is_zero()
-                        && now.saturating_duration_since(conn.last_seen)
-                            > conn.keepalive.mul_f64(1.5)
+                    // One and a half times the keepalive, in whole milliseconds.
+                    let allowed = Duration::from_millis(u64::from(conn.keepalive_secs) * 1500);
+                    if conn.keepalive_secs != 0
+                        && now.saturating_duration_since(conn.last_seen) > allowed
                     {
                         expired.push((*id, true));
                     }
@@ -450,7 +451,7 @@ mod size_tests {
     #[test]
     fn per_connection_state_stays_small() {
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 352),
+            ("Conn", size_of::<super::Conn>(), 344),
             ("LocalSession", size_of::<super::super::LocalSession>(), 328),
             (
                 "SessionState",

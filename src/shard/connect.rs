@@ -8,7 +8,7 @@
 //! every shard.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytestring::ByteString;
 use shards::ShardId;
@@ -164,7 +164,7 @@ impl Shard {
         };
         conn.client_id = client_id.clone();
         conn.username = connect.username.clone();
-        conn.keepalive = Duration::from_secs(u64::from(keepalive_secs(&connect, &settings)));
+        conn.keepalive_secs = keepalive_secs(&connect, &settings);
         conn.will = will;
         let props = &connect.properties;
         let our_window = settings.session.inflight_messages_max;
@@ -586,9 +586,8 @@ impl Shard {
                 properties.assigned_client_identifier = Some(client_id.clone());
             }
             // MQTT-3.2.2-21: when the broker lowers the keepalive, it says so.
-            let keepalive = u16::try_from(conn.keepalive.as_secs()).unwrap_or(u16::MAX);
-            if keepalive != conn.requested_keepalive_secs {
-                properties.server_keep_alive_secs = Some(keepalive);
+            if conn.keepalive_secs != conn.requested_keepalive_secs {
+                properties.server_keep_alive_secs = Some(conn.keepalive_secs);
             }
             // 5.0 §3.2.2.3.2: a Session Expiry Interval other than the client's is said.
             let expiry_secs = self.sessions.get(key).map(|s| s.state.expiry_secs);
