@@ -1,8 +1,9 @@
 //! The shard's table of connection writers to wake: after a batch, `ShardShell` wakes the writer
-//! of every connection the shard buffered bytes for. An entry is a flag and the waiting task's
-//! waker, inline in the table: a connection costs no `Rc<Notify>` and no waker slot of its own
-//! (about 180 bytes per idle connection before, docs/BENCHMARKS.md). A wake-up with nobody
-//! waiting is kept in the flag for the next wait, so one sent before the wait is not lost.
+//! of every connection the shard buffered bytes for. An entry is the waiting task's waker, inline
+//! in the table (16 bytes beside the id): a connection costs no `Rc<Notify>` and no waker slot
+//! of its own (about 180 bytes per idle connection before, docs/BENCHMARKS.md). A wake-up takes
+//! the waker out, and the empty entry is the mark: one sent while nobody waits is kept for the
+//! next wait, so it is not lost.
 
 use std::future::{Future, poll_fn};
 use std::task::{Context, Poll, Waker};
@@ -11,21 +12,15 @@ use crate::shard::{ConnId, ConnMap};
 
 #[derive(Default)]
 pub(crate) struct Writers {
-    entries: ConnMap<Entry>,
-}
-
-#[derive(Default)]
-struct Entry {
-    /// Woken since the last wait returned.
-    woken: bool,
-    /// The task waiting, if one is.
-    waker: Option<Waker>,
+    /// `None`: woken since the last wait returned. `Some`: not woken; the waiting task's waker,
+    /// or a no-op one while nobody waits. One word pair per connection, no flag beside it.
+    entries: ConnMap<Option<Waker>>,
 }
 
 impl Writers {
     /// Adds a connection's writer (not woken yet).
     pub fn insert(&mut self, conn: ConnId) {
-        self.entries.insert(conn, Entry::default());
+        self.entries.insert(conn, Some(Waker::noop().clone()));
     }
 
     pub fn remove(&mut self, conn: ConnId) {
@@ -34,11 +29,10 @@ impl Writers {
 
     /// Wakes the writer of `conn`, or keeps the wake-up for its next wait.
     pub fn wake(&mut self, conn: ConnId) {
-        if let Some(entry) = self.entries.get_mut(&conn) {
-            entry.woken = true;
-            if let Some(waker) = entry.waker.take() {
-                waker.wake();
-            }
+        if let Some(entry) = self.entries.get_mut(&conn)
+            && let Some(waker) = entry.take()
+        {
+            waker.wake();
         }
     }
 
@@ -48,15 +42,18 @@ impl Writers {
         let Some(entry) = self.entries.get_mut(&conn) else {
             return Poll::Ready(());
         };
-        if std::mem::take(&mut entry.woken) {
-            entry.waker = None;
-            return Poll::Ready(());
+        match entry {
+            None => {
+                *entry = Some(Waker::noop().clone());
+                Poll::Ready(())
+            }
+            Some(waker) => {
+                if !waker.will_wake(cx.waker()) {
+                    *waker = cx.waker().clone();
+                }
+                Poll::Pending
+            }
         }
-        match &entry.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => entry.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 }
 
