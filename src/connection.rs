@@ -453,17 +453,37 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         if write_room_full(shell, conn) {
             Box::pin(wait_for_write_room(shell, conn)).await;
         }
-        // A busy publisher's socket always has data, so the read below completes at once and this
-        // loop would never give the shard back: writers, mail and timers wait for it otherwise.
-        shards::yield_now().await;
-        match read_more(shell, client, reader, &mut buf, &mut reservation).await {
+        let (read, waited) =
+            waited_for(read_more(shell, client, reader, &mut buf, &mut reservation)).await;
+        match read {
             Some(completed_at) => read_at = completed_at,
             None => return,
+        }
+        // A busy publisher's socket always has data, so its reads complete at once and this
+        // loop would never give the shard back: writers, mail and timers wait for it otherwise.
+        // A read that waited already gave it back; yielding after it too would cost another
+        // run of this task for every message that arrives alone (a moderate load).
+        if !waited {
+            shards::yield_now().await;
         }
         if std::mem::take(&mut first_read) && !first_bytes_may_be_connect(shell, client, &buf) {
             return;
         }
     }
+}
+
+/// Runs `future` to its end and says whether it waited (returned `Pending` at least once).
+async fn waited_for<F: Future>(future: F) -> (F::Output, bool) {
+    let mut future = pin!(future);
+    let mut waited = false;
+    poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready((output, waited)),
+        Poll::Pending => {
+            waited = true;
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The first byte of a connection's first packet must be CONNECT's (0x10: type 1, flags 0;
