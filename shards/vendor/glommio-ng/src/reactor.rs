@@ -78,6 +78,11 @@ impl SharedChannels {
                 continue;
             }
             let room = std::cmp::min(check.as_ref().unwrap()(), pending.len());
+            // ringmq patch (change 13): a receiver waiting on an empty channel is the usual
+            // case, on every sweep; an empty drain of its waiters is not free.
+            if room == 0 {
+                continue;
+            }
             for waker in pending.drain(0..room).rev() {
                 woke += 1;
                 wake!(waker);
@@ -840,19 +845,27 @@ impl Reactor {
 
     /// Processes new events, blocking until the first event or the timeout.
     pub(crate) fn react(&self, timeout: impl Fn() -> Option<Duration>) -> io::Result<bool> {
-        // Process ready timers.
-        let (next_timer, woke) = self.process_external_events();
+        // ringmq patch (change 13): a park (no preemption timer) sweeps the shared channels
+        // once, in `wait`, after it announces that it sleeps and before it does: a sweep here as
+        // well would be a second one a few instructions earlier. A park that does not get as
+        // far as sleeping returns to the run loop, whose `poll_io` sweeps before any task runs.
+        let (next_timer, woke) = if timeout().is_none() {
+            self.process_timers()
+        } else {
+            self.process_external_events()
+        };
 
         // Block on I/O events.
         match self
             .sys
             .wait(timeout, next_timer, woke, || self.process_shared_channels())
         {
-            // Don't wait for the next loop to process timers or shared channels
-            Ok(true) => {
-                self.process_external_events();
-                Ok(true)
-            }
+            // ringmq patch (change 13): the release swept timers and shared channels here once
+            // more after a sleep, and the run loop's next step (`poll_io`, which is this function
+            // with a preemption timer) swept them again before running a task: two sweeps, two
+            // clock readings, two looks into the foreign-wake channel per wake-up. The park's
+            // only caller goes straight to `poll_io`, whose sweep is the one kept.
+            Ok(true) => Ok(true),
 
             Ok(false) => Ok(false),
 

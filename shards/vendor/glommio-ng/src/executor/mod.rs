@@ -1452,6 +1452,10 @@ impl LocalExecutor {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
+            // ringmq patch (change 13): nothing runnable ends the turn without a clock reading.
+            if !self.has_runnable_queue() {
+                return false;
+            }
             if self.need_preempt() {
                 break;
             }
@@ -1462,6 +1466,11 @@ impl LocalExecutor {
             }
         }
         ran
+    }
+
+    /// ringmq patch (change 13): a task queue has runnable tasks.
+    fn has_runnable_queue(&self) -> bool {
+        !self.queues.borrow().active_executors.is_empty()
     }
 
     fn run_one_task_queue(&self) -> bool {
@@ -1620,7 +1629,9 @@ impl LocalExecutor {
                 // runnable, but parking consumes the timer's completion and sleeps with nothing
                 // left to wake it: the executor hangs until an unrelated event, forever if there
                 // is none. Go round again instead: `poll_io` consumes the completion and rearms.
-                if !run && this.need_preempt() {
+                // (Change 13: asked as "is a task runnable", which needs no clock reading: a turn
+                // that ran nothing with a runnable queue stopped at the preemption deadline.)
+                if !run && this.has_runnable_queue() {
                     continue;
                 }
                 if !run {

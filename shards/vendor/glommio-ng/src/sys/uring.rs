@@ -1059,6 +1059,15 @@ impl PollRing {
     pub(crate) fn alloc_dma_buffer(&mut self, size: usize) -> DmaBuffer {
         self.allocator.new_buffer(size).unwrap()
     }
+
+    /// ringmq patch (change 13): nothing queued for this ring, staged in it or in the kernel,
+    /// so polling it would find nothing. It serves only O_DIRECT storage, which most turns of
+    /// a broker never touch; the run loop used to poll it five times a turn regardless.
+    fn is_quiet(&mut self) -> bool {
+        self.in_kernel == 0
+            && self.submission_queue.borrow().is_empty()
+            && self.ring.submission().is_empty()
+    }
 }
 
 impl UringCommon for PollRing {
@@ -2105,7 +2114,12 @@ impl Reactor {
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
-        self.poll_ring.borrow_mut().poll(woke)?;
+        {
+            let mut poll_ring = self.poll_ring.borrow_mut();
+            if !poll_ring.is_quiet() {
+                poll_ring.poll(woke)?;
+            }
+        }
         self.main_ring.borrow_mut().poll(woke)?;
         *woke += self.flush_syscall_thread();
         Ok(())
@@ -2154,7 +2168,13 @@ impl Reactor {
         let mut poll_ring = self.poll_ring.borrow_mut();
         let mut main_ring = self.main_ring.borrow_mut();
 
-        consume_rings!(into &mut woke; poll_ring, main_ring);
+        // ringmq patch (change 13): a quiet poll ring is left alone; nothing in this function
+        // queues work for it.
+        let poll_busy = !poll_ring.is_quiet();
+        if poll_busy {
+            consume_rings!(into &mut woke; poll_ring);
+        }
+        consume_rings!(into &mut woke; main_ring);
 
         // A sleep timer that fired is spent.
         let armed = self
@@ -2164,12 +2184,17 @@ impl Reactor {
         self.sleep_timer.set(armed);
 
         // The poll ring (O_DIRECT storage) is rarely used; it is submitted as before.
-        flush_cancellations!(into &mut woke; poll_ring);
-        flush_rings!(poll_ring)?;
+        if poll_busy {
+            flush_cancellations!(into &mut woke; poll_ring);
+            flush_rings!(poll_ring)?;
+        }
         // The main ring's requests go into its submission queue; the kernel sees them at the
         // next enter, which is the sleep itself when this turn parks.
         let staged = main_ring.stage()?;
-        consume_rings!(into &mut woke; poll_ring, main_ring);
+        if poll_busy {
+            consume_rings!(into &mut woke; poll_ring);
+        }
+        consume_rings!(into &mut woke; main_ring);
 
         let preempt = preempt_timer();
         let should_sleep =
