@@ -7,7 +7,8 @@
 #   scripts/callgrind-bench.sh SCENARIO [BROKER_BINARY]
 #
 # SCENARIO: fanin (8->1 QoS 0, 200,000 messages), fanout (1->16 QoS 0, 200,000 deliveries),
-# pairs (16 pairs QoS 0, 200,000 messages), pair1k (one pair at a fixed 1,000 msgs/s, 5,000
+# pairs (16 pairs QoS 0, 200,000 messages), pairs-q1 (the same at QoS 1: publishers and
+# subscribers), pairs4k (16 pairs QoS 0 with 4 KiB payloads), pair1k (one pair at a fixed 1,000 msgs/s, 5,000
 # messages: about one message per read and per write, where per-read costs show), none (the
 # connections and one message each: the fixed cost to subtract). Per message: (Ir - Ir of `none`) / 200,000.
 #
@@ -28,7 +29,7 @@ set -euo pipefail
 : "${BROKER_CPU:=0}" "${LOAD_CPU:=1}" "${PORT:=19883}" "${TOOL:=callgrind}" "${BROKER_TOML:=}"
 if [ "$TOOL" = perf ]; then : "${SCALE:=10}"; else : "${SCALE:=1}"; fi
 
-scenario="${1:?usage: callgrind-bench.sh fanin|fanout|pairs|pair1k|none [broker binary]}"
+scenario="${1:?usage: callgrind-bench.sh fanin|fanout|pairs|pairs-q1|pairs4k|pair1k|none [broker binary]}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 out="${OUT:-$root/target/callgrind}"
@@ -36,13 +37,16 @@ mkdir -p "$out"
 broker="${2:-$target/release/ringmq}"
 bench="$target/release/ringmq-bench"
 
-common=(pubsub -V 4 -i 1 --threads 1 --quiet -q 0 -I 0 -s 64 --drain 60 -p "$PORT")
+common=(pubsub -V 4 -i 1 --threads 1 --quiet -I 0 --drain 60 -p "$PORT")
+q0=(-q 0 -s 64)
 case "$scenario" in
-  fanin)  args=(-c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L $((25000 * SCALE))) ;;
-  fanout) args=(-c 1 --subs 16 -t bench/fan --sub-topic bench/fan -L $((12500 * SCALE))) ;;
-  pairs)  args=(-c 16 --subs 16 -t 'bench/%i' -L $((12500 * SCALE))) ;;
-  pair1k) args=(-c 1 --subs 1 -t 'bench/%i' --rate 1000 -L $((5000 * SCALE))) ;;
-  none)   args=(-c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L 1) ;;
+  fanin)  args=("${q0[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L $((25000 * SCALE))) ;;
+  fanout) args=("${q0[@]}" -c 1 --subs 16 -t bench/fan --sub-topic bench/fan -L $((12500 * SCALE))) ;;
+  pairs)  args=("${q0[@]}" -c 16 --subs 16 -t 'bench/%i' -L $((12500 * SCALE))) ;;
+  pairs-q1) args=(-q 1 -F 16 -s 64 -c 16 --subs 16 -t 'bench/%i' -L $((12500 * SCALE))) ;;
+  pairs4k) args=(-q 0 -s 4096 -c 16 --subs 16 -t 'bench/%i' -L $((12500 * SCALE))) ;;
+  pair1k) args=("${q0[@]}" -c 1 --subs 1 -t 'bench/%i' --rate 1000 -L $((5000 * SCALE))) ;;
+  none)   args=("${q0[@]}" -c 8 --subs 1 -t 'bench/%i' --sub-topic 'bench/#' -L 1) ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 
