@@ -1,7 +1,14 @@
 //! The window of QoS 1 and 2 messages sent to a client and not yet completed (MQTT 4.3.2, 4.3.3).
 //! Kept in send order, so a reconnect retransmits in the original order (MQTT 4.6) with DUP set.
+//!
+//! The window is a ring of entries and nothing else: packet ids are taken in turn after the last
+//! one, so the entries' ids increase (cyclically, 65,535 wrapping to 1) from the oldest to the
+//! newest, and whether an id is in use, or where its entry is, is a comparison with the ends or a
+//! binary search, not a lookup in a set kept beside the ring (an insert and a removal per
+//! message). Entries restored out of that order, or a window that wrapped onto its own oldest
+//! id, are searched one by one until the window empties.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroU16;
 
 use super::{Delivery, Held, LogOp};
@@ -40,8 +47,9 @@ pub struct Inflight {
 #[derive(Debug, Default)]
 struct Window {
     entries: VecDeque<InflightEntry>,
-    /// Ids of `entries`, so allocation stays O(1) even with a window of thousands.
-    in_use: HashSet<u16>,
+    /// The entries' ids are not in turn from front to back (see the module's note): searched one
+    /// by one. Cleared when the window empties.
+    unordered: bool,
     last_packet_id: u16,
     /// Entries still holding their message (`Sent`), and the bytes of those messages.
     sent: usize,
@@ -84,11 +92,10 @@ impl Inflight {
     pub fn push(&mut self, seq: u64, delivery: Delivery, shard: &mut Held) -> Option<PacketId> {
         let window = self.window.get_or_insert_with(Box::default);
         let packet_id = window.allocate()?;
-        window.in_use.insert(packet_id.get());
         window.sent += 1;
         window.sent_bytes += delivery.size_bytes();
         shard.take_in(delivery.size_bytes());
-        window.entries.push_back(InflightEntry {
+        window.append(InflightEntry {
             packet_id,
             seq,
             state: InflightState::Sent(delivery),
@@ -106,7 +113,7 @@ impl Inflight {
         shard: &mut Held,
     ) {
         let window = self.window.get_or_insert_with(Box::default);
-        if !window.in_use.insert(packet_id.get()) {
+        if window.find(packet_id).is_some() {
             return;
         }
         window.last_packet_id = packet_id.get();
@@ -119,7 +126,7 @@ impl Inflight {
             }
             None => InflightState::Released,
         };
-        window.entries.push_back(InflightEntry {
+        window.append(InflightEntry {
             packet_id,
             seq,
             state,
@@ -151,28 +158,26 @@ impl Inflight {
         let Some(window) = self.window.as_deref_mut() else {
             return false;
         };
-        match window.entries.remove(index) {
+        let removed = match window.entries.remove(index) {
             Some(entry) => {
                 if let Some(log) = self.log.as_mut() {
                     log.push(LogOp::Done(entry.seq));
                 }
-                window.in_use.remove(&entry.packet_id.get());
                 if let InflightState::Sent(delivery) = &entry.state {
                     window.let_go(delivery.size_bytes(), shard);
                 }
                 true
             }
             None => false,
+        };
+        if window.entries.is_empty() {
+            window.unordered = false;
         }
+        removed
     }
 
     fn position(&self, packet_id: PacketId) -> Option<usize> {
-        let entries = &self.window.as_ref()?.entries;
-        // Acknowledgements nearly always arrive in order: look at the front first.
-        match entries.front() {
-            Some(front) if front.packet_id == packet_id => Some(0),
-            _ => entries.iter().position(|e| e.packet_id == packet_id),
-        }
+        self.window.as_ref()?.find(packet_id)
     }
 
     fn state(&self, index: usize) -> Option<&InflightState> {
@@ -246,11 +251,47 @@ impl Window {
             let Some(candidate) = NonZeroU16::new(self.last_packet_id) else {
                 continue;
             };
-            if !self.in_use.contains(&candidate.get()) {
+            if self.find(candidate).is_none() {
                 return Some(candidate);
             }
         }
         None
+    }
+
+    /// Adds an entry at the back, noting when its id breaks the order of the ring.
+    fn append(&mut self, entry: InflightEntry) {
+        if let (Some(front), Some(back)) = (self.entries.front(), self.entries.back()) {
+            let from = front.packet_id.get();
+            if turns(from, entry.packet_id.get()) <= turns(from, back.packet_id.get()) {
+                self.unordered = true;
+            }
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// The index of the entry with `packet_id`.
+    fn find(&self, packet_id: PacketId) -> Option<usize> {
+        let front = self.entries.front()?;
+        // Acknowledgements nearly always arrive in order: the oldest entry first.
+        if front.packet_id == packet_id {
+            return Some(0);
+        }
+        if self.unordered {
+            return self.entries.iter().position(|e| e.packet_id == packet_id);
+        }
+        let from = front.packet_id.get();
+        let wanted = turns(from, packet_id.get());
+        let back = self
+            .entries
+            .back()
+            .map_or(0, |e| turns(from, e.packet_id.get()));
+        if wanted > back {
+            // Past the newest entry: the usual answer for a fresh id.
+            return None;
+        }
+        self.entries
+            .binary_search_by_key(&wanted, |e| turns(from, e.packet_id.get()))
+            .ok()
     }
 
     /// A message leaves the window (acknowledged, or its entry dropped or released).
@@ -258,5 +299,15 @@ impl Window {
         self.sent = self.sent.saturating_sub(1);
         self.sent_bytes = self.sent_bytes.saturating_sub(bytes);
         shard.let_go(bytes);
+    }
+}
+
+/// How many ids after `from` `id` comes, taking ids in turn (1..=65,535, then 1 again).
+fn turns(from: u16, id: u16) -> u16 {
+    if id >= from {
+        id - from
+    } else {
+        // `from` > `id` >= 1, so the result is below 65,535.
+        id + (u16::MAX - from)
     }
 }

@@ -311,6 +311,68 @@ fn packet_ids_skip_ids_in_use_and_wrap() {
     assert_eq!(seen.len(), 65_535, "every non-zero id used once");
 }
 
+/// The window against a plain list of the ids in use, through acknowledgements out of order,
+/// the wrap from 65,535 to 1, and entries restored out of turn: every id handed out is non-zero
+/// and unused, and every acknowledgement finds exactly the entries the list holds.
+#[test]
+fn the_window_of_packet_ids_agrees_with_a_list_of_ids_in_use() {
+    let mut held = Held::default();
+    for restored_out_of_turn in [false, true] {
+        let mut window = Inflight::default();
+        let mut in_use: Vec<u16> = Vec::new();
+        let mut seq = 0;
+        if restored_out_of_turn {
+            for id in [9, 3, 700] {
+                let packet_id = PacketId::new(id).unwrap();
+                window.restore(
+                    seq,
+                    packet_id,
+                    Some(delivery(QoS::AtLeastOnce, b"", None)),
+                    &mut held,
+                );
+                in_use.push(id);
+                seq += 1;
+            }
+        }
+        // A fixed pseudo-random sequence (an LCG): the same run every time.
+        let mut state: u32 = 0x2545_f491;
+        for step in 0..200_000u32 {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let ack = in_use.len() >= 64 || (state >> 16).is_multiple_of(3);
+            if ack && !in_use.is_empty() {
+                // Mostly the oldest, sometimes one from the middle or a stranger.
+                let pick = (state >> 8) as usize % 4;
+                let id = match pick {
+                    0 => in_use[(state as usize >> 4) % in_use.len()],
+                    1 => (state >> 4) as u16 | 1,
+                    _ => in_use[0],
+                };
+                let known = in_use.contains(&id);
+                assert_eq!(
+                    window.puback(PacketId::new(id).unwrap(), &mut held),
+                    known,
+                    "step {step}"
+                );
+                in_use.retain(|&used| used != id);
+            } else {
+                let id = window
+                    .push(seq, delivery(QoS::AtLeastOnce, b"", None), &mut held)
+                    .unwrap()
+                    .get();
+                seq += 1;
+                assert!(
+                    !in_use.contains(&id),
+                    "step {step}: id {id} handed out twice"
+                );
+                in_use.push(id);
+            }
+            assert_eq!(window.len(), in_use.len());
+        }
+        let ids: Vec<u16> = window.iter().map(|e| e.packet_id.get()).collect();
+        assert_eq!(ids, in_use, "send order kept");
+    }
+}
+
 /// The shard's tally equals the sum of what its sessions hold, after every step.
 #[track_caller]
 fn assert_tally(shard: &Held, sessions: &[&SessionState]) {
