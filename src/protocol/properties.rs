@@ -92,9 +92,28 @@ pub struct PublishProperties {
 }
 
 impl PublishProperties {
-    /// True when no property is set (the common case, and always so before 5.0).
+    /// True when no property is set (the common case, and always so before 5.0). Field by field,
+    /// not a comparison with `EMPTY`, which built and dropped a property set on every call (once
+    /// or more per delivery); the destructuring makes a new field a compile error here.
     pub fn is_empty(&self) -> bool {
-        *self == PublishProperties::EMPTY
+        let PublishProperties {
+            payload_format_indicator,
+            message_expiry_interval_secs,
+            topic_alias,
+            response_topic,
+            correlation_data,
+            user_properties,
+            subscription_identifiers,
+            content_type,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval_secs.is_none()
+            && topic_alias.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && user_properties.is_empty()
+            && subscription_identifiers.is_empty()
+            && content_type.is_none()
     }
 
     /// No property set, as a constant (what an absent [`PublishProps`] reads as).
@@ -207,4 +226,57 @@ pub struct AuthProperties {
     pub authentication_data: Option<Bytes>,
     pub reason_string: Option<ByteString>,
     pub user_properties: UserProperties,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublishProperties;
+
+    /// `is_empty` against the comparison with `EMPTY` it replaced, with each property set alone.
+    #[test]
+    fn a_publish_property_set_is_empty_only_with_nothing_set() {
+        let cases: Vec<PublishProperties> = vec![
+            PublishProperties {
+                payload_format_indicator: Some(true),
+                ..PublishProperties::EMPTY
+            },
+            PublishProperties {
+                message_expiry_interval_secs: Some(0),
+                ..PublishProperties::EMPTY
+            },
+            PublishProperties {
+                topic_alias: Some(1),
+                ..PublishProperties::EMPTY
+            },
+            PublishProperties {
+                response_topic: Some("r".into()),
+                ..PublishProperties::EMPTY
+            },
+            PublishProperties {
+                correlation_data: Some(bytes::Bytes::new()),
+                ..PublishProperties::EMPTY
+            },
+            PublishProperties {
+                user_properties: vec![("".into(), "".into())],
+                ..PublishProperties::EMPTY
+            },
+            PublishProperties {
+                subscription_identifiers: vec![1],
+                ..PublishProperties::EMPTY
+            },
+            PublishProperties {
+                content_type: Some("".into()),
+                ..PublishProperties::EMPTY
+            },
+        ];
+        assert!(PublishProperties::EMPTY.is_empty());
+        assert!(PublishProperties::default().is_empty());
+        for properties in cases {
+            assert_eq!(
+                properties.is_empty(),
+                properties == PublishProperties::EMPTY
+            );
+            assert!(!properties.is_empty(), "{properties:?}");
+        }
+    }
 }
