@@ -1349,3 +1349,198 @@ fn nodes_reach_nats_over_mutual_tls_and_one_without_a_certificate_is_refused() {
         node.shutdown();
     }
 }
+
+/// Writes `text` to `dir/name` and returns its path.
+fn write_file(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.0.join(name);
+    std::fs::write(&path, text).expect("write a test file");
+    path
+}
+
+/// The start error of a cluster node whose config `change` makes.
+fn start_error(change: impl FnOnce(&mut ringmq::config::Config)) -> String {
+    let mut config = test_config(SHARDS);
+    config.cluster.enabled = true;
+    config.cluster.node_id = String::from("n1");
+    change(&mut config);
+    match ringmq::server::start(config) {
+        Ok(_) => panic!("the broker started with a bad NATS login file"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// nats-server run with `server_config`, two nodes logging in as `login` sets that exchange 20
+/// QoS 1 messages, and a third node without credentials that NATS refuses (never connected, not
+/// heard); returns the store, the server, the three nodes and the second node's subscriber.
+fn logged_in_nodes(
+    name: &str,
+    server_config: &Path,
+    login: impl Fn(&mut ringmq::config::Config),
+) -> (TempDir, Nats, [TestBroker; 3], RawClient) {
+    let store = TempDir::new("js");
+    let nats = Nats::start_with(0, &store.0, &["-c", &server_config.to_string_lossy()]);
+    let first = node_with(name, "n1", nats.port, &login);
+    let second = node_with(name, "n2", nats.port, &login);
+    let anonymous = node(name, "n9", nats.port);
+    wait_hearing(&[&first, &second]);
+    let sub = exchange(&first, &second, name);
+    assert_eq!(cluster_metric(&anonymous, "cluster_connected"), 0.0);
+    assert_eq!(cluster_metric(&anonymous, "cluster_connects_total"), 0.0);
+    assert_eq!(cluster_metric(&first, "cluster_nodes"), 1.0);
+    (store, nats, [first, second, anonymous], sub)
+}
+
+#[test]
+fn nodes_log_in_to_nats_with_an_nkey_and_one_without_it_is_refused() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("a seed");
+    let files = TempDir::new("nkey");
+    let server_config = write_file(
+        &files,
+        "nats.conf",
+        &format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            user.public_key()
+        ),
+    );
+    let seed_file = write_file(&files, "ringmq.nk", &format!("{seed}\n"));
+    let (_store, nats, [first, second, anonymous], mut sub) =
+        logged_in_nodes("nkey", &server_config, |c| {
+            c.cluster.nkey_seed_file = Some(seed_file.clone());
+        });
+    // Another user's seed: NATS does not know its public key.
+    let stranger_file = write_file(
+        &files,
+        "stranger.nk",
+        &nkeys::KeyPair::new_user().seed().expect("a seed"),
+    );
+    let stranger = node_with("nkey", "n3", nats.port, |c| {
+        c.cluster.nkey_seed_file = Some(stranger_file.clone());
+    });
+    // It serves its own clients (same topics: were it linked, the second node's subscriber
+    // would get them), and after that time it has still not connected.
+    exchange(&stranger, &stranger, "nkey");
+    assert!(sub.try_recv(Duration::from_millis(300)).is_none());
+    assert_eq!(cluster_metric(&stranger, "cluster_connected"), 0.0);
+    assert_eq!(cluster_metric(&stranger, "cluster_connects_total"), 0.0);
+    assert_eq!(cluster_metric(&first, "cluster_nodes"), 1.0);
+    for node in [first, second, anonymous, stranger] {
+        node.shutdown();
+    }
+
+    // A file whose first line is not a user seed (here the public key), or that does not
+    // exist, stops the start naming the key; the seed never appears in an error.
+    let public_file = write_file(&files, "public.nk", &user.public_key());
+    let error = start_error(|c| c.cluster.nkey_seed_file = Some(public_file.clone()));
+    assert!(error.contains("cluster.nkey_seed_file = \""), "{error}");
+    assert!(error.contains("not an NKey user seed"), "{error}");
+    let error = start_error(|c| {
+        c.cluster.nkey_seed_file = Some(PathBuf::from("/nonexistent/ringmq.nk"));
+    });
+    assert!(
+        error.contains("cluster.nkey_seed_file = \"/nonexistent/ringmq.nk\""),
+        "{error}"
+    );
+    let account_seed = nkeys::KeyPair::new_account().seed().expect("a seed");
+    let account_file = write_file(&files, "account.nk", &account_seed);
+    let error = start_error(|c| c.cluster.nkey_seed_file = Some(account_file.clone()));
+    assert!(error.contains("not an NKey user seed"), "{error}");
+    assert!(
+        !error.contains(&account_seed) && !error.contains(&seed),
+        "{error}"
+    );
+}
+
+/// A NATS JWT: `claims` (JSON, without `iss`, `jti`, `iat`) issued and signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, claims: &str) -> String {
+    use base64::Engine;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jti = format!("RINGMQTEST{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let claims = format!(
+        r#"{{"jti":"{jti}","iat":{iat},"iss":"{}",{claims}}}"#,
+        issuer.public_key()
+    );
+    let signed = format!("{header}.{}", b64.encode(claims));
+    let signature = issuer.sign(signed.as_bytes()).expect("signed");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+#[test]
+fn nodes_log_in_to_nats_with_a_creds_file() {
+    // Operator mode: an operator signs an account (JetStream allowed), the account signs the
+    // user whose JWT and seed make the .creds file. JetStream needs a system account too.
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &format!(
+            r#""name":"test-operator","sub":"{}","nats":{{"type":"operator","version":2}}"#,
+            operator.public_key()
+        ),
+    );
+    let unlimited = r#""subs":-1,"data":-1,"payload":-1,"imports":-1,"exports":-1,"wildcards":true,"conn":-1,"leaf":-1,"mem_storage":-1,"disk_storage":-1,"streams":-1,"consumer":-1"#;
+    let account_jwt = nats_jwt(
+        &operator,
+        &format!(
+            r#""name":"ringmq","sub":"{}","nats":{{"limits":{{{unlimited}}},"type":"account","version":2}}"#,
+            account.public_key()
+        ),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &format!(
+            r#""name":"SYS","sub":"{}","nats":{{"type":"account","version":2}}"#,
+            system.public_key()
+        ),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &format!(
+            r#""name":"node","sub":"{}","nats":{{"pub":{{}},"sub":{{}},"subs":-1,"data":-1,"payload":-1,"type":"user","version":2}}"#,
+            user.public_key()
+        ),
+    );
+    let files = TempDir::new("creds");
+    let server_config = write_file(
+        &files,
+        "nats.conf",
+        &format!(
+            "operator: {operator_jwt}\nsystem_account: {system}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {system}: {system_jwt}\n  {}: {account_jwt}\n}}\n",
+            account.public_key(),
+            system = system.public_key(),
+        ),
+    );
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().expect("a seed")
+    );
+    let creds_file = write_file(&files, "node.creds", &creds);
+    let (_store, _nats, nodes, _sub) = logged_in_nodes("creds", &server_config, |c| {
+        c.cluster.credentials_file = Some(creds_file.clone());
+    });
+    for node in nodes {
+        node.shutdown();
+    }
+
+    // A file without the seed stops the start naming the key.
+    let jwt_only = write_file(
+        &files,
+        "jwt-only.creds",
+        &format!("-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n"),
+    );
+    let error = start_error(|c| c.cluster.credentials_file = Some(jwt_only.clone()));
+    assert!(error.contains("cluster.credentials_file = \""), "{error}");
+    assert!(error.contains("cannot parse nkey"), "{error}");
+}

@@ -20,7 +20,7 @@ use shards::ShardId;
 
 use super::wire::{self, Control};
 use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
-use crate::config::Cluster;
+use crate::config::{Cluster, Secret};
 use crate::mail::{Mail, SharedPublish, Ticket};
 use crate::store::record::SessionRecord;
 
@@ -149,6 +149,32 @@ fn connect_options(config: &Cluster) -> std::io::Result<async_nats::ConnectOptio
     }
     if let Some(token) = &config.token {
         options = options.token(token.expose().to_owned());
+    }
+    if let Some(path) = &config.nkey_seed_file {
+        let key = "cluster.nkey_seed_file";
+        let seed = Secret::new(read_secret(key, path)?);
+        match nkeys::KeyPair::from_seed(seed.expose()) {
+            Ok(pair) if matches!(pair.key_pair_type(), nkeys::KeyPairType::User) => {}
+            // The seed's decoding error is no secret, but keep even that out of the message.
+            _ => {
+                return Err(unusable(
+                    key,
+                    path,
+                    &"the first line is not an NKey user seed (SU...)",
+                ));
+            }
+        }
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(path) = &config.credentials_file {
+        let key = "cluster.credentials_file";
+        let text = Secret::new(
+            std::fs::read_to_string(path).map_err(|error| unusable(key, path, &error))?,
+        );
+        // The parser's errors name what is missing (the JWT or the seed), never the content.
+        options = options
+            .credentials(text.expose())
+            .map_err(|error| unusable(key, path, &error))?;
     }
     // Our own rustls config with the ring provider, always: left to itself the client asks
     // rustls for a process-wide provider, and finding more than one in the build it panics.
