@@ -1015,6 +1015,52 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
 }
 
 #[test]
+fn messages_in_flight_to_a_connected_session_survive_its_node() {
+    let (_store, nats, second, third, first) = killable_cluster("inflight");
+    let queued_stream = "ringmq_inflight_queued";
+    let before = mirror_in(&second);
+    let (mut roamer, present) = persistent_client_at(first.addr, "holder");
+    assert!(!present);
+    let granted = roamer.subscribe(1, &[("if/a", QoS::AtLeastOnce)]);
+    assert_eq!(granted[0].0, 1);
+    wait_for("node 2 read the session's records", || {
+        mirror_in(&second) >= before + 2.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    // Acknowledged messages: their copies leave the stream at the next trim.
+    publish_numbered(&mut local, "if/a", "p", 5, QoS::AtLeastOnce);
+    receive_numbered(&mut roamer, &[("p", 5)], |_| QoS::AtLeastOnce);
+    wait_for("the acknowledged copies trimmed", || {
+        nats.stream_messages(queued_stream) == 0
+    });
+    // Sent to the connected client and never acknowledged: their copies stay.
+    publish_numbered(&mut local, "if/a", "q", 10, QoS::AtLeastOnce);
+    for i in 0..10 {
+        match roamer.try_recv(WAIT) {
+            Some(Packet::Publish(publish)) => {
+                assert_eq!(&publish.payload[..], format!("q:{i}").as_bytes());
+            }
+            other => panic!("expected PUBLISH q:{i}, got {other:?}"),
+        }
+    }
+    wait_for("the stream holds the 10 unacknowledged copies", || {
+        nats.stream_messages(queued_stream) == 10
+    });
+    first.kill();
+    drop(roamer);
+    // On node 2: the session from the mirror, and the 10 messages from the stream (not the 5
+    // acknowledged ones); acknowledged there, their copies go.
+    let (mut roamer, present) = persistent_client_at(second.shard(1), "holder");
+    assert!(present, "session present on node 2");
+    receive_numbered(&mut roamer, &[("q", 10)], |_| QoS::AtLeastOnce);
+    wait_for("the copies trimmed once acknowledged on node 2", || {
+        nats.stream_messages(queued_stream) == 0
+    });
+    second.shutdown();
+    third.shutdown();
+}
+
+#[test]
 fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after_the_death() {
     adopted_session_resumes("adopt", false);
 }

@@ -628,7 +628,7 @@ impl Link {
                 if record.is_none() && self.js.is_some() {
                     // The session ended: what was kept for its resume elsewhere goes too.
                     let subject = stream::queued_subject(&self.config.name, &client_id);
-                    self.wait_to_purge(subject);
+                    self.wait_to_purge(subject, 0);
                 }
             }
             ToLink::Queued {
@@ -645,10 +645,10 @@ impl Link {
                 self.store_queued(&client_id, &message);
             }
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
-            ToLink::PurgeQueued { client_id } => {
+            ToLink::PurgeQueued { client_id, keep } => {
                 if self.js.is_some() {
                     let subject = stream::queued_subject(&self.config.name, &client_id);
-                    self.wait_to_purge(subject);
+                    self.wait_to_purge(subject, keep);
                 }
             }
             ToLink::Barrier { shard, ticket } => {
@@ -822,13 +822,14 @@ impl Link {
         self.wait_to_store(subject, payload.freeze());
     }
 
-    /// Queues a purge of `subject` (the queued messages of a session) for the next unit, in
-    /// order with its stores.
-    fn wait_to_purge(&mut self, subject: String) {
+    /// Queues a purge of `subject` (the queued messages of a session) but its last `keep`
+    /// messages (0: all) for the next unit, in order with its stores: marked by an empty id,
+    /// with `keep` as the payload.
+    fn wait_to_purge(&mut self, subject: String, keep: u64) {
         self.waiting_stores
             .entry(subject)
             .or_default()
-            .push((String::new(), Bytes::new()));
+            .push((String::new(), Bytes::copy_from_slice(&keep.to_be_bytes())));
     }
 
     /// A message queued for an offline persistent session here: a copy goes to the stream of
@@ -882,7 +883,7 @@ impl Link {
         }
         self.send_home();
         let subject = stream::queued_subject(&self.config.name, &client_id);
-        self.wait_to_purge(subject);
+        self.wait_to_purge(subject, 0);
     }
 
     /// Queues a batch for `subject` for the next unit, with a message id of its own.
@@ -1066,8 +1067,9 @@ impl Link {
                     if id.is_empty() {
                         // A purge of a session's queued messages, in order with the stores
                         // before and after it; one that fails leaves duplicates, not losses.
+                        let keep = payload.as_ref().try_into().map_or(0, u64::from_be_bytes);
                         let purged =
-                            stream::purge_queued(js.clone(), name.clone(), subject.clone());
+                            stream::purge_queued(js.clone(), name.clone(), subject.clone(), keep);
                         if !purged.await {
                             tracing::debug!(%subject, "cluster: queued messages not purged");
                         }

@@ -253,10 +253,20 @@ pub async fn take_queued(js: jetstream::Context, name: String, subject: String) 
     taken
 }
 
-/// Removes every message queued on `subject`.
-pub async fn purge_queued(js: jetstream::Context, name: String, subject: String) -> bool {
+/// Removes the messages queued on `subject` but the last `keep` (0: every message).
+pub async fn purge_queued(
+    js: jetstream::Context,
+    name: String,
+    subject: String,
+    keep: u64,
+) -> bool {
     let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
         return false;
     };
-    stream.purge().filter(subject).await.is_ok()
+    let purge = stream.purge().filter(subject);
+    if keep == 0 {
+        purge.await.is_ok()
+    } else {
+        purge.keep(keep).await.is_ok()
+    }
 }
