@@ -868,6 +868,12 @@ impl NodeProcess {
     /// Node `id` of cluster `name` on the NATS server at `nats_port`, two shards, listening on a
     /// port the OS picked for it.
     fn start(name: &str, id: &str, nats_port: u16) -> NodeProcess {
+        NodeProcess::start_with(name, id, nats_port, "")
+    }
+
+    /// As `start`, with `extra` appended to its config (TOML tables after `[cluster]`);
+    /// `{dir}` in it names a directory of the node's own.
+    fn start_with(name: &str, id: &str, nats_port: u16, extra: &str) -> NodeProcess {
         let dir = TempDir::new("node");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -879,7 +885,8 @@ impl NodeProcess {
              [listeners.tcp.default]\nbind = \"127.0.0.1:{port}\"\n\
              [admin]\nenabled = false\n[sys]\nenabled = false\n\
              [cluster]\nenabled = true\nnats_urls = [\"nats://127.0.0.1:{nats_port}\"]\n\
-             name = \"{name}\"\nnode_id = \"{id}\"\nheartbeat_ms = 100\nnode_timeout_ms = 2000\n"
+             name = \"{name}\"\nnode_id = \"{id}\"\nheartbeat_ms = 100\nnode_timeout_ms = 2000\n{}",
+            extra.replace("{dir}", &dir.0.to_string_lossy())
         );
         std::fs::write(&config, text).expect("config written");
         let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
@@ -1149,6 +1156,73 @@ fn adopted_session_resumes(name: &str, on_third: bool) {
     });
     second.shutdown();
     third.shutdown();
+}
+
+#[test]
+fn with_persistence_an_adopted_session_is_kept_on_the_adopters_disk() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let data = TempDir::new("n2");
+    let adopter = || {
+        let dir = data.0.clone();
+        node_with("adoptdisk", "n2", nats.port, move |config| {
+            config.persistence.enabled = true;
+            config.persistence.dir = dir;
+        })
+    };
+    let second = adopter();
+    let third = node("adoptdisk", "n3", nats.port);
+    let first = NodeProcess::start_with(
+        "adoptdisk",
+        "n1",
+        nats.port,
+        "[persistence]\nenabled = true\ndir = \"{dir}\"\n",
+    );
+    wait_for("nodes 2 and 3 hear each other and node 1", || {
+        cluster_metric(&second, "cluster_nodes") == 2.0
+            && cluster_metric(&third, "cluster_nodes") == 2.0
+    });
+    let queued_stream = "ringmq_adoptdisk_queued";
+    // An offline persistent session on node 1 (its records read by node 2) with 5 QoS 1
+    // messages queued there and copied to the stream; node 1 is killed.
+    let (mut roamer, present) = persistent_client_at(first.addr, "keeper");
+    assert!(!present);
+    assert_eq!(roamer.subscribe(1, &[("ap/a", QoS::AtLeastOnce)])[0].0, 1);
+    roamer.disconnect();
+    wait_for("node 2 read the session's three records", || {
+        mirror_in(&second) >= 3.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "ap/a", "q", 5, QoS::AtLeastOnce);
+    wait_for("the stream holds the 5 queued copies", || {
+        nats.stream_messages(queued_stream) >= 5
+    });
+    first.kill();
+    wait_for("node 2 adopted the session and took its 5 messages", || {
+        cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
+            && cluster_metric(&second, "cluster_queued_messages_total{direction=\"in\"}") == 5.0
+    });
+    // 10 more queued on node 2 for the adopted session (a publisher on its shard).
+    let home = ringmq::shard::home_of("keeper", SHARDS).index();
+    let mut near = client(&second, home, "near");
+    publish_numbered(&mut near, "ap/a", "b", 10, QoS::AtLeastOnce);
+    drop(near);
+    // Node 3 stops first (it would adopt node 2's sessions while node 2 is away); node 2
+    // restarts from its disk: the adopted session is there with its 15 messages (not from
+    // the mirror: a node keeps no mirror record of its own sessions).
+    third.shutdown();
+    second.shutdown();
+    let second = adopter();
+    wait_for("node 2 connected again", || {
+        cluster_metric(&second, "cluster_connected") == 1.0
+    });
+    let (mut roamer, present) = persistent_client(&second, 1, "keeper");
+    assert!(present, "the adopted session restored from node 2's disk");
+    receive_numbered(&mut roamer, &[("q", 5), ("b", 10)], |_| QoS::AtLeastOnce);
+    wait_for("the copies trimmed once acknowledged", || {
+        nats.stream_messages(queued_stream) == 0
+    });
+    second.shutdown();
 }
 
 #[test]
