@@ -380,3 +380,92 @@ impl Shard {
         self.end_session(key, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use bytestring::ByteString;
+
+    use super::copies_to_keep;
+    use crate::message::Message;
+    use crate::protocol::QoS;
+    use crate::session::{Delivery, Held, SessionLimits, SessionState};
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            outbox_messages_max: 100,
+            outbox_bytes_max: 1 << 20,
+            inflight_messages_max: 100,
+            subscriptions_max: 10,
+            queue_qos0_offline: false,
+            drop_oldest: false,
+            shard_messages_max: 1_000,
+            shard_bytes_max: 1 << 20,
+            shard_share_messages: 0,
+            shard_share_bytes: 0,
+        }
+    }
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery::plain(Arc::new(Message {
+            id: 0,
+            topic: ByteString::from_static("t"),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain: false,
+            properties: Default::default(),
+            publisher: ByteString::from_static("p"),
+            received_at: Instant::now(),
+            expires_at: None,
+        }))
+    }
+
+    /// The copies kept are those from the oldest entry not acknowledged on: out-of-order
+    /// acknowledgements keep the acknowledged ones after it, a PUBREC counts as acknowledged,
+    /// and nothing is kept once everything is.
+    #[test]
+    fn copies_kept_from_the_oldest_unacknowledged_entry() {
+        let (now, mut held) = (Instant::now(), Held::default());
+        let limits = limits();
+        let mut state = SessionState::new("c".into(), crate::protocol::Version::V5, 600);
+        assert_eq!(copies_to_keep(&state), 0);
+        let qos = [
+            QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
+            QoS::ExactlyOnce,
+            QoS::AtLeastOnce,
+        ];
+        let queue = |state: &mut SessionState, qos, online, held: &mut Held| {
+            let queued = state.enqueue(delivery(qos), online, &limits, held, now, &mut Vec::new());
+            assert!(queued.is_ok());
+        };
+        for qos in qos {
+            queue(&mut state, qos, true, &mut held);
+        }
+        // Four queued, none sent: all four kept.
+        assert_eq!(copies_to_keep(&state), 4);
+        let mut ids = Vec::new();
+        let mut expired = 0;
+        while let Some(out) = state.next_to_send(10, now, &mut expired, &mut held) {
+            ids.push(out.packet_id.unwrap());
+        }
+        assert_eq!(copies_to_keep(&state), 4);
+        // The second acknowledged first: the first still holds all four.
+        assert!(state.inflight.puback(ids[1], &mut held));
+        assert_eq!(copies_to_keep(&state), 4);
+        // The first too: from the third on.
+        assert!(state.inflight.puback(ids[0], &mut held));
+        assert_eq!(copies_to_keep(&state), 2);
+        // The QoS 2 one's PUBREC: only the last.
+        assert!(state.inflight.pubrec(ids[2], &mut held));
+        assert_eq!(copies_to_keep(&state), 1);
+        assert!(state.inflight.puback(ids[3], &mut held));
+        assert_eq!(copies_to_keep(&state), 0);
+        // A new one queued while offline: kept.
+        queue(&mut state, QoS::AtLeastOnce, false, &mut held);
+        assert_eq!(copies_to_keep(&state), 1);
+    }
+}
