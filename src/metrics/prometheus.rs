@@ -639,8 +639,8 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
     out.family(
         "cluster_queued_messages_total",
         "counter",
-        "QoS 1/2 messages queued for offline persistent sessions here, copied to the cluster's \
-         stream of queued messages (out), and taken back from it for sessions resumed here from \
+        "QoS 1/2 messages queued for persistent sessions here (connected or not), copied to the \
+         cluster's stream of queued messages (out), and taken back from it for sessions resumed here from \
          another node (in).",
     );
     labelled_counters(
