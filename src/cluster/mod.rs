@@ -7,6 +7,7 @@
 //! version number: a shard reads the version (one atomic load) per routed message and rebuilds
 //! its own trie from the table when it changed.
 
+mod copies;
 mod link;
 pub mod mirror;
 mod stream;
@@ -124,9 +125,11 @@ pub struct ClusterStats {
     /// Session mirror records this node wrote, and records it read (any node's).
     pub mirror_out: AtomicU64,
     pub mirror_in: AtomicU64,
-    /// Messages copied to the stream of queued messages, and taken back from it by this node.
+    /// Messages copied to the stream of queued messages, and taken back from it by this node;
+    /// copies the stream took (in batches).
     pub queued_out: AtomicU64,
     pub queued_in: AtomicU64,
+    pub queued_stored: AtomicU64,
     /// Mirrored sessions of dead nodes this node installed as its own offline sessions.
     pub sessions_adopted: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.

@@ -10,6 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 
 use super::ClusterStats;
+use super::copies::{Cut, Done, Plan};
 use crate::config::Cluster;
 
 /// One attempt to store a batch (send and the stream's answer).
@@ -163,7 +164,8 @@ pub async fn open(
 }
 
 /// Stores one batch, trying again (with the same `Nats-Msg-Id`, so a batch stored but not
-/// answered is not stored twice) until the stream takes it or `deadline` passes.
+/// answered is not stored twice) until the stream takes it (its stream sequence) or `deadline`
+/// passes (`None`).
 pub async fn store(
     js: jetstream::Context,
     subject: String,
@@ -171,7 +173,7 @@ pub async fn store(
     payload: Bytes,
     deadline: Instant,
     stats: Arc<ClusterStats>,
-) -> bool {
+) -> Option<u64> {
     loop {
         let publish = PublishMessage::build()
             .payload(payload.clone())
@@ -184,9 +186,9 @@ pub async fn store(
                 .map_err(|error| error.to_string())
         };
         match tokio::time::timeout(STORE_TRY, attempt).await {
-            Ok(Ok(_)) => {
+            Ok(Ok(ack)) => {
                 ClusterStats::add(&stats.stream_stored, 1);
-                return true;
+                return Some(ack.sequence);
             }
             Ok(Err(error)) => tracing::debug!(%error, "cluster: stream did not take a batch"),
             Err(_) => tracing::debug!("cluster: stream did not answer a batch in time"),
@@ -194,7 +196,7 @@ pub async fn store(
         if Instant::now() + STORE_PAUSE >= deadline {
             tracing::warn!(%subject, "cluster: stream did not take a batch in time");
             ClusterStats::add(&stats.stream_failed, 1);
-            return false;
+            return None;
         }
         tokio::time::sleep(STORE_PAUSE).await;
     }
@@ -253,20 +255,72 @@ pub async fn take_queued(js: jetstream::Context, name: String, subject: String) 
     taken
 }
 
-/// Removes the messages queued on `subject` but the last `keep` (0: every message).
-pub async fn purge_queued(
-    js: jetstream::Context,
-    name: String,
-    subject: String,
-    keep: u64,
-) -> bool {
+/// How a purge of the messages queued on a subject cuts.
+enum Purge {
+    All,
+    Below(u64),
+}
+
+/// Removes the messages queued on `subject` (all, or those below a stream sequence).
+async fn purge_queued(js: &jetstream::Context, name: &str, subject: &str, purge: Purge) -> bool {
     let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
         return false;
     };
-    let purge = stream.purge().filter(subject);
-    if keep == 0 {
-        purge.await.is_ok()
-    } else {
-        purge.keep(keep).await.is_ok()
+    let request = stream.purge().filter(subject);
+    match purge {
+        Purge::All => request.await.is_ok(),
+        Purge::Below(sequence) => request.sequence(sequence).await.is_ok(),
     }
+}
+
+/// Carries out a session subject's share of a unit (`Plan`): a purge of all first, its batches
+/// of copies in order (the rest not tried after one the stream did not take: stored after it,
+/// they would be out of order), then the trim's purge, only when every batch is stored. A purge
+/// that fails leaves copies already acknowledged: duplicates after a failover, not losses.
+/// `ids`: a message id per batch. Returns what was done, and whether every batch was stored.
+pub async fn store_copies(
+    js: jetstream::Context,
+    name: String,
+    plan: Plan,
+    ids: Vec<String>,
+    deadline: Instant,
+    stats: Arc<ClusterStats>,
+) -> (Done, bool) {
+    let Plan {
+        subject,
+        purge_all,
+        batches,
+        cut,
+    } = plan;
+    let mut done = Done {
+        subject,
+        purged_all: purge_all,
+        stored: Vec::with_capacity(batches.len()),
+        purged_below: None,
+    };
+    if purge_all && !purge_queued(&js, &name, &done.subject, Purge::All).await {
+        tracing::debug!(subject = %done.subject, "cluster: queued messages not purged");
+    }
+    for ((payload, count), id) in batches.into_iter().zip(ids) {
+        let subject = done.subject.clone();
+        let stored = store(js.clone(), subject, id, payload, deadline, stats.clone());
+        let Some(sequence) = stored.await else {
+            return (done, false);
+        };
+        ClusterStats::add(&stats.queued_stored, count);
+        done.stored.push((sequence, count));
+    }
+    let below = match cut {
+        Some(Cut::Stored(sequence)) => Some(sequence),
+        Some(Cut::Batch(index)) => done.stored.get(index).map(|(sequence, _)| *sequence),
+        None => None,
+    };
+    if let Some(below) = below {
+        if purge_queued(&js, &name, &done.subject, Purge::Below(below)).await {
+            done.purged_below = Some(below);
+        } else {
+            tracing::debug!(subject = %done.subject, "cluster: queued messages not trimmed");
+        }
+    }
+    (done, true)
 }
