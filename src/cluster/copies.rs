@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 
 /// A batch of copies is closed at this size (a single larger copy makes a batch of its own).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -33,9 +34,10 @@ pub enum Cut {
     Batch(usize),
 }
 
-/// One session subject's share of a unit: purge everything first (`purge_all`), store the
-/// batches in order, then purge below `cut`.
+/// One session's share of a unit (on its subject): purge everything first (`purge_all`), store
+/// the batches in order, then purge below `cut`.
 pub struct Plan {
+    pub client_id: ByteString,
     pub subject: String,
     pub purge_all: bool,
     pub batches: Vec<(Bytes, u64)>,
@@ -45,16 +47,17 @@ pub struct Plan {
 /// What the stream did with a plan: the batches it stored ((sequence, copies), in order) and
 /// the sequence it purged below, if any.
 pub struct Done {
-    pub subject: String,
+    pub client_id: ByteString,
     pub purged_all: bool,
     pub stored: Vec<(u64, u64)>,
     pub purged_below: Option<u64>,
 }
 
+/// Keyed by client id (its subject, a hash, is made once per unit, not per copy).
 #[derive(Default)]
 pub struct Copies {
-    waiting: HashMap<String, Vec<Pending>>,
-    stored: HashMap<String, VecDeque<(u64, u64)>>,
+    waiting: HashMap<ByteString, Vec<Pending>>,
+    stored: HashMap<ByteString, VecDeque<(u64, u64)>>,
 }
 
 impl Copies {
@@ -62,10 +65,17 @@ impl Copies {
         self.waiting.is_empty()
     }
 
-    /// Adds a copy to `subject`'s open batch: `encode` appends its record (false: it did not,
-    /// and left the batch as it was).
-    pub fn copy(&mut self, subject: String, encode: impl FnOnce(&mut BytesMut) -> bool) -> bool {
-        let pending = self.waiting.entry(subject).or_default();
+    /// Adds a copy to the open batch of `client_id`'s session: `encode` appends its record
+    /// (false: it did not, and left the batch as it was).
+    pub fn copy(
+        &mut self,
+        client_id: &ByteString,
+        encode: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> bool {
+        let pending = match self.waiting.get_mut(client_id) {
+            Some(pending) => pending,
+            None => self.waiting.entry(client_id.clone()).or_default(),
+        };
         let open =
             matches!(pending.last(), Some(Pending::Batch(batch, _)) if batch.len() < BATCH_BYTES);
         if !open {
@@ -81,9 +91,9 @@ impl Copies {
         encoded
     }
 
-    /// Only the last `keep` copies of `subject` made so far are still needed (0: none).
-    pub fn trim(&mut self, subject: String, keep: u64) {
-        let pending = self.waiting.entry(subject).or_default();
+    /// Only the last `keep` copies made so far for `client_id` are still needed (0: none).
+    pub fn trim(&mut self, client_id: ByteString, keep: u64) {
+        let pending = self.waiting.entry(client_id).or_default();
         pending.push(if keep == 0 {
             Pending::PurgeAll
         } else {
@@ -91,16 +101,19 @@ impl Copies {
         });
     }
 
-    /// What waits, as one plan per subject, for the next unit.
-    pub fn take_plans(&mut self) -> Vec<Plan> {
+    /// What waits, as one plan per session (`subject`: its subject), for the next unit.
+    pub fn take_plans(&mut self, subject: impl Fn(&str) -> String) -> Vec<Plan> {
         let waiting = std::mem::take(&mut self.waiting);
         waiting
             .into_iter()
-            .map(|(subject, pending)| self.plan(subject, pending))
+            .map(|(client_id, pending)| {
+                let subject = subject(&client_id);
+                self.plan(client_id, subject, pending)
+            })
             .collect()
     }
 
-    fn plan(&self, subject: String, pending: Vec<Pending>) -> Plan {
+    fn plan(&self, client_id: ByteString, subject: String, pending: Vec<Pending>) -> Plan {
         // Everything before the last purge of all is gone: not stored, not counted.
         let start = pending
             .iter()
@@ -117,13 +130,14 @@ impl Copies {
                     let stored = if purge_all {
                         None
                     } else {
-                        self.stored.get(&subject)
+                        self.stored.get(&client_id)
                     };
                     cut = find_cut(&batches, stored, keep);
                 }
             }
         }
         Plan {
+            client_id,
             subject,
             purge_all,
             batches,
@@ -133,8 +147,8 @@ impl Copies {
 
     /// The stream's answer to a plan.
     pub fn done(&mut self, done: Done) {
-        let subject = done.subject;
-        let stored = self.stored.entry(subject.clone()).or_default();
+        let client_id = done.client_id;
+        let stored = self.stored.entry(client_id.clone()).or_default();
         if done.purged_all {
             stored.clear();
         }
@@ -151,7 +165,7 @@ impl Copies {
             *next = (sequence, next.1 + oldest);
         }
         if stored.is_empty() {
-            self.stored.remove(&subject);
+            self.stored.remove(&client_id);
         }
     }
 }
@@ -184,11 +198,15 @@ fn find_cut(
 mod tests {
     use super::*;
 
-    const SUBJECT: &str = "ringmq.c.queued.s";
+    const CLIENT: &str = "c";
+
+    fn client() -> ByteString {
+        ByteString::from_static(CLIENT)
+    }
 
     fn copy(copies: &mut Copies, n: usize) {
         for _ in 0..n {
-            assert!(copies.copy(SUBJECT.into(), |batch| {
+            assert!(copies.copy(&client(), |batch| {
                 batch.extend_from_slice(b"record");
                 true
             }));
@@ -196,8 +214,9 @@ mod tests {
     }
 
     fn one_plan(copies: &mut Copies) -> Plan {
-        let mut plans = copies.take_plans();
+        let mut plans = copies.take_plans(|client_id| format!("s.{client_id}"));
         assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].subject, "s.c");
         plans.remove(0)
     }
 
@@ -212,7 +231,7 @@ mod tests {
             None => None,
         };
         copies.done(Done {
-            subject: plan.subject.clone(),
+            client_id: plan.client_id.clone(),
             purged_all: plan.purge_all,
             stored,
             purged_below,
@@ -237,7 +256,7 @@ mod tests {
         let mut copies = Copies::default();
         let big = vec![0_u8; BATCH_BYTES / 2 + 1];
         for _ in 0..3 {
-            copies.copy(SUBJECT.into(), |batch| {
+            copies.copy(&client(), |batch| {
                 batch.extend_from_slice(&big);
                 true
             });
@@ -251,7 +270,7 @@ mod tests {
     fn a_copy_not_encoded_is_not_counted() {
         let mut copies = Copies::default();
         copy(&mut copies, 2);
-        assert!(!copies.copy(SUBJECT.into(), |_| false));
+        assert!(!copies.copy(&client(), |_| false));
         assert_eq!(one_plan(&mut copies).batches[0].1, 2);
     }
 
@@ -265,17 +284,17 @@ mod tests {
             stored(&mut copies, &plan, sequence);
         }
         // The last 13 copies: those of sequences 2 and 3.
-        copies.trim(SUBJECT.into(), 13);
+        copies.trim(client(), 13);
         let plan = one_plan(&mut copies);
         assert_eq!(plan.cut, Some(Cut::Stored(2)));
         stored(&mut copies, &plan, 4);
         // The last 14: more than the 13 this node stored and did not purge; nothing is purged
         // (older copies may be a former run's).
-        copies.trim(SUBJECT.into(), 14);
+        copies.trim(client(), 14);
         assert_eq!(one_plan(&mut copies).cut, None);
-        copies.trim(SUBJECT.into(), 9);
+        copies.trim(client(), 9);
         assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(2)));
-        copies.trim(SUBJECT.into(), 8);
+        copies.trim(client(), 8);
         assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(3)));
     }
 
@@ -286,7 +305,7 @@ mod tests {
         let plan = one_plan(&mut copies);
         stored(&mut copies, &plan, 7);
         copy(&mut copies, 4);
-        copies.trim(SUBJECT.into(), 3);
+        copies.trim(client(), 3);
         // Copies after the trim are in a batch of their own.
         copy(&mut copies, 2);
         let plan = one_plan(&mut copies);
@@ -295,9 +314,9 @@ mod tests {
         assert_eq!(plan.cut, Some(Cut::Batch(0)));
         stored(&mut copies, &plan, 8);
         // What remains: the batches at 8 and 9, 6 copies; the one at 7 was purged.
-        copies.trim(SUBJECT.into(), 6);
+        copies.trim(client(), 6);
         assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(8)));
-        copies.trim(SUBJECT.into(), 7);
+        copies.trim(client(), 7);
         assert_eq!(one_plan(&mut copies).cut, None);
     }
 
@@ -308,9 +327,9 @@ mod tests {
         let plan = one_plan(&mut copies);
         stored(&mut copies, &plan, 1);
         copy(&mut copies, 3);
-        copies.trim(SUBJECT.into(), 0);
+        copies.trim(client(), 0);
         copy(&mut copies, 2);
-        copies.trim(SUBJECT.into(), 5);
+        copies.trim(client(), 5);
         let plan = one_plan(&mut copies);
         assert!(plan.purge_all);
         let counts: Vec<u64> = plan.batches.iter().map(|(_, count)| *count).collect();
@@ -318,9 +337,9 @@ mod tests {
         // Only 2 copies exist after the purge: nothing more to cut.
         assert_eq!(plan.cut, None);
         stored(&mut copies, &plan, 2);
-        copies.trim(SUBJECT.into(), 2);
+        copies.trim(client(), 2);
         assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(2)));
-        copies.trim(SUBJECT.into(), 0);
+        copies.trim(client(), 0);
         let plan = one_plan(&mut copies);
         stored(&mut copies, &plan, 3);
         assert!(copies.stored.is_empty());
@@ -334,11 +353,11 @@ mod tests {
             let plan = one_plan(&mut copies);
             stored(&mut copies, &plan, sequence);
         }
-        let kept = &copies.stored[SUBJECT];
+        let kept = &copies.stored[CLIENT];
         assert_eq!(kept.len(), STORED_MAX);
         assert_eq!(kept.front(), Some(&(1, 3)));
         // Every copy kept: the cut is at the oldest sequence, purging nothing needed.
-        copies.trim(SUBJECT.into(), STORED_MAX as u64 + 2);
+        copies.trim(client(), STORED_MAX as u64 + 2);
         assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(1)));
     }
 }

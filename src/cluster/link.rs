@@ -633,8 +633,7 @@ impl Link {
                 self.store_mirror(&client_id, record.as_deref());
                 if record.is_none() && self.js.is_some() {
                     // The session ended: what was kept for its resume elsewhere goes too.
-                    let subject = stream::queued_subject(&self.config.name, &client_id);
-                    self.copies.trim(subject, 0);
+                    self.copies.trim(client_id, 0);
                 }
             }
             ToLink::Queued {
@@ -653,8 +652,7 @@ impl Link {
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
             ToLink::PurgeQueued { client_id, keep } => {
                 if self.js.is_some() {
-                    let subject = stream::queued_subject(&self.config.name, &client_id);
-                    self.copies.trim(subject, keep);
+                    self.copies.trim(client_id, keep);
                 }
             }
             ToLink::Barrier { shard, ticket } => {
@@ -831,13 +829,12 @@ impl Link {
     /// A message queued for a persistent session here: a copy goes to the stream of queued
     /// messages, for the session's resume on another node if this node dies, in the session's
     /// batch for the next unit.
-    fn store_queued(&mut self, client_id: &str, message: &crate::message::Message) {
+    fn store_queued(&mut self, client_id: &ByteString, message: &crate::message::Message) {
         if self.js.is_none() {
             return;
         }
-        let subject = stream::queued_subject(&self.config.name, client_id);
         let now = Instant::now();
-        let copied = self.copies.copy(subject, |batch| {
+        let copied = self.copies.copy(client_id, |batch| {
             wire::put_message(batch, message, 0, None, now)
         });
         if copied {
@@ -884,8 +881,7 @@ impl Link {
             }
         }
         self.send_home();
-        let subject = stream::queued_subject(&self.config.name, &client_id);
-        self.copies.trim(subject, 0);
+        self.copies.trim(client_id, 0);
     }
 
     /// Queues a batch for `subject` for the next unit, with a message id of its own.
@@ -1087,7 +1083,9 @@ impl Link {
         });
         let stores = futures_util::future::join_all(subjects);
         // Each session's copies side by side with the other subjects.
-        let plans = self.copies.take_plans();
+        let plans = self
+            .copies
+            .take_plans(|client_id| stream::queued_subject(&name, client_id));
         let copies = plans.into_iter().map(|plan| {
             let ids = plan.batches.iter().map(|_| self.next_batch_id()).collect();
             let stats = Arc::clone(&self.stats);

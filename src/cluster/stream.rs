@@ -43,8 +43,11 @@ pub fn session_subject(name: &str, client_id: &str) -> String {
 
 fn hashed_subject(mut subject: String, text: &str) -> String {
     use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    subject.reserve(64);
     for byte in sha2::Sha256::digest(text.as_bytes()) {
-        subject.push_str(&format!("{byte:02x}"));
+        subject.push(char::from(HEX[usize::from(byte >> 4)]));
+        subject.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     subject
 }
@@ -287,23 +290,30 @@ pub async fn store_copies(
     stats: Arc<ClusterStats>,
 ) -> (Done, bool) {
     let Plan {
+        client_id,
         subject,
         purge_all,
         batches,
         cut,
     } = plan;
     let mut done = Done {
-        subject,
+        client_id,
         purged_all: purge_all,
         stored: Vec::with_capacity(batches.len()),
         purged_below: None,
     };
-    if purge_all && !purge_queued(&js, &name, &done.subject, Purge::All).await {
-        tracing::debug!(subject = %done.subject, "cluster: queued messages not purged");
+    if purge_all && !purge_queued(&js, &name, &subject, Purge::All).await {
+        tracing::debug!(%subject, "cluster: queued messages not purged");
     }
     for ((payload, count), id) in batches.into_iter().zip(ids) {
-        let subject = done.subject.clone();
-        let stored = store(js.clone(), subject, id, payload, deadline, stats.clone());
+        let stored = store(
+            js.clone(),
+            subject.clone(),
+            id,
+            payload,
+            deadline,
+            stats.clone(),
+        );
         let Some(sequence) = stored.await else {
             return (done, false);
         };
@@ -316,11 +326,24 @@ pub async fn store_copies(
         None => None,
     };
     if let Some(below) = below {
-        if purge_queued(&js, &name, &done.subject, Purge::Below(below)).await {
+        if purge_queued(&js, &name, &subject, Purge::Below(below)).await {
             done.purged_below = Some(below);
         } else {
-            tracing::debug!(subject = %done.subject, "cluster: queued messages not trimmed");
+            tracing::debug!(%subject, "cluster: queued messages not trimmed");
         }
     }
     (done, true)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The subject of a client id ends with the SHA-256 of the id in lower-case hex (subjects
+    /// already in a stream must not change).
+    #[test]
+    fn a_hashed_subject_is_the_sha256_in_hex() {
+        assert_eq!(
+            super::queued_subject("c", "a"),
+            "ringmq.c.queued.ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+        );
+    }
 }
