@@ -15,6 +15,9 @@
 #   PLACE     where the pairs' subscribers are: "cross" (B), "same" (A), or both ["cross"]
 #   RATE      publish rate over all publishers, msgs/s [closed loop: as fast as acknowledged]
 #   JETSTREAM cluster.jetstream on the nodes [true]
+#   SUB_EXPIRY  the subscribers' Session Expiry Interval, s [0]; above 0 their sessions are
+#             persistent, so B keeps a copy of each QoS 1/2 message for them in the stream of
+#             queued messages until acknowledged (docs/CLUSTER.md)
 #   SKIP_BUILD=1  use the release binaries already in CARGO_TARGET_DIR (or target/)
 set -euo pipefail
 
@@ -26,6 +29,7 @@ INFLIGHT="${INFLIGHT:-64}"
 JETSTREAM="${JETSTREAM:-true}"
 PAIRS="${PAIRS:-0}"
 PLACE="${PLACE:-cross}"
+SUB_EXPIRY="${SUB_EXPIRY:-0}"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 
@@ -70,7 +74,7 @@ for place in $PLACE; do
     fi
     sub_port=$b_port
     [[ $place == same ]] && sub_port=$a_port
-    "$BENCH" sub -p "$sub_port" "${subs[@]}" -q "$qos" --duration $((DURATION + 4)) --quiet --json "$WORK/sub.json" >/dev/null 2>&1 &
+    "$BENCH" sub -p "$sub_port" "${subs[@]}" -q "$qos" -x "$SUB_EXPIRY" --duration $((DURATION + 4)) --quiet --json "$WORK/sub.json" >/dev/null 2>&1 &
     sub_pid=$!
     # The subscription's interest reaches A within a heartbeat.
     sleep 2

@@ -861,6 +861,7 @@ fn a_shared_group_across_nodes_gives_each_message_to_one_member() {
 struct NodeProcess {
     child: Child,
     addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     _dir: TempDir,
 }
 
@@ -868,18 +869,28 @@ impl NodeProcess {
     /// Node `id` of cluster `name` on the NATS server at `nats_port`, two shards, listening on a
     /// port the OS picked for it.
     fn start(name: &str, id: &str, nats_port: u16) -> NodeProcess {
+        NodeProcess::start_with(name, id, nats_port, "")
+    }
+
+    /// As `start`, with `extra` appended to its config (TOML tables after `[cluster]`);
+    /// `{dir}` in it names a directory of the node's own.
+    fn start_with(name: &str, id: &str, nats_port: u16, extra: &str) -> NodeProcess {
         let dir = TempDir::new("node");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (port, admin_port) = (free_port(), free_port());
         let config = dir.0.join("ringmq.toml");
         let text = format!(
             "[runtime]\nshards = 2\npin = false\n\
              [listeners.tcp.default]\nbind = \"127.0.0.1:{port}\"\n\
-             [admin]\nenabled = false\n[sys]\nenabled = false\n\
+             [admin]\nbind = \"127.0.0.1:{admin_port}\"\n[sys]\nenabled = false\n\
              [cluster]\nenabled = true\nnats_urls = [\"nats://127.0.0.1:{nats_port}\"]\n\
-             name = \"{name}\"\nnode_id = \"{id}\"\nheartbeat_ms = 100\nnode_timeout_ms = 2000\n"
+             name = \"{name}\"\nnode_id = \"{id}\"\nheartbeat_ms = 100\nnode_timeout_ms = 2000\n{}",
+            extra.replace("{dir}", &dir.0.to_string_lossy())
         );
         std::fs::write(&config, text).expect("config written");
         let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
@@ -893,6 +904,7 @@ impl NodeProcess {
         let node = NodeProcess {
             child,
             addr,
+            admin: std::net::SocketAddr::from(([127, 0, 0, 1], admin_port)),
             _dir: dir,
         };
         wait_for("the node process listens", || {
@@ -917,6 +929,15 @@ impl Drop for NodeProcess {
 
 fn mirror_in(broker: &TestBroker) -> f64 {
     cluster_metric(broker, "cluster_session_mirror_total{direction=\"in\"}")
+}
+
+/// Copies of queued messages the stream took from the node whose admin listener is `admin`.
+fn copies_stored(admin: std::net::SocketAddr) -> f64 {
+    let metrics = admin_get(admin, "/metrics");
+    metric(
+        &metrics,
+        "ringmq_cluster_queued_messages_total{direction=\"stored\"} ",
+    )
 }
 
 fn mirror_out(broker: &TestBroker) -> f64 {
@@ -964,7 +985,7 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     publish_numbered(&mut local, "fo/a", "q", 10, QoS::AtLeastOnce);
     wait_for("the stream holds the 10 queued copies", || {
-        nats.stream_messages("ringmq_failover_queued") >= 10
+        copies_stored(first.admin) >= 10.0
     });
     first.kill();
     // The client comes back on node 2: its session is there, with the messages queued for it
@@ -1015,6 +1036,52 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
 }
 
 #[test]
+fn messages_in_flight_to_a_connected_session_survive_its_node() {
+    let (_store, nats, second, third, first) = killable_cluster("inflight");
+    let queued_stream = "ringmq_inflight_queued";
+    let before = mirror_in(&second);
+    let (mut roamer, present) = persistent_client_at(first.addr, "holder");
+    assert!(!present);
+    let granted = roamer.subscribe(1, &[("if/a", QoS::AtLeastOnce)]);
+    assert_eq!(granted[0].0, 1);
+    wait_for("node 2 read the session's records", || {
+        mirror_in(&second) >= before + 2.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    // Acknowledged messages: their copies leave the stream at the next trim.
+    publish_numbered(&mut local, "if/a", "p", 5, QoS::AtLeastOnce);
+    receive_numbered(&mut roamer, &[("p", 5)], |_| QoS::AtLeastOnce);
+    wait_for("the acknowledged copies trimmed", || {
+        nats.stream_messages(queued_stream) == 0
+    });
+    // Sent to the connected client and never acknowledged: their copies stay.
+    publish_numbered(&mut local, "if/a", "q", 10, QoS::AtLeastOnce);
+    for i in 0..10 {
+        match roamer.try_recv(WAIT) {
+            Some(Packet::Publish(publish)) => {
+                assert_eq!(&publish.payload[..], format!("q:{i}").as_bytes());
+            }
+            other => panic!("expected PUBLISH q:{i}, got {other:?}"),
+        }
+    }
+    wait_for("the stream holds the 10 unacknowledged copies", || {
+        copies_stored(first.admin) == 15.0 && nats.stream_messages(queued_stream) > 0
+    });
+    first.kill();
+    drop(roamer);
+    // On node 2: the session from the mirror, and the 10 messages from the stream (not the 5
+    // acknowledged ones); acknowledged there, their copies go.
+    let (mut roamer, present) = persistent_client_at(second.shard(1), "holder");
+    assert!(present, "session present on node 2");
+    receive_numbered(&mut roamer, &[("q", 10)], |_| QoS::AtLeastOnce);
+    wait_for("the copies trimmed once acknowledged on node 2", || {
+        nats.stream_messages(queued_stream) == 0
+    });
+    second.shutdown();
+    third.shutdown();
+}
+
+#[test]
 fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after_the_death() {
     adopted_session_resumes("adopt", false);
 }
@@ -1043,7 +1110,7 @@ fn adopted_session_resumes(name: &str, on_third: bool) {
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     publish_numbered(&mut local, "ad/a", "q", 5, QoS::AtLeastOnce);
     wait_for("the stream holds the 5 queued copies", || {
-        nats.stream_messages(&queued_stream) >= 5
+        copies_stored(first.admin) >= 5.0
     });
     first.kill();
     // Node 2 (the live id that sorts first) adopts the session once node 1 is not heard for
@@ -1074,14 +1141,14 @@ fn adopted_session_resumes(name: &str, on_third: bool) {
     // and are copied to the stream (after node 1's 5, taken and copied again).
     publish_numbered(&mut far, "ad/a", "a", 10, QoS::AtLeastOnce);
     wait_for("the stream holds the copies of q and a", || {
-        nats.stream_messages(&queued_stream) == 15
+        copies_stored(second.admin_addr().expect("admin")) == 15.0
     });
     // A PUBACK on the session's shard comes once the stream holds the message's copy.
     for i in 0..10 {
         publish_range(&mut near, "ad/a", "b", i..i + 1, QoS::AtLeastOnce);
         assert_eq!(
-            nats.stream_messages(&queued_stream),
-            16 + u64::from(i),
+            copies_stored(second.admin_addr().expect("admin")),
+            f64::from(16 + i),
             "the copy of b:{i} is in the stream at its PUBACK"
         );
     }
@@ -1103,6 +1170,73 @@ fn adopted_session_resumes(name: &str, on_third: bool) {
     });
     second.shutdown();
     third.shutdown();
+}
+
+#[test]
+fn with_persistence_an_adopted_session_is_kept_on_the_adopters_disk() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let data = TempDir::new("n2");
+    let adopter = || {
+        let dir = data.0.clone();
+        node_with("adoptdisk", "n2", nats.port, move |config| {
+            config.persistence.enabled = true;
+            config.persistence.dir = dir;
+        })
+    };
+    let second = adopter();
+    let third = node("adoptdisk", "n3", nats.port);
+    let first = NodeProcess::start_with(
+        "adoptdisk",
+        "n1",
+        nats.port,
+        "[persistence]\nenabled = true\ndir = \"{dir}\"\n",
+    );
+    wait_for("nodes 2 and 3 hear each other and node 1", || {
+        cluster_metric(&second, "cluster_nodes") == 2.0
+            && cluster_metric(&third, "cluster_nodes") == 2.0
+    });
+    let queued_stream = "ringmq_adoptdisk_queued";
+    // An offline persistent session on node 1 (its records read by node 2) with 5 QoS 1
+    // messages queued there and copied to the stream; node 1 is killed.
+    let (mut roamer, present) = persistent_client_at(first.addr, "keeper");
+    assert!(!present);
+    assert_eq!(roamer.subscribe(1, &[("ap/a", QoS::AtLeastOnce)])[0].0, 1);
+    roamer.disconnect();
+    wait_for("node 2 read the session's three records", || {
+        mirror_in(&second) >= 3.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "ap/a", "q", 5, QoS::AtLeastOnce);
+    wait_for("the stream holds the 5 queued copies", || {
+        copies_stored(first.admin) >= 5.0
+    });
+    first.kill();
+    wait_for("node 2 adopted the session and took its 5 messages", || {
+        cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
+            && cluster_metric(&second, "cluster_queued_messages_total{direction=\"in\"}") == 5.0
+    });
+    // 10 more queued on node 2 for the adopted session (a publisher on its shard).
+    let home = ringmq::shard::home_of("keeper", SHARDS).index();
+    let mut near = client(&second, home, "near");
+    publish_numbered(&mut near, "ap/a", "b", 10, QoS::AtLeastOnce);
+    drop(near);
+    // Node 3 stops first (it would adopt node 2's sessions while node 2 is away); node 2
+    // restarts from its disk: the adopted session is there with its 15 messages (not from
+    // the mirror: a node keeps no mirror record of its own sessions).
+    third.shutdown();
+    second.shutdown();
+    let second = adopter();
+    wait_for("node 2 connected again", || {
+        cluster_metric(&second, "cluster_connected") == 1.0
+    });
+    let (mut roamer, present) = persistent_client(&second, 1, "keeper");
+    assert!(present, "the adopted session restored from node 2's disk");
+    receive_numbered(&mut roamer, &[("q", 5), ("b", 10)], |_| QoS::AtLeastOnce);
+    wait_for("the copies trimmed once acknowledged", || {
+        nats.stream_messages(queued_stream) == 0
+    });
+    second.shutdown();
 }
 
 #[test]
@@ -1348,4 +1482,199 @@ fn nodes_reach_nats_over_mutual_tls_and_one_without_a_certificate_is_refused() {
     for node in [first, second, without] {
         node.shutdown();
     }
+}
+
+/// Writes `text` to `dir/name` and returns its path.
+fn write_file(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.0.join(name);
+    std::fs::write(&path, text).expect("write a test file");
+    path
+}
+
+/// The start error of a cluster node whose config `change` makes.
+fn start_error(change: impl FnOnce(&mut ringmq::config::Config)) -> String {
+    let mut config = test_config(SHARDS);
+    config.cluster.enabled = true;
+    config.cluster.node_id = String::from("n1");
+    change(&mut config);
+    match ringmq::server::start(config) {
+        Ok(_) => panic!("the broker started with a bad NATS login file"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// nats-server run with `server_config`, two nodes logging in as `login` sets that exchange 20
+/// QoS 1 messages, and a third node without credentials that NATS refuses (never connected, not
+/// heard); returns the store, the server, the three nodes and the second node's subscriber.
+fn logged_in_nodes(
+    name: &str,
+    server_config: &Path,
+    login: impl Fn(&mut ringmq::config::Config),
+) -> (TempDir, Nats, [TestBroker; 3], RawClient) {
+    let store = TempDir::new("js");
+    let nats = Nats::start_with(0, &store.0, &["-c", &server_config.to_string_lossy()]);
+    let first = node_with(name, "n1", nats.port, &login);
+    let second = node_with(name, "n2", nats.port, &login);
+    let anonymous = node(name, "n9", nats.port);
+    wait_hearing(&[&first, &second]);
+    let sub = exchange(&first, &second, name);
+    assert_eq!(cluster_metric(&anonymous, "cluster_connected"), 0.0);
+    assert_eq!(cluster_metric(&anonymous, "cluster_connects_total"), 0.0);
+    assert_eq!(cluster_metric(&first, "cluster_nodes"), 1.0);
+    (store, nats, [first, second, anonymous], sub)
+}
+
+#[test]
+fn nodes_log_in_to_nats_with_an_nkey_and_one_without_it_is_refused() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("a seed");
+    let files = TempDir::new("nkey");
+    let server_config = write_file(
+        &files,
+        "nats.conf",
+        &format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            user.public_key()
+        ),
+    );
+    let seed_file = write_file(&files, "ringmq.nk", &format!("{seed}\n"));
+    let (_store, nats, [first, second, anonymous], mut sub) =
+        logged_in_nodes("nkey", &server_config, |c| {
+            c.cluster.nkey_seed_file = Some(seed_file.clone());
+        });
+    // Another user's seed: NATS does not know its public key.
+    let stranger_file = write_file(
+        &files,
+        "stranger.nk",
+        &nkeys::KeyPair::new_user().seed().expect("a seed"),
+    );
+    let stranger = node_with("nkey", "n3", nats.port, |c| {
+        c.cluster.nkey_seed_file = Some(stranger_file.clone());
+    });
+    // It serves its own clients (same topics: were it linked, the second node's subscriber
+    // would get them), and after that time it has still not connected.
+    exchange(&stranger, &stranger, "nkey");
+    assert!(sub.try_recv(Duration::from_millis(300)).is_none());
+    assert_eq!(cluster_metric(&stranger, "cluster_connected"), 0.0);
+    assert_eq!(cluster_metric(&stranger, "cluster_connects_total"), 0.0);
+    assert_eq!(cluster_metric(&first, "cluster_nodes"), 1.0);
+    for node in [first, second, anonymous, stranger] {
+        node.shutdown();
+    }
+
+    // A file whose first line is not a user seed (here the public key), or that does not
+    // exist, stops the start naming the key; the seed never appears in an error.
+    let public_file = write_file(&files, "public.nk", &user.public_key());
+    let error = start_error(|c| c.cluster.nkey_seed_file = Some(public_file.clone()));
+    assert!(error.contains("cluster.nkey_seed_file = \""), "{error}");
+    assert!(error.contains("not an NKey user seed"), "{error}");
+    let error = start_error(|c| {
+        c.cluster.nkey_seed_file = Some(PathBuf::from("/nonexistent/ringmq.nk"));
+    });
+    assert!(
+        error.contains("cluster.nkey_seed_file = \"/nonexistent/ringmq.nk\""),
+        "{error}"
+    );
+    let account_seed = nkeys::KeyPair::new_account().seed().expect("a seed");
+    let account_file = write_file(&files, "account.nk", &account_seed);
+    let error = start_error(|c| c.cluster.nkey_seed_file = Some(account_file.clone()));
+    assert!(error.contains("not an NKey user seed"), "{error}");
+    assert!(
+        !error.contains(&account_seed) && !error.contains(&seed),
+        "{error}"
+    );
+}
+
+/// A NATS JWT: `claims` (JSON, without `iss`, `jti`, `iat`) issued and signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, claims: &str) -> String {
+    use base64::Engine;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jti = format!("RINGMQTEST{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let claims = format!(
+        r#"{{"jti":"{jti}","iat":{iat},"iss":"{}",{claims}}}"#,
+        issuer.public_key()
+    );
+    let signed = format!("{header}.{}", b64.encode(claims));
+    let signature = issuer.sign(signed.as_bytes()).expect("signed");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+#[test]
+fn nodes_log_in_to_nats_with_a_creds_file() {
+    // Operator mode: an operator signs an account (JetStream allowed), the account signs the
+    // user whose JWT and seed make the .creds file. JetStream needs a system account too.
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &format!(
+            r#""name":"test-operator","sub":"{}","nats":{{"type":"operator","version":2}}"#,
+            operator.public_key()
+        ),
+    );
+    let unlimited = r#""subs":-1,"data":-1,"payload":-1,"imports":-1,"exports":-1,"wildcards":true,"conn":-1,"leaf":-1,"mem_storage":-1,"disk_storage":-1,"streams":-1,"consumer":-1"#;
+    let account_jwt = nats_jwt(
+        &operator,
+        &format!(
+            r#""name":"ringmq","sub":"{}","nats":{{"limits":{{{unlimited}}},"type":"account","version":2}}"#,
+            account.public_key()
+        ),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &format!(
+            r#""name":"SYS","sub":"{}","nats":{{"type":"account","version":2}}"#,
+            system.public_key()
+        ),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &format!(
+            r#""name":"node","sub":"{}","nats":{{"pub":{{}},"sub":{{}},"subs":-1,"data":-1,"payload":-1,"type":"user","version":2}}"#,
+            user.public_key()
+        ),
+    );
+    let files = TempDir::new("creds");
+    let server_config = write_file(
+        &files,
+        "nats.conf",
+        &format!(
+            "operator: {operator_jwt}\nsystem_account: {system}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {system}: {system_jwt}\n  {}: {account_jwt}\n}}\n",
+            account.public_key(),
+            system = system.public_key(),
+        ),
+    );
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().expect("a seed")
+    );
+    let creds_file = write_file(&files, "node.creds", &creds);
+    let (_store, _nats, nodes, _sub) = logged_in_nodes("creds", &server_config, |c| {
+        c.cluster.credentials_file = Some(creds_file.clone());
+    });
+    for node in nodes {
+        node.shutdown();
+    }
+
+    // A file without the seed stops the start naming the key.
+    let jwt_only = write_file(
+        &files,
+        "jwt-only.creds",
+        &format!("-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n"),
+    );
+    let error = start_error(|c| c.cluster.credentials_file = Some(jwt_only.clone()));
+    assert!(error.contains("cluster.credentials_file = \""), "{error}");
+    assert!(error.contains("cannot parse nkey"), "{error}");
 }

@@ -18,9 +18,10 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesOrdered;
 use shards::ShardId;
 
+use super::copies::{Copies, Done};
 use super::wire::{self, Control};
 use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
-use crate::config::Cluster;
+use crate::config::{Cluster, Secret};
 use crate::mail::{Mail, SharedPublish, Ticket};
 use crate::store::record::SessionRecord;
 
@@ -150,6 +151,32 @@ fn connect_options(config: &Cluster) -> std::io::Result<async_nats::ConnectOptio
     if let Some(token) = &config.token {
         options = options.token(token.expose().to_owned());
     }
+    if let Some(path) = &config.nkey_seed_file {
+        let key = "cluster.nkey_seed_file";
+        let seed = Secret::new(read_secret(key, path)?);
+        match nkeys::KeyPair::from_seed(seed.expose()) {
+            Ok(pair) if matches!(pair.key_pair_type(), nkeys::KeyPairType::User) => {}
+            // The seed's decoding error is no secret, but keep even that out of the message.
+            _ => {
+                return Err(unusable(
+                    key,
+                    path,
+                    &"the first line is not an NKey user seed (SU...)",
+                ));
+            }
+        }
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(path) = &config.credentials_file {
+        let key = "cluster.credentials_file";
+        let text = Secret::new(
+            std::fs::read_to_string(path).map_err(|error| unusable(key, path, &error))?,
+        );
+        // The parser's errors name what is missing (the JWT or the seed), never the content.
+        options = options
+            .credentials(text.expose())
+            .map_err(|error| unusable(key, path, &error))?;
+    }
     // Our own rustls config with the ring provider, always: left to itself the client asks
     // rustls for a process-wide provider, and finding more than one in the build it panics.
     // Without tls_ca_file no server certificate verifies (a server demanding TLS is logged
@@ -204,7 +231,8 @@ struct Node {
 
 /// The batches of one turn going to the stream, and the highest message number per shard they
 /// carry: answered to the shards once the stream took all of them (or one failed).
-type Unit = LocalBoxFuture<'static, (Vec<u64>, bool)>;
+/// With it, what the stream did with the copies of queued messages.
+type Unit = LocalBoxFuture<'static, (Vec<u64>, bool, Vec<Done>)>;
 
 /// A stream batch handed to the shards: acknowledged to NATS once each shard it fed has routed
 /// its part (`routed_remote` at least the mark).
@@ -259,6 +287,9 @@ struct Link {
     /// Batches waiting for the next unit, in order per subject ((message id, payload)), and per
     /// shard the highest message number in them.
     waiting_stores: HashMap<String, Vec<(String, Bytes)>>,
+    /// Copies of messages for this node's persistent sessions and their trims, batched per
+    /// session for the next unit.
+    copies: Copies,
     turn_numbers: Vec<u64>,
     /// The unit the stream is storing: one at a time, so that the batches of one subject are
     /// stored in order even when one must be sent again; what comes meanwhile waits for the next.
@@ -347,6 +378,7 @@ impl Link {
             js: None,
             stored_batches: (0..NODES_MAX).map(|_| BytesMut::new()).collect(),
             waiting_stores: HashMap::new(),
+            copies: Copies::default(),
             turn_numbers: vec![0; shards],
             units: FuturesOrdered::new(),
             answers: VecDeque::new(),
@@ -455,7 +487,7 @@ impl Link {
                 Some(message) = data.next() => self.on_data(message.payload),
                 Some(message) = interest.next() => self.on_control(&client, message.payload).await,
                 Some(message) = ctl.next() => self.on_control(&client, message.payload).await,
-                Some((numbers, ok)) = self.units.next() => self.on_unit(&numbers, ok),
+                Some((numbers, ok, done)) = self.units.next() => self.on_unit(&numbers, ok, done),
                 Some((client_id, taken)) = self.takes.next() => {
                     self.on_taken_queued(client_id, taken);
                 }
@@ -601,8 +633,7 @@ impl Link {
                 self.store_mirror(&client_id, record.as_deref());
                 if record.is_none() && self.js.is_some() {
                     // The session ended: what was kept for its resume elsewhere goes too.
-                    let subject = stream::queued_subject(&self.config.name, &client_id);
-                    self.wait_to_purge(subject);
+                    self.copies.trim(client_id, 0);
                 }
             }
             ToLink::Queued {
@@ -619,10 +650,9 @@ impl Link {
                 self.store_queued(&client_id, &message);
             }
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
-            ToLink::PurgeQueued { client_id } => {
+            ToLink::PurgeQueued { client_id, keep } => {
                 if self.js.is_some() {
-                    let subject = stream::queued_subject(&self.config.name, &client_id);
-                    self.wait_to_purge(subject);
+                    self.copies.trim(client_id, keep);
                 }
             }
             ToLink::Barrier { shard, ticket } => {
@@ -796,29 +826,22 @@ impl Link {
         self.wait_to_store(subject, payload.freeze());
     }
 
-    /// Queues a purge of `subject` (the queued messages of a session) for the next unit, in
-    /// order with its stores.
-    fn wait_to_purge(&mut self, subject: String) {
-        self.waiting_stores
-            .entry(subject)
-            .or_default()
-            .push((String::new(), Bytes::new()));
-    }
-
-    /// A message queued for an offline persistent session here: a copy goes to the stream of
-    /// queued messages, for the session's resume on another node if this node dies.
-    fn store_queued(&mut self, client_id: &str, message: &crate::message::Message) {
+    /// A message queued for a persistent session here: a copy goes to the stream of queued
+    /// messages, for the session's resume on another node if this node dies, in the session's
+    /// batch for the next unit.
+    fn store_queued(&mut self, client_id: &ByteString, message: &crate::message::Message) {
         if self.js.is_none() {
             return;
         }
-        let mut payload = BytesMut::new();
-        if !wire::put_message(&mut payload, message, 0, None, Instant::now()) {
+        let now = Instant::now();
+        let copied = self.copies.copy(client_id, |batch| {
+            wire::put_message(batch, message, 0, None, now)
+        });
+        if copied {
+            ClusterStats::add(&self.stats.queued_out, 1);
+        } else {
             ClusterStats::add(&self.stats.dropped_undecodable, 1);
-            return;
         }
-        ClusterStats::add(&self.stats.queued_out, 1);
-        let subject = stream::queued_subject(&self.config.name, client_id);
-        self.wait_to_store(subject, payload.freeze());
     }
 
     /// A session resumed here from the mirror: the messages queued for it on its former node
@@ -840,33 +863,40 @@ impl Link {
     fn on_taken_queued(&mut self, client_id: ByteString, taken: Vec<Bytes>) {
         let now = Instant::now();
         let home = crate::shard::home_of(&client_id, self.to_shards.len()).index();
+        // Each stream message is a batch of copies, in order.
         for mut payload in taken {
-            self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
-            let id = REMOTE_ID_BASE | self.next_id;
-            let Some(received) = wire::next_message(&mut payload, id, now) else {
-                ClusterStats::add(&self.stats.dropped_undecodable, 1);
-                continue;
-            };
-            ClusterStats::add(&self.stats.queued_in, 1);
-            let mail = Mail::QueuedFor {
-                client_id: client_id.clone(),
-                message: received.message,
-            };
-            self.home_waiting.push_back((home, mail));
+            while payload.has_remaining() {
+                self.next_id = (self.next_id + 1) & ((1 << 48) - 1);
+                let id = REMOTE_ID_BASE | self.next_id;
+                let Some(received) = wire::next_message(&mut payload, id, now) else {
+                    ClusterStats::add(&self.stats.dropped_undecodable, 1);
+                    break;
+                };
+                ClusterStats::add(&self.stats.queued_in, 1);
+                let mail = Mail::QueuedFor {
+                    client_id: client_id.clone(),
+                    message: received.message,
+                };
+                self.home_waiting.push_back((home, mail));
+            }
         }
         self.send_home();
-        let subject = stream::queued_subject(&self.config.name, &client_id);
-        self.wait_to_purge(subject);
+        self.copies.trim(client_id, 0);
     }
 
     /// Queues a batch for `subject` for the next unit, with a message id of its own.
     fn wait_to_store(&mut self, subject: String, payload: Bytes) {
-        self.batch_seq += 1;
-        let id = format!("{}-{:x}-{}", self.me, self.incarnation, self.batch_seq);
+        let id = self.next_batch_id();
         self.waiting_stores
             .entry(subject)
             .or_default()
             .push((id, payload));
+    }
+
+    /// A message id of its own for the next batch to the stream (`Nats-Msg-Id`).
+    fn next_batch_id(&mut self) -> String {
+        self.batch_seq += 1;
+        format!("{}-{:x}-{}", self.me, self.incarnation, self.batch_seq)
     }
 
     /// A retained write from the retained stream (any node's, this one's too: every node applies
@@ -1022,7 +1052,9 @@ impl Link {
             }
         }
         if !self.units.is_empty()
-            || (self.waiting_stores.is_empty() && self.turn_numbers.iter().all(|n| *n == 0))
+            || (self.waiting_stores.is_empty()
+                && self.copies.is_empty()
+                && self.turn_numbers.iter().all(|n| *n == 0))
         {
             return;
         }
@@ -1034,22 +1066,13 @@ impl Link {
             Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
         let name = self.config.name.clone();
         let subjects = self.waiting_stores.drain().map(|(subject, batches)| {
-            let (js, stats, name) = (js.clone(), Arc::clone(&self.stats), name.clone());
+            let (js, stats) = (js.clone(), Arc::clone(&self.stats));
             async move {
                 for (id, payload) in batches {
-                    if id.is_empty() {
-                        // A purge of a session's queued messages, in order with the stores
-                        // before and after it; one that fails leaves duplicates, not losses.
-                        let purged =
-                            stream::purge_queued(js.clone(), name.clone(), subject.clone());
-                        if !purged.await {
-                            tracing::debug!(%subject, "cluster: queued messages not purged");
-                        }
-                        continue;
-                    }
                     let subject = subject.clone();
                     let stats = Arc::clone(&stats);
-                    if !stream::store(js.clone(), subject, id, payload, deadline, stats).await {
+                    let stored = stream::store(js.clone(), subject, id, payload, deadline, stats);
+                    if stored.await.is_none() {
                         // The rest of this subject is not tried: stored after a lost batch, it
                         // would be out of order.
                         return false;
@@ -1059,14 +1082,30 @@ impl Link {
             }
         });
         let stores = futures_util::future::join_all(subjects);
+        // Each session's copies side by side with the other subjects.
+        let plans = self
+            .copies
+            .take_plans(|client_id| stream::queued_subject(&name, client_id));
+        let copies = plans.into_iter().map(|plan| {
+            let ids = plan.batches.iter().map(|_| self.next_batch_id()).collect();
+            let stats = Arc::clone(&self.stats);
+            stream::store_copies(js.clone(), name.clone(), plan, ids, deadline, stats)
+        });
+        let copies = futures_util::future::join_all(copies.collect::<Vec<_>>());
         self.units.push_back(Box::pin(async move {
-            let stored = stores.await;
-            (numbers, stored.into_iter().all(|ok| ok))
+            let (stored, copied) = futures_util::future::join(stores, copies).await;
+            let copied_ok = copied.iter().all(|(_, ok)| *ok);
+            let done = copied.into_iter().map(|(done, _)| done).collect();
+            (numbers, copied_ok && stored.into_iter().all(|ok| ok), done)
         }));
     }
 
-    /// The stream answered a unit: each shard hears up to which number.
-    fn on_unit(&mut self, numbers: &[u64], ok: bool) {
+    /// The stream answered a unit: each shard hears up to which number; the copies' batches
+    /// and purges are noted.
+    fn on_unit(&mut self, numbers: &[u64], ok: bool, done: Vec<Done>) {
+        for done in done {
+            self.copies.done(done);
+        }
         for (shard, number) in numbers.iter().enumerate() {
             if *number != 0 {
                 self.answers.push_back((shard, *number, ok));

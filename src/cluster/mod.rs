@@ -7,12 +7,13 @@
 //! version number: a shard reads the version (one atomic load) per routed message and rebuilds
 //! its own trie from the table when it changed.
 
+mod copies;
 mod link;
 pub mod mirror;
 mod stream;
 pub mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -81,8 +82,8 @@ pub enum ToLink {
         client_id: ByteString,
         record: Option<Box<SessionRecord>>,
     },
-    /// A QoS 1/2 message queued for an offline persistent session here (at the QoS it is
-    /// delivered): its copy in the stream of queued messages. `stored`: answered as a message
+    /// A QoS 1/2 message queued for a persistent session here, connected or not (at the QoS
+    /// it is delivered): its copy in the stream of queued messages. `stored`: answered as a message
     /// for the stream (`Mail::ClusterStored`), so that the acknowledgement of the PUBLISH that
     /// queued it can wait for the copy.
     Queued {
@@ -92,8 +93,9 @@ pub enum ToLink {
     },
     /// A session resumed here from the mirror: take what its former node queued for it.
     TakeQueued { client_id: ByteString },
-    /// A session resumed on this node: its copies in the stream are not needed any more.
-    PurgeQueued { client_id: ByteString },
+    /// The copies of a persistent session's messages in the stream, but the last `keep` (0:
+    /// all), are not needed any more: its client acknowledged the older ones.
+    PurgeQueued { client_id: ByteString, keep: u64 },
     /// A client connected here (its CONNECT arrived `at`): the other nodes end their older
     /// connection and their session of it.
     Claim {
@@ -123,9 +125,11 @@ pub struct ClusterStats {
     /// Session mirror records this node wrote, and records it read (any node's).
     pub mirror_out: AtomicU64,
     pub mirror_in: AtomicU64,
-    /// Messages copied to the stream of queued messages, and taken back from it by this node.
+    /// Messages copied to the stream of queued messages, and taken back from it by this node;
+    /// copies the stream took (in batches).
     pub queued_out: AtomicU64,
     pub queued_in: AtomicU64,
+    pub queued_stored: AtomicU64,
     /// Mirrored sessions of dead nodes this node installed as its own offline sessions.
     pub sessions_adopted: AtomicU64,
     /// Batches the stream took, and those it did not take before `stream_ack_timeout_ms`.
@@ -200,6 +204,9 @@ pub struct ShardLink {
     /// mails it handled, and whether their records are durable) that wait for the stream to
     /// hold the copies made until then: (the last copy's number, counts, ok), in order.
     held_durable: VecDeque<(u64, Vec<u64>, bool)>,
+    /// Sessions (by key) whose client acknowledged messages since the last trim, or that
+    /// resumed here: their copies in the stream of queued messages are trimmed at the next tick.
+    trims: HashSet<usize>,
 }
 
 /// What `route` did with a message for other nodes.
@@ -245,6 +252,7 @@ impl ShardLink {
             last_copy: 0,
             answered: 0,
             held_durable: VecDeque::new(),
+            trims: HashSet::new(),
         }
     }
 
@@ -385,6 +393,24 @@ impl ShardLink {
                 self.routed = Routed::Stored(number);
             }
         }
+    }
+
+    /// The copies of session `key`'s messages are due for a trim (its client acknowledged one,
+    /// or it resumed here). Noted once until the next trim.
+    pub fn trim_due(&mut self, key: usize) {
+        self.trims.insert(key);
+    }
+
+    /// The sessions due for a trim since the last call.
+    pub fn take_trims(&mut self) -> HashSet<usize> {
+        std::mem::take(&mut self.trims)
+    }
+
+    /// Asks the link to drop the copies of `client_id`'s messages in the stream but the last
+    /// `keep` (0: all). In order with the copies this shard sent before.
+    pub fn trim_copies(&self, client_id: ByteString, keep: u64) {
+        self.handle
+            .session_mail(ToLink::PurgeQueued { client_id, keep });
     }
 
     /// What the last `route` did with its message for the other nodes.

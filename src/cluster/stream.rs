@@ -10,6 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 
 use super::ClusterStats;
+use super::copies::{Cut, Done, Plan};
 use crate::config::Cluster;
 
 /// One attempt to store a batch (send and the stream's answer).
@@ -42,8 +43,11 @@ pub fn session_subject(name: &str, client_id: &str) -> String {
 
 fn hashed_subject(mut subject: String, text: &str) -> String {
     use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    subject.reserve(64);
     for byte in sha2::Sha256::digest(text.as_bytes()) {
-        subject.push_str(&format!("{byte:02x}"));
+        subject.push(char::from(HEX[usize::from(byte >> 4)]));
+        subject.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     subject
 }
@@ -163,7 +167,8 @@ pub async fn open(
 }
 
 /// Stores one batch, trying again (with the same `Nats-Msg-Id`, so a batch stored but not
-/// answered is not stored twice) until the stream takes it or `deadline` passes.
+/// answered is not stored twice) until the stream takes it (its stream sequence) or `deadline`
+/// passes (`None`).
 pub async fn store(
     js: jetstream::Context,
     subject: String,
@@ -171,7 +176,7 @@ pub async fn store(
     payload: Bytes,
     deadline: Instant,
     stats: Arc<ClusterStats>,
-) -> bool {
+) -> Option<u64> {
     loop {
         let publish = PublishMessage::build()
             .payload(payload.clone())
@@ -184,9 +189,9 @@ pub async fn store(
                 .map_err(|error| error.to_string())
         };
         match tokio::time::timeout(STORE_TRY, attempt).await {
-            Ok(Ok(_)) => {
+            Ok(Ok(ack)) => {
                 ClusterStats::add(&stats.stream_stored, 1);
-                return true;
+                return Some(ack.sequence);
             }
             Ok(Err(error)) => tracing::debug!(%error, "cluster: stream did not take a batch"),
             Err(_) => tracing::debug!("cluster: stream did not answer a batch in time"),
@@ -194,7 +199,7 @@ pub async fn store(
         if Instant::now() + STORE_PAUSE >= deadline {
             tracing::warn!(%subject, "cluster: stream did not take a batch in time");
             ClusterStats::add(&stats.stream_failed, 1);
-            return false;
+            return None;
         }
         tokio::time::sleep(STORE_PAUSE).await;
     }
@@ -253,10 +258,92 @@ pub async fn take_queued(js: jetstream::Context, name: String, subject: String) 
     taken
 }
 
-/// Removes every message queued on `subject`.
-pub async fn purge_queued(js: jetstream::Context, name: String, subject: String) -> bool {
+/// How a purge of the messages queued on a subject cuts.
+enum Purge {
+    All,
+    Below(u64),
+}
+
+/// Removes the messages queued on `subject` (all, or those below a stream sequence).
+async fn purge_queued(js: &jetstream::Context, name: &str, subject: &str, purge: Purge) -> bool {
     let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
         return false;
     };
-    stream.purge().filter(subject).await.is_ok()
+    let request = stream.purge().filter(subject);
+    match purge {
+        Purge::All => request.await.is_ok(),
+        Purge::Below(sequence) => request.sequence(sequence).await.is_ok(),
+    }
+}
+
+/// Carries out a session subject's share of a unit (`Plan`): a purge of all first, its batches
+/// of copies in order (the rest not tried after one the stream did not take: stored after it,
+/// they would be out of order), then the trim's purge, only when every batch is stored. A purge
+/// that fails leaves copies already acknowledged: duplicates after a failover, not losses.
+/// `ids`: a message id per batch. Returns what was done, and whether every batch was stored.
+pub async fn store_copies(
+    js: jetstream::Context,
+    name: String,
+    plan: Plan,
+    ids: Vec<String>,
+    deadline: Instant,
+    stats: Arc<ClusterStats>,
+) -> (Done, bool) {
+    let Plan {
+        client_id,
+        subject,
+        purge_all,
+        batches,
+        cut,
+    } = plan;
+    let mut done = Done {
+        client_id,
+        purged_all: purge_all,
+        stored: Vec::with_capacity(batches.len()),
+        purged_below: None,
+    };
+    if purge_all && !purge_queued(&js, &name, &subject, Purge::All).await {
+        tracing::debug!(%subject, "cluster: queued messages not purged");
+    }
+    for ((payload, count), id) in batches.into_iter().zip(ids) {
+        let stored = store(
+            js.clone(),
+            subject.clone(),
+            id,
+            payload,
+            deadline,
+            stats.clone(),
+        );
+        let Some(sequence) = stored.await else {
+            return (done, false);
+        };
+        ClusterStats::add(&stats.queued_stored, count);
+        done.stored.push((sequence, count));
+    }
+    let below = match cut {
+        Some(Cut::Stored(sequence)) => Some(sequence),
+        Some(Cut::Batch(index)) => done.stored.get(index).map(|(sequence, _)| *sequence),
+        None => None,
+    };
+    if let Some(below) = below {
+        if purge_queued(&js, &name, &subject, Purge::Below(below)).await {
+            done.purged_below = Some(below);
+        } else {
+            tracing::debug!(%subject, "cluster: queued messages not trimmed");
+        }
+    }
+    (done, true)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The subject of a client id ends with the SHA-256 of the id in lower-case hex (subjects
+    /// already in a stream must not change).
+    #[test]
+    fn a_hashed_subject_is_the_sha256_in_hex() {
+        assert_eq!(
+            super::queued_subject("c", "a"),
+            "ringmq.c.queued.ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+        );
+    }
 }

@@ -74,6 +74,12 @@ pub struct Cluster {
     /// NATS authentication token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// NKey login: a file whose first line is the user's NKey seed (`SU...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// JWT login (decentralized auth): a `.creds` file holding the user JWT and its NKey seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
     /// TLS to NATS: the CA certificates (PEM) that verify the server's certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
@@ -91,6 +97,8 @@ impl Cluster {
     pub fn files(&self) -> Vec<(&'static str, &PathBuf)> {
         [
             ("cluster.password_file", &self.password_file),
+            ("cluster.nkey_seed_file", &self.nkey_seed_file),
+            ("cluster.credentials_file", &self.credentials_file),
             ("cluster.tls_ca_file", &self.tls_ca_file),
             ("cluster.tls_cert_file", &self.tls_cert_file),
             ("cluster.tls_key_file", &self.tls_key_file),
@@ -121,6 +129,8 @@ impl Default for Cluster {
             password: None,
             password_file: None,
             token: None,
+            nkey_seed_file: None,
+            credentials_file: None,
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -259,12 +269,23 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
 /// At most one way to authenticate, a user with one password, no empty path, a client
 /// certificate with its key. Secrets are never part of a message.
 fn check_credentials(cluster: &Cluster) -> Result<(), ConfigError> {
-    if cluster.user.is_some() && cluster.token.is_some() {
+    let ways = [
+        ("cluster.user", cluster.user.is_some()),
+        ("cluster.token", cluster.token.is_some()),
+        ("cluster.nkey_seed_file", cluster.nkey_seed_file.is_some()),
+        (
+            "cluster.credentials_file",
+            cluster.credentials_file.is_some(),
+        ),
+    ];
+    let mut set = ways.iter().filter(|(_, set)| *set).map(|(key, _)| *key);
+    if let (Some(first), Some(second)) = (set.next(), set.next()) {
         return Err(ConfigError::invalid(
-            "cluster.token",
+            second,
             "(set)",
-            "NATS takes one way to authenticate, and cluster.user is set too",
-            "keep either cluster.user with its password, or cluster.token",
+            format!("NATS takes one way to authenticate, and {first} is set too"),
+            "keep one of cluster.user with its password, cluster.token, cluster.nkey_seed_file \
+             and cluster.credentials_file",
         ));
     }
     let password_keys = (cluster.password.is_some(), cluster.password_file.is_some());

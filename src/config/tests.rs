@@ -294,7 +294,25 @@ fn cluster_errors() {
     check(
         "[cluster]\nuser = \"u\"\npassword = \"p\"\ntoken = \"t\"\n",
         "ringmq.toml: cluster.token = (set): NATS takes one way to authenticate, and \
-         cluster.user is set too; keep either cluster.user with its password, or cluster.token",
+         cluster.user is set too; keep one of cluster.user with its password, cluster.token, \
+         cluster.nkey_seed_file and cluster.credentials_file",
+    );
+    check(
+        "[cluster]\ntoken = \"t\"\nnkey_seed_file = \"/seed\"\n",
+        "ringmq.toml: cluster.nkey_seed_file = (set): NATS takes one way to authenticate, and \
+         cluster.token is set too; keep one of cluster.user with its password, cluster.token, \
+         cluster.nkey_seed_file and cluster.credentials_file",
+    );
+    check(
+        "[cluster]\nnkey_seed_file = \"/seed\"\ncredentials_file = \"/u.creds\"\n",
+        "ringmq.toml: cluster.credentials_file = (set): NATS takes one way to authenticate, and \
+         cluster.nkey_seed_file is set too; keep one of cluster.user with its password, \
+         cluster.token, cluster.nkey_seed_file and cluster.credentials_file",
+    );
+    check(
+        "[cluster]\ncredentials_file = \"\"\n",
+        "ringmq.toml: cluster.credentials_file = \"\": an empty path names no file; give the \
+         file's path, or remove the key",
     );
     check(
         "[cluster]\nuser = \"u\"\n",

@@ -639,15 +639,19 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
     out.family(
         "cluster_queued_messages_total",
         "counter",
-        "QoS 1/2 messages queued for offline persistent sessions here, copied to the cluster's \
-         stream of queued messages (out), and taken back from it for sessions resumed here from \
-         another node (in).",
+        "QoS 1/2 messages queued for persistent sessions here (connected or not), copied to the \
+         cluster's stream of queued messages (out), those copies the stream took (stored), and taken \
+         back from it for sessions resumed here from another node (in).",
     );
     labelled_counters(
         &mut out,
         "cluster_queued_messages_total",
         "direction",
-        &[("out", &stats.queued_out), ("in", &stats.queued_in)],
+        &[
+            ("out", &stats.queued_out),
+            ("stored", &stats.queued_stored),
+            ("in", &stats.queued_in),
+        ],
     );
     out.family(
         "cluster_sessions_adopted_total",

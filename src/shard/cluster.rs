@@ -18,6 +18,29 @@ use crate::protocol::{Disconnect, Packet, QoS, ReasonCode};
 use crate::session::Delivery;
 use crate::store::record::SessionRecord;
 
+/// How many of a session's last copies in the stream of queued messages may still be needed:
+/// every entry queued from its oldest one not acknowledged (queued, or sent without PUBACK or
+/// PUBREC) on. Copies are made in the order entries are numbered, and the stream keeps that
+/// order per session, so keeping that many last copies keeps every unacknowledged one. It
+/// counts QoS 0 entries and entries without a copy too, so it may keep a few acknowledged
+/// copies (duplicates after a failover, never a loss); 0 when nothing is unacknowledged.
+fn copies_to_keep(state: &crate::session::SessionState) -> u64 {
+    let queued = state.queued().next().map(|q| q.seq);
+    let sent = state
+        .inflight
+        .iter()
+        .filter(|entry| matches!(entry.state, crate::session::InflightState::Sent(_)))
+        .map(|entry| entry.seq)
+        .min();
+    match (queued, sent) {
+        (None, None) => 0,
+        (a, b) => {
+            let oldest = a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX));
+            state.next_seq().saturating_sub(oldest)
+        }
+    }
+}
+
 impl Shard {
     /// Acknowledges a PUBLISH just handled (`routed`: it was routed now, not a repeated QoS 2):
     /// refused when the link could not take it for the other nodes, held for the stream when the
@@ -86,7 +109,7 @@ impl Shard {
     /// With persistence on, tells the other shards how many of their mails this shard handled
     /// and whether their records are durable, once the stream also holds the copies of offline
     /// queued messages made here so far: a PUBACK on another shard waits for those copies as
-    /// for the records (docs/CLUSTER.md, "Messages queued while offline").
+    /// for the records (docs/CLUSTER.md, "Messages queued for a persistent session").
     pub(super) fn reply_durable_after_copies(&mut self, received: Vec<u64>, ok: bool) {
         let now = match self.cluster.as_mut() {
             Some(cluster) => cluster.hold_durable(received, ok),
@@ -183,7 +206,7 @@ impl Shard {
             }
             self.store_meta(key);
             self.mirror_session(key);
-            self.resumed_in_cluster(&client_id, true);
+            self.resumed_in_cluster(key, true);
             if let Some(cluster) = &self.cluster {
                 cluster
                     .handle()
@@ -230,16 +253,59 @@ impl Shard {
         cluster.copy_queued(client_id, message, shard);
     }
 
-    /// A session resumed here: from the mirror (`mirrored`), the messages its former node
-    /// queued for it are taken from the stream; otherwise the stream's copies are not needed.
-    pub(super) fn resumed_in_cluster(&self, client_id: &ByteString, mirrored: bool) {
-        if let Some(cluster) = &self.cluster {
-            let client_id = client_id.clone();
-            cluster.handle().session_mail(if mirrored {
-                ToLink::TakeQueued { client_id }
+    /// Session `key` resumed here: from the mirror (`mirrored`), the messages its former node
+    /// queued for it are taken from the stream; otherwise the stream's copies are trimmed to
+    /// those of the messages it still holds unacknowledged, at the next tick.
+    pub(super) fn resumed_in_cluster(&mut self, key: SessionKey, mirrored: bool) {
+        let Some(client_id) = self.sessions.get(key).map(|s| s.state.client_id.clone()) else {
+            return;
+        };
+        if let Some(cluster) = self.cluster.as_mut() {
+            if mirrored {
+                cluster
+                    .handle()
+                    .session_mail(ToLink::TakeQueued { client_id });
             } else {
-                ToLink::PurgeQueued { client_id }
-            });
+                cluster.trim_due(key);
+            }
+        }
+    }
+
+    /// The client of session `key` acknowledged a message (PUBACK, or PUBREC for QoS 2): the
+    /// copy in the stream is not needed any more, dropped at the next trim.
+    pub(super) fn acknowledged_in_cluster(&mut self, key: SessionKey) {
+        let persistent = self
+            .sessions
+            .get(key)
+            .is_some_and(|s| s.state.expiry_secs > 0);
+        if persistent
+            && let Some(cluster) = self.cluster.as_mut()
+            && cluster.handle().shares_retained()
+        {
+            cluster.trim_due(key);
+        }
+    }
+
+    /// At each tick: the sessions whose clients acknowledged messages since the last one keep
+    /// in the stream only the copies of the messages from their oldest unacknowledged one on
+    /// (docs/CLUSTER.md, "Messages for a connected client"): one purge per session and tick,
+    /// never one per acknowledgement.
+    pub(super) fn trim_queued_copies(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        for key in cluster.take_trims() {
+            let Some(session) = self.sessions.get(key) else {
+                continue;
+            };
+            if session.state.expiry_secs == 0 || session.forward_to.is_some() {
+                continue;
+            }
+            let keep = copies_to_keep(&session.state);
+            let client_id = session.state.client_id.clone();
+            if let Some(cluster) = &self.cluster {
+                cluster.trim_copies(client_id, keep);
+            }
         }
     }
 
@@ -312,5 +378,94 @@ impl Shard {
             session.state.expiry_secs = 0;
         }
         self.end_session(key, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use bytestring::ByteString;
+
+    use super::copies_to_keep;
+    use crate::message::Message;
+    use crate::protocol::QoS;
+    use crate::session::{Delivery, Held, SessionLimits, SessionState};
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            outbox_messages_max: 100,
+            outbox_bytes_max: 1 << 20,
+            inflight_messages_max: 100,
+            subscriptions_max: 10,
+            queue_qos0_offline: false,
+            drop_oldest: false,
+            shard_messages_max: 1_000,
+            shard_bytes_max: 1 << 20,
+            shard_share_messages: 0,
+            shard_share_bytes: 0,
+        }
+    }
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery::plain(Arc::new(Message {
+            id: 0,
+            topic: ByteString::from_static("t"),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain: false,
+            properties: Default::default(),
+            publisher: ByteString::from_static("p"),
+            received_at: Instant::now(),
+            expires_at: None,
+        }))
+    }
+
+    /// The copies kept are those from the oldest entry not acknowledged on: out-of-order
+    /// acknowledgements keep the acknowledged ones after it, a PUBREC counts as acknowledged,
+    /// and nothing is kept once everything is.
+    #[test]
+    fn copies_kept_from_the_oldest_unacknowledged_entry() {
+        let (now, mut held) = (Instant::now(), Held::default());
+        let limits = limits();
+        let mut state = SessionState::new("c".into(), crate::protocol::Version::V5, 600);
+        assert_eq!(copies_to_keep(&state), 0);
+        let qos = [
+            QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
+            QoS::ExactlyOnce,
+            QoS::AtLeastOnce,
+        ];
+        let queue = |state: &mut SessionState, qos, online, held: &mut Held| {
+            let queued = state.enqueue(delivery(qos), online, &limits, held, now, &mut Vec::new());
+            assert!(queued.is_ok());
+        };
+        for qos in qos {
+            queue(&mut state, qos, true, &mut held);
+        }
+        // Four queued, none sent: all four kept.
+        assert_eq!(copies_to_keep(&state), 4);
+        let mut ids = Vec::new();
+        let mut expired = 0;
+        while let Some(out) = state.next_to_send(10, now, &mut expired, &mut held) {
+            ids.push(out.packet_id.unwrap());
+        }
+        assert_eq!(copies_to_keep(&state), 4);
+        // The second acknowledged first: the first still holds all four.
+        assert!(state.inflight.puback(ids[1], &mut held));
+        assert_eq!(copies_to_keep(&state), 4);
+        // The first too: from the third on.
+        assert!(state.inflight.puback(ids[0], &mut held));
+        assert_eq!(copies_to_keep(&state), 2);
+        // The QoS 2 one's PUBREC: only the last.
+        assert!(state.inflight.pubrec(ids[2], &mut held));
+        assert_eq!(copies_to_keep(&state), 1);
+        assert!(state.inflight.puback(ids[3], &mut held));
+        assert_eq!(copies_to_keep(&state), 0);
+        // A new one queued while offline: kept.
+        queue(&mut state, QoS::AtLeastOnce, false, &mut held);
+        assert_eq!(copies_to_keep(&state), 1);
     }
 }

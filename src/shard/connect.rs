@@ -507,7 +507,7 @@ impl Shard {
         let key = self.install_session(state, generation, ticket);
         if resume {
             // Without a former shard here, the session came from the cluster's mirror.
-            self.resumed_in_cluster(&client_id, handover_from.is_none());
+            self.resumed_in_cluster(key, handover_from.is_none());
         }
         if let Some(from) = handover_from {
             self.moved_in(key, from, seen, forwarded, now);

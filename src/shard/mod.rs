@@ -412,8 +412,14 @@ impl Shard {
     ) {
         match packet {
             Packet::Publish(publish) => self.on_publish(conn_id, session, publish, now),
-            Packet::PubAck(ack) => self.on_puback(conn_id, session, ack, now),
-            Packet::PubRec(ack) => self.on_pubrec(conn_id, session, ack, now),
+            Packet::PubAck(ack) => {
+                self.on_puback(conn_id, session, ack, now);
+                self.acknowledged_in_cluster(session);
+            }
+            Packet::PubRec(ack) => {
+                self.on_pubrec(conn_id, session, ack, now);
+                self.acknowledged_in_cluster(session);
+            }
             Packet::PubRel(ack) => self.on_pubrel(conn_id, session, ack, now),
             Packet::PubComp(ack) => self.on_pubcomp(conn_id, session, ack, now),
             Packet::Subscribe(subscribe) => self.on_subscribe(conn_id, session, subscribe, now),
@@ -506,6 +512,7 @@ impl Shard {
     fn on_tick(&mut self, now: Instant) {
         self.check_connections(now);
         self.expire_sessions(now);
+        self.trim_queued_copies();
     }
 
     /// Queues mail for `to` (itself included: the shell hands self-mail straight back).

@@ -423,12 +423,10 @@ impl Shard {
             return;
         }
         let online = session.conn;
-        // A QoS 1/2 message for an offline persistent session is also kept in the cluster's
-        // stream, for a resume on another node if this one dies (docs/CLUSTER.md).
-        let copy = (clustered
-            && online.is_none()
-            && session.state.expiry_secs > 0
-            && delivery.qos != QoS::AtMostOnce)
+        // A QoS 1/2 message for a persistent session, connected or not, is also kept in the
+        // cluster's stream until acknowledged, for a resume on another node if this one dies
+        // (docs/CLUSTER.md).
+        let copy = (clustered && session.state.expiry_secs > 0 && delivery.qos != QoS::AtMostOnce)
             .then(|| {
                 let client_id = session.state.client_id.clone();
                 (client_id, Arc::clone(&delivery.message), delivery.qos)
