@@ -137,22 +137,24 @@ impl Nats {
     }
 
     /// The messages stream `name` holds, from the monitoring port (0 while it does not exist).
+    /// Messages in stream `name`; a stream missing from `/jsz` (or a reply without its count)
+    /// fails the test, so a wait for 0 cannot pass on a stream that is not there.
     fn stream_messages(&self, name: &str) -> u64 {
         let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], self.monitor));
         let body: String = common::admin_get(monitor, "/jsz?accounts=true&streams=true")
             .chars()
             .filter(|c| !c.is_whitespace())
             .collect();
-        let Some((_, after)) = body.split_once(&format!("\"name\":\"{name}\"")) else {
-            return 0;
-        };
+        let (_, after) = body
+            .split_once(&format!("\"name\":\"{name}\""))
+            .unwrap_or_else(|| panic!("stream {name} is not in /jsz"));
         after
             .split_once("\"messages\":")
             .and_then(|(_, rest)| {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 digits.parse().ok()
             })
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no message count for stream {name} in /jsz"))
     }
 
     fn kill(mut self) -> u16 {
@@ -193,9 +195,16 @@ fn node_with(
     TestBroker::with_config(config)
 }
 
+/// A cluster series' value; a series missing from `/metrics` fails the test (every cluster
+/// series is rendered, zero included), so a check for 0 cannot pass on a renamed series.
 fn cluster_metric(broker: &TestBroker, series: &str) -> f64 {
     let metrics = admin_get(broker.admin_addr().expect("admin"), "/metrics");
-    metric(&metrics, &format!("ringmq_{series} "))
+    let prefix = format!("ringmq_{series} ");
+    assert!(
+        metrics.lines().any(|line| line.starts_with(&prefix)),
+        "{series} is not in /metrics"
+    );
+    metric(&metrics, &prefix)
 }
 
 fn messages_out(broker: &TestBroker) -> f64 {
@@ -1074,6 +1083,11 @@ fn messages_in_flight_to_a_connected_session_survive_its_node() {
     let (mut roamer, present) = persistent_client_at(second.shard(1), "holder");
     assert!(present, "session present on node 2");
     receive_numbered(&mut roamer, &[("q", 10)], |_| QoS::AtLeastOnce);
+    // Node 2 purges what it took and copies the 10 again as it sends them: a 0 between the two
+    // would say nothing of the trim.
+    wait_for("node 2 copied the 10 it sent", || {
+        copies_stored(second.admin_addr().expect("admin")) >= 10.0
+    });
     wait_for("the copies trimmed once acknowledged on node 2", || {
         nats.stream_messages(queued_stream) == 0
     });
@@ -1117,6 +1131,10 @@ fn adopted_session_resumes(name: &str, on_third: bool) {
     // node_timeout_ms; node 3 does not.
     wait_for("node 2 adopted the dead node's session", || {
         cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
+    });
+    // Node 3 times node 1 out on its own clock: once it has, it has made its choice.
+    wait_for("node 3 forgot the dead node", || {
+        cluster_metric(&third, "cluster_nodes") == 1.0
     });
     assert_eq!(
         cluster_metric(&third, "cluster_sessions_adopted_total"),
@@ -1246,8 +1264,12 @@ fn a_stream_batch_delivered_again_is_not_routed_twice() {
     let first = node("again", "n1", nats.port);
     // The smallest inbound queue: a big batch overflows it, and the stream delivers the batch
     // again after a pause.
+    // The subscriber's outbox holds all 1,500: with the default 1,000 a burst that reaches it
+    // faster than the test reads drops the rest (it failed so with 1,062 of 1,500 arrived), which
+    // is the outbox's limit at work, not the stream's redelivery this test is about.
     let second = node_with("again", "n2", nats.port, |config| {
         config.cluster.inbound_queue_max = 64;
+        config.limits.outbox_messages_max = 4_000;
     });
     wait_hearing(&[&first, &second]);
     let mut subscriber = client(&second, 1, "sub");

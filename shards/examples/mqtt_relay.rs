@@ -58,7 +58,7 @@ impl Sink {
 type Topics = Rc<RefCell<HashMap<Vec<u8>, Rc<Sink>>>>;
 
 async fn serve(stream: shards::TcpStream, topics: Topics) {
-    let _ = stream.set_nodelay(true);
+    // No `set_nodelay`: a shards listener's connections inherit TCP_NODELAY from it.
     let (mut reader, writer): (ReadHalf, WriteHalf) = stream.split();
     let me = Rc::new(Sink {
         half: RefCell::new(Some(writer)),

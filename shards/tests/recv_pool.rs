@@ -427,8 +427,10 @@ fn check_a_paused_stream_reads_on(recv_buffers: usize) {
         std::thread::sleep(Duration::from_millis(100));
         echo(&mut stream, &pattern(50, 12));
         let after = stats(addr);
+        // Two receives at least: the echo's, and the mode byte of the connection `stats` opens
+        // (which alone would make `after` larger than `before`).
         assert!(
-            after.receives > before.receives,
+            after.receives >= before.receives + 2,
             "the read after the end did not go through the pool: {before:?} -> {after:?}"
         );
         drop(stream);

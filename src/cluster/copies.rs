@@ -57,7 +57,16 @@ pub struct Done {
 #[derive(Default)]
 pub struct Copies {
     waiting: HashMap<ByteString, Vec<Pending>>,
-    stored: HashMap<ByteString, VecDeque<(u64, u64)>>,
+    stored: HashMap<ByteString, Stored>,
+}
+
+/// What the stream holds of one session's copies, as this node stored them.
+#[derive(Default)]
+struct Stored {
+    /// (stream sequence, copies) of each batch, oldest first.
+    batches: VecDeque<(u64, u64)>,
+    /// Everything below this sequence is purged already: a cut there would purge nothing.
+    purged_below: u64,
 }
 
 impl Copies {
@@ -132,7 +141,9 @@ impl Copies {
                     } else {
                         self.stored.get(&client_id)
                     };
-                    cut = find_cut(&batches, stored, keep);
+                    cut = find_cut(&batches, stored.map(|s| &s.batches), keep).filter(|cut| {
+                        !matches!((cut, stored), (Cut::Stored(below), Some(s)) if *below <= s.purged_below)
+                    });
                 }
             }
         }
@@ -150,21 +161,24 @@ impl Copies {
         let client_id = done.client_id;
         let stored = self.stored.entry(client_id.clone()).or_default();
         if done.purged_all {
-            stored.clear();
+            // Nothing below the first batch stored after the purge is left.
+            stored.batches.clear();
+            stored.purged_below = done.stored.first().map_or(0, |(sequence, _)| *sequence);
         }
-        stored.extend(done.stored);
+        stored.batches.extend(done.stored);
         if let Some(below) = done.purged_below {
-            stored.retain(|(sequence, _)| *sequence >= below);
+            stored.batches.retain(|(sequence, _)| *sequence >= below);
+            stored.purged_below = stored.purged_below.max(below);
         }
         // Beyond the limit the two oldest count as one, at the older sequence: a cut there
         // keeps both.
-        while stored.len() > STORED_MAX
-            && let Some((sequence, oldest)) = stored.pop_front()
-            && let Some(next) = stored.front_mut()
+        while stored.batches.len() > STORED_MAX
+            && let Some((sequence, oldest)) = stored.batches.pop_front()
+            && let Some(next) = stored.batches.front_mut()
         {
             *next = (sequence, next.1 + oldest);
         }
-        if stored.is_empty() {
+        if stored.batches.is_empty() {
             self.stored.remove(&client_id);
         }
     }
@@ -292,8 +306,9 @@ mod tests {
         // (older copies may be a former run's).
         copies.trim(client(), 14);
         assert_eq!(one_plan(&mut copies).cut, None);
+        // The last 9: from sequence 2 on, purged below already: nothing to ask the stream.
         copies.trim(client(), 9);
-        assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(2)));
+        assert_eq!(one_plan(&mut copies).cut, None);
         copies.trim(client(), 8);
         assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(3)));
     }
@@ -314,8 +329,13 @@ mod tests {
         assert_eq!(plan.cut, Some(Cut::Batch(0)));
         stored(&mut copies, &plan, 8);
         // What remains: the batches at 8 and 9, 6 copies; the one at 7 was purged.
+        // The last 6 or 5 (from 8 on): below 8 is purged already; the last 2 (from 9 on).
         copies.trim(client(), 6);
-        assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(8)));
+        assert_eq!(one_plan(&mut copies).cut, None);
+        copies.trim(client(), 5);
+        assert_eq!(one_plan(&mut copies).cut, None);
+        copies.trim(client(), 2);
+        assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(9)));
         copies.trim(client(), 7);
         assert_eq!(one_plan(&mut copies).cut, None);
     }
@@ -337,8 +357,11 @@ mod tests {
         // Only 2 copies exist after the purge: nothing more to cut.
         assert_eq!(plan.cut, None);
         stored(&mut copies, &plan, 2);
+        // The last 2 are the batch at 2, and the purge of all left nothing below it.
         copies.trim(client(), 2);
-        assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(2)));
+        assert_eq!(one_plan(&mut copies).cut, None);
+        copies.trim(client(), 1);
+        assert_eq!(one_plan(&mut copies).cut, None);
         copies.trim(client(), 0);
         let plan = one_plan(&mut copies);
         stored(&mut copies, &plan, 3);
@@ -354,8 +377,8 @@ mod tests {
             stored(&mut copies, &plan, sequence);
         }
         let kept = &copies.stored[CLIENT];
-        assert_eq!(kept.len(), STORED_MAX);
-        assert_eq!(kept.front(), Some(&(1, 3)));
+        assert_eq!(kept.batches.len(), STORED_MAX);
+        assert_eq!(kept.batches.front(), Some(&(1, 3)));
         // Every copy kept: the cut is at the oldest sequence, purging nothing needed.
         copies.trim(client(), STORED_MAX as u64 + 2);
         assert_eq!(one_plan(&mut copies).cut, Some(Cut::Stored(1)));

@@ -274,13 +274,14 @@ impl Shard {
     /// The client of session `key` acknowledged a message (PUBACK, or PUBREC for QoS 2): the
     /// copy in the stream is not needed any more, dropped at the next trim.
     pub(super) fn acknowledged_in_cluster(&mut self, key: SessionKey) {
-        let persistent = self
-            .sessions
-            .get(key)
-            .is_some_and(|s| s.state.expiry_secs > 0);
-        if persistent
-            && let Some(cluster) = self.cluster.as_mut()
-            && cluster.handle().shares_retained()
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if cluster.handle().shares_retained()
+            && self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.state.expiry_secs > 0)
         {
             cluster.trim_due(key);
         }
@@ -301,11 +302,10 @@ impl Shard {
             if session.state.expiry_secs == 0 || session.forward_to.is_some() {
                 continue;
             }
-            let keep = copies_to_keep(&session.state);
-            let client_id = session.state.client_id.clone();
-            if let Some(cluster) = &self.cluster {
-                cluster.trim_copies(client_id, keep);
-            }
+            cluster.trim_copies(
+                session.state.client_id.clone(),
+                copies_to_keep(&session.state),
+            );
         }
     }
 

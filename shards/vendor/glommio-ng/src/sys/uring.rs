@@ -1060,14 +1060,6 @@ impl PollRing {
         self.allocator.new_buffer(size).unwrap()
     }
 
-    /// ringmq patch (change 13): nothing queued for this ring, staged in it or in the kernel,
-    /// so polling it would find nothing. It serves only O_DIRECT storage, which most turns of
-    /// a broker never touch; the run loop used to poll it five times a turn regardless.
-    fn is_quiet(&mut self) -> bool {
-        self.in_kernel == 0
-            && self.submission_queue.borrow().is_empty()
-            && self.ring.submission().is_empty()
-    }
 }
 
 impl UringCommon for PollRing {
@@ -2116,7 +2108,9 @@ impl Reactor {
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         {
             let mut poll_ring = self.poll_ring.borrow_mut();
-            if !poll_ring.is_quiet() {
+            // ringmq patch (change 13): a ring that can sleep (nothing queued, staged or in the
+            // kernel) has nothing to find; it serves only O_DIRECT storage.
+            if !poll_ring.can_sleep() {
                 poll_ring.poll(woke)?;
             }
         }
@@ -2170,7 +2164,7 @@ impl Reactor {
 
         // ringmq patch (change 13): a quiet poll ring is left alone; nothing in this function
         // queues work for it.
-        let poll_busy = !poll_ring.is_quiet();
+        let poll_busy = !poll_ring.can_sleep();
         if poll_busy {
             consume_rings!(into &mut woke; poll_ring);
         }
