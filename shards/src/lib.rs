@@ -96,4 +96,4 @@ pub use net::{
 };
 pub use preflight::memlock_needed_bytes;
 pub use runtime::{Runtime, RuntimeHandle, planned_shard_count, start};
-pub use task::{Task, Waited, live_tasks, spawn_local, waited, yield_now};
+pub use task::{Task, live_tasks, spawn_local, yield_now};

@@ -22,42 +22,6 @@ pub async fn yield_now() {
     futures_lite::future::yield_now().await;
 }
 
-pin_project_lite::pin_project! {
-    /// The future of [`waited`]: the inner future, and whether it has returned `Pending`.
-    #[must_use = "futures do nothing unless awaited"]
-    pub struct Waited<F> {
-        #[pin]
-        future: F,
-        waited: bool,
-    }
-}
-
-/// Runs `future` to its end, and says whether it had to wait (returned `Pending` at least
-/// once) or was ready at its first poll. A loop that yields after each step only when the step
-/// did not wait ([`yield_now`]) gives its shard back when the step completes at once, without
-/// a second run of its task for each step that already waited. Costs one flag beside the
-/// future, where an async fn wrapping it would hold the future twice.
-pub fn waited<F: Future>(future: F) -> Waited<F> {
-    Waited {
-        future,
-        waited: false,
-    }
-}
-
-impl<F: Future> Future for Waited<F> {
-    type Output = (F::Output, bool);
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.future.poll(cx) {
-            Poll::Ready(output) => Poll::Ready((output, *this.waited)),
-            Poll::Pending => {
-                *this.waited = true;
-                Poll::Pending
-            }
-        }
-    }
-}
-
 /// A spawned task. Await it for its output; dropping it cancels the task; `detach` lets it run on.
 #[must_use = "dropping a Task cancels it; call detach() to let it run"]
 pub struct Task<T>(glommio::Task<T>);
@@ -132,21 +96,5 @@ pub(crate) fn spawn_into<T: 'static>(
         Ok(task) => Task(task),
         // Our own bug, not an input: the three queues are created at shard start and never removed.
         Err(error) => panic!("task queue {queue:?} missing: {error}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::waited;
-    use futures_lite::future::{block_on, yield_now};
-
-    #[test]
-    fn waited_says_whether_the_future_returned_pending() {
-        assert_eq!(block_on(waited(async { 7 })), (7, false));
-        let after_a_wait = async {
-            yield_now().await;
-            8
-        };
-        assert_eq!(block_on(waited(after_a_wait)), (8, true));
     }
 }
