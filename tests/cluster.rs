@@ -191,6 +191,9 @@ fn node_with(
     config.cluster.nats_urls = vec![format!("nats://127.0.0.1:{port}")];
     config.cluster.heartbeat_ms = 100;
     config.cluster.node_timeout_ms = 2_000;
+    // Each of the 4 streams reserves this much of nats-server's file store when it is made; the
+    // default (1 GiB) needs 4 GiB of the store's disk, which a test machine may not have free.
+    config.cluster.stream_max_bytes = 32 << 20;
     change(&mut config);
     TestBroker::with_config(config)
 }
@@ -418,6 +421,39 @@ fn nothing_goes_to_nats_without_remote_interest() {
         "sent after the remote interest went"
     );
     for node in nodes {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn streams_larger_than_the_nats_file_store_are_reported_not_open() {
+    let store = TempDir::new("js-small");
+    let server_config = write_file(
+        &store,
+        "small.conf",
+        "jetstream { max_file_store: 256MB }\n",
+    );
+    let nats = Nats::start_with(
+        0,
+        &store.0.join("data"),
+        &["-c", &server_config.to_string_lossy()],
+    );
+    // 4 streams of 1 GiB each do not fit in 256 MB; 4 of 32 MiB do. The two nodes are in
+    // clusters of their own, so each makes its own streams.
+    let roomy = node_with("roomy", "n1", nats.port, |c| {
+        c.cluster.stream_max_bytes = 1 << 30;
+    });
+    let fits = node_with("fits", "n1", nats.port, |_| {});
+    wait_for("the node whose streams fit opens them", || {
+        cluster_metric(&fits, "cluster_streams_open") == 1.0
+    });
+    wait_for("the other node is connected to NATS", || {
+        cluster_metric(&roomy, "cluster_connected") == 1.0
+    });
+    // Its first attempt is made as soon as it is connected; it is refused and retried.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(cluster_metric(&roomy, "cluster_streams_open"), 0.0);
+    for node in [roomy, fits] {
         node.shutdown();
     }
 }

@@ -497,6 +497,7 @@ impl Link {
                         Ok(opened) => {
                             tracing::info!("cluster: reading this node's messages from the stream");
                             readers = Some(opened);
+                            self.stats.streams_open.store(true, Ordering::Release);
                             open_pause = REOPEN_PAUSE;
                         }
                         Err(error) => {
@@ -519,10 +520,12 @@ impl Link {
                     Some(Err(error)) => {
                         tracing::warn!(%error, "cluster: reading a stream failed; opening it again");
                         readers = None;
+                        self.stats.streams_open.store(false, Ordering::Release);
                         open_after = Instant::now() + REOPEN_PAUSE;
                     }
                     None => {
                         readers = None;
+                        self.stats.streams_open.store(false, Ordering::Release);
                         open_after = Instant::now() + REOPEN_PAUSE;
                     }
                 },

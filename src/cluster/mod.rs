@@ -108,6 +108,9 @@ pub enum ToLink {
 #[derive(Debug, Default)]
 pub struct ClusterStats {
     pub connected: AtomicBool,
+    /// This node reads the cluster's JetStream streams (QoS 1/2 across nodes, retained
+    /// messages, the session mirror).
+    pub streams_open: AtomicBool,
     pub nodes: AtomicU64,
     pub messages_out: AtomicU64,
     pub batches_out: AtomicU64,

@@ -52,6 +52,33 @@ fn hashed_subject(mut subject: String, text: &str) -> String {
     subject
 }
 
+/// Why stream `name` could not be made, with the fix when JetStream could not set aside
+/// `cluster.stream_max_bytes` for it: each of the four streams reserves that much of nats-server's
+/// file store (by default 75% of its disk's free space) when it is made.
+fn not_created(
+    name: &str,
+    config: &Cluster,
+    error: &jetstream::context::CreateStreamError,
+) -> String {
+    use jetstream::ErrorCode;
+    use jetstream::context::CreateStreamErrorKind;
+    if let CreateStreamErrorKind::JetStream(inner) = error.kind() {
+        let code = inner.error_code();
+        if code == ErrorCode::STORAGE_RESOURCES_EXCEEDED
+            || code == ErrorCode::INSUFFICIENT_RESOURCES
+        {
+            return format!(
+                "stream {name}: {error}: nats-server cannot set aside cluster.stream_max_bytes = \
+                 {} bytes for each of the cluster's 4 streams; lower cluster.stream_max_bytes, or \
+                 give nats-server more file store (`jetstream {{ max_file_store }}`, or more free \
+                 disk under its store directory)",
+                config.stream_max_bytes
+            );
+        }
+    }
+    format!("stream {name}: {error}")
+}
+
 /// A stream on disk named `name` over `subject`, within `stream_max_bytes`.
 fn file_stream(config: &Cluster, name: String, subject: String) -> stream::Config {
     stream::Config {
@@ -104,7 +131,7 @@ async fn open_last_per_subject(
     let stream = js
         .get_or_create_stream(stream_config)
         .await
-        .map_err(|error| format!("stream {name}: {error}"))?;
+        .map_err(|error| not_created(&name, config, &error))?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: format!("ringmq.{}.{what}.*", config.name),
@@ -144,7 +171,7 @@ pub async fn open(
     let stream = js
         .get_or_create_stream(stream_config(&config))
         .await
-        .map_err(|error| format!("stream ringmq_{}: {error}", config.name))?;
+        .map_err(|error| not_created(&format!("ringmq_{}", config.name), &config, &error))?;
     let durable = format!("ringmq_{}", config.node_id);
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -232,7 +259,7 @@ pub async fn open_queued(js: jetstream::Context, config: Cluster) -> Result<(), 
     js.get_or_create_stream(queued_config(&config))
         .await
         .map(|_| ())
-        .map_err(|error| format!("stream ringmq_{}_queued: {error}", config.name))
+        .map_err(|error| not_created(&format!("ringmq_{}_queued", config.name), &config, &error))
 }
 
 /// Every message queued on `subject`, oldest first (at most `QUEUED_TAKEN_MAX`).

@@ -560,6 +560,15 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
     );
     let connected = stats.connected.load(std::sync::atomic::Ordering::Acquire);
     out.sample("cluster_connected", &[], if connected { "1" } else { "0" });
+    out.family(
+        "cluster_streams_open",
+        "gauge",
+        "1 while this node reads the cluster's JetStream streams.",
+    );
+    let open = stats
+        .streams_open
+        .load(std::sync::atomic::Ordering::Acquire);
+    out.sample("cluster_streams_open", &[], if open { "1" } else { "0" });
     out.family("cluster_nodes", "gauge", "Other nodes this node hears.");
     out.sample("cluster_nodes", &[], &stats.nodes.load(Relaxed).to_string());
     out.family(
