@@ -226,6 +226,15 @@ impl Shard {
 
     /// Mails the message to every other shard whose replicated interest matches its topic.
     fn mail_interested_shards(&mut self, message: &Arc<Message>) -> bool {
+        self.mail_interested_shards_as(message, Mail::Publish)
+    }
+
+    /// As `mail_interested_shards`, each mail made by `mail` (a stream record keeps its tag).
+    pub(super) fn mail_interested_shards_as(
+        &mut self,
+        message: &Arc<Message>,
+        mail: impl Fn(Arc<Message>) -> Mail,
+    ) -> bool {
         let mut matched = false;
         let mut targets = ShardSet::new();
         self.interest
@@ -239,7 +248,7 @@ impl Shard {
         for shard in targets.iter() {
             if shard != self.id {
                 matched = true;
-                self.send_mail(shard, Mail::Publish(Arc::clone(message)));
+                self.send_mail(shard, mail(Arc::clone(message)));
             }
         }
         matched
@@ -410,10 +419,13 @@ impl Shard {
     /// Queues a delivery in a session (dropping a second copy while the session moves in) and,
     /// when it is online, writes what may go now.
     pub(super) fn enqueue_delivery(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
-        let clustered = self
-            .cluster
-            .as_ref()
-            .is_some_and(|cluster| cluster.handle().shares_retained());
+        let (clustered, tag) = match self.cluster.as_ref() {
+            Some(cluster) => (
+                cluster.handle().shares_retained(),
+                cluster.tag_of(delivery.message.id),
+            ),
+            None => (false, None),
+        };
         let Some(session) = self.sessions.get_mut(key) else {
             self.counters.dropped_no_session += 1;
             return;
@@ -422,6 +434,18 @@ impl Shard {
             self.counters.duplicates_dropped += 1;
             return;
         }
+        // A record of a stream batch: once per persisted session, across restarts too.
+        let noted = match tag {
+            Some(tag) if session.state.is_logged() => {
+                if self.cluster.as_ref().is_some_and(|cluster| {
+                    cluster.notes.queued_before(tag, &session.state.client_id)
+                }) {
+                    return self.skipped_stream_delivery();
+                }
+                Some((tag, session.state.client_id.clone()))
+            }
+            _ => None,
+        };
         let online = session.conn;
         // A QoS 1/2 message for a persistent session, connected or not, is also kept in the
         // cluster's stream until acknowledged, for a resume on another node if this one dies
@@ -447,6 +471,9 @@ impl Shard {
                 self.counters.dropped_shard_full += evicted.shard_full as u64;
                 if let Some((client_id, message, qos)) = copy {
                     self.copy_queued(client_id, message, qos);
+                }
+                if let Some((tag, client_id)) = noted {
+                    self.note_stream_delivery(tag, client_id);
                 }
             }
             Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,
