@@ -147,10 +147,22 @@ impl Shard {
         }
     }
 
-    /// A persisted session queued a tagged stream record: noted, and written with its records.
-    pub(super) fn note_stream_delivery(&mut self, tag: StreamTag, client_id: ByteString) {
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.notes.note(tag, client_id);
+    /// Whether the persisted session `key` queued the stream record of `tag` before.
+    pub(super) fn queued_before(&self, tag: StreamTag, key: SessionKey) -> bool {
+        let Some((cluster, session)) = self.cluster.as_ref().zip(self.sessions.get(key)) else {
+            return false;
+        };
+        session.state.is_logged() && cluster.notes.queued_before(tag, &session.state.client_id)
+    }
+
+    /// Session `key` queued the stream record of `tag`: noted when it is persisted, and written
+    /// with its records.
+    pub(super) fn note_stream_delivery(&mut self, tag: StreamTag, key: SessionKey) {
+        let Some((cluster, session)) = self.cluster.as_mut().zip(self.sessions.get(key)) else {
+            return;
+        };
+        if session.state.is_logged() {
+            cluster.notes.note(tag, session.state.client_id.clone());
         }
     }
 

@@ -419,13 +419,20 @@ impl Shard {
     /// Queues a delivery in a session (dropping a second copy while the session moves in) and,
     /// when it is online, writes what may go now.
     pub(super) fn enqueue_delivery(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
-        let (clustered, tag) = match self.cluster.as_ref() {
-            Some(cluster) => (
-                cluster.handle().shares_retained(),
-                cluster.tag_of(delivery.message.id),
-            ),
-            None => (false, None),
-        };
+        let clustered = self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.handle().shares_retained());
+        // A record of a stream batch: once per persisted session, across restarts too.
+        let tag = self
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.tag_of(delivery.message.id));
+        if let Some(tag) = tag
+            && self.queued_before(tag, key)
+        {
+            return self.skipped_stream_delivery();
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             self.counters.dropped_no_session += 1;
             return;
@@ -434,18 +441,6 @@ impl Shard {
             self.counters.duplicates_dropped += 1;
             return;
         }
-        // A record of a stream batch: once per persisted session, across restarts too.
-        let noted = match tag {
-            Some(tag) if session.state.is_logged() => {
-                if self.cluster.as_ref().is_some_and(|cluster| {
-                    cluster.notes.queued_before(tag, &session.state.client_id)
-                }) {
-                    return self.skipped_stream_delivery();
-                }
-                Some((tag, session.state.client_id.clone()))
-            }
-            _ => None,
-        };
         let online = session.conn;
         // A QoS 1/2 message for a persistent session, connected or not, is also kept in the
         // cluster's stream until acknowledged, for a resume on another node if this one dies
@@ -472,8 +467,8 @@ impl Shard {
                 if let Some((client_id, message, qos)) = copy {
                     self.copy_queued(client_id, message, qos);
                 }
-                if let Some((tag, client_id)) = noted {
-                    self.note_stream_delivery(tag, client_id);
+                if let Some(tag) = tag {
+                    self.note_stream_delivery(tag, key);
                 }
             }
             Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,
