@@ -1479,6 +1479,11 @@ fn a_stream_batch_delivered_again_after_the_receiver_crashed_is_not_queued_twice
         0.0,
         "the hook holds every ack"
     );
+    assert_eq!(
+        series(receiver.admin, "cluster_stream_notes"),
+        40.0,
+        "a note per message queued, kept while its batch is not acknowledged"
+    );
     receiver.kill();
     assert!(
         nats.stream_messages("ringmq_once") > 0,
@@ -1498,6 +1503,10 @@ fn a_stream_batch_delivered_again_after_the_receiver_crashed_is_not_queued_twice
         40.0,
         "each message queued before the crash is not queued again"
     );
+    // The stream's acknowledgement floor passed every batch: the notes go.
+    wait_for("node 2 forgot its notes", || {
+        series(receiver.admin, "cluster_stream_notes") == 0.0
+    });
     sender.shutdown();
 }
 

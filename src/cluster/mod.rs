@@ -151,6 +151,9 @@ pub struct ClusterStats {
     /// Deliveries of records of stream batches delivered again that a session had queued
     /// before (its note kept, or read back from disk after a restart): not queued again.
     pub stream_deliveries_skipped: AtomicU64,
+    /// Notes of stream records queued that the shards keep (a gauge: each shard adds its
+    /// changes).
+    pub stream_notes: AtomicU64,
 }
 
 impl ClusterStats {
@@ -219,8 +222,12 @@ pub struct ShardLink {
     /// The tag of the stream record being routed now, with its message's id (none for
     /// anything else).
     tag: Option<(tags::StreamTag, u64)>,
-    /// Which persisted sessions here queued which records of unacknowledged stream batches.
+    /// Which persisted sessions here queued which records of unacknowledged stream batches
+    /// (changed through `note`, `restore_note` and `forget_notes_through`, which keep the
+    /// node's gauge in step).
     pub notes: tags::StreamNotes,
+    /// This shard's part of the gauge `ClusterStats::stream_notes`.
+    notes_counted: u64,
 }
 
 /// What `route` did with a message for other nodes.
@@ -269,7 +276,37 @@ impl ShardLink {
             trims: HashSet::new(),
             tag: None,
             notes: tags::StreamNotes::default(),
+            notes_counted: 0,
         }
+    }
+
+    /// Session `client_id` queued the stream record of `tag`.
+    pub fn note(&mut self, tag: tags::StreamTag, client_id: ByteString) {
+        self.notes.note(tag, client_id);
+        self.count_notes();
+    }
+
+    /// A note read back at start.
+    pub fn restore_note(&mut self, tag: tags::StreamTag, client_id: ByteString) {
+        self.notes.restore(tag, client_id);
+        self.count_notes();
+    }
+
+    /// The stream's acknowledgement floor reached `floor`: the notes of batches up to it go.
+    pub fn forget_notes_through(&mut self, floor: u64) {
+        self.notes.forget_through(floor);
+        self.count_notes();
+    }
+
+    fn count_notes(&mut self) {
+        let now = self.notes.len() as u64;
+        let gauge = &self.handle.stats.stream_notes;
+        if now >= self.notes_counted {
+            gauge.fetch_add(now - self.notes_counted, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(self.notes_counted - now, Ordering::Relaxed);
+        }
+        self.notes_counted = now;
     }
 
     /// The tag of the stream record routed now, message `id` (`None` once it is routed).

@@ -706,6 +706,18 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         &stats.stream_records_skipped.load(Relaxed).to_string(),
     );
     out.family(
+        "cluster_stream_notes",
+        "gauge",
+        "Notes this node keeps of messages of stream batches queued for its persistent sessions, \
+         until the stream's acknowledgement floor passes their batch (docs/CLUSTER.md, Exactly \
+         once).",
+    );
+    out.sample(
+        "cluster_stream_notes",
+        &[],
+        &stats.stream_notes.load(Relaxed).to_string(),
+    );
+    out.family(
         "cluster_stream_deliveries_skipped_total",
         "counter",
         "Deliveries of messages of stream batches delivered again (after a restart of this node) \

@@ -162,7 +162,7 @@ impl Shard {
             return;
         };
         if session.state.is_logged() {
-            cluster.notes.note(tag, session.state.client_id.clone());
+            cluster.note(tag, session.state.client_id.clone());
         }
     }
 
@@ -177,7 +177,7 @@ impl Shard {
     /// The stream will not deliver the batches up to `floor` again: their notes go.
     pub(super) fn on_stream_ack_floor(&mut self, floor: u64) {
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.notes.forget_through(floor);
+            cluster.forget_notes_through(floor);
         }
     }
 

@@ -98,7 +98,7 @@ impl Shard {
         }
         if let Some(cluster) = self.cluster.as_mut() {
             for (client_id, tag) in restored.notes {
-                cluster.notes.restore(tag, client_id);
+                cluster.restore_note(tag, client_id);
             }
         }
         // The new generation starts from this state: its first snapshot is taken in slices

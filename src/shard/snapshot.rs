@@ -685,6 +685,12 @@ mod tests {
             vec![tag(0)],
             "its first snapshot"
         );
+        let gauge = || {
+            stats
+                .stream_notes
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(gauge(), 1, "the restored note counted");
         second.handle(tagged(queued, 0));
         assert_eq!(entries(&second.state_now()), 1, "not queued a second time");
         let skipped = || {
@@ -709,5 +715,6 @@ mod tests {
             notes_of(&second.state_now()).is_empty(),
             "acknowledged: forgotten"
         );
+        assert_eq!(gauge(), 0);
     }
 }
