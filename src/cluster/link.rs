@@ -44,8 +44,8 @@ const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
 /// so that one delivered again feeds only what did not go (docs/CLUSTER.md, "Exactly once").
 const FED_BATCHES_MAX: usize = 16_384;
 
-/// How often the link asks the stream for its consumer's acknowledgement floor, and tells the
-/// shards when it moved (their notes of stream records up to it go).
+/// How often the link asks the stream for its consumer's acknowledgement floor while the shards
+/// hold notes of stream records, and tells them when it moved (their notes up to it go).
 const FLOOR_EVERY: Duration = Duration::from_secs(1);
 /// Set in a node's environment (tests only): the link never acknowledges a stream batch, and
 /// counts the batches it held back (`ringmq_cluster_stream_batches_total{result="held"}`), so a
@@ -492,8 +492,10 @@ impl Link {
             {
                 opening = Some(Box::pin(open_readers(js.clone(), self.config.clone())));
             }
+            // Only while the shards hold notes (none with persistence off).
             if readers.is_some()
                 && floor_query.is_none()
+                && self.stats.stream_notes.load(Ordering::Relaxed) > 0
                 && self.connected()
                 && Instant::now() >= floor_after
                 && let Some(js) = &self.js
