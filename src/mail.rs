@@ -153,6 +153,22 @@ pub enum Mail {
     /// From the cluster link (`from` is the receiving shard itself): a message published on
     /// another node, for this node's subscribers (see docs/CLUSTER.md).
     Remote(Arc<Message>),
+    /// From the cluster link: a message of a stream batch (QoS 1/2 from another node), with its
+    /// tag, for this node's subscribers; a session that queued it before (the batch delivered
+    /// again after a restart) does not get it again (docs/CLUSTER.md, "Exactly once").
+    RemoteTagged {
+        message: Arc<Message>,
+        tag: crate::cluster::tags::StreamTag,
+    },
+    /// A `RemoteTagged` message routed by the sending shard, for this shard's local subscribers
+    /// (a local publish goes as `Publish`, without a tag).
+    PublishTagged {
+        message: Arc<Message>,
+        tag: crate::cluster::tags::StreamTag,
+    },
+    /// From the cluster link: every stream batch up to this stream sequence is acknowledged;
+    /// the notes of their records go.
+    StreamAckFloor(u64),
     /// From the cluster link: a message published on another node for one member of a shared
     /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md).
     RemoteShared(Box<SharedPublish>),
@@ -199,6 +215,7 @@ impl Mail {
         matches!(
             self,
             Mail::Publish(_)
+                | Mail::PublishTagged { .. }
                 | Mail::SharedPublish(_)
                 | Mail::Retain(_)
                 | Mail::Forward(_)

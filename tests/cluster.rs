@@ -920,6 +920,17 @@ impl NodeProcess {
     /// As `start`, with `extra` appended to its config (TOML tables after `[cluster]`);
     /// `{dir}` in it names a directory of the node's own.
     fn start_with(name: &str, id: &str, nats_port: u16, extra: &str) -> NodeProcess {
+        NodeProcess::start_env(name, id, nats_port, extra, &[])
+    }
+
+    /// As `start_with`, with the variables `env` set in the node's environment.
+    fn start_env(
+        name: &str,
+        id: &str,
+        nats_port: u16,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let dir = TempDir::new("node");
         let free_port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -941,6 +952,7 @@ impl NodeProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
             .arg("--config")
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1351,6 +1363,151 @@ fn a_stream_batch_delivered_again_is_not_routed_twice() {
     );
     first.shutdown();
     second.shutdown();
+}
+
+/// QoS 2 messages "tag:i" for each i of `numbers`, each exchange whole (PUBREC, then PUBREL
+/// and PUBCOMP) before the next.
+fn publish_exactly_once(
+    client: &mut RawClient,
+    topic: &str,
+    tag: &str,
+    numbers: std::ops::Range<u32>,
+) {
+    for i in numbers {
+        let id = (i % 60_000 + 1) as u16;
+        client.publish(
+            topic,
+            format!("{tag}:{i}").as_bytes(),
+            QoS::ExactlyOnce,
+            false,
+            Some(id),
+        );
+        match client.recv() {
+            Packet::PubRec(rec) => assert!(rec.reason.0 < 0x80, "PUBREC {rec:?}"),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+        client.send(&Packet::PubRel(common::response(common::pid(id))));
+        assert!(matches!(client.recv(), Packet::PubComp(_)), "PUBCOMP");
+    }
+}
+
+/// Receives QoS 2 messages "tag:i" for each i of `numbers`, in order, each once, completing
+/// each exchange (PUBREC, PUBREL, PUBCOMP); then nothing more comes within half a second.
+fn receive_exactly_once(client: &mut RawClient, tag: &str, numbers: std::ops::Range<u32>) {
+    let mut next = numbers.start;
+    let mut released = numbers.start;
+    while released < numbers.end {
+        match client.try_recv(Duration::from_secs(10)) {
+            Some(Packet::Publish(publish)) => {
+                let text = std::str::from_utf8(&publish.payload).unwrap().to_owned();
+                assert!(
+                    next < numbers.end,
+                    "a message more than was published: {text}"
+                );
+                assert_eq!(text, format!("{tag}:{next}"), "in order, each once");
+                assert_eq!(publish.qos, QoS::ExactlyOnce, "delivered QoS");
+                client.ack(&publish);
+                next += 1;
+            }
+            Some(Packet::PubRel(rel)) => {
+                client.send(&Packet::PubComp(common::response(rel.packet_id)));
+                released += 1;
+            }
+            other => panic!("expected {tag}:{next} or a PUBREL, got {other:?}"),
+        }
+    }
+    if let Some(more) = client.try_recv(Duration::from_millis(500)) {
+        panic!("a message more than was published: {more:?}");
+    }
+}
+
+/// Exactly once across a crash of the receiving node (docs/CLUSTER.md, "Exactly once for QoS 2
+/// across nodes"): node 2 (its own process, persistence on, `fsync = "always"`) never
+/// acknowledges its stream batches (the tests' hook), so when it is killed with SIGKILL every
+/// batch it took is routed, durable on its disk and not acknowledged: the stream delivers them
+/// all again to its next run. A persistent QoS 2 subscriber there got 20 messages online (each
+/// exchange whole) and had 20 queued offline; after the restart it gets the 20 queued ones
+/// once each, in order, and nothing more (without the notes of the records queued, all 40 come
+/// again: the test fails).
+#[test]
+fn a_stream_batch_delivered_again_after_the_receiver_crashed_is_not_queued_twice() {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    let sender = node_with("once", "n1", nats.port, |config| {
+        // Node 2's restart does not make node 1 forget it (nor adopt its sessions).
+        config.cluster.node_timeout_ms = 60_000;
+    });
+    let data = TempDir::new("n2");
+    let extra = format!(
+        "[persistence]\nenabled = true\nfsync = \"always\"\ndir = \"{}\"\n",
+        data.0.display()
+    );
+    let hold = [("RINGMQTEST_HOLD_STREAM_ACKS", "1")];
+    let receiver = NodeProcess::start_env("once", "n2", nats.port, &extra, &hold);
+    wait_for("node 1 hears node 2", || {
+        cluster_metric(&sender, "cluster_nodes") == 1.0
+    });
+    let (mut subscriber, present) = persistent_client_at(receiver.addr, "once");
+    assert!(!present);
+    assert_eq!(
+        subscriber.subscribe(1, &[("eo/+", QoS::ExactlyOnce)])[0].0,
+        2
+    );
+    let mut publisher = client(&sender, 1, "once-pub");
+    publish_exactly_once(&mut publisher, "eo/a", "a", 0..20);
+    receive_exactly_once(&mut subscriber, "a", 0..20);
+    subscriber.disconnect();
+    publish_exactly_once(&mut publisher, "eo/a", "a", 20..40);
+    let series =
+        |admin, name: &str| metric(&admin_get(admin, "/metrics"), &format!("ringmq_{name} "));
+    let batches = |admin, result: &str| {
+        series(
+            admin,
+            &format!("cluster_stream_batches_total{{result=\"{result}\"}}"),
+        )
+    };
+    wait_for(
+        "node 2 took the 40 messages, each batch routed and synced",
+        || {
+            series(receiver.admin, "cluster_messages_total{direction=\"in\"}") == 40.0
+                && batches(receiver.admin, "taken") > 0.0
+                && batches(receiver.admin, "held") >= batches(receiver.admin, "taken")
+        },
+    );
+    assert_eq!(
+        batches(receiver.admin, "acked"),
+        0.0,
+        "the hook holds every ack"
+    );
+    assert_eq!(
+        series(receiver.admin, "cluster_stream_notes"),
+        40.0,
+        "a note per message queued, kept while its batch is not acknowledged"
+    );
+    receiver.kill();
+    assert!(
+        nats.stream_messages("ringmq_once") > 0,
+        "the batches wait in the stream"
+    );
+    // The next run, from its disk, acknowledging: the stream delivers every batch again.
+    let receiver = NodeProcess::start_with("once", "n2", nats.port, &extra);
+    wait_for("node 2 took every batch again and acknowledged it", || {
+        nats.stream_messages("ringmq_once") == 0
+    });
+    let (mut subscriber, present) = persistent_client_at(receiver.addr, "once");
+    assert!(present, "the session restored from node 2's disk");
+    receive_exactly_once(&mut subscriber, "a", 20..40);
+    drop(subscriber);
+    assert_eq!(
+        series(receiver.admin, "cluster_stream_deliveries_skipped_total"),
+        40.0,
+        "each message queued before the crash is not queued again"
+    );
+    // The stream's acknowledgement floor passed every batch: the notes go.
+    wait_for("node 2 forgot its notes", || {
+        series(receiver.admin, "cluster_stream_notes") == 0.0
+    });
+    sender.shutdown();
 }
 
 #[test]

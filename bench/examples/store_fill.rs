@@ -91,8 +91,11 @@ fn main() {
                     .iter()
                     .filter(|s| home(&s.client_id) == shard)
                     .map(|s| (1, s, Some(expires_at))),
-                retained_messages.iter().filter(|m| home(&m.topic) == shard),
-                std::iter::empty(),
+                ringmq::store::SnapshotParts {
+                    retained: retained_messages.iter().filter(|m| home(&m.topic) == shard),
+                    wills: std::iter::empty(),
+                    notes: Vec::new(),
+                },
                 &clock,
                 0,
             )

@@ -44,6 +44,15 @@ const REOPEN_PAUSE_MAX: Duration = Duration::from_secs(30);
 /// so that one delivered again feeds only what did not go (docs/CLUSTER.md, "Exactly once").
 const FED_BATCHES_MAX: usize = 16_384;
 
+/// How often the link asks the stream for its consumer's acknowledgement floor while the shards
+/// hold notes of stream records, and tells them when it moved (their notes up to it go).
+const FLOOR_EVERY: Duration = Duration::from_secs(1);
+/// Set in a node's environment (tests only): the link never acknowledges a stream batch, and
+/// counts the batches it held back (`ringmq_cluster_stream_batches_total{result="held"}`), so a
+/// test can kill the node with batches routed and durable but not acknowledged.
+// Not `RINGMQ_`: those are config overrides, and this is not a key.
+const HOLD_ACKS_ENV: &str = "RINGMQTEST_HOLD_STREAM_ACKS";
+
 /// A stream batch that did not fit a shard's inbound queue is delivered again after this.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -309,6 +318,10 @@ struct Link {
     /// Mail for a home shard whose queue was full (retained writes from the retained stream,
     /// mirrored sessions), kept in order for the next turn.
     home_waiting: VecDeque<(usize, Mail)>,
+    /// The highest acknowledgement floor every shard was told of.
+    floor_told: u64,
+    /// Tests only (`HOLD_ACKS_ENV`): batches are never acknowledged.
+    hold_acks: bool,
     /// Reads of the queued messages of sessions resumed here from the mirror.
     takes:
         futures_util::stream::FuturesUnordered<LocalBoxFuture<'static, (ByteString, Vec<Bytes>)>>,
@@ -390,6 +403,8 @@ impl Link {
             fed_order: VecDeque::new(),
             home_waiting: VecDeque::new(),
             takes: futures_util::stream::FuturesUnordered::new(),
+            floor_told: 0,
+            hold_acks: std::env::var_os(HOLD_ACKS_ENV).is_some(),
             config,
         }
     }
@@ -463,6 +478,9 @@ impl Link {
         let mut opening: Option<LocalBoxFuture<'static, Result<Readers, String>>> = None;
         let mut open_after = Instant::now();
         let mut open_pause = REOPEN_PAUSE;
+        // The query of the stream's acknowledgement floor under way, and when the next may start.
+        let mut floor_query: Option<LocalBoxFuture<'static, Option<u64>>> = None;
+        let mut floor_after = Instant::now();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -473,6 +491,17 @@ impl Link {
                 && let Some(js) = &self.js
             {
                 opening = Some(Box::pin(open_readers(js.clone(), self.config.clone())));
+            }
+            // Only while the shards hold notes (none with persistence off).
+            if readers.is_some()
+                && floor_query.is_none()
+                && self.stats.stream_notes.load(Ordering::Relaxed) > 0
+                && self.connected()
+                && Instant::now() >= floor_after
+                && let Some(js) = &self.js
+            {
+                floor_after = Instant::now() + FLOOR_EVERY;
+                floor_query = Some(Box::pin(stream::ack_floor(js.clone(), self.config.clone())));
             }
             tokio::select! {
                 _ = &mut stopped => break,
@@ -490,6 +519,12 @@ impl Link {
                 Some((numbers, ok, done)) = self.units.next() => self.on_unit(&numbers, ok, done),
                 Some((client_id, taken)) = self.takes.next() => {
                     self.on_taken_queued(client_id, taken);
+                }
+                floor = maybe(&mut floor_query) => {
+                    floor_query = None;
+                    if let Some(floor) = floor {
+                        self.tell_floor(floor);
+                    }
                 }
                 opened = maybe(&mut opening) => {
                     opening = None;
@@ -692,18 +727,21 @@ impl Link {
     /// Messages from another node over core NATS (at most once): to the shard its origin shard
     /// maps to, in order; a full shard drops its messages.
     fn on_data(&mut self, payload: Bytes) {
-        self.feed(payload, None, 0);
+        self.feed(payload, None, 0, None);
     }
 
     /// Feeds a batch to the shards, each message to the shard its origin shard maps to, in
     /// order, after its first `skip` records (fed before). With `marks` (a stream batch) it
     /// stops at the first full shard and records, per shard fed, how many messages it will have
     /// routed once it routed this batch's. Also returns how many records went (with `skip`).
+    /// With the batch's stream `sequence`, each message for the node's subscribers carries its
+    /// tag (docs/CLUSTER.md, "Exactly once").
     fn feed(
         &mut self,
         mut payload: Bytes,
         mut marks: Option<&mut Vec<(usize, u64)>>,
         skip: usize,
+        sequence: Option<u64>,
     ) -> (Fed, usize) {
         let now = Instant::now();
         let shards = self.to_shards.len().max(1);
@@ -722,9 +760,17 @@ impl Link {
                 continue;
             }
             let shard = usize::from(received.origin_shard) % shards;
-            let mail = match received.share {
-                None => Mail::Remote(received.message),
-                Some(share) => match super::split_share(&share) {
+            let tag = sequence.map(|sequence| super::tags::StreamTag {
+                sequence,
+                index: u32::try_from(handed).unwrap_or(u32::MAX),
+            });
+            let mail = match (received.share, tag) {
+                (None, None) => Mail::Remote(received.message),
+                (None, Some(tag)) => Mail::RemoteTagged {
+                    message: received.message,
+                    tag,
+                },
+                (Some(share), _) => match super::split_share(&share) {
                     Some((group, filter)) => Mail::RemoteShared(Box::new(SharedPublish {
                         message: received.message,
                         filter: ByteString::from(filter),
@@ -794,7 +840,8 @@ impl Link {
             Some((handed, marks)) => (*handed, marks.clone()),
             None => (0, Vec::new()),
         };
-        let (fed, handed) = self.feed(message.payload.clone(), Some(&mut marks), skip);
+        let tagged = (sequence != 0).then_some(sequence);
+        let (fed, handed) = self.feed(message.payload.clone(), Some(&mut marks), skip, tagged);
         if sequence != 0 {
             self.remember_fed(sequence, handed, &marks);
         }
@@ -1003,6 +1050,23 @@ impl Link {
         self.wait_to_store(subject, payload);
     }
 
+    /// The stream holds every batch up to `floor` acknowledged: the shards forget their notes
+    /// of those batches' records (each told again next time when its queue was full).
+    fn tell_floor(&mut self, floor: u64) {
+        if floor <= self.floor_told {
+            return;
+        }
+        // Every shard is tried, whether or not one before had room.
+        let untold = self
+            .to_shards
+            .iter()
+            .filter(|to| to.try_send(Mail::StreamAckFloor(floor)).is_err())
+            .count();
+        if untold == 0 {
+            self.floor_told = floor;
+        }
+    }
+
     /// Acknowledges to the stream the batches the shards have routed, oldest first.
     async fn ack_taken(&mut self) {
         if !self.connected() {
@@ -1020,6 +1084,10 @@ impl Link {
             let Some(taken) = self.taken.pop_front() else {
                 break;
             };
+            if self.hold_acks {
+                ClusterStats::add(&self.stats.stream_held, 1);
+                continue;
+            }
             match taken.message.ack().await {
                 Ok(()) => ClusterStats::add(&self.stats.stream_acked, 1),
                 // Not acknowledged: delivered again after the wait, a duplicate QoS 1 allows.

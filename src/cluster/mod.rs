@@ -11,6 +11,7 @@ mod copies;
 mod link;
 pub mod mirror;
 mod stream;
+pub mod tags;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -143,12 +144,20 @@ pub struct ClusterStats {
     pub stream_in: AtomicU64,
     pub stream_acked: AtomicU64,
     pub stream_retried: AtomicU64,
+    /// Batches routed and not acknowledged, held back by the tests' hook (`HOLD_ACKS_ENV`).
+    pub stream_held: AtomicU64,
     /// Records of stream batches delivered again that were not fed again (fed before).
     pub stream_records_skipped: AtomicU64,
+    /// Deliveries of records of stream batches delivered again that a session had queued
+    /// before (its note kept, or read back from disk after a restart): not queued again.
+    pub stream_deliveries_skipped: AtomicU64,
+    /// Notes of stream records queued that the shards keep (a gauge: each shard adds its
+    /// changes).
+    pub stream_notes: AtomicU64,
 }
 
 impl ClusterStats {
-    fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -210,6 +219,15 @@ pub struct ShardLink {
     /// Sessions (by key) whose client acknowledged messages since the last trim, or that
     /// resumed here: their copies in the stream of queued messages are trimmed at the next tick.
     trims: HashSet<usize>,
+    /// The tag of the stream record being routed now, with its message's id (none for
+    /// anything else).
+    tag: Option<(tags::StreamTag, u64)>,
+    /// Which persisted sessions here queued which records of unacknowledged stream batches
+    /// (changed through `note`, `restore_note` and `forget_notes_through`, which keep the
+    /// node's gauge in step).
+    pub notes: tags::StreamNotes,
+    /// This shard's part of the gauge `ClusterStats::stream_notes`.
+    notes_counted: u64,
 }
 
 /// What `route` did with a message for other nodes.
@@ -256,7 +274,51 @@ impl ShardLink {
             answered: 0,
             held_durable: VecDeque::new(),
             trims: HashSet::new(),
+            tag: None,
+            notes: tags::StreamNotes::default(),
+            notes_counted: 0,
         }
+    }
+
+    /// Session `client_id` queued the stream record of `tag`.
+    pub fn note(&mut self, tag: tags::StreamTag, client_id: ByteString) {
+        self.notes.note(tag, client_id);
+        self.count_notes();
+    }
+
+    /// A note read back at start.
+    pub fn restore_note(&mut self, tag: tags::StreamTag, client_id: ByteString) {
+        self.notes.restore(tag, client_id);
+        self.count_notes();
+    }
+
+    /// The stream's acknowledgement floor reached `floor`: the notes of batches up to it go.
+    pub fn forget_notes_through(&mut self, floor: u64) {
+        self.notes.forget_through(floor);
+        self.count_notes();
+    }
+
+    fn count_notes(&mut self) {
+        let now = self.notes.len() as u64;
+        let gauge = &self.handle.stats.stream_notes;
+        if now >= self.notes_counted {
+            gauge.fetch_add(now - self.notes_counted, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(self.notes_counted - now, Ordering::Relaxed);
+        }
+        self.notes_counted = now;
+    }
+
+    /// The tag of the stream record routed now, message `id` (`None` once it is routed).
+    pub fn set_tag(&mut self, tag: Option<(tags::StreamTag, u64)>) {
+        self.tag = tag;
+    }
+
+    /// The tag of message `id` while it is routed (not of another message queued meanwhile,
+    /// such as a shared one offered again to another member).
+    pub fn tag_of(&self, id: u64) -> Option<tags::StreamTag> {
+        self.tag
+            .and_then(|(tag, routed)| (routed == id).then_some(tag))
     }
 
     /// Rebuilds the tries when the link published a new table.

@@ -193,6 +193,19 @@ pub async fn open(
         .map_err(|error| format!("consumer {durable}: {error}"))
 }
 
+/// The stream sequence up to which this node's consumer has every batch acknowledged (the
+/// stream never delivers those again), or `None` when NATS did not answer in time.
+pub async fn ack_floor(js: jetstream::Context, config: Cluster) -> Option<u64> {
+    let durable = format!("ringmq_{}", config.node_id);
+    let stream = format!("ringmq_{}", config.name);
+    let query = async {
+        let consumer: consumer::PullConsumer =
+            js.get_consumer_from_stream(durable, stream).await.ok()?;
+        Some(consumer.cached_info().ack_floor.stream_sequence)
+    };
+    tokio::time::timeout(STORE_TRY, query).await.ok().flatten()
+}
+
 /// Stores one batch, trying again (with the same `Nats-Msg-Id`, so a batch stored but not
 /// answered is not stored twice) until the stream takes it (its stream sequence) or `deadline`
 /// passes (`None`).

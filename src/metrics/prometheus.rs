@@ -678,7 +678,8 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         "counter",
         "Batches of QoS 1/2 messages through the JetStream stream: stored for other nodes, not \
          stored in time (their PUBACK/PUBREC refused), taken by this node, acknowledged to the \
-         stream, and asked again because a shard's queue was full.",
+         stream, asked again because a shard's queue was full, and held back unacknowledged \
+         (tests only: RINGMQTEST_HOLD_STREAM_ACKS).",
     );
     labelled_counters(
         &mut out,
@@ -690,6 +691,7 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
             ("taken", &stats.stream_in),
             ("acked", &stats.stream_acked),
             ("retried", &stats.stream_retried),
+            ("held", &stats.stream_held),
         ],
     );
     out.family(
@@ -702,6 +704,29 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         "cluster_stream_records_skipped_total",
         &[],
         &stats.stream_records_skipped.load(Relaxed).to_string(),
+    );
+    out.family(
+        "cluster_stream_notes",
+        "gauge",
+        "Notes this node keeps of messages of stream batches queued for its persistent sessions, \
+         until the stream's acknowledgement floor passes their batch (docs/CLUSTER.md, Exactly \
+         once).",
+    );
+    out.sample(
+        "cluster_stream_notes",
+        &[],
+        &stats.stream_notes.load(Relaxed).to_string(),
+    );
+    out.family(
+        "cluster_stream_deliveries_skipped_total",
+        "counter",
+        "Deliveries of messages of stream batches delivered again (after a restart of this node) \
+         that a session here had already queued before: not queued a second time.",
+    );
+    out.sample(
+        "cluster_stream_deliveries_skipped_total",
+        &[],
+        &stats.stream_deliveries_skipped.load(Relaxed).to_string(),
     );
     out.text
 }

@@ -11,6 +11,7 @@ use super::conn::Phase;
 use super::{ConnId, SessionKey, Shard};
 use shards::ShardId;
 
+use crate::cluster::tags::StreamTag;
 use crate::cluster::{Routed, ToLink};
 use crate::mail::Mail;
 use crate::message::Message;
@@ -117,6 +118,66 @@ impl Shard {
         };
         if let Some((received, ok)) = now {
             self.reply_durable(received, ok);
+        }
+    }
+
+    /// A message of a stream batch from another node (docs/CLUSTER.md, "Exactly once"): routed
+    /// as `route_remote`, its tag with it, so that a session that queued it before the batch
+    /// came again (after a restart) does not get it twice.
+    pub(super) fn route_remote_tagged(
+        &mut self,
+        message: Arc<Message>,
+        tag: StreamTag,
+        now: Instant,
+    ) {
+        self.store_begin_route();
+        self.deliver_tagged(&message, tag, now);
+        self.mail_interested_shards_as(&message, |message| Mail::PublishTagged { message, tag });
+        self.routed_remote_when_durable();
+    }
+
+    /// Delivers a tagged stream record to this shard's subscribers.
+    pub(super) fn deliver_tagged(&mut self, message: &Arc<Message>, tag: StreamTag, now: Instant) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.set_tag(Some((tag, message.id)));
+        }
+        self.deliver_local(message, now);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.set_tag(None);
+        }
+    }
+
+    /// Whether the persisted session `key` queued the stream record of `tag` before.
+    pub(super) fn queued_before(&self, tag: StreamTag, key: SessionKey) -> bool {
+        let Some((cluster, session)) = self.cluster.as_ref().zip(self.sessions.get(key)) else {
+            return false;
+        };
+        session.state.is_logged() && cluster.notes.queued_before(tag, &session.state.client_id)
+    }
+
+    /// Session `key` queued the stream record of `tag`: noted when it is persisted, and written
+    /// with its records.
+    pub(super) fn note_stream_delivery(&mut self, tag: StreamTag, key: SessionKey) {
+        let Some((cluster, session)) = self.cluster.as_mut().zip(self.sessions.get(key)) else {
+            return;
+        };
+        if session.state.is_logged() {
+            cluster.note(tag, session.state.client_id.clone());
+        }
+    }
+
+    /// A tagged stream record a session had queued before: not queued again (counted).
+    pub(super) fn skipped_stream_delivery(&self) {
+        if let Some(cluster) = &self.cluster {
+            let stats = &cluster.handle().stats;
+            crate::cluster::ClusterStats::add(&stats.stream_deliveries_skipped, 1);
+        }
+    }
+
+    /// The stream will not deliver the batches up to `floor` again: their notes go.
+    pub(super) fn on_stream_ack_floor(&mut self, floor: u64) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.forget_notes_through(floor);
         }
     }
 

@@ -492,6 +492,9 @@ impl Shard {
             Mail::Durable { count, ok } => self.on_durable(from, count, ok),
             Mail::Restored => self.on_restored(),
             Mail::Remote(message) => self.route_remote(message, now),
+            Mail::RemoteTagged { message, tag } => self.route_remote_tagged(message, tag, now),
+            Mail::PublishTagged { message, tag } => self.deliver_tagged(&message, tag, now),
+            Mail::StreamAckFloor(floor) => self.on_stream_ack_floor(floor),
             Mail::RemoteShared(shared) => self.route_remote_shared(*shared, now),
             Mail::QueuedFor { client_id, message } => {
                 self.on_queued_for(from, client_id, message, now)

@@ -96,6 +96,11 @@ impl Shard {
                 (will.due, will.username, self.will_bytes.hold(will.will)),
             );
         }
+        if let Some(cluster) = self.cluster.as_mut() {
+            for (client_id, tag) in restored.notes {
+                cluster.restore_note(tag, client_id);
+            }
+        }
         // The new generation starts from this state: its first snapshot is taken in slices
         // while the shard serves, before its first log (store_task).
         self.begin_snapshot(false);
@@ -333,7 +338,18 @@ impl Shard {
                 }
             }
             self.store_ops = ops;
+            // After the `Queued` records they vouch for, in the same write: a cut write never
+            // keeps a note without its records.
+            if let Some(cluster) = self.cluster.as_mut() {
+                for (tag, client_id) in cluster.notes.take_unwritten() {
+                    writer.record(&Record::StreamNote { client_id, tag });
+                }
+            }
         } else {
+            // Kept in memory: the snapshot that makes the log whole again writes them.
+            if let Some(cluster) = self.cluster.as_mut() {
+                cluster.notes.take_unwritten();
+            }
             // A broken log keeps nothing; sessions still drop what they noted.
             let mut ops = std::mem::take(&mut self.store_ops);
             for key in dirty.drain(..) {
@@ -386,7 +402,17 @@ impl Shard {
             .delayed_wills
             .iter()
             .map(|(client_id, (due, username, will))| (client_id, username, *due, &**will));
-        crate::store::write_snapshot(sessions, self.retained.values(), wills, clock, size_hint)
+        let notes = self
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.notes.all())
+            .unwrap_or_default();
+        let parts = crate::store::SnapshotParts {
+            retained: self.retained.values(),
+            wills,
+            notes,
+        };
+        crate::store::write_snapshot(sessions, parts, clock, size_hint)
     }
 
     /// What the store task should write now, if anything.

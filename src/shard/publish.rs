@@ -226,6 +226,15 @@ impl Shard {
 
     /// Mails the message to every other shard whose replicated interest matches its topic.
     fn mail_interested_shards(&mut self, message: &Arc<Message>) -> bool {
+        self.mail_interested_shards_as(message, Mail::Publish)
+    }
+
+    /// As `mail_interested_shards`, each mail made by `mail` (a stream record keeps its tag).
+    pub(super) fn mail_interested_shards_as(
+        &mut self,
+        message: &Arc<Message>,
+        mail: impl Fn(Arc<Message>) -> Mail,
+    ) -> bool {
         let mut matched = false;
         let mut targets = ShardSet::new();
         self.interest
@@ -239,7 +248,7 @@ impl Shard {
         for shard in targets.iter() {
             if shard != self.id {
                 matched = true;
-                self.send_mail(shard, Mail::Publish(Arc::clone(message)));
+                self.send_mail(shard, mail(Arc::clone(message)));
             }
         }
         matched
@@ -414,6 +423,16 @@ impl Shard {
             .cluster
             .as_ref()
             .is_some_and(|cluster| cluster.handle().shares_retained());
+        // A record of a stream batch: once per persisted session, across restarts too.
+        let tag = self
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.tag_of(delivery.message.id));
+        if let Some(tag) = tag
+            && self.queued_before(tag, key)
+        {
+            return self.skipped_stream_delivery();
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             self.counters.dropped_no_session += 1;
             return;
@@ -447,6 +466,9 @@ impl Shard {
                 self.counters.dropped_shard_full += evicted.shard_full as u64;
                 if let Some((client_id, message, qos)) = copy {
                     self.copy_queued(client_id, message, qos);
+                }
+                if let Some(tag) = tag {
+                    self.note_stream_delivery(tag, key);
                 }
             }
             Err(DropReason::QueueFull) => self.counters.dropped_queue_full += 1,

@@ -14,6 +14,7 @@
 use bytestring::ByteString;
 
 use super::Shard;
+use crate::cluster::tags::StreamTag;
 use crate::store::record::Record;
 use crate::store::{Clock, RecordWriter};
 
@@ -41,6 +42,8 @@ enum Stage {
     Retained(usize),
     /// The clients with a delayed will when this stage began, and the next of them.
     Wills(Vec<ByteString>, usize),
+    /// The notes of stream records queued when this stage began, and the next of them.
+    Notes(Vec<(StreamTag, ByteString)>, usize),
 }
 
 impl Shard {
@@ -134,7 +137,13 @@ impl Shard {
             }
             Stage::Wills(clients, next) => {
                 let Some(client_id) = clients.get(*next) else {
-                    return false;
+                    let notes = self
+                        .cluster
+                        .as_ref()
+                        .map(|cluster| cluster.notes.all())
+                        .unwrap_or_default();
+                    *stage = Stage::Notes(notes, 0);
+                    return true;
                 };
                 if let Some((due, username, will)) = self.delayed_wills.get(client_id) {
                     let record = crate::store::will_record(
@@ -146,6 +155,16 @@ impl Shard {
                     );
                     writer.record(&Record::WillSet(record));
                 }
+                *next += 1;
+            }
+            Stage::Notes(notes, next) => {
+                let Some((tag, client_id)) = notes.get(*next) else {
+                    return false;
+                };
+                writer.record(&Record::StreamNote {
+                    client_id: client_id.clone(),
+                    tag: *tag,
+                });
                 *next += 1;
             }
         }
@@ -196,8 +215,16 @@ mod tests {
 
     impl Harness {
         fn new(restored: Restored) -> Harness {
+            Harness::joined(restored, None)
+        }
+
+        /// As `new`, in a cluster (before the restore, as the shell does) when `cluster` is set.
+        fn joined(restored: Restored, cluster: Option<crate::cluster::ClusterHandle>) -> Harness {
             let settings = Arc::new(Settings::from_config(&Config::default(), 1));
             let mut shard = Shard::new(ShardId::new(0), 1, settings);
+            if let Some(cluster) = cluster {
+                shard.set_cluster(cluster);
+            }
             shard.enable_store(FsyncMode::Always);
             let mut harness = Harness {
                 shard,
@@ -588,5 +615,106 @@ mod tests {
         assert_eq!(routed(), 1, "an older sync does not cover it");
         harness.shard.on_stored(harness.appended, None, false);
         assert_eq!(routed(), 2, "counted once the store synced its record");
+    }
+
+    /// A message of a stream batch (docs/CLUSTER.md, "Exactly once"): queued for the offline
+    /// persisted session `s0`, its note is written after the `Queued` record in the same write,
+    /// read back with the session, and on the run restored from it the same record (the batch
+    /// delivered again) is not queued again while another record of the batch is; once the
+    /// stream's acknowledgement floor passes the batch, the note goes from the next snapshot.
+    #[test]
+    fn a_stream_record_queued_before_a_restart_is_not_queued_again() {
+        use crate::cluster::tags::StreamTag;
+        let tagged = |message: Arc<Message>, index: u32| Event::Mail {
+            from: ShardId::new(0),
+            mail: Mail::RemoteTagged {
+                message,
+                tag: StreamTag {
+                    sequence: 42,
+                    index,
+                },
+            },
+        };
+        let (handle, _) = crate::cluster::ClusterHandle::unlinked(1);
+        let mut first = Harness::joined(restored(1, 0, 0), Some(handle));
+        while first.slice() {}
+        let payload = Bytes::from_static(b"remote");
+        let queued = message((1 << 60) + 1, "q/0", payload.clone(), &first.clock);
+        first.handle(tagged(Arc::clone(&queued), 0));
+        let mut log = Bytes::from(first.log_after_cut.clone());
+        let mut kinds = Vec::new();
+        while let Some(record) = record::decode(&mut log).unwrap() {
+            kinds.push(match record {
+                Record::Queued(_) => "queued",
+                Record::StreamNote { .. } => "note",
+                _ => "other",
+            });
+        }
+        let queued_at = kinds.iter().position(|k| *k == "queued").expect("queued");
+        let noted_at = kinds.iter().position(|k| *k == "note").expect("noted");
+        assert!(queued_at < noted_at, "the note after its record: {kinds:?}");
+        let read = first.read_back();
+        let tag = |index| StreamTag {
+            sequence: 42,
+            index,
+        };
+        let notes_of = |state: &Replayed| {
+            state
+                .notes
+                .get("s0")
+                .map(|tags| tags.iter().copied().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(notes_of(&read), vec![tag(0)]);
+        assert_eq!(
+            notes_of(&first.state_now()),
+            vec![tag(0)],
+            "a whole snapshot too"
+        );
+        let entries = |state: &Replayed| state.sessions["s0"].entries.len();
+        assert_eq!(entries(&read), 1);
+        // The next run, from what the first wrote.
+        let clock = first.clock;
+        let restored = crate::store::restore::split(read, 1, |_| 0, &clock);
+        let (handle, _) = crate::cluster::ClusterHandle::unlinked(1);
+        let stats = Arc::clone(&handle.stats);
+        let mut second = Harness::joined(restored.into_iter().next().unwrap(), Some(handle));
+        while second.slice() {}
+        assert_eq!(
+            notes_of(&second.read_back()),
+            vec![tag(0)],
+            "its first snapshot"
+        );
+        let gauge = || {
+            stats
+                .stream_notes
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(gauge(), 1, "the restored note counted");
+        second.handle(tagged(queued, 0));
+        assert_eq!(entries(&second.state_now()), 1, "not queued a second time");
+        let skipped = || {
+            stats
+                .stream_deliveries_skipped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(skipped(), 1);
+        let next = message((1 << 60) + 2, "q/0", payload, &second.clock);
+        second.handle(tagged(next, 1));
+        assert_eq!(
+            entries(&second.state_now()),
+            2,
+            "another record of the batch is"
+        );
+        assert_eq!(notes_of(&second.state_now()), vec![tag(0), tag(1)]);
+        second.handle(Event::Mail {
+            from: ShardId::new(0),
+            mail: Mail::StreamAckFloor(42),
+        });
+        assert!(
+            notes_of(&second.state_now()).is_empty(),
+            "acknowledged: forgotten"
+        );
+        assert_eq!(gauge(), 0);
     }
 }

@@ -253,13 +253,21 @@ impl RecordWriter<'_> {
 /// messages and the delayed wills (client id, username, due, will) of one shard. `size_hint`
 /// (the bytes it is expected to take, e.g. the last snapshot's) sizes the buffer once instead
 /// of growing it by copies.
-pub fn write_snapshot<'a>(
+pub fn write_snapshot<'a, R, W>(
     sessions: impl Iterator<Item = (u64, &'a crate::session::SessionState, Option<Instant>)>,
-    retained: impl Iterator<Item = &'a Arc<Message>>,
-    wills: impl Iterator<Item = (&'a ByteString, &'a Option<ByteString>, Instant, &'a Will)>,
+    parts: SnapshotParts<R, W>,
     clock: &Clock,
     size_hint: usize,
-) -> Vec<u8> {
+) -> Vec<u8>
+where
+    R: Iterator<Item = &'a Arc<Message>>,
+    W: Iterator<Item = (&'a ByteString, &'a Option<ByteString>, Instant, &'a Will)>,
+{
+    let SnapshotParts {
+        retained,
+        wills,
+        notes,
+    } = parts;
     let mut out = Vec::with_capacity(size_hint);
     let mut last_inline = None;
     let mut writer = RecordWriter {
@@ -279,8 +287,19 @@ pub fn write_snapshot<'a>(
         let record = will_record(client_id.clone(), username.clone(), due, will, clock);
         writer.record(&Record::WillSet(record));
     }
+    for (tag, client_id) in notes {
+        writer.record(&Record::StreamNote { client_id, tag });
+    }
     writer.record(&Record::SnapshotEnd);
     out
+}
+
+/// What a whole snapshot holds besides the sessions: the retained messages, the delayed wills
+/// (client id, username, due, will) and the notes of stream records queued (tag, client id).
+pub struct SnapshotParts<R, W> {
+    pub retained: R,
+    pub wills: W,
+    pub notes: Vec<(crate::cluster::tags::StreamTag, ByteString)>,
 }
 
 /// Whether a retained topic is kept on disk: `$SYS` topics are the broker's own, rewritten every

@@ -177,6 +177,12 @@ pub enum Record {
     WillGone {
         client_id: ByteString,
     },
+    /// The session of `client_id` queued record `tag` of a stream batch from another node
+    /// (docs/CLUSTER.md, "Exactly once"): written after the batch's `Queued` records.
+    StreamNote {
+        client_id: ByteString,
+        tag: crate::cluster::tags::StreamTag,
+    },
 }
 
 mod kind {
@@ -193,6 +199,7 @@ mod kind {
     pub const RETAIN_CLEAR: u8 = 11;
     pub const WILL_SET: u8 = 12;
     pub const WILL_GONE: u8 = 13;
+    pub const STREAM_NOTE: u8 = 14;
 }
 
 /// Appends one framed record to `out`.
@@ -319,6 +326,12 @@ fn put_body(record: &Record, out: &mut Vec<u8>) {
             out.put_u8(kind::WILL_GONE);
             put_str(out, client_id);
         }
+        Record::StreamNote { client_id, tag } => {
+            out.put_u8(kind::STREAM_NOTE);
+            put_str(out, client_id);
+            out.put_u64_le(tag.sequence);
+            out.put_u32_le(tag.index);
+        }
     }
 }
 
@@ -362,6 +375,13 @@ fn read_body(r: &mut Reader) -> Result<Record, RecordError> {
         }),
         kind::WILL_GONE => Record::WillGone {
             client_id: r.str()?,
+        },
+        kind::STREAM_NOTE => Record::StreamNote {
+            client_id: r.str()?,
+            tag: crate::cluster::tags::StreamTag {
+                sequence: r.u64()?,
+                index: r.u32()?,
+            },
         },
         other => return Err(RecordError::UnknownType(other)),
     };

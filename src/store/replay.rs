@@ -44,6 +44,8 @@ pub struct Replayed {
     /// The largest message counter seen (the low 48 bits of a message id, whichever shard
     /// made it), so that new ids never repeat one: every shard starts counting above it.
     pub max_message_counter: u64,
+    /// Per client id: the stream records its session queued, of batches that may come again.
+    pub notes: HashMap<ByteString, BTreeSet<crate::cluster::tags::StreamTag>>,
 }
 
 /// Applies records in log order. `last_inline` resolves `MessageRef::Earlier`: a writer names
@@ -76,6 +78,7 @@ impl Replayer {
                     }
                 } else {
                     state.sessions.remove(&client_id);
+                    state.notes.remove(&client_id);
                     let ended = state.ended.entry(client_id).or_insert(0);
                     *ended = (*ended).max(stamp);
                 }
@@ -127,6 +130,9 @@ impl Replayer {
             }
             Record::WillGone { client_id } => {
                 state.wills.remove(&client_id);
+            }
+            Record::StreamNote { client_id, tag } => {
+                state.notes.entry(client_id).or_default().insert(tag);
             }
         }
     }
@@ -252,6 +258,9 @@ impl Replayed {
             }
             for (client_id, will) in part.wills {
                 merged.wills.entry(client_id).or_insert(will);
+            }
+            for (client_id, tags) in part.notes {
+                merged.notes.entry(client_id).or_default().extend(tags);
             }
         }
         let ended = &merged.ended;

@@ -39,6 +39,9 @@ pub struct Restored {
     pub wills: Vec<RestoredWill>,
     /// Message ids restored anywhere stay below this counter, so new ones never repeat them.
     pub message_id_floor: u64,
+    /// The stream records the sessions here queued, of batches that may come again (client id,
+    /// tag).
+    pub notes: Vec<(ByteString, crate::cluster::tags::StreamTag)>,
 }
 
 /// Splits the state over `shard_count` shards by `home`. The sessions and the retained messages
@@ -54,8 +57,14 @@ pub fn split(
         retained,
         wills,
         max_message_counter,
+        notes,
         ..
     } = replayed;
+    // The notes go with their sessions to the home shard of the client id.
+    let notes: Vec<_> = notes
+        .into_iter()
+        .filter(|(client_id, _)| sessions.contains_key(client_id))
+        .collect();
     let share = |n: usize| n / shard_count.max(1) + n / 16;
     let home = &home;
     let (mut shards, retained) = std::thread::scope(|scope| {
@@ -82,6 +91,13 @@ pub fn split(
     for (shard, part) in shards.iter_mut().zip(retained) {
         shard.retained = part;
         shard.message_id_floor = max_message_counter + 1;
+    }
+    for (client_id, tags) in notes {
+        if let Some(shard) = shards.get_mut(home(&client_id)) {
+            shard
+                .notes
+                .extend(tags.into_iter().map(|tag| (client_id.clone(), tag)));
+        }
     }
     for (client_id, record) in wills {
         if let Some(shard) = shards.get_mut(home(&client_id)) {

@@ -126,8 +126,16 @@ fn every_kind() -> Vec<Record> {
         Record::WillGone {
             client_id: id("c4"),
         },
+        Record::StreamNote {
+            client_id: id("c1"),
+            tag: tag(1 << 40, 70_000),
+        },
         Record::SnapshotEnd,
     ]
+}
+
+fn tag(sequence: u64, index: u32) -> crate::cluster::tags::StreamTag {
+    crate::cluster::tags::StreamTag { sequence, index }
 }
 
 fn encode_all(records: &[Record]) -> Vec<u8> {
@@ -340,6 +348,62 @@ fn an_ended_session_is_gone_and_changes_for_unknown_sessions_are_counted() {
     ]);
     assert!(state.sessions.is_empty());
     assert_eq!(state.orphans, 2);
+}
+
+/// The notes of stream records queued (docs/CLUSTER.md, "Exactly once"): kept per client id,
+/// merged across the shards' logs, gone with their session's end, and handed at the split to
+/// the home shard of their session, for the sessions that are restored only.
+#[test]
+fn stream_notes_are_restored_with_their_sessions() {
+    let first = replay(vec![
+        Record::Session(session("a", 1)),
+        Record::Queued(queued("a", 1, MessageRef::Inline(message(5, "t", b"x")))),
+        Record::StreamNote {
+            client_id: id("a"),
+            tag: tag(7, 0),
+        },
+        Record::Session(session("gone", 1)),
+        Record::StreamNote {
+            client_id: id("gone"),
+            tag: tag(7, 0),
+        },
+        Record::SessionGone {
+            client_id: id("gone"),
+            moved: false,
+            stamp: 1,
+        },
+        Record::StreamNote {
+            client_id: id("nobody"),
+            tag: tag(7, 1),
+        },
+    ]);
+    assert!(!first.notes.contains_key("gone"), "gone with its session");
+    // The same session's notes from another shard's log (it moved there and queued more).
+    let second = replay(vec![
+        Record::Session(session("b", 1)),
+        Record::StreamNote {
+            client_id: id("a"),
+            tag: tag(9, 2),
+        },
+        Record::StreamNote {
+            client_id: id("b"),
+            tag: tag(7, 0),
+        },
+    ]);
+    let merged = Replayed::merge(vec![first, second]);
+    let of = |client: &str| -> Vec<_> { merged.notes[client].iter().copied().collect() };
+    assert_eq!(of("a"), vec![tag(7, 0), tag(9, 2)]);
+    assert_eq!(of("b"), vec![tag(7, 0)]);
+    let clock = super::Clock::now();
+    let home = |client: &str| usize::from(client == "b");
+    let parts = super::restore::split(merged, 2, home, &clock);
+    let notes = |shard: usize| {
+        let mut notes = parts[shard].notes.clone();
+        notes.sort();
+        notes
+    };
+    assert_eq!(notes(0), vec![(id("a"), tag(7, 0)), (id("a"), tag(9, 2))]);
+    assert_eq!(notes(1), vec![(id("b"), tag(7, 0))]);
 }
 
 mod acks {
