@@ -1004,16 +1004,39 @@ fn mirror_out(broker: &TestBroker) -> f64 {
 /// Cluster `name`: its JetStream store, its NATS server, nodes 2 and 3 in this process and
 /// node 1 as a process of its own (to be killed), all hearing each other.
 fn killable_cluster(name: &str) -> (TempDir, Nats, TestBroker, TestBroker, NodeProcess) {
-    let store = TempDir::new("js");
-    let nats = Nats::start(0, &store.0);
+    let (store, nats) = nats_with_store();
     let second = node(name, "n2", nats.port);
     let third = node(name, "n3", nats.port);
     let first = NodeProcess::start(name, "n1", nats.port);
-    wait_for("nodes 2 and 3 hear each other and node 1", || {
-        cluster_metric(&second, "cluster_nodes") == 2.0
-            && cluster_metric(&third, "cluster_nodes") == 2.0
-    });
+    wait_hearing_three(&second, &third);
     (store, nats, second, third, first)
+}
+
+/// A NATS server on an OS-chosen port with its JetStream store (removed on drop).
+fn nats_with_store() -> (TempDir, Nats) {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    (store, nats)
+}
+
+/// Waits until nodes 2 and 3 (in this process) hear each other and node 1.
+fn wait_hearing_three(second: &TestBroker, third: &TestBroker) {
+    wait_for("nodes 2 and 3 hear each other and node 1", || {
+        cluster_metric(second, "cluster_nodes") == 2.0
+            && cluster_metric(third, "cluster_nodes") == 2.0
+    });
+}
+
+/// A new persistent session of `id` at `addr` subscribed to `filter` at QoS 1, left offline,
+/// once `reader` has read its three mirror records (CONNECT, SUBSCRIBE, DISCONNECT).
+fn offline_session(addr: std::net::SocketAddr, id: &str, filter: &str, reader: &TestBroker) {
+    let (mut client, present) = persistent_client_at(addr, id);
+    assert!(!present);
+    assert_eq!(client.subscribe(1, &[(filter, QoS::AtLeastOnce)])[0].0, 1);
+    client.disconnect();
+    wait_for("the session's three records read", || {
+        mirror_in(reader) >= 3.0
+    });
 }
 
 #[test]
@@ -1258,20 +1281,11 @@ fn with_persistence_an_adopted_session_is_kept_on_the_adopters_disk() {
         nats.port,
         "[persistence]\nenabled = true\ndir = \"{dir}\"\n",
     );
-    wait_for("nodes 2 and 3 hear each other and node 1", || {
-        cluster_metric(&second, "cluster_nodes") == 2.0
-            && cluster_metric(&third, "cluster_nodes") == 2.0
-    });
+    wait_hearing_three(&second, &third);
     let queued_stream = "ringmq_adoptdisk_queued";
     // An offline persistent session on node 1 (its records read by node 2) with 5 QoS 1
     // messages queued there and copied to the stream; node 1 is killed.
-    let (mut roamer, present) = persistent_client_at(first.addr, "keeper");
-    assert!(!present);
-    assert_eq!(roamer.subscribe(1, &[("ap/a", QoS::AtLeastOnce)])[0].0, 1);
-    roamer.disconnect();
-    wait_for("node 2 read the session's three records", || {
-        mirror_in(&second) >= 3.0
-    });
+    offline_session(first.addr, "keeper", "ap/a", &second);
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     publish_numbered(&mut local, "ap/a", "q", 5, QoS::AtLeastOnce);
     wait_for("the stream holds the 5 queued copies", || {
@@ -1303,6 +1317,94 @@ fn with_persistence_an_adopted_session_is_kept_on_the_adopters_disk() {
         nats.stream_messages(queued_stream) == 0
     });
     second.shutdown();
+}
+
+/// Two nodes hold a session of one client id: node 1 dies with it offline, node 2 adopts it
+/// and queues 5 messages ("a") for it, node 1 restarts from its disk with its own session of
+/// the client and queues 5 more ("b"). The client resumes on node 1 and acknowledges: node 1
+/// trims its copies, and node 2's copies of "a" (its session ended by the client's claim,
+/// without a purge) stay, so when node 1 dies too the client resuming on node 3 gets the "a"
+/// messages it never received. (With one subject per client id, node 1's trim purges node
+/// 2's copies too: the test fails.)
+#[test]
+fn a_trim_by_one_of_two_nodes_holding_a_session_keeps_the_other_nodes_copies() {
+    let (_store, nats) = nats_with_store();
+    let second = node("twins", "n2", nats.port);
+    let third = node("twins", "n3", nats.port);
+    let data = TempDir::new("n1");
+    let extra = format!(
+        "[persistence]\nenabled = true\ndir = \"{}\"\n",
+        data.0.display()
+    );
+    let first = NodeProcess::start_with("twins", "n1", nats.port, &extra);
+    wait_hearing_three(&second, &third);
+    let queued_stream = "ringmq_twins_queued";
+    offline_session(first.addr, "twin", "tw/a", &second);
+    first.kill();
+    wait_for("node 2 adopted the dead node's session", || {
+        cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
+    });
+    // On the adopted session's shard: each PUBACK comes once the stream holds the copy.
+    let home = ringmq::shard::home_of("twin", SHARDS).index();
+    let mut near = client(&second, home, "near");
+    publish_numbered(&mut near, "tw/a", "a", 5, QoS::AtLeastOnce);
+    assert_eq!(copies_stored(second.admin_addr().expect("admin")), 5.0);
+    // Node 1 again, from its disk: its session of the client is back beside node 2's.
+    let first = NodeProcess::start_with("twins", "n1", nats.port, &extra);
+    let series =
+        |admin, name: &str| metric(&admin_get(admin, "/metrics"), &format!("ringmq_{name} "));
+    wait_for("node 1 connected and hearing nodes 2 and 3", || {
+        std::net::TcpStream::connect(first.admin).is_ok()
+            && series(first.admin, "cluster_connected") == 1.0
+            && series(first.admin, "cluster_nodes") == 2.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "tw/a", "b", 5, QoS::AtLeastOnce);
+    wait_for("node 1 copied b to the stream", || {
+        copies_stored(first.admin) >= 5.0
+    });
+    let before = nats.stream_messages(queued_stream);
+    // The client resumes on node 1 (its own session there: b only) and acknowledges; its
+    // claim ends node 2's session.
+    let seen = mirror_in(&third);
+    let (mut twin, present) = persistent_client_at(first.addr, "twin");
+    assert!(present, "node 1's session restored from its disk");
+    receive_numbered(&mut twin, &[("b", 5)], |_| QoS::AtLeastOnce);
+    wait_for("node 1 trimmed its acknowledged copies", || {
+        nats.stream_messages(queued_stream) < before
+    });
+    wait_for("node 3 read node 1's record of the session", || {
+        mirror_in(&third) > seen
+    });
+    first.kill();
+    // On node 3: the session from the mirror, and from the stream node 2's copies of the
+    // messages the client never received.
+    let (mut twin, present) = persistent_client_at(third.shard(1), "twin");
+    assert!(present, "session present on node 3");
+    let mut next = 0;
+    let deadline = Instant::now() + WAIT;
+    while next < 5 && Instant::now() < deadline {
+        let Some(packet) = twin.try_recv(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Packet::Publish(publish) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        twin.ack(&publish);
+        let text = std::str::from_utf8(&publish.payload).unwrap();
+        // Node 2's session may also have had b (from node 1, once node 1 knew its interest):
+        // copies of messages already received, which QoS 1 allows.
+        if let Some(number) = text.strip_prefix("a:") {
+            assert_eq!(number, next.to_string(), "a: in order, once each");
+            next += 1;
+        }
+    }
+    assert_eq!(
+        next, 5,
+        "the 5 messages of node 2's copies reached the client"
+    );
+    second.shutdown();
+    third.shutdown();
 }
 
 #[test]
