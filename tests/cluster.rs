@@ -223,6 +223,13 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Nodes n1 and n2 of cluster `name`, hearing each other.
+fn two_nodes(name: &str, port: u16) -> (TestBroker, TestBroker) {
+    let nodes = (node(name, "n1", port), node(name, "n2", port));
+    wait_hearing(&[&nodes.0, &nodes.1]);
+    nodes
+}
+
 /// Three nodes that hear each other.
 fn three_nodes(name: &str, port: u16) -> Vec<TestBroker> {
     let nodes: Vec<TestBroker> = ["n1", "n2", "n3"]
@@ -1405,6 +1412,121 @@ fn a_trim_by_one_of_two_nodes_holding_a_session_keeps_the_other_nodes_copies() {
     );
     second.shutdown();
     third.shutdown();
+}
+
+/// What a node before subjects per node left: the queued stream over
+/// `ringmq.<name>.queued.*`, with a batch of `count` QoS 1 copies ("tag:i" on `topic`) on the
+/// client id's single subject.
+fn queued_stream_of_old(nats_port: u16, name: &str, client_id: &str, topic: &str, count: u32) {
+    use async_nats::jetstream::stream;
+    use sha2::Digest;
+    let now = Instant::now();
+    let mut batch = bytes::BytesMut::new();
+    for i in 0..count {
+        let message = ringmq::message::Message {
+            id: u64::from(i),
+            topic: topic.into(),
+            payload: format!("old:{i}").into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            publisher: "old-publisher".into(),
+            received_at: now,
+            expires_at: None,
+        };
+        assert!(ringmq::cluster::wire::put_message(
+            &mut batch, &message, 0, None, now
+        ));
+    }
+    let hash: String = sha2::Sha256::digest(client_id.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
+            .await
+            .expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(stream::Config {
+            name: format!("ringmq_{name}_queued"),
+            subjects: vec![format!("ringmq.{name}.queued.*")],
+            max_bytes: 32 << 20,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("the old queued stream");
+        js.publish(format!("ringmq.{name}.queued.{hash}"), batch.freeze())
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+    });
+}
+
+/// A rolling upgrade: the queued stream made by nodes that copied on one subject per client id
+/// (`ringmq.<name>.queued.<hash>`) is widened at the start to take each node's subject, and a
+/// session resuming on another node gets the copies on the old subject as well as those on
+/// the new ones, all purged afterwards.
+#[test]
+fn copies_on_the_subject_of_nodes_before_subjects_per_node_are_taken_too() {
+    let (_store, nats) = nats_with_store();
+    queued_stream_of_old(nats.port, "upgrade", "old", "up/a", 3);
+    let (first, second) = two_nodes("upgrade", nats.port);
+    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], nats.monitor));
+    let config: String = admin_get(monitor, "/jsz?accounts=true&streams=true&config=true")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    // `/jsz` writes '>' as \u003e.
+    assert!(
+        config.contains(r#""subjects":["ringmq.upgrade.queued.\u003e"]"#),
+        "the queued stream widened: {config}"
+    );
+    // An offline session on node 1 with 2 copies on node 1's subject.
+    offline_session(first.shard(0), "old", "up/a", &second);
+    let mut local = client(&first, 1, "local");
+    publish_numbered(&mut local, "up/a", "new", 2, QoS::AtLeastOnce);
+    wait_for("node 1 copied its 2 messages", || {
+        copies_stored(first.admin_addr().expect("admin")) == 2.0
+    });
+    let (mut resumed, present) = persistent_client(&second, 2, "old");
+    assert!(present, "the session from the mirror");
+    receive_numbered(&mut resumed, &[("new", 2), ("old", 3)], |_| {
+        QoS::AtLeastOnce
+    });
+    wait_for("every copy purged", || {
+        nats.stream_messages("ringmq_upgrade_queued") == 0
+    });
+    first.shutdown();
+    second.shutdown();
+}
+
+/// A client that starts clean on node 2 ends its session on node 1 (which keeps its copies for
+/// a resume elsewhere) and node 2 purges every node's copies of it: a later failover has
+/// nothing of the discarded session to deliver.
+#[test]
+fn a_clean_start_on_another_node_purges_every_nodes_copies() {
+    let (_store, nats) = nats_with_store();
+    let (first, second) = two_nodes("discard", nats.port);
+    offline_session(first.shard(0), "gone", "cs/a", &second);
+    let mut local = client(&first, 1, "local");
+    publish_numbered(&mut local, "cs/a", "q", 3, QoS::AtLeastOnce);
+    wait_for("node 1 copied its 3 messages", || {
+        copies_stored(first.admin_addr().expect("admin")) == 3.0
+    });
+    assert!(nats.stream_messages("ringmq_discard_queued") > 0);
+    let clean = RawClient::connect(second.shard(0), Version::V5, "gone", true).0;
+    wait_for("node 2 purged node 1's copies", || {
+        nats.stream_messages("ringmq_discard_queued") == 0
+    });
+    clean.disconnect();
+    first.shutdown();
+    second.shutdown();
 }
 
 #[test]
