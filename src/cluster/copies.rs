@@ -383,6 +383,27 @@ mod tests {
     }
 
     #[test]
+    fn a_discard_purges_every_nodes_copies_and_a_later_trim_its_own_only() {
+        let mut copies = Copies::default();
+        copy(&mut copies, 3);
+        copies.discard(client());
+        copy(&mut copies, 2);
+        let plan = one_plan(&mut copies);
+        assert!(plan.purge_all && plan.purge_every);
+        let counts: Vec<u64> = plan.batches.iter().map(|(_, count)| *count).collect();
+        assert_eq!(counts, [2]);
+        stored(&mut copies, &plan, 1);
+        // A purge of all after the discard in the same unit still purges every node's.
+        copies.discard(client());
+        copies.trim(client(), 0);
+        let plan = one_plan(&mut copies);
+        assert!(plan.purge_all && plan.purge_every);
+        copies.trim(client(), 0);
+        let plan = one_plan(&mut copies);
+        assert!(plan.purge_all && !plan.purge_every);
+    }
+
+    #[test]
     fn batches_beyond_the_limit_merge_at_the_older_sequence() {
         let mut copies = Copies::default();
         for sequence in 1..=(STORED_MAX as u64 + 2) {

@@ -435,4 +435,15 @@ mod tests {
             "ringmq.c.queued.ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
         );
     }
+
+    /// A node's subject of a session is one level below the session's (old) subject, which the
+    /// stream's `ringmq.<name>.queued.>` and a take's `<base>.*` both match.
+    #[test]
+    fn a_node_subject_is_one_level_below_the_sessions() {
+        let base = super::queued_subject("c", "a");
+        assert_eq!(
+            super::queued_node_subject("c", "a", "node-1"),
+            format!("{base}.node-1")
+        );
+    }
 }
