@@ -223,6 +223,13 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Nodes n1 and n2 of cluster `name`, hearing each other.
+fn two_nodes(name: &str, port: u16) -> (TestBroker, TestBroker) {
+    let nodes = (node(name, "n1", port), node(name, "n2", port));
+    wait_hearing(&[&nodes.0, &nodes.1]);
+    nodes
+}
+
 /// Three nodes that hear each other.
 fn three_nodes(name: &str, port: u16) -> Vec<TestBroker> {
     let nodes: Vec<TestBroker> = ["n1", "n2", "n3"]
@@ -1004,16 +1011,39 @@ fn mirror_out(broker: &TestBroker) -> f64 {
 /// Cluster `name`: its JetStream store, its NATS server, nodes 2 and 3 in this process and
 /// node 1 as a process of its own (to be killed), all hearing each other.
 fn killable_cluster(name: &str) -> (TempDir, Nats, TestBroker, TestBroker, NodeProcess) {
-    let store = TempDir::new("js");
-    let nats = Nats::start(0, &store.0);
+    let (store, nats) = nats_with_store();
     let second = node(name, "n2", nats.port);
     let third = node(name, "n3", nats.port);
     let first = NodeProcess::start(name, "n1", nats.port);
-    wait_for("nodes 2 and 3 hear each other and node 1", || {
-        cluster_metric(&second, "cluster_nodes") == 2.0
-            && cluster_metric(&third, "cluster_nodes") == 2.0
-    });
+    wait_hearing_three(&second, &third);
     (store, nats, second, third, first)
+}
+
+/// A NATS server on an OS-chosen port with its JetStream store (removed on drop).
+fn nats_with_store() -> (TempDir, Nats) {
+    let store = TempDir::new("js");
+    let nats = Nats::start(0, &store.0);
+    (store, nats)
+}
+
+/// Waits until nodes 2 and 3 (in this process) hear each other and node 1.
+fn wait_hearing_three(second: &TestBroker, third: &TestBroker) {
+    wait_for("nodes 2 and 3 hear each other and node 1", || {
+        cluster_metric(second, "cluster_nodes") == 2.0
+            && cluster_metric(third, "cluster_nodes") == 2.0
+    });
+}
+
+/// A new persistent session of `id` at `addr` subscribed to `filter` at QoS 1, left offline,
+/// once `reader` has read its three mirror records (CONNECT, SUBSCRIBE, DISCONNECT).
+fn offline_session(addr: std::net::SocketAddr, id: &str, filter: &str, reader: &TestBroker) {
+    let (mut client, present) = persistent_client_at(addr, id);
+    assert!(!present);
+    assert_eq!(client.subscribe(1, &[(filter, QoS::AtLeastOnce)])[0].0, 1);
+    client.disconnect();
+    wait_for("the session's three records read", || {
+        mirror_in(reader) >= 3.0
+    });
 }
 
 #[test]
@@ -1258,20 +1288,11 @@ fn with_persistence_an_adopted_session_is_kept_on_the_adopters_disk() {
         nats.port,
         "[persistence]\nenabled = true\ndir = \"{dir}\"\n",
     );
-    wait_for("nodes 2 and 3 hear each other and node 1", || {
-        cluster_metric(&second, "cluster_nodes") == 2.0
-            && cluster_metric(&third, "cluster_nodes") == 2.0
-    });
+    wait_hearing_three(&second, &third);
     let queued_stream = "ringmq_adoptdisk_queued";
     // An offline persistent session on node 1 (its records read by node 2) with 5 QoS 1
     // messages queued there and copied to the stream; node 1 is killed.
-    let (mut roamer, present) = persistent_client_at(first.addr, "keeper");
-    assert!(!present);
-    assert_eq!(roamer.subscribe(1, &[("ap/a", QoS::AtLeastOnce)])[0].0, 1);
-    roamer.disconnect();
-    wait_for("node 2 read the session's three records", || {
-        mirror_in(&second) >= 3.0
-    });
+    offline_session(first.addr, "keeper", "ap/a", &second);
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     publish_numbered(&mut local, "ap/a", "q", 5, QoS::AtLeastOnce);
     wait_for("the stream holds the 5 queued copies", || {
@@ -1302,6 +1323,209 @@ fn with_persistence_an_adopted_session_is_kept_on_the_adopters_disk() {
     wait_for("the copies trimmed once acknowledged", || {
         nats.stream_messages(queued_stream) == 0
     });
+    second.shutdown();
+}
+
+/// Two nodes hold a session of one client id: node 1 dies with it offline, node 2 adopts it
+/// and queues 5 messages ("a") for it, node 1 restarts from its disk with its own session of
+/// the client and queues 5 more ("b"). The client resumes on node 1 and acknowledges: node 1
+/// trims its copies, and node 2's copies of "a" (its session ended by the client's claim,
+/// without a purge) stay, so when node 1 dies too the client resuming on node 3 gets the "a"
+/// messages it never received. (With one subject per client id, node 1's trim purges node
+/// 2's copies too: the test fails.)
+#[test]
+fn a_trim_by_one_of_two_nodes_holding_a_session_keeps_the_other_nodes_copies() {
+    let (_store, nats) = nats_with_store();
+    let second = node("twins", "n2", nats.port);
+    let third = node("twins", "n3", nats.port);
+    let data = TempDir::new("n1");
+    let extra = format!(
+        "[persistence]\nenabled = true\ndir = \"{}\"\n",
+        data.0.display()
+    );
+    let first = NodeProcess::start_with("twins", "n1", nats.port, &extra);
+    wait_hearing_three(&second, &third);
+    let queued_stream = "ringmq_twins_queued";
+    offline_session(first.addr, "twin", "tw/a", &second);
+    first.kill();
+    wait_for("node 2 adopted the dead node's session", || {
+        cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
+    });
+    // On the adopted session's shard: each PUBACK comes once the stream holds the copy.
+    let home = ringmq::shard::home_of("twin", SHARDS).index();
+    let mut near = client(&second, home, "near");
+    publish_numbered(&mut near, "tw/a", "a", 5, QoS::AtLeastOnce);
+    assert_eq!(copies_stored(second.admin_addr().expect("admin")), 5.0);
+    // Node 1 again, from its disk: its session of the client is back beside node 2's.
+    let first = NodeProcess::start_with("twins", "n1", nats.port, &extra);
+    let series =
+        |admin, name: &str| metric(&admin_get(admin, "/metrics"), &format!("ringmq_{name} "));
+    wait_for("node 1 connected and hearing nodes 2 and 3", || {
+        std::net::TcpStream::connect(first.admin).is_ok()
+            && series(first.admin, "cluster_connected") == 1.0
+            && series(first.admin, "cluster_nodes") == 2.0
+    });
+    let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
+    publish_numbered(&mut local, "tw/a", "b", 5, QoS::AtLeastOnce);
+    wait_for("node 1 copied b to the stream", || {
+        copies_stored(first.admin) >= 5.0
+    });
+    let before = nats.stream_messages(queued_stream);
+    // The client resumes on node 1 (its own session there: b only) and acknowledges; its
+    // claim ends node 2's session.
+    let seen = mirror_in(&third);
+    let (mut twin, present) = persistent_client_at(first.addr, "twin");
+    assert!(present, "node 1's session restored from its disk");
+    receive_numbered(&mut twin, &[("b", 5)], |_| QoS::AtLeastOnce);
+    wait_for("node 1 trimmed its acknowledged copies", || {
+        nats.stream_messages(queued_stream) < before
+    });
+    wait_for("node 3 read node 1's record of the session", || {
+        mirror_in(&third) > seen
+    });
+    first.kill();
+    // On node 3: the session from the mirror, and from the stream node 2's copies of the
+    // messages the client never received.
+    let (mut twin, present) = persistent_client_at(third.shard(1), "twin");
+    assert!(present, "session present on node 3");
+    let mut next = 0;
+    let deadline = Instant::now() + WAIT;
+    while next < 5 && Instant::now() < deadline {
+        let Some(packet) = twin.try_recv(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Packet::Publish(publish) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        twin.ack(&publish);
+        let text = std::str::from_utf8(&publish.payload).unwrap();
+        // Node 2's session may also have had b (from node 1, once node 1 knew its interest):
+        // copies of messages already received, which QoS 1 allows.
+        if let Some(number) = text.strip_prefix("a:") {
+            assert_eq!(number, next.to_string(), "a: in order, once each");
+            next += 1;
+        }
+    }
+    assert_eq!(
+        next, 5,
+        "the 5 messages of node 2's copies reached the client"
+    );
+    second.shutdown();
+    third.shutdown();
+}
+
+/// What a node before subjects per node left: the queued stream over
+/// `ringmq.<name>.queued.*`, with a batch of `count` QoS 1 copies ("tag:i" on `topic`) on the
+/// client id's single subject.
+fn queued_stream_of_old(nats_port: u16, name: &str, client_id: &str, topic: &str, count: u32) {
+    use async_nats::jetstream::stream;
+    use sha2::Digest;
+    let now = Instant::now();
+    let mut batch = bytes::BytesMut::new();
+    for i in 0..count {
+        let message = ringmq::message::Message {
+            id: u64::from(i),
+            topic: topic.into(),
+            payload: format!("old:{i}").into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            publisher: "old-publisher".into(),
+            received_at: now,
+            expires_at: None,
+        };
+        assert!(ringmq::cluster::wire::put_message(
+            &mut batch, &message, 0, None, now
+        ));
+    }
+    let hash: String = sha2::Sha256::digest(client_id.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
+            .await
+            .expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(stream::Config {
+            name: format!("ringmq_{name}_queued"),
+            subjects: vec![format!("ringmq.{name}.queued.*")],
+            max_bytes: 32 << 20,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("the old queued stream");
+        js.publish(format!("ringmq.{name}.queued.{hash}"), batch.freeze())
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+    });
+}
+
+/// A rolling upgrade: the queued stream made by nodes that copied on one subject per client id
+/// (`ringmq.<name>.queued.<hash>`) is widened at the start to take each node's subject, and a
+/// session resuming on another node gets the copies on the old subject as well as those on
+/// the new ones, all purged afterwards.
+#[test]
+fn copies_on_the_subject_of_nodes_before_subjects_per_node_are_taken_too() {
+    let (_store, nats) = nats_with_store();
+    queued_stream_of_old(nats.port, "upgrade", "old", "up/a", 3);
+    let (first, second) = two_nodes("upgrade", nats.port);
+    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], nats.monitor));
+    let config: String = admin_get(monitor, "/jsz?accounts=true&streams=true&config=true")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    // `/jsz` writes '>' as \u003e.
+    assert!(
+        config.contains(r#""subjects":["ringmq.upgrade.queued.\u003e"]"#),
+        "the queued stream widened: {config}"
+    );
+    // An offline session on node 1 with 2 copies on node 1's subject.
+    offline_session(first.shard(0), "old", "up/a", &second);
+    let mut local = client(&first, 1, "local");
+    publish_numbered(&mut local, "up/a", "new", 2, QoS::AtLeastOnce);
+    wait_for("node 1 copied its 2 messages", || {
+        copies_stored(first.admin_addr().expect("admin")) == 2.0
+    });
+    let (mut resumed, present) = persistent_client(&second, 2, "old");
+    assert!(present, "the session from the mirror");
+    receive_numbered(&mut resumed, &[("new", 2), ("old", 3)], |_| {
+        QoS::AtLeastOnce
+    });
+    wait_for("every copy purged", || {
+        nats.stream_messages("ringmq_upgrade_queued") == 0
+    });
+    first.shutdown();
+    second.shutdown();
+}
+
+/// A client that starts clean on node 2 ends its session on node 1 (which keeps its copies for
+/// a resume elsewhere) and node 2 purges every node's copies of it: a later failover has
+/// nothing of the discarded session to deliver.
+#[test]
+fn a_clean_start_on_another_node_purges_every_nodes_copies() {
+    let (_store, nats) = nats_with_store();
+    let (first, second) = two_nodes("discard", nats.port);
+    offline_session(first.shard(0), "gone", "cs/a", &second);
+    let mut local = client(&first, 1, "local");
+    publish_numbered(&mut local, "cs/a", "q", 3, QoS::AtLeastOnce);
+    wait_for("node 1 copied its 3 messages", || {
+        copies_stored(first.admin_addr().expect("admin")) == 3.0
+    });
+    assert!(nats.stream_messages("ringmq_discard_queued") > 0);
+    let clean = RawClient::connect(second.shard(0), Version::V5, "gone", true).0;
+    wait_for("node 2 purged node 1's copies", || {
+        nats.stream_messages("ringmq_discard_queued") == 0
+    });
+    clean.disconnect();
+    first.shutdown();
     second.shutdown();
 }
 

@@ -23,8 +23,9 @@ enum Pending {
     Batch(BytesMut, u64),
     /// Keep only the last `n` copies made until here.
     Trim(u64),
-    /// Drop every copy made until here.
-    PurgeAll,
+    /// Drop every copy made until here (`every`: every node's copies of the client's sessions
+    /// too, for a client that started clean).
+    PurgeAll { every: bool },
 }
 
 /// Where a trim cuts: below a batch already stored, or below one of the unit's own batches.
@@ -34,12 +35,14 @@ pub enum Cut {
     Batch(usize),
 }
 
-/// One session's share of a unit (on its subject): purge everything first (`purge_all`), store
-/// the batches in order, then purge below `cut`.
+/// One session's share of a unit (on its subject): purge everything first (`purge_all`; with
+/// `purge_every`, every node's subject of the session), store the batches in order, then purge
+/// below `cut`.
 pub struct Plan {
     pub client_id: ByteString,
     pub subject: String,
     pub purge_all: bool,
+    pub purge_every: bool,
     pub batches: Vec<(Bytes, u64)>,
     pub cut: Option<Cut>,
 }
@@ -104,10 +107,17 @@ impl Copies {
     pub fn trim(&mut self, client_id: ByteString, keep: u64) {
         let pending = self.waiting.entry(client_id).or_default();
         pending.push(if keep == 0 {
-            Pending::PurgeAll
+            Pending::PurgeAll { every: false }
         } else {
             Pending::Trim(keep)
         });
+    }
+
+    /// The client started clean: every node's copies of its former sessions go, this node's
+    /// made until here among them.
+    pub fn discard(&mut self, client_id: ByteString) {
+        let pending = self.waiting.entry(client_id).or_default();
+        pending.push(Pending::PurgeAll { every: true });
     }
 
     /// What waits, as one plan per session (`subject`: its subject), for the next unit.
@@ -126,15 +136,18 @@ impl Copies {
         // Everything before the last purge of all is gone: not stored, not counted.
         let start = pending
             .iter()
-            .rposition(|p| matches!(p, Pending::PurgeAll))
+            .rposition(|p| matches!(p, Pending::PurgeAll { .. }))
             .map_or(0, |at| at + 1);
         let purge_all = start > 0;
+        let purge_every = pending[..start]
+            .iter()
+            .any(|p| matches!(p, Pending::PurgeAll { every: true }));
         let mut batches = Vec::new();
         let mut cut = None;
         for item in pending.into_iter().skip(start) {
             match item {
                 Pending::Batch(batch, count) if count > 0 => batches.push((batch.freeze(), count)),
-                Pending::Batch(..) | Pending::PurgeAll => {}
+                Pending::Batch(..) | Pending::PurgeAll { .. } => {}
                 Pending::Trim(keep) => {
                     let stored = if purge_all {
                         None
@@ -151,6 +164,7 @@ impl Copies {
             client_id,
             subject,
             purge_all,
+            purge_every,
             batches,
             cut,
         }
@@ -366,6 +380,27 @@ mod tests {
         let plan = one_plan(&mut copies);
         stored(&mut copies, &plan, 3);
         assert!(copies.stored.is_empty());
+    }
+
+    #[test]
+    fn a_discard_purges_every_nodes_copies_and_a_later_trim_its_own_only() {
+        let mut copies = Copies::default();
+        copy(&mut copies, 3);
+        copies.discard(client());
+        copy(&mut copies, 2);
+        let plan = one_plan(&mut copies);
+        assert!(plan.purge_all && plan.purge_every);
+        let counts: Vec<u64> = plan.batches.iter().map(|(_, count)| *count).collect();
+        assert_eq!(counts, [2]);
+        stored(&mut copies, &plan, 1);
+        // A purge of all after the discard in the same unit still purges every node's.
+        copies.discard(client());
+        copies.trim(client(), 0);
+        let plan = one_plan(&mut copies);
+        assert!(plan.purge_all && plan.purge_every);
+        copies.trim(client(), 0);
+        let plan = one_plan(&mut copies);
+        assert!(plan.purge_all && !plan.purge_every);
     }
 
     #[test]

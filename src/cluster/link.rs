@@ -688,6 +688,11 @@ impl Link {
                 self.store_queued(&client_id, &message);
             }
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
+            ToLink::DiscardQueued { client_id } => {
+                if self.js.is_some() {
+                    self.copies.discard(client_id);
+                }
+            }
             ToLink::PurgeQueued { client_id, keep } => {
                 if self.js.is_some() {
                     self.copies.trim(client_id, keep);
@@ -895,7 +900,8 @@ impl Link {
     }
 
     /// A session resumed here from the mirror: the messages queued for it on its former node
-    /// are read from the stream (then handed to its home shard and purged).
+    /// (every node's copies of it) are read from the stream and purged, then handed to its
+    /// home shard.
     fn take_queued(&mut self, client_id: ByteString) {
         let Some(js) = self.js.clone() else {
             return;
@@ -930,8 +936,9 @@ impl Link {
                 self.home_waiting.push_back((home, mail));
             }
         }
+        // The copies taken were purged by the take (this node's copies of them are made
+        // again as the session queues them).
         self.send_home();
-        self.copies.trim(client_id, 0);
     }
 
     /// Queues a batch for `subject` for the next unit, with a message id of its own.
@@ -1154,9 +1161,10 @@ impl Link {
         });
         let stores = futures_util::future::join_all(subjects);
         // Each session's copies side by side with the other subjects.
+        let me = &self.me;
         let plans = self
             .copies
-            .take_plans(|client_id| stream::queued_subject(&name, client_id));
+            .take_plans(|client_id| stream::queued_node_subject(&name, client_id, me));
         let copies = plans.into_iter().map(|plan| {
             let ids = plan.batches.iter().map(|_| self.next_batch_id()).collect();
             let stats = Arc::clone(&self.stats);

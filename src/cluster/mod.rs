@@ -94,6 +94,9 @@ pub enum ToLink {
     },
     /// A session resumed here from the mirror: take what its former node queued for it.
     TakeQueued { client_id: ByteString },
+    /// A client started clean where another node's session of it was mirrored: every node's
+    /// copies of its messages go from the stream.
+    DiscardQueued { client_id: ByteString },
     /// The copies of a persistent session's messages in the stream, but the last `keep` (0:
     /// all), are not needed any more: its client acknowledged the older ones.
     PurgeQueued { client_id: ByteString, keep: u64 },

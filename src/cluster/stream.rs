@@ -245,10 +245,22 @@ pub async fn store(
     }
 }
 
-/// The subject of the messages queued for a client's offline session, kept for its resume on
-/// another node (docs/CLUSTER.md, "Queued messages across a node's death").
+/// The subjects of the messages queued for a client's session, kept for its resume on another
+/// node (docs/CLUSTER.md, "Messages queued for a persistent session"): this base (the only
+/// subject before nodes had their own, still read so that a rolling upgrade loses nothing) and
+/// one below it per node that copies (`queued_node_subject`).
 pub fn queued_subject(name: &str, client_id: &str) -> String {
     hashed_subject(format!("ringmq.{name}.queued."), client_id)
+}
+
+/// The subject on which `node` copies the messages it queues for `client_id`'s session: a
+/// trim by that node purges its own copies only, never another node's (two nodes may hold a
+/// session of one client id for a while).
+pub fn queued_node_subject(name: &str, client_id: &str, node: &str) -> String {
+    let mut subject = queued_subject(name, client_id);
+    subject.push('.');
+    subject.push_str(node);
+    subject
 }
 
 /// Most queued messages a node takes back for one session (the rest stay in the stream until
@@ -262,40 +274,64 @@ fn queued_config(config: &Cluster) -> stream::Config {
         ..file_stream(
             config,
             format!("ringmq_{}_queued", config.name),
-            format!("ringmq.{}.queued.*", config.name),
+            format!("ringmq.{}.queued.>", config.name),
         )
     }
 }
 
-/// Makes the stream of queued messages if it is missing.
+/// Makes the stream of queued messages if it is missing, and widens the subjects of one made
+/// before nodes had subjects of their own (`ringmq.<name>.queued.*`) to take them.
 pub async fn open_queued(js: jetstream::Context, config: Cluster) -> Result<(), String> {
-    js.get_or_create_stream(queued_config(&config))
+    let wanted = queued_config(&config);
+    let name = wanted.name.clone();
+    let stream = js
+        .get_or_create_stream(wanted.clone())
         .await
-        .map(|_| ())
-        .map_err(|error| not_created(&format!("ringmq_{}_queued", config.name), &config, &error))
+        .map_err(|error| not_created(&name, &config, &error))?;
+    let made = &stream.cached_info().config;
+    if made.subjects == wanted.subjects {
+        return Ok(());
+    }
+    let widened = stream::Config {
+        subjects: wanted.subjects,
+        ..made.clone()
+    };
+    js.update_stream(widened)
+        .await
+        .map(|_| tracing::info!(stream = %name, "cluster: queued stream widened to per-node subjects"))
+        .map_err(|error| format!("stream {name}: {error}"))
 }
 
-/// Every message queued on `subject`, oldest first (at most `QUEUED_TAKEN_MAX`).
-pub async fn take_queued(js: jetstream::Context, name: String, subject: String) -> Vec<Bytes> {
-    let mut taken = Vec::new();
+/// The messages queued on the subjects of the session whose base subject is `base` (the base
+/// itself and one level below it, every node's), in stream order, at most `QUEUED_TAKEN_MAX`;
+/// then those read are purged (and only those: what a node copies meanwhile stays).
+pub async fn take_queued(js: jetstream::Context, name: String, base: String) -> Vec<Bytes> {
     let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
-        return taken;
+        return Vec::new();
     };
-    let mut next = 1;
-    while taken.len() < QUEUED_TAKEN_MAX {
-        let found = stream
-            .raw_message_builder()
-            .sequence(next)
-            .next_by_subject(subject.clone())
-            .send()
-            .await;
-        let Ok(message) = found else {
-            break;
-        };
-        next = message.sequence + 1;
-        taken.push(message.payload);
+    let every_node = format!("{base}.*");
+    let mut taken = Vec::new();
+    for filter in [base, every_node] {
+        let mut next = 1;
+        while taken.len() < QUEUED_TAKEN_MAX {
+            let found = stream
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(filter.clone())
+                .send()
+                .await;
+            let Ok(message) = found else {
+                break;
+            };
+            next = message.sequence + 1;
+            taken.push((message.sequence, message.payload));
+        }
+        if next > 1 && stream.purge().filter(&filter).sequence(next).await.is_err() {
+            tracing::debug!(%filter, "cluster: queued messages taken, not purged");
+        }
     }
-    taken
+    taken.sort_by_key(|(sequence, _)| *sequence);
+    taken.into_iter().map(|(_, payload)| payload).collect()
 }
 
 /// How a purge of the messages queued on a subject cuts.
@@ -304,7 +340,8 @@ enum Purge {
     Below(u64),
 }
 
-/// Removes the messages queued on `subject` (all, or those below a stream sequence).
+/// Removes the messages queued on `subject` (all, or those below a stream sequence); `subject`
+/// may end with a wildcard.
 async fn purge_queued(js: &jetstream::Context, name: &str, subject: &str, purge: Purge) -> bool {
     let Ok(stream) = js.get_stream_no_info(format!("ringmq_{name}_queued")).await else {
         return false;
@@ -333,6 +370,7 @@ pub async fn store_copies(
         client_id,
         subject,
         purge_all,
+        purge_every,
         batches,
         cut,
     } = plan;
@@ -342,7 +380,18 @@ pub async fn store_copies(
         stored: Vec::with_capacity(batches.len()),
         purged_below: None,
     };
-    if purge_all && !purge_queued(&js, &name, &subject, Purge::All).await {
+    // Every node's subject of the session: its base (`<base>.<node>` is this node's) and the
+    // level below it.
+    let base = subject
+        .rsplit_once('.')
+        .map_or(subject.as_str(), |(base, _)| base);
+    let purged = if purge_every {
+        purge_queued(&js, &name, base, Purge::All).await
+            && purge_queued(&js, &name, &format!("{base}.*"), Purge::All).await
+    } else {
+        !purge_all || purge_queued(&js, &name, &subject, Purge::All).await
+    };
+    if !purged {
         tracing::debug!(%subject, "cluster: queued messages not purged");
     }
     for ((payload, count), id) in batches.into_iter().zip(ids) {
@@ -384,6 +433,17 @@ mod tests {
         assert_eq!(
             super::queued_subject("c", "a"),
             "ringmq.c.queued.ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+        );
+    }
+
+    /// A node's subject of a session is one level below the session's (old) subject, which the
+    /// stream's `ringmq.<name>.queued.>` and a take's `<base>.*` both match.
+    #[test]
+    fn a_node_subject_is_one_level_below_the_sessions() {
+        let base = super::queued_subject("c", "a");
+        assert_eq!(
+            super::queued_node_subject("c", "a", "node-1"),
+            format!("{base}.node-1")
         );
     }
 }

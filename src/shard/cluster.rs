@@ -213,6 +213,16 @@ impl Shard {
         }
     }
 
+    /// `client_id` started clean: every node's copies of its messages in the stream go (a
+    /// session ended by a session's own node purges that node's copies only).
+    pub(super) fn discard_queued_copies(&self, client_id: &ByteString) {
+        if let Some(cluster) = &self.cluster {
+            cluster.handle().session_mail(ToLink::DiscardQueued {
+                client_id: client_id.clone(),
+            });
+        }
+    }
+
     /// The home shard of `client_id`: a record of the session mirror, written by `node`.
     pub(super) fn on_mirrored_session(
         &mut self,
@@ -292,6 +302,8 @@ impl Shard {
             return Some(record);
         }
         self.unmirror_session(client_id);
+        // Its own node ended it at the claim without a purge (for a resume to take them).
+        self.discard_queued_copies(client_id);
         None
     }
 

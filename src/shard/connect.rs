@@ -481,6 +481,7 @@ impl Shard {
         let mirrored = previous.as_ref().is_some_and(|m| m.state.expiry_secs > 0);
         if mirrored && pending.expiry_secs == 0 {
             self.unmirror_session(&client_id);
+            self.discard_queued_copies(&client_id);
         }
         let (mut state, seen) = match previous {
             Some(moved) if resume => (moved.state, Some(moved.seen)),
