@@ -210,6 +210,17 @@ fn cluster_metric(broker: &TestBroker, series: &str) -> f64 {
     metric(&metrics, &prefix)
 }
 
+/// Sessions the node holds, online and offline (its gauge, refreshed with the metrics snapshot).
+fn sessions_held(broker: &TestBroker) -> f64 {
+    let metrics = admin_get(broker.admin_addr().expect("admin"), "/metrics");
+    let series = "ringmq_sessions{shard=\"all\"} ";
+    assert!(
+        metrics.lines().any(|line| line.starts_with(series)),
+        "no {series}"
+    );
+    metric(&metrics, series)
+}
+
 fn messages_out(broker: &TestBroker) -> f64 {
     cluster_metric(broker, "cluster_messages_total{direction=\"out\"}")
 }
@@ -801,8 +812,17 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
     wait_for("node 1 read node 2's records of the session", || {
         mirror_out(&n2) >= written + 3.0 && mirror_in(&n1) >= mirror_out(&n1) + mirror_out(&n2)
     });
+    // Node 2 holds the two roamers, the marker and the sleeper's offline session (its gauge
+    // is refreshed with the metrics snapshot, about once a second).
+    wait_for("node 2 counts its 4 sessions", || sessions_held(&n2) == 4.0);
     let (mut back, present) = persistent_client(&n1, 2, "sleeper");
     assert!(present, "node 2's session, through the mirror");
+    // Until the claim has reached node 2's shards its offline copy still subscribes: what is
+    // published meanwhile is queued there too and taken to node 1 (a documented duplicate of the
+    // move). Publish once node 2 has ended it.
+    wait_for("node 2 ended its copy of the sleeper's session", || {
+        sessions_held(&n2) == 3.0
+    });
     let mut sleep_publisher = client(&n1, 1, "sleep-pub");
     publish_numbered(&mut sleep_publisher, "sleep/b", "s", 3, QoS::AtLeastOnce);
     receive_numbered(&mut back, &[("s", 3)], |_| QoS::AtLeastOnce);
