@@ -397,6 +397,15 @@ impl ShardShell {
         self.handle_all(std::iter::once(event));
     }
 
+    /// A write of `conn` completed: room in its buffer again, so its queued deliveries may
+    /// follow (`Event::Drained`). With nothing queued anywhere the event is skipped, and with
+    /// it a clock reading and a pass over the shard's wake-ups per write.
+    pub fn drained(&self, conn: ConnId) {
+        if self.shard.borrow().drain_pending(conn) {
+            self.handle(Event::Drained { conn });
+        }
+    }
+
     fn after_handle(&self) {
         let mut dirty = self.dirty.borrow_mut();
         let (has_mail, store_work) = {
