@@ -18,6 +18,9 @@
 # message = (count - count of `none`) / messages. (Hardware counters such as `instructions`
 # would be better; the development VM has no PMU: `perf stat -e instructions` is
 # `<not supported>` there.)
+# TOOL=record runs it at full speed under `perf record` (FREQ [4000] samples a second, no call
+# graphs) into OUT/record.SCENARIO.TIME: where the time goes, for `perf report --no-children
+# --sort symbol -i` on two builds' records side by side.
 # BROKER_TOML: more lines for the broker's config (e.g. 'observability.kernel_timestamps = true').
 #
 # Environment: BROKER_CPU [0], LOAD_CPU [1], PORT [19883], OUT [target/callgrind], TOOL
@@ -27,7 +30,7 @@
 # at full speed: compare runs of this script with each other, not with `perf stat` figures.
 set -euo pipefail
 : "${BROKER_CPU:=0}" "${LOAD_CPU:=1}" "${PORT:=19883}" "${TOOL:=callgrind}" "${BROKER_TOML:=}"
-if [ "$TOOL" = perf ]; then : "${SCALE:=10}"; else : "${SCALE:=1}"; fi
+if [ "$TOOL" = callgrind ]; then : "${SCALE:=1}"; else : "${SCALE:=10}"; fi
 
 scenario="${1:?usage: callgrind-bench.sh fanin|fanout|pairs|pairs-q1|pairs4k|pair1k|none [broker binary]}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,6 +68,9 @@ if [ "$TOOL" = perf ]; then
   events+=,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter
   taskset -c "$BROKER_CPU" perf stat -x, -e "$events" -o "$profile" \
     "$broker" -c "$out/broker.toml" >"$profile.log" 2>&1 &
+elif [ "$TOOL" = record ]; then
+  taskset -c "$BROKER_CPU" perf record -F "${FREQ:-4000}" -o "$profile" \
+    "$broker" -c "$out/broker.toml" >"$profile.log" 2>&1 &
 else
   taskset -c "$BROKER_CPU" valgrind --tool=callgrind --callgrind-out-file="$profile" \
     "$broker" -c "$out/broker.toml" >"$profile.log" 2>&1 &
@@ -76,7 +82,7 @@ for _ in $(seq 1 200); do
   sleep 0.3
 done
 taskset -c "$LOAD_CPU" "$bench" "${common[@]}" "${args[@]}" | grep -E '^(connections|messages|streams)'
-if [ "$TOOL" = perf ]; then
+if [ "$TOOL" = perf ] || [ "$TOOL" = record ]; then
   # perf stat prints its counts when the broker it runs exits: stop the broker, not perf.
   kill -TERM "$(ps -o pid= --ppid "$pid")"
 else
@@ -86,6 +92,8 @@ wait "$pid" || true
 trap - EXIT
 if [ "$TOOL" = perf ]; then
   awk -F, '/task-clock|sys_enter/ { print "broker " $3 ": " $1 }' "$profile"
+elif [ "$TOOL" = record ]; then
+  echo "profile: $profile (perf report --no-children --sort symbol -i $profile)"
 else
   grep -o 'Collected : [0-9]*' "$profile.log" | sed "s/Collected :/broker instructions (Ir):/"
   echo "profile: $profile (callgrind_annotate $profile | head -60)"

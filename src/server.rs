@@ -365,18 +365,22 @@ impl ShardShell {
     }
 
     /// Handles the packets one read brought, `read_at` being that read's completion (it dates
-    /// the batch and every message in it). `publishes` of them are PUBLISH packets: each gets
-    /// one value of the handle stage. One clock reading ends the batch when it held a PUBLISH or
-    /// encoded a delivery; it also dates the deliveries encoded (`Shard::stamp_encoded`).
-    pub fn handle_read(
-        &self,
-        events: impl IntoIterator<Item = Event>,
-        read_at: Instant,
-        publishes: u64,
-    ) {
+    /// the batch and every message in it); each PUBLISH among them gets one value of the handle
+    /// stage. One clock reading ends the batch when it held a PUBLISH or encoded a delivery; it
+    /// also dates the deliveries encoded (`Shard::stamp_encoded`).
+    pub fn handle_read(&self, events: impl IntoIterator<Item = Event>, read_at: Instant) {
         {
             let mut shard = self.shard.borrow_mut();
+            let mut publishes = 0;
             for event in events {
+                let publish = matches!(
+                    event,
+                    Event::Packet {
+                        packet: crate::protocol::Packet::Publish(_),
+                        ..
+                    }
+                );
+                publishes += u64::from(publish);
                 shard.handle(event, read_at);
             }
             if publishes > 0 || shard.has_unstamped() {
@@ -391,6 +395,15 @@ impl ShardShell {
 
     pub fn handle(&self, event: Event) {
         self.handle_all(std::iter::once(event));
+    }
+
+    /// A write of `conn` completed: room in its buffer again, so its queued deliveries may
+    /// follow (`Event::Drained`). With nothing queued anywhere the event is skipped, and with
+    /// it a clock reading and a pass over the shard's wake-ups per write.
+    pub fn drained(&self, conn: ConnId) {
+        if self.shard.borrow().drain_pending(conn) {
+            self.handle(Event::Drained { conn });
+        }
     }
 
     fn after_handle(&self) {

@@ -101,3 +101,43 @@ fn frames_split_over_reads_and_retained_slices_stay_intact() {
     late.subscribe(1, &[("kept", QoS::AtMostOnce)]);
     assert_eq!(&late.recv_publish().payload[..], b"retained payload");
 }
+
+/// A subscriber that does not read during a burst has the burst's tail wait in its outbox behind
+/// a full write buffer. Each completed write pumps the outbox on (`Event::Drained`, skipped only
+/// when nothing waits), so once it reads, every message arrives in order, the last ones too,
+/// with no later publish to move them.
+#[test]
+fn a_backlog_behind_a_full_write_buffer_follows_when_the_subscriber_reads() {
+    use socket2::{Domain, Socket, Type};
+    // 14 MiB: well past the connection's 64 KiB write buffer and the sockets' buffers (a
+    // loopback send buffer grows to 4 MiB; with 600 of 1 KiB the backlog never formed), and
+    // under the outbox's default 1,000 messages and 16 MiB, so nothing is dropped.
+    const MESSAGES: u32 = 900;
+    let broker = TestBroker::start(2);
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&broker.shard(0).into()).expect("connect");
+    let mut sub = RawClient::from_stream(socket.into(), Version::V3_1_1);
+    let connack = sub.handshake(common::connect_packet(Version::V3_1_1, "slow", true, None));
+    assert_eq!(connack.reason, ReasonCode::SUCCESS);
+    sub.subscribe(1, &[("backlog/t", QoS::AtMostOnce)]);
+    let (mut publisher, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "pub", true);
+    let mut payload = vec![0u8; 16 * 1024];
+    for seq in 0..MESSAGES {
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        publisher.publish("backlog/t", &payload, QoS::AtMostOnce, false, None);
+    }
+    // Every PUBLISH before it has been handled once the PINGRESP is back.
+    publisher.send(&Packet::PingReq);
+    assert!(matches!(publisher.recv(), Packet::PingResp));
+    for seq in 0..MESSAGES {
+        let publish = sub.recv_publish();
+        assert_eq!(
+            publish.payload[..4],
+            seq.to_be_bytes(),
+            "message {seq} of {MESSAGES} out of order or missing"
+        );
+    }
+    publisher.disconnect();
+    sub.disconnect();
+}

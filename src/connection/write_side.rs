@@ -15,7 +15,7 @@ use super::{CLOSE_LINGER, Ends, OUT_IDLE_BYTES_MAX, READER_DONE};
 use crate::packet_trace::{self, Direction};
 use crate::protocol;
 use crate::server::ShardShell;
-use crate::shard::{ConnId, Event, UNSENT_RUNS_IDLE_MAX, UnsentRun};
+use crate::shard::{ConnId, UNSENT_RUNS_IDLE_MAX, UnsentRun};
 use crate::transport::Writer;
 
 pub(super) struct WriteSide<'a> {
@@ -100,7 +100,7 @@ impl<'a> WriteSide<'a> {
         record_written(self.shell, &mut self.unsent, out.len());
         drop(out);
         // Room in the buffer again: queued deliveries may follow.
-        self.shell.handle(Event::Drained { conn: self.conn });
+        self.shell.drained(self.conn);
         self.take(writer)
     }
 }

@@ -54,6 +54,25 @@ impl Shard {
         self.pump_write_waiting(now);
     }
 
+    /// Whether `Event::Drained` for `conn` (a write of it completed) may do anything: deliveries
+    /// wait in its session's outbox, or connections wait for room under the shard's cap. When
+    /// neither, the event would change nothing, and the shell does not hand it over (at a
+    /// moderate load, where every message is written alone, that is nearly every write).
+    pub fn drain_pending(&self, conn: ConnId) -> bool {
+        if !self.write_waiting.is_empty() {
+            return true;
+        }
+        let Some(state) = self.conns.get(&conn) else {
+            return false;
+        };
+        let super::Phase::Active { session } = state.phase else {
+            return false;
+        };
+        self.sessions
+            .get(session)
+            .is_some_and(|session| session.state.next_size().is_some())
+    }
+
     /// Bytes of the shard's write buffers and writes under way.
     pub fn write_bytes(&self) -> usize {
         self.write_bytes

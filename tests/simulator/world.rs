@@ -487,7 +487,9 @@ impl World {
                 self.open[shard].remove(&conn_id);
                 self.work
                     .push_back((shard, Event::Closed { conn: conn_id }));
-            } else if dirty.contains(&conn_id) {
+            } else if dirty.contains(&conn_id) && self.shards[shard].drain_pending(conn_id) {
+                // As the shell's writer does: a write that leaves nothing queued anywhere hands
+                // no `Drained` over (tests/subpub.rs checks a backlog still follows).
                 self.work
                     .push_back((shard, Event::Drained { conn: conn_id }));
             }
