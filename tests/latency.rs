@@ -61,6 +61,16 @@ struct Probe {
     round_trips: Samples,
 }
 
+/// Held for the whole of each test: the tests compare time measured by the broker with time
+/// measured by a client, and two of them flooding a shard at once on a small machine slow each
+/// other's quiet phases and probes in ways neither side can see.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Publishes `PROBE_MESSAGES` at `qos` at a fixed rate from a publisher on `shard` to a
 /// subscriber on the same shard; each payload carries its send time, and the subscriber (a thread
 /// blocked in read) measures each message's latency as it arrives. A loopback round trip is
@@ -162,6 +172,7 @@ fn assert_not_above(what: &str, broker: u64, client: u64, round_trip: u64) {
 
 #[test]
 fn scraped_delivery_latency_agrees_with_a_client_on_the_same_host() {
+    let _one_at_a_time = one_at_a_time();
     let broker = TestBroker::start(4);
     let probe = probe(&broker, QoS::AtMostOnce, "latency/probe");
     let scraped = scrape(&broker, QoS::AtMostOnce, PROBE_MESSAGES);
@@ -288,33 +299,45 @@ fn flood(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
 
 #[test]
 fn a_busy_shard_shows_in_the_delivery_latency() {
-    let broker = TestBroker::start(4);
-    let Phases {
-        quiet_broker,
-        busy_broker,
-        busy_client,
-        busy_rtt,
-        report,
-        ..
-    } = quiet_then_busy(&broker);
-    // The added delay shows in the broker's histogram: the probe's deliveries wait for the
-    // shard's writer behind the flood's batches of 1024 frames, which dwarfs a quiet delivery
-    // (the margin of 2 keeps a quiet phase slowed by other work on the machine from passing
-    // for a busy shard).
-    assert!(
-        busy_broker >= 2 * quiet_broker,
-        "the broker does not show the busy shard: {report}"
+    let _one_at_a_time = one_at_a_time();
+    // On a small machine loaded by other work, the flood's client may not get the CPU to keep
+    // shard 0 busy through a whole probe: up to three tries, each on a broker of its own (the
+    // histograms count from the start), and every try's figures in the failure.
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        let broker = TestBroker::start(4);
+        let Phases {
+            quiet_broker,
+            busy_broker,
+            busy_client,
+            busy_rtt,
+            report,
+            ..
+        } = quiet_then_busy(&broker);
+        broker.shutdown();
+        // The added delay shows in the broker's histogram: the probe's deliveries wait for the
+        // shard's writer behind the flood's batches of 1024 frames, which dwarfs a quiet
+        // delivery (the margin of 2 keeps a quiet phase slowed by other work on the machine
+        // from passing for a busy shard).
+        let shows_busy = busy_broker >= 2 * quiet_broker;
+        // And what it does not show is no more than in the quiet case: a round trip's worth
+        // (with the margin of the test above), the round trip being slowed by the flood too.
+        // Time the probe's bytes wait in the socket for the busy shard to read them is part of
+        // that round trip's share: it comes before the read completion (kernel timestamps add
+        // it: see `with_kernel_timestamps_a_busy_shard_shows_the_socket_wait`).
+        let misses_little = busy_client.saturating_sub(busy_broker) <= 2 * busy_rtt;
+        if shows_busy && misses_little {
+            return;
+        }
+        reports.push(format!(
+            "{report} (shows the busy shard: {shows_busy}; misses at most a round trip: \
+             {misses_little})"
+        ));
+    }
+    panic!(
+        "in 3 tries the broker did not show the busy shard's delay:\n{}",
+        reports.join("\n")
     );
-    // And what it does not show is no more than in the quiet case: a round trip's worth (with
-    // the margin of the test above), the round trip being slowed by the flood too. Time the
-    // probe's bytes wait in the socket for the busy shard to read them is part of that round
-    // trip's share: it comes before the read completion (kernel timestamps add it: see
-    // `with_kernel_timestamps_a_busy_shard_shows_the_socket_wait`).
-    assert!(
-        busy_client.saturating_sub(busy_broker) <= 2 * busy_rtt,
-        "the broker misses more than a round trip of the busy delay: {report}"
-    );
-    broker.shutdown();
 }
 
 /// A broker like `TestBroker::start(4)` that dates plain TCP bytes by the kernel's receive
@@ -431,6 +454,7 @@ fn round_trips(broker: &TestBroker) -> Samples {
 
 #[test]
 fn with_kernel_timestamps_a_saturated_shard_agrees_with_the_client() {
+    let _one_at_a_time = one_at_a_time();
     let broker = broker_with_kernel_timestamps();
     let floor = round_trips(&broker);
     let client = saturate(&broker, "latency/saturated");
@@ -466,6 +490,7 @@ fn with_kernel_timestamps_a_saturated_shard_agrees_with_the_client() {
 
 #[test]
 fn with_kernel_timestamps_a_busy_shard_shows_the_socket_wait() {
+    let _one_at_a_time = one_at_a_time();
     let broker = broker_with_kernel_timestamps();
     let Phases {
         busy_broker,
