@@ -372,9 +372,7 @@ fn decode_and_handle(
         // The shard's tick closes a connection whose packet is overdue
         // (`limits.packet_timeout_ms`): no timer per read.
         *partial_since = since;
-        if let Some(entry) = shell.shard.borrow_mut().conn_mut(conn) {
-            entry.partial_since = since;
-        }
+        shell.shard.borrow_mut().set_partial_since(conn, since);
     }
     if !events.is_empty() {
         if packet_trace::enabled() {

@@ -541,6 +541,7 @@ impl Shard {
             return;
         };
         conn.phase = Phase::Active { session: key };
+        conn.queue_keepalive(conn_id, &mut self.deadlines);
         tracing::info!(
             client_id = %conn.client_id,
             peer = %conn.peer,

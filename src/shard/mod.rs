@@ -15,6 +15,7 @@ mod aliases;
 mod cluster;
 mod conn;
 mod connect;
+mod deadlines;
 mod directory;
 mod lifecycle;
 mod moving;
@@ -169,6 +170,8 @@ pub struct Shard {
     /// Boxed: a table of inline `Conn`s would hold (and, growing, briefly double) room for up
     /// to twice as many connections as are open.
     conns: ConnMap<Box<Conn>>,
+    /// When each connection's CONNECT, keepalive or packet deadline is to be looked at.
+    deadlines: deadlines::Deadlines,
     sessions: Slab<LocalSession>,
     sessions_by_client: FastMap<ByteString, SessionKey>,
     /// What the sessions in `sessions` hold together, queued and in flight (against
@@ -273,6 +276,7 @@ impl Shard {
             shard_count,
             settings,
             conns: ConnMap::default(),
+            deadlines: deadlines::Deadlines::default(),
             sessions: Slab::new(),
             sessions_by_client: FastMap::default(),
             held: crate::session::Held::default(),
@@ -579,6 +583,24 @@ impl Shard {
             let n = queue.len().min(max);
             into.extend(queue.drain(..n));
         }
+    }
+
+    /// Hands a one-shard test's mail to itself back to it until none is left, as the shell
+    /// does (bounded: a shard that keeps mailing itself fails the test).
+    #[cfg(test)]
+    pub(crate) fn handle_own_mail(&mut self, now: Instant) {
+        let me = self.id;
+        let mut batch = Vec::new();
+        for _ in 0..1000 {
+            self.take_mail(me, &mut batch, 64);
+            if batch.is_empty() {
+                return;
+            }
+            for mail in batch.drain(..) {
+                self.handle(Event::Mail { from: me, mail }, now);
+            }
+        }
+        panic!("the shard still mails itself after 1,000 batches");
     }
 
     /// Puts mail the shell could not send back at the front of its queue, in order.
