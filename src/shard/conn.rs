@@ -166,14 +166,21 @@ impl Conn {
             .then(|| self.last_seen + Duration::from_millis(u64::from(self.keepalive_secs) * 1500))
     }
 
-    /// Queues the keepalive deadline of a connection just made active (its CONNECT deadline
-    /// no longer applies), unless one is queued or it has no keepalive.
-    pub(super) fn queue_keepalive(&mut self, id: ConnId, deadlines: &mut Deadlines) {
+    /// At CONNACK: queues the keepalive deadline of a connection when it ends before its
+    /// CONNECT deadline, whose entry becomes the keepalive's otherwise (`check_connections`).
+    pub(super) fn queue_keepalive(
+        &mut self,
+        id: ConnId,
+        deadlines: &mut Deadlines,
+        connect_timeout: Duration,
+        now: Instant,
+    ) {
         if let Some(at) = self.keepalive_deadline()
+            && at < self.accepted_at + connect_timeout
             && !self.keepalive_queued
         {
             self.keepalive_queued = true;
-            deadlines.push(at, id, Deadline::KeepAlive);
+            deadlines.push(now, at, id, Deadline::KeepAlive);
         }
     }
 
@@ -384,6 +391,7 @@ impl Shard {
         conn.over_limit = self.conns.len() >= self.settings.connections_per_shard_max;
         self.conns.insert(conn_id, Box::new(conn));
         self.deadlines.push(
+            now,
             now + self.settings.connect_timeout,
             conn_id,
             Deadline::Connect,
@@ -402,6 +410,7 @@ impl Shard {
         {
             conn.packet_queued = true;
             self.deadlines.push(
+                since,
                 since + self.settings.packet_timeout,
                 conn_id,
                 Deadline::Packet,
@@ -445,24 +454,27 @@ impl Shard {
         let connect_timeout = self.settings.connect_timeout;
         let packet_timeout = self.settings.packet_timeout;
         let mut expired = Vec::new();
-        while let Some((_, id, kind)) = self.deadlines.pop_due(now) {
+        while let Some((id, kind)) = self.deadlines.pop_due(now) {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            let due = match kind {
+            // When this connection is due next for what the entry was for (the kind may change:
+            // the CONNECT deadline's entry goes on as the keepalive's), or `None`.
+            let (due, kind) = match kind {
                 Deadline::Packet => {
                     conn.packet_queued = false;
-                    conn.partial_since.map(|since| since + packet_timeout)
+                    (conn.partial_since.map(|since| since + packet_timeout), kind)
                 }
                 Deadline::Connect => match conn.phase {
-                    Phase::Active { .. } => None,
+                    Phase::Active { .. } if conn.keepalive_queued => (None, kind),
+                    Phase::Active { .. } => (conn.keepalive_deadline(), Deadline::KeepAlive),
                     Phase::AwaitingConnect | Phase::Claiming { .. } | Phase::Resuming { .. } => {
-                        Some(conn.accepted_at + connect_timeout)
+                        (Some(conn.accepted_at + connect_timeout), kind)
                     }
                 },
                 Deadline::KeepAlive => {
                     conn.keepalive_queued = false;
-                    conn.keepalive_deadline()
+                    (conn.keepalive_deadline(), kind)
                 }
             };
             let Some(due) = due else {
@@ -477,7 +489,7 @@ impl Shard {
                     Deadline::KeepAlive => conn.keepalive_queued = true,
                     Deadline::Connect => {}
                 }
-                self.deadlines.push(due, id, kind);
+                self.deadlines.push(now, due, id, kind);
                 continue;
             }
             expired.push((id, kind));
@@ -549,13 +561,13 @@ mod deadline_tests {
     use crate::config::Config;
     use crate::protocol::{Connect, Packet, Version};
 
-    struct Harness {
-        shard: Shard,
+    pub(super) struct Harness {
+        pub(super) shard: Shard,
         t0: Instant,
     }
 
     impl Harness {
-        fn new() -> Harness {
+        pub(super) fn new() -> Harness {
             let settings = Arc::new(Settings::from_config(&Config::default(), 1));
             Harness {
                 shard: Shard::new(ShardId::new(0), 1, settings),
@@ -568,7 +580,7 @@ mod deadline_tests {
         }
 
         /// Handles `event` at `ms` after the start, then the mail the shard sent itself.
-        fn handle(&mut self, event: Event, ms: u64) {
+        pub(super) fn handle(&mut self, event: Event, ms: u64) {
             let now = self.at(ms);
             self.shard.handle(event, now);
             self.shard.handle_own_mail(now);
@@ -580,17 +592,32 @@ mod deadline_tests {
         }
 
         fn connect(&mut self, conn: ConnId, keep_alive_secs: u16, ms: u64) {
+            self.connect_with(conn, keep_alive_secs, None, ms);
+        }
+
+        /// Connects with 5.0 and a Session Expiry Interval when `expiry_secs` is given.
+        pub(super) fn connect_with(
+            &mut self,
+            conn: ConnId,
+            keep_alive: u16,
+            expiry_secs: Option<u32>,
+            ms: u64,
+        ) {
             self.accept(conn, ms);
-            let connect = Connect {
+            let mut connect = Connect {
                 version: Version::V3_1_1,
                 clean_start: true,
-                keep_alive_secs,
+                keep_alive_secs: keep_alive,
                 client_id: ByteString::from(format!("client-{conn}")),
                 will: None,
                 username: None,
                 password: None,
                 properties: Default::default(),
             };
+            if let Some(secs) = expiry_secs {
+                connect.version = Version::V5;
+                connect.properties.session_expiry_interval_secs = Some(secs);
+            }
             let packet = Packet::Connect(Box::new(connect));
             self.handle(Event::Packet { conn, packet }, ms);
             let active = self
@@ -607,8 +634,7 @@ mod deadline_tests {
 
     /// Each deadline closes its connection after its time and not before, whatever the number
     /// of other connections, and a connection heard from is put back, not closed; the queue
-    /// holds one entry per idle connection however many ticks pass (two until the CONNECT
-    /// deadline has passed).
+    /// holds one entry per idle connection however many ticks pass.
     #[test]
     fn deadlines_close_on_time_and_the_queue_stays_one_entry_per_connection() {
         let mut h = Harness::new();
@@ -623,6 +649,7 @@ mod deadline_tests {
         h.shard.set_partial_since(2_004, Some(h.at(1_000)));
         h.connect(2_005, 0, 0); // a partial packet finished in time: left open
         h.shard.set_partial_since(2_005, Some(h.at(1_000)));
+        h.connect(2_006, 60, 0); // pings at 60 s: left open at 90 s
         let timeline: &[(u64, &[ConnId])] = &[
             (2_900, &[]),
             (3_100, &[2_001]),
@@ -677,9 +704,54 @@ mod deadline_tests {
                 h.shard.deadlines.len()
             );
         }
+        let ping = Packet::PingReq;
+        h.handle(
+            Event::Packet {
+                conn: 2_006,
+                packet: ping,
+            },
+            60_000,
+        );
         // One and a half times the keepalive of 60 s: all the idle ones go at 90 s.
         h.handle(Event::Tick, 90_100);
         assert!((1..=IDLE).all(|conn| h.closing(conn)));
         assert!(!h.closing(2_005));
+        assert!(!h.closing(2_006));
+        h.handle(Event::Tick, 149_900);
+        assert!(!h.closing(2_006));
+        h.handle(Event::Tick, 150_100);
+        assert!(h.closing(2_006));
+    }
+}
+
+#[cfg(test)]
+mod session_expiry_tests {
+    /// An offline session ends at its expiry and not before, with many connected sessions the
+    /// tick no longer passes over, and one that expires later still ends on time.
+    #[test]
+    fn offline_sessions_expire_on_time() {
+        let mut h = super::deadline_tests::Harness::new();
+        for conn in 1..=1_000 {
+            h.connect_with(conn, 0, Some(3_600), 0);
+        }
+        h.connect_with(2_001, 0, Some(5), 0);
+        h.connect_with(2_002, 0, Some(8), 0);
+        h.handle(super::super::Event::Closed { conn: 2_002 }, 1_000);
+        h.handle(super::super::Event::Closed { conn: 2_001 }, 2_000);
+        let live = |h: &super::deadline_tests::Harness, conn: u64| {
+            h.shard.session(&format!("client-{conn}")).is_some()
+        };
+        for (ms, first, second) in [
+            (6_900, true, true),
+            (7_100, false, true),
+            (8_900, false, true),
+            (9_100, false, false),
+        ] {
+            h.handle(super::super::Event::Tick, ms);
+            assert_eq!(live(&h, 2_001), first, "at {ms} ms");
+            assert_eq!(live(&h, 2_002), second, "at {ms} ms");
+            assert!((1..=1_000).all(|conn| live(&h, conn)));
+        }
+        assert_eq!(h.shard.sessions_expire_from, None);
     }
 }

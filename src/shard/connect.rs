@@ -541,7 +541,12 @@ impl Shard {
             return;
         };
         conn.phase = Phase::Active { session: key };
-        conn.queue_keepalive(conn_id, &mut self.deadlines);
+        conn.queue_keepalive(
+            conn_id,
+            &mut self.deadlines,
+            self.settings.connect_timeout,
+            now,
+        );
         tracing::info!(
             client_id = %conn.client_id,
             peer = %conn.peer,

@@ -4,13 +4,14 @@
 //! docs/BENCHMARKS.md). An entry is a point in time at which a connection must be looked at,
 //! not a promise that it expires then: the shard checks the connection against its state when
 //! the entry comes due and puts it back at the later time if the client was heard from since.
-//! So a packet needs no update of the queue, and the only entries added after the accept are a
-//! connection's keepalive (once, at CONNACK) and its packet deadline (when a partial packet
-//! begins and none is queued).
+//! So a packet needs no update of the queue.
 //!
-//! At most one entry of each kind is queued per connection (`Conn::keepalive_queued` and
-//! `Conn::packet_queued` say whether one is); the entries of closed connections are dropped
-//! when they come due, or all at once when they outnumber the live ones (`compact`).
+//! An idle connection has one entry: its CONNECT deadline's, which becomes its keepalive's when
+//! it comes due after CONNACK (a keepalive that ends before the CONNECT deadline would is
+//! queued at CONNACK). At most one entry of each kind is queued per connection
+//! (`Conn::keepalive_queued` and `Conn::packet_queued` say whether one is); the entries of
+//! closed connections are dropped when they come due, or all at once when they outnumber the
+//! live ones (`compact`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -29,8 +30,7 @@ pub(super) enum Deadline {
     Packet,
 }
 
-/// Bits of an entry's word that hold its kind; connection ids come from a counter and never
-/// reach the top two bits.
+/// Bits of an entry's time word that hold its kind.
 const KIND_BITS: u32 = 2;
 
 impl Deadline {
@@ -51,33 +51,37 @@ impl Deadline {
     }
 }
 
-/// A min-heap of (time, connection and kind): 24 bytes an entry.
+/// A min-heap of (time in whole milliseconds with the kind, connection): 16 bytes an entry.
+/// Times are counted from the first `now` the queue was given and rounded up, so an entry never
+/// comes due before its time (at most a millisecond after it); a time before that start counts
+/// as the start, which is later too.
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    heap: BinaryHeap<Reverse<(u64, ConnId)>>,
+    start: Option<Instant>,
 }
 
 impl Deadlines {
-    /// Queues a look at `conn` at `at`.
-    pub fn push(&mut self, at: Instant, conn: ConnId, kind: Deadline) {
-        debug_assert!(
-            conn >> (u64::BITS - KIND_BITS) == 0,
-            "connection id too large"
-        );
-        self.heap
-            .push(Reverse((at, (conn << KIND_BITS) | kind.code())));
+    /// Queues a look at `conn` at `at`; `now` is the time of the event that queues it.
+    pub fn push(&mut self, now: Instant, at: Instant, conn: ConnId, kind: Deadline) {
+        let start = *self.start.get_or_insert(now);
+        let nanos = at.saturating_duration_since(start).as_nanos();
+        let millis = u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX >> KIND_BITS);
+        let word = (millis.min(u64::MAX >> KIND_BITS) << KIND_BITS) | kind.code();
+        self.heap.push(Reverse((word, conn)));
     }
 
-    /// The next entry whose time is before `now`, earliest first (ties by connection id, so the
-    /// same events give the same order).
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, ConnId, Deadline)> {
-        let Reverse((at, _)) = self.heap.peek()?;
-        if *at >= now {
+    /// The next entry whose time is before `now`, earliest first (ties by kind and connection
+    /// id, so the same events give the same order).
+    pub fn pop_due(&mut self, now: Instant) -> Option<(ConnId, Deadline)> {
+        let start = self.start?;
+        let Reverse((word, _)) = self.heap.peek()?;
+        let at_nanos = u128::from(word >> KIND_BITS) * 1_000_000;
+        if at_nanos >= now.saturating_duration_since(start).as_nanos() {
             return None;
         }
-        let Reverse((at, word)) = self.heap.pop()?;
-        let kind = Deadline::from_code(word & ((1 << KIND_BITS) - 1));
-        Some((at, word >> KIND_BITS, kind))
+        let Reverse((word, conn)) = self.heap.pop()?;
+        Some((conn, Deadline::from_code(word & ((1 << KIND_BITS) - 1))))
     }
 
     #[cfg(test)]
@@ -87,15 +91,16 @@ impl Deadlines {
 
     /// Drops the entries of connections that are gone once they outnumber what the live ones
     /// can hold (three each): a shard with churn but long keepalives would otherwise keep the
-    /// entries of closed connections until their time. Amortised O(1) per closed connection.
+    /// entries of closed connections until their time. Amortised O(1) per closed connection;
+    /// the room of a queue that has shrunk to a quarter is given back.
     pub fn compact(&mut self, live: usize, is_live: impl Fn(ConnId) -> bool) {
         const SLACK: usize = 1024;
-        if self.heap.len() <= live.saturating_mul(3).saturating_add(SLACK) {
-            return;
+        if self.heap.len() > live.saturating_mul(3).saturating_add(SLACK) {
+            self.heap.retain(|Reverse((_, conn))| is_live(*conn));
         }
-        self.heap
-            .retain(|Reverse((_, word))| is_live(word >> KIND_BITS));
-        self.heap.shrink_to(self.heap.len().saturating_mul(2));
+        if self.heap.capacity() > self.heap.len().saturating_mul(4).max(SLACK) {
+            self.heap.shrink_to(self.heap.len().saturating_mul(2));
+        }
     }
 }
 
@@ -110,35 +115,37 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut deadlines = Deadlines::default();
-        deadlines.push(at(300), 7, Deadline::KeepAlive);
-        deadlines.push(at(100), 9, Deadline::Connect);
-        deadlines.push(at(100), 3, Deadline::Packet);
-        deadlines.push(at(200), 5, Deadline::Packet);
+        assert_eq!(deadlines.pop_due(at(1_000)), None, "empty");
+        deadlines.push(t0, at(300), 7, Deadline::KeepAlive);
+        deadlines.push(t0, at(100), 9, Deadline::Connect);
+        deadlines.push(t0, at(100), 3, Deadline::Packet);
+        // Rounded up to the next millisecond: not due at 200.2 ms, due after 201 ms.
+        deadlines.push(
+            t0,
+            at(200) + Duration::from_micros(400),
+            5,
+            Deadline::Packet,
+        );
         assert_eq!(deadlines.pop_due(at(100)), None, "not before its time");
+        assert_eq!(deadlines.pop_due(at(101)), Some((9, Deadline::Connect)));
+        assert_eq!(deadlines.pop_due(at(101)), Some((3, Deadline::Packet)));
         assert_eq!(
-            deadlines.pop_due(at(250)),
-            Some((at(100), 3, Deadline::Packet))
+            deadlines.pop_due(at(200) + Duration::from_micros(500)),
+            None
         );
-        assert_eq!(
-            deadlines.pop_due(at(250)),
-            Some((at(100), 9, Deadline::Connect))
-        );
-        assert_eq!(
-            deadlines.pop_due(at(250)),
-            Some((at(200), 5, Deadline::Packet))
-        );
+        assert_eq!(deadlines.pop_due(at(250)), Some((5, Deadline::Packet)));
         assert_eq!(deadlines.pop_due(at(250)), None);
         assert_eq!(deadlines.len(), 1);
-        let far = (1u64 << 61) + 11;
-        deadlines.push(at(50), far, Deadline::KeepAlive);
-        assert_eq!(
-            deadlines.pop_due(at(400)),
-            Some((at(50), far, Deadline::KeepAlive))
+        // A time before the start counts as the start.
+        deadlines.push(
+            at(400),
+            t0 - Duration::from_millis(5),
+            11,
+            Deadline::KeepAlive,
         );
-        assert_eq!(
-            deadlines.pop_due(at(400)),
-            Some((at(300), 7, Deadline::KeepAlive))
-        );
+        assert_eq!(deadlines.pop_due(t0), None);
+        assert_eq!(deadlines.pop_due(at(1)), Some((11, Deadline::KeepAlive)));
+        assert_eq!(deadlines.pop_due(at(400)), Some((7, Deadline::KeepAlive)));
     }
 
     #[test]
@@ -146,7 +153,7 @@ mod tests {
         let t0 = Instant::now();
         let mut deadlines = Deadlines::default();
         for conn in 0..5_000u64 {
-            deadlines.push(t0 + Duration::from_secs(90), conn, Deadline::KeepAlive);
+            deadlines.push(t0, t0 + Duration::from_secs(90), conn, Deadline::KeepAlive);
         }
         // 10 live connections: 5,000 entries are over 3 x 10 + 1,024, only the live stay.
         let live = |conn: u64| conn.is_multiple_of(500);
@@ -154,7 +161,7 @@ mod tests {
         assert_eq!(deadlines.len(), 10);
         // Under the bound nothing is looked at.
         for conn in 5_000..5_500u64 {
-            deadlines.push(t0, conn, Deadline::Packet);
+            deadlines.push(t0, t0, conn, Deadline::Packet);
         }
         deadlines.compact(10, live);
         assert_eq!(deadlines.len(), 510);

@@ -173,6 +173,9 @@ pub struct Shard {
     /// When each connection's CONNECT, keepalive or packet deadline is to be looked at.
     deadlines: deadlines::Deadlines,
     sessions: Slab<LocalSession>,
+    /// No offline session expires before this (`None`: none has an expiry): the tick passes
+    /// over the sessions only once it is reached (`expire_sessions`).
+    sessions_expire_from: Option<Instant>,
     sessions_by_client: FastMap<ByteString, SessionKey>,
     /// What the sessions in `sessions` hold together, queued and in flight (against
     /// `limits.queued_*_per_shard_max`): a session adds to it when it is installed and takes off
@@ -278,6 +281,7 @@ impl Shard {
             conns: ConnMap::default(),
             deadlines: deadlines::Deadlines::default(),
             sessions: Slab::new(),
+            sessions_expire_from: None,
             sessions_by_client: FastMap::default(),
             held: crate::session::Held::default(),
             subscription_count: 0,
