@@ -725,6 +725,36 @@ mod deadline_tests {
 }
 
 #[cfg(test)]
+mod churn_tests {
+    use super::super::Event;
+
+    /// Connections that come and go with the longest keepalive leave no growing queue of
+    /// deadlines behind them: the entries of closed ones are dropped once they outnumber the
+    /// live ones' (`Deadlines::compact`), though their time is 27 hours away.
+    #[test]
+    fn the_deadline_queue_stays_bounded_under_churn() {
+        let mut h = super::deadline_tests::Harness::new();
+        let mut most = 0;
+        for conn in 1..=20_000u64 {
+            let ms = conn / 10;
+            h.connect_with(conn, u16::MAX, None, ms);
+            if conn > 100 {
+                h.handle(Event::Closed { conn: conn - 100 }, ms);
+            }
+            if conn.is_multiple_of(50) {
+                h.handle(Event::Tick, ms);
+            }
+            most = most.max(h.shard.deadlines.len());
+        }
+        assert_eq!(h.shard.conns.len(), 100);
+        assert!(
+            most <= 3 * 100 + 1024 + 50,
+            "{most} entries for 100 connections"
+        );
+    }
+}
+
+#[cfg(test)]
 mod session_expiry_tests {
     /// An offline session ends at its expiry and not before, with many connected sessions the
     /// tick no longer passes over, and one that expires later still ends on time.
