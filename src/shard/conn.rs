@@ -67,8 +67,11 @@ pub struct Conn {
     pub phase: Phase,
     /// Until CONNECT arrives this is 5.0 (only used to pick how to answer a broken CONNECT).
     pub version: Version,
-    pub accepted_at: Instant,
-    /// When CONNECT arrived (for the CONNECT -> CONNACK latency).
+    /// What only the way to CONNACK needs; `None` once it is sent. Boxed, so that an
+    /// established connection does not carry it.
+    pub connecting: Option<Box<Connecting>>,
+    /// When CONNECT arrived (for the CONNECT -> CONNACK latency, and to tell a remote claim
+    /// older than this connection).
     pub connect_at: Instant,
     pub last_seen: Instant,
     /// The keepalive in force, in seconds (0 = none): the client's, or the broker's lower one.
@@ -76,9 +79,6 @@ pub struct Conn {
     pub client_id: ByteString,
     /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
     pub username: Option<ByteString>,
-    /// The enhanced authentication the connection task completed (5.0 §4.12); boxed, as few
-    /// clients use one.
-    pub enhanced_auth: Option<Box<EnhancedAuth>>,
     /// Boxed: most clients set no will, and a connection's state stays small without one.
     pub will: Option<super::wills::HeldWill>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
@@ -86,11 +86,6 @@ pub struct Conn {
     /// The client's Maximum Packet Size (5.0); our packet limit otherwise.
     pub client_packet_bytes_max: usize,
     pub request_problem_information: bool,
-    pub request_response_information: bool,
-    /// The Keep Alive the client asked for in CONNECT.
-    pub requested_keepalive_secs: u16,
-    /// The Session Expiry Interval the client asked for in CONNECT (5.0; absent is 0).
-    pub requested_session_expiry_secs: u32,
     /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
     pub topic_aliases: super::aliases::ClientAliases,
     /// Broker-to-client topic aliases.
@@ -105,8 +100,6 @@ pub struct Conn {
     pub unsent: super::Unsent,
     /// Set when the shell should write what is buffered and then close.
     close: bool,
-    /// Packets that arrived while CONNECT was being claimed, handled after CONNACK.
-    pub early_packets: Vec<Packet>,
     /// Accepted over `connections_per_shard_max`: its CONNECT is refused with "server busy".
     pub over_limit: bool,
     /// When the partial packet the reader holds (if any) began: set by the shell
@@ -118,26 +111,50 @@ pub struct Conn {
     packet_queued: bool,
 }
 
+/// A connection's state until CONNACK.
+#[derive(Debug)]
+pub struct Connecting {
+    pub accepted_at: Instant,
+    /// Packets that arrived while CONNECT was being claimed, handled after CONNACK.
+    pub early_packets: Vec<Packet>,
+    /// The enhanced authentication the connection task completed (5.0 §4.12).
+    pub enhanced_auth: Option<EnhancedAuth>,
+    pub request_response_information: bool,
+    /// The Keep Alive the client asked for in CONNECT.
+    pub requested_keepalive_secs: u16,
+    /// The Session Expiry Interval the client asked for in CONNECT (5.0; absent is 0).
+    pub requested_session_expiry_secs: u32,
+}
+
+impl Connecting {
+    pub fn new(accepted_at: Instant) -> Connecting {
+        Connecting {
+            accepted_at,
+            early_packets: Vec::new(),
+            enhanced_auth: None,
+            request_response_information: false,
+            requested_keepalive_secs: 0,
+            requested_session_expiry_secs: 0,
+        }
+    }
+}
+
 impl Conn {
     pub fn new(peer: SocketAddr, now: Instant, packet_bytes_max: usize) -> Conn {
         Conn {
             peer,
             phase: Phase::AwaitingConnect,
             version: Version::V5,
-            accepted_at: now,
+            connecting: Some(Box::new(Connecting::new(now))),
             connect_at: now,
             last_seen: now,
             keepalive_secs: 0,
             client_id: ByteString::new(),
             username: None,
-            enhanced_auth: None,
             will: None,
             send_window: 1,
             client_packet_bytes_max: packet_bytes_max,
             request_problem_information: true,
-            request_response_information: false,
-            requested_keepalive_secs: 0,
-            requested_session_expiry_secs: 0,
             topic_aliases: super::aliases::ClientAliases::default(),
             aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),
@@ -145,7 +162,6 @@ impl Conn {
             write_waiting: false,
             unsent: super::Unsent::default(),
             close: false,
-            early_packets: Vec::new(),
             over_limit: false,
             partial_since: None,
             keepalive_queued: false,
@@ -172,11 +188,11 @@ impl Conn {
         &mut self,
         id: ConnId,
         deadlines: &mut Deadlines,
-        connect_timeout: Duration,
+        connect_deadline: Instant,
         now: Instant,
     ) {
         if let Some(at) = self.keepalive_deadline()
-            && at < self.accepted_at + connect_timeout
+            && at < connect_deadline
             && !self.keepalive_queued
         {
             self.keepalive_queued = true;
@@ -469,7 +485,9 @@ impl Shard {
                     Phase::Active { .. } if conn.keepalive_queued => (None, kind),
                     Phase::Active { .. } => (conn.keepalive_deadline(), Deadline::KeepAlive),
                     Phase::AwaitingConnect | Phase::Claiming { .. } | Phase::Resuming { .. } => {
-                        (Some(conn.accepted_at + connect_timeout), kind)
+                        // Until CONNACK `connecting` is there; without it, due now.
+                        let accepted = conn.connecting.as_ref().map(|c| c.accepted_at);
+                        (Some(accepted.map_or(now, |at| at + connect_timeout)), kind)
                     }
                 },
                 Deadline::KeepAlive => {
@@ -534,7 +552,7 @@ mod size_tests {
     #[test]
     fn per_connection_state_stays_small() {
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 344),
+            ("Conn", size_of::<super::Conn>(), 296),
             ("LocalSession", size_of::<super::super::LocalSession>(), 328),
             (
                 "SessionState",

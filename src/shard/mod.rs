@@ -399,10 +399,12 @@ impl Shard {
             // A client may send packets right after CONNECT (3.1.1 §3.1.4); while the CONNECT is
             // still being claimed they wait, bounded, and are handled after CONNACK.
             (Phase::Claiming { .. } | Phase::Resuming { .. }, packet) => {
-                if conn.early_packets.len() >= EARLY_PACKETS_MAX {
-                    return self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now);
+                match conn.connecting.as_mut() {
+                    Some(c) if c.early_packets.len() < EARLY_PACKETS_MAX => {
+                        c.early_packets.push(packet)
+                    }
+                    _ => self.close_with_reason(conn_id, ReasonCode::QUOTA_EXCEEDED, now),
                 }
-                conn.early_packets.push(packet)
             }
             (Phase::Active { session }, packet) => {
                 let session = *session;
