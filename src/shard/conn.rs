@@ -553,7 +553,7 @@ mod size_tests {
     fn per_connection_state_stays_small() {
         let sizes = [
             ("Conn", size_of::<super::Conn>(), 296),
-            ("LocalSession", size_of::<super::super::LocalSession>(), 328),
+            ("LocalSession", size_of::<super::super::LocalSession>(), 312),
             (
                 "SessionState",
                 size_of::<crate::session::SessionState>(),

@@ -134,8 +134,10 @@ pub struct LocalSession {
     /// Ids of messages delivered while the session is moving in (see `moving`); boxed, as
     /// only a session moving in has one.
     pub dedup: Option<Box<std::collections::HashSet<u64>>>,
-    /// Messages routed here directly while the former owner still forwards older ones.
-    pub held: Option<Vec<crate::session::Delivery>>,
+    /// Messages routed here directly while the former owner still forwards older ones; boxed,
+    /// as only a session moving in has them (8 bytes of every session, where the list is 24).
+    #[allow(clippy::box_collection)]
+    pub held: Option<Box<Vec<crate::session::Delivery>>>,
     /// How the session is written to the store at the end of the batch.
     pub store: StoreMark,
 }
