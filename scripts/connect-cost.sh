@@ -63,7 +63,7 @@ done
 # connections'.
 sleep "$SETTLE"
 
-cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{ns += $1} END {print ns}'; }
+cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{ns += $1} END {printf "%.0f\n", ns}'; }
 ticks() {
   local stat
   stat="$(cat /proc/"$pid"/stat)"
