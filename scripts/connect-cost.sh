@@ -18,7 +18,8 @@
 #   between the broker's start and the first connect [3]: ringmq allocates several MB for its
 #   metric snapshots in its first second, which a start-up RSS read earlier would count as the
 #   connections' (about 860 B per connection of 10,000 when read half a second after the
-#   start; bench-compare.sh reads it 0.3 s after the port answers).
+#   start; bench-compare.sh reads it 0.3 s after the port answers), IDLE_SECS length of the
+#   idle window whose CPU rate is reported [1] (10 gives a steadier figure).
 # Example, ringmq against Mosquitto:
 #   scripts/connect-cost.sh ringmq -- target/release/ringmq --config one-shard.toml
 #   scripts/connect-cost.sh mosquitto -- mosquitto -c mosquitto.conf
@@ -32,6 +33,7 @@ BROKER_CPU="${BROKER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BENCH="${BENCH:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ringmq-bench}"
 SETTLE="${SETTLE:-3}"
+IDLE_SECS="${IDLE_SECS:-1}"
 
 die() { echo "connect-cost: $*" >&2; exit 1; }
 [[ $# -ge 3 && "$2" == "--" ]] || die "usage: $0 NAME -- BROKER COMMAND..."
@@ -61,7 +63,7 @@ done
 # connections'.
 sleep "$SETTLE"
 
-cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{ns += $1} END {print ns}'; }
+cpu_ns() { cat /proc/"$pid"/task/*/schedstat | awk '{ns += $1} END {printf "%.0f\n", ns}'; }
 ticks() {
   local stat
   stat="$(cat /proc/"$pid"/stat)"
@@ -97,7 +99,7 @@ ns1="$now"
 read -r user1 sys1 < <(ticks)
 rss1="$(rss_kib)"
 end="$(date +%s.%N)"
-sleep 1
+sleep "$IDLE_SECS"
 ns2="$(cpu_ns)"
 idle_end="$(date +%s.%N)"
 # The connections must still be open through the idle second: its figure would count their

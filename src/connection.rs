@@ -89,9 +89,8 @@ pub(crate) async fn run(
     shell.handle(Event::Accepted { conn, peer });
     let client = Client {
         conn,
-        peer: &peer,
         listener: kind,
-        identity,
+        identity: identity.map(String::into_boxed_str),
     };
     // The two sides of the connection in its one task: one task header, one allocation and no
     // second `Rc` of the shell per connection, and the writer's state sits next to the reader's.
@@ -167,13 +166,23 @@ where
     })
 }
 
-/// What the reading side knows about its client.
+/// What the reading side knows about its client. Its address is not here but in the shard's
+/// `Conn` (`peer`): the connection's future would keep it for its whole life.
 struct Client<'a> {
     conn: ConnId,
-    peer: &'a SocketAddr,
     listener: &'a ListenerKind,
     /// The verified client certificate's identity, when the listener uses it as the username.
-    identity: Option<String>,
+    identity: Option<Box<str>>,
+}
+
+impl Client<'_> {
+    /// The client's address, for a log line (unspecified once the shard forgot the connection).
+    fn peer(&self, shell: &ShardShell) -> SocketAddr {
+        let shard = shell.shard.borrow();
+        shard
+            .conn(self.conn)
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |conn| conn.peer)
+    }
 }
 
 /// A connection ready for MQTT: the TLS handshake done on a TLS listener.
@@ -403,9 +412,7 @@ fn decode_and_handle(
         // The shard's tick closes a connection whose packet is overdue
         // (`limits.packet_timeout_ms`): no timer per read.
         *partial_since = since;
-        if let Some(entry) = shell.shard.borrow_mut().conn_mut(conn) {
-            entry.partial_since = since;
-        }
+        shell.shard.borrow_mut().set_partial_since(conn, since);
     }
     batch
 }
@@ -495,10 +502,10 @@ fn first_bytes_may_be_connect(shell: &ShardShell, client: &Client<'_>, buf: &[u8
     if matches!(client.listener, ListenerKind::Plain(_))
         && crate::tls::looks_like_tls_client_hello(buf)
     {
-        tracing::warn!(peer = %client.peer,
+        tracing::warn!(peer = %client.peer(shell),
             "TLS ClientHello on a plain MQTT listener: closed; the client must use the TLS port (8883)");
     } else {
-        tracing::debug!(peer = %client.peer, first_byte = buf.first().copied().unwrap_or(0),
+        tracing::debug!(peer = %client.peer(shell), first_byte = buf.first().copied().unwrap_or(0),
             "first packet is not CONNECT: closed");
     }
     shell
@@ -818,7 +825,7 @@ mod size_tests {
     #[test]
     fn connection_future_stays_small() {
         let sizes = [
-            ("run", future_bytes(super::run), 680),
+            ("run", future_bytes(super::run), 664),
             ("read_side", future_bytes(super::read_side), 344),
             ("write_side", size_of::<super::write_side::WriteSide>(), 104),
         ];

@@ -46,7 +46,7 @@ pub(super) async fn connect(
             },
         ]),
         Err(reason) => {
-            tracing::info!(peer = %client.peer, client_id = %connect.client_id,
+            tracing::info!(peer = %client.peer(shell), client_id = %connect.client_id,
                 reason = ?reason, "CONNECT refused by authentication");
             Err(Event::AuthRefused {
                 conn,
@@ -69,7 +69,7 @@ async fn check(
     if let Some(identity) = &client.identity {
         // Mosquitto's use_identity_as_username: the certificate is the credential (a CONNECT
         // that also names an AUTH method is refused by the shard: no method ran).
-        connect.username = Some(ByteString::from(identity.as_str()));
+        connect.username = Some(ByteString::from(&**identity));
         connect.password = None;
         return Ok(None);
     }

@@ -123,8 +123,12 @@ impl Shard {
     /// The CONNECT that follows passed authentication (by `enhanced`, if it names a method).
     pub(super) fn on_authenticated(&mut self, conn_id: ConnId, enhanced: Option<EnhancedAuth>) {
         self.metrics.authentication(true);
-        if let Some(conn) = self.conns.get_mut(&conn_id) {
-            conn.enhanced_auth = enhanced.map(Box::new);
+        if let Some(connecting) = self
+            .conns
+            .get_mut(&conn_id)
+            .and_then(|c| c.connecting.as_mut())
+        {
+            connecting.enhanced_auth = enhanced;
         }
     }
 

@@ -274,6 +274,7 @@ impl Shard {
             );
             if let Some(session) = self.sessions.get_mut(key) {
                 session.expires_at = Some(now + left);
+                super::lifecycle::expires_sooner(&mut self.sessions_expire_from, now + left);
             }
             self.store_meta(key);
             self.mirror_session(key);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use bytestring::ByteString;
 
+use super::deadlines::{Deadline, Deadlines};
 use super::{SessionKey, Shard};
 use crate::mail::Ticket;
 use crate::protocol::{
@@ -66,8 +67,11 @@ pub struct Conn {
     pub phase: Phase,
     /// Until CONNECT arrives this is 5.0 (only used to pick how to answer a broken CONNECT).
     pub version: Version,
-    pub accepted_at: Instant,
-    /// When CONNECT arrived (for the CONNECT -> CONNACK latency).
+    /// What only the way to CONNACK needs; `None` once it is sent. Boxed, so that an
+    /// established connection does not carry it.
+    pub connecting: Option<Box<Connecting>>,
+    /// When CONNECT arrived (for the CONNECT -> CONNACK latency, and to tell a remote claim
+    /// older than this connection).
     pub connect_at: Instant,
     pub last_seen: Instant,
     /// The keepalive in force, in seconds (0 = none): the client's, or the broker's lower one.
@@ -75,9 +79,6 @@ pub struct Conn {
     pub client_id: ByteString,
     /// The authenticated username (or certificate identity), the ACL's key; `None`: anonymous.
     pub username: Option<ByteString>,
-    /// The enhanced authentication the connection task completed (5.0 §4.12); boxed, as few
-    /// clients use one.
-    pub enhanced_auth: Option<Box<EnhancedAuth>>,
     /// Boxed: most clients set no will, and a connection's state stays small without one.
     pub will: Option<super::wills::HeldWill>,
     /// The client's Receive Maximum (5.0), capped by our in-flight limit.
@@ -85,11 +86,6 @@ pub struct Conn {
     /// The client's Maximum Packet Size (5.0); our packet limit otherwise.
     pub client_packet_bytes_max: usize,
     pub request_problem_information: bool,
-    pub request_response_information: bool,
-    /// The Keep Alive the client asked for in CONNECT.
-    pub requested_keepalive_secs: u16,
-    /// The Session Expiry Interval the client asked for in CONNECT (5.0; absent is 0).
-    pub requested_session_expiry_secs: u32,
     /// Client-to-broker topic aliases (5.0 §3.3.2.3.4).
     pub topic_aliases: super::aliases::ClientAliases,
     /// Broker-to-client topic aliases.
@@ -104,13 +100,43 @@ pub struct Conn {
     pub unsent: super::Unsent,
     /// Set when the shell should write what is buffered and then close.
     close: bool,
-    /// Packets that arrived while CONNECT was being claimed, handled after CONNACK.
-    pub early_packets: Vec<Packet>,
     /// Accepted over `connections_per_shard_max`: its CONNECT is refused with "server busy".
     pub over_limit: bool,
-    /// When the partial packet the reader holds (if any) began: set by the shell, checked
-    /// against `limits.packet_timeout_ms` by the tick.
+    /// When the partial packet the reader holds (if any) began: set by the shell
+    /// (`Shard::set_partial_since`), checked against `limits.packet_timeout_ms` by the tick.
     pub partial_since: Option<Instant>,
+    /// The shard's deadlines hold a keepalive entry for this connection (`deadlines`).
+    keepalive_queued: bool,
+    /// The shard's deadlines hold a packet-deadline entry for this connection.
+    packet_queued: bool,
+}
+
+/// A connection's state until CONNACK.
+#[derive(Debug)]
+pub struct Connecting {
+    pub accepted_at: Instant,
+    /// Packets that arrived while CONNECT was being claimed, handled after CONNACK.
+    pub early_packets: Vec<Packet>,
+    /// The enhanced authentication the connection task completed (5.0 §4.12).
+    pub enhanced_auth: Option<EnhancedAuth>,
+    pub request_response_information: bool,
+    /// The Keep Alive the client asked for in CONNECT.
+    pub requested_keepalive_secs: u16,
+    /// The Session Expiry Interval the client asked for in CONNECT (5.0; absent is 0).
+    pub requested_session_expiry_secs: u32,
+}
+
+impl Connecting {
+    pub fn new(accepted_at: Instant) -> Connecting {
+        Connecting {
+            accepted_at,
+            early_packets: Vec::new(),
+            enhanced_auth: None,
+            request_response_information: false,
+            requested_keepalive_secs: 0,
+            requested_session_expiry_secs: 0,
+        }
+    }
 }
 
 impl Conn {
@@ -119,20 +145,16 @@ impl Conn {
             peer,
             phase: Phase::AwaitingConnect,
             version: Version::V5,
-            accepted_at: now,
+            connecting: Some(Box::new(Connecting::new(now))),
             connect_at: now,
             last_seen: now,
             keepalive_secs: 0,
             client_id: ByteString::new(),
             username: None,
-            enhanced_auth: None,
             will: None,
             send_window: 1,
             client_packet_bytes_max: packet_bytes_max,
             request_problem_information: true,
-            request_response_information: false,
-            requested_keepalive_secs: 0,
-            requested_session_expiry_secs: 0,
             topic_aliases: super::aliases::ClientAliases::default(),
             aliases_to_client: super::aliases::TopicAliases::default(),
             out: BytesMut::new(),
@@ -140,15 +162,42 @@ impl Conn {
             write_waiting: false,
             unsent: super::Unsent::default(),
             close: false,
-            early_packets: Vec::new(),
             over_limit: false,
             partial_since: None,
+            keepalive_queued: false,
+            packet_queued: false,
         }
     }
 
     /// Whether the shell should close this connection once its buffer is written.
     pub fn is_closing(&self) -> bool {
         self.close
+    }
+
+    /// When the keepalive runs out (one and a half times it, in whole milliseconds, since the
+    /// client was last heard from); `None` before CONNACK or with no keepalive.
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        let active = matches!(self.phase, Phase::Active { .. });
+        (active && self.keepalive_secs != 0)
+            .then(|| self.last_seen + Duration::from_millis(u64::from(self.keepalive_secs) * 1500))
+    }
+
+    /// At CONNACK: queues the keepalive deadline of a connection when it ends before its
+    /// CONNECT deadline, whose entry becomes the keepalive's otherwise (`check_connections`).
+    pub(super) fn queue_keepalive(
+        &mut self,
+        id: ConnId,
+        deadlines: &mut Deadlines,
+        connect_deadline: Instant,
+        now: Instant,
+    ) {
+        if let Some(at) = self.keepalive_deadline()
+            && at < connect_deadline
+            && !self.keepalive_queued
+        {
+            self.keepalive_queued = true;
+            deadlines.push(now, at, id, Deadline::KeepAlive);
+        }
     }
 
     pub fn session(&self) -> Option<SessionKey> {
@@ -357,6 +406,32 @@ impl Shard {
         // that never sends CONNECT is closed by the CONNECT timeout.
         conn.over_limit = self.conns.len() >= self.settings.connections_per_shard_max;
         self.conns.insert(conn_id, Box::new(conn));
+        self.deadlines.push(
+            now,
+            now + self.settings.connect_timeout,
+            conn_id,
+            Deadline::Connect,
+        );
+    }
+
+    /// Records when the partial packet the connection's reader holds began (`None`: it holds
+    /// none), and queues its deadline when none is queued.
+    pub fn set_partial_since(&mut self, conn_id: ConnId, since: Option<Instant>) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.partial_since = since;
+        if let Some(since) = since
+            && !conn.packet_queued
+        {
+            conn.packet_queued = true;
+            self.deadlines.push(
+                since,
+                since + self.settings.packet_timeout,
+                conn_id,
+                Deadline::Packet,
+            );
+        }
     }
 
     pub(super) fn on_malformed(
@@ -387,59 +462,85 @@ impl Shard {
         self.close_with_reason(conn_id, reason, now);
     }
 
-    /// Keepalive (1.5 x, MQTT-3.1.2-24), the CONNECT deadline and the packet deadline.
+    /// Keepalive (1.5 x, MQTT-3.1.2-24), the CONNECT deadline and the packet deadline: only
+    /// the connections whose entry in `deadlines` has come due are looked at. An entry whose
+    /// connection was heard from since (or finished its packet, or sent CONNECT and got its
+    /// CONNACK) goes back at its new time, or is dropped when nothing is left to time.
     pub(super) fn check_connections(&mut self, now: Instant) {
         let connect_timeout = self.settings.connect_timeout;
-        let mut expired = Vec::new();
         let packet_timeout = self.settings.packet_timeout;
-        let mut overdue = Vec::new();
-        for (id, conn) in &self.conns {
+        let mut expired = Vec::new();
+        while let Some((id, kind)) = self.deadlines.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            // When this connection is due next for what the entry was for (the kind may change:
+            // the CONNECT deadline's entry goes on as the keepalive's), or `None`.
+            let (due, kind) = match kind {
+                Deadline::Packet => {
+                    conn.packet_queued = false;
+                    (conn.partial_since.map(|since| since + packet_timeout), kind)
+                }
+                Deadline::Connect => match conn.phase {
+                    Phase::Active { .. } if conn.keepalive_queued => (None, kind),
+                    Phase::Active { .. } => (conn.keepalive_deadline(), Deadline::KeepAlive),
+                    Phase::AwaitingConnect | Phase::Claiming { .. } | Phase::Resuming { .. } => {
+                        // Until CONNACK `connecting` is there; without it, due now.
+                        let accepted = conn.connecting.as_ref().map(|c| c.accepted_at);
+                        (Some(accepted.map_or(now, |at| at + connect_timeout)), kind)
+                    }
+                },
+                Deadline::KeepAlive => {
+                    conn.keepalive_queued = false;
+                    (conn.keepalive_deadline(), kind)
+                }
+            };
+            let Some(due) = due else {
+                continue;
+            };
             if conn.is_closing() {
                 continue;
             }
-            if conn
-                .partial_since
-                .is_some_and(|since| now.saturating_duration_since(since) > packet_timeout)
-            {
-                overdue.push(*id);
+            if now <= due {
+                match kind {
+                    Deadline::Packet => conn.packet_queued = true,
+                    Deadline::KeepAlive => conn.keepalive_queued = true,
+                    Deadline::Connect => {}
+                }
+                self.deadlines.push(now, due, id, kind);
                 continue;
             }
-            match conn.phase {
-                Phase::AwaitingConnect | Phase::Claiming { .. } | Phase::Resuming { .. } => {
-                    if now.saturating_duration_since(conn.accepted_at) > connect_timeout {
-                        expired.push((*id, false));
-                    }
+            expired.push((id, kind));
+        }
+        for (id, kind) in expired {
+            // Two deadlines of one connection may pass in one tick: the first closes it.
+            if self.conns.get(&id).is_none_or(|conn| conn.is_closing()) {
+                continue;
+            }
+            match kind {
+                // A packet begun and not finished in time (slow loris): closed as on a network
+                // error, no DISCONNECT (the client is inside a packet), the will is published.
+                Deadline::Packet => {
+                    self.metrics
+                        .limit_reached(crate::metrics::LimitReached::PacketTimeout);
+                    self.end_connection(id, CloseKind::Abnormal, now);
                 }
-                Phase::Active { .. } => {
-                    // One and a half times the keepalive, in whole milliseconds.
-                    let allowed = Duration::from_millis(u64::from(conn.keepalive_secs) * 1500);
-                    if conn.keepalive_secs != 0
-                        && now.saturating_duration_since(conn.last_seen) > allowed
-                    {
-                        expired.push((*id, true));
+                Deadline::KeepAlive => {
+                    self.close_with_reason(id, ReasonCode::KEEP_ALIVE_TIMEOUT, now)
+                }
+                Deadline::Connect => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        // Never connected: no will. A session already bound (resuming) goes
+                        // offline.
+                        conn.will = None;
+                        self.end_connection(id, CloseKind::Normal, now);
                     }
                 }
             }
         }
-        // A stable order, so a replay of the same events closes in the same order.
-        overdue.sort_unstable();
-        for id in overdue {
-            // A packet begun and not finished in time (slow loris): closed as on a network
-            // error, no DISCONNECT (the client is inside a packet), the will is published.
-            self.metrics
-                .limit_reached(crate::metrics::LimitReached::PacketTimeout);
-            self.end_connection(id, CloseKind::Abnormal, now);
-        }
-        expired.sort_unstable();
-        for (id, active) in expired {
-            if active {
-                self.close_with_reason(id, ReasonCode::KEEP_ALIVE_TIMEOUT, now);
-            } else if let Some(conn) = self.conns.get_mut(&id) {
-                // Never connected: no will. A session already bound (resuming) goes offline.
-                conn.will = None;
-                self.end_connection(id, CloseKind::Normal, now);
-            }
-        }
+        let conns = &self.conns;
+        self.deadlines
+            .compact(conns.len(), |id| conns.contains_key(&id));
     }
 }
 
@@ -451,8 +552,8 @@ mod size_tests {
     #[test]
     fn per_connection_state_stays_small() {
         let sizes = [
-            ("Conn", size_of::<super::Conn>(), 344),
-            ("LocalSession", size_of::<super::super::LocalSession>(), 328),
+            ("Conn", size_of::<super::Conn>(), 296),
+            ("LocalSession", size_of::<super::super::LocalSession>(), 312),
             (
                 "SessionState",
                 size_of::<crate::session::SessionState>(),
@@ -462,5 +563,243 @@ mod size_tests {
         for (name, size, max) in sizes {
             assert!(size <= max, "{name} is {size} bytes, over {max}");
         }
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytestring::ByteString;
+    use shards::ShardId;
+
+    use super::super::{Event, Settings, Shard};
+    use super::{ConnId, Phase};
+    use crate::config::Config;
+    use crate::protocol::{Connect, Packet, Version};
+
+    pub(super) struct Harness {
+        pub(super) shard: Shard,
+        t0: Instant,
+    }
+
+    impl Harness {
+        pub(super) fn new() -> Harness {
+            let settings = Arc::new(Settings::from_config(&Config::default(), 1));
+            Harness {
+                shard: Shard::new(ShardId::new(0), 1, settings),
+                t0: Instant::now(),
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        /// Handles `event` at `ms` after the start, then the mail the shard sent itself.
+        pub(super) fn handle(&mut self, event: Event, ms: u64) {
+            let now = self.at(ms);
+            self.shard.handle(event, now);
+            self.shard.handle_own_mail(now);
+        }
+
+        fn accept(&mut self, conn: ConnId, ms: u64) {
+            let peer = ([127, 0, 0, 1], 1024).into();
+            self.handle(Event::Accepted { conn, peer }, ms);
+        }
+
+        fn connect(&mut self, conn: ConnId, keep_alive_secs: u16, ms: u64) {
+            self.connect_with(conn, keep_alive_secs, None, ms);
+        }
+
+        /// Connects with 5.0 and a Session Expiry Interval when `expiry_secs` is given.
+        pub(super) fn connect_with(
+            &mut self,
+            conn: ConnId,
+            keep_alive: u16,
+            expiry_secs: Option<u32>,
+            ms: u64,
+        ) {
+            self.accept(conn, ms);
+            let mut connect = Connect {
+                version: Version::V3_1_1,
+                clean_start: true,
+                keep_alive_secs: keep_alive,
+                client_id: ByteString::from(format!("client-{conn}")),
+                will: None,
+                username: None,
+                password: None,
+                properties: Default::default(),
+            };
+            if let Some(secs) = expiry_secs {
+                connect.version = Version::V5;
+                connect.properties.session_expiry_interval_secs = Some(secs);
+            }
+            let packet = Packet::Connect(Box::new(connect));
+            self.handle(Event::Packet { conn, packet }, ms);
+            let active = self
+                .shard
+                .conn(conn)
+                .is_some_and(|c| matches!(c.phase, Phase::Active { .. }));
+            assert!(active, "connection {conn} got no CONNACK");
+        }
+
+        fn closing(&self, conn: ConnId) -> bool {
+            self.shard.conn(conn).is_some_and(|c| c.is_closing())
+        }
+    }
+
+    /// Each deadline closes its connection after its time and not before, whatever the number
+    /// of other connections, and a connection heard from is put back, not closed; the queue
+    /// holds one entry per idle connection however many ticks pass.
+    #[test]
+    fn deadlines_close_on_time_and_the_queue_stays_one_entry_per_connection() {
+        let mut h = Harness::new();
+        const IDLE: u64 = 1_000;
+        for conn in 1..=IDLE {
+            h.connect(conn, 60, 0);
+        }
+        h.connect(2_001, 2, 0); // silent: closed after 3 s
+        h.connect(2_002, 2, 0); // pings at 2.5 s: closed after 5.5 s
+        h.accept(2_003, 0); // never sends CONNECT: closed after the 10 s connect timeout
+        h.connect(2_004, 0, 0); // a partial packet from 1 s: closed after 31 s
+        h.shard.set_partial_since(2_004, Some(h.at(1_000)));
+        h.connect(2_005, 0, 0); // a partial packet finished in time: left open
+        h.shard.set_partial_since(2_005, Some(h.at(1_000)));
+        h.connect(2_006, 60, 0); // pings at 60 s: left open at 90 s
+        let timeline: &[(u64, &[ConnId])] = &[
+            (2_900, &[]),
+            (3_100, &[2_001]),
+            (5_400, &[2_001]),
+            (5_600, &[2_001, 2_002]),
+            (9_900, &[2_001, 2_002]),
+            (10_100, &[2_001, 2_002, 2_003]),
+            (30_900, &[2_001, 2_002, 2_003]),
+            (31_100, &[2_001, 2_002, 2_003, 2_004]),
+            (89_900, &[2_001, 2_002, 2_003, 2_004]),
+        ];
+        let mut ms = 0;
+        let (mut pinged, mut finished) = (false, false);
+        for &(until, closed) in timeline {
+            // A tick every 250 ms, as the shell gives them.
+            while ms < until {
+                ms = (ms + 250).min(until);
+                if ms >= 2_500 && !std::mem::replace(&mut pinged, true) {
+                    h.handle(
+                        Event::Packet {
+                            conn: 2_002,
+                            packet: Packet::PingReq,
+                        },
+                        2_500,
+                    );
+                }
+                if ms >= 20_000 && !std::mem::replace(&mut finished, true) {
+                    h.shard.set_partial_since(2_005, None);
+                }
+                h.handle(Event::Tick, ms);
+            }
+            for conn in [2_001, 2_002, 2_003, 2_004, 2_005] {
+                assert_eq!(
+                    h.closing(conn),
+                    closed.contains(&conn),
+                    "connection {conn} at {ms} ms"
+                );
+            }
+            assert!(
+                (1..=IDLE).all(|conn| !h.closing(conn)),
+                "an idle one closed at {ms} ms"
+            );
+            // Until the CONNECT deadline passes, each connection's entry for it is queued too.
+            let bound = if ms <= 10_000 {
+                2 * IDLE + 20
+            } else {
+                IDLE + 10
+            };
+            assert!(
+                h.shard.deadlines.len() <= bound as usize,
+                "{} entries at {ms} ms",
+                h.shard.deadlines.len()
+            );
+        }
+        let ping = Packet::PingReq;
+        h.handle(
+            Event::Packet {
+                conn: 2_006,
+                packet: ping,
+            },
+            60_000,
+        );
+        // One and a half times the keepalive of 60 s: all the idle ones go at 90 s.
+        h.handle(Event::Tick, 90_100);
+        assert!((1..=IDLE).all(|conn| h.closing(conn)));
+        assert!(!h.closing(2_005));
+        assert!(!h.closing(2_006));
+        h.handle(Event::Tick, 149_900);
+        assert!(!h.closing(2_006));
+        h.handle(Event::Tick, 150_100);
+        assert!(h.closing(2_006));
+    }
+}
+
+#[cfg(test)]
+mod churn_tests {
+    use super::super::Event;
+
+    /// Connections that come and go with the longest keepalive leave no growing queue of
+    /// deadlines behind them: the entries of closed ones are dropped once they outnumber the
+    /// live ones' (`Deadlines::compact`), though their time is 27 hours away.
+    #[test]
+    fn the_deadline_queue_stays_bounded_under_churn() {
+        let mut h = super::deadline_tests::Harness::new();
+        let mut most = 0;
+        for conn in 1..=20_000u64 {
+            let ms = conn / 10;
+            h.connect_with(conn, u16::MAX, None, ms);
+            if conn > 100 {
+                h.handle(Event::Closed { conn: conn - 100 }, ms);
+            }
+            if conn.is_multiple_of(50) {
+                h.handle(Event::Tick, ms);
+            }
+            most = most.max(h.shard.deadlines.len());
+        }
+        assert_eq!(h.shard.conns.len(), 100);
+        assert!(
+            most <= 3 * 100 + 1024 + 50,
+            "{most} entries for 100 connections"
+        );
+    }
+}
+
+#[cfg(test)]
+mod session_expiry_tests {
+    /// An offline session ends at its expiry and not before, with many connected sessions the
+    /// tick no longer passes over, and one that expires later still ends on time.
+    #[test]
+    fn offline_sessions_expire_on_time() {
+        let mut h = super::deadline_tests::Harness::new();
+        for conn in 1..=1_000 {
+            h.connect_with(conn, 0, Some(3_600), 0);
+        }
+        h.connect_with(2_001, 0, Some(5), 0);
+        h.connect_with(2_002, 0, Some(8), 0);
+        h.handle(super::super::Event::Closed { conn: 2_002 }, 1_000);
+        h.handle(super::super::Event::Closed { conn: 2_001 }, 2_000);
+        let live = |h: &super::deadline_tests::Harness, conn: u64| {
+            h.shard.session(&format!("client-{conn}")).is_some()
+        };
+        for (ms, first, second) in [
+            (6_900, true, true),
+            (7_100, false, true),
+            (8_900, false, true),
+            (9_100, false, false),
+        ] {
+            h.handle(super::super::Event::Tick, ms);
+            assert_eq!(live(&h, 2_001), first, "at {ms} ms");
+            assert_eq!(live(&h, 2_002), second, "at {ms} ms");
+            assert!((1..=1_000).all(|conn| live(&h, conn)));
+        }
+        assert_eq!(h.shard.sessions_expire_from, None);
     }
 }

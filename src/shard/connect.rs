@@ -133,7 +133,7 @@ impl Shard {
             let done = self
                 .conns
                 .get(&conn_id)
-                .and_then(|c| c.enhanced_auth.as_ref())
+                .and_then(|c| c.connecting.as_ref()?.enhanced_auth.as_ref())
                 .map(|enhanced| &enhanced.method);
             if done != Some(method) {
                 return self.refuse_connect(conn_id, ReasonCode::BAD_AUTHENTICATION_METHOD);
@@ -181,9 +181,13 @@ impl Shard {
             conn.client_packet_bytes_max = max as usize;
         }
         conn.request_problem_information = props.request_problem_information.unwrap_or(true);
-        conn.request_response_information = props.request_response_information.unwrap_or(false);
-        conn.requested_keepalive_secs = connect.keep_alive_secs;
-        conn.requested_session_expiry_secs = props.session_expiry_interval_secs.unwrap_or(0);
+        if let Some(connecting) = conn.connecting.as_mut() {
+            connecting.request_response_information =
+                props.request_response_information.unwrap_or(false);
+            connecting.requested_keepalive_secs = connect.keep_alive_secs;
+            connecting.requested_session_expiry_secs =
+                props.session_expiry_interval_secs.unwrap_or(0);
+        }
         conn.phase = Phase::Claiming { ticket };
         let mut connect = connect;
         connect.client_id = client_id.clone();
@@ -542,6 +546,13 @@ impl Shard {
             return;
         };
         conn.phase = Phase::Active { session: key };
+        // What only the way here needed is let go with this CONNACK.
+        let mut connecting = conn
+            .connecting
+            .take()
+            .map_or_else(|| super::conn::Connecting::new(now), |c| *c);
+        let connect_deadline = connecting.accepted_at + self.settings.connect_timeout;
+        conn.queue_keepalive(conn_id, &mut self.deadlines, connect_deadline, now);
         tracing::info!(
             client_id = %conn.client_id,
             peer = %conn.peer,
@@ -556,8 +567,8 @@ impl Shard {
         let client_id = conn.client_id.clone();
         // 5.0 §4.12: the CONNACK of an enhanced authentication names its method.
         let mut properties = ConnAckProperties {
-            authentication_method: conn.enhanced_auth.as_ref().map(|e| e.method.clone()),
-            authentication_data: conn.enhanced_auth.take().and_then(|e| e.data),
+            authentication_method: connecting.enhanced_auth.as_ref().map(|e| e.method.clone()),
+            authentication_data: connecting.enhanced_auth.take().and_then(|e| e.data),
             ..ConnAckProperties::default()
         };
         if version.is_v5() {
@@ -587,17 +598,17 @@ impl Shard {
                 properties.assigned_client_identifier = Some(client_id.clone());
             }
             // MQTT-3.2.2-21: when the broker lowers the keepalive, it says so.
-            if conn.keepalive_secs != conn.requested_keepalive_secs {
+            if conn.keepalive_secs != connecting.requested_keepalive_secs {
                 properties.server_keep_alive_secs = Some(conn.keepalive_secs);
             }
             // 5.0 §3.2.2.3.2: a Session Expiry Interval other than the client's is said.
             let expiry_secs = self.sessions.get(key).map(|s| s.state.expiry_secs);
             if let Some(expiry_secs) = expiry_secs
-                && expiry_secs != conn.requested_session_expiry_secs
+                && expiry_secs != connecting.requested_session_expiry_secs
             {
                 properties.session_expiry_interval_secs = Some(expiry_secs);
             }
-            if conn.request_response_information && !s.response_information.is_empty() {
+            if connecting.request_response_information && !s.response_information.is_empty() {
                 properties.response_information = Some(ByteString::from(format!(
                     "{}{}",
                     s.response_information, client_id
@@ -627,12 +638,7 @@ impl Shard {
         self.metrics.record_connect_latency(connect_latency);
         self.resend_inflight(conn_id, key, now);
         self.pump_conn(conn_id, now);
-        let early = self
-            .conns
-            .get_mut(&conn_id)
-            .map(|c| std::mem::take(&mut c.early_packets))
-            .unwrap_or_default();
-        for packet in early {
+        for packet in connecting.early_packets {
             self.on_packet(conn_id, packet, now);
         }
     }

@@ -94,6 +94,7 @@ impl Shard {
         } else {
             let expiry = Duration::from_secs(u64::from(session.state.expiry_secs));
             session.expires_at = Some(now + expiry);
+            expires_sooner(&mut self.sessions_expire_from, now + expiry);
             self.store_meta(key);
         }
     }
@@ -119,12 +120,21 @@ impl Shard {
     }
 
     pub(super) fn expire_sessions(&mut self, now: Instant) {
-        let expired: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.conn.is_none() && s.expires_at.is_some_and(|at| now >= at))
-            .map(|(key, _)| key)
-            .collect();
+        // A pass over every session only once one may have expired, not on every tick: the
+        // connected sessions (most of them, usually) never expire here.
+        let mut expired: Vec<SessionKey> = Vec::new();
+        if self.sessions_expire_from.is_some_and(|from| now >= from) {
+            self.sessions_expire_from = None;
+            for (key, session) in &self.sessions {
+                match session.expires_at {
+                    Some(at) if session.conn.is_none() && now >= at => expired.push(key),
+                    Some(at) if session.conn.is_none() => {
+                        expires_sooner(&mut self.sessions_expire_from, at)
+                    }
+                    _ => {}
+                }
+            }
+        }
         self.metrics.counts.sessions_expired += expired.len() as u64;
         for key in expired {
             self.end_session(key, now);
@@ -260,4 +270,10 @@ impl Shard {
         });
         self.route(message, now);
     }
+}
+
+/// Brings `from`, the time before which no offline session expires, forward to `at`: every
+/// offline session's expiry set goes through it, or `expire_sessions` would not see it.
+pub(super) fn expires_sooner(from: &mut Option<Instant>, at: Instant) {
+    *from = Some(from.map_or(at, |from| from.min(at)));
 }

@@ -129,7 +129,7 @@ impl Shard {
         let ticket = session.ticket;
         if let Some(seen) = resumed {
             session.dedup = Some(Box::new(seen.unwrap_or_default()));
-            session.held = Some(Vec::new());
+            session.held = Some(Box::default());
             for delivery in forwarded {
                 self.enqueue_delivery(key, delivery, now);
             }
@@ -351,6 +351,7 @@ impl Shard {
             .sessions
             .get_mut(key)
             .and_then(|s| s.held.take())
+            .map(|held| *held)
             .unwrap_or_default();
         for delivery in held {
             self.enqueue_delivery(key, delivery, now);

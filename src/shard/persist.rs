@@ -77,6 +77,10 @@ impl Shard {
             let key = self.install_session_unlogged(state, generation, ticket);
             if let Some(local) = self.sessions.get_mut(key) {
                 local.expires_at = Some(session.expires_at);
+                super::lifecycle::expires_sooner(
+                    &mut self.sessions_expire_from,
+                    session.expires_at,
+                );
                 local.store = StoreMark {
                     stamp: session.stamp,
                     image: false,

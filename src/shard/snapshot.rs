@@ -251,18 +251,7 @@ mod tests {
         }
 
         fn settle(&mut self) {
-            let now = self.clock.instant;
-            let mut batch = Vec::new();
-            for _ in 0..1000 {
-                self.shard.take_mail(ShardId::new(0), &mut batch, 64);
-                if batch.is_empty() {
-                    break;
-                }
-                for mail in batch.drain(..) {
-                    let from = ShardId::new(0);
-                    self.shard.handle(Event::Mail { from, mail }, now);
-                }
-            }
+            self.shard.handle_own_mail(self.clock.instant);
             self.shard.flush_store(&self.clock);
             self.take_job();
         }
