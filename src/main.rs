@@ -131,6 +131,16 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
+    // Caught from the first line on: a SIGTERM during the start (a service manager stopping the
+    // broker right after READY=1, or while it reads its store) stops it gracefully once it
+    // serves, instead of ending the process half-way.
+    let signals = match ringmq::server::Signals::watch() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("ringmq: {error}");
+            return ExitCode::from(1);
+        }
+    };
     let resolved = match resolve(file) {
         Ok(resolved) => resolved,
         Err(message) => {
@@ -156,14 +166,14 @@ fn start(file: Option<&Path>, ignore_corrupt_storage: bool) -> ExitCode {
         }
     }
     config.persistence.ignore_corrupt_storage = ignore_corrupt_storage;
-    let status = run(config, file);
+    let status = run(config, file, signals);
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }
 
 /// Starts every shard and serves until SIGINT or SIGTERM, then shuts down gracefully. Returns the
 /// process exit status: 0 after a clean shutdown, 1 if the broker could not start or a shard
 /// failed (the error says why and what to do).
-fn run(config: Config, file: Option<&Path>) -> i32 {
+fn run(config: Config, file: Option<&Path>, signals: ringmq::server::Signals) -> i32 {
     let broker = match ringmq::server::start(config) {
         Ok(broker) => broker,
         Err(error @ ringmq::server::BrokerError::Security(_)) => {
@@ -184,7 +194,7 @@ fn run(config: Config, file: Option<&Path>) -> i32 {
         };
         tracing::info!(%addr, shards = broker.shard_count(), "listening");
     }
-    match broker.run_until_signal() {
+    match broker.run_until(signals) {
         Ok(()) => {
             tracing::info!("stopped");
             0

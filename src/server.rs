@@ -8,6 +8,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// SIGINT and SIGTERM caught for `Broker::run_until`.
+pub use shards::Signals;
 use shards::sync::Notify;
 use shards::{
     CpuSet, ListenerSpec, PortPerShard, RuntimeConfig, ShardContext, ShardCount, ShardId, Task,
@@ -272,6 +274,12 @@ impl Broker {
     /// Runs until SIGINT or SIGTERM (or a shard fails), then shuts down gracefully.
     pub fn run_until_signal(self) -> Result<(), BrokerError> {
         Ok(self.runtime.run_until_signal()?)
+    }
+
+    /// As `run_until_signal`, with SIGINT and SIGTERM caught since `signals` was made (before
+    /// the start, so a stop asked for during it is graceful too).
+    pub fn run_until(self, signals: Signals) -> Result<(), BrokerError> {
+        Ok(self.runtime.run_until(signals)?)
     }
 }
 

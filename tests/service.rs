@@ -307,3 +307,52 @@ fn json_logs_are_one_object_per_line_and_version_names_the_build() {
         "{seen:#?}"
     );
 }
+
+/// A SIGTERM that comes while the broker starts (its first log line is written once SIGTERM is
+/// caught) stops it gracefully once it serves: status 0 after "stopped", not the signal's
+/// default end of the process half-way through the start.
+#[test]
+fn a_sigterm_during_the_start_stops_the_broker_gracefully() {
+    let scratch = Scratch::new("early-term");
+    let config = scratch.0.join("ringmq.toml");
+    std::fs::write(&config, format!("{CONFIG}[log]\nformat = \"json\"\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = child.stdout.take().unwrap();
+    let mut broker = Broker(child);
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a first log line within 30 s");
+    assert!(first.contains("configuration loaded"), "{first}");
+    broker.terminate();
+    // Start and graceful stop (shutdown_timeout_ms = 3000) take well under 30 s; the reader
+    // ends at the pipe's end, when the process does.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        seen.push(line);
+    }
+    assert_eq!(broker.0.wait().unwrap().code(), Some(0), "{seen:#?}");
+    assert!(
+        seen.iter()
+            .any(|line| line.contains("\"message\":\"stopped\"")),
+        "{seen:#?}"
+    );
+}

@@ -95,5 +95,5 @@ pub use net::{
     recv_pool_stats,
 };
 pub use preflight::memlock_needed_bytes;
-pub use runtime::{Runtime, RuntimeHandle, planned_shard_count, start};
+pub use runtime::{Runtime, RuntimeHandle, Signals, planned_shard_count, start};
 pub use task::{Task, live_tasks, spawn_local, yield_now};

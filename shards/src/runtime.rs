@@ -255,27 +255,25 @@ impl Runtime {
 
     /// Runs until SIGINT or SIGTERM, or until a shard returns or panics; then shuts down
     /// gracefully and joins. A second signal during shutdown exits the process at once.
-    pub fn run_until_signal(mut self) -> Result<(), RuntimeError> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let signalled = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        for signal in [SIGINT, SIGTERM] {
-            // Registered first, so it sees the flag before the second registration sets it.
-            let second =
-                signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone());
-            let first = signal_hook::flag::register(signal, signalled.clone());
-            match (second, first) {
-                (Ok(a), Ok(b)) => ids.extend([a, b]),
-                (Err(error), _) | (_, Err(error)) => {
-                    self.handle().shutdown();
-                    let _ = self.join_all();
-                    return Err(RuntimeError::Signals {
-                        message: error.to_string(),
-                    });
-                }
+    /// Signals are watched from this call on; [`Signals::watch`] before the start covers the
+    /// start too.
+    pub fn run_until_signal(self) -> Result<(), RuntimeError> {
+        match Signals::watch() {
+            Ok(signals) => self.run_until(signals),
+            Err(error) => {
+                let mut runtime = self;
+                runtime.handle().shutdown();
+                let _ = runtime.join_all();
+                Err(error)
             }
         }
-        while !signalled.load(Ordering::Acquire) {
+    }
+
+    /// As [`Runtime::run_until_signal`], with signals watched since `signals` was made: a
+    /// SIGTERM that came during the start (a service manager stopping the broker right after
+    /// it said it was ready) stops it gracefully as soon as this is called.
+    pub fn run_until(mut self, signals: Signals) -> Result<(), RuntimeError> {
+        while !signals.signalled.load(Ordering::Acquire) {
             match self.events.recv_timeout(SIGNAL_POLL) {
                 Ok(event @ ShardEvent::Exited { .. }) => {
                     self.seen.push(event);
@@ -288,9 +286,7 @@ impl Runtime {
         }
         self.handle().shutdown();
         let result = self.join_all();
-        for id in ids {
-            signal_hook::low_level::unregister(id);
-        }
+        drop(signals);
         result
     }
 
@@ -545,5 +541,54 @@ async fn control_loop(
             }
         }
         bell.wait().await;
+    }
+}
+
+/// SIGINT and SIGTERM caught into a flag, from [`Signals::watch`] until dropped; a second one
+/// after the first exits the process at once (status 130).
+pub struct Signals {
+    signalled: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    /// Starts catching SIGINT and SIGTERM (their default action would end the process).
+    pub fn watch() -> Result<Signals, RuntimeError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = Signals {
+            signalled: Arc::new(AtomicBool::new(false)),
+            ids: Vec::new(),
+        };
+        for signal in [SIGINT, SIGTERM] {
+            // Registered first, so it sees the flag before the second registration sets it.
+            let second = signal_hook::flag::register_conditional_shutdown(
+                signal,
+                130,
+                signals.signalled.clone(),
+            );
+            let first = signal_hook::flag::register(signal, signals.signalled.clone());
+            let mut failed = None;
+            for registered in [second, first] {
+                match registered {
+                    Ok(id) => signals.ids.push(id),
+                    Err(error) => failed = Some(error),
+                }
+            }
+            if let Some(error) = failed {
+                // Dropping `signals` takes back what was registered.
+                return Err(RuntimeError::Signals {
+                    message: error.to_string(),
+                });
+            }
+        }
+        Ok(signals)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
