@@ -271,13 +271,9 @@ impl Broker {
         Ok(joined?)
     }
 
-    /// Runs until SIGINT or SIGTERM (or a shard fails), then shuts down gracefully.
-    pub fn run_until_signal(self) -> Result<(), BrokerError> {
-        Ok(self.runtime.run_until_signal()?)
-    }
-
-    /// As `run_until_signal`, with SIGINT and SIGTERM caught since `signals` was made (before
-    /// the start, so a stop asked for during it is graceful too).
+    /// Runs until SIGINT or SIGTERM (or a shard fails), then shuts down gracefully; the signals
+    /// are caught since `signals` was made (before the start, so a stop asked for during it is
+    /// graceful too).
     pub fn run_until(self, signals: Signals) -> Result<(), BrokerError> {
         Ok(self.runtime.run_until(signals)?)
     }

@@ -465,12 +465,15 @@ fn streams_larger_than_the_nats_file_store_are_reported_not_open() {
     wait_for("the node whose streams fit opens them", || {
         cluster_metric(&fits, "cluster_streams_open") == 1.0
     });
-    wait_for("the other node is connected to NATS", || {
-        cluster_metric(&roomy, "cluster_connected") == 1.0
-    });
-    // Its first attempt is made as soon as it is connected; it is refused and retried.
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for(
+        "the other node tried to open its streams and was refused",
+        || cluster_metric(&roomy, "cluster_streams_open_failures_total") >= 1.0,
+    );
     assert_eq!(cluster_metric(&roomy, "cluster_streams_open"), 0.0);
+    assert_eq!(
+        cluster_metric(&fits, "cluster_streams_open_failures_total"),
+        0.0
+    );
     for node in [roomy, fits] {
         node.shutdown();
     }

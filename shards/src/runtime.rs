@@ -257,13 +257,12 @@ impl Runtime {
     /// gracefully and joins. A second signal during shutdown exits the process at once.
     /// Signals are watched from this call on; [`Signals::watch`] before the start covers the
     /// start too.
-    pub fn run_until_signal(self) -> Result<(), RuntimeError> {
+    pub fn run_until_signal(mut self) -> Result<(), RuntimeError> {
         match Signals::watch() {
             Ok(signals) => self.run_until(signals),
             Err(error) => {
-                let mut runtime = self;
-                runtime.handle().shutdown();
-                let _ = runtime.join_all();
+                self.handle().shutdown();
+                let _ = self.join_all();
                 Err(error)
             }
         }

@@ -536,6 +536,7 @@ impl Link {
                             open_pause = REOPEN_PAUSE;
                         }
                         Err(error) => {
+                            ClusterStats::add(&self.stats.streams_open_failed, 1);
                             tracing::warn!(
                                 %error,
                                 retry_in = ?open_pause,

@@ -115,6 +115,8 @@ pub struct ClusterStats {
     /// This node reads the cluster's JetStream streams (QoS 1/2 across nodes, retained
     /// messages, the session mirror).
     pub streams_open: AtomicBool,
+    /// Attempts to open the streams that failed (each one logged with its reason).
+    pub streams_open_failed: AtomicU64,
     pub nodes: AtomicU64,
     pub messages_out: AtomicU64,
     pub batches_out: AtomicU64,

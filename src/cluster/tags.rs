@@ -6,7 +6,7 @@
 //! After a crash the notes are read back with the sessions; when the stream delivers the batch
 //! again, a session that holds the note is not given the record a second time.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use bytestring::ByteString;
 
@@ -19,16 +19,16 @@ pub struct StreamTag {
     pub index: u32,
 }
 
-/// Most notes a shard keeps; beyond, the oldest batch's go (that batch, if delivered again after
+/// Most notes a shard keeps; beyond, the oldest go (their record, if delivered again after
 /// a crash, may then be queued twice: a duplicate, never a loss).
 pub const NOTES_MAX: usize = 65_536;
 
 /// A shard's notes: the sessions (by client id) that queued each tagged record, for the batches
-/// the stream may still deliver again.
+/// the stream may still deliver again. Ordered by tag, so a lookup or an insert is a tree
+/// search whatever the number of sessions a record went to, and the oldest batches come first.
 #[derive(Debug, Default)]
 pub struct StreamNotes {
-    held: BTreeMap<StreamTag, Vec<ByteString>>,
-    count: usize,
+    held: BTreeSet<(StreamTag, ByteString)>,
     /// Noted since the last journal write, to be written with it.
     unwritten: Vec<(StreamTag, ByteString)>,
     /// Notes dropped at the bound.
@@ -37,10 +37,9 @@ pub struct StreamNotes {
 
 impl StreamNotes {
     /// Whether the session of `client_id` queued the record of `tag` before.
-    pub fn queued_before(&self, tag: StreamTag, client_id: &str) -> bool {
-        self.held
-            .get(&tag)
-            .is_some_and(|ids| ids.iter().any(|id| id == client_id))
+    pub fn queued_before(&self, tag: StreamTag, client_id: &ByteString) -> bool {
+        // A clone of a `ByteString` shares its bytes: no allocation.
+        self.held.contains(&(tag, client_id.clone()))
     }
 
     /// The session of `client_id` queued the record of `tag` now: kept, and written with the
@@ -57,18 +56,11 @@ impl StreamNotes {
     }
 
     fn insert(&mut self, tag: StreamTag, client_id: ByteString) -> bool {
-        let ids = self.held.entry(tag).or_default();
-        if ids.contains(&client_id) {
+        if !self.held.insert((tag, client_id)) {
             return false;
         }
-        ids.push(client_id);
-        self.count += 1;
-        while self.count > NOTES_MAX {
-            let Some((_, ids)) = self.held.pop_first() else {
-                break;
-            };
-            self.count -= ids.len();
-            self.dropped += ids.len() as u64;
+        while self.held.len() > NOTES_MAX && self.held.pop_first().is_some() {
+            self.dropped += 1;
         }
         true
     }
@@ -76,13 +68,11 @@ impl StreamNotes {
     /// Every batch up to stream sequence `floor` is acknowledged to the stream, which never
     /// delivers it again: its notes go.
     pub fn forget_through(&mut self, floor: u64) {
-        let kept = self.held.split_off(&StreamTag {
+        let first_kept = StreamTag {
             sequence: floor.saturating_add(1),
             index: 0,
-        });
-        let gone: usize = self.held.values().map(Vec::len).sum();
-        self.count -= gone;
-        self.held = kept;
+        };
+        self.held = self.held.split_off(&(first_kept, ByteString::new()));
     }
 
     /// The notes made since the last journal write, oldest first.
@@ -92,18 +82,15 @@ impl StreamNotes {
 
     /// Every note kept, for a snapshot.
     pub fn all(&self) -> Vec<(StreamTag, ByteString)> {
-        self.held
-            .iter()
-            .flat_map(|(tag, ids)| ids.iter().map(|id| (*tag, id.clone())))
-            .collect()
+        self.held.iter().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.count
+        self.held.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.held.is_empty()
     }
 }
 
@@ -124,10 +111,16 @@ mod tests {
         notes.note(tag(9, 3), "a".into());
         notes.restore(tag(12, 1), "c".into());
         assert_eq!(notes.len(), 4);
-        assert!(notes.queued_before(tag(7, 0), "a"));
-        assert!(notes.queued_before(tag(7, 0), "b"));
-        assert!(!notes.queued_before(tag(7, 1), "a"), "another record");
-        assert!(!notes.queued_before(tag(9, 3), "b"), "another session");
+        assert!(notes.queued_before(tag(7, 0), &"a".into()));
+        assert!(notes.queued_before(tag(7, 0), &"b".into()));
+        assert!(
+            !notes.queued_before(tag(7, 1), &"a".into()),
+            "another record"
+        );
+        assert!(
+            !notes.queued_before(tag(9, 3), &"b".into()),
+            "another session"
+        );
         // Written once each, restored ones not again.
         let unwritten = notes.take_unwritten();
         assert_eq!(
@@ -140,8 +133,8 @@ mod tests {
         );
         assert!(notes.take_unwritten().is_empty());
         notes.forget_through(8);
-        assert!(!notes.queued_before(tag(7, 0), "a"));
-        assert!(notes.queued_before(tag(9, 3), "a"));
+        assert!(!notes.queued_before(tag(7, 0), &"a".into()));
+        assert!(notes.queued_before(tag(9, 3), &"a".into()));
         assert_eq!(notes.len(), 2);
         notes.forget_through(12);
         assert!(notes.is_empty());
@@ -156,7 +149,7 @@ mod tests {
         }
         assert_eq!(notes.len(), NOTES_MAX);
         assert_eq!(notes.dropped, 10);
-        assert!(!notes.queued_before(tag(10, 0), "s"));
-        assert!(notes.queued_before(tag(11, 0), "s"));
+        assert!(!notes.queued_before(tag(10, 0), &"s".into()));
+        assert!(notes.queued_before(tag(11, 0), &"s".into()));
     }
 }

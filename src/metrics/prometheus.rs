@@ -569,6 +569,16 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         .streams_open
         .load(std::sync::atomic::Ordering::Acquire);
     out.sample("cluster_streams_open", &[], if open { "1" } else { "0" });
+    out.family(
+        "cluster_streams_open_failures_total",
+        "counter",
+        "Attempts to open the cluster's JetStream streams that failed (the log says why).",
+    );
+    out.sample(
+        "cluster_streams_open_failures_total",
+        &[],
+        &stats.streams_open_failed.load(Relaxed).to_string(),
+    );
     out.family("cluster_nodes", "gauge", "Other nodes this node hears.");
     out.sample("cluster_nodes", &[], &stats.nodes.load(Relaxed).to_string());
     out.family(

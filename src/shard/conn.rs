@@ -103,8 +103,9 @@ pub struct Conn {
     /// Accepted over `connections_per_shard_max`: its CONNECT is refused with "server busy".
     pub over_limit: bool,
     /// When the partial packet the reader holds (if any) began: set by the shell
-    /// (`Shard::set_partial_since`), checked against `limits.packet_timeout_ms` by the tick.
-    pub partial_since: Option<Instant>,
+    /// (`Shard::set_partial_since`, which queues its deadline), checked against
+    /// `limits.packet_timeout_ms` by the tick.
+    partial_since: Option<Instant>,
     /// The shard's deadlines hold a keepalive entry for this connection (`deadlines`).
     keepalive_queued: bool,
     /// The shard's deadlines hold a packet-deadline entry for this connection.
@@ -193,7 +194,6 @@ impl Conn {
     ) {
         if let Some(at) = self.keepalive_deadline()
             && at < connect_deadline
-            && !self.keepalive_queued
         {
             self.keepalive_queued = true;
             deadlines.push(now, at, id, Deadline::KeepAlive);
@@ -485,9 +485,13 @@ impl Shard {
                     Phase::Active { .. } if conn.keepalive_queued => (None, kind),
                     Phase::Active { .. } => (conn.keepalive_deadline(), Deadline::KeepAlive),
                     Phase::AwaitingConnect | Phase::Claiming { .. } | Phase::Resuming { .. } => {
-                        // Until CONNACK `connecting` is there; without it, due now.
-                        let accepted = conn.connecting.as_ref().map(|c| c.accepted_at);
-                        (Some(accepted.map_or(now, |at| at + connect_timeout)), kind)
+                        // Until CONNACK `connecting` is there; a connection without it
+                        // (set back to waiting for CONNECT by a takeover) is past its time.
+                        let Some(connecting) = conn.connecting.as_ref() else {
+                            expired.push((id, kind));
+                            continue;
+                        };
+                        (Some(connecting.accepted_at + connect_timeout), kind)
                     }
                 },
                 Deadline::KeepAlive => {
