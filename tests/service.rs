@@ -238,19 +238,10 @@ fn notify_protocol_watchdog_and_graceful_stop_of_the_binary() {
     );
 }
 
-#[test]
-fn json_logs_are_one_object_per_line_and_version_names_the_build() {
-    let version = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    let version = String::from_utf8(version.stdout).unwrap();
-    assert!(
-        version.starts_with(&format!("ringmq {}", env!("CARGO_PKG_VERSION"))),
-        "{version:?}"
-    );
-
-    let scratch = Scratch::new("json");
+/// The binary started on `CONFIG` with JSON logs: its scratch directory (removed on drop), the
+/// process, and its log lines as they come (the reader ends with the process's stdout).
+fn json_logging_broker(name: &str) -> (Scratch, Broker, std::sync::mpsc::Receiver<String>) {
+    let scratch = Scratch::new(name);
     let config = scratch.0.join("ringmq.toml");
     std::fs::write(&config, format!("{CONFIG}[log]\nformat = \"json\"\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
@@ -263,7 +254,7 @@ fn json_logs_are_one_object_per_line_and_version_names_the_build() {
         .spawn()
         .unwrap();
     let output = child.stdout.take().unwrap();
-    let mut broker = Broker(child);
+    let broker = Broker(child);
     let (lines_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -274,6 +265,22 @@ fn json_logs_are_one_object_per_line_and_version_names_the_build() {
             }
         }
     });
+    (scratch, broker, lines)
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_version_names_the_build() {
+    let version = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    assert!(
+        version.starts_with(&format!("ringmq {}", env!("CARGO_PKG_VERSION"))),
+        "{version:?}"
+    );
+
+    let (_scratch, mut broker, lines) = json_logging_broker("json");
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !seen
@@ -313,30 +320,7 @@ fn json_logs_are_one_object_per_line_and_version_names_the_build() {
 /// default end of the process half-way through the start.
 #[test]
 fn a_sigterm_during_the_start_stops_the_broker_gracefully() {
-    let scratch = Scratch::new("early-term");
-    let config = scratch.0.join("ringmq.toml");
-    std::fs::write(&config, format!("{CONFIG}[log]\nformat = \"json\"\n")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let output = child.stdout.take().unwrap();
-    let mut broker = Broker(child);
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(output).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (_scratch, mut broker, lines) = json_logging_broker("early-term");
     let first = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("a first log line within 30 s");
