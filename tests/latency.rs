@@ -309,8 +309,6 @@ fn a_busy_shard_shows_in_the_delivery_latency() {
         let Phases {
             quiet_broker,
             busy_broker,
-            busy_client,
-            busy_rtt,
             report,
             ..
         } = quiet_then_busy(&broker);
@@ -318,21 +316,16 @@ fn a_busy_shard_shows_in_the_delivery_latency() {
         // The added delay shows in the broker's histogram: the probe's deliveries wait for the
         // shard's writer behind the flood's batches of 1024 frames, which dwarfs a quiet
         // delivery (the margin of 2 keeps a quiet phase slowed by other work on the machine
-        // from passing for a busy shard).
-        let shows_busy = busy_broker >= 2 * quiet_broker;
-        // And what it does not show is no more than in the quiet case: a round trip's worth
-        // (with the margin of the test above), the round trip being slowed by the flood too.
-        // Time the probe's bytes wait in the socket for the busy shard to read them is part of
-        // that round trip's share: it comes before the read completion (kernel timestamps add
-        // it: see `with_kernel_timestamps_a_busy_shard_shows_the_socket_wait`).
-        let misses_little = busy_client.saturating_sub(busy_broker) <= 2 * busy_rtt;
-        if shows_busy && misses_little {
+        // from passing for a busy shard). What it cannot show without kernel timestamps is the
+        // time the probe's bytes wait in the socket before the busy shard reads them: on this
+        // 2-core machine 1.4-1.8 ms of a 2.4 ms client delay, more than the two busy round
+        // trips this test once allowed for it. With kernel timestamps the histogram holds that
+        // wait too, and what it misses is bounded there
+        // (`with_kernel_timestamps_a_busy_shard_shows_the_socket_wait`).
+        if busy_broker >= 2 * quiet_broker {
             return;
         }
-        reports.push(format!(
-            "{report} (shows the busy shard: {shows_busy}; misses at most a round trip: \
-             {misses_little})"
-        ));
+        reports.push(report);
     }
     panic!(
         "in 3 tries the broker did not show the busy shard's delay:\n{}",
