@@ -225,7 +225,6 @@ struct Phases {
     busy_broker: u64,
     busy_client: u64,
     quiet_rtt: u64,
-    busy_rtt: u64,
     /// Shard 0's socket wait since start, after each phase (0 without kernel timestamps).
     quiet_wait: u64,
     busy_wait: u64,
@@ -268,7 +267,6 @@ fn quiet_then_busy(broker: &TestBroker) -> Phases {
         busy_broker,
         busy_client,
         quiet_rtt,
-        busy_rtt,
         quiet_wait,
         busy_wait,
         report,
