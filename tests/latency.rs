@@ -499,8 +499,8 @@ fn with_kernel_timestamps_a_busy_shard_shows_the_socket_wait() {
     );
     // And the delivery histogram now holds that wait: what it misses of the busy delay is no
     // more than a quiet round trip's worth (the margin of the fixed-rate test), where without
-    // kernel timestamps it misses the probe's wait in the socket (the test above allows a busy
-    // round trip for it; here the round trip is the quiet one).
+    // kernel timestamps it misses the probe's wait in the socket (which the test above does not
+    // bound: it can be several busy round trips).
     assert!(
         busy_client.saturating_sub(busy_broker) <= 2 * quiet_rtt,
         "the broker misses more than a quiet round trip of the busy delay: {report}"
