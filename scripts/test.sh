@@ -6,6 +6,9 @@
 # A missing tool is a failure that says what to install, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build per run: incremental state would add about 1 GiB to target/ (CI builds a fresh clone
+# on a small disk) and makes a clean build slower. Set CARGO_INCREMENTAL=1 to keep it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
@@ -47,6 +50,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
     }
 fi
 
+echo "== disk free where target/ goes (the build needs about 6 GiB)"
+df -h "$(dirname "${CARGO_TARGET_DIR:-target}/x")" 2>/dev/null || df -h .
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
