@@ -498,12 +498,14 @@ fn with_kernel_timestamps_a_busy_shard_shows_the_socket_wait() {
         "the socket wait does not show the busy shard: {report}"
     );
     // And the delivery histogram now holds that wait: what it misses of the busy delay is no
-    // more than a quiet round trip's worth (the margin of the fixed-rate test), where without
-    // kernel timestamps it misses the probe's wait in the socket (which the test above does not
-    // bound: it can be several busy round trips).
+    // more than the saturated test's margin (two quiet round trips and a tenth of the client's
+    // figure: on a loaded machine the probe's own threads wake late too, which no broker sees),
+    // where without kernel timestamps it misses the probe's wait in the socket, most
+    // of the busy delay (728 µs seen against 6,269 in a run with the stamp not used as the start).
+    let margin = 2 * quiet_rtt + busy_client / 10;
     assert!(
-        busy_client.saturating_sub(busy_broker) <= 2 * quiet_rtt,
-        "the broker misses more than a quiet round trip of the busy delay: {report}"
+        busy_client.saturating_sub(busy_broker) <= margin,
+        "the broker misses more than {margin} µs of the busy delay: {report}"
     );
     broker.shutdown();
 }
