@@ -44,6 +44,9 @@ pub struct SharedPublish {
     /// Offered again after `drop_oldest` evicted it from a member, for this reason: it goes only
     /// to a member with room, and is dropped (counted so) when none has any.
     pub reoffer: Option<crate::session::DropReason>,
+    /// A record of a stream batch from another node: its tag, so that the member that queued
+    /// it before the batch came again (after a restart) does not get it twice.
+    pub tag: Option<crate::cluster::tags::StreamTag>,
 }
 
 /// A session handed over to a new owner, with the ids of the messages its dedup window saw while
@@ -63,6 +66,9 @@ pub struct Forward {
     pub delivery: Delivery,
     /// Shards this delivery has been forwarded through (saturating; for tracing).
     pub hops: u8,
+    /// The delivery is a record of a stream batch from another node: its tag, so that the
+    /// moved session notes it (or finds its note) as it would have on the former owner.
+    pub tag: Option<crate::cluster::tags::StreamTag>,
 }
 
 #[derive(Debug)]
@@ -170,7 +176,8 @@ pub enum Mail {
     /// the notes of their records go.
     StreamAckFloor(u64),
     /// From the cluster link: a message published on another node for one member of a shared
-    /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md).
+    /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md); a record of a
+    /// stream batch carries its tag, as `RemoteTagged` does.
     RemoteShared(Box<SharedPublish>),
     /// From the cluster link, to the client id's home shard: the session mirror's record of a
     /// persistent session (`None`: gone), written by `node` (`own`: this node).

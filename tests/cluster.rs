@@ -1678,9 +1678,22 @@ fn receive_exactly_once(client: &mut RawClient, tag: &str, numbers: std::ops::Ra
 /// again: the test fails).
 #[test]
 fn a_stream_batch_delivered_again_after_the_receiver_crashed_is_not_queued_twice() {
+    crashed_receiver_queues_each_record_once("once", "eo/+");
+}
+
+/// The same for the member of a shared group (`Mail::RemoteShared`): its records carry their
+/// tag too (without it the member gets all 40 again after the restart: the test fails).
+#[test]
+fn a_shared_members_record_delivered_again_after_the_receiver_crashed_is_not_queued_twice() {
+    crashed_receiver_queues_each_record_once("onceshared", "$share/g/eo/+");
+}
+
+/// A persistent QoS 2 subscriber of `filter` on node 2 of cluster `name`, node 2 crashing with
+/// its batches unacknowledged and started again (see the tests above).
+fn crashed_receiver_queues_each_record_once(name: &str, filter: &str) {
     let store = TempDir::new("js");
     let nats = Nats::start(0, &store.0);
-    let sender = node_with("once", "n1", nats.port, |config| {
+    let sender = node_with(name, "n1", nats.port, |config| {
         // Node 2's restart does not make node 1 forget it (nor adopt its sessions).
         config.cluster.node_timeout_ms = 60_000;
     });
@@ -1690,17 +1703,17 @@ fn a_stream_batch_delivered_again_after_the_receiver_crashed_is_not_queued_twice
         data.0.display()
     );
     let hold = [("RINGMQTEST_HOLD_STREAM_ACKS", "1")];
-    let receiver = NodeProcess::start_env("once", "n2", nats.port, &extra, &hold);
+    let receiver = NodeProcess::start_env(name, "n2", nats.port, &extra, &hold);
     wait_for("node 1 hears node 2", || {
         cluster_metric(&sender, "cluster_nodes") == 1.0
     });
-    let (mut subscriber, present) = persistent_client_at(receiver.addr, "once");
+    let (mut subscriber, present) = persistent_client_at(receiver.addr, name);
     assert!(!present);
     assert_eq!(
-        subscriber.subscribe(1, &[("eo/+", QoS::ExactlyOnce)])[0].0,
+        subscriber.subscribe(1, &[(filter, QoS::ExactlyOnce)])[0].0,
         2
     );
-    let mut publisher = client(&sender, 1, "once-pub");
+    let mut publisher = client(&sender, 1, &format!("{name}-pub"));
     publish_exactly_once(&mut publisher, "eo/a", "a", 0..20);
     receive_exactly_once(&mut subscriber, "a", 0..20);
     subscriber.disconnect();
@@ -1733,15 +1746,15 @@ fn a_stream_batch_delivered_again_after_the_receiver_crashed_is_not_queued_twice
     );
     receiver.kill();
     assert!(
-        nats.stream_messages("ringmq_once") > 0,
+        nats.stream_messages(&format!("ringmq_{name}")) > 0,
         "the batches wait in the stream"
     );
     // The next run, from its disk, acknowledging: the stream delivers every batch again.
-    let receiver = NodeProcess::start_with("once", "n2", nats.port, &extra);
+    let receiver = NodeProcess::start_with(name, "n2", nats.port, &extra);
     wait_for("node 2 took every batch again and acknowledged it", || {
-        nats.stream_messages("ringmq_once") == 0
+        nats.stream_messages(&format!("ringmq_{name}")) == 0
     });
-    let (mut subscriber, present) = persistent_client_at(receiver.addr, "once");
+    let (mut subscriber, present) = persistent_client_at(receiver.addr, name);
     assert!(present, "the session restored from node 2's disk");
     receive_exactly_once(&mut subscriber, "a", 20..40);
     drop(subscriber);

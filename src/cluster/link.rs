@@ -740,8 +740,8 @@ impl Link {
     /// order, after its first `skip` records (fed before). With `marks` (a stream batch) it
     /// stops at the first full shard and records, per shard fed, how many messages it will have
     /// routed once it routed this batch's. Also returns how many records went (with `skip`).
-    /// With the batch's stream `sequence`, each message for the node's subscribers carries its
-    /// tag (docs/CLUSTER.md, "Exactly once").
+    /// With the batch's stream `sequence`, each message (for the node's subscribers or a shared
+    /// group's member) carries its tag (docs/CLUSTER.md, "Exactly once").
     fn feed(
         &mut self,
         mut payload: Bytes,
@@ -783,6 +783,7 @@ impl Link {
                         group: ByteString::from(group),
                         hops: 0,
                         reoffer: None,
+                        tag,
                     })),
                     None => {
                         ClusterStats::add(&self.stats.dropped_undecodable, 1);

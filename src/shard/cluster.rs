@@ -138,13 +138,36 @@ impl Shard {
 
     /// Delivers a tagged stream record to this shard's subscribers.
     pub(super) fn deliver_tagged(&mut self, message: &Arc<Message>, tag: StreamTag, now: Instant) {
+        self.with_tag(Some(tag), message.id, |shard| {
+            shard.deliver_local(message, now)
+        });
+    }
+
+    /// Runs `route` with `tag` as the tag of message `id` (a record of a stream batch; none:
+    /// runs it as it is), so that each delivery of that message it queues for a persisted
+    /// session notes the record, or finds the note and is not queued again.
+    pub(super) fn with_tag<R>(
+        &mut self,
+        tag: Option<StreamTag>,
+        id: u64,
+        route: impl FnOnce(&mut Shard) -> R,
+    ) -> R {
+        let Some(tag) = tag else {
+            return route(self);
+        };
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.set_tag(Some((tag, message.id)));
+            cluster.set_tag(Some((tag, id)));
         }
-        self.deliver_local(message, now);
+        let routed = route(self);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.set_tag(None);
         }
+        routed
+    }
+
+    /// The tag of message `id` while it is routed here (see `with_tag`).
+    pub(super) fn tag_of(&self, id: u64) -> Option<StreamTag> {
+        self.cluster.as_ref().and_then(|cluster| cluster.tag_of(id))
     }
 
     /// Whether the persisted session `key` queued the stream record of `tag` before.

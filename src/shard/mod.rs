@@ -467,8 +467,11 @@ impl Shard {
                     group,
                     hops,
                     reoffer,
+                    tag,
                 } = *publish;
-                self.deliver_shared_local(filter, group, message, hops, reoffer, None, now)
+                self.with_tag(tag, message.id, |shard| {
+                    shard.deliver_shared_local(filter, group, message, hops, reoffer, None, now)
+                })
             }
             Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),

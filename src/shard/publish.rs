@@ -218,9 +218,20 @@ impl Shard {
 
     /// A message from another node for one member of a shared group on this node (docs/CLUSTER.md,
     /// "Shared subscriptions"): this node's choice of shard and member, as for a local publish.
+    /// A record of a stream batch keeps its tag on the way to the member (docs/CLUSTER.md,
+    /// "Exactly once for QoS 2 across nodes").
     pub(super) fn route_remote_shared(&mut self, shared: crate::mail::SharedPublish, now: Instant) {
         self.store_begin_route();
-        self.dispatch_shared(shared.filter, shared.group, shared.message, 0, None, now);
+        let crate::mail::SharedPublish {
+            message,
+            filter,
+            group,
+            tag,
+            ..
+        } = shared;
+        self.with_tag(tag, message.id, |shard| {
+            shard.dispatch_shared(filter, group, message, 0, None, now)
+        });
         self.routed_remote_when_durable();
     }
 
@@ -424,10 +435,7 @@ impl Shard {
             .as_ref()
             .is_some_and(|cluster| cluster.handle().shares_retained());
         // A record of a stream batch: once per persisted session, across restarts too.
-        let tag = self
-            .cluster
-            .as_ref()
-            .and_then(|cluster| cluster.tag_of(delivery.message.id));
+        let tag = self.tag_of(delivery.message.id);
         if let Some(tag) = tag
             && self.queued_before(tag, key)
         {
