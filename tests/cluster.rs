@@ -1704,8 +1704,15 @@ fn crashed_receiver_queues_each_record_once(name: &str, filter: &str) {
     );
     let hold = [("RINGMQTEST_HOLD_STREAM_ACKS", "1")];
     let receiver = NodeProcess::start_env(name, "n2", nats.port, &extra, &hold);
-    wait_for("node 1 hears node 2", || {
+    let series =
+        |admin, name: &str| metric(&admin_get(admin, "/metrics"), &format!("ringmq_{name} "));
+    // Both ways: a SUBACK on node 2 waits only for the nodes node 2 knows (else node 1 may
+    // learn the subscription after its first publish, which then reaches nobody).
+    wait_for("nodes 1 and 2 hear each other", || {
+        // (Its admin listener may open after its MQTT one.)
         cluster_metric(&sender, "cluster_nodes") == 1.0
+            && std::net::TcpStream::connect(receiver.admin).is_ok()
+            && series(receiver.admin, "cluster_nodes") == 1.0
     });
     let (mut subscriber, present) = persistent_client_at(receiver.addr, name);
     assert!(!present);
@@ -1718,8 +1725,6 @@ fn crashed_receiver_queues_each_record_once(name: &str, filter: &str) {
     receive_exactly_once(&mut subscriber, "a", 0..20);
     subscriber.disconnect();
     publish_exactly_once(&mut publisher, "eo/a", "a", 20..40);
-    let series =
-        |admin, name: &str| metric(&admin_get(admin, "/metrics"), &format!("ringmq_{name} "));
     let batches = |admin, result: &str| {
         series(
             admin,
