@@ -114,7 +114,7 @@ pub enum Mail {
         generation: u64,
         previous: Option<ShardId>,
         /// No shard had the session: another node's, from the cluster's session mirror.
-        mirrored: Option<Box<crate::store::record::SessionRecord>>,
+        mirrored: Option<Box<crate::cluster::mirror::MirrorRecord>>,
     },
     /// From the home shard to the former owner: close the client's connection and hand its
     /// session to `new_owner` with `ticket` (`resumes` as in the claim).
@@ -183,7 +183,7 @@ pub enum Mail {
     /// persistent session (`None`: gone), written by `node` (`own`: this node).
     MirroredSession {
         client_id: ByteString,
-        record: Option<Box<crate::store::record::SessionRecord>>,
+        record: Option<Box<crate::cluster::mirror::MirrorRecord>>,
         node: Box<str>,
         own: bool,
     },

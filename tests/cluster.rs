@@ -1196,6 +1196,75 @@ fn messages_in_flight_to_a_connected_session_survive_its_node() {
     third.shutdown();
 }
 
+/// QoS 2 exchanges of a client whose node dies (docs/CLUSTER.md, "QoS 2 exchanges of a client
+/// whose node dies"): a persistent 5.0 client on node 1 (its own process) publishes two QoS 2
+/// messages and gets their PUBRECs, sends no PUBREL, and node 1 is killed. Resumed on node 2,
+/// it sends the second PUBLISH again (DUP, as if its PUBREC had been lost) and both PUBRELs:
+/// the PUBLISH is acknowledged and not routed again, each PUBREL gets a PUBCOMP that knows its
+/// id, and a subscriber on node 3 gets each message once. (With the ids left out of the
+/// mirror record, the first PUBCOMP says 0x92, Packet Identifier not found: the test fails.)
+#[test]
+fn qos2_exchanges_of_a_client_whose_node_dies_complete_on_another_node() {
+    let (_store, _nats, second, third, first) = killable_cluster("exchange");
+    let mut subscriber = RawClient::connect(third.shard(0), Version::V5, "watcher", true).0;
+    // The SUBACK comes once every known node, node 1 among them, has the interest.
+    assert_eq!(
+        subscriber.subscribe(1, &[("ex/#", QoS::ExactlyOnce)])[0].0,
+        2
+    );
+    let (mut publisher, present) = persistent_client_at(first.addr, "sender");
+    assert!(!present);
+    for id in [1, 2] {
+        publisher.publish(
+            "ex/a",
+            format!("ex:{}", id - 1).as_bytes(),
+            QoS::ExactlyOnce,
+            false,
+            Some(id),
+        );
+        match publisher.recv() {
+            Packet::PubRec(rec) => assert_eq!(rec.reason.0, 0, "PUBREC {rec:?}"),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+    }
+    // Each PUBREC waited for node 1's mirror record with its id in the stream: node 2 reads
+    // them all (nodes 2 and 3 write none: their only client has a clean session).
+    let out = "ringmq_cluster_session_mirror_total{direction=\"out\"} ";
+    let written = metric(&admin_get(first.admin, "/metrics"), out);
+    assert!(written >= 2.0, "node 1 wrote mirror records ({written})");
+    wait_for("node 2 read node 1's mirror records", || {
+        mirror_in(&second) >= written
+    });
+    first.kill();
+    drop(publisher);
+    let (mut publisher, present) = persistent_client_at(second.shard(1), "sender");
+    assert!(present, "session present on node 2");
+    let again = ringmq::protocol::Publish {
+        dup: true,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "ex/a".into(),
+        packet_id: Some(common::pid(2)),
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"ex:1"),
+    };
+    publisher.send(&Packet::Publish(again));
+    match publisher.recv() {
+        Packet::PubRec(rec) => assert_eq!(rec.reason.0, 0, "PUBREC again {rec:?}"),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    for id in [1, 2] {
+        publisher.send(&Packet::PubRel(common::response(common::pid(id))));
+        match publisher.recv() {
+            Packet::PubComp(comp) => assert_eq!(comp.reason.0, 0, "PUBCOMP knows {id}: {comp:?}"),
+            other => panic!("expected PUBCOMP, got {other:?}"),
+        }
+    }
+    receive_exactly_once(&mut subscriber, "ex", 0..2);
+    second.shutdown();
+    third.shutdown();
+}
+
 #[test]
 fn a_dead_nodes_persistent_session_is_adopted_and_queues_what_is_published_after_the_death() {
     adopted_session_resumes("adopt", false);

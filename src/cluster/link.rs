@@ -19,11 +19,11 @@ use futures_util::stream::FuturesOrdered;
 use shards::ShardId;
 
 use super::copies::{Copies, Done};
+use super::mirror::MirrorRecord;
 use super::wire::{self, Control};
 use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
 use crate::config::{Cluster, Secret};
 use crate::mail::{Mail, SharedPublish, Ticket};
-use crate::store::record::SessionRecord;
 
 /// A batch for one node is sent once it passes this many bytes (and at the end of every turn).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -668,7 +668,13 @@ impl Link {
                     }
                 }
             }
-            ToLink::Session { client_id, record } => {
+            ToLink::Session {
+                client_id,
+                record,
+                stored,
+            } => {
+                // Answered with the unit that stores it, as a copy is.
+                self.answer_with_unit(stored);
                 self.store_mirror(&client_id, record.as_deref());
                 if record.is_none() && self.js.is_some() {
                     // The session ended: what was kept for its resume elsewhere goes too.
@@ -681,11 +687,7 @@ impl Link {
                 stored,
             } => {
                 // Answered with the unit that stores it (or with the next, if not stored).
-                if let Some((from, number)) = stored
-                    && let Some(highest) = self.turn_numbers.get_mut(from.index())
-                {
-                    *highest = number;
-                }
+                self.answer_with_unit(stored);
                 self.store_queued(&client_id, &message);
             }
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
@@ -1046,8 +1048,17 @@ impl Link {
         self.send_home();
     }
 
+    /// Shard `from`'s number `number` (if any) is answered with the next unit.
+    fn answer_with_unit(&mut self, stored: Option<(ShardId, u64)>) {
+        if let Some((from, number)) = stored
+            && let Some(highest) = self.turn_numbers.get_mut(from.index())
+        {
+            *highest = number;
+        }
+    }
+
     /// Stores a shard's mirror record of `client_id` (`None`: the session is gone).
-    fn store_mirror(&mut self, client_id: &str, record: Option<&SessionRecord>) {
+    fn store_mirror(&mut self, client_id: &str, record: Option<&MirrorRecord>) {
         if self.js.is_none() {
             return;
         }

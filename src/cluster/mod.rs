@@ -27,7 +27,7 @@ use crate::mail::{Mail, Ticket};
 use crate::message::Message;
 use crate::protocol::{Packet, QoS};
 use crate::router::Trie;
-use crate::store::record::SessionRecord;
+use mirror::MirrorRecord;
 
 pub use link::LinkThread;
 
@@ -79,9 +79,12 @@ pub enum ToLink {
     /// known node (or the link is down, or the wait timed out).
     Barrier { shard: ShardId, ticket: Ticket },
     /// The session mirror's record of `client_id`: the session's data, or (`None`) gone.
+    /// `stored`: answered as a message for the stream (`Mail::ClusterStored`), so that the
+    /// PUBREC or PUBCOMP of a change of its QoS 2 packet ids can wait for it.
     Session {
         client_id: ByteString,
-        record: Option<Box<SessionRecord>>,
+        record: Option<Box<MirrorRecord>>,
+        stored: Option<(ShardId, u64)>,
     },
     /// A QoS 1/2 message queued for a persistent session here, connected or not (at the QoS
     /// it is delivered): its copy in the stream of queued messages. `stored`: answered as a message
@@ -212,7 +215,7 @@ pub struct ShardLink {
     /// At the home shard of their client ids: the session mirror's records of other nodes'
     /// persistent sessions (with the node that wrote each), for a client that resumes here or
     /// for this node to adopt when their node dies.
-    mirrored: HashMap<ByteString, (Box<str>, Box<SessionRecord>)>,
+    mirrored: HashMap<ByteString, (Box<str>, Box<MirrorRecord>)>,
     /// The number of the last copy of an offline queued message sent numbered, the highest
     /// number the stream answered, and whether an answer since the last copy was a failure.
     last_copy: u64,
@@ -257,7 +260,9 @@ pub type Released = (u64, Packet, bool);
 
 fn packet_id(packet: &Packet) -> Option<u16> {
     match packet {
-        Packet::PubAck(ack) | Packet::PubRec(ack) => Some(ack.packet_id.get()),
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubComp(ack) => {
+            Some(ack.packet_id.get())
+        }
         _ => None,
     }
 }
@@ -444,6 +449,41 @@ impl ShardLink {
     /// for the copy as for the other nodes' copies; while it is not, the copy goes unnumbered
     /// (and is lost if the link is not back in time): local clients never wait for NATS.
     pub fn copy_queued(&mut self, client_id: ByteString, message: Arc<Message>, shard: ShardId) {
+        let number = self.numbered(shard, |stored| ToLink::Queued {
+            client_id,
+            message,
+            stored,
+        });
+        if let Some(number) = number {
+            self.last_copy = number;
+        }
+    }
+
+    /// A record of the session mirror after its QoS 2 packet ids awaiting PUBREL changed,
+    /// numbered as `copy_queued` numbers a copy: the PUBREC of a `route` that made it waits for
+    /// it, and the returned number is for a PUBCOMP to wait on (none while NATS is not
+    /// connected, or when the link's queue is full: nothing waits then).
+    pub fn mirror_numbered(
+        &mut self,
+        client_id: ByteString,
+        record: Box<MirrorRecord>,
+        shard: ShardId,
+    ) -> Option<u64> {
+        self.numbered(shard, |stored| ToLink::Session {
+            client_id,
+            record: Some(record),
+            stored,
+        })
+    }
+
+    /// Sends session mail `mail` makes, numbered while NATS is connected (unnumbered, it is
+    /// lost if the link is not back in time: local clients never wait for NATS); a number the
+    /// link took is what the acknowledgement of the `route` under way waits for.
+    fn numbered(
+        &mut self,
+        shard: ShardId,
+        mail: impl FnOnce(Option<(ShardId, u64)>) -> ToLink,
+    ) -> Option<u64> {
         let number = self.next_stored + 1;
         let stored = self
             .handle
@@ -451,18 +491,14 @@ impl ShardLink {
             .connected
             .load(Ordering::Acquire)
             .then_some((shard, number));
-        let taken = self.handle.session_mail(ToLink::Queued {
-            client_id,
-            message,
-            stored,
-        });
-        if taken && stored.is_some() {
-            self.next_stored = number;
-            self.last_copy = number;
-            if self.routed != Routed::Refused {
-                self.routed = Routed::Stored(number);
-            }
+        if !self.handle.session_mail(mail(stored)) || stored.is_none() {
+            return None;
         }
+        self.next_stored = number;
+        if self.routed != Routed::Refused {
+            self.routed = Routed::Stored(number);
+        }
+        Some(number)
     }
 
     /// The copies of session `key`'s messages are due for a trim (its client acknowledged one,
@@ -592,7 +628,7 @@ impl ShardLink {
     pub fn mirrored(
         &mut self,
         client_id: ByteString,
-        record: Option<Box<SessionRecord>>,
+        record: Option<Box<MirrorRecord>>,
         node: Box<str>,
         own: bool,
     ) {
@@ -608,16 +644,16 @@ impl ShardLink {
 
     /// Takes the mirrored session of `client_id` (another node's), if any and not expired at
     /// `now_ms` (ms since the Unix epoch).
-    pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<SessionRecord>> {
+    pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<MirrorRecord>> {
         self.mirrored
             .remove(client_id)
             .map(|(_, record)| record)
-            .filter(|record| record.expires_at_ms.is_none_or(|at| at > now_ms))
+            .filter(|record| record.session.expires_at_ms.is_none_or(|at| at > now_ms))
     }
 
     /// Takes every mirrored session `node` wrote that has not expired at `now_ms` (the node
     /// died and this node adopts them); expired ones are dropped.
-    pub fn take_mirrored_of(&mut self, node: &str, now_ms: u64) -> Vec<Box<SessionRecord>> {
+    pub fn take_mirrored_of(&mut self, node: &str, now_ms: u64) -> Vec<Box<MirrorRecord>> {
         let ids: Vec<ByteString> = self
             .mirrored
             .iter()
@@ -675,8 +711,12 @@ impl ClusterHandle {
     }
 
     /// Queues a record for the session mirror (`None`: the session is gone).
-    pub fn mirror(&self, client_id: ByteString, record: Option<Box<SessionRecord>>) -> bool {
-        self.session_mail(ToLink::Session { client_id, record })
+    pub fn mirror(&self, client_id: ByteString, record: Option<Box<MirrorRecord>>) -> bool {
+        self.session_mail(ToLink::Session {
+            client_id,
+            record,
+            stored: None,
+        })
     }
 
     /// Queues session mail for the streams (the mirror, queued messages) within the room
@@ -843,8 +883,8 @@ mod tests {
 
     /// A mirrored record of `client_id`'s session, expiring at `expires_at_ms` (`None`: its
     /// client was connected).
-    fn session_record(client_id: &str, expires_at_ms: Option<u64>) -> Box<SessionRecord> {
-        Box::new(SessionRecord {
+    fn session_record(client_id: &str, expires_at_ms: Option<u64>) -> Box<MirrorRecord> {
+        let session = crate::store::record::SessionRecord {
             stamp: 0,
             client_id: client_id.into(),
             username: None,
@@ -853,6 +893,10 @@ mod tests {
             expires_at_ms,
             next_seq: 1,
             subscriptions: Vec::new(),
+        };
+        Box::new(MirrorRecord {
+            session,
+            incoming_qos2: Vec::new(),
         })
     }
 
@@ -896,7 +940,7 @@ mod tests {
         let mut taken: Vec<String> = link
             .take_mirrored_of("n1", 5_000)
             .into_iter()
-            .map(|r| r.client_id.to_string())
+            .map(|r| r.session.client_id.to_string())
             .collect();
         taken.sort();
         assert_eq!(taken, ["a", "b"], "n1's unexpired sessions");

@@ -18,6 +18,7 @@ mod connect;
 mod deadlines;
 mod directory;
 mod lifecycle;
+mod mirror_qos2;
 mod moving;
 mod persist;
 mod problem;

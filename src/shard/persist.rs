@@ -535,6 +535,8 @@ impl Shard {
             && session.state.release_qos2(packet_id)
         {
             self.store_touch(key);
+            // The id is the client's again: the mirror must not keep it (not waited for).
+            self.mirror_session(key);
         }
     }
 }

@@ -132,6 +132,7 @@ impl Shard {
                 self.store_touch(key);
                 let id = self.take_message_id();
                 matched = self.route(Message::from_publish(id, publish, publisher, now), now);
+                self.mirror_received_qos2(key);
             }
             let pubrec = Packet::PubRec(ack_routed(packet_id, matched || !is_v5));
             return self.ack_after_cluster(conn_id, pubrec, first_time);
@@ -693,7 +694,7 @@ impl Shard {
         };
         let known = session.state.release_qos2(rel.packet_id);
         self.store_touch(key);
-        self.write_packet(conn_id, &Packet::PubComp(ack_known(rel.packet_id, known)));
+        self.complete_qos2(conn_id, key, ack_known(rel.packet_id, known), known);
     }
 
     pub(super) fn on_pubcomp(
