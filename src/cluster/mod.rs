@@ -1005,6 +1005,54 @@ mod tests {
         assert_eq!(link.routed(), Routed::Free);
     }
 
+    /// The mirror record of a change of a session's QoS 2 packet ids is numbered as a copy is:
+    /// the PUBREC of the route that made it, and a PUBCOMP held on its number, wait for the
+    /// stream; while NATS is not connected nothing waits.
+    #[test]
+    fn a_pubrec_and_a_pubcomp_wait_for_the_mirror_record_of_their_packet_id() {
+        let (handle, _, inbox) = ClusterHandle::with_inbox(1);
+        let mut link = ShardLink::new(handle);
+        let mirror = |link: &mut ShardLink, ids: Vec<u16>| {
+            let mut record = session_record("c", None);
+            record.incoming_qos2 = ids;
+            link.mirror_numbered("c".into(), record, ShardId::new(0))
+        };
+        link.begin_route();
+        assert_eq!(mirror(&mut link, vec![7]), None, "NATS not connected");
+        assert_eq!(link.routed(), Routed::Free);
+        link.handle.stats.connected.store(true, Ordering::Release);
+        link.begin_route();
+        assert_eq!(mirror(&mut link, vec![7]), Some(1));
+        assert_eq!(link.routed(), Routed::Stored(1), "the PUBREC waits for it");
+        let pubcomp = mirror(&mut link, Vec::new()).expect("numbered");
+        let mails: Vec<(Option<u64>, Vec<u16>)> = inbox
+            .drain()
+            .map(|mail| match mail {
+                ToLink::Session { stored, record, .. } => (
+                    stored.map(|(_, number)| number),
+                    record.map(|r| r.incoming_qos2).unwrap_or_default(),
+                ),
+                other => panic!("expected a mirror record, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            mails,
+            [(None, vec![7]), (Some(1), vec![7]), (Some(2), vec![])]
+        );
+        let comp = Packet::PubComp(PubResponse {
+            packet_id: NonZeroU16::new(7).unwrap(),
+            reason: crate::protocol::ReasonCode::SUCCESS,
+            properties: Default::default(),
+        });
+        link.hold(1, 7, pubcomp);
+        assert!(link.pass(1, comp).is_none(), "held for the record");
+        let mut out = Vec::new();
+        link.stored(1, true, &mut out);
+        assert!(out.is_empty(), "its record is not stored yet");
+        link.stored(2, true, &mut out);
+        assert_eq!(released(&out), [(1, Some(7), true)]);
+    }
+
     #[test]
     fn a_durable_reply_waits_for_the_copies_made_before_it() {
         let (handle, _, _inbox) = ClusterHandle::with_inbox(1);
