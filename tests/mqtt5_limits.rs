@@ -31,6 +31,29 @@ fn receive_maximum_of_the_broker_is_enforced() {
 }
 
 #[test]
+fn qos_2_ids_awaiting_pubrel_of_a_3_1_1_client_are_capped_too() {
+    let mut config = test_config(2);
+    config.limits.inflight_messages_max = 4;
+    let broker = TestBroker::with_config(config);
+    let (mut client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "greedy-311", true);
+    // Four ids awaiting PUBREL are taken; the fifth closes the connection (3.1.1 has no
+    // DISCONNECT from the server and no Receive Maximum to announce).
+    for n in 1..=5u16 {
+        client.publish("rx", b"x", raw::QoS::ExactlyOnce, false, Some(n));
+    }
+    let packets = client.expect_closed();
+    let pubrecs = packets
+        .iter()
+        .filter(|p| matches!(p, raw::Packet::PubRec(_)))
+        .count();
+    assert_eq!(pubrecs, 4, "{packets:?}");
+    assert!(
+        !packets.iter().any(|p| matches!(p, raw::Packet::Disconnect(_))),
+        "{packets:?}"
+    );
+}
+
+#[test]
 fn maximum_packet_size_of_the_broker_is_enforced() {
     let mut config = test_config(2);
     config.limits.packet_bytes_max = 1024;
