@@ -33,7 +33,7 @@ fn receive_maximum_of_the_broker_is_enforced() {
 #[test]
 fn qos_2_ids_awaiting_pubrel_of_a_3_1_1_client_are_capped_too() {
     let mut config = test_config(2);
-    config.limits.inflight_messages_max = 4;
+    config.limits.incoming_qos2_v3_max = 4;
     let broker = TestBroker::with_config(config);
     let (mut client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "greedy-311", true);
     // Four ids awaiting PUBREL are taken; the fifth closes the connection (3.1.1 has no

@@ -118,13 +118,16 @@ impl Shard {
                 return self.close_protocol_error(conn_id, now);
             };
             let first_time = session.state.receive_qos2(packet_id);
-            // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum. 3.1.1 has no flow
-            // control, but the same cap holds (its connection is closed: a 3.1.1 server has no
+            // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum. 3.x has no flow
+            // control, yet a cap of its own holds (the connection is closed: a 3.x server has no
             // other answer, §4.8): every id awaiting PUBREL is kept in the session, its store
             // records and its mirror record, which must not grow up to the id space.
-            if first_time
-                && session.state.incoming_qos2_len() > self.settings.session.inflight_messages_max
-            {
+            let awaiting_max = if is_v5 {
+                self.settings.session.inflight_messages_max
+            } else {
+                self.settings.incoming_qos2_v3_max
+            };
+            if first_time && session.state.incoming_qos2_len() > awaiting_max {
                 return self.close_with_reason(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
             }
             self.store_begin_route();
