@@ -1067,7 +1067,8 @@ impl Link {
         };
         let subject = stream::session_subject(&self.config.name, client_id);
         ClusterStats::add(&self.stats.mirror_out, 1);
-        self.wait_to_store(subject, payload);
+        let id = self.next_batch_id();
+        supersede(&mut self.waiting_stores, subject, id, payload);
     }
 
     /// The stream holds every batch up to `floor` acknowledged: the shards forget their notes
@@ -1646,4 +1647,40 @@ fn unix_us() -> u64 {
 
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Queues `payload` as the only batch waiting for `subject`: the session mirror keeps one
+/// message per subject, so an older record still waiting would be replaced in the stream
+/// anyway. Without this, a session whose client sends QoS 2 PUBLISHes faster than the stream
+/// stores them would queue one whole record per PUBLISH. The acknowledgements that waited for
+/// the older record wait for the unit that carries the newer one, which holds all they need.
+fn supersede(
+    waiting: &mut HashMap<String, Vec<(String, Bytes)>>,
+    subject: String,
+    id: String,
+    payload: Bytes,
+) {
+    let batches = waiting.entry(subject).or_default();
+    batches.clear();
+    batches.push((id, payload));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_record_waiting_is_superseded_by_the_next_of_its_subject() {
+        let mut waiting = HashMap::new();
+        let batch = |n: u8| (format!("id-{n}"), Bytes::from(vec![n]));
+        for n in 1..=3 {
+            let (id, payload) = batch(n);
+            supersede(&mut waiting, "sessions.a".into(), id, payload);
+        }
+        let (id, payload) = batch(9);
+        supersede(&mut waiting, "sessions.b".into(), id, payload);
+        assert_eq!(waiting.get("sessions.a"), Some(&vec![batch(3)]));
+        assert_eq!(waiting.get("sessions.b"), Some(&vec![batch(9)]));
+        assert_eq!(waiting.len(), 2);
+    }
 }
