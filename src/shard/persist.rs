@@ -519,17 +519,20 @@ impl Shard {
                 self.forget_incoming_qos2(conn, rec.packet_id);
                 self.mark_closing(conn);
             }
+            Packet::PubComp(comp) => {
+                // Closed; the client sends the PUBREL again, which must find its id known
+                // (its release was not made durable), here and in the mirror.
+                self.restore_incoming_qos2(conn, comp.packet_id);
+                self.mark_closing(conn);
+            }
             _ => self.mark_closing(conn),
         }
     }
 
     /// Releases an incoming QoS 2 id whose PUBREC is refused.
     fn forget_incoming_qos2(&mut self, conn: super::ConnId, packet_id: crate::protocol::PacketId) {
-        let key = match self.conns.get(&conn).map(|c| &c.phase) {
-            Some(
-                super::conn::Phase::Active { session } | super::conn::Phase::Resuming { session },
-            ) => *session,
-            _ => return,
+        let Some(key) = self.session_of(conn) else {
+            return;
         };
         if let Some(session) = self.sessions.get_mut(key)
             && session.state.release_qos2(packet_id)
@@ -537,6 +540,31 @@ impl Shard {
             self.store_touch(key);
             // The id is the client's again: the mirror must not keep it (not waited for).
             self.mirror_session(key);
+        }
+    }
+
+    /// Takes back an incoming QoS 2 id whose PUBCOMP is refused: it awaits PUBREL again.
+    fn restore_incoming_qos2(&mut self, conn: super::ConnId, packet_id: crate::protocol::PacketId) {
+        let Some(key) = self.session_of(conn) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(key)
+            && session.state.receive_qos2(packet_id)
+        {
+            self.store_touch(key);
+            // Not waited for: the connection closes, and the PUBREL sent again waits for the
+            // mirror record without the id as the first one did.
+            self.mirror_session(key);
+        }
+    }
+
+    /// The session of connection `conn`, once it has one.
+    fn session_of(&self, conn: super::ConnId) -> Option<super::SessionKey> {
+        match self.conns.get(&conn).map(|c| &c.phase) {
+            Some(
+                super::conn::Phase::Active { session } | super::conn::Phase::Resuming { session },
+            ) => Some(*session),
+            _ => None,
         }
     }
 }
