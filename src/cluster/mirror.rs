@@ -98,24 +98,26 @@ pub fn decode(mut payload: Bytes) -> Option<Mirrored> {
     })
 }
 
-/// The packet ids after a session's record: every record left must be an awaiting
-/// `IncomingQos2` of the same client id (at most one per packet id).
+/// The packet ids after a session's record: the awaiting `IncomingQos2` records of the same
+/// client id. A whole record of any other kind (one a newer node may add) is skipped, so that
+/// the session is kept; a record cut short or failing its checksum refuses the message.
 fn awaiting_ids(payload: &mut Bytes, client_id: &ByteString) -> Option<Vec<u16>> {
     let mut ids = Vec::new();
-    while !payload.is_empty() {
-        if ids.len() >= usize::from(u16::MAX) {
-            return None;
-        }
+    // At most one record per packet id is written; the bound also covers skipped records.
+    for _ in 0..u16::MAX {
         match record::decode(payload) {
+            Ok(None) => return Some(ids),
             Ok(Some(Record::IncomingQos2 {
                 client_id: of,
                 packet_id,
                 awaiting: true,
             })) if of == *client_id => ids.push(packet_id.get()),
-            _ => return None,
+            // Decoded or of an unknown type, the record was read whole: skipped.
+            Ok(Some(_)) | Err(record::RecordError::UnknownType(_)) => {}
+            Err(_) => return None,
         }
     }
-    Some(ids)
+    payload.is_empty().then_some(ids)
 }
 
 /// A session made from its mirrored record: its subscriptions and its client's QoS 2 packet
@@ -220,17 +222,42 @@ mod tests {
             state.release_qos2(PacketId::new(1).unwrap()),
             "a PUBREL is known"
         );
-        // An id of another client id after the session's record is refused.
-        let mut other = written.to_vec();
-        let mut foreign = Vec::new();
-        let record = Record::IncomingQos2 {
+    }
+
+    /// A record after the session's that is not an awaiting id of its client (another kind,
+    /// another client id, or a type this node does not know) is skipped: the session and its
+    /// ids are kept.
+    #[test]
+    fn records_of_other_kinds_after_the_session_are_skipped() {
+        let mut mirrored = session();
+        mirrored.incoming_qos2 = vec![5];
+        let mut written = encode("n1", "client-1", Some(&mirrored)).unwrap().to_vec();
+        let foreign = Record::IncomingQos2 {
             client_id: "client-2".into(),
             packet_id: PacketId::new(3).unwrap(),
             awaiting: true,
         };
-        record::encode(&record, &mut foreign);
-        other.extend_from_slice(&foreign);
-        assert!(decode(Bytes::from(other)).is_none());
+        record::encode(&foreign, &mut written);
+        record::encode(&Record::SnapshotEnd, &mut written);
+        // A type no node writes yet: length, checksum, then its body.
+        let unknown = [0xEE_u8, 1, 2];
+        written.extend_from_slice(&u32::try_from(unknown.len()).unwrap().to_le_bytes());
+        written.extend_from_slice(&crc32fast::hash(&unknown).to_le_bytes());
+        written.extend_from_slice(&unknown);
+        let mut after = Vec::new();
+        let awaiting = Record::IncomingQos2 {
+            client_id: "client-1".into(),
+            packet_id: PacketId::new(9).unwrap(),
+            awaiting: true,
+        };
+        record::encode(&awaiting, &mut after);
+        written.extend_from_slice(&after);
+        let read = decode(Bytes::from(written.clone())).expect("kept");
+        mirrored.incoming_qos2 = vec![5, 9];
+        assert_eq!(read.record.as_deref(), Some(&mirrored));
+        // A record cut short still refuses the message.
+        written.truncate(written.len() - 1);
+        assert!(decode(Bytes::from(written)).is_none());
     }
 
     #[test]
