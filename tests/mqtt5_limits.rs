@@ -48,7 +48,9 @@ fn qos_2_ids_awaiting_pubrel_of_a_3_1_1_client_are_capped_too() {
         .count();
     assert_eq!(pubrecs, 4, "{packets:?}");
     assert!(
-        !packets.iter().any(|p| matches!(p, raw::Packet::Disconnect(_))),
+        !packets
+            .iter()
+            .any(|p| matches!(p, raw::Packet::Disconnect(_))),
         "{packets:?}"
     );
 }

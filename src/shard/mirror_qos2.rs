@@ -109,7 +109,13 @@ mod tests {
         let Some(Phase::Active { session }) = shard.conn(CONN).map(|c| &c.phase) else {
             panic!("connection not active");
         };
-        shard.sessions.get(*session).expect("session").state.incoming_qos2().collect()
+        shard
+            .sessions
+            .get(*session)
+            .expect("session")
+            .state
+            .incoming_qos2()
+            .collect()
     }
 
     /// A PUBCOMP whose mirror record the stream refused closes the connection and puts the id
