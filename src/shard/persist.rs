@@ -509,51 +509,49 @@ impl Shard {
             Packet::PubRec(mut rec) if is_v5 => {
                 // A PUBREC with an error ends the exchange (MQTT 4.3.3): the id is free again,
                 // and the same id in a new PUBLISH is a new message, not a duplicate.
-                self.forget_incoming_qos2(conn, rec.packet_id);
+                self.set_incoming_qos2(conn, rec.packet_id, false);
                 rec.reason = crate::protocol::ReasonCode::QUOTA_EXCEEDED;
                 self.write_packet(conn, &Packet::PubRec(rec));
             }
             Packet::PubRec(rec) => {
                 // 3.x: closed; the client sends the message again (DUP), which must be taken as
                 // not received rather than as a duplicate of one that was.
-                self.forget_incoming_qos2(conn, rec.packet_id);
+                self.set_incoming_qos2(conn, rec.packet_id, false);
                 self.mark_closing(conn);
             }
             Packet::PubComp(comp) => {
                 // Closed; the client sends the PUBREL again, which must find its id known
                 // (its release was not made durable), here and in the mirror.
-                self.restore_incoming_qos2(conn, comp.packet_id);
+                self.set_incoming_qos2(conn, comp.packet_id, true);
                 self.mark_closing(conn);
             }
             _ => self.mark_closing(conn),
         }
     }
 
-    /// Releases an incoming QoS 2 id whose PUBREC is refused.
-    fn forget_incoming_qos2(&mut self, conn: super::ConnId, packet_id: crate::protocol::PacketId) {
+    /// Releases an incoming QoS 2 id whose PUBREC is refused (`awaiting` false: the id is the
+    /// client's again), or takes back one whose PUBCOMP is refused (`awaiting` true: it awaits
+    /// its PUBREL again). The mirror gets the change too, not waited for: the connection closes
+    /// either way, and what the client sends again waits for its own record.
+    fn set_incoming_qos2(
+        &mut self,
+        conn: super::ConnId,
+        packet_id: crate::protocol::PacketId,
+        awaiting: bool,
+    ) {
         let Some(key) = self.session_of(conn) else {
             return;
         };
-        if let Some(session) = self.sessions.get_mut(key)
-            && session.state.release_qos2(packet_id)
-        {
-            self.store_touch(key);
-            // The id is the client's again: the mirror must not keep it (not waited for).
-            self.mirror_session(key);
-        }
-    }
-
-    /// Takes back an incoming QoS 2 id whose PUBCOMP is refused: it awaits PUBREL again.
-    fn restore_incoming_qos2(&mut self, conn: super::ConnId, packet_id: crate::protocol::PacketId) {
-        let Some(key) = self.session_of(conn) else {
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        if let Some(session) = self.sessions.get_mut(key)
-            && session.state.receive_qos2(packet_id)
-        {
+        let changed = if awaiting {
+            session.state.receive_qos2(packet_id)
+        } else {
+            session.state.release_qos2(packet_id)
+        };
+        if changed {
             self.store_touch(key);
-            // Not waited for: the connection closes, and the PUBREL sent again waits for the
-            // mirror record without the id as the first one did.
             self.mirror_session(key);
         }
     }
