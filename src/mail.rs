@@ -199,10 +199,12 @@ pub enum Mail {
         message: Arc<Message>,
     },
     /// From the cluster link: the stream holds (`ok`), or did not take in time, every message
-    /// this shard numbered up to `upto` (see `cluster::ShardLink::send`).
+    /// this shard numbered up to `upto` (see `cluster::ShardLink::send`), except the mirror
+    /// records numbered `refused` (only the acknowledgements waiting for those are refused).
     ClusterStored {
         upto: u64,
         ok: bool,
+        refused: Box<[u64]>,
     },
     /// From the cluster link, to the topic's home shard: a retained write from the cluster's
     /// retained stream (empty payload deletes).

@@ -785,7 +785,7 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
     );
     sleeper.disconnect();
     wait_for("node 2 read the sleeper's records", || {
-        mirror_out(&n1) >= written + 3.0 && mirror_in(&n2) >= mirror_out(&n1) + mirror_out(&n2)
+        mirror_out(&n1) >= written + 3.0 && mirror_in(&n2) >= mirror_sent(&n1) + mirror_sent(&n2)
     });
     // Node 2 writes three records of its session: install, SUBSCRIBE, disconnection.
     let written = mirror_out(&n2);
@@ -813,7 +813,7 @@ fn a_client_id_connecting_on_another_node_takes_the_connection_over() {
     );
     elsewhere.disconnect();
     wait_for("node 1 read node 2's records of the session", || {
-        mirror_out(&n2) >= written + 3.0 && mirror_in(&n1) >= mirror_out(&n1) + mirror_out(&n2)
+        mirror_out(&n2) >= written + 3.0 && mirror_in(&n1) >= mirror_sent(&n1) + mirror_sent(&n2)
     });
     // Node 2 holds the two roamers, the marker and the sleeper's offline session (its gauge
     // is refreshed with the metrics snapshot, about once a second).
@@ -1031,6 +1031,24 @@ fn mirror_out(broker: &TestBroker) -> f64 {
     cluster_metric(broker, "cluster_session_mirror_total{direction=\"out\"}")
 }
 
+/// Mirror records `broker` wrote that went to the stream (not replaced by a newer one of
+/// their session while waiting in its link).
+fn mirror_sent(broker: &TestBroker) -> f64 {
+    mirror_sent_at(broker.admin_addr().expect("admin")).1
+}
+
+/// Mirror records written by the node whose admin listener is `admin`, and of those the ones
+/// that went to the stream.
+fn mirror_sent_at(admin: std::net::SocketAddr) -> (f64, f64) {
+    let metrics = admin_get(admin, "/metrics");
+    let series = |direction: &str| {
+        let name = format!("ringmq_cluster_session_mirror_total{{direction=\"{direction}\"}} ");
+        metric(&metrics, &name)
+    };
+    let out = series("out");
+    (out, out - series("superseded"))
+}
+
 /// Cluster `name`: its JetStream store, its NATS server, nodes 2 and 3 in this process and
 /// node 1 as a process of its own (to be killed), all hearing each other.
 fn killable_cluster(name: &str) -> (TempDir, Nats, TestBroker, TestBroker, NodeProcess) {
@@ -1058,14 +1076,22 @@ fn wait_hearing_three(second: &TestBroker, third: &TestBroker) {
 }
 
 /// A new persistent session of `id` at `addr` subscribed to `filter` at QoS 1, left offline,
-/// once `reader` has read its three mirror records (CONNECT, SUBSCRIBE, DISCONNECT).
-fn offline_session(addr: std::net::SocketAddr, id: &str, filter: &str, reader: &TestBroker) {
+/// once its node (the only one writing records, admin listener `admin`) wrote its three mirror
+/// records (CONNECT, SUBSCRIBE, DISCONNECT) and `reader` read those that went to the stream.
+fn offline_session(
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    id: &str,
+    filter: &str,
+    reader: &TestBroker,
+) {
     let (mut client, present) = persistent_client_at(addr, id);
     assert!(!present);
     assert_eq!(client.subscribe(1, &[(filter, QoS::AtLeastOnce)])[0].0, 1);
     client.disconnect();
     wait_for("the session's three records read", || {
-        mirror_in(reader) >= 3.0
+        let (out, sent) = mirror_sent_at(admin);
+        out >= 3.0 && mirror_in(reader) >= sent
     });
 }
 
@@ -1083,7 +1109,8 @@ fn a_persistent_session_resumes_on_another_node_after_its_node_is_killed() {
     );
     assert_eq!((granted[0].0, granted[1].0), (1, 2));
     wait_for("node 2 read the session's records", || {
-        mirror_in(&second) >= before + 2.0
+        let (out, sent) = mirror_sent_at(first.admin);
+        out >= 2.0 && mirror_in(&second) >= before + sent
     });
     // Offline, the session gets 10 QoS 1 messages queued on node 1, whose copies reach the
     // stream of queued messages.
@@ -1155,7 +1182,8 @@ fn messages_in_flight_to_a_connected_session_survive_its_node() {
     let granted = roamer.subscribe(1, &[("if/a", QoS::AtLeastOnce)]);
     assert_eq!(granted[0].0, 1);
     wait_for("node 2 read the session's records", || {
-        mirror_in(&second) >= before + 2.0
+        let (out, sent) = mirror_sent_at(first.admin);
+        out >= 2.0 && mirror_in(&second) >= before + sent
     });
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     // Acknowledged messages: their copies leave the stream at the next trim.
@@ -1233,7 +1261,7 @@ fn qos2_exchanges_of_a_client_whose_node_dies_complete_on_another_node() {
     let written = metric(&admin_get(first.admin, "/metrics"), out);
     assert!(written >= 2.0, "node 1 wrote mirror records ({written})");
     wait_for("node 2 read node 1's mirror records", || {
-        mirror_in(&second) >= written
+        mirror_in(&second) >= mirror_sent_at(first.admin).1
     });
     first.kill();
     drop(publisher);
@@ -1289,7 +1317,8 @@ fn adopted_session_resumes(name: &str, on_third: bool) {
     assert_eq!(granted[0].0, 1);
     roamer.disconnect();
     wait_for("nodes 2 and 3 read the session's three records", || {
-        mirror_in(&second) >= 3.0 && mirror_in(&third) >= 3.0
+        let (out, sent) = mirror_sent_at(first.admin);
+        out >= 3.0 && mirror_in(&second) >= sent && mirror_in(&third) >= sent
     });
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     publish_numbered(&mut local, "ad/a", "q", 5, QoS::AtLeastOnce);
@@ -1384,7 +1413,7 @@ fn with_persistence_an_adopted_session_is_kept_on_the_adopters_disk() {
     let queued_stream = "ringmq_adoptdisk_queued";
     // An offline persistent session on node 1 (its records read by node 2) with 5 QoS 1
     // messages queued there and copied to the stream; node 1 is killed.
-    offline_session(first.addr, "keeper", "ap/a", &second);
+    offline_session(first.addr, first.admin, "keeper", "ap/a", &second);
     let mut local = RawClient::connect(first.addr, Version::V5, "local", true).0;
     publish_numbered(&mut local, "ap/a", "q", 5, QoS::AtLeastOnce);
     wait_for("the stream holds the 5 queued copies", || {
@@ -1438,7 +1467,7 @@ fn a_trim_by_one_of_two_nodes_holding_a_session_keeps_the_other_nodes_copies() {
     let first = NodeProcess::start_with("twins", "n1", nats.port, &extra);
     wait_hearing_three(&second, &third);
     let queued_stream = "ringmq_twins_queued";
-    offline_session(first.addr, "twin", "tw/a", &second);
+    offline_session(first.addr, first.admin, "twin", "tw/a", &second);
     first.kill();
     wait_for("node 2 adopted the dead node's session", || {
         cluster_metric(&second, "cluster_sessions_adopted_total") == 1.0
@@ -1580,7 +1609,8 @@ fn copies_on_the_subject_of_nodes_before_subjects_per_node_are_taken_too() {
         "the queued stream widened: {config}"
     );
     // An offline session on node 1 with 2 copies on node 1's subject.
-    offline_session(first.shard(0), "old", "up/a", &second);
+    let admin = first.admin_addr().expect("admin");
+    offline_session(first.shard(0), admin, "old", "up/a", &second);
     let mut local = client(&first, 1, "local");
     publish_numbered(&mut local, "up/a", "new", 2, QoS::AtLeastOnce);
     wait_for("node 1 copied its 2 messages", || {
@@ -1605,7 +1635,8 @@ fn copies_on_the_subject_of_nodes_before_subjects_per_node_are_taken_too() {
 fn a_clean_start_on_another_node_purges_every_nodes_copies() {
     let (_store, nats) = nats_with_store();
     let (first, second) = two_nodes("discard", nats.port);
-    offline_session(first.shard(0), "gone", "cs/a", &second);
+    let admin = first.admin_addr().expect("admin");
+    offline_session(first.shard(0), admin, "gone", "cs/a", &second);
     let mut local = client(&first, 1, "local");
     publish_numbered(&mut local, "cs/a", "q", 3, QoS::AtLeastOnce);
     wait_for("node 1 copied its 3 messages", || {

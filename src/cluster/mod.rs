@@ -137,6 +137,9 @@ pub struct ClusterStats {
     /// Session mirror records this node wrote, and records it read (any node's).
     pub mirror_out: AtomicU64,
     pub mirror_in: AtomicU64,
+    /// Records of `mirror_out` replaced by a newer one of their session before they went to the
+    /// stream.
+    pub mirror_superseded: AtomicU64,
     /// Messages copied to the stream of queued messages, and taken back from it by this node;
     /// copies the stream took (in batches).
     pub queued_out: AtomicU64,
@@ -568,7 +571,9 @@ impl ShardLink {
 
     /// The stream answered every message numbered up to `upto` (`ok`: it took them): the
     /// acknowledgements now free go to `out`, in order.
-    pub fn stored(&mut self, upto: u64, ok: bool, out: &mut Vec<Released>) {
+    /// `refused`: numbers of mirror records the stream did not take (up to `upto`), whose
+    /// acknowledgements are refused even when `ok`.
+    pub fn stored(&mut self, upto: u64, ok: bool, refused: &[u64], out: &mut Vec<Released>) {
         self.answered = self.answered.max(upto);
         for (mark, _, durable) in &mut self.held_durable {
             if *mark <= upto {
@@ -579,7 +584,7 @@ impl ShardLink {
             if let Gate::Waiting(number) = *gate
                 && number <= upto
             {
-                *gate = Gate::Answered(ok);
+                *gate = Gate::Answered(ok && !refused.contains(&number));
             }
         }
         while let Some((conn, packet)) = self.held.front() {
@@ -996,9 +1001,9 @@ mod tests {
         link.hold(1, 7, 2);
         assert!(link.pass(1, puback(7)).is_none(), "held for the copies");
         let mut out = Vec::new();
-        link.stored(1, true, &mut out);
+        link.stored(1, true, &[], &mut out);
         assert!(out.is_empty(), "the second copy is not stored yet");
-        link.stored(2, true, &mut out);
+        link.stored(2, true, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(7), true)]);
         // A route that queued nothing waits for nothing.
         link.begin_route();
@@ -1047,9 +1052,9 @@ mod tests {
         link.hold(1, 7, pubcomp);
         assert!(link.pass(1, comp).is_none(), "held for the record");
         let mut out = Vec::new();
-        link.stored(1, true, &mut out);
+        link.stored(1, true, &[], &mut out);
         assert!(out.is_empty(), "its record is not stored yet");
-        link.stored(2, true, &mut out);
+        link.stored(2, true, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(7), true)]);
     }
 
@@ -1074,11 +1079,11 @@ mod tests {
             "behind the first"
         );
         let (mut acks, mut replies) = (Vec::new(), Vec::new());
-        link.stored(1, true, &mut acks);
+        link.stored(1, true, &[], &mut acks);
         link.durable_released(&mut replies);
         assert_eq!(replies, [(vec![0, 4], true)]);
         replies.clear();
-        link.stored(2, false, &mut acks);
+        link.stored(2, false, &[], &mut acks);
         link.durable_released(&mut replies);
         assert_eq!(replies, [(vec![0, 5], false)], "its copy was not stored");
     }
@@ -1099,13 +1104,30 @@ mod tests {
         assert!(link.pass(2, puback(7)).is_none());
         assert!(link.pass(1, puback(2)).is_none());
         let mut out = Vec::new();
-        link.stored(1, true, &mut out);
+        link.stored(1, true, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(1), true), (2, Some(7), true)]);
         out.clear();
-        link.stored(2, false, &mut out);
+        link.stored(2, false, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(2), false)]);
         // All settled: the next passes at once again.
         assert!(matches!(link.pass(3, puback(3)), Some((_, true))));
+    }
+
+    /// A mirror record the stream did not take refuses the acknowledgement waiting for its
+    /// number only; the others of the same answer go with success.
+    #[test]
+    fn a_refused_mirror_record_refuses_only_the_acknowledgement_waiting_for_it() {
+        let mut link = link();
+        for number in 1..=3 {
+            link.hold(u64::from(number), number, number.into());
+            assert!(link.pass(u64::from(number), puback(number)).is_none());
+        }
+        let mut out = Vec::new();
+        link.stored(3, true, &[2], &mut out);
+        assert_eq!(
+            released(&out),
+            [(1, Some(1), true), (2, Some(2), false), (3, Some(3), true)]
+        );
     }
 
     #[test]
@@ -1117,7 +1139,7 @@ mod tests {
         link.hold(1, 2, 2);
         assert!(link.pass_refused(1, puback(2)).is_none());
         let mut out = Vec::new();
-        link.stored(2, true, &mut out);
+        link.stored(2, true, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(1), true), (1, Some(2), false)]);
         assert!(link.gate.is_empty() && link.held.is_empty());
         // With nothing held it goes at once, and the id is free for the next message.
@@ -1131,7 +1153,7 @@ mod tests {
         let mut link = link();
         link.hold(4, 9, 1);
         let mut out = Vec::new();
-        link.stored(1, false, &mut out);
+        link.stored(1, false, &[], &mut out);
         assert!(out.is_empty());
         assert!(matches!(link.pass(4, puback(9)), Some((_, false))));
     }

@@ -87,12 +87,13 @@ impl Shard {
         }
     }
 
-    /// The link's answer for this shard's messages numbered up to `upto`.
-    pub(super) fn on_cluster_stored(&mut self, upto: u64, ok: bool) {
+    /// The link's answer for this shard's messages numbered up to `upto` (`refused`: mirror
+    /// records the stream did not take, only their acknowledgements refused).
+    pub(super) fn on_cluster_stored(&mut self, upto: u64, ok: bool, refused: &[u64]) {
         let mut released = Vec::new();
         let mut replies = Vec::new();
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.stored(upto, ok, &mut released);
+            cluster.stored(upto, ok, refused, &mut released);
             cluster.durable_released(&mut replies);
         }
         for (received, ok) in replies {

@@ -135,7 +135,7 @@ mod tests {
         };
         handle(&mut shard, Packet::Publish(publish));
         assert_eq!(awaiting(&shard), [7]);
-        shard.on_cluster_stored(1, true);
+        shard.on_cluster_stored(1, true, &[]);
         let pubrel = PubResponse {
             packet_id: id,
             reason: ReasonCode::SUCCESS,
@@ -144,7 +144,7 @@ mod tests {
         handle(&mut shard, Packet::PubRel(pubrel));
         assert!(awaiting(&shard).is_empty(), "released");
         assert!(!shard.conn(CONN).is_some_and(|c| c.is_closing()));
-        shard.on_cluster_stored(2, false);
+        shard.on_cluster_stored(2, true, &[2]);
         assert!(shard.conn(CONN).is_some_and(|c| c.is_closing()));
         assert_eq!(awaiting(&shard), [7], "the id awaits PUBREL again");
         let last = inbox

@@ -522,7 +522,9 @@ impl Shard {
                 own,
             } => self.on_mirrored_session(client_id, record, node, own),
             Mail::AdoptSessions { node } => self.adopt_sessions(&node, now),
-            Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
+            Mail::ClusterStored { upto, ok, refused } => {
+                self.on_cluster_stored(upto, ok, &refused);
+            }
             Mail::RemoteRetain(message) => self.store_retained(message),
             Mail::RemoteClaim { client_id, at } => self.on_remote_claim(client_id, at, now),
         }
