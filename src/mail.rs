@@ -44,6 +44,9 @@ pub struct SharedPublish {
     /// Offered again after `drop_oldest` evicted it from a member, for this reason: it goes only
     /// to a member with room, and is dropped (counted so) when none has any.
     pub reoffer: Option<crate::session::DropReason>,
+    /// A record of a stream batch from another node: its tag, so that the member that queued
+    /// it before the batch came again (after a restart) does not get it twice.
+    pub tag: Option<crate::cluster::tags::StreamTag>,
 }
 
 /// A session handed over to a new owner, with the ids of the messages its dedup window saw while
@@ -63,6 +66,9 @@ pub struct Forward {
     pub delivery: Delivery,
     /// Shards this delivery has been forwarded through (saturating; for tracing).
     pub hops: u8,
+    /// The delivery is a record of a stream batch from another node: its tag, so that the
+    /// moved session notes it (or finds its note) as it would have on the former owner.
+    pub tag: Option<crate::cluster::tags::StreamTag>,
 }
 
 #[derive(Debug)]
@@ -108,7 +114,7 @@ pub enum Mail {
         generation: u64,
         previous: Option<ShardId>,
         /// No shard had the session: another node's, from the cluster's session mirror.
-        mirrored: Option<Box<crate::store::record::SessionRecord>>,
+        mirrored: Option<Box<crate::cluster::mirror::MirrorRecord>>,
     },
     /// From the home shard to the former owner: close the client's connection and hand its
     /// session to `new_owner` with `ticket` (`resumes` as in the claim).
@@ -170,13 +176,14 @@ pub enum Mail {
     /// the notes of their records go.
     StreamAckFloor(u64),
     /// From the cluster link: a message published on another node for one member of a shared
-    /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md).
+    /// group (`hops` 0), which this node's members take (see docs/CLUSTER.md); a record of a
+    /// stream batch carries its tag, as `RemoteTagged` does.
     RemoteShared(Box<SharedPublish>),
     /// From the cluster link, to the client id's home shard: the session mirror's record of a
     /// persistent session (`None`: gone), written by `node` (`own`: this node).
     MirroredSession {
         client_id: ByteString,
-        record: Option<Box<crate::store::record::SessionRecord>>,
+        record: Option<Box<crate::cluster::mirror::MirrorRecord>>,
         node: Box<str>,
         own: bool,
     },
@@ -192,10 +199,12 @@ pub enum Mail {
         message: Arc<Message>,
     },
     /// From the cluster link: the stream holds (`ok`), or did not take in time, every message
-    /// this shard numbered up to `upto` (see `cluster::ShardLink::send`).
+    /// this shard numbered up to `upto` (see `cluster::ShardLink::send`), except the mirror
+    /// records numbered `refused` (only the acknowledgements waiting for those are refused).
     ClusterStored {
         upto: u64,
         ok: bool,
+        refused: Box<[u64]>,
     },
     /// From the cluster link, to the topic's home shard: a retained write from the cluster's
     /// retained stream (empty payload deletes).

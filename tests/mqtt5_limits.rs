@@ -11,21 +11,47 @@ use bytes::Bytes;
 use common::{RawClient, TestBroker, connect_packet, pid, test_config};
 use ringmq::protocol::{self as raw, ReasonCode, Version};
 
-#[test]
-fn receive_maximum_of_the_broker_is_enforced() {
+/// A client of `version` on a broker whose QoS 2 ids awaiting PUBREL are capped at 4 (for that
+/// version's key) sends five QoS 2 PUBLISHes without PUBREL: its CONNACK, and what it got
+/// before the close.
+fn five_qos2_publishes(version: Version) -> (raw::ConnAck, Vec<raw::Packet>) {
     let mut config = test_config(2);
     config.limits.inflight_messages_max = 4;
+    config.limits.incoming_qos2_v3_max = 4;
     let broker = TestBroker::with_config(config);
-    let (mut client, connack) = RawClient::connect(broker.shard(0), Version::V5, "greedy", true);
-    assert_eq!(connack.properties.receive_maximum, Some(4));
+    let (mut client, connack) = RawClient::connect(broker.shard(0), version, "greedy", true);
     // QoS 2 publishes stay unacknowledged until PUBREL: the fifth is one too many.
     for n in 1..=5u16 {
         client.publish("rx", b"x", raw::QoS::ExactlyOnce, false, Some(n));
     }
-    let packets = client.expect_closed();
+    (connack, client.expect_closed())
+}
+
+#[test]
+fn receive_maximum_of_the_broker_is_enforced() {
+    let (connack, packets) = five_qos2_publishes(Version::V5);
+    assert_eq!(connack.properties.receive_maximum, Some(4));
     let last = packets.last().expect("DISCONNECT");
     assert!(
         matches!(last, raw::Packet::Disconnect(d) if d.reason == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+        "{packets:?}"
+    );
+}
+
+#[test]
+fn qos_2_ids_awaiting_pubrel_of_a_3_1_1_client_are_capped_too() {
+    // Four ids awaiting PUBREL are taken; the fifth closes the connection (3.1.1 has no
+    // DISCONNECT from the server and no Receive Maximum to announce).
+    let (_, packets) = five_qos2_publishes(Version::V3_1_1);
+    let pubrecs = packets
+        .iter()
+        .filter(|p| matches!(p, raw::Packet::PubRec(_)))
+        .count();
+    assert_eq!(pubrecs, 4, "{packets:?}");
+    assert!(
+        !packets
+            .iter()
+            .any(|p| matches!(p, raw::Packet::Disconnect(_))),
         "{packets:?}"
     );
 }

@@ -19,11 +19,11 @@ use futures_util::stream::FuturesOrdered;
 use shards::ShardId;
 
 use super::copies::{Copies, Done};
+use super::mirror::MirrorRecord;
 use super::wire::{self, Control};
 use super::{ClusterStats, InterestTable, NODES_MAX, ToLink, stream};
 use crate::config::{Cluster, Secret};
 use crate::mail::{Mail, SharedPublish, Ticket};
-use crate::store::record::SessionRecord;
 
 /// A batch for one node is sent once it passes this many bytes (and at the end of every turn).
 const BATCH_BYTES: usize = 64 * 1024;
@@ -240,8 +240,9 @@ struct Node {
 
 /// The batches of one turn going to the stream, and the highest message number per shard they
 /// carry: answered to the shards once the stream took all of them (or one failed).
-/// With it, what the stream did with the copies of queued messages.
-type Unit = LocalBoxFuture<'static, (Vec<u64>, bool, Vec<Done>)>;
+/// With it, what the stream did with the copies of queued messages, and the (shard, number) of
+/// the numbered mirror records it did not take (only their acknowledgements are refused).
+type Unit = LocalBoxFuture<'static, (Vec<u64>, bool, Vec<(usize, u64)>, Vec<Done>)>;
 
 /// A stream batch handed to the shards: acknowledged to NATS once each shard it fed has routed
 /// its part (`routed_remote` at least the mark).
@@ -296,6 +297,9 @@ struct Link {
     /// Batches waiting for the next unit, in order per subject ((message id, payload)), and per
     /// shard the highest message number in them.
     waiting_stores: HashMap<String, Vec<(String, Bytes)>>,
+    /// Per session subject in `waiting_stores`: the (shard, number) of the acknowledgements that
+    /// wait for its mirror record, refused alone when the stream does not take it.
+    mirror_waiters: HashMap<String, Vec<(usize, u64)>>,
     /// Copies of messages for this node's persistent sessions and their trims, batched per
     /// session for the next unit.
     copies: Copies,
@@ -303,8 +307,9 @@ struct Link {
     /// The unit the stream is storing: one at a time, so that the batches of one subject are
     /// stored in order even when one must be sent again; what comes meanwhile waits for the next.
     units: FuturesOrdered<Unit>,
-    /// Answers to shards whose inbound queue was full: (shard, up to, ok), in order.
-    answers: VecDeque<(usize, u64, bool)>,
+    /// Answers to shards whose inbound queue was full: (shard, up to, ok, numbers refused), in
+    /// order.
+    answers: VecDeque<(usize, u64, bool, Box<[u64]>)>,
     batch_seq: u64,
     /// Per shard: messages from other nodes handed to it, and (written by it) routed by it.
     sent_remote: Vec<u64>,
@@ -391,6 +396,7 @@ impl Link {
             js: None,
             stored_batches: (0..NODES_MAX).map(|_| BytesMut::new()).collect(),
             waiting_stores: HashMap::new(),
+            mirror_waiters: HashMap::new(),
             copies: Copies::default(),
             turn_numbers: vec![0; shards],
             units: FuturesOrdered::new(),
@@ -516,7 +522,9 @@ impl Link {
                 Some(message) = data.next() => self.on_data(message.payload),
                 Some(message) = interest.next() => self.on_control(&client, message.payload).await,
                 Some(message) = ctl.next() => self.on_control(&client, message.payload).await,
-                Some((numbers, ok, done)) = self.units.next() => self.on_unit(&numbers, ok, done),
+                Some((numbers, ok, refused, done)) = self.units.next() => {
+                    self.on_unit(&numbers, ok, &refused, done);
+                }
                 Some((client_id, taken)) = self.takes.next() => {
                     self.on_taken_queued(client_id, taken);
                 }
@@ -668,8 +676,14 @@ impl Link {
                     }
                 }
             }
-            ToLink::Session { client_id, record } => {
-                self.store_mirror(&client_id, record.as_deref());
+            ToLink::Session {
+                client_id,
+                record,
+                stored,
+            } => {
+                // Answered with the unit that stores it, as a copy is.
+                self.answer_with_unit(stored);
+                self.store_mirror(&client_id, record.as_deref(), stored);
                 if record.is_none() && self.js.is_some() {
                     // The session ended: what was kept for its resume elsewhere goes too.
                     self.copies.trim(client_id, 0);
@@ -681,11 +695,7 @@ impl Link {
                 stored,
             } => {
                 // Answered with the unit that stores it (or with the next, if not stored).
-                if let Some((from, number)) = stored
-                    && let Some(highest) = self.turn_numbers.get_mut(from.index())
-                {
-                    *highest = number;
-                }
+                self.answer_with_unit(stored);
                 self.store_queued(&client_id, &message);
             }
             ToLink::TakeQueued { client_id } => self.take_queued(client_id),
@@ -740,8 +750,8 @@ impl Link {
     /// order, after its first `skip` records (fed before). With `marks` (a stream batch) it
     /// stops at the first full shard and records, per shard fed, how many messages it will have
     /// routed once it routed this batch's. Also returns how many records went (with `skip`).
-    /// With the batch's stream `sequence`, each message for the node's subscribers carries its
-    /// tag (docs/CLUSTER.md, "Exactly once").
+    /// With the batch's stream `sequence`, each message (for the node's subscribers or a shared
+    /// group's member) carries its tag (docs/CLUSTER.md, "Exactly once").
     fn feed(
         &mut self,
         mut payload: Bytes,
@@ -783,6 +793,7 @@ impl Link {
                         group: ByteString::from(group),
                         hops: 0,
                         reoffer: None,
+                        tag,
                     })),
                     None => {
                         ClusterStats::add(&self.stats.dropped_undecodable, 1);
@@ -1045,8 +1056,23 @@ impl Link {
         self.send_home();
     }
 
-    /// Stores a shard's mirror record of `client_id` (`None`: the session is gone).
-    fn store_mirror(&mut self, client_id: &str, record: Option<&SessionRecord>) {
+    /// Shard `from`'s number `number` (if any) is answered with the next unit.
+    fn answer_with_unit(&mut self, stored: Option<(ShardId, u64)>) {
+        if let Some((from, number)) = stored
+            && let Some(highest) = self.turn_numbers.get_mut(from.index())
+        {
+            *highest = number;
+        }
+    }
+
+    /// Stores a shard's mirror record of `client_id` (`None`: the session is gone); `stored`:
+    /// the shard's number an acknowledgement waits for.
+    fn store_mirror(
+        &mut self,
+        client_id: &str,
+        record: Option<&MirrorRecord>,
+        stored: Option<(ShardId, u64)>,
+    ) {
         if self.js.is_none() {
             return;
         }
@@ -1054,8 +1080,14 @@ impl Link {
             return;
         };
         let subject = stream::session_subject(&self.config.name, client_id);
+        let id = self.next_batch_id();
+        // The newer record carries what the older ones' acknowledgements waited for.
+        let waiters = self.mirror_waiters.entry(subject.clone()).or_default();
+        waiters.extend(stored.map(|(shard, number)| (shard.index(), number)));
         ClusterStats::add(&self.stats.mirror_out, 1);
-        self.wait_to_store(subject, payload);
+        if supersede(&mut self.waiting_stores, subject, id, payload) {
+            ClusterStats::add(&self.stats.mirror_superseded, 1);
+        }
     }
 
     /// The stream holds every batch up to `floor` acknowledged: the shards forget their notes
@@ -1144,8 +1176,10 @@ impl Link {
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(self.config.stream_ack_timeout_ms));
         let name = self.config.name.clone();
+        let mut mirror_waiters = std::mem::take(&mut self.mirror_waiters);
         let subjects = self.waiting_stores.drain().map(|(subject, batches)| {
             let (js, stats) = (js.clone(), Arc::clone(&self.stats));
+            let waiters = mirror_waiters.remove(&subject);
             async move {
                 for (id, payload) in batches {
                     let subject = subject.clone();
@@ -1154,10 +1188,10 @@ impl Link {
                     if stored.await.is_none() {
                         // The rest of this subject is not tried: stored after a lost batch, it
                         // would be out of order.
-                        return false;
+                        return (false, waiters);
                     }
                 }
-                true
+                (true, waiters)
             }
         });
         let stores = futures_util::future::join_all(subjects);
@@ -1176,19 +1210,27 @@ impl Link {
             let (stored, copied) = futures_util::future::join(stores, copies).await;
             let copied_ok = copied.iter().all(|(_, ok)| *ok);
             let done = copied.into_iter().map(|(done, _)| done).collect();
-            (numbers, copied_ok && stored.into_iter().all(|ok| ok), done)
+            let (stored_ok, refused) = refused_waiters(stored);
+            (numbers, copied_ok && stored_ok, refused, done)
         }));
     }
 
     /// The stream answered a unit: each shard hears up to which number; the copies' batches
     /// and purges are noted.
-    fn on_unit(&mut self, numbers: &[u64], ok: bool, done: Vec<Done>) {
+    /// `refused`: numbered mirror records the stream did not take, whose acknowledgements alone
+    /// are refused.
+    fn on_unit(&mut self, numbers: &[u64], ok: bool, refused: &[(usize, u64)], done: Vec<Done>) {
         for done in done {
             self.copies.done(done);
         }
         for (shard, number) in numbers.iter().enumerate() {
-            if *number != 0 {
-                self.answers.push_back((shard, *number, ok));
+            let of_shard: Box<[u64]> = refused
+                .iter()
+                .filter(|(of, _)| *of == shard)
+                .map(|(_, number)| *number)
+                .collect();
+            if *number != 0 || !of_shard.is_empty() {
+                self.answers.push_back((shard, *number, ok, of_shard));
             }
         }
     }
@@ -1197,14 +1239,20 @@ impl Link {
     fn send_answers(&mut self) {
         let mut blocked = 0_u64;
         let to_shards = &self.to_shards;
-        self.answers.retain(|&(shard, upto, ok)| {
+        self.answers.retain(|(shard, upto, ok, refused)| {
+            let (shard, upto, ok) = (*shard, *upto, *ok);
             let bit = 1_u64 << (shard % 64);
             if blocked & bit != 0 {
                 return true;
             }
+            let answer = Mail::ClusterStored {
+                upto,
+                ok,
+                refused: refused.clone(),
+            };
             let sent = to_shards
                 .get(shard)
-                .is_none_or(|to| to.try_send(Mail::ClusterStored { upto, ok }).is_ok());
+                .is_none_or(|to| to.try_send(answer).is_ok());
             if !sent {
                 blocked |= bit;
             }
@@ -1634,4 +1682,90 @@ fn unix_us() -> u64 {
 
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Queues `payload` as the only batch waiting for `subject`: the session mirror keeps one
+/// message per subject, so an older record still waiting would be replaced in the stream
+/// anyway. Without this, a session whose client sends QoS 2 PUBLISHes faster than the stream
+/// stores them would queue one whole record per PUBLISH. The acknowledgements that waited for
+/// the older record wait for the unit that carries the newer one, which holds all they need.
+/// True when it superseded one.
+fn supersede(
+    waiting: &mut HashMap<String, Vec<(String, Bytes)>>,
+    subject: String,
+    id: String,
+    payload: Bytes,
+) -> bool {
+    let batches = waiting.entry(subject).or_default();
+    let superseded = !batches.is_empty();
+    batches.clear();
+    batches.push((id, payload));
+    superseded
+}
+
+/// What storing one subject of a unit came to: stored, and for a session's mirror record the
+/// (shard, number) of the acknowledgements that waited for it.
+type SubjectStored = (bool, Option<Vec<(usize, u64)>>);
+
+/// Whether every subject of a unit that is not a session's mirror record was stored, and the
+/// (shard, number) of the acknowledgements that waited for a mirror record not stored: one
+/// session's record the stream refuses (too large, say) refuses its own acknowledgements, not
+/// every shard's of the unit.
+fn refused_waiters(stored: Vec<SubjectStored>) -> (bool, Vec<(usize, u64)>) {
+    let mut all_ok = true;
+    let mut refused = Vec::new();
+    for (ok, waiters) in stored {
+        match (ok, waiters) {
+            (true, _) => {}
+            (false, Some(waiters)) => refused.extend(waiters),
+            (false, None) => all_ok = false,
+        }
+    }
+    (all_ok, refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_mirror_record_refuses_only_its_own_acknowledgements() {
+        let check = |stored: Vec<SubjectStored>, expected| {
+            assert_eq!(refused_waiters(stored.clone()), expected, "{stored:?}");
+        };
+        check(
+            vec![(true, None), (true, Some(vec![(0, 3)]))],
+            (true, vec![]),
+        );
+        // A mirror record refused: its waiters alone, even with none (an unnumbered record).
+        check(
+            vec![
+                (true, None),
+                (false, Some(vec![(0, 3), (1, 5)])),
+                (false, Some(vec![])),
+            ],
+            (true, vec![(0, 3), (1, 5)]),
+        );
+        // A batch for a node refused: the whole unit.
+        check(
+            vec![(false, None), (false, Some(vec![(1, 2)]))],
+            (false, vec![(1, 2)]),
+        );
+    }
+
+    #[test]
+    fn a_mirror_record_waiting_is_superseded_by_the_next_of_its_subject() {
+        let mut waiting = HashMap::new();
+        let batch = |n: u8| (format!("id-{n}"), Bytes::from(vec![n]));
+        for n in 1..=3 {
+            let (id, payload) = batch(n);
+            let superseded = supersede(&mut waiting, "sessions.a".into(), id, payload);
+            assert_eq!(superseded, n > 1);
+        }
+        let (id, payload) = batch(9);
+        assert!(!supersede(&mut waiting, "sessions.b".into(), id, payload));
+        assert_eq!(waiting.get("sessions.a"), Some(&vec![batch(3)]));
+        assert_eq!(waiting.get("sessions.b"), Some(&vec![batch(9)]));
+        assert_eq!(waiting.len(), 2);
+    }
 }

@@ -27,7 +27,7 @@ use crate::mail::{Mail, Ticket};
 use crate::message::Message;
 use crate::protocol::{Packet, QoS};
 use crate::router::Trie;
-use crate::store::record::SessionRecord;
+use mirror::MirrorRecord;
 
 pub use link::LinkThread;
 
@@ -79,9 +79,12 @@ pub enum ToLink {
     /// known node (or the link is down, or the wait timed out).
     Barrier { shard: ShardId, ticket: Ticket },
     /// The session mirror's record of `client_id`: the session's data, or (`None`) gone.
+    /// `stored`: answered as a message for the stream (`Mail::ClusterStored`), so that the
+    /// PUBREC or PUBCOMP of a change of its QoS 2 packet ids can wait for it.
     Session {
         client_id: ByteString,
-        record: Option<Box<SessionRecord>>,
+        record: Option<Box<MirrorRecord>>,
+        stored: Option<(ShardId, u64)>,
     },
     /// A QoS 1/2 message queued for a persistent session here, connected or not (at the QoS
     /// it is delivered): its copy in the stream of queued messages. `stored`: answered as a message
@@ -134,6 +137,9 @@ pub struct ClusterStats {
     /// Session mirror records this node wrote, and records it read (any node's).
     pub mirror_out: AtomicU64,
     pub mirror_in: AtomicU64,
+    /// Records of `mirror_out` replaced by a newer one of their session before they went to the
+    /// stream.
+    pub mirror_superseded: AtomicU64,
     /// Messages copied to the stream of queued messages, and taken back from it by this node;
     /// copies the stream took (in batches).
     pub queued_out: AtomicU64,
@@ -212,7 +218,7 @@ pub struct ShardLink {
     /// At the home shard of their client ids: the session mirror's records of other nodes'
     /// persistent sessions (with the node that wrote each), for a client that resumes here or
     /// for this node to adopt when their node dies.
-    mirrored: HashMap<ByteString, (Box<str>, Box<SessionRecord>)>,
+    mirrored: HashMap<ByteString, (Box<str>, Box<MirrorRecord>)>,
     /// The number of the last copy of an offline queued message sent numbered, the highest
     /// number the stream answered, and whether an answer since the last copy was a failure.
     last_copy: u64,
@@ -257,7 +263,9 @@ pub type Released = (u64, Packet, bool);
 
 fn packet_id(packet: &Packet) -> Option<u16> {
     match packet {
-        Packet::PubAck(ack) | Packet::PubRec(ack) => Some(ack.packet_id.get()),
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubComp(ack) => {
+            Some(ack.packet_id.get())
+        }
         _ => None,
     }
 }
@@ -444,6 +452,41 @@ impl ShardLink {
     /// for the copy as for the other nodes' copies; while it is not, the copy goes unnumbered
     /// (and is lost if the link is not back in time): local clients never wait for NATS.
     pub fn copy_queued(&mut self, client_id: ByteString, message: Arc<Message>, shard: ShardId) {
+        let number = self.numbered(shard, |stored| ToLink::Queued {
+            client_id,
+            message,
+            stored,
+        });
+        if let Some(number) = number {
+            self.last_copy = number;
+        }
+    }
+
+    /// A record of the session mirror after its QoS 2 packet ids awaiting PUBREL changed,
+    /// numbered as `copy_queued` numbers a copy: the PUBREC of a `route` that made it waits for
+    /// it, and the returned number is for a PUBCOMP to wait on (none while NATS is not
+    /// connected, or when the link's queue is full: nothing waits then).
+    pub fn mirror_numbered(
+        &mut self,
+        client_id: ByteString,
+        record: Box<MirrorRecord>,
+        shard: ShardId,
+    ) -> Option<u64> {
+        self.numbered(shard, |stored| ToLink::Session {
+            client_id,
+            record: Some(record),
+            stored,
+        })
+    }
+
+    /// Sends session mail `mail` makes, numbered while NATS is connected (unnumbered, it is
+    /// lost if the link is not back in time: local clients never wait for NATS); a number the
+    /// link took is what the acknowledgement of the `route` under way waits for.
+    fn numbered(
+        &mut self,
+        shard: ShardId,
+        mail: impl FnOnce(Option<(ShardId, u64)>) -> ToLink,
+    ) -> Option<u64> {
         let number = self.next_stored + 1;
         let stored = self
             .handle
@@ -451,18 +494,14 @@ impl ShardLink {
             .connected
             .load(Ordering::Acquire)
             .then_some((shard, number));
-        let taken = self.handle.session_mail(ToLink::Queued {
-            client_id,
-            message,
-            stored,
-        });
-        if taken && stored.is_some() {
-            self.next_stored = number;
-            self.last_copy = number;
-            if self.routed != Routed::Refused {
-                self.routed = Routed::Stored(number);
-            }
+        if !self.handle.session_mail(mail(stored)) || stored.is_none() {
+            return None;
         }
+        self.next_stored = number;
+        if self.routed != Routed::Refused {
+            self.routed = Routed::Stored(number);
+        }
+        Some(number)
     }
 
     /// The copies of session `key`'s messages are due for a trim (its client acknowledged one,
@@ -532,7 +571,9 @@ impl ShardLink {
 
     /// The stream answered every message numbered up to `upto` (`ok`: it took them): the
     /// acknowledgements now free go to `out`, in order.
-    pub fn stored(&mut self, upto: u64, ok: bool, out: &mut Vec<Released>) {
+    /// `refused`: numbers of mirror records the stream did not take (up to `upto`), whose
+    /// acknowledgements are refused even when `ok`.
+    pub fn stored(&mut self, upto: u64, ok: bool, refused: &[u64], out: &mut Vec<Released>) {
         self.answered = self.answered.max(upto);
         for (mark, _, durable) in &mut self.held_durable {
             if *mark <= upto {
@@ -543,7 +584,7 @@ impl ShardLink {
             if let Gate::Waiting(number) = *gate
                 && number <= upto
             {
-                *gate = Gate::Answered(ok);
+                *gate = Gate::Answered(ok && !refused.contains(&number));
             }
         }
         while let Some((conn, packet)) = self.held.front() {
@@ -592,7 +633,7 @@ impl ShardLink {
     pub fn mirrored(
         &mut self,
         client_id: ByteString,
-        record: Option<Box<SessionRecord>>,
+        record: Option<Box<MirrorRecord>>,
         node: Box<str>,
         own: bool,
     ) {
@@ -608,16 +649,16 @@ impl ShardLink {
 
     /// Takes the mirrored session of `client_id` (another node's), if any and not expired at
     /// `now_ms` (ms since the Unix epoch).
-    pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<SessionRecord>> {
+    pub fn take_mirrored(&mut self, client_id: &str, now_ms: u64) -> Option<Box<MirrorRecord>> {
         self.mirrored
             .remove(client_id)
             .map(|(_, record)| record)
-            .filter(|record| record.expires_at_ms.is_none_or(|at| at > now_ms))
+            .filter(|record| record.session.expires_at_ms.is_none_or(|at| at > now_ms))
     }
 
     /// Takes every mirrored session `node` wrote that has not expired at `now_ms` (the node
     /// died and this node adopts them); expired ones are dropped.
-    pub fn take_mirrored_of(&mut self, node: &str, now_ms: u64) -> Vec<Box<SessionRecord>> {
+    pub fn take_mirrored_of(&mut self, node: &str, now_ms: u64) -> Vec<Box<MirrorRecord>> {
         let ids: Vec<ByteString> = self
             .mirrored
             .iter()
@@ -675,8 +716,12 @@ impl ClusterHandle {
     }
 
     /// Queues a record for the session mirror (`None`: the session is gone).
-    pub fn mirror(&self, client_id: ByteString, record: Option<Box<SessionRecord>>) -> bool {
-        self.session_mail(ToLink::Session { client_id, record })
+    pub fn mirror(&self, client_id: ByteString, record: Option<Box<MirrorRecord>>) -> bool {
+        self.session_mail(ToLink::Session {
+            client_id,
+            record,
+            stored: None,
+        })
     }
 
     /// Queues session mail for the streams (the mirror, queued messages) within the room
@@ -843,8 +888,8 @@ mod tests {
 
     /// A mirrored record of `client_id`'s session, expiring at `expires_at_ms` (`None`: its
     /// client was connected).
-    fn session_record(client_id: &str, expires_at_ms: Option<u64>) -> Box<SessionRecord> {
-        Box::new(SessionRecord {
+    fn session_record(client_id: &str, expires_at_ms: Option<u64>) -> Box<MirrorRecord> {
+        let session = crate::store::record::SessionRecord {
             stamp: 0,
             client_id: client_id.into(),
             username: None,
@@ -853,6 +898,10 @@ mod tests {
             expires_at_ms,
             next_seq: 1,
             subscriptions: Vec::new(),
+        };
+        Box::new(MirrorRecord {
+            session,
+            incoming_qos2: Vec::new(),
         })
     }
 
@@ -896,7 +945,7 @@ mod tests {
         let mut taken: Vec<String> = link
             .take_mirrored_of("n1", 5_000)
             .into_iter()
-            .map(|r| r.client_id.to_string())
+            .map(|r| r.session.client_id.to_string())
             .collect();
         taken.sort();
         assert_eq!(taken, ["a", "b"], "n1's unexpired sessions");
@@ -952,13 +1001,61 @@ mod tests {
         link.hold(1, 7, 2);
         assert!(link.pass(1, puback(7)).is_none(), "held for the copies");
         let mut out = Vec::new();
-        link.stored(1, true, &mut out);
+        link.stored(1, true, &[], &mut out);
         assert!(out.is_empty(), "the second copy is not stored yet");
-        link.stored(2, true, &mut out);
+        link.stored(2, true, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(7), true)]);
         // A route that queued nothing waits for nothing.
         link.begin_route();
         assert_eq!(link.routed(), Routed::Free);
+    }
+
+    /// The mirror record of a change of a session's QoS 2 packet ids is numbered as a copy is:
+    /// the PUBREC of the route that made it, and a PUBCOMP held on its number, wait for the
+    /// stream; while NATS is not connected nothing waits.
+    #[test]
+    fn a_pubrec_and_a_pubcomp_wait_for_the_mirror_record_of_their_packet_id() {
+        let (handle, _, inbox) = ClusterHandle::with_inbox(1);
+        let mut link = ShardLink::new(handle);
+        let mirror = |link: &mut ShardLink, ids: Vec<u16>| {
+            let mut record = session_record("c", None);
+            record.incoming_qos2 = ids;
+            link.mirror_numbered("c".into(), record, ShardId::new(0))
+        };
+        link.begin_route();
+        assert_eq!(mirror(&mut link, vec![7]), None, "NATS not connected");
+        assert_eq!(link.routed(), Routed::Free);
+        link.handle.stats.connected.store(true, Ordering::Release);
+        link.begin_route();
+        assert_eq!(mirror(&mut link, vec![7]), Some(1));
+        assert_eq!(link.routed(), Routed::Stored(1), "the PUBREC waits for it");
+        let pubcomp = mirror(&mut link, Vec::new()).expect("numbered");
+        let mails: Vec<(Option<u64>, Vec<u16>)> = inbox
+            .drain()
+            .map(|mail| match mail {
+                ToLink::Session { stored, record, .. } => (
+                    stored.map(|(_, number)| number),
+                    record.map(|r| r.incoming_qos2).unwrap_or_default(),
+                ),
+                other => panic!("expected a mirror record, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            mails,
+            [(None, vec![7]), (Some(1), vec![7]), (Some(2), vec![])]
+        );
+        let comp = Packet::PubComp(PubResponse {
+            packet_id: NonZeroU16::new(7).unwrap(),
+            reason: crate::protocol::ReasonCode::SUCCESS,
+            properties: Default::default(),
+        });
+        link.hold(1, 7, pubcomp);
+        assert!(link.pass(1, comp).is_none(), "held for the record");
+        let mut out = Vec::new();
+        link.stored(1, true, &[], &mut out);
+        assert!(out.is_empty(), "its record is not stored yet");
+        link.stored(2, true, &[], &mut out);
+        assert_eq!(released(&out), [(1, Some(7), true)]);
     }
 
     #[test]
@@ -982,11 +1079,11 @@ mod tests {
             "behind the first"
         );
         let (mut acks, mut replies) = (Vec::new(), Vec::new());
-        link.stored(1, true, &mut acks);
+        link.stored(1, true, &[], &mut acks);
         link.durable_released(&mut replies);
         assert_eq!(replies, [(vec![0, 4], true)]);
         replies.clear();
-        link.stored(2, false, &mut acks);
+        link.stored(2, false, &[], &mut acks);
         link.durable_released(&mut replies);
         assert_eq!(replies, [(vec![0, 5], false)], "its copy was not stored");
     }
@@ -1007,13 +1104,30 @@ mod tests {
         assert!(link.pass(2, puback(7)).is_none());
         assert!(link.pass(1, puback(2)).is_none());
         let mut out = Vec::new();
-        link.stored(1, true, &mut out);
+        link.stored(1, true, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(1), true), (2, Some(7), true)]);
         out.clear();
-        link.stored(2, false, &mut out);
+        link.stored(2, false, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(2), false)]);
         // All settled: the next passes at once again.
         assert!(matches!(link.pass(3, puback(3)), Some((_, true))));
+    }
+
+    /// A mirror record the stream did not take refuses the acknowledgement waiting for its
+    /// number only; the others of the same answer go with success.
+    #[test]
+    fn a_refused_mirror_record_refuses_only_the_acknowledgement_waiting_for_it() {
+        let mut link = link();
+        for number in 1..=3 {
+            link.hold(u64::from(number), number, number.into());
+            assert!(link.pass(u64::from(number), puback(number)).is_none());
+        }
+        let mut out = Vec::new();
+        link.stored(3, true, &[2], &mut out);
+        assert_eq!(
+            released(&out),
+            [(1, Some(1), true), (2, Some(2), false), (3, Some(3), true)]
+        );
     }
 
     #[test]
@@ -1025,7 +1139,7 @@ mod tests {
         link.hold(1, 2, 2);
         assert!(link.pass_refused(1, puback(2)).is_none());
         let mut out = Vec::new();
-        link.stored(2, true, &mut out);
+        link.stored(2, true, &[], &mut out);
         assert_eq!(released(&out), [(1, Some(1), true), (1, Some(2), false)]);
         assert!(link.gate.is_empty() && link.held.is_empty());
         // With nothing held it goes at once, and the id is free for the next message.
@@ -1039,7 +1153,7 @@ mod tests {
         let mut link = link();
         link.hold(4, 9, 1);
         let mut out = Vec::new();
-        link.stored(1, false, &mut out);
+        link.stored(1, false, &[], &mut out);
         assert!(out.is_empty());
         assert!(matches!(link.pass(4, puback(9)), Some((_, false))));
     }

@@ -41,6 +41,10 @@ pub struct Limits {
     /// QoS 1 and 2 messages in flight to one client; also the Receive Maximum announced to 5.0
     /// clients.
     pub inflight_messages_max: u16,
+    /// QoS 2 packet ids from one MQTT 3.1/3.1.1 client awaiting PUBREL (beyond it the connection
+    /// is closed). 5.0 clients are held to `inflight_messages_max`, their Receive Maximum; 3.x
+    /// clients are never told a limit, so theirs is higher (rumqttc keeps 100 in flight).
+    pub incoming_qos2_v3_max: u16,
     /// Messages queued for one session (offline, or beyond the in-flight window).
     pub outbox_messages_max: u32,
     /// Bytes queued for one session.
@@ -133,6 +137,7 @@ impl Default for Limits {
         Limits {
             packet_bytes_max: 1_048_576,
             inflight_messages_max: 32,
+            incoming_qos2_v3_max: 1_000,
             outbox_messages_max: 1_000,
             outbox_bytes_max: 16_777_216,
             client_id_bytes_max: 256,
@@ -189,6 +194,8 @@ pub(super) const RANGES: &[Range] = &[
         "bytes", "set it to the largest packet you accept, e.g. 1048576"),
     range("limits.inflight_messages_max", |c| c.limits.inflight_messages_max.into(), (1, 65_535),
         "messages", "e.g. 32 (EMQX 32, Mosquitto 20)"),
+    range("limits.incoming_qos2_v3_max", |c| c.limits.incoming_qos2_v3_max.into(), (1, 65_535),
+        "messages", "e.g. 1000 (above the in-flight window of 3.1.1 clients)"),
     range("limits.outbox_messages_max", |c| c.limits.outbox_messages_max.into(), (1, 10_000_000),
         "messages", "e.g. 1000 (EMQX and Mosquitto 1000)"),
     range("limits.outbox_bytes_max", |c| c.limits.outbox_bytes_max, (16, 1 << 36),

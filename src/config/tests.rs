@@ -207,7 +207,7 @@ fn syntax_and_type_errors() {
     check(
         "[limits]\npacket_byte_max = 5\n",
         "ringmq.toml:2: unknown key `limits.packet_byte_max`; valid keys in [limits]: \
-         packet_bytes_max, inflight_messages_max, outbox_messages_max, outbox_bytes_max, \
+         packet_bytes_max, inflight_messages_max, incoming_qos2_v3_max, outbox_messages_max, outbox_bytes_max, \
          client_id_bytes_max, topic_bytes_max, topic_levels_max, subscriptions_per_session_max, \
          filters_per_subscribe_max, user_properties_max, connections_per_shard_max, \
          sessions_per_shard_max, queued_bytes_per_shard_max, queued_messages_per_shard_max, \

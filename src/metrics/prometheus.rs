@@ -647,13 +647,18 @@ pub fn render_cluster(stats: &crate::cluster::ClusterStats) -> String {
         "cluster_session_mirror_total",
         "counter",
         "Records of the cluster's session mirror: written by this node (a persistent session \
-         here changed or ended), and read (any node's).",
+         here changed or ended), those of them replaced by a newer one of their session before \
+         they went to the stream (superseded), and read (any node's).",
     );
     labelled_counters(
         &mut out,
         "cluster_session_mirror_total",
         "direction",
-        &[("out", &stats.mirror_out), ("in", &stats.mirror_in)],
+        &[
+            ("out", &stats.mirror_out),
+            ("superseded", &stats.mirror_superseded),
+            ("in", &stats.mirror_in),
+        ],
     );
     out.family(
         "cluster_queued_messages_total",

@@ -11,13 +11,13 @@ use super::conn::Phase;
 use super::{ConnId, SessionKey, Shard};
 use shards::ShardId;
 
+use crate::cluster::mirror::MirrorRecord;
 use crate::cluster::tags::StreamTag;
 use crate::cluster::{Routed, ToLink};
 use crate::mail::Mail;
 use crate::message::Message;
 use crate::protocol::{Disconnect, Packet, QoS, ReasonCode};
 use crate::session::Delivery;
-use crate::store::record::SessionRecord;
 
 /// How many of a session's last copies in the stream of queued messages may still be needed:
 /// every entry queued from its oldest one not acknowledged (queued, or sent without PUBACK or
@@ -87,12 +87,13 @@ impl Shard {
         }
     }
 
-    /// The link's answer for this shard's messages numbered up to `upto`.
-    pub(super) fn on_cluster_stored(&mut self, upto: u64, ok: bool) {
+    /// The link's answer for this shard's messages numbered up to `upto` (`refused`: mirror
+    /// records the stream did not take, only their acknowledgements refused).
+    pub(super) fn on_cluster_stored(&mut self, upto: u64, ok: bool, refused: &[u64]) {
         let mut released = Vec::new();
         let mut replies = Vec::new();
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.stored(upto, ok, &mut released);
+            cluster.stored(upto, ok, refused, &mut released);
             cluster.durable_released(&mut replies);
         }
         for (received, ok) in replies {
@@ -138,13 +139,36 @@ impl Shard {
 
     /// Delivers a tagged stream record to this shard's subscribers.
     pub(super) fn deliver_tagged(&mut self, message: &Arc<Message>, tag: StreamTag, now: Instant) {
+        self.with_tag(Some(tag), message.id, |shard| {
+            shard.deliver_local(message, now)
+        });
+    }
+
+    /// Runs `route` with `tag` as the tag of message `id` (a record of a stream batch; none:
+    /// runs it as it is), so that each delivery of that message it queues for a persisted
+    /// session notes the record, or finds the note and is not queued again.
+    pub(super) fn with_tag<R>(
+        &mut self,
+        tag: Option<StreamTag>,
+        id: u64,
+        route: impl FnOnce(&mut Shard) -> R,
+    ) -> R {
+        let Some(tag) = tag else {
+            return route(self);
+        };
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.set_tag(Some((tag, message.id)));
+            cluster.set_tag(Some((tag, id)));
         }
-        self.deliver_local(message, now);
+        let routed = route(self);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.set_tag(None);
         }
+        routed
+    }
+
+    /// The tag of message `id` while it is routed here (see `with_tag`).
+    pub(super) fn tag_of(&self, id: u64) -> Option<StreamTag> {
+        self.cluster.as_ref().and_then(|cluster| cluster.tag_of(id))
     }
 
     /// Whether the persisted session `key` queued the stream record of `tag` before.
@@ -191,19 +215,25 @@ impl Shard {
     /// A persistent session's own data changed (installed, subscriptions, connected or not):
     /// its record goes to the cluster's session mirror (docs/CLUSTER.md).
     pub(super) fn mirror_session(&self, key: SessionKey) {
-        let Some(cluster) = &self.cluster else {
-            return;
-        };
-        let Some(session) = self.sessions.get(key) else {
-            return;
-        };
-        if session.state.expiry_secs == 0 || session.forward_to.is_some() {
-            return;
+        if let Some((cluster, record)) = self.cluster.as_ref().zip(self.mirror_record(key)) {
+            let client_id = record.session.client_id.clone();
+            cluster.handle().mirror(client_id, Some(record));
+        }
+    }
+
+    /// The mirror's record of session `key`, when it is mirrored (persistent, not a stub).
+    pub(super) fn mirror_record(&self, key: SessionKey) -> Option<Box<MirrorRecord>> {
+        let session = self.sessions.get(key)?;
+        if self.cluster.is_none() || session.state.expiry_secs == 0 || session.forward_to.is_some()
+        {
+            return None;
         }
         let clock = crate::store::Clock::now();
-        let record = crate::store::session_record(0, &session.state, session.expires_at, &clock);
-        let client_id = session.state.client_id.clone();
-        cluster.handle().mirror(client_id, Some(Box::new(record)));
+        let state = &session.state;
+        Some(Box::new(MirrorRecord {
+            session: crate::store::session_record(0, state, session.expires_at, &clock),
+            incoming_qos2: state.incoming_qos2().collect(),
+        }))
     }
 
     /// A persistent session of this node ended: the mirror forgets it.
@@ -227,7 +257,7 @@ impl Shard {
     pub(super) fn on_mirrored_session(
         &mut self,
         client_id: ByteString,
-        record: Option<Box<SessionRecord>>,
+        record: Option<Box<MirrorRecord>>,
         node: Box<str>,
         own: bool,
     ) {
@@ -249,7 +279,7 @@ impl Shard {
         };
         let records = cluster.take_mirrored_of(node, wall_ms);
         for record in records {
-            let client_id = record.client_id.clone();
+            let client_id = record.session.client_id.clone();
             if self.directory.owner(&client_id).is_some() {
                 continue;
             }
@@ -261,9 +291,9 @@ impl Shard {
                 continue;
             }
             // Connected when its node died: its whole expiry starts now.
-            let left = match record.expires_at_ms {
+            let left = match record.session.expires_at_ms {
                 Some(at) => Duration::from_millis(at.saturating_sub(wall_ms)),
-                None => Duration::from_secs(u64::from(record.expiry_secs)),
+                None => Duration::from_secs(u64::from(record.session.expiry_secs)),
             };
             let (generation, _) = self.directory.claim(client_id.clone(), self.id);
             let ticket = self.take_ticket();
@@ -296,7 +326,7 @@ impl Shard {
         &mut self,
         client_id: &ByteString,
         resumes: bool,
-    ) -> Option<Box<SessionRecord>> {
+    ) -> Option<Box<MirrorRecord>> {
         let now_ms = crate::store::Clock::now().wall_ms;
         let record = self.cluster.as_mut()?.take_mirrored(client_id, now_ms)?;
         if resumes {

@@ -258,7 +258,7 @@ impl Shard {
         ticket: Ticket,
         generation: u64,
         previous: Option<ShardId>,
-        mirrored: Option<Box<crate::store::record::SessionRecord>>,
+        mirrored: Option<Box<crate::cluster::mirror::MirrorRecord>>,
         now: Instant,
     ) {
         let Some(pending) = self.connects.get_mut(&ticket) else {

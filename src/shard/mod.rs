@@ -18,6 +18,7 @@ mod connect;
 mod deadlines;
 mod directory;
 mod lifecycle;
+mod mirror_qos2;
 mod moving;
 mod persist;
 mod problem;
@@ -467,8 +468,11 @@ impl Shard {
                     group,
                     hops,
                     reoffer,
+                    tag,
                 } = *publish;
-                self.deliver_shared_local(filter, group, message, hops, reoffer, None, now)
+                self.with_tag(tag, message.id, |shard| {
+                    shard.deliver_shared_local(filter, group, message, hops, reoffer, None, now)
+                })
             }
             Mail::Barrier { ticket, queries } => self.on_barrier(from, ticket, queries, now),
             Mail::BarrierReply { ticket, retained } => self.on_barrier_reply(ticket, retained, now),
@@ -518,7 +522,9 @@ impl Shard {
                 own,
             } => self.on_mirrored_session(client_id, record, node, own),
             Mail::AdoptSessions { node } => self.adopt_sessions(&node, now),
-            Mail::ClusterStored { upto, ok } => self.on_cluster_stored(upto, ok),
+            Mail::ClusterStored { upto, ok, refused } => {
+                self.on_cluster_stored(upto, ok, &refused);
+            }
             Mail::RemoteRetain(message) => self.store_retained(message),
             Mail::RemoteClaim { client_id, at } => self.on_remote_claim(client_id, at, now),
         }

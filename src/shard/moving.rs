@@ -47,6 +47,7 @@ use shards::ShardId;
 
 use super::subscribe::BarrierKind;
 use super::{SessionKey, Shard};
+use crate::cluster::tags::StreamTag;
 use crate::mail::{Forward, Mail, Moved, Ticket};
 use crate::message::Message;
 use crate::protocol::topic;
@@ -168,17 +169,27 @@ impl Shard {
     }
 
     /// A delivery for a stub or a tombstone goes to the session's next owner.
+    /// A record of a stream batch keeps its tag (see `Forward::tag`).
     pub(super) fn forward(&mut self, to: Hop, client_id: ByteString, delivery: Delivery) {
-        self.forward_hop(to, client_id, delivery, 0);
+        let tag = self.tag_of(delivery.message.id);
+        self.forward_hop(to, client_id, delivery, 0, tag);
     }
 
-    fn forward_hop(&mut self, to: Hop, client_id: ByteString, delivery: Delivery, hops: u8) {
+    fn forward_hop(
+        &mut self,
+        to: Hop,
+        client_id: ByteString,
+        delivery: Delivery,
+        hops: u8,
+        tag: Option<StreamTag>,
+    ) {
         self.counters.forwarded += 1;
         let forward = Forward {
             client_id,
             ticket: to.ticket,
             delivery,
             hops: hops.saturating_add(1),
+            tag,
         };
         self.send_mail(to.shard, Mail::Forward(Box::new(forward)));
     }
@@ -189,6 +200,7 @@ impl Shard {
             ticket,
             delivery,
             hops,
+            tag,
         } = forward;
         // The claim this forward is for is, here: still arriving (keep it until installed),
         // installed (deliver; a copy seen in the dedup window is dropped there), or passed on.
@@ -203,10 +215,11 @@ impl Shard {
             // Only a resumed session takes what was meant for the session it replaced (a clean
             // start discards it); `held` marks one until its former owner said `Released`.
             if session.held.is_some() {
-                return self.enqueue_delivery(key, delivery, now);
+                let id = delivery.message.id;
+                return self.with_tag(tag, id, |shard| shard.enqueue_delivery(key, delivery, now));
             }
         } else if let Some(to) = self.next_hop(&client_id, ticket) {
-            return self.forward_hop(to, client_id, delivery, hops);
+            return self.forward_hop(to, client_id, delivery, hops, tag);
         }
         self.counters.dropped_no_session += 1;
     }

@@ -509,32 +509,60 @@ impl Shard {
             Packet::PubRec(mut rec) if is_v5 => {
                 // A PUBREC with an error ends the exchange (MQTT 4.3.3): the id is free again,
                 // and the same id in a new PUBLISH is a new message, not a duplicate.
-                self.forget_incoming_qos2(conn, rec.packet_id);
+                self.set_incoming_qos2(conn, rec.packet_id, false);
                 rec.reason = crate::protocol::ReasonCode::QUOTA_EXCEEDED;
                 self.write_packet(conn, &Packet::PubRec(rec));
             }
             Packet::PubRec(rec) => {
                 // 3.x: closed; the client sends the message again (DUP), which must be taken as
                 // not received rather than as a duplicate of one that was.
-                self.forget_incoming_qos2(conn, rec.packet_id);
+                self.set_incoming_qos2(conn, rec.packet_id, false);
+                self.mark_closing(conn);
+            }
+            Packet::PubComp(comp) => {
+                // Closed; the client sends the PUBREL again, which must find its id known
+                // (its release was not made durable), here and in the mirror.
+                self.set_incoming_qos2(conn, comp.packet_id, true);
                 self.mark_closing(conn);
             }
             _ => self.mark_closing(conn),
         }
     }
 
-    /// Releases an incoming QoS 2 id whose PUBREC is refused.
-    fn forget_incoming_qos2(&mut self, conn: super::ConnId, packet_id: crate::protocol::PacketId) {
-        let key = match self.conns.get(&conn).map(|c| &c.phase) {
+    /// Releases an incoming QoS 2 id whose PUBREC is refused (`awaiting` false: the id is the
+    /// client's again), or takes back one whose PUBCOMP is refused (`awaiting` true: it awaits
+    /// its PUBREL again). The mirror gets the change too, not waited for: the connection closes
+    /// either way, and what the client sends again waits for its own record.
+    fn set_incoming_qos2(
+        &mut self,
+        conn: super::ConnId,
+        packet_id: crate::protocol::PacketId,
+        awaiting: bool,
+    ) {
+        let Some(key) = self.session_of(conn) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let changed = if awaiting {
+            session.state.receive_qos2(packet_id)
+        } else {
+            session.state.release_qos2(packet_id)
+        };
+        if changed {
+            self.store_touch(key);
+            self.mirror_session(key);
+        }
+    }
+
+    /// The session of connection `conn`, once it has one.
+    fn session_of(&self, conn: super::ConnId) -> Option<super::SessionKey> {
+        match self.conns.get(&conn).map(|c| &c.phase) {
             Some(
                 super::conn::Phase::Active { session } | super::conn::Phase::Resuming { session },
-            ) => *session,
-            _ => return,
-        };
-        if let Some(session) = self.sessions.get_mut(key)
-            && session.state.release_qos2(packet_id)
-        {
-            self.store_touch(key);
+            ) => Some(*session),
+            _ => None,
         }
     }
 }

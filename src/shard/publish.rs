@@ -118,12 +118,16 @@ impl Shard {
                 return self.close_protocol_error(conn_id, now);
             };
             let first_time = session.state.receive_qos2(packet_id);
-            // 3.1.1 has no flow control: the packet id space (65,535) bounds the set there.
-            if first_time
-                && is_v5
-                && session.state.incoming_qos2_len() > self.settings.session.inflight_messages_max
-            {
-                // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum.
+            // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum. 3.x has no flow
+            // control, yet a cap of its own holds (the connection is closed: a 3.x server has no
+            // other answer, §4.8): every id awaiting PUBREL is kept in the session, its store
+            // records and its mirror record, which must not grow up to the id space.
+            let awaiting_max = if is_v5 {
+                self.settings.session.inflight_messages_max
+            } else {
+                self.settings.incoming_qos2_v3_max
+            };
+            if first_time && session.state.incoming_qos2_len() > awaiting_max {
                 return self.close_with_reason(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
             }
             self.store_begin_route();
@@ -132,6 +136,7 @@ impl Shard {
                 self.store_touch(key);
                 let id = self.take_message_id();
                 matched = self.route(Message::from_publish(id, publish, publisher, now), now);
+                self.mirror_received_qos2(key);
             }
             let pubrec = Packet::PubRec(ack_routed(packet_id, matched || !is_v5));
             return self.ack_after_cluster(conn_id, pubrec, first_time);
@@ -218,9 +223,20 @@ impl Shard {
 
     /// A message from another node for one member of a shared group on this node (docs/CLUSTER.md,
     /// "Shared subscriptions"): this node's choice of shard and member, as for a local publish.
+    /// A record of a stream batch keeps its tag on the way to the member (docs/CLUSTER.md,
+    /// "Exactly once for QoS 2 across nodes").
     pub(super) fn route_remote_shared(&mut self, shared: crate::mail::SharedPublish, now: Instant) {
         self.store_begin_route();
-        self.dispatch_shared(shared.filter, shared.group, shared.message, 0, None, now);
+        let crate::mail::SharedPublish {
+            message,
+            filter,
+            group,
+            tag,
+            ..
+        } = shared;
+        self.with_tag(tag, message.id, |shard| {
+            shard.dispatch_shared(filter, group, message, 0, None, now)
+        });
         self.routed_remote_when_durable();
     }
 
@@ -424,10 +440,7 @@ impl Shard {
             .as_ref()
             .is_some_and(|cluster| cluster.handle().shares_retained());
         // A record of a stream batch: once per persisted session, across restarts too.
-        let tag = self
-            .cluster
-            .as_ref()
-            .and_then(|cluster| cluster.tag_of(delivery.message.id));
+        let tag = self.tag_of(delivery.message.id);
         if let Some(tag) = tag
             && self.queued_before(tag, key)
         {
@@ -685,7 +698,7 @@ impl Shard {
         };
         let known = session.state.release_qos2(rel.packet_id);
         self.store_touch(key);
-        self.write_packet(conn_id, &Packet::PubComp(ack_known(rel.packet_id, known)));
+        self.complete_qos2(conn_id, key, ack_known(rel.packet_id, known), known);
     }
 
     pub(super) fn on_pubcomp(

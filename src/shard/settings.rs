@@ -29,6 +29,8 @@ pub struct Settings {
     pub topic_alias_to_client_max: u16,
     /// Bytes of topic alias tables, both directions, of all connections of one shard.
     pub topic_alias_bytes_per_shard_max: usize,
+    /// QoS 2 packet ids from one 3.x client awaiting PUBREL (5.0: `session.inflight_messages_max`).
+    pub incoming_qos2_v3_max: usize,
     pub session_expiry_default_secs: u32,
     pub session_expiry_max_secs: u32,
     pub session: SessionLimits,
@@ -89,6 +91,7 @@ impl Settings {
                 limits.topic_alias_bytes_per_shard_max,
             )
             .unwrap_or(usize::MAX),
+            incoming_qos2_v3_max: usize::from(limits.incoming_qos2_v3_max),
             session_expiry_default_secs: config.session.expiry_default_secs,
             session_expiry_max_secs: config.session.expiry_max_secs,
             session: SessionLimits {

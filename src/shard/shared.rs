@@ -277,6 +277,30 @@ impl Shard {
         None
     }
 
+    /// Whether a member of the group here queued this record of a stream batch before (the
+    /// batch came again after a restart): the turn may now pick another member than the one
+    /// that did, so every member's note counts.
+    fn member_queued_before(
+        &self,
+        filter: &ByteString,
+        group: &ByteString,
+        message: &Message,
+    ) -> bool {
+        let Some(tag) = self.tag_of(message.id) else {
+            return false;
+        };
+        let members = self
+            .shared_local
+            .get(filter)
+            .and_then(|groups| groups.get(group));
+        members.is_some_and(|local| {
+            local
+                .members
+                .iter()
+                .any(|key| self.queued_before(tag, *key))
+        })
+    }
+
     fn shards_with_members(&self, filter: &ByteString, group: &ByteString) -> usize {
         self.shared_interest
             .get(filter)
@@ -294,6 +318,7 @@ impl Shard {
         hops: u8,
         reoffer: Option<DropReason>,
     ) {
+        let tag = self.tag_of(message.id);
         self.send_mail(
             shard,
             Mail::SharedPublish(Box::new(SharedPublish {
@@ -302,6 +327,7 @@ impl Shard {
                 group,
                 hops,
                 reoffer,
+                tag,
             })),
         );
     }
@@ -334,6 +360,9 @@ impl Shard {
         not: Option<SessionKey>,
         now: Instant,
     ) {
+        if self.member_queued_before(&filter, &group, &message) {
+            return self.skipped_stream_delivery();
+        }
         let (with_room, full) = {
             let Shard {
                 sessions,

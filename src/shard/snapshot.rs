@@ -706,4 +706,83 @@ mod tests {
         );
         assert_eq!(gauge(), 0);
     }
+    /// A shared group's record of a stream batch (docs/CLUSTER.md, "Exactly once"): queued for
+    /// one of two offline members before a restart; on the run restored from it, with the
+    /// group's turn on the other member, the record delivered again is queued for neither
+    /// (every member's note is checked, not only the one the turn picks).
+    #[test]
+    fn a_shared_record_queued_before_a_restart_is_not_queued_again_for_another_member() {
+        use crate::cluster::tags::StreamTag;
+        use crate::mail::SharedPublish;
+        let shared = |message: Arc<Message>, index: Option<u32>| Event::Mail {
+            from: ShardId::new(0),
+            mail: Mail::RemoteShared(Box::new(SharedPublish {
+                message,
+                filter: ByteString::from_static("q/+"),
+                group: ByteString::from_static("g"),
+                hops: 0,
+                reoffer: None,
+                tag: index.map(|index| StreamTag {
+                    sequence: 42,
+                    index,
+                }),
+            })),
+        };
+        let mut members = restored(2, 0, 0);
+        for session in &mut members.sessions {
+            let subscription = *session.state.subscriptions.values().next().unwrap();
+            session.state.subscriptions.clear();
+            let key = ByteString::from_static("$share/g/q/+");
+            session.state.subscriptions.insert(key, subscription);
+        }
+        let (handle, _) = crate::cluster::ClusterHandle::unlinked(1);
+        let mut first = Harness::joined(members, Some(handle));
+        while first.slice() {}
+        let clock = first.clock;
+        let queued = message((1 << 60) + 1, "q/0", Bytes::from_static(b"remote"), &clock);
+        first.handle(shared(Arc::clone(&queued), Some(0)));
+        let entries = |state: &Replayed, id: &str| state.sessions[id].entries.len();
+        let read = first.read_back();
+        let holder = ["s0", "s1"]
+            .into_iter()
+            .find(|id| entries(&read, id) == 1)
+            .expect("one member queued it");
+        let other = if holder == "s0" { "s1" } else { "s0" };
+        assert_eq!(entries(&read, other), 0);
+        let restored = crate::store::restore::split(read, 1, |_| 0, &clock);
+        let (handle, _) = crate::cluster::ClusterHandle::unlinked(1);
+        let stats = Arc::clone(&handle.stats);
+        let mut second = Harness::joined(restored.into_iter().next().unwrap(), Some(handle));
+        while second.slice() {}
+        // Messages without a tag until one goes to the holder: the turn is then the other's.
+        let mut turned = false;
+        for id in 0..4 {
+            let before = entries(&second.state_now(), holder);
+            let local = message((1 << 60) + 10 + id, "q/0", Bytes::new(), &second.clock);
+            second.handle(shared(local, None));
+            if entries(&second.state_now(), holder) > before {
+                turned = true;
+                break;
+            }
+        }
+        assert!(turned, "the group's turn reached the holder");
+        let now = second.state_now();
+        let (held, others) = (entries(&now, holder), entries(&now, other));
+        second.handle(shared(queued, Some(0)));
+        let now = second.state_now();
+        assert_eq!(
+            entries(&now, holder),
+            held,
+            "not queued again for its holder"
+        );
+        assert_eq!(
+            entries(&now, other),
+            others,
+            "nor for the member whose turn it was"
+        );
+        let skipped = stats
+            .stream_deliveries_skipped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(skipped, 1);
+    }
 }
