@@ -50,7 +50,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
     }
 fi
 
-echo "== disk free where target/ goes (the build needs about 6 GiB)"
+echo "== disk free where target/ goes (a full run fills about 5 GiB)"
 df -h "$(dirname "${CARGO_TARGET_DIR:-target}/x")" 2>/dev/null || df -h .
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
