@@ -27,6 +27,14 @@ impl Writers {
         self.entries.remove(&conn);
     }
 
+    /// `conn` parked: its next wake-up goes to `waker`, which revives it (`parked`). A wake-up
+    /// kept for a wait that will not come is dropped with the task that would have waited.
+    pub fn park(&mut self, conn: ConnId, waker: Waker) {
+        if let Some(entry) = self.entries.get_mut(&conn) {
+            *entry = Some(waker);
+        }
+    }
+
     /// Wakes the writer of `conn`, or keeps the wake-up for its next wait.
     pub fn wake(&mut self, conn: ConnId) {
         if let Some(entry) = self.entries.get_mut(&conn)

@@ -858,6 +858,48 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         }
     }
 
+    /// ringmq patch (change 14): withdraws the receive armed on this stream, so that its socket
+    /// can be handed to a readiness wait of its own (a parked connection), without losing a
+    /// byte. `Ready(true)`: nothing is armed and nothing was read ahead, so every unread byte is
+    /// in the socket. `Ready(false)`: bytes arrived first (the next read returns them), or a
+    /// receive that is not withdrawn here is armed (a single-shot stamped one). Pending while
+    /// a multishot receive's cancellation is on its way: a buffer it fills meanwhile must be
+    /// read, not dropped with it.
+    pub(crate) fn poll_disarm(&mut self, cx: &Context<'_>) -> Poll<bool> {
+        if self.pool_left.is_some()
+            || self.pool_source.is_some()
+            || self.rx_source.is_some()
+            || !self.rx_buf.is_empty()
+        {
+            return Poll::Ready(false);
+        }
+        if let Some(source) = self.pool_multishot.as_ref() {
+            if let Some(pooled) = source.take_multishot_buffer() {
+                self.pool_left = Some(pooled);
+                self.pool_left_stamp = None;
+                return Poll::Ready(false);
+            }
+            if source.cancel_multishot() {
+                // Never submitted: dropping it withdraws it, with nothing brought.
+                self.pool_multishot = None;
+            } else if source.result().is_none() {
+                source.add_waiter_single(cx.waker());
+                return Poll::Pending;
+            } else {
+                // Ended: what it brought before its last completion is read first.
+                if let Some(pooled) = source.take_multishot_buffer() {
+                    self.pool_left = Some(pooled);
+                    self.pool_left_stamp = None;
+                    return Poll::Ready(false);
+                }
+                self.pool_multishot = None;
+            }
+        }
+        // A readiness poll holds no bytes: dropping it loses nothing.
+        self.stream.source_rx.take();
+        Poll::Ready(true)
+    }
+
     /// ringmq patch (change 11): a read from the armed multishot receive: the oldest buffer it
     /// brought, else its end, else a wait for its next completion. `None` when it has ended
     /// with the stream open (cancelled because its stream held too many unread buffers, the

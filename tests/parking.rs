@@ -1,0 +1,231 @@
+//! Goal: idle connections park (no task, no stream, no armed receive: a socket in the shard's
+//! epoll instance and a table entry) and cost the broker under 1 KiB of RSS each, and a parked
+//! connection is still a connection: it receives QoS 0 and 1 deliveries, answers PINGREQ, is
+//! closed at keepalive expiry, is taken over, and ends cleanly on DISCONNECT (no will) or on
+//! the client's close (its will).
+//!
+//! The broker runs in this process: RSS is this process's (see tests/memory.rs). Four unpinned
+//! shards; each client picks its shard by port.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use common::{RawClient, TestBroker, admin_get, connect_packet, metric, rss_bytes, test_config};
+use ringmq::protocol::{Packet, QoS, ReasonCode, Version, Will};
+
+const SHARDS: usize = 4;
+/// A client must be quiet this long before a packet of its own parks it again (the broker's
+/// `PARK_AFTER_QUIET` is 1 s).
+const QUIET: Duration = Duration::from_millis(1300);
+
+/// The tests here measure the process (RSS) or count parked connections: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Parked connections on all shards by `/metrics` once it shows `at_least` (snapshots are
+/// published about once a second), or what it shows after 15 s.
+fn parked_at_least(admin: SocketAddr, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let parked = metric(
+            &admin_get(admin, "/metrics"),
+            "ringmq_connections_parked{shard=\"all\"}",
+        );
+        if parked >= at_least || Instant::now() > deadline {
+            return parked;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Parked connections once `/metrics` shows at most `at_most`, or what it shows after 15 s.
+fn parked_at_most(admin: SocketAddr, at_most: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let parked = metric(
+            &admin_get(admin, "/metrics"),
+            "ringmq_connections_parked{shard=\"all\"}",
+        );
+        if parked <= at_most || Instant::now() > deadline {
+            return parked;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start() -> (TestBroker, SocketAddr) {
+    let broker = TestBroker::with_config(test_config(SHARDS));
+    let admin = broker.admin_addr().expect("admin listener");
+    (broker, admin)
+}
+
+/// A quiet client's PINGREQ, answered: after a quiet spell it parks the connection again.
+fn ping(client: &mut RawClient) {
+    client.send(&Packet::PingReq);
+    match client.recv() {
+        Packet::PingResp => {}
+        other => panic!("expected PINGRESP, got {other:?}"),
+    }
+}
+
+#[test]
+fn idle_connections_park_under_a_kibibyte_each() {
+    const CLIENTS: usize = 2000;
+    let _serial = serial();
+    let (broker, admin) = start();
+    // The broker's first metric snapshots and its shards' first allocations are not the
+    // connections'.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = rss_bytes();
+    let clients: Vec<RawClient> = (0..CLIENTS)
+        .map(|i| {
+            let shard = broker.shard(i % SHARDS);
+            RawClient::connect(shard, Version::V3_1_1, &format!("idle-{i}"), true).0
+        })
+        .collect();
+    let parked = parked_at_least(admin, CLIENTS as f64);
+    assert_eq!(parked, CLIENTS as f64, "parked after their CONNACK");
+    let per_connection = rss_bytes().saturating_sub(before) / CLIENTS as u64;
+    eprintln!("{CLIENTS} idle connections: {per_connection} B of RSS each (clients included)");
+    assert!(
+        per_connection <= 1024,
+        "{per_connection} B of RSS per idle connection"
+    );
+    drop(clients);
+    assert_eq!(
+        parked_at_most(admin, 0.0),
+        0.0,
+        "closed clients stay parked"
+    );
+    broker.shutdown();
+}
+
+#[test]
+fn a_parked_subscriber_receives_qos_0_and_1() {
+    let _serial = serial();
+    let (broker, admin) = start();
+    let (mut subscriber, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "sub", true);
+    subscriber.subscribe(1, &[("parked/+", QoS::AtLeastOnce)]);
+    std::thread::sleep(QUIET);
+    ping(&mut subscriber);
+    assert_eq!(parked_at_least(admin, 1.0), 1.0, "the subscriber parks");
+    let (mut publisher, _) = RawClient::connect(broker.shard(2), Version::V3_1_1, "pub", true);
+    publisher.publish("parked/0", b"zero", QoS::AtMostOnce, false, None);
+    let delivery = subscriber.recv_publish();
+    assert_eq!(&delivery.payload[..], b"zero");
+    // Parked again (a packet of its own after a quiet spell), then a QoS 1 delivery.
+    std::thread::sleep(QUIET);
+    ping(&mut subscriber);
+    assert!(
+        parked_at_least(admin, 1.0) >= 1.0,
+        "the subscriber parks again"
+    );
+    publisher.publish("parked/1", b"one", QoS::AtLeastOnce, false, Some(7));
+    match publisher.recv() {
+        Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), 7),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let delivery = subscriber.recv_publish();
+    assert_eq!(&delivery.payload[..], b"one");
+    assert_eq!(delivery.qos, QoS::AtLeastOnce);
+    subscriber.ack(&delivery);
+    subscriber.disconnect();
+    publisher.disconnect();
+    broker.shutdown();
+}
+
+#[test]
+fn a_parked_connection_answers_pingreq_and_closes_at_keepalive_expiry() {
+    let _serial = serial();
+    let (broker, admin) = start();
+    let (mut pinging, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "ping", true);
+    assert_eq!(parked_at_least(admin, 1.0), 1.0, "parked after CONNACK");
+    for _ in 0..2 {
+        ping(&mut pinging);
+        std::thread::sleep(QUIET);
+    }
+    // Keepalive 1 s: a client silent for 1.5 s is closed (MQTT-3.1.2-24), parked or not.
+    let mut silent = RawClient::connect_tcp(broker.shard(3), Version::V3_1_1);
+    let mut connect = connect_packet(Version::V3_1_1, "silent", true, None);
+    connect.keep_alive_secs = 1;
+    let connack = silent.handshake(connect);
+    assert_eq!(connack.reason, ReasonCode::SUCCESS);
+    let connected = Instant::now();
+    assert!(
+        silent.expect_closed().is_empty(),
+        "3.1.1: closed without a packet"
+    );
+    let waited = connected.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed after {waited:?}, before 1.5 x keepalive"
+    );
+    ping(&mut pinging);
+    pinging.disconnect();
+    broker.shutdown();
+}
+
+#[test]
+fn a_parked_connection_is_taken_over() {
+    let _serial = serial();
+    let (broker, admin) = start();
+    let (mut first, _) = RawClient::connect(broker.shard(0), Version::V5, "same-id", false);
+    assert_eq!(parked_at_least(admin, 1.0), 1.0, "parked after CONNACK");
+    let (second, connack) = RawClient::connect(broker.shard(2), Version::V5, "same-id", false);
+    assert!(
+        connack.session_present,
+        "the session moved to the new connection"
+    );
+    common::expect_disconnect(
+        &mut first,
+        ReasonCode::SESSION_TAKEN_OVER,
+        "the parked connection",
+    );
+    second.disconnect();
+    broker.shutdown();
+}
+
+#[test]
+fn a_parked_connection_ends_on_disconnect_or_on_the_clients_close() {
+    let _serial = serial();
+    let (broker, admin) = start();
+    let (mut watcher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "watcher", true);
+    watcher.subscribe(1, &[("wills/#", QoS::AtMostOnce)]);
+    let with_will = |id: &str| {
+        let mut client = RawClient::connect_tcp(broker.shard(0), Version::V3_1_1);
+        let will = Will {
+            topic: ByteString::from(format!("wills/{id}")),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+        };
+        let connack = client.handshake(connect_packet(Version::V3_1_1, id, true, Some(will)));
+        assert_eq!(connack.reason, ReasonCode::SUCCESS);
+        client
+    };
+    let clean = with_will("clean");
+    let dropped = with_will("dropped");
+    assert!(parked_at_least(admin, 2.0) >= 2.0, "both parked");
+    // DISCONNECT: the will is discarded (MQTT-3.14.4-3).
+    clean.disconnect();
+    // The client's close without DISCONNECT: the will is published.
+    drop(dropped);
+    let will = watcher.recv_publish();
+    assert_eq!(&will.topic[..], "wills/dropped");
+    assert!(
+        watcher.try_recv(Duration::from_millis(500)).is_none(),
+        "the will of a clean DISCONNECT was published"
+    );
+    watcher.disconnect();
+    broker.shutdown();
+}
