@@ -646,6 +646,10 @@ pub(crate) struct GlommioStream<S, B> {
     pool_left: Option<PooledBuf>,
     /// ringmq patch: the kernel's receive timestamp of `pool_left`'s receive: its bytes keep it.
     pool_left_stamp: Option<libc::timespec>,
+    /// ringmq patch (change 14): a read completed on this stream. Until one has, reads are
+    /// single-shot: a connection that parks right after its first exchange (a CONNECT and
+    /// its CONNACK) then has no multishot receive to withdraw.
+    has_read: bool,
 }
 
 impl<S> From<socket2::Socket> for GlommioStream<S, NonBuffered>
@@ -679,6 +683,7 @@ where
             pool_multishot: None,
             pool_left: None,
             pool_left_stamp: None,
+            has_read: false,
         }
     }
 }
@@ -711,6 +716,7 @@ impl<S> GlommioStream<S, NonBuffered> {
             pool_multishot: self.pool_multishot,
             pool_left: self.pool_left,
             pool_left_stamp: self.pool_left_stamp,
+            has_read: self.has_read,
         }
     }
 }
@@ -799,7 +805,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             let reactor = self.stream.reactor.upgrade().unwrap();
             let pooled = reactor.sys.recv_pool_buffer_bytes();
             match pooled {
-                Some(_) if !buf.is_empty() && self.stream.receive_header.is_none() => {
+                Some(_)
+                    if !buf.is_empty()
+                        && self.has_read
+                        && self.stream.receive_header.is_none() =>
+                {
                     self.stream.source_rx.take();
                     let fd = self.stream.stream.as_raw_fd();
                     self.pool_multishot = Some(reactor.recv_multishot(fd));
@@ -822,6 +832,7 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             return Poll::Pending;
         };
         let source = self.pool_source.take().unwrap();
+        self.has_read = true;
         let pooled = match source.extract_source_type() {
             SourceType::SockRecvPooled(pooled, nonempty, header) => {
                 self.speculate.set(nonempty);
