@@ -36,35 +36,41 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Parked connections on all shards by `/metrics` once it shows `at_least` (snapshots are
-/// published about once a second), or what it shows after 15 s.
-fn parked_at_least(admin: SocketAddr, at_least: f64) -> f64 {
+/// Parked connections on all shards by `/metrics` once `settled` holds for the count
+/// (snapshots are published about once a second), or what it shows after 15 s.
+fn parked_once(admin: SocketAddr, settled: impl Fn(f64) -> bool) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let parked = metric(
             &admin_get(admin, "/metrics"),
             "ringmq_connections_parked{shard=\"all\"}",
         );
-        if parked >= at_least || Instant::now() > deadline {
+        if settled(parked) || Instant::now() > deadline {
             return parked;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Parked connections once `/metrics` shows at most `at_most`, or what it shows after 15 s.
+fn parked_at_least(admin: SocketAddr, at_least: f64) -> f64 {
+    parked_once(admin, |parked| parked >= at_least)
+}
+
 fn parked_at_most(admin: SocketAddr, at_most: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let parked = metric(
-            &admin_get(admin, "/metrics"),
-            "ringmq_connections_parked{shard=\"all\"}",
-        );
-        if parked <= at_most || Instant::now() > deadline {
-            return parked;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    parked_once(admin, |parked| parked <= at_most)
+}
+
+/// A broker with one client connected to `shard` and parked.
+fn one_parked(
+    shard: usize,
+    version: Version,
+    id: &str,
+    clean: bool,
+) -> (TestBroker, SocketAddr, RawClient) {
+    let (broker, admin) = start();
+    let (client, _) = RawClient::connect(broker.shard(shard), version, id, clean);
+    assert_eq!(parked_at_least(admin, 1.0), 1.0, "parked after CONNACK");
+    (broker, admin, client)
 }
 
 fn start() -> (TestBroker, SocketAddr) {
@@ -163,9 +169,7 @@ fn a_parked_subscriber_receives_qos_0_and_1() {
 #[test]
 fn a_parked_connection_answers_pingreq_and_closes_at_keepalive_expiry() {
     let _serial = serial();
-    let (broker, admin) = start();
-    let (mut pinging, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "ping", true);
-    assert_eq!(parked_at_least(admin, 1.0), 1.0, "parked after CONNACK");
+    let (broker, _admin, mut pinging) = one_parked(0, Version::V3_1_1, "ping", true);
     for _ in 0..2 {
         ping(&mut pinging);
         std::thread::sleep(QUIET);
@@ -194,9 +198,7 @@ fn a_parked_connection_answers_pingreq_and_closes_at_keepalive_expiry() {
 #[test]
 fn a_parked_connection_is_taken_over() {
     let _serial = serial();
-    let (broker, admin) = start();
-    let (mut first, _) = RawClient::connect(broker.shard(0), Version::V5, "same-id", false);
-    assert_eq!(parked_at_least(admin, 1.0), 1.0, "parked after CONNACK");
+    let (broker, _admin, mut first) = one_parked(0, Version::V5, "same-id", false);
     let (second, connack) = RawClient::connect(broker.shard(2), Version::V5, "same-id", false);
     assert!(
         connack.session_present,
@@ -250,9 +252,7 @@ fn a_parked_connection_ends_on_disconnect_or_on_the_clients_close() {
 #[test]
 fn a_parked_connection_is_told_of_the_shutdown() {
     let _serial = serial();
-    let (broker, admin) = start();
-    let (mut parked, _) = RawClient::connect(broker.shard(3), Version::V5, "at-shutdown", true);
-    assert_eq!(parked_at_least(admin, 1.0), 1.0, "parked after CONNACK");
+    let (broker, _admin, mut parked) = one_parked(3, Version::V5, "at-shutdown", true);
     broker.shutdown();
     common::expect_disconnect(
         &mut parked,
