@@ -162,7 +162,7 @@ async fn serve(
     let conn = client.conn;
     loop {
         let ends = Ends::new();
-        let parking_writer = {
+        let (parking_writer, parking) = {
             let from = (&mut state, start);
             let reading = pin!(read_side(shell, client, &mut reader, &ends, from));
             let mut writing = pin!(Some(write_side::WriteSide::new(shell, conn, writer, &ends)));
@@ -176,9 +176,14 @@ async fn serve(
                 .and_then(write_side::WriteSide::take_writer);
             // A writer still under way (given up after `CLOSE_FLUSH_TIMEOUT`) is cancelled here.
             writing.set(None);
-            taken
+            (taken, parking)
         };
         let Some(idle_writer) = parking_writer else {
+            if parking {
+                // The reading side stopped to park but the writer was not waiting after all:
+                // the shard must still hear of the close.
+                close_unparked(shell, conn, &mut reader).await;
+            }
             break;
         };
         match park(shell, conn, listener, reader, idle_writer) {
@@ -194,6 +199,13 @@ async fn serve(
     }
     shell.writers.borrow_mut().remove(conn);
     shell.shard.borrow_mut().metrics.connection_closed(listener);
+}
+
+/// The close of a connection whose reading side stopped to park while its writer had ended
+/// (`poll_park` refuses that, so this is a safety net): the shard is told, as `read_side` does.
+async fn close_unparked(shell: &ShardShell, conn: ConnId, reader: &mut Reader) {
+    shell.handle(Event::Closed { conn });
+    Box::pin(linger(reader)).await;
 }
 
 /// Parks the connection; `Some` gives its halves back when it cannot park.
@@ -877,7 +889,12 @@ fn poll_park(
     let Reader::Tcp(half) = reader else {
         return Poll::Ready(false);
     };
-    if ends.writing.get() || !idle_for_parking(shell, conn) {
+    // A writer that ended (its write failed, say, on a client's reset) is not waiting either:
+    // the connection must then close through the read, never park without its writer.
+    if ends.writing.get()
+        || ends.has(WRITER_DONE | WRITER_ABANDONED)
+        || !idle_for_parking(shell, conn)
+    {
         // The writer raises `WRITER_IDLE` when it is done, and a CONNACK wakes it.
         return Poll::Ready(false);
     }

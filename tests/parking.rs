@@ -249,6 +249,85 @@ fn a_parked_connection_ends_on_disconnect_or_on_the_clients_close() {
     broker.shutdown();
 }
 
+/// A client with a will and keepalive 0 (nothing but its close can end its connection), on
+/// `shard`, parked.
+fn parked_with_will(broker: &TestBroker, shard: usize, id: &str) -> RawClient {
+    let mut client = RawClient::connect_tcp(broker.shard(shard), Version::V3_1_1);
+    let will = Will {
+        topic: ByteString::from(format!("wills/{id}")),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    let mut connect = connect_packet(Version::V3_1_1, id, true, Some(will));
+    connect.keep_alive_secs = 0;
+    let connack = client.handshake(connect);
+    assert_eq!(connack.reason, ReasonCode::SUCCESS);
+    client
+}
+
+/// A client quiet for a while sends a PINGREQ and resets its connection at once: the broker's
+/// PINGRESP write fails in the pass that read the PINGREQ, just as the read decides the
+/// connection may park. The connection must close (its will published, the connection gauge
+/// down), not park without its writer and leave the shard's connection behind.
+#[test]
+fn a_client_resetting_right_after_a_packet_of_a_quiet_spell_is_closed() {
+    const CLIENTS: usize = 16;
+    let _serial = serial();
+    let (broker, admin) = start();
+    let (mut watcher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "watcher", true);
+    watcher.subscribe(1, &[("wills/#", QoS::AtMostOnce)]);
+    let mut clients: Vec<RawClient> = (0..CLIENTS)
+        .map(|i| parked_with_will(&broker, i % SHARDS, &format!("reset-{i}")))
+        .collect();
+    // The watcher, whose SUBSCRIBE came right after its CONNACK, stays a task.
+    let all = CLIENTS as f64;
+    assert_eq!(parked_at_least(admin, all), all, "parked after CONNACK");
+    // Revived by a packet, then quiet: their next packet lets them park again.
+    for client in &mut clients {
+        ping(client);
+    }
+    std::thread::sleep(QUIET);
+    for mut client in clients {
+        client.send(&Packet::PingReq);
+        socket2::SockRef::from(&client.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER 0");
+        drop(client);
+    }
+    let mut wills = 0;
+    while watcher.try_recv(Duration::from_secs(5)).is_some() {
+        wills += 1;
+        if wills == CLIENTS {
+            break;
+        }
+    }
+    assert_eq!(wills, CLIENTS, "wills of reset connections published");
+    assert_eq!(
+        connections_once(admin, |open| open <= 1.0),
+        1.0,
+        "only the watcher is still connected"
+    );
+    watcher.disconnect();
+    broker.shutdown();
+}
+
+/// Open connections on all shards by `/metrics` once `settled` holds (at most 15 s).
+fn connections_once(admin: SocketAddr, settled: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open = metric(
+            &admin_get(admin, "/metrics"),
+            "ringmq_connections{shard=\"all\"}",
+        );
+        if settled(open) || Instant::now() > deadline {
+            return open;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_parked_connection_is_told_of_the_shutdown() {
     let _serial = serial();

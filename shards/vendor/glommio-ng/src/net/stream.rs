@@ -903,6 +903,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
                     self.pool_left_stamp = None;
                     return Poll::Ready(false);
                 }
+                // An end of stream or an error is the next read's to report: parking would
+                // swallow it. Only a cancel, an empty pool or a stop with the stream open go.
+                if multishot_end_to_report(source.result()) {
+                    return Poll::Ready(false);
+                }
                 self.pool_multishot = None;
             }
         }
@@ -1158,5 +1163,19 @@ impl<S: AsRawFd + IntoRawFd> GlommioStream<S, NonBuffered> {
     /// but keeping the fd open.
     pub(crate) fn into_raw_fd(self) -> RawFd {
         self.stream.into_raw_fd()
+    }
+}
+
+/// ringmq patch (change 14): whether a multishot receive's end is one a read must report (the
+/// end of the stream or an error), rather than a stop with the stream open (a cancel, an empty
+/// pool, or a completion with bytes after which the kernel stopped it).
+fn multishot_end_to_report(result: Option<io::Result<usize>>) -> bool {
+    match result {
+        Some(Ok(0)) => true,
+        Some(Err(error)) => !matches!(
+            error.raw_os_error(),
+            Some(libc::ECANCELED) | Some(libc::ENOBUFS)
+        ),
+        _ => false,
     }
 }
