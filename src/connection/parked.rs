@@ -1,6 +1,6 @@
 //! Parked connections: an idle plain-TCP connection ends its task and gives up its stream and
-//! armed receive, and keeps only a `Parked` record (its socket, its listener, the MQTT version
-//! its frames are decoded with) in the shard's table. The shard's state of the connection
+//! armed receive, and keeps only a `Parked` record (its socket and its listener) in the shard's
+//! table; its MQTT version and the rest of its state are the shard's. The shard's state of the connection
 //! (`Conn`, its session, its deadline entry) stays where it is: the shard does not know a
 //! connection is parked. One task per shard (`parker`) revives a parked connection, with a new
 //! task over the same socket, when
@@ -12,8 +12,15 @@
 //! A connection parks once it has been quiet (`PARK_AFTER_QUIET` since its previous packet, or
 //! right after its CONNECT) and has nothing to do: no partial packet, nothing to write, not
 //! closing. A connection that keeps exchanging packets never parks, so the data path pays
-//! nothing but a flag test per read; a connection revived by a delivery stays a task until its
-//! client's next packet after a quiet spell.
+//! nothing but a flag test per read and one per write (the writer going idle); a connection
+//! revived by a delivery stays a task until its client's next packet after a quiet spell.
+//!
+//! A client that sends a packet every 1-60 s (telemetry) parks and is revived once per packet.
+//! Each cycle costs 2 `epoll_ctl` calls (add at the park, delete at the revival), a share of
+//! one `epoll_wait` (up to `REVIVE_BATCH` revivals per call), the ring's re-armed poll on the
+//! epoll instance, a new task and stream, a single-shot receive, and at the next park the
+//! multishot receive's cancel: a few system calls and ring requests beside the packet's own
+//! receive and answer. That buys about 1.1 KB less per connection while it is quiet.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
