@@ -46,14 +46,23 @@ fn parked_once(admin: SocketAddr, settled: impl Fn(f64) -> bool) -> f64 {
 
 /// Parked connections on all shards once `settled` holds, or what `/metrics` shows after `wait`.
 fn parked_within(admin: SocketAddr, wait: Duration, settled: impl Fn(f64) -> bool) -> f64 {
+    gauge_within(admin, "ringmq_connections_parked", wait, settled)
+}
+
+/// The all-shards value of gauge `name` once `settled` holds, or what `/metrics` shows after
+/// `wait`.
+fn gauge_within(
+    admin: SocketAddr,
+    name: &str,
+    wait: Duration,
+    settled: impl Fn(f64) -> bool,
+) -> f64 {
     let deadline = Instant::now() + wait;
+    let series = format!("{name}{{shard=\"all\"}}");
     loop {
-        let parked = metric(
-            &admin_get(admin, "/metrics"),
-            "ringmq_connections_parked{shard=\"all\"}",
-        );
-        if settled(parked) || Instant::now() > deadline {
-            return parked;
+        let value = metric(&admin_get(admin, "/metrics"), &series);
+        if settled(value) || Instant::now() > deadline {
+            return value;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -265,23 +274,9 @@ fn a_parked_connection_is_taken_over() {
 fn a_parked_connection_ends_on_disconnect_or_on_the_clients_close() {
     let _serial = serial();
     let (broker, admin) = start();
-    let (mut watcher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "watcher", true);
-    watcher.subscribe(1, &[("wills/#", QoS::AtMostOnce)]);
-    let with_will = |id: &str| {
-        let mut client = RawClient::connect_tcp(broker.shard(0), Version::V3_1_1);
-        let will = Will {
-            topic: ByteString::from(format!("wills/{id}")),
-            payload: bytes::Bytes::from_static(b"gone"),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: Default::default(),
-        };
-        let connack = client.handshake(connect_packet(Version::V3_1_1, id, true, Some(will)));
-        assert_eq!(connack.reason, ReasonCode::SUCCESS);
-        client
-    };
-    let clean = with_will("clean");
-    let dropped = with_will("dropped");
+    let mut watcher = will_watcher(&broker);
+    let clean = with_will(&broker, 0, "clean", 60);
+    let dropped = with_will(&broker, 0, "dropped", 60);
     // The watcher, revived by its SUBSCRIBE, stays a task.
     assert_eq!(parked_exactly(admin, 2.0), 2.0, "both parked");
     // DISCONNECT: the will is discarded (MQTT-3.14.4-3).
@@ -298,9 +293,15 @@ fn a_parked_connection_ends_on_disconnect_or_on_the_clients_close() {
     broker.shutdown();
 }
 
-/// A client with a will and keepalive 0 (nothing but its close can end its connection), on
-/// `shard`, parked.
-fn parked_with_will(broker: &TestBroker, shard: usize, id: &str) -> RawClient {
+/// A client on shard 1 subscribed to the wills (`wills/<client id>`) of `with_will`'s clients.
+fn will_watcher(broker: &TestBroker) -> RawClient {
+    let (mut watcher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "watcher", true);
+    watcher.subscribe(1, &[("wills/#", QoS::AtMostOnce)]);
+    watcher
+}
+
+/// A 3.1.1 client on `shard` with a will on `wills/<id>` and keepalive `keep_alive_secs`.
+fn with_will(broker: &TestBroker, shard: usize, id: &str, keep_alive_secs: u16) -> RawClient {
     let mut client = RawClient::connect_tcp(broker.shard(shard), Version::V3_1_1);
     let will = Will {
         topic: ByteString::from(format!("wills/{id}")),
@@ -310,7 +311,7 @@ fn parked_with_will(broker: &TestBroker, shard: usize, id: &str) -> RawClient {
         properties: Default::default(),
     };
     let mut connect = connect_packet(Version::V3_1_1, id, true, Some(will));
-    connect.keep_alive_secs = 0;
+    connect.keep_alive_secs = keep_alive_secs;
     let connack = client.handshake(connect);
     assert_eq!(connack.reason, ReasonCode::SUCCESS);
     client
@@ -325,10 +326,10 @@ fn a_client_resetting_right_after_a_packet_of_a_quiet_spell_is_closed() {
     const CLIENTS: usize = 16;
     let _serial = serial();
     let (broker, admin) = start();
-    let (mut watcher, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "watcher", true);
-    watcher.subscribe(1, &[("wills/#", QoS::AtMostOnce)]);
+    let mut watcher = will_watcher(&broker);
     let mut clients: Vec<RawClient> = (0..CLIENTS)
-        .map(|i| parked_with_will(&broker, i % SHARDS, &format!("reset-{i}")))
+        // Keepalive 0: nothing but its close can end a connection.
+        .map(|i| with_will(&broker, i % SHARDS, &format!("reset-{i}"), 0))
         .collect();
     // The watcher, whose SUBSCRIBE came right after its CONNACK, stays a task.
     let all = CLIENTS as f64;
@@ -354,27 +355,17 @@ fn a_client_resetting_right_after_a_packet_of_a_quiet_spell_is_closed() {
     }
     assert_eq!(wills, CLIENTS, "wills of reset connections published");
     assert_eq!(
-        connections_once(admin, |open| open <= 1.0),
+        gauge_within(
+            admin,
+            "ringmq_connections",
+            Duration::from_secs(15),
+            |open| open <= 1.0
+        ),
         1.0,
         "only the watcher is still connected"
     );
     watcher.disconnect();
     broker.shutdown();
-}
-
-/// Open connections on all shards by `/metrics` once `settled` holds (at most 15 s).
-fn connections_once(admin: SocketAddr, settled: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let open = metric(
-            &admin_get(admin, "/metrics"),
-            "ringmq_connections{shard=\"all\"}",
-        );
-        if settled(open) || Instant::now() > deadline {
-            return open;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
