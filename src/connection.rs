@@ -12,12 +12,14 @@
 //! shard's synchronous core, when the configuration asks for it.
 
 mod authenticate;
+mod parked;
 mod partial;
 mod read_buffer;
 mod websocket;
 mod write_side;
 mod writers;
 
+pub(crate) use parked::{ParkedConnections, parker};
 pub(crate) use partial::PartialBytes;
 pub(crate) use writers::{Writers, woken};
 
@@ -69,7 +71,7 @@ pub(crate) async fn run(
         return;
     };
     let Some(Opened {
-        mut reader,
+        reader,
         writer,
         identity,
     }) = open(&shell, kind, stream, peer).await
@@ -82,9 +84,6 @@ pub(crate) async fn run(
         .metrics
         .connection_opened(kind.transport(), listener);
     let conn = shell.next_conn_id();
-    let ends = Ends {
-        flags: Cell::new(0),
-    };
     shell.writers.borrow_mut().insert(conn);
     shell.handle(Event::Accepted { conn, peer });
     let client = Client {
@@ -92,23 +91,157 @@ pub(crate) async fn run(
         listener: kind,
         identity: identity.map(String::into_boxed_str),
     };
-    // The two sides of the connection in its one task: one task header, one allocation and no
-    // second `Rc` of the shell per connection, and the writer's state sits next to the reader's.
-    let reading = pin!(read_side(&shell, &client, &mut reader, &ends));
-    let mut writing = pin!(Some(write_side::WriteSide::new(
-        &shell, conn, writer, &ends
-    )));
-    both(reading, writing.as_mut(), &ends).await;
-    // A writer still under way (given up after `CLOSE_FLUSH_TIMEOUT`) is cancelled here.
-    writing.set(None);
+    let state = ReadState {
+        version: Version::V5,
+        authenticate: client.identity.is_some() || shell.checks_connect(),
+    };
+    serve(
+        &shell,
+        &client,
+        listener,
+        reader,
+        writer,
+        (state, Start::Fresh),
+    )
+    .await;
+}
+
+/// A parked connection revived (`parked`): served again over a new stream of its socket, from
+/// where its reading side left off (no partial packet, CONNECT handled).
+async fn resume(
+    shell: Rc<ShardShell>,
+    conn: ConnId,
+    listener: usize,
+    reader: Reader,
+    writer: Writer,
+) {
+    let known = shell
+        .shard
+        .borrow()
+        .conn(conn)
+        .map(|state| (state.version, state.last_seen));
+    let (Some(kind), Some((version, last_seen))) = (shell.listeners.get(listener), known) else {
+        // The shard forgets a connection only when its task says it closed: not parked ones.
+        tracing::warn!(conn, "revived connection unknown to its shard: closed");
+        shell.writers.borrow_mut().remove(conn);
+        return;
+    };
+    let client = Client {
+        conn,
+        listener: kind,
+        identity: None,
+    };
+    let state = ReadState {
+        version,
+        authenticate: false,
+    };
+    let start = Start::Resumed { last_seen };
+    serve(&shell, &client, listener, reader, writer, (state, start)).await;
+}
+
+/// How a connection's reading side starts.
+#[derive(Clone, Copy)]
+enum Start {
+    /// A new connection: its first bytes must start a CONNECT.
+    Fresh,
+    /// A revived connection, whose client was last heard from at `last_seen`.
+    Resumed { last_seen: Instant },
+}
+
+/// Serves a connection until it closes or parks: both sides in this one task (one task
+/// header, one allocation and no second `Rc` of the shell per connection, and the writer's
+/// state sits next to the reader's). A connection that cannot park after all is served on.
+async fn serve(
+    shell: &Rc<ShardShell>,
+    client: &Client<'_>,
+    listener: usize,
+    mut reader: Reader,
+    mut writer: Writer,
+    (mut state, mut start): (ReadState, Start),
+) {
+    let conn = client.conn;
+    loop {
+        let ends = Ends::new();
+        let (parking_writer, parking) = {
+            let from = (&mut state, start);
+            let reading = pin!(read_side(shell, client, &mut reader, &ends, from));
+            let mut writing = pin!(Some(write_side::WriteSide::new(shell, conn, writer, &ends)));
+            both(reading, writing.as_mut(), &ends).await;
+            let parking = ends.has(PARKING);
+            let taken = writing
+                .as_mut()
+                .get_mut()
+                .as_mut()
+                .filter(|_| parking)
+                .and_then(write_side::WriteSide::take_writer);
+            // A writer still under way (given up after `CLOSE_FLUSH_TIMEOUT`) is cancelled here.
+            writing.set(None);
+            (taken, parking)
+        };
+        let Some(idle_writer) = parking_writer else {
+            if parking {
+                // The reading side stopped to park but the writer was not waiting after all:
+                // the shard must still hear of the close.
+                close_unparked(shell, conn, &mut reader).await;
+            }
+            break;
+        };
+        match park(shell, conn, listener, reader, idle_writer) {
+            None => return,
+            Some((kept_reader, kept_writer)) => {
+                reader = kept_reader;
+                writer = kept_writer;
+                start = Start::Resumed {
+                    last_seen: Instant::now(),
+                };
+            }
+        }
+    }
     shell.writers.borrow_mut().remove(conn);
     shell.shard.borrow_mut().metrics.connection_closed(listener);
 }
 
+/// The close of a connection whose reading side stopped to park while its writer had ended
+/// (`poll_park` refuses that, so this is a safety net): the shard is told, as `read_side` does.
+async fn close_unparked(shell: &ShardShell, conn: ConnId, reader: &mut Reader) {
+    shell.handle(Event::Closed { conn });
+    Box::pin(linger(reader)).await;
+}
+
+/// Parks the connection; `Some` gives its halves back when it cannot park.
+fn park(
+    shell: &ShardShell,
+    conn: ConnId,
+    listener: usize,
+    reader: Reader,
+    writer: Writer,
+) -> Option<(Reader, Writer)> {
+    match (reader, writer) {
+        (Reader::Tcp(read_half), Writer::Tcp(write_half)) => {
+            match parked::park(shell, conn, listener, (read_half, write_half)) {
+                Ok(()) => None,
+                Err((read_half, write_half)) => {
+                    Some((Reader::Tcp(read_half), Writer::Tcp(write_half)))
+                }
+            }
+        }
+        halves => Some(halves),
+    }
+}
+
 /// The reading side, then the close: the writer's end is awaited through `ends`.
-async fn read_side(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader, ends: &Ends) {
+async fn read_side(
+    shell: &ShardShell,
+    client: &Client<'_>,
+    reader: &mut Reader,
+    ends: &Ends,
+    from: (&mut ReadState, Start),
+) {
     let conn = client.conn;
-    read_loop(shell, client, reader).await;
+    read_loop(shell, client, reader, ends, from).await;
+    if ends.has(PARKING) {
+        return;
+    }
     ends.raise(READER_DONE);
     if is_closing(shell, conn) {
         // The broker closed it (or answered a protocol error): let the writer send the answer
@@ -131,10 +264,11 @@ async fn writer_done(ends: &Ends) {
     }
 }
 
-/// Polls both sides of a connection until the reading side (which ends with the close) is done.
-/// Reading first, so that the answers a read produced are written in the same poll. The sides
-/// tell each other of their end through `ends`' flags without a waker: a pass that changed a
-/// flag is followed by another (flags only go up, so this stops).
+/// Polls both sides of a connection until the reading side (which ends with the close or the
+/// park) is done. Reading first, so that the answers a read produced are written in the same
+/// poll. The sides tell each other of their end through `ends`' flags without a waker: a pass
+/// that changed a flag is followed by another (flags go up, and the parking ones down only at a
+/// read's completion, so this stops).
 fn both<'a, R, W>(
     mut reading: Pin<&'a mut R>,
     mut writing: Pin<&'a mut Option<W>>,
@@ -417,27 +551,40 @@ fn decode_and_handle(
     batch
 }
 
-async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader) {
+/// Reads and hands frames to the shard until the connection closes or parks; `from` is the
+/// decoder's state and how this task began.
+async fn read_loop(
+    shell: &ShardShell,
+    client: &Client<'_>,
+    reader: &mut Reader,
+    ends: &Ends,
+    (state, start): (&mut ReadState, Start),
+) {
     let conn = client.conn;
     let packet_bytes_max = shell.shard.borrow().settings().packet_bytes_max;
+    let may_park = may_park(shell, client, reader);
     let mut buf = BytesMut::new();
     let mut reservation = partial::Reservation::new(&shell.partial);
     // When the partial packet at the front of `buf` (if any) began: the packet deadline.
     let mut partial_since: Option<Instant> = None;
-    let mut state = ReadState {
-        version: Version::V5,
-        authenticate: client.identity.is_some() || shell.checks_connect(),
-    };
-    let mut first_read = true;
+    let mut first_read = matches!(start, Start::Fresh);
     // The completion of the read that brought the bytes being decoded: it dates every message
     // decoded from them (the start of the delivery latency). One clock reading per read.
     let mut read_at = Instant::now();
+    // The read before it (or when a revived client was last heard from), and whether the
+    // bytes being decoded came from a read of this task: the quiet spell that parks it.
+    let mut previous_read_at = match start {
+        Start::Fresh => read_at,
+        Start::Resumed { last_seen } => last_seen,
+    };
+    let mut connect_batch = false;
+    let mut from_read = false;
     loop {
         let batch = decode_and_handle(
             shell,
             conn,
             &mut buf,
-            &mut state,
+            state,
             &mut partial_since,
             read_at,
             packet_bytes_max,
@@ -465,6 +612,13 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         if is_closing(shell, conn) {
             return;
         }
+        if may_park
+            && from_read
+            && (connect_batch
+                || read_at.saturating_duration_since(previous_read_at) >= parked::PARK_AFTER_QUIET)
+        {
+            ends.raise(PARK_WANTED);
+        }
         // Both waits are rare, and boxed: a future is as large as its largest await.
         if shell.shard.borrow().mail_backlogged() {
             Box::pin(wait_for_mail_backlog(shell)).await;
@@ -479,11 +633,14 @@ async fn read_loop(shell: &ShardShell, client: &Client<'_>, reader: &mut Reader)
         // failed 3 runs in 4 on a quiet machine: a probe's delivery waited well outside the
         // broker's measured span behind a flood on its shard. It passed 3 of 3 without.)
         shards::yield_now().await;
-        match read_more(shell, conn, reader, &mut buf, &mut reservation).await {
+        previous_read_at = read_at;
+        match read_more(shell, conn, reader, ends, &mut buf, &mut reservation).await {
             Some(completed_at) => read_at = completed_at,
             None => return,
         }
-        if std::mem::take(&mut first_read) && !first_bytes_may_be_connect(shell, client, &buf) {
+        from_read = true;
+        connect_batch = std::mem::take(&mut first_read);
+        if connect_batch && !first_bytes_may_be_connect(shell, client, &buf) {
             return;
         }
     }
@@ -534,19 +691,35 @@ async fn read_more(
     shell: &ShardShell,
     conn: ConnId,
     reader: &mut Reader,
+    ends: &Ends,
     buf: &mut BytesMut,
     reservation: &mut partial::Reservation<'_>,
 ) -> Option<Instant> {
     let read = match plan_read(shell, conn, buf, reservation)? {
         ReadTarget::Shared => {
-            poll_fn(|cx| {
-                read_buffer::poll_read(cx, reader, READ_CHUNK).map_ok(|bytes| {
-                    let n = bytes.len();
-                    *buf = bytes;
-                    n
-                })
+            let read = poll_fn(|cx| {
+                if ends.has(PARK_WANTED) {
+                    match poll_park(shell, conn, reader, ends, cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(true) => return Poll::Ready(None),
+                        Poll::Ready(false) => {}
+                    }
+                }
+                read_buffer::poll_read(cx, reader, READ_CHUNK)
+                    .map_ok(|bytes| {
+                        let n = bytes.len();
+                        *buf = bytes;
+                        n
+                    })
+                    .map(Some)
             })
-            .await
+            .await;
+            ends.lower(PARK_WANTED | WRITER_IDLE);
+            let Some(read) = read else {
+                ends.raise(PARKING);
+                return None;
+            };
+            read
         }
         ReadTarget::Own { wanted, bytes } => {
             // Waiting for room is rare, and boxed: a future is as large as its largest await.
@@ -691,6 +864,60 @@ fn own_space(buf: &mut BytesMut, wanted: usize) -> usize {
     start
 }
 
+/// Whether this connection may ever park: plain TCP without receive timestamps (a parked
+/// socket is read again without them), not authenticated by a certificate identity, on a
+/// shard that can wait on parked sockets.
+fn may_park(shell: &ShardShell, client: &Client<'_>, reader: &Reader) -> bool {
+    matches!(reader, Reader::Tcp(_))
+        && matches!(client.listener, ListenerKind::Plain(_))
+        && !client.listener.kernel_timestamps()
+        && client.identity.is_none()
+        && shell.parked.borrow().enabled()
+}
+
+/// With `PARK_WANTED` up: `Ready(true)` when the connection parks now (its CONNACK is out,
+/// nothing is buffered or being written, it is not closing, and its armed receive was
+/// withdrawn with nothing in it); `Ready(false)` to read on; `Pending` while the receive's
+/// withdrawal completes.
+fn poll_park(
+    shell: &ShardShell,
+    conn: ConnId,
+    reader: &Reader,
+    ends: &Ends,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<bool> {
+    let Reader::Tcp(half) = reader else {
+        return Poll::Ready(false);
+    };
+    // A writer that ended (its write failed, say, on a client's reset) is not waiting either:
+    // the connection must then close through the read, never park without its writer.
+    if ends.writing.get()
+        || ends.has(WRITER_DONE | WRITER_ABANDONED)
+        || !idle_for_parking(shell, conn)
+    {
+        // The writer raises `WRITER_IDLE` when it is done, and a CONNACK wakes it.
+        return Poll::Ready(false);
+    }
+    match half.poll_disarm(cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(true) => Poll::Ready(true),
+        Poll::Ready(false) => {
+            // Bytes came first: read them; the next quiet spell parks it.
+            ends.lower(PARK_WANTED | WRITER_IDLE);
+            Poll::Ready(false)
+        }
+    }
+}
+
+/// The shard's side of parking: CONNACK sent, nothing to write, not closing.
+fn idle_for_parking(shell: &ShardShell, conn: ConnId) -> bool {
+    shell.shard.borrow().conn(conn).is_some_and(|state| {
+        matches!(state.phase, crate::shard::Phase::Active { .. })
+            && state.out.is_empty()
+            && !state.is_closing()
+    })
+}
+
 fn is_closing(shell: &ShardShell, conn: ConnId) -> bool {
     shell
         .shard
@@ -760,6 +987,8 @@ async fn linger(reader: &mut Reader) {
 /// How far each of a connection's two sides is.
 struct Ends {
     flags: Cell<u8>,
+    /// The writer has a write under way.
+    writing: Cell<bool>,
 }
 
 /// The reading side is done (the writer's half-close need not wait for it).
@@ -768,8 +997,36 @@ const READER_DONE: u8 = 1;
 const WRITER_DONE: u8 = 2;
 /// The reading side gave up waiting for the writer, which is to be dropped.
 const WRITER_ABANDONED: u8 = 4;
+/// The connection has been quiet: the reading side parks it once the writer is idle. Lowered
+/// by the next read.
+const PARK_WANTED: u8 = 8;
+/// The writer went idle while `PARK_WANTED` was up: the change makes `both` poll the reading
+/// side again, which parks.
+const WRITER_IDLE: u8 = 16;
+/// The reading side ended to park the connection, not to close it.
+const PARKING: u8 = 32;
 
 impl Ends {
+    fn new() -> Ends {
+        Ends {
+            flags: Cell::new(0),
+            writing: Cell::new(false),
+        }
+    }
+
+    /// Lowers `flags`: only the parking flags go down, and only the reading side lowers them,
+    /// at a read's completion, so `both`'s loop still ends.
+    fn lower(&self, flags: u8) {
+        self.flags.set(self.flags.get() & !flags);
+    }
+
+    /// The writer starts a write (`true`) or waits for the next (`false`).
+    fn set_writing(&self, writing: bool) {
+        self.writing.set(writing);
+        if !writing && self.has(PARK_WANTED) {
+            self.raise(WRITER_IDLE);
+        }
+    }
     fn raise(&self, flag: u8) {
         self.flags.set(self.flags.get() | flag);
     }
@@ -819,14 +1076,24 @@ mod size_tests {
         size_of::<F>()
     }
 
+    /// The same for an async fn of five arguments.
+    fn future_bytes_5<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        size_of::<F>()
+    }
+
     /// What every connection keeps in its task while it waits (docs/BENCHMARKS.md on idle
     /// connections): the whole connection future, the largest state of either side included.
     /// An await added to either side is paid by every idle connection; a rare one is boxed.
     #[test]
     fn connection_future_stays_small() {
         let sizes = [
-            ("run", future_bytes(super::run), 664),
-            ("read_side", future_bytes(super::read_side), 344),
+            // Parking (`parked`) grew the task of a connection that does not park (TLS,
+            // WebSocket, busy) from 664 to 896 bytes: the loop that serves again after a park
+            // that could not happen, the reading side's quiet-spell clock and its start.
+            // A parked connection has no task at all.
+            ("run", future_bytes(super::run), 896),
+            ("read_side", future_bytes_5(super::read_side), 472),
+            ("resume", future_bytes_5(super::resume), 848),
             ("write_side", size_of::<super::write_side::WriteSide>(), 104),
         ];
         for (name, size, max) in sizes {

@@ -324,6 +324,8 @@ pub(crate) struct ShardShell {
     pub shard: RefCell<Shard>,
     /// Wakes each connection's writer.
     pub writers: RefCell<crate::connection::Writers>,
+    /// Idle connections parked without a task (`connection::parked`).
+    pub parked: RefCell<crate::connection::ParkedConnections>,
     pub mail_ready: Notify,
     next_conn: Cell<ConnId>,
     /// What each listener is, by its index in the runtime's listener list.
@@ -543,6 +545,7 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         ),
         bridges: RefCell::new(Default::default()),
         bridge_generation: Cell::new(0),
+        parked: RefCell::new(crate::connection::ParkedConnections::new()),
     });
     let mut accepts = Vec::new();
     let mut tasks: Vec<Task<()>> = Vec::new();
@@ -582,6 +585,7 @@ async fn run_shard(ctx: ShardContext<Envelope>, together: Together) {
         config.limits.connect_rate_per_shard_max,
         Instant::now(),
     )));
+    tasks.push(ctx.spawn(TaskClass::Io, crate::connection::parker(Rc::clone(&shell))));
     for listener in ctx.take_listeners() {
         let shell = Rc::clone(&shell);
         let rate = Rc::clone(&rate);
@@ -809,7 +813,9 @@ async fn tick_loop(
             let mut shard = shell.shard.borrow_mut();
             shard.refresh_metrics();
             let pool = shards::recv_pool_stats();
+            let parked = shell.parked.borrow().len();
             let counts = &mut shard.metrics.counts;
+            counts.connections_parked = parked as u64;
             counts.receive_buffers_held = pool.held as u64;
             counts.receives_pooled = pool.receives;
             counts.receive_pool_exhausted = pool.exhausted;

@@ -77,6 +77,7 @@ mod error;
 mod id;
 mod mesh;
 mod net;
+mod park;
 mod preflight;
 mod runtime;
 pub mod storage;
@@ -94,6 +95,7 @@ pub use net::{
     Listener, ReadHalf, RecvPoolStats, TcpStream, WriteHalf, connect, live_connections,
     recv_pool_stats,
 };
+pub use park::{ParkedSocket, Parking};
 pub use preflight::memlock_needed_bytes;
 pub use runtime::{Runtime, RuntimeHandle, Signals, planned_shard_count, start};
 pub use task::{Task, live_tasks, spawn_local, yield_now};

@@ -246,7 +246,7 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    fn new(stream: ExecutorStream) -> TcpStream {
+    pub(crate) fn new(stream: ExecutorStream) -> TcpStream {
         LIVE_CONNECTIONS.with(|live| live.set(live.get() + 1));
         TcpStream {
             connection: Rc::new(Connection {
@@ -340,6 +340,34 @@ impl TcpStream {
     }
 }
 
+impl TcpStream {
+    /// Withdraws the stream's armed receive before it is parked (`into_parked`), so that no
+    /// byte is lost with it: `Ready(true)` when every unread byte is in the socket,
+    /// `Ready(false)` when bytes arrived first (the next read returns them) or the stream
+    /// reads with receive timestamps. Pending while a multishot receive's cancellation
+    /// completes.
+    pub fn poll_disarm(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.connection.stream.borrow_mut().poll_disarm(cx)
+    }
+
+    /// The socket alone, to wait for input on a shard's `Parking` at the cost of a descriptor;
+    /// the executor's stream and its sources are let go. `Err` gives the stream back while a
+    /// half of it lives elsewhere. Call after `poll_disarm` said `true`, or a receive armed in
+    /// the ring is cancelled with whatever it brought.
+    pub fn into_parked(self) -> Result<crate::park::ParkedSocket, TcpStream> {
+        let connection = match Rc::try_unwrap(self.connection) {
+            Ok(connection) => connection,
+            Err(connection) => return Err(TcpStream { connection }),
+        };
+        // Not through `Connection`'s drop: the stream is moved out and the count taken here.
+        let connection = std::mem::ManuallyDrop::new(connection);
+        // SAFETY: read once from a value that is neither dropped (ManuallyDrop) nor used again.
+        let stream = unsafe { std::ptr::read(&connection.stream) }.into_inner();
+        LIVE_CONNECTIONS.with(|live| live.set(live.get().saturating_sub(1)));
+        Ok(crate::park::ParkedSocket::from_raw(stream.into_raw_fd()))
+    }
+}
+
 /// Opens a TCP connection to `addr` from the current shard (load generators, bridges). The
 /// stream counts in `live_connections` like an accepted one. Must run on a shard.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -359,6 +387,11 @@ impl ReadHalf {
         read(&self.connection, buf).await
     }
 
+    /// As `TcpStream::poll_disarm`: withdraws the armed receive before the stream is parked.
+    pub fn poll_disarm(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.connection.stream.borrow_mut().poll_disarm(cx)
+    }
+
     /// The kernel's receive time (`CLOCK_REALTIME`) of the last byte the last read returned,
     /// when receive timestamps are on (`TcpStream::set_receive_timestamps`); bytes a receive
     /// brought and a later read returned keep that receive's stamp.
@@ -372,6 +405,20 @@ impl ReadHalf {
             .borrow()
             .peer_addr()
             .map_err(io::Error::from)
+    }
+}
+
+impl ReadHalf {
+    /// The two halves of one stream made whole again (for parking, `park`); `Err` gives back
+    /// halves of two different streams.
+    pub fn reunite(self, write: WriteHalf) -> Result<TcpStream, (ReadHalf, WriteHalf)> {
+        if !Rc::ptr_eq(&self.connection, &write.connection) {
+            return Err((self, write));
+        }
+        drop(write);
+        Ok(TcpStream {
+            connection: self.connection,
+        })
     }
 }
 

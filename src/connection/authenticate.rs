@@ -176,7 +176,9 @@ async fn read_packet(
             Ok(None) => {}
             Err(error) => return Err(error.reason_code()),
         }
-        if super::read_more(shell, client.conn, reader, buf, &mut reservation)
+        // Nothing parks while it authenticates: its own `Ends`, with no flag ever up.
+        let ends = super::Ends::new();
+        if super::read_more(shell, client.conn, reader, &ends, buf, &mut reservation)
             .await
             .is_none()
         {

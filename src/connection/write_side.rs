@@ -60,6 +60,18 @@ impl<'a> WriteSide<'a> {
         }
     }
 
+    /// The writer of a connection that parks: only while it waits for a wake-up, with nothing
+    /// under way.
+    pub(super) fn take_writer(&mut self) -> Option<Writer> {
+        match std::mem::replace(&mut self.step, Step::Done) {
+            Step::Waiting(writer) => Some(writer),
+            other => {
+                self.step = other;
+                None
+            }
+        }
+    }
+
     /// The step after a wake-up or a completed write: takes what is buffered, and writes it,
     /// waits for more, or ends. The shard keeps appending to the rest of the allocation while
     /// this part is on the wire. Drained, a large buffer is let go: an idle connection holds no
@@ -135,6 +147,9 @@ impl Future for WriteSide<'_> {
                     }
                     if let Step::Waiting(writer) = std::mem::replace(&mut this.step, Step::Done) {
                         this.step = this.take(writer);
+                        if matches!(this.step, Step::Writing { .. }) {
+                            this.ends.set_writing(true);
+                        }
                     }
                 }
                 Step::Writing {
@@ -149,6 +164,8 @@ impl Future for WriteSide<'_> {
                         std::mem::replace(&mut this.step, Step::Done)
                     {
                         this.step = this.wrote(writer, out, result);
+                        this.ends
+                            .set_writing(matches!(this.step, Step::Writing { .. }));
                     }
                 }
                 Step::Ending(end) => {

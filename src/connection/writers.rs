@@ -27,6 +27,18 @@ impl Writers {
         self.entries.remove(&conn);
     }
 
+    /// `conn` parked: its next wake-up goes to `waker`, which revives it (`parked`). A wake-up
+    /// kept since the writer's last wait (its task had not run yet) wakes `waker` at once and
+    /// stays kept, for the revived writer to look: a delivery that woke the writer between its
+    /// last poll and the park is never lost, at the cost of a revival when there was nothing.
+    pub fn park(&mut self, conn: ConnId, waker: Waker) {
+        match self.entries.get_mut(&conn) {
+            Some(None) => waker.wake(),
+            Some(entry) => *entry = Some(waker),
+            None => {}
+        }
+    }
+
     /// Wakes the writer of `conn`, or keeps the wake-up for its next wait.
     pub fn wake(&mut self, conn: ConnId) {
         if let Some(entry) = self.entries.get_mut(&conn)
@@ -107,5 +119,27 @@ mod tests {
         writers.remove(7);
         assert_eq!(writers.poll_woken(7, &cx), Poll::Ready(()));
         assert_eq!(counter.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_wake_up_kept_when_the_connection_parks_revives_it_at_once() {
+        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let task_waker = Waker::from(Arc::clone(&task));
+        let cx = Context::from_waker(&task_waker);
+        let parked = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let mut writers = Writers::default();
+        writers.insert(7);
+        assert_eq!(writers.poll_woken(7, &cx), Poll::Pending);
+        // Woken, and the connection parks before its writer runs again.
+        writers.wake(7);
+        writers.park(7, Waker::from(Arc::clone(&parked)));
+        assert_eq!(parked.0.load(Ordering::Relaxed), 1, "revived at once");
+        // The revived writer finds the wake-up and looks for what there is to write.
+        assert_eq!(writers.poll_woken(7, &cx), Poll::Ready(()));
+        // Parked while waiting with nothing kept: only the next wake-up revives it.
+        writers.park(7, Waker::from(Arc::clone(&parked)));
+        assert_eq!(parked.0.load(Ordering::Relaxed), 1);
+        writers.wake(7);
+        assert_eq!(parked.0.load(Ordering::Relaxed), 2);
     }
 }

@@ -75,6 +75,8 @@ pub struct Counts {
     /// Buffers of the shard's receive pool holding bytes no read has taken yet (idle
     /// connections hold none).
     pub receive_buffers_held: u64,
+    /// Idle connections parked without a task (`connection::parked`).
+    pub connections_parked: u64,
 
     // ---- Counters ----
     pub connections_accepted: u64,
@@ -143,6 +145,7 @@ impl Counts {
             will_bytes,
             subscription_bytes,
             receive_buffers_held,
+            connections_parked,
             connections_accepted,
             connections_opened,
             connections_rejected,
@@ -186,6 +189,7 @@ impl Counts {
         sum(&mut self.will_bytes, will_bytes);
         sum(&mut self.subscription_bytes, subscription_bytes);
         sum(&mut self.receive_buffers_held, receive_buffers_held);
+        sum(&mut self.connections_parked, connections_parked);
         sum(&mut self.receives_pooled, receives_pooled);
         sum(&mut self.receive_pool_exhausted, receive_pool_exhausted);
         sum(&mut self.connections_accepted, connections_accepted);

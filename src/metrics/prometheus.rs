@@ -119,7 +119,7 @@ fn render_listeners(out: &mut Out, series: &[Series<'_>], listeners: &[ListenerL
 }
 
 fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
-    let gauges: [Plain; 19] = [
+    let gauges: [Plain; 20] = [
         ("connections", "Open network connections.", |c| {
             c.connections
         }),
@@ -172,6 +172,11 @@ fn render_gauges(out: &mut Out, series: &[Series<'_>]) {
             "receive_buffers_held",
             "Buffers of the shard's receive pool holding bytes no read has taken yet.",
             |c| c.receive_buffers_held,
+        ),
+        (
+            "connections_parked",
+            "Idle connections parked without a task: a socket and a table entry each.",
+            |c| c.connections_parked,
         ),
         (
             "store_broken",

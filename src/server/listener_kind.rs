@@ -68,7 +68,7 @@ impl ListenerKind {
 
     /// Whether its connections' bytes are dated by the kernel's receive timestamp: plain TCP
     /// only (TLS and WebSocket read through layers that do not pass a stamp on).
-    pub(super) fn kernel_timestamps(&self) -> bool {
+    pub(crate) fn kernel_timestamps(&self) -> bool {
         matches!(self, ListenerKind::Plain(plain) if plain.kernel_timestamps)
     }
 

@@ -646,6 +646,10 @@ pub(crate) struct GlommioStream<S, B> {
     pool_left: Option<PooledBuf>,
     /// ringmq patch: the kernel's receive timestamp of `pool_left`'s receive: its bytes keep it.
     pool_left_stamp: Option<libc::timespec>,
+    /// ringmq patch (change 14): a read completed on this stream. Until one has, reads are
+    /// single-shot: a connection that parks right after its first exchange (a CONNECT and
+    /// its CONNACK) then has no multishot receive to withdraw.
+    has_read: bool,
 }
 
 impl<S> From<socket2::Socket> for GlommioStream<S, NonBuffered>
@@ -679,6 +683,7 @@ where
             pool_multishot: None,
             pool_left: None,
             pool_left_stamp: None,
+            has_read: false,
         }
     }
 }
@@ -711,6 +716,7 @@ impl<S> GlommioStream<S, NonBuffered> {
             pool_multishot: self.pool_multishot,
             pool_left: self.pool_left,
             pool_left_stamp: self.pool_left_stamp,
+            has_read: self.has_read,
         }
     }
 }
@@ -799,7 +805,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             let reactor = self.stream.reactor.upgrade().unwrap();
             let pooled = reactor.sys.recv_pool_buffer_bytes();
             match pooled {
-                Some(_) if !buf.is_empty() && self.stream.receive_header.is_none() => {
+                Some(_)
+                    if !buf.is_empty()
+                        && self.has_read
+                        && self.stream.receive_header.is_none() =>
+                {
                     self.stream.source_rx.take();
                     let fd = self.stream.stream.as_raw_fd();
                     self.pool_multishot = Some(reactor.recv_multishot(fd));
@@ -822,6 +832,7 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             return Poll::Pending;
         };
         let source = self.pool_source.take().unwrap();
+        self.has_read = true;
         let pooled = match source.extract_source_type() {
             SourceType::SockRecvPooled(pooled, nonempty, header) => {
                 self.speculate.set(nonempty);
@@ -856,6 +867,53 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             }
             (Err(error), _) => Poll::Ready(Err(error)),
         }
+    }
+
+    /// ringmq patch (change 14): withdraws the receive armed on this stream, so that its socket
+    /// can be handed to a readiness wait of its own (a parked connection), without losing a
+    /// byte. `Ready(true)`: nothing is armed and nothing was read ahead, so every unread byte is
+    /// in the socket. `Ready(false)`: bytes arrived first (the next read returns them), or a
+    /// receive that is not withdrawn here is armed (a single-shot stamped one). Pending while
+    /// a multishot receive's cancellation is on its way: a buffer it fills meanwhile must be
+    /// read, not dropped with it.
+    pub(crate) fn poll_disarm(&mut self, cx: &Context<'_>) -> Poll<bool> {
+        if self.pool_left.is_some()
+            || self.pool_source.is_some()
+            || self.rx_source.is_some()
+            || !self.rx_buf.is_empty()
+        {
+            return Poll::Ready(false);
+        }
+        if let Some(source) = self.pool_multishot.as_ref() {
+            if let Some(pooled) = source.take_multishot_buffer() {
+                self.pool_left = Some(pooled);
+                self.pool_left_stamp = None;
+                return Poll::Ready(false);
+            }
+            if source.cancel_multishot() {
+                // Never submitted: dropping it withdraws it, with nothing brought.
+                self.pool_multishot = None;
+            } else if source.result().is_none() {
+                source.add_waiter_single(cx.waker());
+                return Poll::Pending;
+            } else {
+                // Ended: what it brought before its last completion is read first.
+                if let Some(pooled) = source.take_multishot_buffer() {
+                    self.pool_left = Some(pooled);
+                    self.pool_left_stamp = None;
+                    return Poll::Ready(false);
+                }
+                // An end of stream or an error is the next read's to report: parking would
+                // swallow it. Only a cancel, an empty pool or a stop with the stream open go.
+                if multishot_end_to_report(source.result()) {
+                    return Poll::Ready(false);
+                }
+                self.pool_multishot = None;
+            }
+        }
+        // A readiness poll holds no bytes: dropping it loses nothing.
+        self.stream.source_rx.take();
+        Poll::Ready(true)
     }
 
     /// ringmq patch (change 11): a read from the armed multishot receive: the oldest buffer it
@@ -1105,5 +1163,19 @@ impl<S: AsRawFd + IntoRawFd> GlommioStream<S, NonBuffered> {
     /// but keeping the fd open.
     pub(crate) fn into_raw_fd(self) -> RawFd {
         self.stream.into_raw_fd()
+    }
+}
+
+/// ringmq patch (change 14): whether a multishot receive's end is one a read must report (the
+/// end of the stream or an error), rather than a stop with the stream open (a cancel, an empty
+/// pool, or a completion with bytes after which the kernel stopped it).
+fn multishot_end_to_report(result: Option<io::Result<usize>>) -> bool {
+    match result {
+        Some(Ok(0)) => true,
+        Some(Err(error)) => !matches!(
+            error.raw_os_error(),
+            Some(libc::ECANCELED) | Some(libc::ENOBUFS)
+        ),
+        _ => false,
     }
 }

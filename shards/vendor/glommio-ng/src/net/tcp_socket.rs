@@ -689,6 +689,15 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.set_receive_timestamps().map_err(Into::into)
     }
 
+    /// ringmq patch (change 14): withdraws the receive armed on this stream before its socket
+    /// is taken out with [`IntoRawFd::into_raw_fd`] to wait for readiness elsewhere.
+    /// `Ready(true)` when every unread byte is in the socket; `Ready(false)` when bytes arrived
+    /// first (read them) or the armed receive cannot be withdrawn. Pending while a multishot
+    /// receive's cancellation completes.
+    pub fn poll_disarm(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.stream.poll_disarm(cx)
+    }
+
     /// ringmq patch: the kernel's receive time (`CLOCK_REALTIME`) of the last byte the last
     /// read returned. Bytes a read left for a later one keep their receive's stamp. `None`
     /// unless [`TcpStream::set_receive_timestamps`] was called, or when the read's receive
