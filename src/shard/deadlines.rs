@@ -10,8 +10,8 @@
 //! it comes due after CONNACK (a keepalive that ends before the CONNECT deadline would is
 //! queued at CONNACK). At most one entry of each kind is queued per connection
 //! (`Conn::keepalive_queued` and `Conn::packet_queued` say whether one is); the entries of
-//! closed connections are dropped when they come due, or all at once when they outnumber the
-//! live ones (`compact`).
+//! closed connections are dropped when they come due, or all at once when the queue holds more
+//! than three entries per live connection and 1,024 besides (`compact`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -149,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn the_entries_of_closed_connections_are_dropped_once_they_outnumber_the_live_ones() {
+    fn the_entries_of_closed_connections_are_dropped_once_they_outnumber_what_the_live_ones_hold() {
         let t0 = Instant::now();
         let mut deadlines = Deadlines::default();
         for conn in 0..5_000u64 {
