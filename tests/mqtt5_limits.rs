@@ -57,6 +57,40 @@ fn qos_2_ids_awaiting_pubrel_of_a_3_1_1_client_are_capped_too() {
 }
 
 #[test]
+fn a_qos_2_publish_refused_at_the_cap_is_routed_when_sent_again_after_reconnecting() {
+    // A persistent 3.1.1 session: the fifth PUBLISH closes the connection. Its id must not have
+    // been kept, or the copy sent again after the reconnect (the PUBRELs of the four first sent
+    // before it) would be taken for a repeat, acknowledged and never routed.
+    let mut config = test_config(2);
+    config.limits.incoming_qos2_v3_max = 4;
+    let broker = TestBroker::with_config(config);
+    let (mut subscriber, _) = RawClient::connect(broker.shard(1), Version::V3_1_1, "sub", true);
+    subscriber.subscribe(1, &[("rx", raw::QoS::AtLeastOnce)]);
+    let (mut client, _) = RawClient::connect(broker.shard(0), Version::V3_1_1, "keeper", false);
+    for n in 1..=5u16 {
+        client.publish("rx", &[n as u8], raw::QoS::ExactlyOnce, false, Some(n));
+    }
+    client.expect_closed();
+    let (mut client, connack) =
+        RawClient::connect(broker.shard(0), Version::V3_1_1, "keeper", false);
+    assert!(connack.session_present, "{connack:?}");
+    for n in 1..=4u16 {
+        client.send(&raw::Packet::PubRel(common::response(pid(n))));
+        assert!(matches!(client.recv(), raw::Packet::PubComp(_)));
+    }
+    client.publish("rx", &[5], raw::QoS::ExactlyOnce, false, Some(5));
+    assert!(matches!(client.recv(), raw::Packet::PubRec(_)));
+    let payloads: Vec<u8> = (0..5)
+        .map(|_| {
+            let publish = subscriber.recv_publish();
+            subscriber.ack(&publish);
+            publish.payload[0]
+        })
+        .collect();
+    assert_eq!(payloads, [1, 2, 3, 4, 5]);
+}
+
+#[test]
 fn maximum_packet_size_of_the_broker_is_enforced() {
     let mut config = test_config(2);
     config.limits.packet_bytes_max = 1024;

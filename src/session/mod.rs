@@ -583,6 +583,13 @@ impl SessionState {
     pub fn incoming_qos2_len(&self) -> usize {
         self.incoming_qos2.as_ref().map_or(0, |ids| ids.len())
     }
+
+    /// Whether a QoS 2 id is awaiting its PUBREL.
+    pub fn awaits_pubrel(&self, packet_id: PacketId) -> bool {
+        self.incoming_qos2
+            .as_ref()
+            .is_some_and(|ids| ids.contains(&packet_id.get()))
+    }
 }
 
 #[cfg(test)]

@@ -117,19 +117,24 @@ impl Shard {
             let Some(packet_id) = publish.packet_id else {
                 return self.close_protocol_error(conn_id, now);
             };
-            let first_time = session.state.receive_qos2(packet_id);
             // 5.0 §3.3.4: more unacknowledged QoS 2 than our Receive Maximum. 3.x has no flow
             // control, yet a cap of its own holds (the connection is closed: a 3.x server has no
             // other answer, §4.8): every id awaiting PUBREL is kept in the session, its store
-            // records and its mirror record, which must not grow up to the id space.
+            // records and its mirror record, which must not grow up to the id space. Checked
+            // before the id is kept: an id kept for a PUBLISH refused here would make the copy the
+            // client sends again after reconnecting (a persistent session) look like a repeat,
+            // acknowledged and never routed.
             let awaiting_max = if is_v5 {
                 self.settings.session.inflight_messages_max
             } else {
                 self.settings.incoming_qos2_v3_max
             };
-            if first_time && session.state.incoming_qos2_len() > awaiting_max {
+            if !session.state.awaits_pubrel(packet_id)
+                && session.state.incoming_qos2_len() >= awaiting_max
+            {
                 return self.close_with_reason(conn_id, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
             }
+            let first_time = session.state.receive_qos2(packet_id);
             self.store_begin_route();
             let mut matched = true;
             if first_time {
