@@ -73,6 +73,9 @@ impl Budget {
         let packet = u64::from(limits.packet_bytes_max);
         let topic = u64::from(limits.topic_bytes_max);
         let inflight = u64::from(limits.inflight_messages_max);
+        // A session's QoS 2 ids awaiting PUBREL: 5.0 clients are held to the Receive Maximum,
+        // 3.x clients to a cap of their own.
+        let awaiting_pubrel = inflight.max(u64::from(limits.incoming_qos2_v3_max));
         let connections = u64::from(limits.connections_per_shard_max)
             .min(u64::from(limits.connections_max).div_ceil(shards_u64));
         let sessions = u64::from(limits.sessions_per_shard_max);
@@ -157,9 +160,10 @@ impl Budget {
             ),
             term(
                 "QoS 2 ids from clients awaiting PUBREL",
-                sessions.saturating_mul(inflight),
+                sessions.saturating_mul(awaiting_pubrel),
                 INCOMING_QOS2_ID_BYTES,
-                "limits.sessions_per_shard_max, limits.inflight_messages_max",
+                "limits.sessions_per_shard_max, limits.inflight_messages_max, \
+                 limits.incoming_qos2_v3_max",
             ),
             term(
                 "subscriptions (entries)",

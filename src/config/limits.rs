@@ -43,7 +43,8 @@ pub struct Limits {
     pub inflight_messages_max: u16,
     /// QoS 2 packet ids from one MQTT 3.1/3.1.1 client awaiting PUBREL (beyond it the connection
     /// is closed). 5.0 clients are held to `inflight_messages_max`, their Receive Maximum; 3.x
-    /// clients are never told a limit, so theirs is higher (rumqttc keeps 100 in flight).
+    /// clients are never told a limit, so theirs is higher: 100, rumqttc's window and EMQX's
+    /// `max_awaiting_rel`.
     pub incoming_qos2_v3_max: u16,
     /// Messages queued for one session (offline, or beyond the in-flight window).
     pub outbox_messages_max: u32,
@@ -137,7 +138,7 @@ impl Default for Limits {
         Limits {
             packet_bytes_max: 1_048_576,
             inflight_messages_max: 32,
-            incoming_qos2_v3_max: 1_000,
+            incoming_qos2_v3_max: 100,
             outbox_messages_max: 1_000,
             outbox_bytes_max: 16_777_216,
             client_id_bytes_max: 256,
